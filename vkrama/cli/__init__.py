@@ -1,0 +1,95 @@
+"""The command line: the only package that imports click.
+
+Stage: the outer shell of the pipeline. Commands parse flags, build a typed request,
+call one domain function and hand the result to `console`. No click context, params
+dict or argparse-like namespace travels below this package. Subcommands are imported
+lazily so that `vkrama --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from vkrama import __version__
+from vkrama.cli.app import App
+from vkrama.errors import ExitStatus, VkramaError
+
+# name -> "module:attribute"; each module is imported only when its command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("vkrama.cli.info:info", "Show vkrama, podman and state paths."),
+    "config": ("vkrama.cli.config:config", "Show the effective configuration."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module_name, attribute = COMMANDS[cmd_name][0].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help lines come from COMMANDS so that --help imports nothing.
+        rows = [(name, COMMANDS[name][1]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vkrama")
+@click.option("-v", "--verbose", count=True, help="Show more (tracebacks of errors, engine calls).")
+@click.option("--dry-run", is_flag=True, help="Print the podman commands instead of running them.")
+@click.option("--offline", is_flag=True, default=None, help="Never touch the network.")
+@click.option("--engine-url", metavar="URL", help="podman API socket, e.g. unix:///run/podman/podman.sock.")
+@click.pass_context
+def cli(
+    ctx: click.Context, verbose: int, dry_run: bool, offline: bool | None, engine_url: str | None
+) -> None:
+    """vkrama: which GPU stack runs your model fastest? Build, bench and serve llama.cpp
+    images for Mesa Vulkan (RADV, ANV, NVK, lavapipe), ROCm, CUDA, oneAPI and CPU."""
+    ctx.obj = App.create(
+        verbose=verbose,
+        dry_run=dry_run,
+        overrides={"offline": offline, "engine.url": engine_url},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns errors into one `Error:`/`Hint:` block and an exit code."""
+    verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
+    try:
+        result = cli.main(args=argv, prog_name="vkrama", standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
+    except VkramaError as error:
+        click.echo(f"Error: {error.message}", err=True)
+        if error.hint:
+            click.echo(f"Hint: {error.hint}", err=True)
+        if verbose:
+            raise
+        sys.exit(int(error.status))
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(int(ExitStatus.USAGE) if isinstance(error, click.UsageError) else int(ExitStatus.ERROR))
+    except BrokenPipeError:
+        sys.exit(int(ExitStatus.OK))
+
+

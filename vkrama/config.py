@@ -1,0 +1,218 @@
+"""Settings: defaults, TOML files, `VKRAMA_*` variables and flags, each value with its source.
+
+Stage: first in the pipeline (flags/env/toml ─► Settings). Reads files and the environment
+it is given; must not print, must not touch the network or podman, and never writes
+`os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vkrama.errors import ExitStatus, VkramaError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+# Every setting vkrama knows, with its default. The type of the default is the type a
+# file or variable must give; a dict default is a free-form table (e.g. shortnames).
+DEFAULTS: dict[str, Any] = {
+    "home": "",  # empty: $XDG_DATA_HOME/vkrama
+    "offline": False,
+    "engine.url": "",  # empty: discover a socket, else start a private service
+    "engine.idle_timeout": 5,
+    "images.pull": "missing",  # missing: build an absent image on first use; never: refuse
+    "images.base": "docker.io/library/debian:sid",
+    "serve.host": "127.0.0.1",
+    "serve.port": 8080,
+    "serve.backend": "auto",
+    "serve.timeout": 120,
+    "models.hf_endpoint": "https://huggingface.co",
+    "models.ollama_registry": "https://registry.ollama.ai",
+    "models.shortnames": {},
+    "bench.timeout": 1800,
+}
+
+# Variables that do not follow the VKRAMA_SECTION_KEY pattern but are honoured as users
+# of the wider ecosystem expect.
+ALIASES: dict[str, str] = {
+    "VKRAMA_HOME": "home",
+    "HF_ENDPOINT": "models.hf_endpoint",
+}
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One effective value and where it came from (`default`, a file path, `env VAR`, `flag`)."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Look values up with `settings["serve.host"]`."""
+
+    values: Mapping[str, Setting]
+    files_read: tuple[Path, ...] = ()
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key].value
+
+    def source(self, key: str) -> str:
+        return self.values[key].source
+
+    @property
+    def home(self) -> Path:
+        """Where all state lives: models, results, the private podman socket."""
+        if self["home"]:
+            return Path(self["home"]).expanduser()
+        data = self.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data) / "vkrama"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Per-user directory for sockets (not shared between users, short path)."""
+        base = self.environ.get("XDG_RUNTIME_DIR")
+        if base and os.access(base, os.W_OK):
+            return Path(base) / "vkrama"
+        return Path(f"/tmp/vkrama-{os.getuid()}")
+
+    @property
+    def offline(self) -> bool:
+        return bool(self["offline"])
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "flag") -> Settings:
+        """Settings with flag values laid on top (None means: flag not given)."""
+        values = dict(self.values)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            _check_known(key, source)
+            values[key] = Setting(_coerce(key, value, source), source)
+        return Settings(values, self.files_read, self.environ)
+
+
+def config_files(environ: Mapping[str, str]) -> list[Path]:
+    """Config files in increasing precedence: system-wide, then the user's."""
+    if "VKRAMA_CONFIG" in environ:
+        return [Path(environ["VKRAMA_CONFIG"])]
+    user_base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [Path("/etc/vkrama/vkrama.toml"), Path(user_base) / "vkrama" / "vkrama.toml"]
+
+
+def load(
+    environ: Mapping[str, str] | None = None, files: list[Path] | None = None
+) -> Settings:
+    """Defaults, then each file that exists, then environment variables."""
+    env = dict(os.environ if environ is None else environ)
+    values = {key: Setting(value, "default") for key, value in DEFAULTS.items()}
+    read: list[Path] = []
+    for path in config_files(env) if files is None else files:
+        if not path.is_file():
+            continue
+        for key, value in _read_file(path).items():
+            values[key] = Setting(_coerce(key, value, str(path)), str(path))
+        read.append(path)
+    for var, raw in sorted(env.items()):
+        key = _key_for_variable(var)
+        if key is not None:
+            values[key] = Setting(_coerce(key, raw, f"env {var}"), f"env {var}")
+    return Settings(values, tuple(read), env)
+
+
+def _key_for_variable(var: str) -> str | None:
+    if var in ALIASES:
+        return ALIASES[var]
+    if not var.startswith("VKRAMA_") or var == "VKRAMA_CONFIG":
+        return None
+    name = var.removeprefix("VKRAMA_").lower()
+    for key in DEFAULTS:
+        if key.replace(".", "_") == name:
+            return key
+    return None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib says "... (at line 3, column 7)"; show it the way compilers do.
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column \d+\)$", message)
+        line = match.group(1) if match else "1"
+        message = re.sub(r"\s*\(at line \d+, column \d+\)$", "", message)
+        raise VkramaError(
+            f"{path}:{line}: {message}",
+            hint="fix the TOML syntax on that line",
+            status=ExitStatus.CONFIG,
+        ) from None
+    flat: dict[str, Any] = {}
+    _flatten(data, "", flat)
+    for key in flat:
+        _check_known(key, str(path), text)
+    return flat
+
+
+def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and not isinstance(DEFAULTS.get(key), dict):
+            _flatten(value, f"{key}.", out)
+        else:
+            out[key] = value
+
+
+def _check_known(key: str, source: str, text: str | None = None) -> None:
+    if key in DEFAULTS:
+        return
+    where = source
+    if text is not None:
+        leaf = key.rsplit(".", 1)[-1]
+        for number, line in enumerate(text.splitlines(), start=1):
+            if re.match(rf"\s*{re.escape(leaf)}\s*=", line):
+                where = f"{source}:{number}"
+                break
+    raise VkramaError(
+        f"{where}: unknown setting {key!r}",
+        hint="`vkrama config show` lists every setting vkrama knows",
+        status=ExitStatus.CONFIG,
+    )
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    default = DEFAULTS[key]
+    wanted = type(default)
+    if isinstance(value, str) and wanted is not str:
+        try:
+            if wanted is bool:
+                lowered = value.strip().lower()
+                if lowered not in TRUE_WORDS | FALSE_WORDS:
+                    raise ValueError(value)
+                return lowered in TRUE_WORDS
+            if wanted is int:
+                return int(value)
+        except ValueError:
+            raise VkramaError(
+                f"{source}: {key} must be {wanted.__name__}, got {value!r}",
+                status=ExitStatus.CONFIG,
+            ) from None
+    if wanted is int and isinstance(value, bool) or not isinstance(value, wanted):
+        raise VkramaError(
+            f"{source}: {key} must be {wanted.__name__}, got {value!r}",
+            status=ExitStatus.CONFIG,
+        )
+    return value

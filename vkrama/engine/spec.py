@@ -1,0 +1,118 @@
+"""ContainerSpec: a complete, engine-neutral description of one container to run.
+
+Stage: produced by the planning stages (server.plan, bench.plan), consumed by the engine.
+Pure data: must not import podman-py or touch the system, except `clamped_ulimits`, which
+reads this process's own rlimits so that a container never asks for more than the host
+allows (sandboxes without CAP_SYS_RESOURCE refuse that).
+"""
+
+from __future__ import annotations
+
+import resource
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LABEL_PREFIX = "vkrama."
+
+# What podman asks for by default is far above most hosts' hard limits.
+WANTED_ULIMITS = {"nofile": 65536, "nproc": 65536}
+_RLIMIT = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+
+
+def clamped_ulimits() -> dict[str, int]:
+    """The ulimits vkrama asks for, lowered to this host's hard limits."""
+    limits = {}
+    for name, wanted in WANTED_ULIMITS.items():
+        _, hard = resource.getrlimit(_RLIMIT[name])
+        limits[name] = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    return limits
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount; read-only unless said otherwise (models are never writable)."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """Publish `container_port` on `host_ip:host_port` (loopback unless asked otherwise)."""
+
+    container_port: int
+    host_port: int
+    host_ip: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one container; secure defaults are the field defaults."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()  # host device paths or CDI names (nvidia.com/gpu=0)
+    group_add: tuple[str, ...] = ()  # numeric gids, so they need not exist in the image
+    mounts: tuple[Mount, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    user: str | None = None
+    cap_drop_all: bool = True
+    no_new_privileges: bool = True
+    read_only_rootfs: bool = False
+    tmpfs: tuple[str, ...] = ()
+    ulimits: dict[str, int] = field(default_factory=clamped_ulimits)
+    remove: bool = False
+    # Secret env values are passed to the container but replaced by `***` in every
+    # rendering (dry-run, logs of vkrama itself).
+    secret_env: frozenset[str] = frozenset()
+
+    def podman_argv(self, detach: bool = False) -> list[str]:
+        """The equivalent `podman run …` command line; secrets are masked."""
+        argv = ["podman", "run"]
+        if detach:
+            argv.append("--detach")
+        if self.remove:
+            argv.append("--rm")
+        if self.name:
+            argv += ["--name", self.name]
+        for key, value in sorted(self.labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        if self.user:
+            argv += ["--user", self.user]
+        if self.cap_drop_all:
+            argv += ["--cap-drop", "all"]
+        if self.no_new_privileges:
+            argv += ["--security-opt", "no-new-privileges"]
+        if self.read_only_rootfs:
+            argv.append("--read-only")
+        for path in self.tmpfs:
+            argv += ["--tmpfs", path]
+        for name, value in sorted(self.ulimits.items()):
+            argv += ["--ulimit", f"{name}={value}:{value}"]
+        for device in self.devices:
+            argv += ["--device", device]
+        for gid in self.group_add:
+            argv += ["--group-add", gid]
+        for key, value in sorted(self.env.items()):
+            shown = "***" if key in self.secret_env else value
+            argv += ["--env", f"{key}={shown}"]
+        for mount in self.mounts:
+            options = ",ro" if mount.read_only else ""
+            argv += ["--mount", f"type=bind,src={mount.source},dst={mount.target}{options}"]
+        for port in self.ports:
+            argv += ["--publish", f"{port.host_ip}:{port.host_port}:{port.container_port}"]
+        if self.entrypoint is not None:
+            argv += ["--entrypoint", shlex.join(self.entrypoint) or "''"]
+        argv.append(self.image)
+        argv += list(self.command)
+        return argv
+
+    def podman_command(self, detach: bool = False) -> str:
+        """`podman_argv` as one shell-quoted line, for --dry-run."""
+        return shlex.join(self.podman_argv(detach))
