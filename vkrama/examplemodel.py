@@ -1,0 +1,197 @@
+"""Random-weight llama GGUF files for tests, demos and benchmarks (there is no model hub here).
+
+Stage: outside the pipeline; it produces inputs for it. Writes only the file it is asked to
+write (plus `llama-quantize`'s output when quantizing); must not print and must not touch
+the network. Random weights run at the speed of real ones of the same shape, which is all a
+benchmark or a server smoke test needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+# SentencePiece-style ids llama.cpp expects for a "llama" tokenizer.
+UNK, BOS, EOS = 0, 1, 2
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CPU_IMAGE = "localhost/vkrama/cpu:latest"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The hyper-parameters of a llama-architecture model."""
+
+    name: str
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_vocab: int
+    n_ctx: int
+
+    @property
+    def parameter_count(self) -> int:
+        head_dim = self.n_embd // self.n_head
+        attn = 2 * self.n_embd * self.n_embd + 2 * self.n_embd * head_dim * self.n_head_kv
+        per_layer = attn + 3 * self.n_embd * self.n_ff + 2 * self.n_embd
+        return self.n_layer * per_layer + 2 * self.n_vocab * self.n_embd + self.n_embd
+
+
+SHAPES: dict[str, Shape] = {
+    # ~3.9 M parameters, 7.9 MB in F16: written in well under a second.
+    "tiny": Shape("vkrama-tiny", 256, 4, 4, 4, 768, 1024, 2048),
+    # ~0.66 B parameters: 1.3 GB in F16 (~6 s), ~0.38 GB as Q4_0 (TinyLlama-like, fewer layers).
+    "bench": Shape("vkrama-bench", 2048, 12, 32, 4, 5632, 32000, 4096),
+}
+
+
+def vocabulary(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
+    """An SPM vocabulary: unk/bos/eos, chat markers, the 256 byte tokens, then word pieces."""
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [gguf.TokenType.BYTE] * 256
+    pieces = _pieces(n_vocab - len(tokens))
+    tokens += pieces
+    types += [gguf.TokenType.NORMAL] * len(pieces)
+    # Shorter pieces first with higher scores: a plausible SPM merge order.
+    scores = [0.0] * (n_vocab - len(pieces)) + [-float(i) for i in range(len(pieces))]
+    return tokens, scores, [int(t) for t in types]
+
+
+def _pieces(count: int) -> list[str]:
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    alphabet = list(letters) + list(letters.upper()) + list("0123456789.,!?'-:;()")
+    out: list[str] = ["▁"]
+    out += [f"▁{c}" for c in alphabet] + alphabet
+    for a in letters:
+        for b in letters:
+            out += [f"▁{a}{b}", f"{a}{b}"]
+    for a in letters:
+        for b in letters:
+            for c in letters:
+                out += [f"▁{a}{b}{c}", f"{a}{b}{c}"]
+    if count > len(out):
+        raise ValueError(f"vocabulary of {count} pieces is larger than this generator makes")
+    return out[:count]
+
+
+def write(
+    path: Path,
+    shape: Shape | str = "tiny",
+    seed: int = 0,
+    split_max_tensors: int = 0,
+) -> Path:
+    """Write a random-weight F16 llama GGUF to `path` (deterministic for a seed); return it.
+
+    With `split_max_tensors`, write split files `NAME-0000i-of-0000N.gguf` and return the first.
+    """
+    shape = SHAPES[shape] if isinstance(shape, str) else shape
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    head_dim = shape.n_embd // shape.n_head
+    n_embd_kv = head_dim * shape.n_head_kv
+    biggest = max(shape.n_vocab * shape.n_embd, shape.n_ff * shape.n_embd)
+    # One random pool, sliced at random offsets: drawing ~1e9 normals would take minutes.
+    pool = (rng.standard_normal(2 * biggest, dtype=np.float32) * 0.02).astype(np.float16)
+
+    def weight(rows: int, cols: int) -> np.ndarray:
+        start = int(rng.integers(0, pool.size - rows * cols + 1))
+        return pool[start : start + rows * cols].reshape(rows, cols)
+
+    def norm() -> np.ndarray:
+        return np.ones(shape.n_embd, dtype=np.float32)
+
+    writer = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
+    writer.add_name(shape.name)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_context_length(shape.n_ctx)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(shape.n_vocab)
+    tokens, scores, types = vocabulary(shape.n_vocab)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(UNK)
+    writer.add_bos_token_id(BOS)
+    writer.add_eos_token_id(EOS)
+    writer.add_add_bos_token(True)
+    writer.add_chat_template(CHATML)
+
+    writer.add_tensor("token_embd.weight", weight(shape.n_vocab, shape.n_embd))
+    for i in range(shape.n_layer):
+        blk = f"blk.{i}"
+        writer.add_tensor(f"{blk}.attn_norm.weight", norm())
+        writer.add_tensor(f"{blk}.attn_q.weight", weight(shape.n_embd, shape.n_embd))
+        writer.add_tensor(f"{blk}.attn_k.weight", weight(n_embd_kv, shape.n_embd))
+        writer.add_tensor(f"{blk}.attn_v.weight", weight(n_embd_kv, shape.n_embd))
+        writer.add_tensor(f"{blk}.attn_output.weight", weight(shape.n_embd, shape.n_embd))
+        writer.add_tensor(f"{blk}.ffn_norm.weight", norm())
+        writer.add_tensor(f"{blk}.ffn_gate.weight", weight(shape.n_ff, shape.n_embd))
+        writer.add_tensor(f"{blk}.ffn_up.weight", weight(shape.n_ff, shape.n_embd))
+        writer.add_tensor(f"{blk}.ffn_down.weight", weight(shape.n_embd, shape.n_ff))
+    writer.add_tensor("output_norm.weight", norm())
+    writer.add_tensor("output.weight", weight(shape.n_vocab, shape.n_embd))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if split_max_tensors:
+        first = sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))
+        return first[0]
+    return path
+
+
+def quantize(src: Path, dst: Path, kind: str = "q4_0", image: str = CPU_IMAGE) -> Path:
+    """Quantize `src` into `dst` with llama-quantize from the cpu image (needs podman)."""
+    podman = shutil.which("podman")
+    if podman is None:
+        raise FileNotFoundError("podman is not installed; it runs llama-quantize from the image")
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-") as work:
+        argv = [
+            podman, "run", "--rm", "--network=none", "--cap-drop=all",
+            "--security-opt=no-new-privileges",
+            # uid 0 in the container: the invoking user under rootless podman, and the owner of
+            # the output directory under rootful podman run as root.
+            "--user=0:0",
+            "-v", f"{src.parent}:/in:ro", "-v", f"{work}:/out",
+            image, "llama-quantize", f"/in/{src.name}", f"/out/{dst.name}", kind,
+            str(os.cpu_count() or 1),
+        ]  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True)
+        os.replace(Path(work) / dst.name, dst)
+    return dst
+
+
+def make(kind: str, out: Path, seed: int = 0, quantize_to: str | None = None) -> Path:
+    """Write the `kind` model to `out`; with `quantize_to`, write F16 next to it then quantize."""
+    out = Path(out)
+    if quantize_to is None:
+        return write(out, kind, seed)
+    with tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".f16-") as work:
+        f16 = write(Path(work) / f"{out.stem}-f16.gguf", kind, seed)
+        return quantize(f16, out, quantize_to)
