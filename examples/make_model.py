@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     path = examplemodel.make(args.kind, args.out, args.seed, None if wanted == "none" else wanted)
     shape = examplemodel.SHAPES[args.kind]
+    dtype = "f16" if wanted == "none" else wanted
     print(
-        f"{path}: {shape.parameter_count / 1e6:.1f} M parameters, {wanted if wanted != 'none' else 'f16'}, "
+        f"{path}: {shape.parameter_count / 1e6:.1f} M parameters, {dtype}, "
         f"{path.stat().st_size / 1e6:.1f} MB in {time.monotonic() - started:.1f} s"
     )
     return 0
