@@ -1,0 +1,260 @@
+"""server.plan, pick_port and wait_ready: the serve container and its readiness, no podman."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from vkrama import server
+from vkrama.errors import ExitStatus, VkramaError
+
+
+@dataclass(frozen=True)
+class FakeChoice:
+    """The fields of backends.Choice that plan reads."""
+
+    backend: str = "cpu"
+    driver: str | None = None
+    gpu: object = None
+    devices: tuple[str, ...] = ()
+    group_add: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    reason: str = "asked for"
+    device_label: str = "CPU"
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """The fields of store.LocalModel that plan reads."""
+
+    name: str = "tiny"
+    path: Path = Path("/data/models/tiny.gguf")
+    files: tuple[Path, ...] = (Path("/data/models/tiny.gguf"),)
+    sha256: str = "ab" * 32
+
+
+LAVAPIPE = FakeChoice(
+    backend="vulkan",
+    driver="lavapipe",
+    devices=("/dev/dri/renderD128",),
+    group_add=("105",),
+    env={"GGML_VK_VISIBLE_DEVICES": "0"},
+    device_label="llvmpipe (lavapipe)",
+)
+
+
+def request(**overrides: object) -> server.ServeRequest:
+    values: dict[str, object] = {
+        "model": FakeModel(),
+        "choice": FakeChoice(),
+        "image": "localhost/vkrama/cpu:latest",
+        "port": 8099,
+    }
+    values.update(overrides)
+    return server.ServeRequest(**values)  # type: ignore[arg-type]
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_cpu_plan_is_locked_down_and_published_on_loopback() -> None:
+    spec = server.plan(request())
+    argv = spec.podman_argv(detach=True)
+    command = spec.podman_command(detach=True)
+    assert "--publish 127.0.0.1:8099:8080" in command
+    assert "--cap-drop all" in command
+    assert "--security-opt no-new-privileges" in command
+    assert "--read-only" in argv and "--tmpfs /tmp" in command
+    assert "type=bind,src=/data/models/tiny.gguf,dst=/models/tiny.gguf,ro" in command
+    assert flag_value(argv, "--user") == "1000:1000"
+    assert spec.command[:2] == ("llama-server", "--model")
+    assert flag_value(list(spec.command), "--model") == "/models/tiny.gguf"
+    assert flag_value(list(spec.command), "--port") == "8080"
+    assert flag_value(list(spec.command), "--n-gpu-layers") == "0"
+    assert spec.name == "vkrama-tiny-8099"
+    assert spec.devices == () and spec.group_add == ()
+
+
+def test_labels_say_what_serves_where() -> None:
+    spec = server.plan(request(choice=LAVAPIPE, image="localhost/vkrama/vulkan:latest"))
+    assert spec.labels == {
+        "vkrama.role": "serve",
+        "vkrama.model": "tiny",
+        "vkrama.alias": "tiny",
+        "vkrama.backend": "vulkan",
+        "vkrama.driver": "lavapipe",
+        "vkrama.device": "llvmpipe (lavapipe)",
+        "vkrama.url": "http://127.0.0.1:8099",
+        "vkrama.model_sha256": "ab" * 32,
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag", "expected"),
+    [
+        pytest.param(
+            {"choice": LAVAPIPE}, "--n-gpu-layers", "999", id="gpu-backend-offloads-every-layer"
+        ),
+        pytest.param(
+            {"choice": LAVAPIPE, "ngl": 4},
+            "--n-gpu-layers",
+            "4",
+            id="ngl-flag-wins-over-backend-default",
+        ),
+        pytest.param({"ctx_size": 512}, "--ctx-size", "512", id="ctx-size-is-passed-through"),
+        pytest.param({"parallel": 8}, "--parallel", "8", id="parallel-is-passed-through"),
+        pytest.param(
+            {"alias": "chat"}, "--alias", "chat", id="alias-flag-names-the-model-for-clients"
+        ),
+        pytest.param({}, "--alias", "tiny", id="alias-defaults-to-the-model-name"),
+    ],
+)
+def test_llama_server_flags(overrides: dict[str, object], flag: str, expected: str) -> None:
+    command = list(server.plan(request(**overrides)).command)
+    assert flag_value(command, flag) == expected
+
+
+def test_gpu_choice_brings_only_its_devices_groups_and_env() -> None:
+    spec = server.plan(request(choice=LAVAPIPE))
+    argv = spec.podman_argv()
+    assert flag_value(argv, "--device") == "/dev/dri/renderD128"
+    assert flag_value(argv, "--group-add") == "105"
+    assert spec.env["GGML_VK_VISIBLE_DEVICES"] == "0"
+
+
+def test_extra_args_come_last() -> None:
+    spec = server.plan(request(extra_args=("--temp", "0")))
+    assert spec.command[-2:] == ("--temp", "0")
+
+
+def test_split_model_mounts_every_part_and_loads_the_first() -> None:
+    parts = (Path("/m/big-00001-of-00002.gguf"), Path("/m/big-00002-of-00002.gguf"))
+    spec = server.plan(request(model=FakeModel(name="big", path=parts[0], files=parts)))
+    assert [m.target for m in spec.mounts] == [
+        "/models/big-00001-of-00002.gguf",
+        "/models/big-00002-of-00002.gguf",
+    ]
+    assert all(m.read_only for m in spec.mounts)
+    assert flag_value(list(spec.command), "--model") == "/models/big-00001-of-00002.gguf"
+
+
+def test_api_key_goes_to_a_secret_env_never_to_argv_or_labels() -> None:
+    spec = server.plan(request(api_key="sk-very-secret"))
+    assert spec.env[server.API_KEY_ENV] == "sk-very-secret"
+    assert server.API_KEY_ENV in spec.secret_env
+    assert "sk-very-secret" not in spec.podman_command(detach=True)
+    assert "sk-very-secret" not in " ".join(spec.command)
+    assert "sk-very-secret" not in json.dumps(spec.labels)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        pytest.param("127.0.0.1", 8080, "http://127.0.0.1:8080", id="loopback-is-used-as-is"),
+        pytest.param(
+            "0.0.0.0", 9000, "http://127.0.0.1:9000", id="wildcard-is-reached-on-loopback"
+        ),
+        pytest.param("::1", 9000, "http://[::1]:9000", id="ipv6-is-bracketed"),
+    ],
+)
+def test_base_url(host: str, port: int, expected: str) -> None:
+    assert server.base_url(host, port) == expected
+
+
+def test_wider_host_publishes_there() -> None:
+    command = server.plan(request(host="0.0.0.0")).podman_command()
+    assert "--publish 0.0.0.0:8099:8080" in command
+
+
+def test_pick_port_auto_returns_a_free_port() -> None:
+    port = server.pick_port("127.0.0.1", "auto")
+    assert port > 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_pick_port_refuses_a_busy_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(VkramaError) as caught:
+            server.pick_port("127.0.0.1", port)
+    assert caught.value.status == ExitStatus.PORT_IN_USE
+    assert str(port) in caught.value.message
+
+
+def test_pick_port_keeps_a_free_port() -> None:
+    free = server.pick_port("127.0.0.1", "auto")
+    assert server.pick_port("127.0.0.1", free) == free
+
+
+class FakeLlamaServer(BaseHTTPRequestHandler):
+    """Answers like llama-server: /health 503 until `ready_after` polls, then 200."""
+
+    polls = 0
+    ready_after = 3
+    alias = "tiny"
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        if self.path == "/health":
+            cls.polls += 1
+            self.answer(200 if cls.polls > cls.ready_after else 503, {"status": "ok"})
+        elif self.path == "/v1/models":
+            self.answer(200, {"object": "list", "data": [{"id": cls.alias}]})
+        else:
+            self.answer(404, {})
+
+    def answer(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_server() -> Iterator[str]:
+    FakeLlamaServer.polls = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeLlamaServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_wait_ready_returns_once_health_and_alias_answer(fake_server: str) -> None:
+    ticks: list[float] = []
+    waited = server.wait_ready(
+        fake_server, "tiny", timeout=5, is_running=lambda: True, on_tick=ticks.append
+    )
+    assert FakeLlamaServer.polls == 4
+    assert len(ticks) == 3
+    assert waited < 1
+
+
+def test_wait_ready_times_out_when_the_alias_is_never_listed(fake_server: str) -> None:
+    with pytest.raises(VkramaError) as caught:
+        server.wait_ready(fake_server, "other", timeout=0.3, is_running=lambda: True)
+    assert caught.value.status == ExitStatus.TIMEOUT
+
+
+def test_wait_ready_stops_when_the_container_exits() -> None:
+    port = server.pick_port("127.0.0.1", "auto")  # nothing listens there
+    with pytest.raises(VkramaError) as caught:
+        server.wait_ready(f"http://127.0.0.1:{port}", "tiny", timeout=10, is_running=lambda: False)
+    assert caught.value.status == ExitStatus.CONTAINER_EXITED

@@ -1,0 +1,224 @@
+"""Serving: plan a llama-server container, pick its host port, and wait until it is ready.
+
+Stage: server.plan ─► ContainerSpec (pure, so --dry-run can print it), then after
+engine.run: wait_ready. `plan` must not touch the system; `pick_port` only binds a probe
+socket; `wait_ready` only speaks HTTP to the server and asks the caller whether the
+container still runs. Nothing here prints or imports podman-py: progress goes through
+callbacks and the CLI renders it.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import requests
+
+from vkrama.engine.spec import ContainerSpec, Mount, PortMapping
+from vkrama.errors import ExitStatus, VkramaError
+
+if TYPE_CHECKING:
+    from vkrama.backends import Choice
+    from vkrama.store import LocalModel
+
+# llama-server listens on one fixed port inside every container; only the published host
+# port varies, so the command line never depends on the host.
+CONTAINER_PORT = 8080
+MODEL_DIR = "/models"
+# The images' non-root user ("llama"); numeric so it need not be looked up in the image.
+CONTAINER_USER = "1000:1000"
+# llama.cpp reads the key from this variable (same as --api-key), which keeps it off argv,
+# where `ps` inside or outside the container would show it.
+API_KEY_ENV = "LLAMA_API_KEY"
+# GPU backends offload every layer; llama.cpp clamps the number to the model's layer count.
+ALL_LAYERS = 999
+ROLE = "serve"
+# Poll fast: readiness latency is the whole overhead of `serve -d` over a raw podman run.
+POLL_INTERVAL_S = 0.02
+# Asking podman whether the container still runs costs a round trip; do it less often.
+LIVENESS_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """What the user asked for, already resolved to a model file, a device and an image."""
+
+    model: LocalModel
+    choice: Choice
+    image: str
+    port: int
+    host: str = "127.0.0.1"
+    name: str | None = None
+    alias: str | None = None
+    ctx_size: int | None = None
+    ngl: int | None = None
+    parallel: int | None = None
+    api_key: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+def plan(request: ServeRequest) -> ContainerSpec:
+    """The llama-server container for `request`: locked down, labelled, model mounted ro."""
+    model, choice = request.model, request.choice
+    alias = request.alias or default_alias(model.name)
+    files = model.files or (model.path,)
+    mounts = tuple(Mount(Path(f), f"{MODEL_DIR}/{Path(f).name}") for f in files)
+    ngl = request.ngl if request.ngl is not None else (0 if choice.backend == "cpu" else ALL_LAYERS)
+    command = [
+        "llama-server",
+        "--model", f"{MODEL_DIR}/{Path(model.path).name}",
+        "--host", "0.0.0.0",  # inside the container; the host side is the published port
+        "--port", str(CONTAINER_PORT),
+        "--alias", alias,
+        "--n-gpu-layers", str(ngl),
+    ]  # fmt: skip
+    if request.ctx_size is not None:
+        command += ["--ctx-size", str(request.ctx_size)]
+    if request.parallel is not None:
+        command += ["--parallel", str(request.parallel)]
+    command += list(request.extra_args)
+    env = dict(choice.env)
+    # Mesa and ggml want a writable cache; the root filesystem is read-only.
+    env.setdefault("XDG_CACHE_HOME", "/tmp/.cache")
+    secret: frozenset[str] = frozenset()
+    if request.api_key:
+        env[API_KEY_ENV] = request.api_key
+        secret = frozenset({API_KEY_ENV})
+    url = base_url(request.host, request.port)
+    labels = {
+        "vkrama.role": ROLE,
+        "vkrama.model": model.name,
+        "vkrama.alias": alias,
+        "vkrama.backend": choice.backend,
+        "vkrama.driver": choice.driver or "",
+        "vkrama.device": choice.device_label,
+        "vkrama.url": url,
+    }
+    if getattr(model, "sha256", None):
+        labels["vkrama.model_sha256"] = model.sha256
+    return ContainerSpec(
+        image=request.image,
+        command=tuple(command),
+        name=request.name or default_name(alias, request.port),
+        labels=labels,
+        env=env,
+        devices=tuple(choice.devices),
+        group_add=tuple(choice.group_add),
+        mounts=mounts,
+        ports=(PortMapping(CONTAINER_PORT, request.port, request.host),),
+        user=CONTAINER_USER,
+        cap_drop_all=True,
+        no_new_privileges=True,
+        read_only_rootfs=True,
+        tmpfs=("/tmp",),
+        secret_env=secret,
+    )
+
+
+def default_alias(model_name: str) -> str:
+    """The name clients pass as `model`: the model's name without path or .gguf suffix."""
+    name = model_name.rsplit("/", 1)[-1]
+    return name.removesuffix(".gguf") or "model"
+
+
+def default_name(alias: str, port: int) -> str:
+    """A container name that says what runs and is unique per host port."""
+    slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", alias).strip("-.").lower() or "model"
+    return f"vkrama-{slug[:40]}-{port}"
+
+
+def base_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches the server (wildcards mean loopback works)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def pick_port(host: str, wanted: int | str) -> int:
+    """`wanted` if it is free on `host`, a free one for "auto"; a busy port is an error."""
+    auto = wanted == "auto"
+    port = 0 if auto else int(wanted)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: a port whose last connection sits in TIME_WAIT is free to podman.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise VkramaError(
+                    f"port {port} on {host} is already in use",
+                    hint="pick another with --port N, or let vkrama choose with --port auto",
+                    status=ExitStatus.PORT_IN_USE,
+                ) from None
+            raise VkramaError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                hint="check --host (an address of this machine) and --port",
+                status=ExitStatus.USAGE,
+            ) from None
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(
+    url: str,
+    alias: str,
+    timeout: float,
+    is_running: Callable[[], bool],
+    on_tick: Callable[[float], None] | None = None,
+    api_key: str | None = None,
+) -> float:
+    """Block until `/health` is 200 and `/v1/models` lists `alias`; return seconds waited.
+
+    Raises VkramaError(CONTAINER_EXITED) as soon as `is_running()` says the container is
+    gone, VkramaError(TIMEOUT) after `timeout` seconds. `on_tick(elapsed)` is called on
+    every poll (the CLI spins a spinner with it).
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    start = time.monotonic()
+    next_liveness = start + LIVENESS_INTERVAL_S
+    with requests.Session() as session:
+        while True:
+            now = time.monotonic()
+            elapsed = now - start
+            if _is_ready(session, url, alias, headers):
+                return time.monotonic() - start
+            if now >= next_liveness:
+                next_liveness = now + LIVENESS_INTERVAL_S
+                if not is_running():
+                    raise VkramaError(
+                        "llama-server exited before it was ready",
+                        hint="its last log lines are above; `--backend cpu` rules out the GPU",
+                        status=ExitStatus.CONTAINER_EXITED,
+                    )
+            if elapsed >= timeout:
+                raise VkramaError(
+                    f"llama-server was not ready after {timeout:g} s",
+                    hint="a large model may need a longer --timeout",
+                    status=ExitStatus.TIMEOUT,
+                )
+            if on_tick is not None:
+                on_tick(elapsed)
+            time.sleep(POLL_INTERVAL_S)
+
+
+def _is_ready(session: requests.Session, url: str, alias: str, headers: dict[str, str]) -> bool:
+    try:
+        health = session.get(f"{url}/health", headers=headers, timeout=1)
+        if health.status_code != 200:
+            return False
+        models = session.get(f"{url}/v1/models", headers=headers, timeout=1)
+        if models.status_code != 200:
+            return False
+        listed = {entry.get("id") for entry in models.json().get("data", [])}
+    except (requests.RequestException, ValueError, AttributeError):
+        # Refused, reset or half-written answers while the server starts.
+        return False
+    return alias in listed
