@@ -113,9 +113,7 @@ def config_files(environ: Mapping[str, str]) -> list[Path]:
     return [Path("/etc/vkrama/vkrama.toml"), Path(user_base) / "vkrama" / "vkrama.toml"]
 
 
-def load(
-    environ: Mapping[str, str] | None = None, files: list[Path] | None = None
-) -> Settings:
+def load(environ: Mapping[str, str] | None = None, files: list[Path] | None = None) -> Settings:
     """Defaults, then each file that exists, then environment variables."""
     env = dict(os.environ if environ is None else environ)
     values = {key: Setting(value, "default") for key, value in DEFAULTS.items()}
@@ -210,7 +208,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 f"{source}: {key} must be {wanted.__name__}, got {value!r}",
                 status=ExitStatus.CONFIG,
             ) from None
-    if wanted is int and isinstance(value, bool) or not isinstance(value, wanted):
+    if (wanted is int and isinstance(value, bool)) or not isinstance(value, wanted):
         raise VkramaError(
             f"{source}: {key} must be {wanted.__name__}, got {value!r}",
             status=ExitStatus.CONFIG,

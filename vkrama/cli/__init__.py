@@ -51,7 +51,9 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Show more (tracebacks of errors, engine calls).")
 @click.option("--dry-run", is_flag=True, help="Print the podman commands instead of running them.")
 @click.option("--offline", is_flag=True, default=None, help="Never touch the network.")
-@click.option("--engine-url", metavar="URL", help="podman API socket, e.g. unix:///run/podman/podman.sock.")
+@click.option(
+    "--engine-url", metavar="URL", help="podman API socket, e.g. unix:///run/podman/podman.sock."
+)
 @click.pass_context
 def cli(
     ctx: click.Context, verbose: int, dry_run: bool, offline: bool | None, engine_url: str | None
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(done.exit_code)
     except click.ClickException as error:
         error.show()
-        sys.exit(int(ExitStatus.USAGE) if isinstance(error, click.UsageError) else int(ExitStatus.ERROR))
+        sys.exit(
+            int(ExitStatus.USAGE) if isinstance(error, click.UsageError) else int(ExitStatus.ERROR)
+        )
     except BrokenPipeError:
         sys.exit(int(ExitStatus.OK))
-
-

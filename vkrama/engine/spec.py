@@ -15,8 +15,10 @@ from pathlib import Path
 
 LABEL_PREFIX = "vkrama."
 
-# What podman asks for by default is far above most hosts' hard limits.
-WANTED_ULIMITS = {"nofile": 65536, "nproc": 65536}
+# What podman asks for by default is far above most hosts' hard limits. nproc counts every
+# process of the user, so a few thousand is plenty; above ~32k runc was refused in
+# sandboxes whose `ulimit -Hu` claimed more.
+WANTED_ULIMITS = {"nofile": 65536, "nproc": 4096}
 _RLIMIT = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 
 

@@ -1,0 +1,309 @@
+"""The podman engine: containers from `ContainerSpec`s, through podman's REST API.
+
+Stage: engine (the only importer of podman-py, with its sibling `engine.images`). It turns
+podman-py and transport exceptions into `VkramaError`s at this boundary, labels every
+container it creates, and never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+from podman import PodmanClient
+from podman import errors as podman_errors
+
+from vkrama import __version__
+from vkrama.config import Settings
+from vkrama.engine.socket import Endpoint, discover
+from vkrama.engine.spec import LABEL_PREFIX, ContainerSpec
+from vkrama.errors import ExitStatus, VkramaError
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    version: str
+    api_version: str
+    url: str
+    source: str
+    started_service: bool
+    oci_runtime: str
+    storage_driver: str
+    rootless: bool
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A container that ran to its end: exit code and its two output streams."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    id: str
+    name: str
+    image: str
+    state: str  # running, exited, created …
+    labels: dict[str, str]
+    started_at: datetime | None
+    ports: tuple[tuple[str, int, int], ...]  # (host ip, host port, container port)
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn podman-py and transport failures into one-line vkrama errors."""
+    try:
+        yield
+    except podman_errors.ImageNotFound as error:
+        raise VkramaError(
+            f"{what}: image not found: {_explanation(error)}",
+            hint="build it with `vkrama images build BACKEND`",
+            status=ExitStatus.IMAGE_UNAVAILABLE,
+        ) from error
+    except podman_errors.NotFound as error:
+        raise VkramaError(f"{what}: {_explanation(error)}", status=ExitStatus.NOT_FOUND) from error
+    except podman_errors.APIError as error:
+        raise VkramaError(f"{what}: {_explanation(error)}", status=ExitStatus.ERROR) from error
+    except (requests.ConnectionError, podman_errors.PodmanError) as error:
+        raise VkramaError(
+            f"{what}: lost the connection to podman ({error.__class__.__name__})",
+            hint="is the podman service still running? `podman info` checks it",
+            status=ExitStatus.ENGINE_UNAVAILABLE,
+        ) from error
+
+
+def _explanation(error: Exception) -> str:
+    text = getattr(error, "explanation", None) or str(error)
+    return " ".join(str(text).split())
+
+
+class Engine:
+    """A connected podman service."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.client = PodmanClient(base_url=endpoint.url, timeout=None)
+
+    # -- service -------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        with translate_errors("podman info"):
+            data = self.client.info()
+        host = data.get("host", {})
+        version = data.get("version", {})
+        return EngineInfo(
+            version=version.get("Version", "?"),
+            api_version=version.get("APIVersion", "?"),
+            url=self.endpoint.url,
+            source=self.endpoint.source,
+            started_service=self.endpoint.started,
+            oci_runtime=host.get("ociRuntime", {}).get("name", "?"),
+            storage_driver=data.get("store", {}).get("graphDriverName", "?"),
+            rootless=bool(host.get("security", {}).get("rootless", False)),
+        )
+
+    # -- containers ----------------------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; returns its id."""
+        body = spec_generator(spec)
+        with translate_errors(f"create container from {spec.image}"):
+            response = self.client.api.post(
+                "/containers/create", data=_json(body), headers={"content-type": "application/json"}
+            )
+            response.raise_for_status()
+        return str(response.json()["Id"])
+
+    def start(self, container: str) -> None:
+        with translate_errors(f"start container {container[:12]}"):
+            self.client.api.post(f"/containers/{container}/start").raise_for_status()
+
+    def run(self, spec: ContainerSpec) -> str:
+        """Create and start a detached container; removes it again if it cannot start."""
+        container = self.create(spec)
+        try:
+            self.start(container)
+        except BaseException:
+            self.remove(container)
+            raise
+        return container
+
+    def wait(self, container: str, timeout: float | None = None) -> int:
+        """Wait until the container exits; its exit code. Raises TIMEOUT after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.state(container)
+            if state["Status"] in ("exited", "stopped", "dead"):
+                return int(state.get("ExitCode", 0))
+            if deadline is not None and time.monotonic() > deadline:
+                raise VkramaError(
+                    f"container {container[:12]} still running after {timeout:.0f} s",
+                    status=ExitStatus.TIMEOUT,
+                )
+            time.sleep(0.1)
+
+    def state(self, container: str) -> dict[str, Any]:
+        with translate_errors(f"inspect container {container[:12]}"):
+            response = self.client.api.get(f"/containers/{container}/json")
+            response.raise_for_status()
+        return dict(response.json()["State"])
+
+    def logs(
+        self,
+        container: str,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[str]:
+        """The container's output, line by line (following it while it runs if asked)."""
+        with translate_errors(f"logs of {container[:12]}"):
+            handle = self.client.containers.get(container)
+            chunks = handle.logs(
+                stdout=stdout,
+                stderr=stderr,
+                stream=follow,
+                follow=follow,
+                tail=tail if tail is not None else "all",
+            )
+            if isinstance(chunks, bytes):
+                chunks = iter([chunks])
+            pending = b""
+            for chunk in chunks:
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+            if pending:
+                yield pending.decode("utf-8", "replace")
+
+    def run_to_completion(self, spec: ContainerSpec, timeout: float | None = None) -> Completed:
+        """Run a container to its end and collect stdout and stderr apart; always removes it."""
+        container = self.run(spec)
+        try:
+            exit_code = self.wait(container, timeout)
+            out = "\n".join(self.logs(container, stderr=False))
+            err = "\n".join(self.logs(container, stdout=False))
+            return Completed(exit_code, out, err)
+        finally:
+            self.remove(container)
+
+    def stop(self, container: str, timeout: int = 10) -> None:
+        with translate_errors(f"stop container {container[:12]}"):
+            self.client.api.post(
+                f"/containers/{container}/stop", params={"timeout": timeout}
+            ).raise_for_status()
+
+    def remove(self, container: str) -> None:
+        """Force-remove a container (stopping it first); a container already gone is fine."""
+        with contextlib.suppress(VkramaError), translate_errors(f"remove {container[:12]}"):
+            response = self.client.api.delete(
+                f"/containers/{container}", params={"force": True, "v": True}
+            )
+            if response.status_code not in (200, 204, 404):
+                response.raise_for_status()
+
+    def containers(self, labels: Mapping[str, str] | None = None) -> list[ContainerSummary]:
+        """vkrama's containers (all states), optionally narrowed by more labels."""
+        wanted = {f"{LABEL_PREFIX}version": None, **(labels or {})}
+        filters = [k if v is None else f"{k}={v}" for k, v in wanted.items()]
+        with translate_errors("list containers"):
+            response = self.client.api.get(
+                "/containers/json", params={"all": True, "filters": _json({"label": filters})}
+            )
+            response.raise_for_status()
+        return [_summary(item) for item in response.json()]
+
+
+def connect(settings: Settings) -> Engine:
+    """Connect to podman as the settings and environment say (see `engine.socket`)."""
+    endpoint = discover(
+        settings.environ,
+        settings["engine.url"],
+        settings.runtime_dir,
+        settings["engine.idle_timeout"],
+    )
+    return Engine(endpoint)
+
+
+def spec_generator(spec: ContainerSpec) -> dict[str, Any]:
+    """The libpod SpecGenerator body for a ContainerSpec (the API twin of `podman_argv`)."""
+    labels = {**spec.labels, f"{LABEL_PREFIX}version": __version__}
+    mounts: list[dict[str, Any]] = [
+        {
+            "type": "bind",
+            "source": str(m.source),
+            "destination": m.target,
+            "options": ["rbind", "ro" if m.read_only else "rw"],
+        }
+        for m in spec.mounts
+    ]
+    mounts += [
+        {
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "destination": path,
+            "options": ["rw", "nosuid", "nodev"],
+        }
+        for path in spec.tmpfs
+    ]
+    body: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command),
+        "labels": labels,
+        "env": dict(spec.env),
+        "devices": [{"path": d} for d in spec.devices],
+        "groups": list(spec.group_add),
+        "mounts": mounts,
+        "portmappings": [
+            {
+                "host_ip": p.host_ip,
+                "host_port": p.host_port,
+                "container_port": p.container_port,
+                "protocol": "tcp",
+            }
+            for p in spec.ports
+        ],
+        "cap_drop": ["all"] if spec.cap_drop_all else [],
+        "no_new_privileges": spec.no_new_privileges,
+        "read_only_filesystem": spec.read_only_rootfs,
+        "r_limits": [
+            {"type": name, "soft": value, "hard": value} for name, value in spec.ulimits.items()
+        ],
+        "remove": spec.remove,
+    }
+    if spec.name:
+        body["name"] = spec.name
+    if spec.user:
+        body["user"] = spec.user
+    if spec.entrypoint is not None:
+        body["entrypoint"] = list(spec.entrypoint)
+    return body
+
+
+def _summary(item: Mapping[str, Any]) -> ContainerSummary:
+    started = item.get("StartedAt") or 0
+    ports = tuple(
+        (p.get("host_ip") or "0.0.0.0", int(p["host_port"]), int(p["container_port"]))
+        for p in item.get("Ports") or []
+    )
+    return ContainerSummary(
+        id=item["Id"],
+        name=(item.get("Names") or ["?"])[0],
+        image=item.get("Image", ""),
+        state=item.get("State", "?"),
+        labels=dict(item.get("Labels") or {}),
+        started_at=datetime.fromtimestamp(started, tz=timezone.utc) if started > 0 else None,
+        ports=ports,
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
