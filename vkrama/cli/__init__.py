@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
 
 import click
 
@@ -68,7 +67,7 @@ def cli(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the CLI and turns errors into one `Error:`/`Hint:` block and an exit code."""
+    """Run the CLI; turn errors into one `Error:`/`Hint:` block and an exit code."""
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
     try:
         result = cli.main(args=argv, prog_name="vkrama", standalone_mode=False)
