@@ -21,6 +21,10 @@ from vkrama.errors import ExitStatus, VkramaError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("vkrama.cli.info:info", "Show vkrama, podman and state paths."),
     "config": ("vkrama.cli.config:config", "Show the effective configuration."),
+    "serve": ("vkrama.cli.serve:serve", "Serve a model with llama-server's OpenAI API."),
+    "ps": ("vkrama.cli.serve:ps", "List vkrama servers."),
+    "stop": ("vkrama.cli.serve:stop", "Stop and remove vkrama servers."),
+    "logs": ("vkrama.cli.serve:logs", "Print a vkrama server's log."),
 }
 
 

@@ -1,0 +1,281 @@
+"""`vkrama serve`, `ps`, `stop`, `logs`: run llama-server containers and manage them.
+
+Stage: CLI shell over `vkrama.serving`. Parses flags into `ServeOptions`, renders progress,
+tables and log lines; the pipeline itself lives in `serving` and `server`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import click
+from tabulate import tabulate
+
+from vkrama import serving
+from vkrama.cli.app import App, pass_app
+from vkrama.errors import ExitStatus, VkramaError
+
+BACKEND_CHOICES = ("auto", "cpu", "vulkan", "rocm", "cuda", "oneapi", "best")
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+def port_type(value: str) -> int | str:
+    """--port: a number in 1..65535, or "auto"."""
+    if value == "auto":
+        return value
+    if value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    raise click.BadParameter(f"{value!r} is not a port (1-65535) or 'auto'")
+
+
+def serve_flags(command: Callable[..., object]) -> Callable[..., object]:
+    """Flags shared by `serve` and `run`: which backend and device, and llama-server's knobs."""
+    for decorator in reversed(
+        [
+            click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+                         help="Backend image to serve with (default: settings serve.backend)."),
+            click.option("--gpu", type=int, metavar="N", help="GPU index (see `vkrama devices`)."),
+            click.option("--vk-driver", metavar="D",
+                         help="Vulkan driver: radv, anv, nvk, nvidia or lavapipe."),
+            click.option("--ctx-size", type=click.IntRange(min=1), metavar="N",
+                         help="Context size in tokens (default: the model's)."),
+            click.option("--ngl", type=click.IntRange(min=0), metavar="N",
+                         help="Layers to offload (default: all on a GPU backend, 0 on cpu)."),
+            click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
+                         help="Seconds to wait until ready (default: settings serve.timeout)."),
+        ]
+    ):  # fmt: skip
+        command = decorator(command)
+    return command
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- LLAMA_SERVER_ARGS]")
+@serve_flags
+@click.option(
+    "--port",
+    type=port_type,
+    default=None,
+    metavar="P|auto",
+    help="Host port (default: settings serve.port); auto picks a free one.",
+)
+@click.option("--host", metavar="H", help="Host address to publish on (default: 127.0.0.1).")
+@click.option("--name", metavar="N", help="Container name (default: vkrama-ALIAS-PORT).")
+@click.option("-d", "--detach", is_flag=True, help="Return once ready; print name and URL.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Requests served at once (llama-server slots).",
+)
+@click.option("--alias", metavar="NAME", help="Model name clients use (default: the model's).")
+@click.option(
+    "--api-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="F",
+    help="Require this key (first line of F) from clients; never printed.",
+)
+@pass_app
+def serve(
+    app: App, model: str, extra_args: tuple[str, ...], backend: str | None, gpu: int | None,
+    vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
+    port: int | str | None, host: str | None, name: str | None, detach: bool,
+    parallel: int | None, alias: str | None, api_key_file: Path | None,
+) -> None:  # fmt: skip
+    """Serve MODEL with llama-server's OpenAI API in the best (or chosen) backend image.
+
+    Foreground by default: logs stream until Ctrl-C, which stops and removes the
+    container. Arguments after `--` go to llama-server unchanged.
+    """
+    settings = app.settings
+    options = serving.ServeOptions(
+        model=model,
+        backend=backend or settings["serve.backend"],
+        gpu=gpu,
+        vk_driver=vk_driver,
+        port=port if port is not None else settings["serve.port"],
+        host=host or settings["serve.host"],
+        name=name,
+        ctx_size=ctx_size,
+        ngl=ngl,
+        parallel=parallel,
+        alias=alias,
+        api_key_file=api_key_file,
+        extra_args=extra_args,
+    )
+    if app.dry_run:
+        planned = serving.prepare(settings, options, engine=None)
+        click.echo(planned.spec.podman_command(detach=True))
+        return
+    with terminate_as_interrupt():
+        running = start(app, options, timeout)
+        if detach:
+            click.echo(f"{running.name} {running.url}")
+            return
+        follow_until_interrupted(app, running)
+
+
+def start(app: App, options: serving.ServeOptions, timeout: float | None) -> serving.Running:
+    """Plan, start and wait with a spinner; on failure show the server's last log lines."""
+    progress = say if app.verbose else None
+    planned = serving.prepare(app.settings, options, app.engine, on_progress=progress)
+    wait_s = timeout if timeout is not None else float(app.settings["serve.timeout"])
+    with spinner(f"starting {planned.spec.name}") as tick:
+        try:
+            running = serving.launch(app.engine, planned, wait_s, on_tick=tick)
+        except serving.ServerFailed as failed:
+            if failed.log_tail:
+                click.echo("--- last lines of llama-server's log ---", err=True)
+                for line in failed.log_tail:
+                    click.echo(f"  {line}", err=True)
+            raise
+    if app.verbose:
+        say(f"ready in {running.ready_s:.2f} s")
+    return running
+
+
+def follow_until_interrupted(app: App, running: serving.Running) -> None:
+    """Stream the log until Ctrl-C or SIGTERM; either way the container goes."""
+    say(f"Serving {running.alias} at {running.url}/v1 as {running.name} (Ctrl-C stops it)")
+    engine = app.engine
+    try:
+        for line in engine.logs(running.id, follow=True):
+            click.echo(line)
+        raise VkramaError(
+            f"{running.name} exited",
+            hint="its log is above; `vkrama serve ... --backend cpu` rules out the GPU",
+            status=ExitStatus.CONTAINER_EXITED,
+        )
+    except KeyboardInterrupt:
+        say(f"Stopping {running.name}")
+    finally:
+        engine.remove(running.id)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd, `kill`, a supervisor) takes the same clean path as Ctrl-C."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def spinner(label: str) -> Iterator[Callable[[float], None]]:
+    """A spinner on stderr when it is a terminal; a no-op callback otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda _elapsed: None
+        return
+    last = [0.0]
+
+    def tick(elapsed: float) -> None:
+        if elapsed - last[0] < 0.1:
+            return
+        last[0] = elapsed
+        frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
+        click.echo(f"\r{frame} {label} ({elapsed:.1f} s)", err=True, nl=False)
+
+    try:
+        yield tick
+    finally:
+        click.echo("\r\033[K", err=True, nl=False)
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_app
+def ps(app: App, as_json: bool) -> None:
+    """List vkrama servers (from container labels)."""
+    rows = serving.list_servers(app.engine)
+    if as_json:
+        click.echo(json.dumps([server_json(row) for row in rows], indent=2))
+        return
+    if not rows:
+        say("No vkrama servers. Start one with `vkrama serve MODEL -d`.")
+        return
+    table = [
+        [row.name, row.model, row.backend, device_text(row), row.url, row.state,
+         uptime_text(row.uptime_s())]
+        for row in rows
+    ]  # fmt: skip
+    headers = ["NAME", "MODEL", "BACKEND", "DEVICE", "URL", "STATE", "UPTIME"]
+    click.echo(tabulate(table, headers=headers, tablefmt="plain"))
+
+
+def server_json(row: serving.ServerRow) -> dict[str, object]:
+    return {
+        "name": row.name,
+        "id": row.id,
+        "model": row.model,
+        "alias": row.alias,
+        "backend": row.backend,
+        "driver": row.driver or None,
+        "device": row.device,
+        "url": row.url,
+        "state": row.state,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "uptime_s": round(uptime, 1) if (uptime := row.uptime_s()) is not None else None,
+    }
+
+
+def device_text(row: serving.ServerRow) -> str:
+    if row.driver and row.driver not in row.device:
+        return f"{row.device} ({row.driver})"
+    return row.device or "-"
+
+
+def uptime_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("names", nargs=-1, metavar="NAME...")
+@click.option("--all", "every", is_flag=True, help="Stop every vkrama server.")
+@pass_app
+def stop(app: App, names: tuple[str, ...], every: bool) -> None:
+    """Stop and remove vkrama servers."""
+    if not names and not every:
+        raise VkramaError(
+            "say which servers to stop",
+            hint="`vkrama stop NAME...`, or `vkrama stop --all`; `vkrama ps` lists them",
+            status=ExitStatus.USAGE,
+        )
+    stopped = serving.stop_servers(app.engine, names, every, on_progress=click.echo)
+    if every and not stopped:
+        say("No vkrama servers.")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
+@pass_app
+def logs(app: App, name: str, follow: bool, tail: int | None) -> None:
+    """Print a vkrama server's log."""
+    row = serving.find_server(app.engine, name)
+    with contextlib.suppress(KeyboardInterrupt):
+        for line in app.engine.logs(row.id, follow=follow, tail=tail):
+            click.echo(line)

@@ -1,0 +1,275 @@
+"""The serve pipeline end to end, and the lifecycle of serve containers found by label.
+
+Stage: runs store ─► backends ─► images ─► server.plan ─► engine.run ─► server.wait_ready,
+and lists/stops serve containers by their `vkrama.*` labels (no state file). Must not
+print: steps are reported through `on_progress(message)`, waiting through `on_tick`.
+Never leaves a container behind when a server fails to become ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vkrama import server
+from vkrama.config import Settings
+from vkrama.engine.spec import ContainerSpec
+from vkrama.errors import ExitStatus, VkramaError
+
+if TYPE_CHECKING:
+    from vkrama.backends import Choice
+    from vkrama.engine import ContainerSummary, Engine
+    from vkrama.hardware import HardwareProfile
+    from vkrama.store import LocalModel
+
+Progress = Callable[[str], None]
+# How much of a failed server's log the user gets to see.
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`vkrama serve`'s flags, typed."""
+
+    model: str
+    backend: str = "auto"
+    gpu: int | None = None
+    vk_driver: str | None = None
+    port: int | str = 8080  # or "auto"
+    host: str = "127.0.0.1"
+    name: str | None = None
+    ctx_size: int | None = None
+    ngl: int | None = None
+    parallel: int | None = None
+    alias: str | None = None
+    api_key_file: Path | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A serve container ready to start (or to print, under --dry-run)."""
+
+    spec: ContainerSpec
+    url: str
+    alias: str
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started serve container that answered as ready."""
+
+    id: str
+    name: str
+    url: str
+    alias: str
+    ready_s: float
+
+
+class ServerFailed(VkramaError):
+    """A server that never became ready; carries the last lines of its log."""
+
+    def __init__(self, error: VkramaError, log_tail: list[str]) -> None:
+        super().__init__(error.message, hint=error.hint, status=error.status)
+        self.log_tail = log_tail
+
+
+def prepare(
+    settings: Settings,
+    options: ServeOptions,
+    engine: Engine | None,
+    on_progress: Progress | None = None,
+) -> Planned:
+    """Resolve model, device and image, then plan. `engine=None` means dry-run: nothing is
+    pulled, built or bound, the image is named but not checked."""
+    from vkrama import images, store
+
+    say = on_progress or (lambda _message: None)
+    api_key = read_api_key(options.api_key_file) if options.api_key_file else None
+    model = (
+        store.resolve(settings, options.model)
+        if engine is None
+        else store.ensure(settings, options.model, on_progress=on_progress)
+    )
+    choice = _choose(settings, options, model)
+    say(
+        f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: {choice.reason}"
+    )
+    if engine is None:
+        image = images.image_ref(choice.backend)
+        port = 0 if options.port == "auto" else int(options.port)
+    else:
+        # The port is checked before the image is built, so a busy port fails fast.
+        port = server.pick_port(options.host, options.port)
+        image = images.ensure(engine, choice.backend, settings, on_progress=on_progress).ref
+    request = server.ServeRequest(
+        model=model,
+        choice=choice,
+        image=image,
+        port=port,
+        host=options.host,
+        name=options.name,
+        alias=options.alias,
+        ctx_size=options.ctx_size,
+        ngl=options.ngl,
+        parallel=options.parallel,
+        api_key=api_key,
+        extra_args=options.extra_args,
+    )
+    spec = server.plan(request)
+    return Planned(spec, server.base_url(options.host, port), spec.labels["vkrama.alias"], api_key)
+
+
+def _choose(settings: Settings, options: ServeOptions, model: LocalModel) -> Choice:
+    from vkrama import backends, hardware
+
+    profile = hardware.detect()
+    if options.backend != "best":
+        return backends.choose(profile, options.backend, options.gpu, options.vk_driver)
+    backend, driver = _best_cell(settings, model, profile, options.gpu)
+    return backends.choose(profile, backend, options.gpu, driver)
+
+
+def _best_cell(
+    settings: Settings, model: LocalModel, profile: HardwareProfile, gpu: int | None
+) -> tuple[str, str | None]:
+    """The fastest (backend, driver) `vkrama bench` measured for this model and GPU."""
+    cell = None
+    try:
+        from vkrama import results
+
+        cell = results.best(settings, model.sha256, results.gpu_key(profile, gpu))
+    except (ImportError, AttributeError):
+        pass  # the bench stage has not landed: same answer as "no results yet"
+    if cell is None:
+        raise VkramaError(
+            f"no bench results for {model.name} on this machine yet",
+            hint=f"run `vkrama bench {model.name}` first, or pick --backend yourself",
+            status=ExitStatus.NOT_FOUND,
+        )
+    return cell.backend, cell.driver
+
+
+def read_api_key(path: Path) -> str:
+    """The first line of the key file; its content is never echoed."""
+    try:
+        key = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise VkramaError(
+            f"cannot read API key file {path}: {exc.strerror}",
+            hint="--api-key-file wants a file whose first line is the key",
+            status=ExitStatus.USAGE,
+        ) from None
+    if not key or not key[0].strip():
+        raise VkramaError(
+            f"API key file {path} is empty",
+            hint="write the key on its first line",
+            status=ExitStatus.USAGE,
+        )
+    return key[0].strip()
+
+
+def launch(
+    engine: Engine,
+    planned: Planned,
+    timeout: float,
+    on_tick: Callable[[float], None] | None = None,
+) -> Running:
+    """Start the planned container and wait until it serves; on failure remove it and raise
+    `ServerFailed` (TIMEOUT or CONTAINER_EXITED) carrying its last log lines."""
+    container = engine.run(planned.spec)
+    try:
+        waited = server.wait_ready(
+            planned.url,
+            planned.alias,
+            timeout,
+            is_running=lambda: _is_running(engine, container),
+            on_tick=on_tick,
+            api_key=planned.api_key,
+        )
+    except VkramaError as error:
+        tail = list(engine.logs(container, tail=LOG_TAIL_LINES))
+        engine.remove(container)
+        raise ServerFailed(error, tail) from None
+    except BaseException:
+        # Ctrl-C or SIGTERM while waiting: the half-started server goes too.
+        engine.remove(container)
+        raise
+    name = planned.spec.name or container[:12]
+    return Running(container, name, planned.url, planned.alias, waited)
+
+
+def _is_running(engine: Engine, container: str) -> bool:
+    return engine.state(container).get("Status") in ("running", "created", "configured")
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    """One serve container as `vkrama ps` shows it, read from its labels."""
+
+    name: str
+    id: str
+    model: str
+    alias: str
+    backend: str
+    driver: str
+    device: str
+    url: str
+    state: str
+    started_at: datetime | None
+
+    def uptime_s(self, now: datetime | None = None) -> float | None:
+        if self.started_at is None or self.state != "running":
+            return None
+        return ((now or datetime.now(timezone.utc)) - self.started_at).total_seconds()
+
+
+def list_servers(engine: Engine) -> list[ServerRow]:
+    """Every vkrama serve container, running or not, by name."""
+    rows = [_row(c) for c in engine.containers({"vkrama.role": server.ROLE})]
+    return sorted(rows, key=lambda row: row.name)
+
+
+def _row(summary: ContainerSummary) -> ServerRow:
+    labels = summary.labels
+    return ServerRow(
+        name=summary.name,
+        id=summary.id,
+        model=labels.get("vkrama.model", "?"),
+        alias=labels.get("vkrama.alias", ""),
+        backend=labels.get("vkrama.backend", "?"),
+        driver=labels.get("vkrama.driver", ""),
+        device=labels.get("vkrama.device", ""),
+        url=labels.get("vkrama.url", ""),
+        state=summary.state,
+        started_at=summary.started_at,
+    )
+
+
+def find_server(engine: Engine, name: str) -> ServerRow:
+    """The serve container called `name` (or whose id starts with it)."""
+    for row in list_servers(engine):
+        if name in (row.name, row.id) or (len(name) >= 6 and row.id.startswith(name)):
+            return row
+    raise VkramaError(
+        f"no vkrama server named {name!r}",
+        hint="`vkrama ps` lists the servers",
+        status=ExitStatus.NOT_FOUND,
+    )
+
+
+def stop_servers(
+    engine: Engine, names: tuple[str, ...], every: bool, on_progress: Progress | None = None
+) -> list[str]:
+    """Stop and remove the named servers (all with `every`); the names removed. Unknown
+    names fail before anything is stopped."""
+    targets = list_servers(engine) if every else [find_server(engine, n) for n in names]
+    for row in targets:
+        engine.remove(row.id)  # force-remove stops it (SIGTERM, then SIGKILL)
+        if on_progress:
+            on_progress(row.name)
+    return [row.name for row in targets]
