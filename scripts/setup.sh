@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Make a Debian/Ubuntu machine ready for vkrama's tests: podman with runc, ulimits that fit
-# under the host's hard limits, Debian's registry/skopeo for the OCI pull tests, and a
-# locally bootstrapped debian:sid base image (no container registry is reachable here).
-# Idempotent: safe to run again. Needs root (or sudo).
+# Make a fresh Debian/Ubuntu machine ready for vkrama: podman with runc, ulimits that fit
+# under the host's hard limits, Debian's registry/skopeo for the OCI pull tests, a locally
+# bootstrapped debian:sid base image (no container registry needs to be reachable), and a
+# virtualenv in .venv with vkrama and its test tools. Idempotent. Needs root or sudo.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-need=(podman runc mmdebstrap docker-registry skopeo uidmap)
+cd "$(dirname "$0")/.."
+need=(podman runc mmdebstrap docker-registry skopeo uidmap python3-venv procps)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -46,4 +47,10 @@ if ! podman image exists "$base"; then
   podman import --quiet "$tmp/base.tar" "$base" >/dev/null
   rm -rf "$tmp"
 fi
-podman --version
+if [ ! -x .venv/bin/vkrama ] || [ pyproject.toml -nt .venv/bin/vkrama ]; then
+  echo "setup: installing vkrama and its test tools into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+  touch .venv/bin/vkrama
+fi
+echo "setup: $(podman --version), $(.venv/bin/vkrama --version)"

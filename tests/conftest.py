@@ -1,0 +1,77 @@
+"""Shared fixtures: isolated state per test, a real podman engine, the tiny example model.
+
+Every test gets its own VKRAMA_HOME and config directory, so nothing a test writes leaks
+into another or into the user's state. Fixtures that need podman connect to the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vkrama import config, examplemodel
+from vkrama.engine import Engine, connect
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh VKRAMA_HOME and an empty config directory for every test."""
+    home = tmp_path / "vkrama-home"
+    monkeypatch.setenv("VKRAMA_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for var in [v for v in os.environ if v.startswith("VKRAMA_") and v != "VKRAMA_HOME"]:
+        monkeypatch.delenv(var)
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    return home
+
+
+@pytest.fixture
+def settings() -> config.Settings:
+    return config.load()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    """The real podman, found or started the way `vkrama` itself does it."""
+    return connect(config.load())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight llama GGUF (F16, ~4 M parameters), made once per session."""
+    return examplemodel.make("tiny", tmp_path_factory.mktemp("models") / "tiny.gguf", 0, None)
+
+
+@dataclass
+class Result:
+    """A finished `vkrama` process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def vkrama(isolated_state: Path) -> Iterator[Callable[..., Result]]:
+    """Run the real `vkrama` CLI in a subprocess: `vkrama("info", "--json")`."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+        done = subprocess.run(
+            [sys.executable, "-m", "vkrama", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    yield run

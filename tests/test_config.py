@@ -1,0 +1,106 @@
+"""Settings: precedence (default < file < env < flag), sources, and bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vkrama import config
+from vkrama.errors import ExitStatus, VkramaError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "vkrama.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_say_they_are_defaults() -> None:
+    settings = config.load(environ={}, files=[])
+    assert settings["serve.host"] == "127.0.0.1"
+    assert settings.source("serve.host") == "default"
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "flags", "expected", "source"),
+    [
+        ("[serve]\nport = 9000\n", {}, {}, 9000, "FILE"),
+        ("[serve]\nport = 9000\n", {"VKRAMA_SERVE_PORT": "9001"}, {}, 9001, "env VKRAMA_SERVE_PORT"),
+        ("[serve]\nport = 9000\n", {"VKRAMA_SERVE_PORT": "9001"}, {"serve.port": 9002}, 9002, "flag"),
+        ("", {}, {"serve.port": None}, 8080, "default"),
+    ],
+    ids=[
+        "a-file-overrides-the-default",
+        "an-environment-variable-overrides-the-file",
+        "a-flag-overrides-everything",
+        "a-flag-not-given-changes-nothing",
+    ],
+)
+def test_precedence(
+    tmp_path: Path,
+    file_text: str,
+    environ: dict[str, str],
+    flags: dict[str, object],
+    expected: int,
+    source: str,
+) -> None:
+    path = write(tmp_path, file_text)
+    settings = config.load(environ=environ, files=[path]).with_overrides(flags)
+    assert settings["serve.port"] == expected
+    assert settings.source("serve.port") == source.replace("FILE", str(path))
+
+
+def test_later_files_override_earlier_ones(tmp_path: Path) -> None:
+    system = tmp_path / "system.toml"
+    system.write_text('[serve]\nhost = "0.0.0.0"\nport = 1\n')
+    user = tmp_path / "user.toml"
+    user.write_text("[serve]\nport = 2\n")
+    settings = config.load(environ={}, files=[system, user])
+    assert (settings["serve.host"], settings["serve.port"]) == ("0.0.0.0", 2)
+    assert settings.files_read == (system, user)
+
+
+def test_vkrama_home_and_hf_endpoint_are_honoured(tmp_path: Path) -> None:
+    settings = config.load(
+        environ={"VKRAMA_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"}, files=[]
+    )
+    assert settings.home == tmp_path
+    assert settings["models.hf_endpoint"] == "http://127.0.0.1:9"
+    assert settings.source("models.hf_endpoint") == "env HF_ENDPOINT"
+
+
+def test_home_defaults_to_xdg_data_home(tmp_path: Path) -> None:
+    settings = config.load(environ={"XDG_DATA_HOME": str(tmp_path)}, files=[])
+    assert settings.home == tmp_path / "vkrama"
+
+
+@pytest.mark.parametrize(
+    ("file_text", "message"),
+    [
+        ("[serve]\nport = 9000\nhost = \n", ":3: Invalid value"),
+        ("[serve]\nport = 9000\nbogus = 1\n", ":3: unknown setting 'serve.bogus'"),
+        ('[serve]\nport = "many"\n', "serve.port must be int, got 'many'"),
+    ],
+    ids=["broken-toml-names-file-and-line", "unknown-key-names-its-line", "wrong-type-is-refused"],
+)
+def test_bad_files_are_config_errors(tmp_path: Path, file_text: str, message: str) -> None:
+    path = write(tmp_path, file_text)
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={}, files=[path])
+    assert caught.value.status == ExitStatus.CONFIG
+    assert message in caught.value.message
+    assert caught.value.message.startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("yes", True), ("off", False), ("0", False)]
+)
+def test_boolean_variables(raw: str, expected: bool) -> None:
+    assert config.load(environ={"VKRAMA_OFFLINE": raw}, files=[]).offline is expected
+
+
+def test_a_bad_boolean_variable_is_a_config_error() -> None:
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={"VKRAMA_OFFLINE": "maybe"}, files=[])
+    assert caught.value.status == ExitStatus.CONFIG

@@ -1,0 +1,75 @@
+"""The engine against the real podman: labelled containers, clamped ulimits, clean removal."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+from vkrama.engine import ContainerSpec, Engine
+from vkrama.engine.spec import clamped_ulimits
+
+BASE = "docker.io/library/debian:sid"
+
+
+def test_ulimits_never_exceed_the_hosts_hard_limits() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limits = clamped_ulimits()
+    assert limits["nofile"] <= hard or hard == resource.RLIM_INFINITY
+    assert limits["nproc"] <= 4096
+
+
+def test_dry_run_command_shows_the_secure_defaults() -> None:
+    spec = ContainerSpec(image=BASE, command=("true",), env={"TOKEN": "s3cret", "A": "b"},
+                         secret_env=frozenset({"TOKEN"}))
+    line = spec.podman_command()
+    assert "--cap-drop all" in line
+    assert "--security-opt no-new-privileges" in line
+    assert "--env TOKEN='***'" in line or "--env 'TOKEN=***'" in line
+    assert "s3cret" not in line
+
+
+@pytest.mark.podman
+def test_a_labelled_container_runs_lists_and_goes_away(engine: Engine) -> None:
+    spec = ContainerSpec(
+        image=BASE,
+        command=("sh", "-c", "echo to-stdout; echo to-stderr >&2; "
+                 "grep 'open files' /proc/self/limits; sleep 1"),
+        labels={"vkrama.role": "engine-test"},
+    )
+    container = engine.run(spec)
+    try:
+        listed = engine.containers({"vkrama.role": "engine-test"})
+        assert [c.id for c in listed] == [container]
+        assert listed[0].labels["vkrama.role"] == "engine-test"
+        assert "vkrama.version" in listed[0].labels
+        assert engine.wait(container, timeout=30) == 0
+        out = list(engine.logs(container, stderr=False))
+        err = list(engine.logs(container, stdout=False))
+    finally:
+        engine.remove(container)
+    assert out[0] == "to-stdout"
+    nofile = clamped_ulimits()["nofile"]
+    assert out[1].split()[3:5] == [str(nofile), str(nofile)]
+    assert err == ["to-stderr"]
+    assert engine.containers({"vkrama.role": "engine-test"}) == []
+
+
+@pytest.mark.podman
+def test_run_to_completion_keeps_streams_apart_and_removes_the_container(engine: Engine) -> None:
+    spec = ContainerSpec(image=BASE, command=("sh", "-c", "echo out; echo err >&2; exit 3"),
+                         labels={"vkrama.role": "engine-test"})
+    done = engine.run_to_completion(spec, timeout=30)
+    assert (done.exit_code, done.stdout, done.stderr) == (3, "out", "err")
+    assert engine.containers({"vkrama.role": "engine-test"}) == []
+
+
+@pytest.mark.podman
+def test_a_container_that_cannot_start_is_not_left_behind(engine: Engine) -> None:
+    from vkrama.errors import VkramaError
+
+    spec = ContainerSpec(image=BASE, command=("/no/such/program",),
+                         labels={"vkrama.role": "engine-test"})
+    with pytest.raises(VkramaError):
+        engine.run(spec)
+    assert engine.containers({"vkrama.role": "engine-test"}) == []

@@ -1,0 +1,75 @@
+"""How results reach the terminal: JSON for scripts, tables for people, progress on a TTY.
+
+Stage: the last one (report ─► stdout). Domain code hands plain data here; nothing below
+`cli/` prints. Progress is a null object when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (Path, datetime)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def echo_json(data: Any) -> None:
+    """Print data as indented JSON on stdout (dataclasses, paths and dates included)."""
+    click.echo(json.dumps(data, indent=2, default=_default))
+
+
+def echo_table(
+    rows: Sequence[Sequence[Any]], headers: Sequence[str] = (), tablefmt: str = "simple"
+) -> None:
+    from tabulate import tabulate  # imported here: only commands that print tables pay for it
+
+    click.echo(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True))
+
+
+def interactive() -> bool:
+    """True when progress displays make sense (stderr is a terminal)."""
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def byte_progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A bytes/rate/ETA bar on a TTY; a callback that does nothing otherwise.
+
+    The callback takes (bytes done so far, total bytes or None).
+    """
+    if not interactive():
+        yield lambda done, total: None
+        return
+    bar: Any = None
+    last = 0
+
+    def update(done: int, total: int | None) -> None:
+        nonlocal bar, last
+        if bar is None:
+            bar = click.progressbar(
+                length=total or 0, label=label, file=sys.stderr, show_eta=True, show_percent=True
+            )
+            bar.__enter__()
+        bar.update(done - last)
+        last = done
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
