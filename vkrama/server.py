@@ -96,10 +96,11 @@ def plan(request: ServeRequest) -> ContainerSpec:
         "vkrama.model": model.name,
         "vkrama.alias": alias,
         "vkrama.backend": choice.backend,
-        "vkrama.driver": choice.driver or "",
         "vkrama.device": choice.device_label,
         "vkrama.url": url,
     }
+    if choice.driver:
+        labels["vkrama.driver"] = choice.driver
     if getattr(model, "sha256", None):
         labels["vkrama.model_sha256"] = model.sha256
     return ContainerSpec(

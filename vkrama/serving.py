@@ -262,6 +262,16 @@ def find_server(engine: Engine, name: str) -> ServerRow:
     )
 
 
+def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
+    """A running server of the model with this digest, if there is one."""
+    for summary in engine.containers(
+        {"vkrama.role": server.ROLE, "vkrama.model_sha256": model_sha256}
+    ):
+        if summary.state == "running":
+            return _row(summary)
+    return None
+
+
 def stop_servers(
     engine: Engine, names: tuple[str, ...], every: bool, on_progress: Progress | None = None
 ) -> list[str]:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ps": ("vkrama.cli.serve:ps", "List vkrama servers."),
     "stop": ("vkrama.cli.serve:stop", "Stop and remove vkrama servers."),
     "logs": ("vkrama.cli.serve:logs", "Print a vkrama server's log."),
+    "run": ("vkrama.cli.run:run", "Answer a prompt or chat with a model (starts a server)."),
 }
 
 

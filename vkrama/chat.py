@@ -1,0 +1,128 @@
+"""A minimal OpenAI chat-completions client for `vkrama run`, streaming over requests.
+
+Stage: after serving (a client of a ready llama-server). Speaks HTTP to one base URL and
+yields text; must not print, start containers or log the API key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import requests
+
+from vkrama.errors import ExitStatus, VkramaError
+
+
+@dataclass
+class Conversation:
+    """The messages so far; `ask` appends the user's turn and the model's answer."""
+
+    url: str  # base URL, e.g. http://127.0.0.1:8080
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    timeout: float = 600
+
+    def ask(self, prompt: str) -> Iterator[str]:
+        """Stream the answer to `prompt` piece by piece; it joins the history once complete."""
+        self.messages.append({"role": "user", "content": prompt})
+        pieces: list[str] = []
+        try:
+            for piece in stream_chat(
+                self.url,
+                self.model,
+                self.messages,
+                api_key=self.api_key,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                timeout=self.timeout,
+            ):
+                pieces.append(piece)
+                yield piece
+        except BaseException:
+            self.messages.pop()  # an interrupted turn is not part of the conversation
+            raise
+        self.messages.append({"role": "assistant", "content": "".join(pieces)})
+
+
+def stream_chat(
+    url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    *,
+    api_key: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    timeout: float = 600,
+) -> Iterator[str]:
+    """POST /v1/chat/completions with `stream: true` and yield each content delta."""
+    body: dict[str, object] = {"model": model, "messages": messages, "stream": True}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with requests.post(
+            f"{url}/v1/chat/completions", json=body, headers=headers, stream=True, timeout=timeout
+        ) as response:
+            if response.status_code != 200:
+                raise _http_error(response)
+            for line in response.iter_lines(decode_unicode=False):
+                piece = _delta(line)
+                if piece is None:
+                    break
+                if piece:
+                    yield piece
+    except requests.RequestException as exc:
+        raise VkramaError(
+            f"chat request to {url} failed ({exc.__class__.__name__})",
+            hint="is the server still running? `vkrama ps` shows it",
+            status=ExitStatus.NETWORK,
+        ) from None
+
+
+def _delta(line: bytes) -> str | None:
+    """The text in one server-sent-events line; "" for other lines, None at the end."""
+    if not line.startswith(b"data:"):
+        return ""
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return None
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return ""
+    if "error" in event:
+        raise VkramaError(
+            f"the server failed mid-answer: {_message(event['error'])}",
+            status=ExitStatus.ERROR,
+        )
+    choices = event.get("choices") or [{}]
+    return str((choices[0].get("delta") or {}).get("content") or "")
+
+
+def _http_error(response: requests.Response) -> VkramaError:
+    try:
+        detail = _message(response.json().get("error", response.text))
+    except ValueError:
+        detail = response.text.strip()[:200]
+    if response.status_code == 401:
+        return VkramaError(
+            "the server wants an API key",
+            hint="pass the same --api-key-file the server was started with",
+            status=ExitStatus.AUTH,
+        )
+    return VkramaError(
+        f"chat request failed: HTTP {response.status_code}: {detail}", status=ExitStatus.ERROR
+    )
+
+
+def _message(error: object) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message", error))
+    return " ".join(str(error).split())[:200]

@@ -1,0 +1,105 @@
+"""`vkrama run MODEL [PROMPT]`: the quickest way to see a model talk.
+
+Stage: CLI shell over `serving` (start a server, or reuse one already serving the model)
+and `chat` (stream answers). A server it started is removed when it is done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vkrama import serving
+from vkrama.chat import Conversation
+from vkrama.cli.app import App, pass_app
+from vkrama.cli.serve import say, serve_flags, start, terminate_as_interrupt
+
+EXIT_WORDS = {"/bye", "/exit", "/quit"}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("prompt", required=False)
+@serve_flags
+@click.option("--max-tokens", type=click.IntRange(min=1), metavar="N", help="Longest answer.")
+@click.option(
+    "--temperature", type=click.FloatRange(min=0), metavar="T", help="Sampling temperature."
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="F",
+    help="Key of a server started with --api-key-file (and of the one started here).",
+)
+@pass_app
+def run(
+    app: App, model: str, prompt: str | None, backend: str | None, gpu: int | None,
+    vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
+    max_tokens: int | None, temperature: float | None, api_key_file: Path | None,
+) -> None:  # fmt: skip
+    """Answer PROMPT with MODEL, or chat with it when no PROMPT is given.
+
+    Uses a server already serving MODEL if there is one; otherwise starts one on a free
+    port and removes it afterwards.
+    """
+    from vkrama import store
+
+    local = store.ensure(app.settings, model)
+    api_key = serving.read_api_key(api_key_file) if api_key_file else None
+    with terminate_as_interrupt():
+        existing = serving.find_running(app.engine, local.sha256)
+        started: serving.Running | None = None
+        if existing is not None:
+            url, alias = existing.url, existing.alias
+            if app.verbose:
+                say(f"using {existing.name} at {url}")
+        else:
+            options = serving.ServeOptions(
+                model=model,
+                backend=backend or app.settings["serve.backend"],
+                gpu=gpu,
+                vk_driver=vk_driver,
+                port="auto",
+                host="127.0.0.1",
+                ctx_size=ctx_size,
+                ngl=ngl,
+                api_key_file=api_key_file,
+            )
+            started = start(app, options, timeout)
+            url, alias = started.url, started.alias
+        conversation = Conversation(url, alias, api_key, max_tokens, temperature)
+        try:
+            if prompt is not None:
+                answer(conversation, prompt)
+            else:
+                chat_loop(conversation)
+        finally:
+            if started is not None:
+                app.engine.remove(started.id)
+
+
+def answer(conversation: Conversation, prompt: str) -> None:
+    for piece in conversation.ask(prompt):
+        click.echo(piece, nl=False)
+    click.echo()
+
+
+def chat_loop(conversation: Conversation) -> None:
+    """Read prompts until end of input or /bye; Ctrl-C cancels the answer being written."""
+    say(f"Chatting with {conversation.model}. /bye or Ctrl-D ends.")
+    while True:
+        try:
+            prompt = input(">>> ")
+        except EOFError:
+            click.echo()
+            return
+        if prompt.strip() in EXIT_WORDS:
+            return
+        if not prompt.strip():
+            continue
+        try:
+            answer(conversation, prompt)
+        except KeyboardInterrupt:
+            click.echo()
+            say("(answer cancelled)")
