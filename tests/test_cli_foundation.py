@@ -12,15 +12,28 @@ import pytest
 
 from vkrama.errors import ExitStatus
 
-GROUPS = ["images", "pull", "list", "serve", "ps", "stop", "logs", "bench", "results",
-          "devices", "info", "config"]
+GROUPS = [
+    "images",
+    "pull",
+    "list",
+    "serve",
+    "ps",
+    "stop",
+    "logs",
+    "bench",
+    "results",
+    "devices",
+    "info",
+    "config",
+]
 
 
 def test_help_lists_every_command_group(vkrama) -> None:
     done = vkrama("--help")
     assert done.returncode == 0
-    listed = [line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines()
-              if line.strip()]
+    listed = [
+        line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines() if line.strip()
+    ]
     for group in GROUPS:
         assert group in listed
 
@@ -68,8 +81,9 @@ def test_config_show_names_each_source(vkrama) -> None:
 
 
 def service_pids(runtime: Path) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", f"podman system service.*{runtime}"],
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["pgrep", "-f", f"podman system service.*{runtime}"], capture_output=True, text=True
+    )
     return found.stdout.split()
 
 

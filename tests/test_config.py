@@ -26,8 +26,20 @@ def test_defaults_say_they_are_defaults() -> None:
     ("file_text", "environ", "flags", "expected", "source"),
     [
         ("[serve]\nport = 9000\n", {}, {}, 9000, "FILE"),
-        ("[serve]\nport = 9000\n", {"VKRAMA_SERVE_PORT": "9001"}, {}, 9001, "env VKRAMA_SERVE_PORT"),
-        ("[serve]\nport = 9000\n", {"VKRAMA_SERVE_PORT": "9001"}, {"serve.port": 9002}, 9002, "flag"),
+        (
+            "[serve]\nport = 9000\n",
+            {"VKRAMA_SERVE_PORT": "9001"},
+            {},
+            9001,
+            "env VKRAMA_SERVE_PORT",
+        ),
+        (
+            "[serve]\nport = 9000\n",
+            {"VKRAMA_SERVE_PORT": "9001"},
+            {"serve.port": 9002},
+            9002,
+            "flag",
+        ),
         ("", {}, {"serve.port": None}, 8080, "default"),
     ],
     ids=[

@@ -20,8 +20,12 @@ def test_ulimits_never_exceed_the_hosts_hard_limits() -> None:
 
 
 def test_dry_run_command_shows_the_secure_defaults() -> None:
-    spec = ContainerSpec(image=BASE, command=("true",), env={"TOKEN": "s3cret", "A": "b"},
-                         secret_env=frozenset({"TOKEN"}))
+    spec = ContainerSpec(
+        image=BASE,
+        command=("true",),
+        env={"TOKEN": "s3cret", "A": "b"},
+        secret_env=frozenset({"TOKEN"}),
+    )
     line = spec.podman_command()
     assert "--cap-drop all" in line
     assert "--security-opt no-new-privileges" in line
@@ -33,8 +37,11 @@ def test_dry_run_command_shows_the_secure_defaults() -> None:
 def test_a_labelled_container_runs_lists_and_goes_away(engine: Engine) -> None:
     spec = ContainerSpec(
         image=BASE,
-        command=("sh", "-c", "echo to-stdout; echo to-stderr >&2; "
-                 "grep 'open files' /proc/self/limits; sleep 1"),
+        command=(
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; grep 'open files' /proc/self/limits; sleep 1",
+        ),
         labels={"vkrama.role": "engine-test"},
     )
     container = engine.run(spec)
@@ -57,8 +64,11 @@ def test_a_labelled_container_runs_lists_and_goes_away(engine: Engine) -> None:
 
 @pytest.mark.podman
 def test_run_to_completion_keeps_streams_apart_and_removes_the_container(engine: Engine) -> None:
-    spec = ContainerSpec(image=BASE, command=("sh", "-c", "echo out; echo err >&2; exit 3"),
-                         labels={"vkrama.role": "engine-test"})
+    spec = ContainerSpec(
+        image=BASE,
+        command=("sh", "-c", "echo out; echo err >&2; exit 3"),
+        labels={"vkrama.role": "engine-test"},
+    )
     done = engine.run_to_completion(spec, timeout=30)
     assert (done.exit_code, done.stdout, done.stderr) == (3, "out", "err")
     assert engine.containers({"vkrama.role": "engine-test"}) == []
@@ -68,8 +78,9 @@ def test_run_to_completion_keeps_streams_apart_and_removes_the_container(engine:
 def test_a_container_that_cannot_start_is_not_left_behind(engine: Engine) -> None:
     from vkrama.errors import VkramaError
 
-    spec = ContainerSpec(image=BASE, command=("/no/such/program",),
-                         labels={"vkrama.role": "engine-test"})
+    spec = ContainerSpec(
+        image=BASE, command=("/no/such/program",), labels={"vkrama.role": "engine-test"}
+    )
     with pytest.raises(VkramaError):
         engine.run(spec)
     assert engine.containers({"vkrama.role": "engine-test"}) == []
