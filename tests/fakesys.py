@@ -1,0 +1,242 @@
+"""Small fake /sys, /dev and CDI trees laid out the way Linux lays them out, symlinks included.
+
+A GPU is a PCI function directory under devices/pci0000:00/<bridge>/<address>/ holding
+vendor, device, class and a `driver` link to bus/pci/drivers/<name>; its DRM nodes are
+drm/renderD<minor> and drm/card<n>, reached from class/drm/ through relative links, and
+each node's `device` link points back at the function. Device nodes under dev/ are plain
+files with the owner group and mode a real node would have.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vkrama.hardware import HardwareProfile, detect
+
+# Group ids as a distribution hands them out; used when we may chown (as root), else the
+# tree falls back to our own gid and tests read the gid they got from `FakeHost`.
+RENDER_GID = 105
+VIDEO_GID = 44
+
+PCI_IDS = """\
+# tiny pci.ids for tests
+1002  Advanced Micro Devices, Inc. [AMD/ATI]
+\t73bf  Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]
+\t744c  Navi 31 [Radeon RX 7900 XT/7900 XTX/7900 GRE/7900M]
+\t\t1002 0e3b  Radeon RX 7900 XTX
+10de  NVIDIA Corporation
+\t2684  AD102 [GeForce RTX 4090]
+\t28e0  AD107M [GeForce RTX 4060 Max-Q / Mobile]
+1af4  Red Hat, Inc.
+\t1050  Virtio 1.0 GPU
+8086  Intel Corporation
+\ta7a0  Raptor Lake-P [Iris Xe Graphics]
+C 00  Unclassified device
+"""
+
+
+def _can_chown() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@dataclass
+class FakeHost:
+    root: Path
+    render_gid: int = field(init=False)
+    video_gid: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.render_gid = RENDER_GID if _can_chown() else os.getgid()
+        self.video_gid = VIDEO_GID if _can_chown() else os.getgid()
+        for path in (self.sysfs / "class" / "drm", self.dev, self.cdi):
+            path.mkdir(parents=True, exist_ok=True)
+        self.pci_ids.write_text(PCI_IDS)
+
+    @property
+    def sysfs(self) -> Path:
+        return self.root / "sys"
+
+    @property
+    def dev(self) -> Path:
+        return self.root / "dev"
+
+    @property
+    def cdi(self) -> Path:
+        return self.root / "etc-cdi"
+
+    @property
+    def pci_ids(self) -> Path:
+        return self.root / "pci.ids"
+
+    def detect(self, with_names: bool = True) -> HardwareProfile:
+        return detect(self.sysfs, self.dev, (self.cdi,), (self.pci_ids,) if with_names else ())
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def add_gpu(
+        self,
+        address: str,
+        vendor: str,
+        device: str,
+        driver: str,
+        *,
+        render_minor: int | None = None,
+        card: int | None = None,
+        vram: int | None = None,
+        gfx_target_version: int | None = None,
+        bridge: str | None = "0000:00:01.0",
+        pci_class: str = "0x030000",
+    ) -> None:
+        """A PCI GPU (behind `bridge`, or on the root bus when None); with `render_minor`,
+        its DRM nodes in sysfs and /dev."""
+        parent = self.sysfs / "devices" / "pci0000:00"
+        function = parent / bridge / address if bridge else parent / address
+        function.mkdir(parents=True)
+        (function / "vendor").write_text(f"0x{vendor}\n")
+        (function / "device").write_text(f"0x{device}\n")
+        (function / "class").write_text(f"{pci_class}00\n")
+        self._bind(function, "pci", driver, depth=4 if bridge else 3)
+        if vram is not None:
+            (function / "mem_info_vram_total").write_text(f"{vram}\n")
+        self._pci_link(address, bridge)
+        if render_minor is not None:
+            self._drm(function, f"renderD{render_minor}", card)
+        if gfx_target_version is not None:
+            assert render_minor is not None
+            self._kfd_node(gfx_target_version, render_minor)
+
+    def add_virtio_gpu(self, address: str = "0000:00:02.0", render_minor: int = 128) -> None:
+        """virtio-gpu: the DRM device is virtio0, a child of the PCI function."""
+        function = self.sysfs / "devices" / "pci0000:00" / address
+        function.mkdir(parents=True)
+        (function / "vendor").write_text("0x1af4\n")
+        (function / "device").write_text("0x1050\n")
+        (function / "class").write_text("0x030000\n")
+        self._bind(function, "pci", "virtio-pci", depth=3)
+        virtio = function / "virtio0"
+        virtio.mkdir()
+        (virtio / "vendor").write_text("0x554d4551\n")
+        (virtio / "device").write_text("0x0010\n")
+        self._bind(virtio, "virtio", "virtio_gpu", depth=4)
+        self._pci_link(address, None)
+        self._drm(virtio, f"renderD{render_minor}", 0)
+
+    def add_kfd(self, mode: int = 0o660) -> None:
+        self.node("kfd", self.render_gid, mode)
+        cpu = self._kfd_dir() / "0"
+        cpu.mkdir(parents=True, exist_ok=True)
+        (cpu / "properties").write_text(
+            "cpu_cores_count 16\nsimd_count 0\ngfx_target_version 0\ndrm_render_minor 0\n"
+        )
+
+    def add_nvidia_nodes(self, gpus: int = 1) -> None:
+        for name in [*(f"nvidia{i}" for i in range(gpus)), "nvidiactl", "nvidia-uvm"]:
+            self.node(name, 0, 0o666)
+
+    def add_cdi_spec(self, data: dict[str, Any], name: str = "nvidia.yaml") -> Path:
+        path = self.cdi / name
+        if name.endswith(".json"):
+            import json
+
+            path.write_text(json.dumps(data))
+        else:
+            path.write_text(yaml.safe_dump(data))
+        return path
+
+    def node(self, name: str, gid: int, mode: int = 0o660) -> Path:
+        path = self.dev / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        if _can_chown():
+            os.chown(path, 0, gid)
+        path.chmod(mode)
+        return path
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _bind(self, device_dir: Path, bus: str, driver: str, depth: int) -> None:
+        drivers = self.sysfs / "bus" / bus / "drivers" / driver
+        drivers.mkdir(parents=True, exist_ok=True)
+        (device_dir / "driver").symlink_to("../" * depth + f"bus/{bus}/drivers/{driver}")
+
+    def _pci_link(self, address: str, bridge: str | None) -> None:
+        link = self.sysfs / "bus" / "pci" / "devices" / address
+        link.parent.mkdir(parents=True, exist_ok=True)
+        via = f"{bridge}/" if bridge else ""
+        link.symlink_to(f"../../../devices/pci0000:00/{via}{address}")
+
+    def _drm(self, device_dir: Path, render: str, card: int | None) -> None:
+        relative = device_dir.relative_to(self.sysfs)
+        names = [render] + ([f"card{card}", f"card{card}-DP-1"] if card is not None else [])
+        for name in names:
+            node_dir = device_dir / "drm" / name
+            node_dir.mkdir(parents=True)
+            (node_dir / "device").symlink_to(f"../../../{device_dir.name}")
+            (self.sysfs / "class" / "drm" / name).symlink_to(f"../../{relative}/drm/{name}")
+        self.node(f"dri/{render}", self.render_gid)
+        if card is not None:
+            self.node(f"dri/card{card}", self.video_gid)
+
+    def _kfd_dir(self) -> Path:
+        real = self.sysfs / "devices" / "virtual" / "kfd" / "kfd"
+        link = self.sysfs / "class" / "kfd" / "kfd"
+        if not link.exists():
+            real.mkdir(parents=True)
+            link.parent.mkdir(parents=True)
+            link.symlink_to("../../devices/virtual/kfd/kfd")
+        return link / "topology" / "nodes"
+
+    def _kfd_node(self, gfx_target_version: int, render_minor: int) -> None:
+        nodes = self._kfd_dir()
+        nodes.mkdir(parents=True, exist_ok=True)
+        number = len(list(nodes.iterdir())) or 1  # node 0 is the CPU
+        node = nodes / str(number)
+        node.mkdir()
+        (node / "properties").write_text(
+            f"simd_count 192\ngfx_target_version {gfx_target_version}\n"
+            f"drm_render_minor {render_minor}\n"
+        )
+
+
+def nvidia_cdi_spec(graphics: bool = True, uuid: str = "GPU-8d2c0f2e") -> dict[str, Any]:
+    """What `nvidia-ctk cdi generate` writes, cut down to what vkrama reads."""
+    mounts = [
+        {
+            "hostPath": "/usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05",
+            "containerPath": "/usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05",
+            "options": ["ro", "nosuid", "nodev", "bind"],
+        },
+    ]
+    if graphics:
+        mounts += [
+            {
+                "hostPath": "/usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.580.95.05",
+                "containerPath": "/usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.580.95.05",
+                "options": ["ro", "nosuid", "nodev", "bind"],
+            },
+            {
+                "hostPath": "/usr/share/vulkan/icd.d/nvidia_icd.json",
+                "containerPath": "/usr/share/vulkan/icd.d/nvidia_icd.json",
+                "options": ["ro", "nosuid", "nodev", "bind"],
+            },
+        ]
+    node = {"deviceNodes": [{"path": "/dev/nvidia0"}, {"path": "/dev/dri/renderD129"}]}
+    return {
+        "cdiVersion": "0.5.0",
+        "kind": "nvidia.com/gpu",
+        "devices": [
+            {"name": "0", "containerEdits": node},
+            {"name": uuid, "containerEdits": node},
+            {"name": "all", "containerEdits": node},
+        ],
+        "containerEdits": {
+            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
+            "deviceNodes": [{"path": "/dev/nvidiactl"}, {"path": "/dev/nvidia-uvm"}],
+            "mounts": mounts,
+        },
+    }

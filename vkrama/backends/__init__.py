@@ -1,0 +1,189 @@
+"""Which backend to run with: the compatibility table, `choose()` and `usable()`.
+
+Stage: HardwareProfile ─► `choose()` / `usable()` / `support()` ─► `Choice` (backend, Vulkan
+driver, devices, numeric groups, environment, reason). Pure: reads only the profile it is
+given; never looks at the host, never prints. The per-cell rules live in `cells`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vkrama.backends.cells import (
+    BACKENDS,
+    HIP_TARGETS,
+    MESA_ICDS,
+    VK_DRIVERS,
+    Choice,
+    Support,
+    check,
+    cpu_cell,
+    hsa_override_for,
+    lavapipe_cell,
+)
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.hardware import Gpu, HardwareProfile
+
+__all__ = [
+    "BACKENDS",
+    "HIP_TARGETS",
+    "MESA_ICDS",
+    "VK_DRIVERS",
+    "Choice",
+    "Support",
+    "check",
+    "choose",
+    "gpu_key",
+    "hsa_override_for",
+    "ranked",
+    "support",
+    "usable",
+]
+
+
+def support(profile: HardwareProfile, hsa_override: bool = False) -> list[Support]:
+    """Every cell, usable or not: cpu and lavapipe first, then each backend per GPU."""
+    cells = [cpu_cell(), lavapipe_cell()]
+    if not profile.gpus:
+        missing = "no AMD GPU" + ("" if profile.kfd else ", no /dev/kfd")
+        cells += [
+            Support("vulkan", None, None, "no GPU with a render node (lavapipe still works)"),
+            Support("rocm", None, None, missing),
+            Support(
+                "cuda", None, None, "no NVIDIA GPU" + ("" if profile.cdi_specs else ", no CDI spec")
+            ),
+            Support("oneapi", None, None, "no Intel GPU"),
+        ]
+    for gpu in profile.gpus:
+        cells += [check(profile, backend, gpu, hsa_override) for backend in BACKENDS[1:]]
+    return cells
+
+
+def usable(profile: HardwareProfile, hsa_override: bool = False) -> list[Choice]:
+    """Every usable (backend, driver, GPU) cell, cpu and lavapipe included."""
+    return [cell.choice for cell in support(profile, hsa_override) if cell.choice]
+
+
+def choose(
+    profile: HardwareProfile,
+    backend: str = "auto",
+    gpu: int | None = None,
+    vk_driver: str | None = None,
+    hsa_override: bool = False,
+) -> Choice:
+    """The backend and passthrough to run with; VkramaError(BACKEND_UNAVAILABLE) says why not."""
+    if backend not in (*BACKENDS, "auto"):
+        raise VkramaError(
+            f"unknown backend {backend!r}",
+            hint=f"one of: auto, {', '.join(BACKENDS)}",
+            status=ExitStatus.USAGE,
+        )
+    if vk_driver is not None and vk_driver not in VK_DRIVERS:
+        raise VkramaError(
+            f"unknown Vulkan driver {vk_driver!r}",
+            hint=f"one of: {', '.join(VK_DRIVERS)}",
+            status=ExitStatus.USAGE,
+        )
+    if vk_driver and backend not in ("auto", "vulkan"):
+        raise VkramaError(
+            f"--vk-driver applies to the vulkan backend, not {backend}", status=ExitStatus.USAGE
+        )
+    backend = "vulkan" if vk_driver else backend
+    if gpu is not None and (backend == "cpu" or vk_driver == "lavapipe"):
+        what = "lavapipe" if vk_driver else "cpu"
+        raise VkramaError(
+            f"--gpu does not apply to {what}, which runs on the CPU", status=ExitStatus.USAGE
+        )
+    if backend == "cpu":
+        return cpu_cell().choice  # type: ignore[return-value]
+    if vk_driver == "lavapipe":
+        return lavapipe_cell().choice  # type: ignore[return-value]
+    if gpu is not None and not 0 <= gpu < len(profile.gpus):
+        have = f"GPUs 0-{len(profile.gpus) - 1}" if profile.gpus else "no GPU"
+        raise VkramaError(
+            f"no GPU {gpu}: this host has {have}",
+            hint="`vkrama devices` lists them",
+            status=ExitStatus.BACKEND_UNAVAILABLE,
+        )
+    candidates = [profile.gpus[gpu]] if gpu is not None else ranked(profile)
+    if backend == "auto":
+        return _auto(profile, candidates, gpu is not None, hsa_override)
+    cells = [check(profile, backend, g, hsa_override) for g in candidates]
+    cells = [c for c in cells if vk_driver is None or c.driver == vk_driver]
+    for cell in cells:
+        if cell.choice:
+            return cell.choice
+    if backend == "vulkan" and not profile.gpus and vk_driver is None:
+        # With no GPU at all, Vulkan can only mean Mesa's software driver; say so.
+        choice = lavapipe_cell().choice
+        assert choice is not None
+        return replace(choice, reason=f"no GPU here: {choice.reason}")
+    if vk_driver and not cells:
+        why = f"no GPU{'' if gpu is None else f' {gpu}'} for the {vk_driver} driver"
+    elif cells:
+        why = "; ".join(f"GPU {c.gpu.index}: {c.reason}" if c.gpu else c.reason for c in cells)
+    else:
+        why = next(c.reason for c in support(profile) if c.backend == backend)
+    raise VkramaError(
+        f"{backend} is unavailable here: {why}",
+        hint="`vkrama devices` shows what works here; cpu and --vk-driver lavapipe need no GPU",
+        status=ExitStatus.BACKEND_UNAVAILABLE,
+    )
+
+
+def ranked(profile: HardwareProfile) -> list[Gpu]:
+    """GPUs, likeliest-fastest first: NVIDIA, AMD, then Intel (mostly iGPUs); more VRAM first."""
+    order = {"10de": 0, "1002": 1, "8086": 2}
+    return sorted(
+        profile.gpus, key=lambda g: (order.get(g.vendor_id, 3), -(g.vram_bytes or 0), g.index)
+    )
+
+
+def gpu_key(profile: HardwareProfile) -> str:
+    """A stable short name for this host's GPU set: "none", "1002:744c", "10de:28e0+8086:a7a0"."""
+    return "+".join(sorted(g.ids for g in profile.gpus)) or "none"
+
+
+def _auto(
+    profile: HardwareProfile, candidates: list[Gpu], pinned: bool, hsa_override: bool
+) -> Choice:
+    """A sensible default: the best stack for the likeliest-fastest usable GPU."""
+    tried = []
+    for gpu in candidates:
+        for backend in _preference(gpu):
+            cell = check(profile, backend, gpu, hsa_override)
+            if cell.choice:
+                why = AUTO_WHY.get(cell.choice.cell, "")
+                return replace(cell.choice, reason=f"auto: {cell.reason}{why}")
+            tried.append(f"GPU {gpu.index} {backend}: {cell.reason}")
+        if not _preference(gpu):
+            tried.append(f"GPU {gpu.index}: no GPU stack for {gpu.kernel_driver or 'no driver'}")
+    if pinned:
+        raise VkramaError(
+            f"nothing can use GPU {candidates[0].index}: {'; '.join(tried)}",
+            hint="`vkrama devices` shows what works here",
+            status=ExitStatus.BACKEND_UNAVAILABLE,
+        )
+    cpu = cpu_cell().choice
+    assert cpu is not None
+    why = "no GPU found" if not profile.gpus else "no usable GPU (" + "; ".join(tried) + ")"
+    return replace(cpu, reason=f"auto: {why}; cpu is faster than lavapipe")
+
+
+def _preference(gpu: Gpu) -> tuple[str, ...]:
+    return {
+        "amdgpu": ("vulkan", "rocm"),
+        "i915": ("vulkan", "oneapi"),
+        "xe": ("vulkan", "oneapi"),
+        "nvidia": ("cuda", "vulkan"),
+        "nouveau": ("vulkan",),
+    }.get(gpu.kernel_driver, ())
+
+
+AUTO_WHY = {
+    "vulkan/radv": "; RADV needs only the render node and the smaller image, and is often as fast "
+    "as ROCm for generation (`vkrama bench` measures both)",
+    "vulkan/anv": "; ANV ships in Mesa, oneAPI's image cannot be built from Debian",
+    "cuda": "; CUDA is NVIDIA's most mature ggml backend",
+    "vulkan/nvk": "; NVK is the only GPU stack on nouveau",
+}

@@ -1,0 +1,292 @@
+"""The compatibility table cell by cell: can a backend drive a GPU, with what passthrough.
+
+Stage: part of HardwareProfile ─► Choice. Pure: reads only the profile it is given; never
+looks at the host, never prints. Every yes and every no carries a reason; a yes carries the
+exact devices, numeric groups and environment a container needs to use that GPU and no other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vkrama.hardware import Gpu, HardwareProfile
+
+BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
+VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")
+
+# Mesa's ICD jsons inside the vulkan image; NVIDIA's comes from the host through CDI.
+ICD_DIR = "/usr/share/vulkan/icd.d"
+MESA_ICDS = {
+    "lavapipe": f"{ICD_DIR}/lvp_icd.json",
+    "radv": f"{ICD_DIR}/radeon_icd.json",
+    "anv": f"{ICD_DIR}/intel_icd.json",
+    "nvk": f"{ICD_DIR}/nouveau_icd.json",
+}
+VK_DRIVER_OF_KERNEL = {
+    "amdgpu": "radv",
+    "i915": "anv",
+    "xe": "anv",
+    "nouveau": "nvk",
+    "nvidia": "nvidia",
+}
+# Targets Debian's libggml0-backend-hip is compiled for (see ENVIRONMENT.md).
+HIP_TARGETS = (
+    "gfx803",
+    "gfx900",
+    "gfx906",
+    "gfx908",
+    "gfx90a",
+    "gfx1010",
+    "gfx1030",
+    "gfx1100",
+    "gfx1101",
+    "gfx1102",
+)
+NO_CDI_FIX = "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    driver: str | None  # Vulkan driver ("lavapipe", "radv", …) for backend vulkan, else None
+    gpu: Gpu | None
+    devices: tuple[str, ...] = ()  # host device paths or CDI names
+    group_add: tuple[str, ...] = ()  # numeric gids owning those nodes (never 0)
+    env: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def cell(self) -> str:
+        """`vulkan/radv`, `rocm`, `cpu`: how tables and labels name this choice."""
+        return f"{self.backend}/{self.driver}" if self.driver else self.backend
+
+    @property
+    def device_label(self) -> str:
+        if self.driver == "lavapipe":
+            return "llvmpipe (lavapipe)"
+        return self.gpu.name if self.gpu else "CPU"
+
+
+@dataclass(frozen=True)
+class Support:
+    """One cell of the compatibility table: can `backend` (with `driver`) run on `gpu`?"""
+
+    backend: str
+    driver: str | None
+    gpu: Gpu | None
+    reason: str
+    choice: Choice | None = None  # set when usable
+
+    @property
+    def ok(self) -> bool:
+        return self.choice is not None
+
+
+def hsa_override_for(target: str) -> str | None:
+    """The HSA_OVERRIDE_GFX_VERSION that would make ROCm treat `target` as a supported one."""
+    major, minor, _ = _gfx_parts(target)
+    if major is None:
+        return None
+    same = [t for t in HIP_TARGETS if _gfx_parts(t)[:2] == (major, minor)]
+    # Within RDNA generations (gfx10, gfx11) the ISA is close enough that users run this way.
+    same = same or ([t for t in HIP_TARGETS if _gfx_parts(t)[0] == major] if major >= 10 else [])
+    if not same:
+        return None
+    m, n, s = _gfx_parts(same[0])
+    return f"{m}.{n}.{s}"
+
+
+def _gfx_parts(target: str) -> tuple[int | None, int, int]:
+    body = target.removeprefix("gfx")
+    try:
+        return int(body[:-2]), int(body[-2], 16), int(body[-1], 16)
+    except (ValueError, IndexError):
+        return None, 0, 0
+
+
+def check(profile: HardwareProfile, backend: str, gpu: Gpu, hsa_override: bool = False) -> Support:
+    """Can `backend` run on `gpu`, and if so with what passthrough."""
+    checks: dict[str, Callable[[HardwareProfile, Gpu, bool], Support]] = {
+        "vulkan": _vulkan,
+        "rocm": _rocm,
+        "cuda": _cuda,
+        "oneapi": _oneapi,
+    }
+    return checks[backend](profile, gpu, hsa_override)
+
+
+def cpu_cell() -> Support:
+    reason = "always available: ggml's CPU backend"
+    return Support("cpu", None, None, reason, Choice("cpu", None, None, reason=reason))
+
+
+def lavapipe_cell() -> Support:
+    reason = "Mesa's software Vulkan (llvmpipe): needs no GPU; slower than cpu"
+    # ggml skips CPU-type Vulkan devices unless GGML_VK_VISIBLE_DEVICES names them.
+    env = {"VK_DRIVER_FILES": MESA_ICDS["lavapipe"], "GGML_VK_VISIBLE_DEVICES": "0"}
+    return Support(
+        "vulkan",
+        "lavapipe",
+        None,
+        reason,
+        Choice("vulkan", "lavapipe", None, env=env, reason=reason),
+    )
+
+
+def _vulkan(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
+    driver = VK_DRIVER_OF_KERNEL.get(gpu.kernel_driver)
+    if driver is None:
+        return Support(
+            "vulkan", None, gpu, f"no Vulkan driver for kernel driver {gpu.kernel_driver or 'none'}"
+        )
+    if driver == "nvidia":
+        return _nvidia(profile, gpu, "vulkan")
+    bad = _missing_node(profile, gpu)
+    if bad:
+        return Support("vulkan", driver, gpu, bad)
+    # One ICD and one render node: the GPU is device 0 inside the container.
+    env = {"VK_DRIVER_FILES": MESA_ICDS[driver], "GGML_VK_VISIBLE_DEVICES": "0"}
+    reason = f"{gpu.kernel_driver} → Mesa {driver.upper()} on {gpu.render_node}"
+    return Support(
+        "vulkan", driver, gpu, reason, _render_choice(profile, "vulkan", driver, gpu, env, reason)
+    )
+
+
+def _rocm(profile: HardwareProfile, gpu: Gpu, hsa_override: bool) -> Support:
+    if gpu.kernel_driver != "amdgpu":
+        return Support(
+            "rocm",
+            None,
+            gpu,
+            f"not an amdgpu GPU ({gpu.vendor}, {gpu.kernel_driver or 'no driver'})",
+        )
+    if not profile.kfd:
+        return Support("rocm", None, gpu, "no /dev/kfd (amdgpu's compute interface)")
+    if gpu.gfx_target is None:
+        return Support("rocm", None, gpu, "not in the KFD topology (no gfx target)")
+    bad = _missing_node(profile, gpu)
+    if bad:
+        return Support("rocm", None, gpu, bad)
+    # sysfs topology is not namespaced, but ROCr only uses GPUs whose render node it can
+    # open: with one render node passed, that GPU is device 0.
+    env = {"HIP_VISIBLE_DEVICES": "0"}
+    reason = f"amdgpu, /dev/kfd and {gpu.gfx_target}, which Debian's HIP build supports"
+    if gpu.gfx_target not in HIP_TARGETS:
+        override = hsa_override_for(gpu.gfx_target)
+        if override is None:
+            return Support(
+                "rocm",
+                None,
+                gpu,
+                f"{gpu.gfx_target} is not in Debian's HIP build and has no close target",
+            )
+        if not hsa_override:
+            return Support(
+                "rocm",
+                None,
+                gpu,
+                f"{gpu.gfx_target} is not in Debian's HIP build; "
+                f"HSA_OVERRIDE_GFX_VERSION={override} may work (ask with --hsa-override)",
+            )
+        env["HSA_OVERRIDE_GFX_VERSION"] = override
+        reason = f"{gpu.gfx_target} run as {override} via HSA_OVERRIDE_GFX_VERSION (asked for)"
+    return Support(
+        "rocm", None, gpu, reason, _render_choice(profile, "rocm", None, gpu, env, reason)
+    )
+
+
+def _cuda(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
+    if gpu.kernel_driver != "nvidia":
+        return Support(
+            "cuda",
+            None,
+            gpu,
+            f"not on NVIDIA's driver ({gpu.vendor}, {gpu.kernel_driver or 'no driver'})",
+        )
+    return _nvidia(profile, gpu, "cuda")
+
+
+def _oneapi(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
+    if gpu.kernel_driver not in ("i915", "xe"):
+        return Support(
+            "oneapi",
+            None,
+            gpu,
+            f"not an Intel GPU on i915/xe ({gpu.vendor}, {gpu.kernel_driver or 'no driver'})",
+        )
+    bad = _missing_node(profile, gpu)
+    if bad:
+        return Support("oneapi", None, gpu, bad)
+    env = {"ONEAPI_DEVICE_SELECTOR": "level_zero:0"}
+    reason = f"{gpu.kernel_driver} → Level Zero on {gpu.render_node}"
+    return Support(
+        "oneapi", None, gpu, reason, _render_choice(profile, "oneapi", None, gpu, env, reason)
+    )
+
+
+def _nvidia(profile: HardwareProfile, gpu: Gpu, backend: str) -> Support:
+    driver = "nvidia" if backend == "vulkan" else None
+    nth = [g.index for g in profile.gpus if g.kernel_driver == "nvidia"].index(gpu.index)
+    names = profile.cdi_devices()
+    if not names:
+        return Support(backend, driver, gpu, f"NVIDIA driver but no CDI spec: {NO_CDI_FIX}")
+    name = f"nvidia.com/gpu={nth}"
+    if name not in names:
+        single = (
+            "nvidia.com/gpu=all" in names
+            and nth == 0
+            and not any(g.kernel_driver == "nvidia" for g in profile.gpus if g.index != gpu.index)
+        )
+        if not single:
+            return Support(backend, driver, gpu, f"CDI spec has no {name}: {NO_CDI_FIX}")
+        name = "nvidia.com/gpu=all"
+    spec = next(s for s in profile.cdi_specs if name in s.devices)
+    env = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+    reason = f"NVIDIA driver via CDI device {name}"
+    if backend == "vulkan":
+        if not spec.injects_vulkan or spec.vulkan_icd is None:
+            return Support(
+                backend,
+                driver,
+                gpu,
+                f"CDI spec {spec.path} does not mount nvidia_icd.json "
+                "and libGLX_nvidia, NVIDIA's Vulkan driver",
+            )
+        env = {
+            "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics",
+            "VK_DRIVER_FILES": spec.vulkan_icd,
+            "GGML_VK_VISIBLE_DEVICES": "0",
+        }
+        reason = f"NVIDIA's Vulkan driver via CDI device {name}"
+    return Support(
+        backend, driver, gpu, reason, Choice(backend, driver, gpu, (name,), (), env, reason)
+    )
+
+
+def _missing_node(profile: HardwareProfile, gpu: Gpu) -> str | None:
+    if gpu.render_node is None:
+        return "no render node (/dev/dri/renderD*)"
+    if profile.node(gpu.render_node) is None:
+        return f"{gpu.render_node} is missing (not shared into this environment?)"
+    return None
+
+
+def _render_choice(
+    profile: HardwareProfile,
+    backend: str,
+    driver: str | None,
+    gpu: Gpu,
+    env: dict[str, str],
+    reason: str,
+) -> Choice:
+    """Pass only this GPU's render node (+ /dev/kfd for rocm) and the groups that own them."""
+    assert gpu.render_node is not None
+    devices = (gpu.render_node, *(["/dev/kfd"] if backend == "rocm" and profile.kfd else []))
+    gids: list[str] = []
+    for path in devices:
+        node = profile.node(path)
+        # Group 0 grants nothing a non-root container user should have.
+        if node and node.gid != 0 and str(node.gid) not in gids:
+            gids.append(str(node.gid))
+    return Choice(backend, driver, gpu, devices, tuple(gids), env, reason)
