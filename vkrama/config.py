@@ -125,9 +125,9 @@ def load(environ: Mapping[str, str] | None = None, files: list[Path] | None = No
             values[key] = Setting(_coerce(key, value, str(path)), str(path))
         read.append(path)
     for var, raw in sorted(env.items()):
-        key = _key_for_variable(var)
-        if key is not None:
-            values[key] = Setting(_coerce(key, raw, f"env {var}"), f"env {var}")
+        env_key = _key_for_variable(var)
+        if env_key is not None:
+            values[env_key] = Setting(_coerce(env_key, raw, f"env {var}"), f"env {var}")
     return Settings(values, tuple(read), env)
 
 

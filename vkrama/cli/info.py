@@ -17,10 +17,11 @@ from vkrama.cli.console import echo_json, echo_table
 def info(app: App, as_json: bool) -> None:
     """Show vkrama's version, podman's version and socket, config files and state paths."""
     engine = app.engine.info()
+    config_files = [str(path) for path in app.settings.files_read]
     data = {
         "vkrama": __version__,
         "engine": dataclasses.asdict(engine),
-        "config_files": [str(path) for path in app.settings.files_read],
+        "config_files": config_files,
         "home": str(app.settings.home),
         "offline": app.settings.offline,
     }
@@ -36,7 +37,7 @@ def info(app: App, as_json: bool) -> None:
             ("OCI runtime", engine.oci_runtime),
             ("storage", engine.storage_driver),
             ("rootless", "yes" if engine.rootless else "no"),
-            ("config files", ", ".join(data["config_files"]) or "none"),
+            ("config files", ", ".join(config_files) or "none"),
             ("home (VKRAMA_HOME)", data["home"]),
             ("offline", "yes" if app.settings.offline else "no"),
         ],

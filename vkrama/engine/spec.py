@@ -95,8 +95,8 @@ class ContainerSpec:
             argv.append("--read-only")
         for path in self.tmpfs:
             argv += ["--tmpfs", path]
-        for name, value in sorted(self.ulimits.items()):
-            argv += ["--ulimit", f"{name}={value}:{value}"]
+        for limit, amount in sorted(self.ulimits.items()):
+            argv += ["--ulimit", f"{limit}={amount}:{amount}"]
         for device in self.devices:
             argv += ["--device", device]
         for gid in self.group_add:
