@@ -8,6 +8,7 @@ allows (sandboxes without CAP_SYS_RESOURCE refuse that).
 
 from __future__ import annotations
 
+import json
 import resource
 import shlex
 from dataclasses import dataclass, field
@@ -110,7 +111,8 @@ class ContainerSpec:
         for port in self.ports:
             argv += ["--publish", f"{port.host_ip}:{port.host_port}:{port.container_port}"]
         if self.entrypoint is not None:
-            argv += ["--entrypoint", shlex.join(self.entrypoint) or "''"]
+            # podman takes a JSON array for an entrypoint with arguments
+            argv += ["--entrypoint", json.dumps(list(self.entrypoint))]
         argv.append(self.image)
         argv += list(self.command)
         return argv
