@@ -1,0 +1,290 @@
+"""`vkrama serve/ps/stop/logs/run` end to end: real podman, real llama-server, the tiny model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from vkrama.engine import Engine
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+SECRET = "sk-e2e-never-shown-4242"
+Vkrama = Callable[..., Any]  # the `vkrama` fixture: runs the CLI, returns a Result
+
+
+def serve_containers(engine: Engine) -> list[str]:
+    return [c.name for c in engine.containers({"vkrama.role": "serve"})]
+
+
+def chat(url: str, content: str = "hi", key: str | None = None, max_tokens: int = 4) -> str:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+    }
+    response = requests.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    response.raise_for_status()
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+@pytest.fixture
+def no_servers_left(engine: Engine) -> Iterator[None]:
+    """Every test here must leave no serve container behind; clean up if one did."""
+    before = set(serve_containers(engine))
+    yield
+    left = set(serve_containers(engine)) - before
+    for container in engine.containers({"vkrama.role": "serve"}):
+        if container.name in left:
+            engine.remove(container.id)
+    assert not left, f"serve containers left behind: {sorted(left)}"
+
+
+def test_cpu_and_lavapipe_servers_answer_are_listed_and_stop_all_removes_them(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    urls = {}
+    for args in (["--backend", "cpu"], ["--backend", "vulkan", "--vk-driver", "lavapipe"]):
+        done = vkrama("serve", str(tiny_model), *args, "--port", "auto", "-d", "--timeout", "120")
+        assert done.returncode == 0, done.stderr
+        name, url = done.stdout.split()
+        urls[name] = url
+        assert url.startswith("http://127.0.0.1:")
+        assert chat(url)  # random weights: any non-empty completion
+    listed = json.loads(vkrama("ps", "--json").stdout)
+    rows = {row["name"]: row for row in listed}
+    assert set(urls) <= set(rows)
+    backends = {(rows[n]["backend"], rows[n]["driver"]) for n in urls}
+    assert backends == {("cpu", None), ("vulkan", "lavapipe")}
+    assert all(rows[n]["state"] == "running" and rows[n]["url"] == urls[n] for n in urls)
+    table = vkrama("ps").stdout
+    assert all(name in table for name in urls)
+    stopped = vkrama("stop", "--all")
+    assert stopped.returncode == 0
+    assert set(urls) <= set(stopped.stdout.split())
+    assert serve_containers(engine) == []
+
+
+def test_lavapipe_server_really_runs_on_vulkan(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    done = vkrama(
+        "serve",
+        str(tiny_model),
+        "--backend",
+        "vulkan",
+        "--vk-driver",
+        "lavapipe",
+        "--port",
+        "auto",
+        "-d",
+    )
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.split()[0]
+    log = vkrama("logs", name).stdout
+    assert "llvmpipe" in log
+    assert vkrama("stop", name).returncode == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_foreground_serve_stops_and_removes_its_container_on(
+    signum: signal.Signals, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vkrama",
+            "serve",
+            str(tiny_model),
+            "--backend",
+            "cpu",
+            "--port",
+            "auto",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    banner = process.stderr.readline()
+    assert banner.startswith("Serving tiny at http://127.0.0.1:"), banner
+    url = banner.split()[3].removesuffix("/v1")
+    assert chat(url)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Stopping vkrama-tiny-" in err
+    assert "llama_server: model loaded" in out or "model loaded" in out
+    assert serve_containers(engine) == []
+
+
+def test_eight_clients_times_25_requests_all_succeed(
+    vkrama: Vkrama, tiny_model: Path, no_servers_left: None
+) -> None:
+    done = vkrama(
+        "serve", str(tiny_model), "--backend", "cpu", "--port", "auto", "-d", "--parallel", "8"
+    )
+    assert done.returncode == 0, done.stderr
+    name, url = done.stdout.split()
+    try:
+
+        def client(number: int) -> int:
+            with requests.Session() as session:
+                for turn in range(25):
+                    body = {
+                        "model": "tiny",
+                        "max_tokens": 2,
+                        "messages": [{"role": "user", "content": f"client {number} turn {turn}"}],
+                    }
+                    answer = session.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+                    answer.raise_for_status()
+                    assert answer.json()["choices"][0]["message"]["role"] == "assistant"
+            return 25
+
+        with ThreadPoolExecutor(8) as pool:
+            assert sum(pool.map(client, range(8))) == 200
+    finally:
+        vkrama("stop", name)
+
+
+def test_api_key_is_required_and_never_shown(
+    vkrama: Vkrama, tiny_model: Path, tmp_path: Path, no_servers_left: None
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET + "\n")
+    args = [
+        "serve",
+        str(tiny_model),
+        "--backend",
+        "cpu",
+        "--port",
+        "auto",
+        "--api-key-file",
+        str(key_file),
+    ]
+    dry = vkrama("--dry-run", *args)
+    assert dry.returncode == 0, dry.stderr
+    assert "LLAMA_API_KEY=***" in dry.stdout
+    done = vkrama(*args, "-d")
+    assert done.returncode == 0, done.stderr
+    name, url = done.stdout.split()
+    try:
+        assert requests.get(f"{url}/v1/models", timeout=5).status_code in (200, 401)
+        anonymous = requests.post(f"{url}/v1/chat/completions", json={"messages": []}, timeout=5)
+        assert anonymous.status_code == 401
+        assert chat(url, key=SECRET)
+        answer = vkrama(
+            "run", str(tiny_model), "say hi", "--max-tokens", "4", "--api-key-file", str(key_file)
+        )
+        assert answer.returncode == 0, answer.stderr
+        shown = [dry, done, answer, vkrama("ps"), vkrama("ps", "--json"), vkrama("logs", name)]
+        for result in shown:
+            assert SECRET not in result.stdout + result.stderr
+    finally:
+        vkrama("stop", name)
+
+
+def test_run_answers_a_prompt_through_a_server_it_removes_afterwards(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    done = vkrama("run", str(tiny_model), "hello", "--backend", "cpu", "--max-tokens", "4")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert serve_containers(engine) == []
+
+
+def test_dry_run_shows_the_locked_down_command_and_starts_nothing(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    done = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "cpu", "--port", "8123")
+    assert done.returncode == 0, done.stderr
+    command = done.stdout
+    assert command.startswith("podman run --detach ")
+    assert "--publish 127.0.0.1:8123:8080" in command
+    assert "--cap-drop all" in command
+    assert "--security-opt no-new-privileges" in command
+    assert f"src={tiny_model},dst=/models/tiny.gguf,ro" in command
+    assert "--read-only" in command and "--user 1000:1000" in command
+    assert serve_containers(engine) == []
+
+
+def test_busy_port_fails_before_anything_starts(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = vkrama("serve", str(tiny_model), "--backend", "cpu", "--port", str(port), "-d")
+    assert_one_line_error(done, 16, f"port {port}")
+    assert serve_containers(engine) == []
+
+
+def test_corrupt_model_is_refused(
+    vkrama: Vkrama, tmp_path: Path, engine: Engine, no_servers_left: None
+) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\xff" * 4096)
+    done = vkrama("serve", str(corrupt), "--backend", "cpu", "--port", "auto", "-d")
+    assert_one_line_error(done, 15, "corrupt.gguf")
+    assert serve_containers(engine) == []
+
+
+def test_rocm_without_an_amd_gpu_is_refused(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    done = vkrama("serve", str(tiny_model), "--backend", "rocm", "--port", "auto", "-d")
+    assert_one_line_error(done, 8, "rocm")
+    assert serve_containers(engine) == []
+
+
+def test_server_that_exits_early_is_reported_and_removed(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    started = time.monotonic()
+    done = vkrama(
+        "serve",
+        str(tiny_model),
+        "--backend",
+        "cpu",
+        "--port",
+        "auto",
+        "-d",
+        "--",
+        "--no-such-llama-flag",
+    )
+    assert done.returncode == 7, done.stderr
+    assert "no-such-llama-flag" in done.stderr  # the log tail
+    assert time.monotonic() - started < 30
+    assert serve_containers(engine) == []
+
+
+def test_timeout_is_its_own_exit_code(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    done = vkrama(
+        "serve", str(tiny_model), "--backend", "cpu", "--port", "auto", "-d", "--timeout", "0"
+    )
+    assert done.returncode == 6, done.stderr
+    assert serve_containers(engine) == []
+
+
+def assert_one_line_error(done: Any, status: int, mentions: str) -> None:
+    stderr = done.stderr
+    assert done.returncode == status, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[0].startswith("Error: ") and mentions in lines[0], stderr
+    assert all(line.startswith("Hint: ") for line in lines[1:]), stderr
