@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "models.hf_endpoint": "https://huggingface.co",
     "models.ollama_registry": "https://registry.ollama.ai",
     "models.shortnames": {},
+    "models.retries": 4,  # download attempts after the first, with doubling backoff from 0.5 s
     "bench.timeout": 1800,
 }
 

@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("vkrama.cli.serve:stop", "Stop and remove vkrama servers."),
     "logs": ("vkrama.cli.serve:logs", "Print a vkrama server's log."),
     "run": ("vkrama.cli.run:run", "Answer a prompt or chat with a model (starts a server)."),
+    "pull": ("vkrama.cli.models:pull", "Fetch a GGUF model (hf://, ollama://, oci://, URL, file)."),
+    "list": ("vkrama.cli.models:list_", "List stored models with their GGUF facts."),
+    "inspect": ("vkrama.cli.models:inspect", "Show a model's files, sha256 and GGUF metadata."),
+    "rm": ("vkrama.cli.models:rm", "Remove a model from the store."),
 }
 
 

@@ -1,0 +1,125 @@
+"""`vkrama pull | list | inspect | rm`: the model store from the command line.
+
+Stage: CLI shell over `vkrama.store`. Parses flags, calls one store function, renders the
+result; the progress line (bytes, rate, ETA) is drawn here, on a TTY only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from vkrama import store
+from vkrama.cli.app import App, pass_app
+from vkrama.cli.console import echo_json, echo_table, interactive
+from vkrama.store import LocalModel, Progress
+
+
+class ProgressLine:
+    """`name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` redrawn in place on stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.first_done: int | None = None
+        self.drawn = 0.0
+        self.active = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if self.first_done is None:
+            self.started, self.first_done = now, progress.done
+        finished = progress.total is not None and progress.done >= progress.total
+        if now - self.drawn < 0.1 and not finished:
+            return
+        self.drawn = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = (progress.done - self.first_done) / elapsed
+        total = "?" if progress.total is None else _mib(progress.total)
+        line = f"{progress.filename}  {_mib(progress.done)}/{total} MiB  {rate / 2**20:.1f} MiB/s"
+        if progress.total is not None and rate > 0:
+            left = int((progress.total - progress.done) / rate)
+            line += f"  ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        click.echo(f"\r{line}\x1b[K", nl=False, err=True)
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            click.echo(err=True)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f}"
+
+
+def _row(model: LocalModel) -> tuple[str, ...]:
+    info = model.metadata
+    params = (
+        f"{info.parameter_count / 1e9:.2f} B"
+        if info.parameter_count >= 1e8
+        else (f"{info.parameter_count / 1e6:.1f} M")
+    )
+    return (
+        model.name, model.source, f"{model.size / 2**20:.1f} MiB", model.sha256[:12],
+        info.architecture, info.quantization, params, str(info.context_length or "?"),
+    )  # fmt: skip
+
+
+HEADERS = ("name", "source", "size", "sha256", "arch", "quant", "params", "context")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--sha256", metavar="HEX", help="Expected sha256 (for plain URLs and files).")
+@pass_app
+def pull(app: App, ref: str, sha256: str | None) -> None:
+    """Fetch a model into the store: hf://ORG/REPO[:QUANT], hf://ORG/REPO/FILE.gguf,
+    ollama://NAME[:TAG], oci://REGISTRY/REPO[:TAG], https://URL, file://PATH or a path."""
+    line = ProgressLine() if interactive() else None
+    try:
+        model = store.pull(app.settings, ref, on_progress=line, sha256=sha256)
+    finally:
+        if line is not None:
+            line.close()
+    click.echo(f"{model.name}  {model.sha256}  {model.path}")
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def list_(app: App, as_json: bool) -> None:
+    """List the models in the store with their GGUF facts."""
+    found = store.models(app.settings)
+    if as_json:
+        echo_json([m.to_dict() for m in found])
+        return
+    if not found:
+        click.echo("No models yet; `vkrama pull REF` fetches one.", err=True)
+        return
+    echo_table([_row(m) for m in found], headers=HEADERS)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def inspect(app: App, ref: str, as_json: bool) -> None:
+    """Show one model (stored, or a GGUF file): files, sha256, GGUF metadata."""
+    model = store.resolve(app.settings, ref)
+    data = model.to_dict()
+    if as_json:
+        echo_json(data)
+        return
+    for key, value in data.items():
+        shown = "\n  ".join(value) if isinstance(value, list) else value
+        click.echo(f"{key}: {shown}")
+
+
+@click.command()
+@click.argument("ref")
+@pass_app
+def rm(app: App, ref: str) -> None:
+    """Remove a model from the store (files shared with other names stay)."""
+    model = store.remove(app.settings, ref)
+    click.echo(f"removed {model.name}", file=sys.stdout)

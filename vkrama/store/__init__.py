@@ -1,0 +1,14 @@
+"""The model store: references ─► verified GGUF files on this host (`LocalModel`).
+
+Stage: store (model ref ─► store.resolve / store.pull ─► LocalModel). Other stages call
+`pull`, `resolve` and `ensure` and read `LocalModel`; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from vkrama.store.blobs import LocalModel
+from vkrama.store.download import Progress
+from vkrama.store.gguf_info import GgufInfo
+from vkrama.store.pull import ensure, models, pull, remove, resolve
+
+__all__ = ["GgufInfo", "LocalModel", "Progress", "ensure", "models", "pull", "remove", "resolve"]

@@ -1,0 +1,209 @@
+"""The model store on disk: content-addressed blobs plus named references.
+
+Stage: store (─► LocalModel). Layout under `settings.home / "models"`:
+
+    blobs/sha256-HEX           each distinct file once, read-only
+    snapshots/KEY/FILENAME     hard links to blobs with the file's real name (split GGUF
+                               parts must sit side by side under their own names)
+    refs/KEY.json              name, source, files, GGUF facts: what `vkrama list` shows
+    partial/                   downloads in progress (kept for resuming)
+    locks/KEY.lock             one puller per model at a time
+
+A model becomes visible only when its ref file is renamed into place, after its blobs
+verified and parsed. Must not print and must not touch the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vkrama.store.gguf_info import GgufInfo
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model on this host, ready to mount: `path` is the (first) GGUF file."""
+
+    name: str
+    path: Path
+    files: tuple[Path, ...]  # every part of a split GGUF, `path` first
+    sha256: str  # of `path`
+    size: int  # of all files together
+    source: str  # hf, ollama, oci, http, https, file
+    metadata: GgufInfo
+    origin: str = ""  # where it was fetched from (URL, repository@commit)
+    sha256s: tuple[str, ...] = ()  # one per file
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "origin": self.origin,
+            "path": str(self.path),
+            "files": [str(f) for f in self.files],
+            "sha256": self.sha256,
+            "sha256s": list(self.sha256s),
+            "size": self.size,
+            "metadata": self.metadata.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    filename: str
+    sha256: str
+    size: int
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def key_for(name: str) -> str:
+    """A short file-system-safe key for a model name."""
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+class Store:
+    def __init__(self, home: Path) -> None:
+        self.root = Path(home) / "models"
+
+    def _dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def blob(self, sha256: str) -> Path:
+        return self.root / "blobs" / f"sha256-{sha256}"
+
+    def partial(self, key: str) -> Path:
+        return self._dir("partial") / f"{key}.part"
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive lock on `name` (flock: released by the kernel if we are killed)."""
+        with open(self._dir("locks") / f"{key_for(name)}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def add_blob(self, src: Path, sha256: str, *, move: bool) -> Path:
+        """Put a verified file into blobs/ (rename, else hard link, else copy); return it."""
+        dst = self.blob(sha256)
+        self._dir("blobs")
+        if dst.exists():
+            if move:
+                src.unlink()
+            return dst
+        if move:
+            os.chmod(src, 0o444)
+            os.replace(src, dst)
+            return dst
+        with tempfile.TemporaryDirectory(dir=self.root / "blobs", prefix=".in-") as tmp:
+            staged = Path(tmp) / "blob"
+            try:
+                os.link(src, staged)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(src, staged)
+                os.chmod(staged, 0o444)
+            os.replace(staged, dst)
+        return dst
+
+    def publish(
+        self, name: str, source: str, origin: str, files: list[StoredFile], metadata: GgufInfo
+    ) -> LocalModel:
+        """Make `name` visible: snapshot links first, then the ref file by an atomic rename."""
+        key = key_for(name)
+        snapshots = self._dir("snapshots")
+        staged = Path(tempfile.mkdtemp(dir=snapshots, prefix=f".{key}-"))
+        for f in files:
+            os.link(self.blob(f.sha256), staged / f.filename)
+        final = snapshots / key
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        record = {
+            "name": name,
+            "source": source,
+            "origin": origin,
+            "files": [vars(f) for f in files],
+            "metadata": metadata.to_dict(),
+            "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_atomic(self._dir("refs") / f"{key}.json", json.dumps(record, indent=1))
+        model = self.get(name)
+        assert model is not None
+        return model
+
+    def get(self, name: str) -> LocalModel | None:
+        path = self.root / "refs" / f"{key_for(name)}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return self._model(record)
+
+    def models(self) -> list[LocalModel]:
+        out = []
+        for path in sorted((self.root / "refs").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(self._model(json.loads(path.read_text())))
+        return sorted(out, key=lambda m: m.name)
+
+    def _model(self, record: dict[str, Any]) -> LocalModel:
+        snapshot = self.root / "snapshots" / key_for(record["name"])
+        files = [StoredFile(**f) for f in record["files"]]
+        return LocalModel(
+            name=record["name"],
+            path=snapshot / files[0].filename,
+            files=tuple(snapshot / f.filename for f in files),
+            sha256=files[0].sha256,
+            size=sum(f.size for f in files),
+            source=record["source"],
+            metadata=GgufInfo.from_dict(record["metadata"]),
+            origin=record.get("origin", ""),
+            sha256s=tuple(f.sha256 for f in files),
+        )
+
+    def remove(self, name: str) -> bool:
+        """Forget `name`; delete blobs no other name uses. False if it was not there."""
+        key = key_for(name)
+        ref = self.root / "refs" / f"{key}.json"
+        if not ref.exists():
+            return False
+        ref.unlink()
+        shutil.rmtree(self.root / "snapshots" / key, ignore_errors=True)
+        self.collect_garbage()
+        return True
+
+    def collect_garbage(self) -> None:
+        # A blob with one link is used by no snapshot.
+        for blob in (self.root / "blobs").glob("sha256-*"):
+            if blob.stat().st_nlink == 1:
+                blob.unlink()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

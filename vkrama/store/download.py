@@ -1,0 +1,224 @@
+"""HTTP for the store: requests with retries and one error mapping, and resumable downloads.
+
+Stage: store (source ─► verified file in partial/). Streams into a partial file, resumes it
+with HTTP Range after an interruption or a kill (and starts over when the server ignores
+Range), retries transient failures with backoff, and verifies size and sha256. Must not
+print (progress goes to `on_progress`) and must never log or show request headers: they
+carry tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from vkrama import __version__
+from vkrama.errors import ExitStatus, VkramaError
+
+CHUNK = 1 << 16
+TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file a source wants fetched."""
+
+    filename: str
+    url: str
+    sha256: str | None = None  # published digest, verified when given
+    size: int | None = None  # published size
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold a token
+    local: Path | None = None  # already on disk (e.g. in the Hugging Face cache): no download
+
+
+@dataclass(frozen=True)
+class Progress:
+    filename: str
+    done: int
+    total: int | None
+    resumed_from: int = 0
+
+
+OnProgress = Callable[[Progress], None]
+
+
+class Http:
+    """A requests session with retries, backoff and errors turned into VkramaError."""
+
+    def __init__(self, retries: int = 4, backoff: float = 0.5, timeout: float = 30.0) -> None:
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"vkrama/{__version__}"
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        what: str = "",
+        stream: bool = False,
+        allow_redirects: bool = True,
+        ok: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """Send with retries on transient failures; raise VkramaError on any other failure.
+
+        Statuses in `ok` are returned to the caller instead of raised (e.g. 401 for auth).
+        """
+        what = what or _shown(url)
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.session.request(
+                    method, url, headers=dict(headers or {}), stream=stream,
+                    allow_redirects=allow_redirects, timeout=self.timeout,
+                )  # fmt: skip
+            except requests.RequestException as exc:
+                if attempt == self.retries:
+                    raise network_error(what, exc) from None
+                self.sleep(attempt)
+                continue
+            if response.status_code in TRANSIENT and attempt < self.retries:
+                response.close()
+                self.sleep(attempt)
+                continue
+            if response.status_code < 400 or response.status_code in ok:
+                return response
+            response.close()
+            raise status_error(what, response.status_code)
+        raise AssertionError("unreachable")
+
+    def sleep(self, attempt: int) -> None:
+        time.sleep(self.backoff * (2**attempt))
+
+    def fetch(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None = None) -> str:
+        """Download `remote` into `part`, resuming what is there; return the sha256."""
+        digest = hashlib.sha256()
+        have = _hash_existing(part, digest)
+        resumed_from = have
+        failures = 0
+        while True:
+            headers = dict(remote.headers)
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            try:
+                response = self.request(
+                    "GET", remote.url, headers, what=remote.filename, stream=True, ok=(416,)
+                )
+                with response:
+                    if response.status_code == 416:
+                        if remote.size is not None and have != remote.size:
+                            raise _short(remote.filename, have, remote.size)
+                        break  # we already hold every byte the server has
+                    if have and not _continues_at(response, have):
+                        # The server ignored Range (or answered another one): start over.
+                        have, digest, resumed_from = 0, hashlib.sha256(), 0
+                    total = _total(response, have) or remote.size
+                    with open(part, "ab" if have else "wb") as out:
+                        for chunk in response.iter_content(CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            have += len(chunk)
+                            if on_progress is not None:
+                                on_progress(Progress(remote.filename, have, total, resumed_from))
+                if remote.size is not None and have < remote.size:
+                    raise requests.ConnectionError(f"stream ended at {have} of {remote.size}")
+                break
+            except requests.RequestException as exc:
+                failures += 1
+                if failures > self.retries:
+                    if remote.size is not None and "stream ended" in str(exc):
+                        raise _short(remote.filename, have, remote.size) from None
+                    raise network_error(remote.filename, exc, have) from None
+                self.sleep(failures - 1)
+        sha256 = digest.hexdigest()
+        if remote.size is not None and have != remote.size:
+            raise _short(remote.filename, have, remote.size)
+        if remote.sha256 is not None and sha256 != remote.sha256.lower():
+            raise VkramaError(
+                f"checksum mismatch for {remote.filename}: expected sha256 {remote.sha256},"
+                f" got {sha256}",
+                hint="the source changed or the transfer was corrupted; the file was discarded",
+                status=ExitStatus.CHECKSUM,
+            )
+        return sha256
+
+
+def _hash_existing(part: Path, digest: Any) -> int:
+    if not part.exists():
+        return 0
+    size = 0
+    with open(part, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size
+
+
+def _continues_at(response: requests.Response, have: int) -> bool:
+    if response.status_code != 206:
+        return False
+    content_range = response.headers.get("Content-Range", "")
+    return content_range.startswith(f"bytes {have}-")
+
+
+def _total(response: requests.Response, have: int) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return have + int(length) if length and length.isdigit() else None
+
+
+def _shown(url: str) -> str:
+    # Never show a query string: pre-signed URLs carry credentials there.
+    return url.split("?", 1)[0]
+
+
+def _short(filename: str, have: int, size: int) -> VkramaError:
+    return VkramaError(
+        f"{filename} is incomplete: the server sent {have} of {size} bytes",
+        hint="the source's file is shorter than it announces; try again later",
+        status=ExitStatus.INCOMPLETE,
+    )
+
+
+def network_error(what: str, exc: Exception, have: int | None = None) -> VkramaError:
+    kept = f" ({have} bytes kept; pulling again resumes)" if have else ""
+    reason = type(exc).__name__
+    if isinstance(exc, requests.ConnectionError):
+        reason = "connection failed or dropped"
+    elif isinstance(exc, requests.Timeout):
+        reason = "timed out"
+    return VkramaError(
+        f"download of {what} failed: {reason}{kept}",
+        hint="check the network or the endpoint setting, then pull again",
+        status=ExitStatus.NETWORK,
+    )
+
+
+def status_error(what: str, status: int) -> VkramaError:
+    if status in (401, 403):
+        return VkramaError(
+            f"{what}: access denied (HTTP {status})",
+            hint="log in: set HF_TOKEN for Hugging Face, or `podman login REGISTRY` for registries",
+            status=ExitStatus.AUTH,
+        )
+    if status == 404:
+        return VkramaError(
+            f"{what}: not found (HTTP 404)",
+            hint="check the name, tag and file; `vkrama pull --help` shows the forms",
+            status=ExitStatus.NOT_FOUND,
+        )
+    return VkramaError(
+        f"{what}: the server answered HTTP {status}",
+        hint="try again later",
+        status=ExitStatus.NETWORK,
+    )

@@ -1,0 +1,170 @@
+"""OCI registries: `oci://REGISTRY/REPO:TAG` holding GGUF layers (ModelPack, Docker model-runner).
+
+Stage: store source (ModelRef ─► RemoteFile). Speaks the OCI distribution API: manifest (an
+index is followed to its first manifest), then the GGUF layers' blobs by digest. Handles the
+bearer-token flow (and Basic) with credentials from the usual auth files. Ollama's registry
+speaks the same API, so `ollama.py` reuses `Registry`. Credentials and tokens go into request
+headers only: must never be printed or stored. Must not print.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.store.download import Http, RemoteFile
+from vkrama.store.refs import ModelRef
+
+MANIFESTS = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+INDEXES = ("application/vnd.oci.image.index.v1+json",
+           "application/vnd.docker.distribution.manifest.list.v2+json")  # fmt: skip
+# CNCF ModelPack weights, Docker model-runner GGUF.
+GGUF_LAYERS = (
+    "application/vnd.cncf.model.weight.v1.raw",
+    "application/vnd.cncf.model.weight.v1.gguf",
+    "application/vnd.docker.ai.gguf.v3",
+)
+TITLE_KEYS = ("org.cncf.model.filepath", "org.opencontainers.image.title")
+LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+
+
+def base_url(host: str) -> str:
+    # Loopback registries are plain HTTP, as docker and podman treat them.
+    return f"{'http' if LOOPBACK.match(host) else 'https'}://{host}"
+
+
+class Registry:
+    """One repository on one registry, authenticated on first 401."""
+
+    def __init__(self, http: Http, base: str, repo: str, environ: Mapping[str, str]) -> None:
+        self.http = http
+        self.base = base.rstrip("/")
+        self.repo = repo
+        self.environ = environ
+        self.auth: dict[str, str] = {}
+
+    def get(self, path: str, accept: str, what: str) -> Any:
+        url = f"{self.base}/v2/{self.repo}/{path}"
+        headers = {"Accept": accept}
+        response = self.http.request("GET", url, {**headers, **self.auth}, what=what, ok=(401,))
+        if response.status_code == 401:
+            self._authenticate(response.headers.get("WWW-Authenticate", ""), what)
+            response = self.http.request("GET", url, {**headers, **self.auth}, what=what)
+        return response.json()
+
+    def manifest(self, tag: str) -> dict[str, Any]:
+        what = f"{self.repo}:{tag}"
+        manifest = self.get(f"manifests/{tag}", MANIFESTS, what)
+        if manifest.get("mediaType") in INDEXES or "manifests" in manifest:
+            entries = manifest.get("manifests") or []
+            if not entries:
+                raise VkramaError(f"{what}: the index lists no manifest",
+                                  status=ExitStatus.INVALID_MODEL)  # fmt: skip
+            manifest = self.get(f"manifests/{entries[0]['digest']}", MANIFESTS, what)
+        return dict(manifest)
+
+    def blob(self, digest: str, filename: str, size: int | None) -> RemoteFile:
+        algorithm, _, hexdigest = digest.partition(":")
+        return RemoteFile(
+            filename, f"{self.base}/v2/{self.repo}/blobs/{digest}",
+            sha256=hexdigest if algorithm == "sha256" else None, size=size, headers=self.auth,
+        )  # fmt: skip
+
+    def _authenticate(self, challenge: str, what: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        user_pass = credentials(self.environ, urlsplit(self.base).netloc)
+        basic = {"Authorization": f"Basic {user_pass}"} if user_pass else {}
+        if scheme.lower() == "bearer" and "realm" in fields:
+            query = {k: v for k, v in fields.items() if k in ("service", "scope")}
+            query.setdefault("scope", f"repository:{self.repo}:pull")
+            url = f"{fields['realm']}?{urlencode(query)}"
+            answer = self.http.request("GET", url, basic, what=f"{what} token").json()
+            found = answer.get("token") or answer.get("access_token")
+            if not found:
+                raise VkramaError(f"{what}: the registry's token service gave no token",
+                                  status=ExitStatus.AUTH)  # fmt: skip
+            self.auth = {"Authorization": f"Bearer {found}"}
+        elif scheme.lower() == "basic" and basic:
+            self.auth = basic
+        else:
+            raise VkramaError(
+                f"{what}: the registry wants credentials (HTTP 401)",
+                hint="log in with `podman login REGISTRY` (vkrama reads its auth.json)",
+                status=ExitStatus.AUTH,
+            )
+
+
+def credentials(environ: Mapping[str, str], host: str) -> str | None:
+    """base64 "user:password" for `host` from the containers or docker auth files."""
+    home = Path(environ.get("HOME") or Path.home())
+    files = [environ.get("REGISTRY_AUTH_FILE", "")]
+    if environ.get("XDG_RUNTIME_DIR"):
+        files.append(f"{environ['XDG_RUNTIME_DIR']}/containers/auth.json")
+    files += [str(home / ".config/containers/auth.json"), str(home / ".docker/config.json")]
+    for name in filter(None, files):
+        try:
+            auths = json.loads(Path(name).read_text()).get("auths", {})
+        except (OSError, ValueError):
+            continue
+        for key, entry in auths.items():
+            if urlsplit(key if "://" in key else f"//{key}").netloc == host and entry.get("auth"):
+                return str(entry["auth"])
+            if key == host and entry.get("username"):
+                raw = f"{entry['username']}:{entry.get('password', '')}".encode()
+                return base64.b64encode(raw).decode()
+    return None
+
+
+def gguf_layers(manifest: dict[str, Any], media_types: tuple[str, ...]) -> list[dict[str, Any]]:
+    layers = []
+    for layer in manifest.get("layers") or []:
+        if layer.get("mediaType") not in media_types:
+            continue
+        title = _title(layer)
+        # ModelPack raw weights may be safetensors too: keep only what is named GGUF, if named.
+        if title and not title.endswith(".gguf"):
+            continue
+        layers.append(layer)
+    return layers
+
+
+def _title(layer: dict[str, Any]) -> str:
+    annotations = layer.get("annotations") or {}
+    for key in TITLE_KEYS:
+        if annotations.get(key):
+            return str(annotations[key]).rsplit("/", 1)[-1]
+    return ""
+
+
+def remote_files(
+    ref: ModelRef, http: Http, environ: Mapping[str, str]
+) -> tuple[list[RemoteFile], str]:
+    registry = Registry(http, base_url(ref.host), ref.repo, environ)
+    manifest = registry.manifest(ref.tag)
+    layers = gguf_layers(manifest, GGUF_LAYERS)
+    if not layers:
+        raise VkramaError(
+            f"{ref.name} has no GGUF layer",
+            hint="vkrama reads ModelPack (application/vnd.cncf.model.weight.v1.*) and Docker"
+            " model-runner (application/vnd.docker.ai.gguf.v3) artifacts",
+            status=ExitStatus.INVALID_MODEL,
+        )
+    files = []
+    for index, layer in enumerate(layers):
+        default = f"{ref.repo.rsplit('/', 1)[-1]}-{index + 1}.gguf"
+        files.append(registry.blob(layer["digest"], _title(layer) or default, layer.get("size")))
+    return files, f"{registry.base}/{ref.repo}:{ref.tag}"

@@ -1,0 +1,192 @@
+"""Pull, resolve, ensure, list and remove models: the store's entry points.
+
+Stage: store (model ref ─► LocalModel). Parses the reference, asks the source what to fetch,
+downloads into partial/ (resumable), verifies sha256 and GGUF, then publishes atomically under
+a per-model lock. Offline (settings.offline) it never creates an HTTP session, so no socket
+is opened. Must not print: progress goes to `on_progress`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vkrama.config import Settings
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.store import gguf_info, hf, http, oci, ollama
+from vkrama.store.blobs import LocalModel, Store, StoredFile, file_sha256, key_for
+from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
+from vkrama.store.refs import ModelRef, parse, split_parts
+
+
+def pull(
+    settings: Settings, ref: str, on_progress: OnProgress | None = None, sha256: str | None = None
+) -> LocalModel:
+    """Fetch `ref` into the store (or return it if already there) and return it."""
+    model_ref = parse(ref, settings["models.shortnames"])
+    store = Store(settings.home)
+    if model_ref.scheme == "file":
+        return _import_file(store, model_ref, sha256)
+    with store.lock(model_ref.name):
+        existing = store.get(model_ref.name)
+        if existing is not None and sha256 in (None, existing.sha256):
+            return existing
+        session = None if settings.offline else Http(retries=int(settings["models.retries"]))
+        remotes, origin = _remote_files(settings, model_ref, session, sha256)
+        staged = [_stage(store, session, r, on_progress) for r in remotes]
+        try:
+            paths = [path for path, _ in staged]
+            labels = {path: r.filename for path, r in zip(paths, remotes, strict=True)}
+            metadata = gguf_info.read(paths[0], tuple(paths[1:]), labels)
+        except VkramaError:
+            for (path, _), remote in zip(staged, remotes, strict=True):
+                if remote.local is None:
+                    path.unlink(missing_ok=True)  # a bad file is not worth resuming
+            raise
+        files = []
+        for (path, digest), remote in zip(staged, remotes, strict=True):
+            size = path.stat().st_size
+            store.add_blob(path, digest, move=remote.local is None)
+            files.append(StoredFile(remote.filename, digest, size))
+        return store.publish(model_ref.name, model_ref.scheme, origin, files, metadata)
+
+
+def resolve(settings: Settings, ref: str) -> LocalModel:
+    """The stored model for `ref` (or the file itself for a path); never touches the network."""
+    model_ref = parse(ref, settings["models.shortnames"])
+    if model_ref.scheme == "file":
+        return _local_file(model_ref)
+    found = Store(settings.home).get(model_ref.name)
+    if found is None:
+        raise VkramaError(
+            f"{model_ref.name} is not in the store",
+            hint=f"`vkrama pull {ref}` fetches it; `vkrama list` shows what is there",
+            status=ExitStatus.NOT_FOUND,
+        )
+    return found
+
+
+def ensure(settings: Settings, ref: str, on_progress: OnProgress | None = None) -> LocalModel:
+    """`resolve`, else `pull` unless offline."""
+    try:
+        return resolve(settings, ref)
+    except VkramaError as error:
+        if (
+            error.status != ExitStatus.NOT_FOUND
+            or parse(ref, settings["models.shortnames"]).scheme == "file"
+        ):
+            raise
+    if settings.offline:
+        raise VkramaError(
+            f"{ref} is not in the store and vkrama is offline",
+            hint="pull it once without --offline",
+            status=ExitStatus.OFFLINE,
+        )
+    return pull(settings, ref, on_progress)
+
+
+def models(settings: Settings) -> list[LocalModel]:
+    return Store(settings.home).models()
+
+
+def remove(settings: Settings, ref: str) -> LocalModel:
+    """Forget a stored model; its files go when no other name uses them."""
+    model = resolve(settings, ref)
+    if model.source == "file" and Store(settings.home).get(model.name) is None:
+        raise VkramaError(f"{ref} is a file outside the store; vkrama does not delete it",
+                          status=ExitStatus.NOT_FOUND)  # fmt: skip
+    store = Store(settings.home)
+    with store.lock(model.name):
+        store.remove(model.name)
+    return model
+
+
+def _remote_files(
+    settings: Settings, ref: ModelRef, session: Http | None, sha256: str | None
+) -> tuple[list[RemoteFile], str]:
+    if ref.scheme == "hf":
+        return hf.remote_files(settings, ref, session)
+    if session is None:
+        raise VkramaError(
+            f"{ref.name} is not in the store and vkrama is offline",
+            hint="pull it once without --offline",
+            status=ExitStatus.OFFLINE,
+        )
+    if ref.scheme == "ollama":
+        return ollama.remote_files(settings, ref, session)
+    if ref.scheme == "oci":
+        return oci.remote_files(ref, session, settings.environ)
+    return http.remote_files(ref, sha256)
+
+
+def _stage(
+    store: Store, session: Http | None, remote: RemoteFile, on_progress: OnProgress | None
+) -> tuple[Path, str]:
+    """Where the verified bytes of `remote` are, and their sha256."""
+    if remote.local is not None:
+        digest = file_sha256(remote.local)
+        if remote.sha256 is not None and digest != remote.sha256:
+            raise VkramaError(
+                f"checksum mismatch for {remote.local}: its name says {remote.sha256}",
+                hint="delete the damaged file from the Hugging Face cache and pull again",
+                status=ExitStatus.CHECKSUM,
+            )
+        if on_progress is not None:
+            size = remote.local.stat().st_size
+            on_progress(Progress(remote.filename, size, size, size))
+        return remote.local, digest
+    assert session is not None  # offline sources only ever give local files
+    part = store.partial(remote.sha256 or key_for(remote.url))
+    try:
+        return part, session.fetch(remote, part, on_progress)
+    except VkramaError as error:
+        if error.status in (ExitStatus.CHECKSUM, ExitStatus.INCOMPLETE):
+            part.unlink(missing_ok=True)
+        raise
+
+
+def _import_file(store: Store, ref: ModelRef, sha256: str | None) -> LocalModel:
+    model = _local_file(ref)
+    if sha256 is not None and sha256.lower() != model.sha256:
+        raise VkramaError(
+            f"checksum mismatch for {model.path}: expected {sha256}, got {model.sha256}",
+            status=ExitStatus.CHECKSUM,
+        )
+    with store.lock(ref.name):
+        files = []
+        for path, digest in zip(model.files, model.sha256s, strict=True):
+            store.add_blob(path, digest, move=False)
+            files.append(StoredFile(path.name, digest, path.stat().st_size))
+        return store.publish(ref.name, "file", str(model.path), files, model.metadata)
+
+
+def _local_file(ref: ModelRef) -> LocalModel:
+    assert ref.path is not None
+    if not ref.path.is_file():
+        raise VkramaError(f"{ref.path}: no such file", status=ExitStatus.NOT_FOUND)
+    parts = [ref.path.parent / name for name in split_parts(ref.path.name)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise VkramaError(
+            f"{ref.path.name} is part of a split model; missing: {', '.join(missing)}",
+            status=ExitStatus.INCOMPLETE,
+        )
+    metadata = gguf_info.read(parts[0], tuple(parts[1:]))
+    digests = tuple(_cached_sha256(p) for p in parts)
+    return LocalModel(
+        name=ref.name, path=parts[0], files=tuple(parts), sha256=digests[0],
+        size=sum(p.stat().st_size for p in parts), source="file", metadata=metadata,
+        origin=str(ref.path), sha256s=digests,
+    )  # fmt: skip
+
+
+_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    # Hashing a 4 GB model takes seconds; serve and bench may resolve the same path twice.
+    st = os.stat(path)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(path)
+    return _SHA_CACHE[key]
