@@ -194,7 +194,7 @@ class FakeHost:
     def _kfd_node(self, gfx_target_version: int, render_minor: int) -> None:
         nodes = self._kfd_dir()
         nodes.mkdir(parents=True, exist_ok=True)
-        number = len(list(nodes.iterdir())) or 1  # node 0 is the CPU
+        number = 1 + sum(1 for n in nodes.iterdir() if n.name != "0")  # node 0 is the CPU
         node = nodes / str(number)
         node.mkdir()
         (node / "properties").write_text(
@@ -240,3 +240,42 @@ def nvidia_cdi_spec(graphics: bool = True, uuid: str = "GPU-8d2c0f2e") -> dict[s
             "mounts": mounts,
         },
     }
+
+
+# -- the hosts the tests talk about ------------------------------------------------------------
+
+GIB = 1024**3
+
+
+def amd_dgpu_with_kfd(host: FakeHost) -> None:
+    """A desktop with one Radeon RX 7900 XTX (gfx1100) and ROCm's /dev/kfd."""
+    host.add_gpu("0000:03:00.0", "1002", "744c", "amdgpu", render_minor=128, card=1,
+                 vram=24 * GIB, gfx_target_version=110000)  # fmt: skip
+    host.add_kfd()
+
+
+def intel_nvidia_laptop(host: FakeHost, cdi: bool = True, graphics: bool = True) -> None:
+    """Iris Xe iGPU on the root bus plus an RTX 4060 Mobile on NVIDIA's driver."""
+    host.add_gpu("0000:00:02.0", "8086", "a7a0", "i915", render_minor=128, card=0, bridge=None)
+    host.add_gpu("0000:01:00.0", "10de", "28e0", "nvidia", render_minor=129, card=1)
+    host.add_nvidia_nodes(1)
+    if cdi:
+        host.add_cdi_spec(nvidia_cdi_spec(graphics=graphics))
+
+
+def two_amd_gpus(host: FakeHost) -> None:
+    """An RX 6800 (gfx1030) and an RX 7900 XTX (gfx1100) behind two bridges."""
+    host.add_gpu("0000:03:00.0", "1002", "73bf", "amdgpu", render_minor=128, card=0,
+                 vram=16 * GIB, gfx_target_version=100300, bridge="0000:00:01.1")  # fmt: skip
+    host.add_gpu("0000:0c:00.0", "1002", "744c", "amdgpu", render_minor=129, card=1,
+                 vram=24 * GIB, gfx_target_version=110000, bridge="0000:00:03.1")  # fmt: skip
+    host.add_kfd()
+
+
+def virtio_gpu(host: FakeHost) -> None:
+    """A VM with virtio-gpu (virgl/venus on the host side cannot be seen from here)."""
+    host.add_virtio_gpu()
+
+
+def no_gpu(host: FakeHost) -> None:
+    """A server or CI runner: nothing under /sys/class/drm, no /dev/dri."""

@@ -43,9 +43,14 @@ def read_cdi_specs(dirs: tuple[Path, ...], problems: list[str]) -> tuple[CdiSpec
                 continue
             try:
                 text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{path}: cannot read CDI spec ({exc.__class__.__name__})")
+                continue
+            try:
                 data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            except (OSError, ValueError, yaml.YAMLError) as exc:
-                problems.append(f"{path}: unreadable CDI spec ({exc.__class__.__name__})")
+            except (ValueError, yaml.YAMLError):
+                fmt = "JSON" if path.suffix == ".json" else "YAML"
+                problems.append(f"{path}: unreadable CDI spec (invalid {fmt})")
                 continue
             if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
                 problems.append(f"{path}: not a CDI spec (no kind)")

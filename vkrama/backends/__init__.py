@@ -13,6 +13,7 @@ from vkrama.backends.cells import (
     BACKENDS,
     HIP_TARGETS,
     MESA_ICDS,
+    VK_DRIVER_OF_KERNEL,
     VK_DRIVERS,
     Choice,
     Support,
@@ -20,6 +21,7 @@ from vkrama.backends.cells import (
     cpu_cell,
     hsa_override_for,
     lavapipe_cell,
+    missing,
 )
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu, HardwareProfile
@@ -45,14 +47,8 @@ def support(profile: HardwareProfile, hsa_override: bool = False) -> list[Suppor
     """Every cell, usable or not: cpu and lavapipe first, then each backend per GPU."""
     cells = [cpu_cell(), lavapipe_cell()]
     if not profile.gpus:
-        missing = "no AMD GPU" + ("" if profile.kfd else ", no /dev/kfd")
         cells += [
-            Support("vulkan", None, None, "no GPU with a render node (lavapipe still works)"),
-            Support("rocm", None, None, missing),
-            Support(
-                "cuda", None, None, "no NVIDIA GPU" + ("" if profile.cdi_specs else ", no CDI spec")
-            ),
-            Support("oneapi", None, None, "no Intel GPU"),
+            Support(backend, None, None, missing(profile, backend)) for backend in BACKENDS[1:]
         ]
     for gpu in profile.gpus:
         cells += [check(profile, backend, gpu, hsa_override) for backend in BACKENDS[1:]]
@@ -99,7 +95,11 @@ def choose(
     if vk_driver == "lavapipe":
         return lavapipe_cell().choice  # type: ignore[return-value]
     if gpu is not None and not 0 <= gpu < len(profile.gpus):
-        have = f"GPUs 0-{len(profile.gpus) - 1}" if profile.gpus else "no GPU"
+        count = len(profile.gpus)
+        have = (
+            f"{count} GPU{'s' if count > 1 else ''} (0-{count - 1})" if count > 1 else "one GPU (0)"
+        )
+        have = have if count else "no GPU"
         raise VkramaError(
             f"no GPU {gpu}: this host has {have}",
             hint="`vkrama devices` lists them",
@@ -118,12 +118,16 @@ def choose(
         choice = lavapipe_cell().choice
         assert choice is not None
         return replace(choice, reason=f"no GPU here: {choice.reason}")
-    if vk_driver and not cells:
-        why = f"no GPU{'' if gpu is None else f' {gpu}'} for the {vk_driver} driver"
-    elif cells:
-        why = "; ".join(f"GPU {c.gpu.index}: {c.reason}" if c.gpu else c.reason for c in cells)
+    relevant = sorted((c for c in cells if c.applies), key=lambda c: c.gpu.index if c.gpu else -1)
+    if vk_driver and not relevant:
+        kernels = "/".join(k for k, d in VK_DRIVER_OF_KERNEL.items() if d == vk_driver)
+        why = f"{'no GPU' if gpu is None else f'GPU {gpu} is not'} on {kernels} for {vk_driver}"
+    elif relevant:
+        why = "; ".join(f"GPU {c.gpu.index}: {c.reason}" if c.gpu else c.reason for c in relevant)
+    elif gpu is not None:
+        why = f"GPU {gpu}: {cells[0].reason}"
     else:
-        why = next(c.reason for c in support(profile) if c.backend == backend)
+        why = missing(profile, backend)
     raise VkramaError(
         f"{backend} is unavailable here: {why}",
         hint="`vkrama devices` shows what works here; cpu and --vk-driver lavapipe need no GPU",

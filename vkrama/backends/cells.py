@@ -77,6 +77,7 @@ class Support:
     gpu: Gpu | None
     reason: str
     choice: Choice | None = None  # set when usable
+    applies: bool = True  # False: the GPU is not of the kind this backend drives at all
 
     @property
     def ok(self) -> bool:
@@ -137,9 +138,7 @@ def lavapipe_cell() -> Support:
 def _vulkan(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
     driver = VK_DRIVER_OF_KERNEL.get(gpu.kernel_driver)
     if driver is None:
-        return Support(
-            "vulkan", None, gpu, f"no Vulkan driver for kernel driver {gpu.kernel_driver or 'none'}"
-        )
+        return _not_for("vulkan", gpu, "no Vulkan driver")
     if driver == "nvidia":
         return _nvidia(profile, gpu, "vulkan")
     bad = _missing_node(profile, gpu)
@@ -155,12 +154,7 @@ def _vulkan(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
 
 def _rocm(profile: HardwareProfile, gpu: Gpu, hsa_override: bool) -> Support:
     if gpu.kernel_driver != "amdgpu":
-        return Support(
-            "rocm",
-            None,
-            gpu,
-            f"not an amdgpu GPU ({gpu.vendor}, {gpu.kernel_driver or 'no driver'})",
-        )
+        return _not_for("rocm", gpu, "not an AMD GPU on amdgpu")
     if not profile.kfd:
         return Support("rocm", None, gpu, "no /dev/kfd (amdgpu's compute interface)")
     if gpu.gfx_target is None:
@@ -198,23 +192,13 @@ def _rocm(profile: HardwareProfile, gpu: Gpu, hsa_override: bool) -> Support:
 
 def _cuda(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
     if gpu.kernel_driver != "nvidia":
-        return Support(
-            "cuda",
-            None,
-            gpu,
-            f"not on NVIDIA's driver ({gpu.vendor}, {gpu.kernel_driver or 'no driver'})",
-        )
+        return _not_for("cuda", gpu, "not on NVIDIA's driver")
     return _nvidia(profile, gpu, "cuda")
 
 
 def _oneapi(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
     if gpu.kernel_driver not in ("i915", "xe"):
-        return Support(
-            "oneapi",
-            None,
-            gpu,
-            f"not an Intel GPU on i915/xe ({gpu.vendor}, {gpu.kernel_driver or 'no driver'})",
-        )
+        return _not_for("oneapi", gpu, "not an Intel GPU on i915/xe")
     bad = _missing_node(profile, gpu)
     if bad:
         return Support("oneapi", None, gpu, bad)
@@ -262,6 +246,22 @@ def _nvidia(profile: HardwareProfile, gpu: Gpu, backend: str) -> Support:
     return Support(
         backend, driver, gpu, reason, Choice(backend, driver, gpu, (name,), (), env, reason)
     )
+
+
+def missing(profile: HardwareProfile, backend: str) -> str:
+    """What a backend lacks on a host where no GPU is of its kind."""
+    if backend == "rocm":
+        return "no AMD GPU" + ("" if profile.kfd else ", no /dev/kfd")
+    if backend == "cuda":
+        return "no GPU on NVIDIA's driver" + ("" if profile.cdi_devices() else ", no CDI spec")
+    if backend == "oneapi":
+        return "no Intel GPU"
+    return "no GPU with a Vulkan driver (lavapipe still works)"
+
+
+def _not_for(backend: str, gpu: Gpu, why: str) -> Support:
+    driver = gpu.kernel_driver or "no driver"
+    return Support(backend, None, gpu, f"{why} ({gpu.vendor} on {driver})", applies=False)
 
 
 def _missing_node(profile: HardwareProfile, gpu: Gpu) -> str | None:
