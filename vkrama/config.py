@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "engine.idle_timeout": 5,
     "images.pull": "missing",  # missing: build an absent image on first use; never: refuse
     "images.base": "docker.io/library/debian:sid",
+    "images.apt_options": "",  # extra apt-get options for image builds (build arg APT_OPTIONS)
     "serve.host": "127.0.0.1",
     "serve.port": 8080,
     "serve.backend": "auto",

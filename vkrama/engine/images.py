@@ -1,0 +1,263 @@
+"""Images through podman's API: streamed builds, inspect, list, remove, save and load.
+
+Stage: engine (with `engine.client`, the only importers of podman-py). Speaks podman's
+REST API and turns its failures into `VkramaError`s; knows nothing of backends, recipes
+or provenance, and never prints (build output goes to an `on_line` callback).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vkrama.engine.client import translate_errors
+from vkrama.errors import ExitStatus, VkramaError
+
+if TYPE_CHECKING:
+    from vkrama.engine.client import Engine
+
+CHUNK = 1 << 20  # bytes per write while saving an archive
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    size: int  # bytes, as podman reports it (uncompressed layers)
+    created: datetime | None
+    labels: dict[str, str]
+
+
+class BuildOutput:
+    """Turns the build stream's `{"stream": …}` chunks into whole lines.
+
+    Chunks split lines anywhere and apt/dpkg redraw progress with a bare `\\r`; a line
+    is what the terminal would finally show.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, text: str) -> list[str]:
+        *lines, self._pending = (self._pending + text).split("\n")
+        return [shown for line in lines if (shown := _last_redraw(line))]
+
+    def flush(self) -> list[str]:
+        rest, self._pending = _last_redraw(self._pending), ""
+        return [rest] if rest else []
+
+
+def build(
+    engine: Engine,
+    context: Path | bytes,
+    containerfile: str,
+    *,
+    tags: Sequence[str] = (),
+    build_args: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    no_cache: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Build an image, handing each output line to `on_line` as it arrives; its id.
+
+    `context` is a directory (sent as a tar) or a ready tar archive. Raises
+    BUILD_FAILED with podman's own reason when a step fails.
+    """
+    body = context if isinstance(context, bytes) else _tar_directory(context)
+    params: dict[str, Any] = {
+        "dockerfile": containerfile,
+        "t": list(tags),
+        "buildargs": json.dumps(build_args or {}),
+        "labels": json.dumps(labels or {}),
+        "nocache": no_cache,
+        "layers": True,  # keep each step's layer: an unchanged rebuild is all cache hits
+        "rm": True,
+        "forcerm": True,
+    }
+    output = BuildOutput()
+    image_id: str | None = None
+    last: list[str] = []
+
+    def emit(lines: Iterable[str]) -> None:
+        for line in lines:
+            last[:] = [*last[-4:], line]
+            if on_line is not None:
+                on_line(line)
+
+    with translate_errors(f"build {containerfile}"):
+        response = engine.client.api.post(
+            "/build",
+            params=params,
+            data=body,
+            headers={"Content-Type": "application/x-tar"},
+            stream=True,
+        )
+        response.raise_for_status()
+        for raw in response.iter_lines():
+            if not raw:
+                continue
+            event = json.loads(raw)
+            if "error" in event:
+                emit(output.flush())
+                reason = " ".join(str(event["error"]).split())
+                raise VkramaError(
+                    f"build failed: {reason}",
+                    hint="the build output above shows the failing step's own messages",
+                    status=ExitStatus.BUILD_FAILED,
+                )
+            lines = output.feed(str(event.get("stream", "")))
+            for line in lines:
+                if _is_image_id(line):
+                    image_id = line
+            emit(lines)
+        emit(output.flush())
+    if image_id is None:
+        raise VkramaError(
+            "build failed: podman's build stream ended without an image id",
+            hint=f"last lines: {' / '.join(last) or '(none)'}",
+            status=ExitStatus.BUILD_FAILED,
+        )
+    return image_id
+
+
+def inspect(engine: Engine, reference: str) -> ImageInfo | None:
+    """The local image `reference` names, or None when there is none."""
+    with translate_errors(f"inspect image {reference}"):
+        response = engine.client.api.get(f"/images/{reference}/json")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+    return _info(response.json())
+
+
+def list_images(engine: Engine, reference: str) -> list[ImageInfo]:
+    """Local images whose name matches `reference` (a pattern such as `localhost/vkrama/*`)."""
+    with translate_errors("list images"):
+        response = engine.client.api.get(
+            "/images/json", params={"filters": json.dumps({"reference": [reference]})}
+        )
+        response.raise_for_status()
+    return [_info(item) for item in response.json()]
+
+
+def remove(engine: Engine, reference: str) -> bool:
+    """Remove one image name (the image itself goes with its last name); False if absent."""
+    with translate_errors(f"remove image {reference}"):
+        response = engine.client.api.delete(f"/images/{reference}")
+        if response.status_code == 404:
+            return False
+        if response.status_code == 409:
+            raise VkramaError(
+                f"image {reference} is in use by a container",
+                hint="stop and remove its containers first (`vkrama ps`, `vkrama stop`)",
+                status=ExitStatus.ERROR,
+            )
+        response.raise_for_status()
+    return True
+
+
+def save(
+    engine: Engine,
+    references: Sequence[str],
+    destination: Path,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    """Write the images into one docker-archive tar (what `podman load` reads)."""
+    partial = destination.with_name(destination.name + ".partial")
+    with translate_errors("save images"):
+        response = engine.client.api.get(
+            "/images/export",
+            params={"references": list(references), "format": "docker-archive"},
+            stream=True,
+        )
+        response.raise_for_status()
+        try:
+            with partial.open("wb") as out:
+                for chunk in response.iter_content(CHUNK):
+                    out.write(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+            partial.replace(destination)  # a half-written archive never has the final name
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def load(engine: Engine, source: Path) -> list[str]:
+    """Load the images of an archive written by `save` (or `podman save`); their names."""
+    with translate_errors(f"load {source}"), source.open("rb") as archive:
+        response = engine.client.api.post(
+            "/images/load", data=archive, headers={"Content-Type": "application/x-tar"}
+        )
+        response.raise_for_status()
+    return [str(name) for name in response.json().get("Names") or []]
+
+
+def read_file(engine: Engine, image: str, path: str) -> bytes:
+    """One file's bytes from an image, read through a created (never started) container."""
+    with translate_errors(f"read {path} from {image[:19]}"):
+        response = engine.client.api.post(
+            "/containers/create",
+            data=json.dumps({"image": image, "command": ["true"]}),
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
+        container = str(response.json()["Id"])
+        try:
+            archive = engine.client.api.get(
+                f"/containers/{container}/archive", params={"path": path}
+            )
+            archive.raise_for_status()
+        finally:
+            engine.remove(container)
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        handle = tar.extractfile(member) if member is not None else None
+        if handle is None:
+            raise VkramaError(f"{path} is not a file in {image[:19]}", status=ExitStatus.NOT_FOUND)
+        return handle.read()
+
+
+def _tar_directory(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                tar.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def _info(data: dict[str, Any]) -> ImageInfo:
+    return ImageInfo(
+        id=str(data.get("Id", "")).removeprefix("sha256:"),
+        tags=tuple(data.get("RepoTags") or ()),
+        size=int(data.get("Size") or 0),
+        created=_created(data.get("Created")),
+        labels=dict(data.get("Labels") or (data.get("Config") or {}).get("Labels") or {}),
+    )
+
+
+def _created(value: Any) -> datetime | None:
+    """`/images/json` gives epoch seconds, `/images/{name}/json` RFC 3339 with nanoseconds."""
+    if isinstance(value, (int, float)) and value > 0:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if isinstance(value, str) and value:
+        match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value)
+        if match:
+            zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+            return datetime.fromisoformat(match.group(1) + zone)
+    return None
+
+
+def _last_redraw(line: str) -> str:
+    return line.rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+
+
+def _is_image_id(line: str) -> bool:
+    return len(line) == 64 and all(c in "0123456789abcdef" for c in line)

@@ -1,0 +1,327 @@
+"""Images: one llama.cpp image per backend, built from vkrama's recipes and described.
+
+Stage: images (`images.ensure(engine, backend)` ─► image, reused or built). Decides tags,
+build args and provenance labels and reports progress through `on_progress`; podman is
+reached only through `vkrama.engine.images`. Must not print or import click.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vkrama import __version__
+from vkrama.config import DEFAULTS, Settings
+from vkrama.engine import images as engine_images
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.images.provenance import (
+    PROVENANCE_PATH,
+    parse_provenance_json,
+    provenance_from_labels,
+    provenance_labels,
+    stack_version,
+)
+from vkrama.images.recipes import Recipe, available, recipe, registry_of, registry_reachable
+
+if TYPE_CHECKING:
+    from vkrama.engine import Engine
+
+REPOSITORY = "localhost/vkrama"
+_STEP = re.compile(r"^STEP (\d+)/(\d+): ")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A local image vkrama can run: its name, id and what it was built from."""
+
+    backend: str
+    ref: str
+    id: str
+    provenance: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """A backend's image as `images list` shows it; `image` is None while not built."""
+
+    backend: str
+    ref: str
+    image: ImageRef | None = None
+    size: int | None = None
+    created: datetime | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def stack(self) -> str:
+        return stack_version(self.image.provenance) if self.image else "-"
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """One line of build output, with the step it belongs to (0/0 before the first)."""
+
+    backend: str
+    step: int
+    total: int
+    line: str
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What `build` sends to podman: enough to print the equivalent `podman build`."""
+
+    recipe: Recipe
+    build_args: dict[str, str]
+    tags: tuple[str, ...]
+    no_cache: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def podman_argv(self) -> list[str]:
+        argv = ["podman", "build", "-f", str(self.recipe.path)]
+        for key, value in self.build_args.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        for tag in self.tags:
+            argv += ["-t", tag]
+        if self.no_cache:
+            argv.append("--no-cache")
+        return [*argv, str(self.recipe.context)]
+
+
+ProgressCallback = Callable[[BuildProgress], None]
+
+
+def image_ref(backend: str) -> str:
+    """The name `ensure`/`build` give a backend's current image."""
+    return f"{REPOSITORY}/{backend}:latest"
+
+
+def plan(
+    backend: str,
+    settings: Settings,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    base: str | None = None,
+    no_cache: bool = False,
+) -> BuildPlan:
+    """Build args and tags for a backend (pure; `--dry-run` prints it)."""
+    chosen = recipe(backend)
+    if settings.offline:
+        raise VkramaError(
+            f"cannot build {backend} offline: the build downloads Debian packages",
+            hint="build without --offline, or `vkrama images load FILE` an image saved elsewhere",
+            status=ExitStatus.OFFLINE,
+        )
+    args: dict[str, str] = {}
+    # The Debian recipes follow settings images.base; a recipe with a base of its own
+    # (oneapi: Intel's image) keeps it unless --base names one.
+    if chosen.default_args().get("BASE") == DEFAULTS["images.base"]:
+        args["BASE"] = settings["images.base"]
+    if settings["images.apt_options"] and "APT_OPTIONS" in chosen.default_args():
+        args["APT_OPTIONS"] = settings["images.apt_options"]
+    if base:
+        args["BASE"] = base
+    args.update(build_args or {})
+    labels = {
+        "vkrama.image.vkrama_version": __version__,
+        "vkrama.image.containerfile_sha256": chosen.sha256,
+    }
+    tags = (f"{REPOSITORY}/{backend}:{__version__}", image_ref(backend))
+    return BuildPlan(chosen, args, tags, no_cache, labels)
+
+
+def build(
+    engine: Engine, build_plan: BuildPlan, on_progress: ProgressCallback | None = None
+) -> ImageRef:
+    """Build the planned image, record its provenance as labels, tag it; the image."""
+    backend = build_plan.recipe.backend
+    _check_bases(engine, build_plan)
+    step = [0, 0]
+
+    def on_line(line: str) -> None:
+        match = _STEP.match(line)
+        if match:
+            step[:] = [int(match.group(1)), int(match.group(2))]
+        if on_progress is not None:
+            on_progress(BuildProgress(backend, step[0], step[1], line))
+
+    try:
+        built = engine_images.build(
+            engine,
+            build_plan.recipe.context,
+            build_plan.recipe.path.name,
+            build_args=build_plan.build_args,
+            no_cache=build_plan.no_cache,
+            on_line=on_line,
+        )
+    except VkramaError as error:
+        where = f" at step {step[0]}/{step[1]}" if step[1] else ""
+        raise VkramaError(
+            f"building {backend} failed{where}: {error.message.removeprefix('build failed: ')}",
+            hint=error.hint,
+            status=error.status,
+        ) from error
+    # What the image says about itself becomes labels, so that listing and benchmark rows
+    # read it from `inspect` without starting anything. A separate FROM-only build, since
+    # build args or labels on the first one would invalidate its cached layers.
+    recorded = parse_provenance_json(
+        engine_images.read_file(engine, built, PROVENANCE_PATH).decode("utf-8", "replace")
+    )
+    labels = {**provenance_labels(recorded), **build_plan.labels}
+    if on_progress is not None:
+        summary = ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "llama_cpp_version")
+        on_progress(BuildProgress(backend, step[0], step[1], f"provenance: {summary}"))
+    final = engine_images.build(
+        engine,
+        _from_only_context(built),
+        "Containerfile",
+        tags=build_plan.tags,
+        labels=labels,
+    )
+    image = _image(engine, backend, image_ref(backend))
+    assert image is not None and image.id == final, "podman tagged another image"
+    return image
+
+
+def ensure(
+    engine: Engine, backend: str, settings: Settings, on_progress: ProgressCallback | None = None
+) -> ImageRef:
+    """The backend's local image, built on first use unless settings forbid it."""
+    image = _image(engine, backend, image_ref(backend))
+    if image is not None:
+        return image
+    recipe(backend)  # an unknown backend is a usage error before anything else
+    if settings["images.pull"] == "never" or settings.offline:
+        why = "--offline" if settings.offline else f"images.pull={settings['images.pull']}"
+        raise VkramaError(
+            f"image {image_ref(backend)} is not built and {why} forbids building it",
+            hint=f"`vkrama images build {backend}` builds it; `vkrama images load FILE` loads one",
+            status=ExitStatus.IMAGE_UNAVAILABLE,
+        )
+    return build(engine, plan(backend, settings), on_progress)
+
+
+def list_images(engine: Engine) -> list[ImageStatus]:
+    """Every backend with a recipe, built or not."""
+    return [status(engine, backend) for backend in available()]
+
+
+def status(engine: Engine, backend: str) -> ImageStatus:
+    recipe(backend)
+    ref = image_ref(backend)
+    info = engine_images.inspect(engine, ref)
+    if info is None:
+        return ImageStatus(backend, ref)
+    image = ImageRef(backend, ref, info.id, provenance_from_labels(info.labels))
+    return ImageStatus(backend, ref, image, info.size, info.created, info.tags)
+
+
+def inspect(engine: Engine, backend: str) -> ImageStatus:
+    """A built backend's image; NOT_FOUND when it is not built."""
+    found = status(engine, backend)
+    if found.image is None:
+        raise VkramaError(
+            f"the {backend} image is not built",
+            hint=f"`vkrama images build {backend}` builds it",
+            status=ExitStatus.NOT_FOUND,
+        )
+    return found
+
+
+def remove(engine: Engine, backends: Sequence[str]) -> list[str]:
+    """Remove every vkrama tag of these backends' images; the names removed."""
+    removed: list[str] = []
+    for backend in backends:
+        recipe(backend)
+        for info in engine_images.list_images(engine, f"{REPOSITORY}/{backend}"):
+            for tag in info.tags:
+                if tag.startswith(f"{REPOSITORY}/{backend}:") and engine_images.remove(engine, tag):
+                    removed.append(tag)
+    return removed
+
+
+def save(
+    engine: Engine,
+    backends: Sequence[str],
+    destination: Path,
+    on_bytes: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Write the backends' images into one archive for `load` on another host."""
+    refs = [inspect(engine, backend).ref for backend in backends]
+    engine_images.save(engine, refs, destination, on_bytes)
+    return refs
+
+
+def load(engine: Engine, source: Path) -> list[str]:
+    """Load an archive written by `save`; the image names it held."""
+    if not source.is_file():
+        raise VkramaError(f"{source}: no such file", status=ExitStatus.NOT_FOUND)
+    return engine_images.load(engine, source)
+
+
+def _image(engine: Engine, backend: str, ref: str) -> ImageRef | None:
+    info = engine_images.inspect(engine, ref)
+    if info is None:
+        return None
+    return ImageRef(backend, ref, info.id, provenance_from_labels(info.labels))
+
+
+def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
+    """Fail before the build when a base image is neither here nor reachable."""
+    backend = build_plan.recipe.backend
+    for base in build_plan.recipe.base_images(build_plan.build_args):
+        if engine_images.inspect(engine, base) is not None:
+            continue
+        registry = registry_of(base)
+        hint = (
+            f"pull it where {registry} is reachable, then `podman save {base} | podman load` "
+            "it here, or name a local base with --base"
+        )
+        if registry == "localhost":
+            raise VkramaError(
+                f"cannot build {backend}: base image {base} is not in local storage",
+                hint=hint,
+                status=ExitStatus.IMAGE_UNAVAILABLE,
+            )
+        if not registry_reachable(registry):
+            raise VkramaError(
+                f"cannot build {backend}: base image {base} is not in local storage "
+                f"and {registry} is not reachable from here",
+                hint=hint,
+                status=ExitStatus.IMAGE_UNAVAILABLE,
+            )
+
+
+def _from_only_context(image_id: str) -> bytes:
+    text = f"FROM {image_id}\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member = tarfile.TarInfo("Containerfile")
+        member.size = len(text)
+        tar.addfile(member, io.BytesIO(text))
+    return buffer.getvalue()
+
+
+__all__ = [
+    "BuildPlan",
+    "BuildProgress",
+    "ImageRef",
+    "ImageStatus",
+    "build",
+    "ensure",
+    "image_ref",
+    "inspect",
+    "list_images",
+    "load",
+    "plan",
+    "remove",
+    "save",
+    "status",
+]
