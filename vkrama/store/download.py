@@ -22,6 +22,7 @@ from vkrama import __version__
 from vkrama.errors import ExitStatus, VkramaError
 
 CHUNK = 1 << 16
+RESET_AFTER = 1 << 20  # bytes of progress that forgive earlier failures
 TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -104,6 +105,7 @@ class Http:
         have = _hash_existing(part, digest)
         resumed_from = have
         failures = 0
+        progress_at_failure = have
         while True:
             headers = dict(remote.headers)
             if have:
@@ -132,7 +134,9 @@ class Http:
                     raise requests.ConnectionError(f"stream ended at {have} of {remote.size}")
                 break
             except requests.RequestException as exc:
-                failures += 1
+                # A connection that keeps delivering is worth following; one that stalls is not.
+                failures = 1 if have - progress_at_failure >= RESET_AFTER else failures + 1
+                progress_at_failure = have
                 if failures > self.retries:
                     if remote.size is not None and "stream ended" in str(exc):
                         raise _short(remote.filename, have, remote.size) from None
@@ -193,7 +197,7 @@ def _short(filename: str, have: int, size: int) -> VkramaError:
 def network_error(what: str, exc: Exception, have: int | None = None) -> VkramaError:
     kept = f" ({have} bytes kept; pulling again resumes)" if have else ""
     reason = type(exc).__name__
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         reason = "connection failed or dropped"
     elif isinstance(exc, requests.Timeout):
         reason = "timed out"

@@ -1,0 +1,270 @@
+"""Loopback servers for the store tests: plain HTTP with Range, a fake Hugging Face endpoint,
+a fake Ollama registry (bearer-token flow) and the real `docker-registry`.
+
+Each server counts the requests and body bytes it served, so tests can assert "no network
+transfer" and "re-downloaded less than 1 MiB".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+
+@dataclass
+class Resource:
+    """What one path answers."""
+
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    rate: float | None = None  # bytes per second, None: as fast as possible
+    drop_after: int | None = None  # close the connection after this many body bytes
+    ignore_range: bool = False
+    token: str | None = None  # require "Authorization: Bearer TOKEN", else 401
+    challenge: str = ""  # WWW-Authenticate on 401
+    redirect: str | None = None  # answer 302 to this location (headers still sent)
+
+
+class LoopbackServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Resource] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.bytes_served = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                outer._answer(self, head=True)
+
+            def do_GET(self) -> None:
+                outer._answer(self, head=False)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def add(self, path: str, resource: Resource) -> str:
+        self.routes[path] = resource
+        return self.url + path
+
+    def _answer(self, h: BaseHTTPRequestHandler, head: bool) -> None:
+        path = urlsplit(h.path).path
+        with self.lock:
+            self.requests.append((h.command, h.path, dict(h.headers)))
+        res = self.routes.get(path)
+        if res is None:
+            return self._send(h, 404, b"not found", {}, head)
+        if res.token and h.headers.get("Authorization") != f"Bearer {res.token}":
+            headers = {"WWW-Authenticate": res.challenge} if res.challenge else {}
+            return self._send(h, 401, b"unauthorized", headers, head)
+        if res.redirect:
+            return self._send(h, 302, b"", {**res.headers, "Location": res.redirect}, head)
+        if res.status != 200:
+            return self._send(h, res.status, res.body, res.headers, head)
+        body, status, headers = res.body, 200, dict(res.headers)
+        wanted = re.match(r"bytes=(\d+)-$", h.headers.get("Range", ""))
+        if wanted and not res.ignore_range:
+            start = int(wanted.group(1))
+            if start >= len(body):
+                return self._send(h, 416, b"", {"Content-Range": f"bytes */{len(body)}"}, head)
+            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+            body, status = body[start:], 206
+        headers.setdefault("Accept-Ranges", "bytes")
+        self._send(h, status, body, headers, head, res)
+
+    def _send(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        headers: dict[str, str],
+        head: bool,
+        res: Resource | None = None,
+    ) -> None:
+        h.send_response(status)
+        for key, value in headers.items():
+            h.send_header(key, value)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if head:
+            return
+        limit = len(body) if res is None or res.drop_after is None else res.drop_after
+        chunk = 16384 if res is None or res.rate is None else max(1024, int(res.rate / 20))
+        sent = 0
+        try:
+            while sent < min(limit, len(body)):
+                piece = body[sent : min(sent + chunk, limit)]
+                h.wfile.write(piece)
+                h.wfile.flush()
+                sent += len(piece)
+                with self.lock:
+                    self.bytes_served += len(piece)
+                if res is not None and res.rate is not None:
+                    time.sleep(len(piece) / res.rate)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        if sent < len(body):
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def add_hf_file(
+    server: LoopbackServer,
+    repo: str,
+    filename: str,
+    data: bytes,
+    *,
+    etag: str | None = None,
+    size: int | None = None,
+    token: str | None = None,
+    commit: str = "c0ffee" * 6 + "beef",
+) -> None:
+    """A file on the fake Hugging Face endpoint: resolve URL ─302─► /cdn/SHA with metadata."""
+    digest = sha256(data)
+    meta = {
+        "X-Linked-Etag": f'"{etag or digest}"',
+        "X-Linked-Size": str(size if size is not None else len(data)),
+        "X-Repo-Commit": commit,
+        "ETag": '"gitoid"',
+    }
+    cdn = server.add(f"/cdn/{digest}", Resource(body=data))
+    server.add(
+        f"/{repo}/resolve/main/{filename}", Resource(headers=meta, redirect=cdn, token=token)
+    )
+    tree_path = f"/api/models/{repo}/tree/main"
+    old = server.routes.get(tree_path)
+    entries = json.loads(old.body) if old else []
+    entries.append({"type": "file", "path": filename, "size": len(data),
+                    "lfs": {"oid": digest, "size": len(data)}})  # fmt: skip
+    server.add(tree_path, Resource(body=json.dumps(entries).encode(), token=token))
+
+
+def add_registry_model(
+    server: LoopbackServer, repo: str, tag: str, data: bytes, media_type: str, token: str
+) -> str:
+    """A manifest + blob behind the bearer-token flow, as registry.ollama.ai answers."""
+    digest = f"sha256:{sha256(data)}"
+    config = b"{}"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": f"sha256:{sha256(config)}", "size": len(config)},
+        "layers": [
+            {"mediaType": "application/vnd.ollama.image.license", "digest": "sha256:" + "0" * 64,
+             "size": 3},
+            {"mediaType": media_type, "digest": digest, "size": len(data)},
+        ],
+    }  # fmt: skip
+    challenge = (
+        f'Bearer realm="{server.url}/token",service="loopback",scope="repository:{repo}:pull"'
+    )
+    server.add("/token", Resource(body=json.dumps({"token": token}).encode()))
+    server.add(f"/v2/{repo}/manifests/{tag}",
+               Resource(body=json.dumps(manifest).encode(), token=token, challenge=challenge,
+                        headers={"Content-Type": manifest["mediaType"]}))  # fmt: skip
+    server.add(f"/v2/{repo}/blobs/{digest}",
+               Resource(body=data, token=token, challenge=challenge))  # fmt: skip
+    return digest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def docker_registry(root: Path) -> Iterator[str]:
+    """Debian's real `docker-registry` on a loopback port; yields "127.0.0.1:PORT"."""
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    port = free_port()
+    config = root / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry did not start: {process.stderr!r}")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def push_artifact(host: str, repo: str, tag: str, layers: list[tuple[str, bytes, dict[str, str]]],
+                  artifact_type: str, config_type: str) -> None:  # fmt: skip
+    """Push an OCI artifact with the plain distribution API (blob uploads, then the manifest)."""
+    base = f"http://{host}/v2/{repo}"
+
+    def upload(data: bytes) -> str:
+        digest = f"sha256:{sha256(data)}"
+        start = requests.post(f"{base}/blobs/uploads/", timeout=10)
+        assert start.status_code == 202, start.text
+        location = start.headers["Location"]
+        if location.startswith("/"):
+            location = f"http://{host}{location}"
+        sep = "&" if "?" in location else "?"
+        done = requests.put(f"{location}{sep}digest={digest}", data=data, timeout=30,
+                            headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        assert done.status_code == 201, done.text
+        return digest
+
+    config = json.dumps({"descriptor": {"name": repo}}).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact_type,
+        "config": {"mediaType": config_type, "digest": upload(config), "size": len(config)},
+        "layers": [
+            {"mediaType": media, "digest": upload(data), "size": len(data),
+             "annotations": annotations}
+            for media, data, annotations in layers
+        ],
+    }  # fmt: skip
+    answer = requests.put(f"{base}/manifests/{tag}", data=json.dumps(manifest), timeout=10,
+                          headers={"Content-Type": manifest["mediaType"]})  # fmt: skip
+    assert answer.status_code == 201, answer.text
