@@ -21,6 +21,8 @@ from vkrama.errors import ExitStatus, VkramaError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("vkrama.cli.info:info", "Show vkrama, podman and state paths."),
     "config": ("vkrama.cli.config:config", "Show the effective configuration."),
+    "devices": ("vkrama.cli.devices:devices", "List GPUs and the backends each can use, and why."),
+    "doctor": ("vkrama.cli.devices:doctor_command", "Check podman, devices, CDI, images; say fixes."),
     "serve": ("vkrama.cli.serve:serve", "Serve a model with llama-server's OpenAI API."),
     "ps": ("vkrama.cli.serve:ps", "List vkrama servers."),
     "stop": ("vkrama.cli.serve:stop", "Stop and remove vkrama servers."),
@@ -30,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("vkrama.cli.models:list_", "List stored models with their GGUF facts."),
     "inspect": ("vkrama.cli.models:inspect", "Show a model's files, sha256 and GGUF metadata."),
     "rm": ("vkrama.cli.models:rm", "Remove a model from the store."),
+    "bench": ("vkrama.cli.bench:bench", "Bench a model across backends and Vulkan drivers."),
+    "results": ("vkrama.cli.results:results_group", "List, show, compare and export bench runs."),
 }
 
 

@@ -1,0 +1,125 @@
+"""bench.run: cells one after another, failures isolated, Ctrl-C leaves nothing behind.
+
+The engine here is a recording stand-in with the `Engine` methods run.py calls; the real
+podman path is covered by tests/test_bench_e2e.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from bench_fakes import CPU, LAVAPIPE, FakeChoice, make_cell
+
+from vkrama.bench import run
+from vkrama.bench.plan import BenchParams
+from vkrama.engine import Completed, ContainerSpec, ContainerSummary
+from vkrama.errors import ExitStatus, VkramaError
+
+DATA = Path(__file__).parent / "data" / "bench"
+
+
+Behaviour = Callable[[ContainerSpec], Completed]
+
+
+class FakeEngine:
+    """Runs each spec through a behaviour keyed by backend; tracks live containers."""
+
+    def __init__(self, behaviours: dict[str, Behaviour]) -> None:
+        self.behaviours = behaviours
+        self.live: dict[str, ContainerSpec] = {}
+        self.ran: list[str] = []
+        self.removed: list[str] = []
+
+    def run_to_completion(self, spec: ContainerSpec, timeout: float | None = None) -> Completed:
+        container = f"id-{len(self.ran)}"
+        self.live[container] = spec
+        self.ran.append(spec.labels["vkrama.backend"])
+        # Like a Ctrl-C landing mid-wait, the behaviour may raise before the engine cleans up.
+        completed = self.behaviours[spec.labels["vkrama.backend"]](spec)
+        self.live.pop(container)
+        return completed
+
+    def containers(self, labels: dict[str, str] | None = None) -> list[ContainerSummary]:
+        return [
+            ContainerSummary(cid, spec.name or "", spec.image, "running", spec.labels, None, ())
+            for cid, spec in self.live.items()
+            if all(spec.labels.get(k) == v for k, v in (labels or {}).items())
+        ]
+
+    def remove(self, container: str) -> None:
+        self.removed.append(container)
+        self.live.pop(container, None)
+
+
+def ok_cpu(_spec: ContainerSpec) -> Completed:
+    return Completed(0, (DATA / "cpu-fa.json").read_text(), (DATA / "cpu.stderr").read_text())
+
+
+def ok_vulkan(_spec: ContainerSpec) -> Completed:
+    stdout = (DATA / "vulkan-llvmpipe.json").read_text()
+    return Completed(0, stdout, (DATA / "vulkan-llvmpipe.stderr").read_text())
+
+
+def no_device(_spec: ContainerSpec) -> Completed:
+    stdout = (DATA / "vulkan-none.json").read_text()
+    return Completed(0, stdout, (DATA / "vulkan-none.stderr").read_text())
+
+
+def crashes(_spec: ContainerSpec) -> Completed:
+    return Completed(134, "", "llama_model_load: error loading model\nAborted\n")
+
+
+def times_out(_spec: ContainerSpec) -> Completed:
+    raise VkramaError("container abc still running after 5 s", status=ExitStatus.TIMEOUT)
+
+
+def interrupted(_spec: ContainerSpec) -> Completed:
+    raise KeyboardInterrupt
+
+
+def go(engine: FakeEngine, *choices: FakeChoice) -> tuple[list[run.CellResult], bool]:
+    cells = [make_cell(c, BenchParams(64, 16, 2), i) for i, c in enumerate(choices)]
+    images = {c.image: ("sha256:img-" + c.backend, {"llama_cpp_build": "11669"}) for c in cells}
+    return run.run_cells(engine, cells, timeout=5, images=images)  # type: ignore[arg-type]
+
+
+def test_two_good_cells_give_numbers_device_and_image_provenance() -> None:
+    results, was_interrupted = go(FakeEngine({"cpu": ok_cpu, "vulkan": ok_vulkan}), CPU, LAVAPIPE)
+    assert not was_interrupted
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert results[1].device == "llvmpipe (LLVM 22.1.8, 256 bits) (llvmpipe)"
+    assert [m.test for m in results[1].measurements] == ["pp64", "tg16"]
+    assert results[1].image_id == "sha256:img-vulkan"
+    assert results[1].provenance == {"llama_cpp_build": "11669"}
+    assert results[1].raw_json[0]["backends"] == "Vulkan"
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        (no_device, "No devices found"),
+        (crashes, "llama-bench exited with 134: Aborted"),
+        (times_out, "still running after 5 s"),
+    ],
+    ids=["vulkan-finding-no-device", "llama-bench-crashing", "cell-timing-out"],
+)
+def test_a_failing_cell_is_failed_with_reason_and_the_next_cell_still_runs(
+    behaviour: Behaviour, reason: str
+) -> None:
+    engine = FakeEngine({"vulkan": behaviour, "cpu": ok_cpu})
+    results, _ = go(engine, LAVAPIPE, CPU)
+    assert engine.ran == ["vulkan", "cpu"]
+    assert results[0].status == "failed" and reason in results[0].reason
+    assert results[0].measurements == ()
+    assert results[1].ok
+
+
+def test_ctrl_c_removes_the_running_container_and_keeps_finished_cells() -> None:
+    engine = FakeEngine({"cpu": ok_cpu, "vulkan": interrupted})
+    results, was_interrupted = go(engine, CPU, LAVAPIPE, CPU)
+    assert was_interrupted
+    assert engine.ran == ["cpu", "vulkan"]  # the third cell never started
+    assert [r.status for r in results] == ["ok", "interrupted"]
+    assert engine.live == {} and engine.removed == ["id-1"]

@@ -1,0 +1,194 @@
+"""The results store (SQLite in VKRAMA_HOME), compare, best and the exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+
+import pytest
+
+from vkrama import config, report, results
+from vkrama.bench.measurements import Measurement
+from vkrama.bench.run import CellResult
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results import store
+
+SHA = "ab" * 32
+
+
+def info(**overrides: object) -> results.RunInfo:
+    values: dict[str, object] = {
+        "host": "box",
+        "kernel": "6.1.0",
+        "gpus": [],
+        "gpu_key": "cpu",
+        "model_name": "tiny",
+        "model_sha256": SHA,
+        "params": {"n_prompt": 64, "n_gen": 16, "repetitions": 2, "threads": 2},
+        "vkrama_version": "0.1.0",
+    }
+    values.update(overrides)
+    return results.RunInfo(**values)  # type: ignore[arg-type]
+
+
+def cell(
+    backend: str, driver: str | None, pp: float, tg: float, sd: float = 1.0, ok: bool = True
+) -> CellResult:
+    found = (
+        Measurement("pp64", 64, 0, pp, sd, (pp - sd, pp + sd), "X", ""),
+        Measurement("tg16", 0, 16, tg, sd, (tg - sd, tg + sd), "X", ""),
+    )
+    return CellResult(
+        backend=backend,
+        driver=driver,
+        device="llvmpipe (llvmpipe)" if driver else "CPU",
+        status="ok" if ok else "failed",
+        reason="" if ok else "ggml_vulkan: No devices found",
+        image=f"localhost/vkrama/{backend}:latest",
+        image_id=f"sha256:{backend}",
+        provenance={"llama_cpp_build": "11669", "mesa_version": "26.2"},
+        measurements=found if ok else (),
+        raw_json=[{"avg_ts": pp}],
+        command=("llama-bench", "-o", "json"),
+    )
+
+
+def store_run(settings: config.Settings, *cells: CellResult, **kw: object) -> int:
+    run_id = results.start_run(settings, info(**kw))
+    for position, c in enumerate(cells):
+        results.add_cell(settings, run_id, position, c)
+    results.finish_run(settings, run_id, "ok")
+    return run_id
+
+
+def test_a_stored_run_reads_back_with_every_sample_provenance_and_raw_json(
+    settings: config.Settings,
+) -> None:
+    run_id = store_run(settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 230, 118))
+    detail = results.get_run(settings, run_id)
+    assert detail.run.status == "ok" and detail.run.finished
+    assert detail.run.info.model_sha256 == SHA
+    assert [c.backend for c in detail.cells] == ["cpu", "vulkan"]
+    assert detail.cells[1] == cell("vulkan", "lavapipe", 230, 118)
+    assert results.get_run(settings, "latest").run.id == run_id
+    assert (store.db_path(settings)).parent == settings.home
+
+
+def test_list_is_newest_first_with_cell_counts(settings: config.Settings) -> None:
+    assert results.list_runs(settings) == []
+    first = store_run(settings, cell("cpu", None, 800, 30))
+    second = store_run(
+        settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 0, 0, ok=False)
+    )
+    listed = results.list_runs(settings)
+    assert [(r.id, r.cell_count, r.ok_count) for r in listed] == [(second, 2, 1), (first, 1, 1)]
+
+
+@pytest.mark.parametrize("ref", ["42", "nope"], ids=["unknown-id", "not-a-number"])
+def test_unknown_run_is_not_found_with_a_hint(settings: config.Settings, ref: str) -> None:
+    store_run(settings, cell("cpu", None, 1, 1))
+    with pytest.raises(VkramaError) as caught:
+        results.get_run(settings, ref)
+    assert caught.value.status == ExitStatus.NOT_FOUND and "results list" in (
+        caught.value.hint or ""
+    )
+
+
+def test_show_without_any_store_says_how_to_make_one(settings: config.Settings) -> None:
+    with pytest.raises(VkramaError, match="no bench results stored yet"):
+        results.get_run(settings, "latest")
+
+
+def test_a_database_from_a_newer_schema_is_refused_not_rewritten(settings: config.Settings) -> None:
+    settings.home.mkdir(parents=True)
+    db = sqlite3.connect(store.db_path(settings))
+    db.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(VkramaError) as caught:
+        results.list_runs(settings)
+    assert caught.value.status == ExitStatus.CONFIG
+
+
+CHANGES = [
+    ("identical-rerun-is-within-noise", 100.0, 101.0, 2.0, "within noise", False),
+    ("clear-speedup-beyond-two-sigma", 100.0, 120.0, 2.0, "faster", True),
+    ("clear-slowdown", 100.0, 80.0, 2.0, "slower", True),
+    ("big-change-but-noisier-still", 100.0, 120.0, 15.0, "within noise", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "sd", "verdict", "significant"),
+    [c[1:] for c in CHANGES],
+    ids=[c[0] for c in CHANGES],
+)
+def test_compare_says_whether_a_change_exceeds_the_noise(
+    settings: config.Settings, a: float, b: float, sd: float, verdict: str, significant: bool
+) -> None:
+    run_a = store_run(settings, cell("cpu", None, a, a, sd))
+    run_b = store_run(settings, cell("cpu", None, b, b, sd))
+    changes = results.compare(results.get_run(settings, run_a), results.get_run(settings, run_b))
+    assert [c.test for c in changes] == ["pp64", "tg16"]
+    assert changes[0].verdict == verdict and changes[0].significant is significant
+    assert changes[0].change_pct == pytest.approx((b - a) / a * 100)
+
+
+def test_compare_lists_cells_present_in_one_run_only(settings: config.Settings) -> None:
+    run_a = store_run(settings, cell("cpu", None, 100, 10))
+    run_b = store_run(settings, cell("cpu", None, 100, 10), cell("vulkan", "lavapipe", 50, 5))
+    changes = results.compare(results.get_run(settings, run_a), results.get_run(settings, run_b))
+    assert [c.verdict for c in changes if c.backend == "vulkan"] == ["only in B", "only in B"]
+
+
+def test_best_picks_the_fastest_ok_cell_of_the_newest_matching_run(
+    settings: config.Settings,
+) -> None:
+    assert results.best(settings, SHA, "cpu") is None
+    store_run(settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 230, 118))
+    store_run(settings, cell("cpu", None, 800, 30), gpu_key="1002:744c")  # another GPU
+    store_run(settings, cell("vulkan", "lavapipe", 0, 0, ok=False))  # nothing usable
+    tg = results.best(settings, SHA, "cpu")
+    assert tg is not None and (tg.backend, tg.driver, tg.test) == ("vulkan", "lavapipe", "tg16")
+    assert "run 1" in tg.reason and "vs cpu at 30.0 t/s" in tg.reason
+    pp = results.best(settings, SHA, "cpu", metric="pp")
+    assert pp is not None and (pp.backend, pp.tps) == ("cpu", 800)
+    assert results.best(settings, "cd" * 32, "cpu") is None
+
+
+def test_bench_rows_have_relative_speed_and_failed_cells_get_one_row_per_test() -> None:
+    rows = report.rows(
+        7,
+        [
+            cell("cpu", None, 800, 30),
+            cell("vulkan", "lavapipe", 200, 120),
+            cell("vulkan", "radv", 0, 0, ok=False),
+        ],
+        ["pp64", "tg16"],
+    )
+    assert [(r.backend, r.driver, r.test, r.relative, r.status) for r in rows] == [
+        ("cpu", None, "pp64", 1.0, "ok"),
+        ("cpu", None, "tg16", 0.25, "ok"),
+        ("vulkan", "lavapipe", "pp64", 0.25, "ok"),
+        ("vulkan", "lavapipe", "tg16", 1.0, "ok"),
+        ("vulkan", "radv", "pp64", None, "failed"),
+        ("vulkan", "radv", "tg16", None, "failed"),
+    ]
+    assert {r.run_id for r in rows} == {7}
+    table = report.bench_table(rows)
+    assert "800.00 ± 1.00" in table and "vulkan/radv: ggml_vulkan: No devices found" in table
+
+
+def test_exports(settings: config.Settings) -> None:
+    run_id = store_run(settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 230, 118))
+    detail = [results.get_run(settings, run_id)]
+    md = report.export(detail, "md").splitlines()
+    assert md[0].startswith("|   run | model") or md[0].startswith("| run")
+    assert "| vulkan" in md[4] and "230.00" in md[4] and "26.2" in md[4]
+    rows = list(csv.DictReader(io.StringIO(report.export(detail, "csv"))))
+    assert [r["test"] for r in rows] == ["pp64", "tg16", "pp64", "tg16"]
+    data = json.loads(report.export(detail, "json"))
+    assert data[0]["run"]["model_sha256"] == SHA
+    assert data[0]["provenance"][1]["llama_cpp_build"] == "11669"
+    assert data[0]["rows"][2]["samples"] == [229.0, 231.0]

@@ -1,0 +1,7 @@
+"""The bench stage: a matrix of (backend, Vulkan driver) cells, each running llama-bench in
+its own image with identical parameters, judged by what ggml says actually ran.
+
+Modules: `plan` (cells and their ContainerSpecs, pure), `stderr` (what ran), `measurements`
+(llama-bench JSON), `run` (cells one after another), `session` (the whole run, stored).
+Kept import-light: `vkrama.results` imports from here.
+"""

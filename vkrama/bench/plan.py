@@ -1,0 +1,190 @@
+"""Bench planning: the matrix of cells and one `ContainerSpec` per cell.
+
+Stage: bench.plan (Choice + image + model ─► ContainerSpec). Pure: must not start
+containers, build images or print. The only system read is `physical_cores`, which
+reads CPU topology files it is pointed at (so tests feed it fake trees).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vkrama.bench.measurements import test_name
+from vkrama.engine.spec import ContainerSpec, Mount
+
+if TYPE_CHECKING:
+    from vkrama.backends import Choice
+
+MODEL_DIR = "/models"
+GPU_LAYERS_ALL = 99  # llama.cpp scoreboards offload every layer with -ngl 99
+FLASH_ATTN_VALUES = ("on", "off", "auto")
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    """What every cell of one run measures; identical across cells by construction."""
+
+    n_prompt: int = 512
+    n_gen: int = 128
+    repetitions: int = 5
+    ngl: int | None = None  # None: all layers on GPU cells, 0 on cpu cells
+    flash_attn: tuple[str, ...] = ()  # empty: llama-bench's own default
+    threads: int | None = None  # None: physical cores of this host
+    extra_args: tuple[str, ...] = ()
+
+    def expected_tests(self) -> list[str]:
+        """Test names the cells should report (a failed cell gets one row per name)."""
+        fas: tuple[str | None, ...] = self.flash_attn or (None,)
+        shapes = [(self.n_prompt, 0), (0, self.n_gen)]
+        return [test_name(p, n, fa) for fa in fas for p, n in shapes if p or n]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n_prompt": self.n_prompt,
+            "n_gen": self.n_gen,
+            "repetitions": self.repetitions,
+            "ngl": self.ngl,
+            "flash_attn": list(self.flash_attn),
+            "threads": self.threads,
+            "extra_args": list(self.extra_args),
+        }
+
+
+@dataclass(frozen=True)
+class BenchCell:
+    """One (backend, driver) cell of the matrix, ready to run."""
+
+    backend: str
+    driver: str | None
+    device: str  # what we expect to run on, e.g. "llvmpipe (lavapipe)"; stderr may refine it
+    image: str  # image reference the spec uses
+    spec: ContainerSpec
+    gpu_index: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}/{self.driver}" if self.driver else self.backend
+
+
+def physical_cores(
+    sysfs_cpu: Path = Path("/sys/devices/system/cpu"), cpuinfo: Path = Path("/proc/cpuinfo")
+) -> int:
+    """Physical cores (not hyper-threads): what llama.cpp itself uses for its threads."""
+    cores: set[tuple[str, str]] = set()
+    for topology in sysfs_cpu.glob("cpu[0-9]*/topology"):
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            continue
+        cores.add((package, core))
+    if cores:
+        return len(cores)
+    return _cores_from_cpuinfo(cpuinfo)
+
+
+def _cores_from_cpuinfo(cpuinfo: Path) -> int:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return 1
+    cores: set[tuple[str, str]] = set()
+    processors = 0
+    for block in text.split("\n\n"):
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in block.splitlines())
+        )
+        if "processor" in fields:
+            processors += 1
+        if "physical id" in fields and "core id" in fields:
+            cores.add((fields["physical id"], fields["core id"]))
+    return len(cores) or max(processors, 1)
+
+
+def llama_bench_args(
+    params: BenchParams, model_file: str, backend: str, threads: int
+) -> tuple[str, ...]:
+    """The llama-bench command line; only -ngl differs between cpu and GPU cells."""
+    ngl = params.ngl
+    if ngl is None:
+        ngl = 0 if backend == "cpu" else GPU_LAYERS_ALL
+    argv = [
+        "llama-bench",
+        "-m",
+        f"{MODEL_DIR}/{model_file}",
+        "-p",
+        str(params.n_prompt),
+        "-n",
+        str(params.n_gen),
+        "-r",
+        str(params.repetitions),
+        "-ngl",
+        str(ngl),
+        "-t",
+        str(threads),
+    ]
+    if params.flash_attn:
+        argv += ["-fa", ",".join(params.flash_attn)]
+    argv += list(params.extra_args)
+    argv += ["-o", "json"]
+    return tuple(argv)
+
+
+def plan_cell(
+    choice: Choice,
+    image: str,
+    model_files: Sequence[Path],
+    model_name: str,
+    params: BenchParams,
+    *,
+    threads: int,
+    run_token: str,
+    position: int,
+    env_overrides: Mapping[str, str] | None = None,
+    env_unset: Iterable[str] = (),
+) -> BenchCell:
+    """One cell's container: the choice's passthrough, the model read-only, llama-bench."""
+    env = dict(choice.env)
+    env.update(env_overrides or {})
+    for name in env_unset:
+        env.pop(name, None)
+    device = choice.device_label
+    labels = {
+        "vkrama.role": "bench",
+        "vkrama.model": model_name,
+        "vkrama.backend": choice.backend,
+        "vkrama.driver": choice.driver or "",
+        "vkrama.device": device,
+        "vkrama.bench-run": run_token,
+    }
+    mounts = tuple(Mount(path, f"{MODEL_DIR}/{path.name}") for path in model_files)
+    spec = ContainerSpec(
+        image=image,
+        command=llama_bench_args(params, model_files[0].name, choice.backend, threads),
+        name=f"vkrama-bench-{run_token}-{position}-{_slug(choice.backend, choice.driver)}",
+        labels=labels,
+        env=env,
+        devices=tuple(choice.devices),
+        group_add=tuple(choice.group_add),
+        mounts=mounts,
+    )
+    return BenchCell(
+        backend=choice.backend,
+        driver=choice.driver,
+        device=device,
+        image=image,
+        spec=spec,
+        gpu_index=choice.gpu.index if choice.gpu is not None else None,
+        labels=labels,
+    )
+
+
+def _slug(backend: str, driver: str | None) -> str:
+    text = f"{backend}-{driver}" if driver else backend
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower())

@@ -1,0 +1,204 @@
+"""Running bench cells: one after another, each to its end, its output judged.
+
+Stage: engine.run(spec) ─► parse llama-bench JSON + ggml stderr ─► `CellResult`. Never two
+cells at once (they would share and disturb one GPU). A failing or timed-out cell does not
+stop the others; Ctrl-C stops and removes the running container and ends the run with the
+cells finished so far. Must not print: progress goes to `on_progress`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from vkrama.bench import measurements, stderr
+from vkrama.bench.plan import BenchCell
+from vkrama.errors import VkramaError
+
+if TYPE_CHECKING:
+    from vkrama.engine import Engine
+
+STDERR_KEPT = 4000  # characters of a cell's stderr kept for the results store
+OK = "ok"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A cell after running: its status, what ran, every measurement and the raw JSON."""
+
+    backend: str
+    driver: str | None
+    device: str
+    status: str  # ok | failed | interrupted
+    reason: str = ""
+    image: str = ""
+    image_id: str = ""
+    provenance: dict[str, str] = field(default_factory=dict)
+    measurements: tuple[measurements.Measurement, ...] = ()
+    raw_json: Any = None
+    stderr_tail: str = ""
+    command: tuple[str, ...] = ()
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+Progress = Callable[[str, BenchCell, "CellResult | None"], None]
+
+
+def run_cells(
+    engine: Engine,
+    cells: Sequence[BenchCell],
+    *,
+    timeout: float,
+    images: dict[str, tuple[str, dict[str, str]]] | None = None,
+    flash_attn_varied: bool = False,
+    on_progress: Progress | None = None,
+    on_result: Callable[[CellResult], None] | None = None,
+) -> tuple[list[CellResult], bool]:
+    """Run every cell in order; (results of the cells that ended, interrupted?).
+
+    `images` maps an image reference to (image id, provenance) for the records.
+    `on_result` is called as soon as each cell ends, so a caller can store it at once.
+    """
+    results: list[CellResult] = []
+    for cell in cells:
+        if on_progress:
+            on_progress("start", cell, None)
+        image_id, provenance = (images or {}).get(cell.image, ("", {}))
+        interrupted = False
+        started = time.monotonic()
+        try:
+            result = run_cell(engine, cell, timeout=timeout, flash_attn_varied=flash_attn_varied)
+        except KeyboardInterrupt:
+            interrupted = True
+            result = _failed(cell, "interrupted (Ctrl-C)", started, status=INTERRUPTED)
+        finally:
+            # Whatever happened (timeout, engine error, Ctrl-C while creating), no container
+            # of this cell may outlive it.
+            with _sigint_ignored():
+                _sweep(engine, cell)
+        result = _with_image(result, image_id, provenance)
+        results.append(result)
+        if on_result:
+            on_result(result)
+        if on_progress:
+            on_progress("done", cell, result)
+        if interrupted:
+            return results, True
+    return results, False
+
+
+def run_cell(
+    engine: Engine, cell: BenchCell, *, timeout: float, flash_attn_varied: bool = False
+) -> CellResult:
+    """One cell to its end; a failure is a failed CellResult, never an exception."""
+    started = time.monotonic()
+    try:
+        completed = engine.run_to_completion(cell.spec, timeout)
+    except VkramaError as error:
+        return _failed(cell, error.message, started)
+    return judge(
+        cell,
+        completed.exit_code,
+        completed.stdout,
+        completed.stderr,
+        flash_attn_varied=flash_attn_varied,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def judge(
+    cell: BenchCell,
+    exit_code: int,
+    stdout: str,
+    stderr_text: str,
+    *,
+    flash_attn_varied: bool = False,
+    duration_s: float = 0.0,
+) -> CellResult:
+    """Accept a cell's numbers only if llama-bench succeeded on what the cell asked for."""
+    base = CellResult(
+        backend=cell.backend,
+        driver=cell.driver,
+        device=cell.device,
+        status=FAILED,
+        image=cell.image,
+        stderr_tail=stderr_text[-STDERR_KEPT:],
+        command=cell.spec.command,
+        duration_s=round(duration_s, 3),
+    )
+    if exit_code != 0:
+        why = f"llama-bench exited with {exit_code}: {_last_line(stderr_text)}"
+        return replace(base, reason=why)
+    try:
+        found, raw = measurements.parse(stdout, flash_attn_varied)
+    except ValueError as error:
+        return replace(base, reason=str(error))
+    reason, device = stderr.verify(
+        cell.backend,
+        cell.driver,
+        stderr.observe(stderr_text),
+        [m.backends for m in found],
+        [m.gpu_info for m in found],
+    )
+    label = device.label if device is not None else cell.device
+    if reason is not None:
+        # The numbers are kept in raw_json for the record, never as measurements.
+        return replace(base, device=label, reason=reason, raw_json=raw)
+    return replace(base, device=label, status=OK, measurements=tuple(found), raw_json=raw)
+
+
+def _failed(cell: BenchCell, reason: str, started: float, status: str = FAILED) -> CellResult:
+    return CellResult(
+        backend=cell.backend,
+        driver=cell.driver,
+        device=cell.device,
+        status=status,
+        reason=reason,
+        image=cell.image,
+        command=cell.spec.command,
+        duration_s=round(time.monotonic() - started, 3),
+    )
+
+
+def _with_image(result: CellResult, image_id: str, provenance: dict[str, str]) -> CellResult:
+    return replace(result, image_id=image_id, provenance=dict(provenance))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "(no output)"
+
+
+def _sweep(engine: Engine, cell: BenchCell) -> None:
+    """Remove every container carrying this cell's labels (there should be none left)."""
+    token = cell.labels.get("vkrama.bench-run")
+    if not token:
+        return
+    with contextlib.suppress(VkramaError):
+        for container in engine.containers({"vkrama.bench-run": token}):
+            if container.name == cell.spec.name:
+                engine.remove(container.id)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """A second Ctrl-C while cleaning up must not leave the container behind."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: cannot (and need not) shield
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,266 @@
+"""One bench run end to end: model, hardware, matrix, images, cells, results store.
+
+Stage: the bench pipeline's driver (store ─► hardware ─► backends ─► images ─► bench.plan
+─► bench.run ─► results). `prepare` with `engine=None` is the dry-run: it names images and
+plans every cell but pulls, builds and starts nothing. Must not print: steps go to
+`on_progress(message)`.
+"""
+
+from __future__ import annotations
+
+import platform
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vkrama import __version__
+from vkrama.bench import plan as planning
+from vkrama.bench.run import FAILED, INTERRUPTED, OK, CellResult, run_cells
+from vkrama.config import Settings
+from vkrama.errors import ExitStatus, VkramaError
+
+if TYPE_CHECKING:
+    from vkrama.backends import Choice
+    from vkrama.engine import Engine
+    from vkrama.hardware import HardwareProfile
+    from vkrama.results import RunInfo
+    from vkrama.store import LocalModel
+    from vkrama.store.download import OnProgress as OnDownload
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What the user asked for, typed; the CLI builds it from flags."""
+
+    model: str
+    backends: tuple[str, ...] = ()  # empty: every usable backend (or vulkan if drivers given)
+    vk_drivers: tuple[str, ...] = ()
+    every: bool = False  # --all
+    gpu: int | None = None
+    params: planning.BenchParams = field(default_factory=planning.BenchParams)
+    env: Mapping[str, str] = field(default_factory=dict)  # laid over every cell's env
+    unset_env: tuple[str, ...] = ()  # removed from every cell's env (e.g. to provoke failure)
+    save: bool = True
+    timeout: float | None = None  # per cell; None: settings bench.timeout
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    request: BenchRequest
+    model: LocalModel
+    profile: HardwareProfile
+    cells: list[planning.BenchCell]
+    unavailable: list[CellResult]  # requested cells that cannot run here, with the reason
+    images: dict[str, tuple[str, dict[str, str]]]  # image ref -> (id, provenance)
+    threads: int
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    run_id: int | None
+    results: list[CellResult]
+    interrupted: bool
+    tests: list[str]
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return INTERRUPTED
+        return OK if self.results and all(r.ok for r in self.results) else FAILED
+
+
+def prepare(
+    settings: Settings,
+    request: BenchRequest,
+    engine: Engine | None,
+    on_progress: Progress | None = None,
+    on_download: OnDownload | None = None,
+) -> BenchPlan:
+    """Model, hardware, the matrix and its images; one planned cell per runnable choice."""
+    from vkrama import hardware, store
+
+    say = on_progress or (lambda _message: None)
+    model = (
+        store.resolve(settings, request.model)
+        if engine is None
+        else store.ensure(settings, request.model, on_progress=on_download)
+    )
+    profile = hardware.detect()
+    choices, unavailable = matrix(profile, request)
+    threads = request.params.threads or planning.physical_cores()
+    token = secrets.token_hex(4)
+    images: dict[str, tuple[str, dict[str, str]]] = {}
+    cells = []
+    for position, choice in enumerate(choices):
+        try:
+            image = _image(engine, settings, choice.backend, images, on_progress)
+        except VkramaError as error:
+            unavailable.append(_unavailable(choice.backend, choice.driver, error.message))
+            continue
+        cell = planning.plan_cell(
+            choice,
+            image,
+            model.files,
+            model.name,
+            request.params,
+            threads=threads,
+            run_token=token,
+            position=position,
+            env_overrides=request.env,
+            env_unset=request.unset_env,
+        )
+        say(f"cell {cell.key}: {choice.reason}")
+        cells.append(cell)
+    if not cells and unavailable:
+        raise VkramaError(
+            f"nothing to bench: {unavailable[0].reason}",
+            hint="`vkrama devices` shows what this machine can run",
+            status=ExitStatus.BACKEND_UNAVAILABLE,
+        )
+    return BenchPlan(request, model, profile, cells, unavailable, images, threads)
+
+
+def matrix(
+    profile: HardwareProfile, request: BenchRequest
+) -> tuple[list[Choice], list[CellResult]]:
+    """Backends × Vulkan drivers: the choices to run, and the requested ones that cannot."""
+    from vkrama import backends
+
+    for name in request.backends:
+        if name not in backends.BACKENDS:
+            raise _usage(f"unknown backend {name!r}", f"one of {', '.join(backends.BACKENDS)}")
+    for name in request.vk_drivers:
+        if name not in backends.VK_DRIVERS:
+            raise _usage(
+                f"unknown Vulkan driver {name!r}", f"one of {', '.join(backends.VK_DRIVERS)}"
+            )
+    if request.every or not (request.backends or request.vk_drivers):
+        found = [
+            c
+            for c in backends.usable(profile)
+            if (request.gpu is None or c.gpu is None or c.gpu.index == request.gpu)
+            and (not request.vk_drivers or c.backend != "vulkan" or c.driver in request.vk_drivers)
+        ]
+        return found, []
+    wanted: list[tuple[str, str | None]] = []
+    for backend in request.backends or ("vulkan",):
+        drivers: tuple[str | None, ...] = (None,)
+        if backend == "vulkan" and request.vk_drivers:
+            drivers = request.vk_drivers
+        wanted += [(backend, driver) for driver in drivers]
+    choices, unavailable = [], []
+    for backend, driver in dict.fromkeys(wanted):
+        try:
+            choices.append(backends.choose(profile, backend, request.gpu, driver))
+        except VkramaError as error:
+            unavailable.append(_unavailable(backend, driver, error.message))
+    return choices, unavailable
+
+
+def execute(
+    engine: Engine, settings: Settings, bench_plan: BenchPlan, on_progress: Progress | None = None
+) -> BenchOutcome:
+    """Run the planned cells one after another, storing each as soon as it ends."""
+    from vkrama import results
+
+    request = bench_plan.request
+    say = on_progress or (lambda _message: None)
+    run_id = None
+    if request.save:
+        run_id = results.start_run(settings, run_info(bench_plan))
+    stored = 0
+
+    def keep(result: CellResult) -> None:
+        nonlocal stored
+        if run_id is not None:
+            results.add_cell(settings, run_id, stored, result)
+        stored += 1
+
+    for result in bench_plan.unavailable:
+        keep(result)
+    total = len(bench_plan.cells)
+
+    def progress(event: str, cell: planning.BenchCell, result: CellResult | None) -> None:
+        number = bench_plan.cells.index(cell) + 1
+        if event == "start":
+            say(f"[{number}/{total}] {cell.key}: running llama-bench in {cell.image}")
+        elif result is not None:
+            text = "ok" if result.ok else f"{result.status}: {result.reason}"
+            say(f"[{number}/{total}] {cell.key}: {text} ({result.duration_s:.1f} s)")
+
+    timeout = request.timeout if request.timeout is not None else settings["bench.timeout"]
+    finished: list[CellResult] = []
+    interrupted = False
+    try:
+        finished, interrupted = run_cells(
+            engine,
+            bench_plan.cells,
+            timeout=float(timeout),
+            images=bench_plan.images,
+            flash_attn_varied=bool(request.params.flash_attn),
+            on_progress=progress,
+            on_result=keep,
+        )
+    except KeyboardInterrupt:  # between cells: the finished ones are stored already
+        interrupted = True
+    outcome = BenchOutcome(
+        run_id, bench_plan.unavailable + finished, interrupted, request.params.expected_tests()
+    )
+    if run_id is not None:
+        results.finish_run(settings, run_id, outcome.status)
+    return outcome
+
+
+def run_info(bench_plan: BenchPlan) -> RunInfo:
+    """The run's record header: host, kernel, GPUs, model, parameters, vkrama version."""
+    from vkrama import results
+
+    profile, request = bench_plan.profile, bench_plan.request
+    params = request.params.as_dict()
+    params["threads"] = bench_plan.threads
+    return results.RunInfo(
+        host=socket.gethostname(),
+        kernel=platform.release(),
+        gpus=[
+            {"index": g.index, "ids": g.ids, "name": g.name, "kernel_driver": g.kernel_driver}
+            for g in profile.gpus
+        ],
+        gpu_key=results.gpu_key(profile, request.gpu),
+        model_name=bench_plan.model.name,
+        model_sha256=bench_plan.model.sha256,
+        params=params,
+        vkrama_version=__version__,
+    )
+
+
+def _image(
+    engine: Engine | None,
+    settings: Settings,
+    backend: str,
+    known: dict[str, tuple[str, dict[str, str]]],
+    on_progress: Progress | None,
+) -> str:
+    from vkrama import images
+
+    if engine is None:
+        return images.image_ref(backend)
+    ref = images.image_ref(backend)
+    if ref not in known:
+        found = images.ensure(engine, backend, settings, on_progress=on_progress)
+        ref = found.ref
+        known[ref] = (found.id, dict(found.provenance))
+    return ref
+
+
+def _unavailable(backend: str, driver: str | None, reason: str) -> CellResult:
+    return CellResult(
+        backend=backend, driver=driver, device="-", status=FAILED, reason=f"unavailable: {reason}"
+    )
+
+
+def _usage(message: str, hint: str) -> VkramaError:
+    return VkramaError(message, hint=hint, status=ExitStatus.USAGE)

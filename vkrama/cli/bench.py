@@ -1,0 +1,179 @@
+"""`vkrama bench`: one command benches a model across backends and Vulkan drivers.
+
+Stage: CLI shell over `vkrama.bench.session`. Parses flags into a `BenchRequest`, prints
+each cell's podman command on --dry-run, progress on stderr, then the table or JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from vkrama import report
+from vkrama.bench import session
+from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
+from vkrama.cli.app import App, pass_app
+from vkrama.cli.console import byte_progress, echo_json
+from vkrama.cli.serve import terminate_as_interrupt
+from vkrama.errors import ExitStatus, VkramaError
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in (value or "").split(",") if v.strip()))
+
+
+def _env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VkramaError(
+                f"--env {pair!r} is not KEY=VALUE",
+                hint="e.g. --env GGML_VK_VISIBLE_DEVICES=0; --unset-env KEY removes one",
+                status=ExitStatus.USAGE,
+            )
+        env[key] = value
+    return env
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- LLAMA_BENCH_ARGS]")
+@click.option(
+    "--backend", "backends", metavar="B1,B2", help="Backends: cpu,vulkan,rocm,cuda,oneapi."
+)
+@click.option("--all", "every", is_flag=True, help="Every backend/driver usable here (default).")
+@click.option(
+    "--vk-driver",
+    "vk_drivers",
+    metavar="D1,D2",
+    help="Vulkan drivers: radv,anv,nvk,nvidia,lavapipe.",
+)
+@click.option("--gpu", type=int, metavar="N", help="GPU index (see `vkrama devices`).")
+@click.option(
+    "-p",
+    "--n-prompt",
+    type=click.IntRange(min=0),
+    default=512,
+    show_default=True,
+    help="Prompt tokens (pp test).",
+)
+@click.option(
+    "-n",
+    "--n-gen",
+    type=click.IntRange(min=0),
+    default=128,
+    show_default=True,
+    help="Generated tokens (tg test).",
+)
+@click.option(
+    "-r",
+    "--repetitions",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Repetitions per test.",
+)
+@click.option(
+    "--ngl",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Layers offloaded (default: 99 on GPU cells, 0 on cpu).",
+)
+@click.option("--fa", "flash_attn", metavar="on,off", help="Flash attention values to test.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="CPU threads (default: physical cores).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    metavar="S",
+    help="Seconds per cell (default: settings bench.timeout).",
+)
+@click.option(
+    "--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra environment for every cell."
+)
+@click.option(
+    "--unset-env",
+    multiple=True,
+    metavar="KEY",
+    help="Drop a variable from every cell's environment.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+@click.option("--no-save", is_flag=True, help="Do not store the run.")
+@pass_app
+def bench(
+    app: App,
+    model: str,
+    extra_args: tuple[str, ...],
+    backends: str | None,
+    every: bool,
+    vk_drivers: str | None,
+    gpu: int | None,
+    n_prompt: int,
+    n_gen: int,
+    repetitions: int,
+    ngl: int | None,
+    flash_attn: str | None,
+    threads: int | None,
+    timeout: float | None,
+    env: tuple[str, ...],
+    unset_env: tuple[str, ...],
+    as_json: bool,
+    no_save: bool,
+) -> int:
+    """Bench MODEL with llama-bench in every chosen image, one cell after another."""
+    if n_prompt == 0 and n_gen == 0:
+        raise VkramaError("-p and -n are both 0: nothing to measure", status=ExitStatus.USAGE)
+    fa = _list(flash_attn)
+    if any(value not in FLASH_ATTN_VALUES for value in fa):
+        raise VkramaError(f"--fa takes {', '.join(FLASH_ATTN_VALUES)}", status=ExitStatus.USAGE)
+    params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args)
+    request = session.BenchRequest(
+        model=model,
+        backends=_list(backends),
+        vk_drivers=_list(vk_drivers),
+        every=every,
+        gpu=gpu,
+        params=params,
+        env=_env(env),
+        unset_env=unset_env,
+        save=not no_save,
+        timeout=timeout,
+    )
+    if app.dry_run:
+        planned = session.prepare(app.settings, request, engine=None)
+        for cell in planned.cells:
+            click.echo(cell.spec.podman_command())
+        for failed in planned.unavailable:
+            click.echo(f"# {failed.backend}: {failed.reason}", err=True)
+        return int(ExitStatus.OK)
+    with terminate_as_interrupt():
+        with byte_progress("model") as bar:
+            planned = session.prepare(
+                app.settings,
+                request,
+                app.engine,
+                on_progress=_say,
+                on_download=lambda p: bar(p.done, p.total),
+            )
+        outcome = session.execute(app.engine, app.settings, planned, on_progress=_say)
+    found = report.rows(outcome.run_id, outcome.results, outcome.tests)
+    if as_json:
+        echo_json([dataclasses.asdict(row) for row in found])
+    else:
+        click.echo(report.bench_table(found))
+        if outcome.run_id is not None:
+            click.echo(f"stored as run {outcome.run_id} (`vkrama results show {outcome.run_id}`)")
+    if outcome.interrupted:
+        click.echo("Interrupted: finished cells were kept.", err=True)
+        return int(ExitStatus.INTERRUPTED)
+    return int(ExitStatus.OK if outcome.status == "ok" else ExitStatus.BENCH_FAILED)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)

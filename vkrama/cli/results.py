@@ -1,0 +1,94 @@
+"""`vkrama results`: list, show, compare and export stored bench runs.
+
+Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.report` (rendering).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from vkrama import report, results
+from vkrama.cli.app import App, pass_app
+from vkrama.cli.console import echo_json
+
+EXPORT_FORMATS = ("md", "csv", "json")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def results_group() -> None:
+    """Stored bench runs: list, show, compare, export."""
+
+
+@results_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Runs as JSON.")
+@pass_app
+def list_runs(app: App, as_json: bool) -> None:
+    """Every stored run, newest first."""
+    records = results.list_runs(app.settings)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "id": r.id,
+                    "status": r.status,
+                    "finished": r.finished,
+                    "cells": r.cell_count,
+                    "cells_ok": r.ok_count,
+                    **dataclasses.asdict(r.info),
+                }
+                for r in records
+            ]
+        )
+    elif records:
+        click.echo(report.runs_table(records))
+    else:
+        click.echo("No bench runs stored yet; `vkrama bench MODEL` makes one.")
+
+
+@results_group.command("show")
+@click.argument("run", default="latest")
+@click.option("--json", "as_json", is_flag=True, help="The run, its cells and provenance as JSON.")
+@pass_app
+def show(app: App, run: str, as_json: bool) -> None:
+    """One run (an id, or `latest`) with its cells and their images' provenance."""
+    detail = results.get_run(app.settings, run)
+    if as_json:
+        click.echo(report.export([detail], "json"))
+        return
+    for line in report.run_header(detail):
+        click.echo(line)
+    click.echo()
+    click.echo(report.bench_table(report.rows_of(detail)))
+    click.echo()
+    click.echo(report.provenance_table(detail))
+
+
+@results_group.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="Changes as JSON.")
+@pass_app
+def compare(app: App, run_a: str, run_b: str, as_json: bool) -> None:
+    """Per-cell change from RUN_A to RUN_B, and whether it exceeds the noise (2 σ)."""
+    a = results.get_run(app.settings, run_a)
+    b = results.get_run(app.settings, run_b)
+    changes = results.compare(a, b)
+    if as_json:
+        echo_json([{**dataclasses.asdict(c), "verdict": c.verdict} for c in changes])
+        return
+    click.echo(
+        f"A = run {a.run.id} ({a.run.info.started}), B = run {b.run.id} ({b.run.info.started})"
+    )
+    click.echo(report.compare_table(changes))
+
+
+@results_group.command("export")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="md", show_default=True)
+@pass_app
+def export(app: App, runs: tuple[str, ...], fmt: str) -> None:
+    """Runs as a markdown table (for a blog post), CSV or JSON."""
+    details = [results.get_run(app.settings, run) for run in runs]
+    click.echo(report.export(details, fmt).rstrip("\n"))

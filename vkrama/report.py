@@ -1,0 +1,253 @@
+"""Bench results as rows, tables and exports (markdown, CSV, JSON).
+
+Stage: report (results ─► rows ─► text). Pure: turns `CellResult`s and stored runs into
+rows and strings; the CLI prints them. Must not run containers or open the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+from tabulate import tabulate
+
+from vkrama.bench.run import CellResult
+from vkrama.results.ranking import Change
+from vkrama.results.store import RunDetail, RunRecord
+
+PROVENANCE_SHOWN = ("llama_cpp_build", "ggml_version", "mesa_version", "rocm_version",
+                    "cuda_version")  # fmt: skip
+
+
+COMPARE_HEADERS = ["backend", "driver", "device", "test", "A t/s", "B t/s", "change", "noise",
+                   "verdict"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One cell × test: the unit of the bench table and of `--json`."""
+
+    run_id: int | None
+    backend: str
+    driver: str | None
+    device: str
+    test: str
+    tps: float | None
+    tps_stddev: float | None
+    samples: list[float]
+    relative: float | None  # tps / the best ok cell's tps for this test
+    status: str
+    reason: str
+    image_id: str
+
+
+def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
+    """Rows for every cell and test; a failed cell gets one row per expected test."""
+    found: list[Row] = []
+    for cell in cells:
+        base = Row(
+            run_id=run_id,
+            backend=cell.backend,
+            driver=cell.driver,
+            device=cell.device,
+            test="-",
+            tps=None,
+            tps_stddev=None,
+            samples=[],
+            relative=None,
+            status=cell.status,
+            reason=cell.reason,
+            image_id=cell.image_id,
+        )
+        if cell.ok:
+            found += [
+                replace(
+                    base, test=m.test, tps=m.tps, tps_stddev=m.tps_stddev, samples=list(m.samples)
+                )
+                for m in cell.measurements
+            ]
+        else:
+            found += [replace(base, test=test) for test in tests or ["-"]]
+    best: dict[str, float] = {}
+    for row in found:
+        if row.tps is not None:
+            best[row.test] = max(best.get(row.test, 0.0), row.tps)
+    return [replace(row, relative=_relative(row, best)) for row in found]
+
+
+def _relative(row: Row, best: dict[str, float]) -> float | None:
+    top = best.get(row.test)
+    return round(row.tps / top, 4) if row.tps is not None and top else None
+
+
+def _tps(value: float | None, stddev: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} ± {stddev or 0:.2f}"
+
+
+def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
+    """The table a person reads at a glance, with failure reasons listed under it."""
+    table = tabulate(
+        [
+            [
+                r.backend,
+                r.driver or "-",
+                r.device,
+                r.test,
+                _tps(r.tps, r.tps_stddev),
+                len(r.samples) or "-",
+                f"{r.relative:.2f}x" if r.relative is not None else "-",
+                r.status,
+            ]
+            for r in found
+        ],
+        headers=["backend", "driver", "device", "test", "t/s", "samples", "relative", "status"],
+        tablefmt=tablefmt,
+        disable_numparse=True,
+    )
+    reasons = dict.fromkeys(
+        f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {r.reason}" for r in found if r.reason
+    )
+    return "\n".join([table, *reasons]) if reasons else table
+
+
+def runs_table(records: Sequence[RunRecord]) -> str:
+    return tabulate(
+        [
+            [
+                r.id,
+                r.info.started,
+                r.status,
+                r.info.model_name,
+                r.info.gpu_key,
+                f"{r.ok_count}/{r.cell_count}",
+                _params(r.info.params),
+            ]
+            for r in records
+        ],
+        headers=["run", "started", "status", "model", "gpu", "cells ok", "params"],
+        disable_numparse=True,
+    )
+
+
+def _params(params: dict[str, object]) -> str:
+    text = f"p{params.get('n_prompt')} n{params.get('n_gen')} r{params.get('repetitions')}"
+    return text + f" t{params['threads']}" if params.get("threads") else text
+
+
+def run_header(detail: RunDetail) -> list[str]:
+    info = detail.run.info
+    gpus = ", ".join(f"{g.get('name')} [{g.get('ids')}]" for g in info.gpus) or "none"
+    return [
+        f"run {detail.run.id}  {info.started}  {detail.run.status}",
+        f"model  {info.model_name}  sha256 {info.model_sha256}",
+        f"host   {info.host}  kernel {info.kernel}  GPUs {gpus}",
+        f"params {_params(info.params)}  vkrama {info.vkrama_version}",
+    ]
+
+
+def provenance_table(detail: RunDetail) -> str:
+    return tabulate(
+        [
+            [
+                c.backend,
+                c.driver or "-",
+                c.image or "-",
+                (c.image_id or "-")[:12],
+                *(c.provenance.get(key, "-") for key in PROVENANCE_SHOWN),
+            ]
+            for c in detail.cells
+        ],
+        headers=["backend", "driver", "image", "image id", *PROVENANCE_SHOWN],
+        disable_numparse=True,
+    )
+
+
+def compare_table(changes: Sequence[Change]) -> str:
+    return tabulate(
+        [
+            [
+                c.backend,
+                c.driver or "-",
+                c.device,
+                c.test,
+                _tps(c.tps_a, c.stddev_a),
+                _tps(c.tps_b, c.stddev_b),
+                f"{c.change_pct:+.1f}%" if c.change_pct is not None else "-",
+                f"±{c.noise_pct:.1f}%" if c.noise_pct is not None else "-",
+                c.verdict,
+            ]
+            for c in changes
+        ],
+        headers=[
+            "backend",
+            "driver",
+            "device",
+            "test",
+            "A t/s",
+            "B t/s",
+            "change",
+            "noise",
+            "verdict",
+        ],
+        disable_numparse=True,
+    )
+
+
+def export(details: Sequence[RunDetail], fmt: str) -> str:
+    """Runs as a markdown table (for a blog post), CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(
+            [
+                {
+                    "run": {"id": d.run.id, "status": d.run.status, **asdict(d.run.info)},
+                    "rows": [asdict(r) for r in rows_of(d)],
+                    "provenance": [
+                        {
+                            "backend": c.backend,
+                            "driver": c.driver,
+                            "image_id": c.image_id,
+                            **c.provenance,
+                        }
+                        for c in d.cells
+                    ],
+                }
+                for d in details
+            ],
+            indent=2,
+        )
+    headers = ["run", "model", "backend", "driver", "device", "test", "t/s", "±", "relative",
+               "status", "llama.cpp", "mesa"]  # fmt: skip
+    table = []
+    for d in details:
+        provenance = {(c.backend, c.driver): c.provenance for c in d.cells}
+        for r in rows_of(d):
+            p = provenance.get((r.backend, r.driver), {})
+            table.append([
+                d.run.id, d.run.info.model_name, r.backend, r.driver or "", r.device, r.test,
+                "" if r.tps is None else f"{r.tps:.2f}",
+                "" if r.tps_stddev is None else f"{r.tps_stddev:.2f}",
+                "" if r.relative is None else f"{r.relative:.2f}",
+                r.status, p.get("llama_cpp_build", ""), p.get("mesa_version", ""),
+            ])  # fmt: skip
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["t/s stddev" if h == "±" else h for h in headers])
+        writer.writerows(table)
+        return out.getvalue()
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def rows_of(detail: RunDetail) -> list[Row]:
+    params = detail.run.info.params
+    tests = []
+    if params.get("n_prompt"):
+        tests.append(f"pp{params['n_prompt']}")
+    if params.get("n_gen"):
+        tests.append(f"tg{params['n_gen']}")
+    return rows(detail.run.id, detail.cells, tests)

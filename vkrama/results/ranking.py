@@ -1,0 +1,170 @@
+"""Reading stored runs against each other: compare two runs, pick the best cell.
+
+Stage: results DB ─► comparisons for `results compare` and the pick for
+`serve --backend best`. Pure over the store's records; must not print.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vkrama.config import Settings
+from vkrama.results import store
+
+if TYPE_CHECKING:
+    from vkrama.hardware import HardwareProfile
+
+# A change counts as more than noise when it exceeds this many combined standard
+# deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
+NOISE_SIGMAS = 2.0
+METRICS = ("tg", "pp")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One (cell, test) present in run A and/or run B."""
+
+    backend: str
+    driver: str | None
+    device: str
+    test: str
+    tps_a: float | None
+    tps_b: float | None
+    stddev_a: float | None
+    stddev_b: float | None
+    change_pct: float | None  # (b - a) / a * 100
+    noise_pct: float | None  # NOISE_SIGMAS combined stddevs, in % of a
+    significant: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.change_pct is None:
+            return "only in A" if self.tps_b is None else "only in B"
+        if not self.significant:
+            return "within noise"
+        return "faster" if self.change_pct > 0 else "slower"
+
+
+@dataclass(frozen=True)
+class BestCell:
+    """The stored cell `serve --backend best` should use, and why."""
+
+    run_id: int
+    started: str
+    backend: str
+    driver: str | None
+    device: str
+    test: str
+    tps: float
+    tps_stddev: float
+    image_id: str
+    reason: str  # one line naming the run and the runner-up
+
+
+def gpu_key(profile: HardwareProfile, gpu: int | None = None) -> str:
+    """What identifies "this GPU" across runs: its PCI vendor:device ids; "cpu" without one."""
+    gpus = profile.gpus
+    if gpu is not None:
+        gpus = tuple(g for g in gpus if g.index == gpu)
+    if not gpus:
+        return "cpu"
+    return f"{gpus[0].vendor_id}:{gpus[0].device_id}"
+
+
+def compare(a: store.RunDetail, b: store.RunDetail) -> list[Change]:
+    """Per-cell, per-test change from run A to run B (cells matched by backend/driver/device)."""
+
+    def index(run: store.RunDetail) -> dict[tuple[str, str, str, str], tuple[float, float]]:
+        found = {}
+        for cell in run.cells:
+            if not cell.ok:
+                continue
+            for m in cell.measurements:
+                found[(cell.backend, cell.driver or "", cell.device, m.test)] = (
+                    m.tps,
+                    m.tps_stddev,
+                )
+        return found
+
+    left, right = index(a), index(b)
+    changes = []
+    for key in list(left) + [k for k in right if k not in left]:
+        backend, driver, device, test = key
+        ta, sa = left.get(key, (None, None))
+        tb, sb = right.get(key, (None, None))
+        change = noise = None
+        significant = False
+        if ta is not None and tb is not None and sa is not None and sb is not None and ta > 0:
+            change = (tb - ta) / ta * 100
+            noise = NOISE_SIGMAS * math.hypot(sa, sb) / ta * 100
+            significant = abs(change) > noise
+        changes.append(
+            Change(
+                backend, driver or None, device, test, ta, tb, sa, sb, change, noise, significant
+            )
+        )
+    return changes
+
+
+def best(
+    settings: Settings, model_sha256: str, gpu_key: str, metric: str = "tg"
+) -> BestCell | None:
+    """The fastest successful cell for this model and GPU in the newest run that has one.
+
+    Only one run is ranked: cells of one run share parameters and conditions, cells of
+    different runs may not.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}")
+    for record in store.list_runs(settings):
+        if record.info.model_sha256 != model_sha256 or record.info.gpu_key != gpu_key:
+            continue
+        if record.ok_count == 0:
+            continue
+        detail = store.get_run(settings, record.id)
+        ranked = _ranked(detail, metric)
+        if not ranked:
+            continue
+        return _best_of(detail, ranked, metric)
+    return None
+
+
+def _ranked(detail: store.RunDetail, metric: str) -> list[tuple[float, int, int]]:
+    ranked = []
+    for ci, cell in enumerate(detail.cells):
+        if not cell.ok:
+            continue
+        for mi, m in enumerate(cell.measurements):
+            if m.metric == metric:
+                ranked.append((m.tps, ci, mi))
+    return sorted(ranked, reverse=True)
+
+
+def _best_of(
+    detail: store.RunDetail, ranked: Sequence[tuple[float, int, int]], metric: str
+) -> BestCell:
+    _, ci, mi = ranked[0]
+    cell, m = detail.cells[ci], detail.cells[ci].measurements[mi]
+    name = f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend
+    reason = f"fastest {m.test} in bench run {detail.run.id} ({detail.run.info.started}): "
+    reason += f"{name} on {cell.device} at {m.tps:.1f} ± {m.tps_stddev:.1f} t/s"
+    runner_up = next((r for r in ranked[1:] if r[1] != ci), None)
+    if runner_up is not None:
+        other = detail.cells[runner_up[1]]
+        other_name = f"{other.backend}/{other.driver}" if other.driver else other.backend
+        reason += f" vs {other_name} at {runner_up[0]:.1f} t/s"
+    return BestCell(
+        run_id=detail.run.id,
+        started=detail.run.info.started,
+        backend=cell.backend,
+        driver=cell.driver,
+        device=cell.device,
+        test=m.test,
+        tps=m.tps,
+        tps_stddev=m.tps_stddev,
+        image_id=cell.image_id,
+        reason=reason,
+    )

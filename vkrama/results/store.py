@@ -1,0 +1,311 @@
+"""The results store: bench runs and their cells in one SQLite file under VKRAMA_HOME.
+
+Stage: parse llama-bench JSON ─► results DB. Stores what a reader needs to trust a number
+later (host, kernel, GPUs, model sha256, parameters, image id and provenance, every sample,
+the raw llama-bench JSON). Must not print or talk to podman. The schema is versioned with
+SQLite's `user_version`; a newer file than this vkrama knows is refused, never rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vkrama.bench.measurements import Measurement
+from vkrama.bench.run import CellResult
+from vkrama.config import Settings
+from vkrama.errors import ExitStatus, VkramaError
+
+SCHEMA_VERSION = 1
+DB_NAME = "results.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,            -- running | ok | failed | interrupted
+    host TEXT NOT NULL,
+    kernel TEXT NOT NULL,
+    gpus TEXT NOT NULL,              -- JSON list of {index, ids, name, driver}
+    gpu_key TEXT NOT NULL,           -- what `best` matches on
+    model_name TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    params TEXT NOT NULL,            -- JSON of BenchParams
+    vkrama_version TEXT NOT NULL
+);
+CREATE TABLE cells (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    backend TEXT NOT NULL,
+    driver TEXT,
+    device TEXT NOT NULL,
+    status TEXT NOT NULL,            -- ok | failed | interrupted
+    reason TEXT NOT NULL,
+    image TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    provenance TEXT NOT NULL,        -- JSON of the image's provenance labels
+    command TEXT NOT NULL,           -- JSON argv of llama-bench
+    raw_json TEXT,                   -- llama-bench's own JSON, verbatim
+    stderr_tail TEXT NOT NULL,
+    duration_s REAL NOT NULL
+);
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE,
+    test TEXT NOT NULL,
+    n_prompt INTEGER NOT NULL,
+    n_gen INTEGER NOT NULL,
+    tps REAL NOT NULL,
+    tps_stddev REAL NOT NULL,
+    samples TEXT NOT NULL,           -- JSON list of tokens/s, one per repetition
+    backends TEXT NOT NULL,
+    gpu_info TEXT NOT NULL
+);
+CREATE INDEX runs_by_model ON runs (model_sha256, gpu_key);
+CREATE INDEX cells_by_run ON cells (run_id);
+"""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What is known about a run before its first cell runs."""
+
+    host: str
+    kernel: str
+    gpus: list[dict[str, Any]]
+    gpu_key: str
+    model_name: str
+    model_sha256: str
+    params: dict[str, Any]
+    vkrama_version: str
+    started: str = field(default_factory=lambda: now())
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    info: RunInfo
+    finished: str | None
+    status: str
+    cell_count: int = 0
+    ok_count: int = 0
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunRecord
+    cells: list[CellResult]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def db_path(settings: Settings) -> Path:
+    return settings.home / DB_NAME
+
+
+@contextlib.contextmanager
+def connect(settings: Settings, create: bool = True) -> Iterator[sqlite3.Connection]:
+    """An open, migrated database; committed on success, rolled back on any error."""
+    path = db_path(settings)
+    if not create and not path.exists():
+        raise VkramaError(
+            "no bench results stored yet",
+            hint="run `vkrama bench MODEL` first",
+            status=ExitStatus.NOT_FOUND,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        _migrate(db, path)
+        with db:
+            yield db
+    finally:
+        db.close()
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise VkramaError(
+            f"{path} has results schema {version}; this vkrama knows up to {SCHEMA_VERSION}",
+            hint="upgrade vkrama, or point VKRAMA_HOME elsewhere",
+            status=ExitStatus.CONFIG,
+        )
+    with db:
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def start_run(settings: Settings, info: RunInfo) -> int:
+    """Record a run before its cells run, so that finished cells survive a Ctrl-C."""
+    with connect(settings) as db:
+        cursor = db.execute(
+            "INSERT INTO runs (started, status, host, kernel, gpus, gpu_key, model_name,"
+            " model_sha256, params, vkrama_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                info.started,
+                "running",
+                info.host,
+                info.kernel,
+                json.dumps(info.gpus),
+                info.gpu_key,
+                info.model_name,
+                info.model_sha256,
+                json.dumps(info.params),
+                info.vkrama_version,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+
+def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -> None:
+    with connect(settings) as db:
+        cursor = db.execute(
+            "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
+            " image, image_id, provenance, command, raw_json, stderr_tail, duration_s)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                position,
+                cell.backend,
+                cell.driver,
+                cell.device,
+                cell.status,
+                cell.reason,
+                cell.image,
+                cell.image_id,
+                json.dumps(cell.provenance),
+                json.dumps(list(cell.command)),
+                None if cell.raw_json is None else json.dumps(cell.raw_json),
+                cell.stderr_tail,
+                cell.duration_s,
+            ),
+        )
+        for m in cell.measurements:
+            db.execute(
+                "INSERT INTO measurements (cell_id, test, n_prompt, n_gen, tps, tps_stddev,"
+                " samples, backends, gpu_info) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    cursor.lastrowid,
+                    m.test,
+                    m.n_prompt,
+                    m.n_gen,
+                    m.tps,
+                    m.tps_stddev,
+                    json.dumps(list(m.samples)),
+                    m.backends,
+                    m.gpu_info,
+                ),
+            )
+
+
+def finish_run(settings: Settings, run_id: int, status: str) -> None:
+    with connect(settings) as db:
+        db.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?", (now(), status, run_id))
+
+
+def list_runs(settings: Settings) -> list[RunRecord]:
+    """Every stored run, newest first."""
+    if not db_path(settings).exists():
+        return []
+    with connect(settings) as db:
+        rows = db.execute(
+            "SELECT runs.*, COUNT(cells.id), SUM(cells.status = 'ok') FROM runs"
+            " LEFT JOIN cells ON cells.run_id = runs.id GROUP BY runs.id ORDER BY runs.id DESC"
+        ).fetchall()
+    return [_run_record(row) for row in rows]
+
+
+def get_run(settings: Settings, ref: str | int) -> RunDetail:
+    """One run with its cells; `ref` is a run id or `latest`."""
+    with connect(settings, create=False) as db:
+        if str(ref) in ("latest", "last"):
+            found = db.execute("SELECT MAX(id) FROM runs").fetchone()[0]
+            if found is None:
+                raise _not_found(ref)
+            run_id = int(found)
+        else:
+            try:
+                run_id = int(ref)
+            except ValueError:
+                raise _not_found(ref) from None
+        row = db.execute(
+            "SELECT runs.*, COUNT(cells.id), SUM(cells.status = 'ok') FROM runs"
+            " LEFT JOIN cells ON cells.run_id = runs.id WHERE runs.id = ? GROUP BY runs.id",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise _not_found(ref)
+        cells = [
+            _cell(db, cell)
+            for cell in db.execute(
+                "SELECT * FROM cells WHERE run_id = ? ORDER BY position, id", (run_id,)
+            ).fetchall()
+        ]
+    return RunDetail(_run_record(row), cells)
+
+
+def _not_found(ref: str | int) -> VkramaError:
+    return VkramaError(
+        f"no bench run {ref!r}",
+        hint="`vkrama results list` shows the stored runs",
+        status=ExitStatus.NOT_FOUND,
+    )
+
+
+def _run_record(row: tuple[Any, ...]) -> RunRecord:
+    (run_id, started, finished, status, host, kernel, gpus, gpu_key, model_name, sha,
+     params, version, cell_count, ok_count) = row  # fmt: skip
+    info = RunInfo(
+        host=host,
+        kernel=kernel,
+        gpus=json.loads(gpus),
+        gpu_key=gpu_key,
+        model_name=model_name,
+        model_sha256=sha,
+        params=json.loads(params),
+        vkrama_version=version,
+        started=started,
+    )
+    return RunRecord(run_id, info, finished, status, int(cell_count or 0), int(ok_count or 0))
+
+
+def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
+    (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
+     provenance, command, raw_json, stderr_tail, duration_s) = row  # fmt: skip
+    found = db.execute(
+        "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info"
+        " FROM measurements WHERE cell_id = ? ORDER BY id",
+        (cell_id,),
+    ).fetchall()
+    return CellResult(
+        backend=backend,
+        driver=driver,
+        device=device,
+        status=status,
+        reason=reason,
+        image=image,
+        image_id=image_id,
+        provenance=json.loads(provenance),
+        measurements=tuple(
+            Measurement(t, p, g, tps, sd, tuple(json.loads(s)), b, gi)
+            for t, p, g, tps, sd, s, b, gi in found
+        ),
+        raw_json=None if raw_json is None else json.loads(raw_json),
+        stderr_tail=stderr_tail,
+        command=tuple(json.loads(command)),
+        duration_s=duration_s,
+    )
