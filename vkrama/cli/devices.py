@@ -1,0 +1,205 @@
+"""`vkrama devices` and `vkrama doctor`: what this machine has and whether vkrama can use it.
+
+Stage: CLI. Calls `hardware.detect`, `backends.support/choose` and `doctor`, and renders
+their data; both outputs are meant to be pasted into bug reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vkrama import backends, doctor, hardware
+from vkrama.cli.app import App, pass_app
+from vkrama.cli.console import echo_json, echo_table
+from vkrama.errors import ExitStatus
+
+_ROOT_HELP = "Read another /sys, /dev or CDI tree (for bug reports reproduced from a copy)."
+
+
+def _detect(
+    sysfs_root: Path, dev_root: Path, cdi_dirs: tuple[Path, ...], pci_ids: tuple[Path, ...]
+) -> hardware.HardwareProfile:
+    return hardware.detect(
+        sysfs_root,
+        dev_root,
+        cdi_dirs or hardware.CDI_DIRS,
+        pci_ids or hardware.PCI_IDS_PATHS,
+    )
+
+
+def _roots(command: Any) -> Any:
+    """The hidden options that point detection at a copied tree."""
+    for option in reversed(
+        [
+            click.option("--sysfs-root", type=Path, default=Path("/sys"), hidden=True),
+            click.option("--dev-root", type=Path, default=Path("/dev"), hidden=True),
+            click.option("--cdi-dir", "cdi_dirs", type=Path, multiple=True, hidden=True),
+            click.option("--pci-ids", type=Path, multiple=True, hidden=True, help=_ROOT_HELP),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", *backends.BACKENDS]),
+    default="auto",
+    help="Show the passthrough this backend would get.",
+)
+@click.option("--gpu", type=int, metavar="N", help="Pick GPU N (see the GPU table).")
+@click.option("--vk-driver", type=click.Choice(backends.VK_DRIVERS), help="Pick the Vulkan driver.")
+@click.option("--hsa-override", is_flag=True, help="Allow HSA_OVERRIDE_GFX_VERSION for ROCm.")
+@_roots
+def devices(
+    as_json: bool,
+    backend: str,
+    gpu: int | None,
+    vk_driver: str | None,
+    hsa_override: bool,
+    sysfs_root: Path,
+    dev_root: Path,
+    cdi_dirs: tuple[Path, ...],
+    pci_ids: tuple[Path, ...],
+) -> None:
+    """List GPUs, their device nodes, and which backends can use each, with reasons."""
+    profile = _detect(sysfs_root, dev_root, cdi_dirs, pci_ids)
+    cells = backends.support(profile, hsa_override)
+    choice = backends.choose(profile, backend, gpu, vk_driver, hsa_override)
+    if as_json:
+        echo_json(
+            {
+                "gpus": [
+                    {**dataclasses.asdict(g), "ids": g.ids, "vendor": g.vendor}
+                    for g in profile.gpus
+                ],
+                "nodes": profile.nodes,
+                "kfd": profile.kfd,
+                "nvidia_nodes": profile.nvidia_nodes,
+                "cdi_specs": [
+                    {**dataclasses.asdict(s), "injects_vulkan": s.injects_vulkan}
+                    for s in profile.cdi_specs
+                ],
+                "pci_ids": profile.pci_ids,
+                "problems": profile.problems,
+                "gpu_key": backends.gpu_key(profile),
+                "backends": [
+                    {
+                        "backend": c.backend,
+                        "driver": c.driver,
+                        "gpu": c.gpu.index if c.gpu else None,
+                        "usable": c.ok,
+                        "reason": c.reason,
+                    }
+                    for c in cells
+                ],
+                "choice": _choice_json(choice),
+            }
+        )
+        return
+    if profile.gpus:
+        echo_table(
+            [
+                (
+                    g.index,
+                    g.name,
+                    g.ids,
+                    g.kernel_driver or "-",
+                    g.pci_address or "-",
+                    _gib(g.vram_bytes),
+                    g.render_node or "-",
+                    g.card_node or "-",
+                    g.gfx_target or "-",
+                )
+                for g in profile.gpus
+            ],
+            ("GPU", "Name", "Ids", "Driver", "PCI", "VRAM", "Render node", "Card", "gfx"),
+        )
+        click.echo()
+        echo_table(
+            [
+                (n.path, f"{n.mode:04o}", n.gid, "yes" if n.accessible else "no")
+                for n in profile.nodes
+            ],
+            ("Device node", "Mode", "Group id", "You can open it"),
+        )
+    else:
+        click.echo(
+            "No GPU found: vkrama runs on the CPU here, or Vulkan through lavapipe (software)."
+        )
+    specs = profile.cdi_specs
+    cdi = ", ".join(n for s in specs for n in s.devices) if specs else "none"
+    click.echo(f"\nCDI devices: {cdi}   /dev/kfd: {'present' if profile.kfd else 'absent'}\n")
+    echo_table(
+        [
+            (
+                c.backend,
+                c.driver or "-",
+                c.gpu.index if c.gpu else "-",
+                "yes" if c.ok else "no",
+                c.reason,
+            )
+            for c in cells
+        ],
+        ("Backend", "Driver", "GPU", "Usable", "Why"),
+    )
+    click.echo(f"\nChosen ({backend}): {choice.cell} on {choice.device_label}: {choice.reason}")
+    flags = [
+        *(f"--device {d}" for d in choice.devices),
+        *(f"--group-add {g}" for g in choice.group_add),
+    ]
+    flags += [f"--env {k}={v}" for k, v in sorted(choice.env.items())]
+    click.echo(f"Passes: {' '.join(flags) or 'no device, no environment'}")
+    for problem in profile.problems:
+        click.echo(f"Problem: {problem}")
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_roots
+@pass_app
+def doctor_command(
+    app: App,
+    as_json: bool,
+    sysfs_root: Path,
+    dev_root: Path,
+    cdi_dirs: tuple[Path, ...],
+    pci_ids: tuple[Path, ...],
+) -> int:
+    """Check podman, OCI runtime, ulimits, device permissions, CDI and images; say how to fix."""
+    profile = _detect(sysfs_root, dev_root, cdi_dirs, pci_ids)
+    checks = doctor.diagnose(profile, doctor.gather(app.settings, sysfs_root=sysfs_root))
+    failed = any(c.status == "fail" for c in checks)
+    if as_json:
+        echo_json({"ok": not failed, "checks": checks})
+    else:
+        echo_table([(c.status.upper(), c.name, c.detail) for c in checks], ("", "Check", "Detail"))
+        fixes = [c for c in checks if c.fix]
+        if fixes:
+            click.echo()
+        for check in fixes:
+            click.echo(f"Fix {check.name}: {check.fix}")
+    return int(ExitStatus.ERROR if failed else ExitStatus.OK)
+
+
+def _gib(size: int | None) -> str:
+    return f"{size / 1024**3:.1f} GiB" if size else "-"
+
+
+def _choice_json(choice: backends.Choice) -> dict[str, Any]:
+    return {
+        "backend": choice.backend,
+        "driver": choice.driver,
+        "gpu": choice.gpu.index if choice.gpu else None,
+        "device_label": choice.device_label,
+        "devices": choice.devices,
+        "group_add": choice.group_add,
+        "env": choice.env,
+        "reason": choice.reason,
+    }
