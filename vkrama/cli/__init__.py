@@ -23,8 +23,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("vkrama.cli.config:config", "Show the effective configuration."),
     "devices": ("vkrama.cli.devices:devices", "List GPUs and the backends each can use, and why."),
     "doctor": ("vkrama.cli.devices:doctor_command", "Check podman, devices, CDI; say fixes."),
-    "devices": ("vkrama.cli.devices:devices", "List GPUs and the backends each can use, and why."),
-    "doctor": ("vkrama.cli.devices:doctor_command", "Check podman, devices, CDI, images; say fixes."),
     "serve": ("vkrama.cli.serve:serve", "Serve a model with llama-server's OpenAI API."),
     "ps": ("vkrama.cli.serve:ps", "List vkrama servers."),
     "stop": ("vkrama.cli.serve:stop", "Stop and remove vkrama servers."),
