@@ -150,3 +150,28 @@ def test_examplemodel_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     c = examplemodel.write(tmp_path / "c.gguf", "tiny", seed=4).read_bytes()
     assert a == b
     assert a != c
+
+
+def test_progress_line_shows_bytes_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    from vkrama.cli.models import ProgressLine
+    from vkrama.store import Progress
+
+    line = ProgressLine()
+    line(Progress("m.gguf", 0, 100 * 2**20))
+    line.started -= 2.0  # two seconds later, 20 MiB in
+    line.drawn = 0.0
+    line(Progress("m.gguf", 20 * 2**20, 100 * 2**20))
+    line.close()
+    shown = capsys.readouterr().err.split("\r")[-1]
+    assert shown.startswith("m.gguf  20.0/100.0 MiB  10.0 MiB/s  ETA 0:00:08")
+
+
+def test_inspect_reads_a_plain_gguf_path(vkrama, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    result = vkrama("inspect", str(tiny_model), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["source"] == "file"
+    assert data["path"] == str(tiny_model)
+    assert data["metadata"]["context_length"] == 2048
