@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vkrama import __version__
 from vkrama.config import DEFAULTS, Settings
@@ -71,6 +71,10 @@ class BuildProgress:
     total: int
     line: str
 
+    def __str__(self) -> str:
+        step = f" step {self.step}/{self.total}" if self.total else ""
+        return f"[{self.backend}]{step}: {self.line}"
+
 
 @dataclass(frozen=True)
 class BuildPlan:
@@ -95,7 +99,9 @@ class BuildPlan:
         return [*argv, str(self.recipe.context)]
 
 
-ProgressCallback = Callable[[BuildProgress], None]
+# Called with BuildProgress events. Typed loosely on purpose: str(event) reads as one
+# line, so stages whose progress callback takes a message (serve, bench) can pass theirs.
+ProgressCallback = Callable[[Any], object]
 
 
 def image_ref(backend: str) -> str:
@@ -124,7 +130,7 @@ def plan(
     # (oneapi: Intel's image) keeps it unless --base names one.
     if chosen.default_args().get("BASE") == DEFAULTS["images.base"]:
         args["BASE"] = settings["images.base"]
-    if settings["images.apt_options"] and "APT_OPTIONS" in chosen.default_args():
+    if settings["images.apt_options"] and chosen.declares("APT_OPTIONS"):
         args["APT_OPTIONS"] = settings["images.apt_options"]
     if base:
         args["BASE"] = base
@@ -292,8 +298,8 @@ def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
             )
         if not registry_reachable(registry):
             raise VkramaError(
-                f"cannot build {backend}: base image {base} is not in local storage "
-                f"and {registry} is not reachable from here",
+                f"cannot build {backend}: {build_plan.recipe.base_description} {base} is not "
+                f"in local storage and {registry} is not reachable from here",
                 hint=hint,
                 status=ExitStatus.IMAGE_UNAVAILABLE,
             )

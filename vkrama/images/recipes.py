@@ -50,6 +50,15 @@ class Recipe:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         return digest.hexdigest()
 
+    @property
+    def base_description(self) -> str:
+        """What the header comment says BASE is (`#   BASE  Intel's oneAPI base kit image (…)`)."""
+        for line in self.text.splitlines():
+            match = re.match(r"^#\s+BASE\s+([^(]+)", line)
+            if match:
+                return match.group(1).strip()
+        return "base image"
+
     def default_args(self) -> dict[str, str]:
         """The ARGs declared before the first FROM, with their defaults."""
         args: dict[str, str] = {}
@@ -60,6 +69,12 @@ class Recipe:
             if match:
                 args[match.group(1)] = match.group(2) or ""
         return args
+
+    def declares(self, name: str) -> bool:
+        """Whether any stage declares build arg `name` (podman warns about unused ones)."""
+        return any(
+            (m := _ARG.match(line)) and m.group(1) == name for line in _logical_lines(self.text)
+        )
 
     def base_images(self, build_args: Mapping[str, str] | None = None) -> list[str]:
         """Images the FROM lines name once build args are applied (earlier stages left out)."""

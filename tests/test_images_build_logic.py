@@ -1,0 +1,226 @@
+"""Building, ensuring and showing progress, against a fake podman image API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from vkrama import __version__, config, images
+from vkrama.cli.build_display import BuildDisplay, render_line
+from vkrama.engine import images as engine_images
+from vkrama.engine.images import BuildOutput, ImageInfo
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.images import BuildProgress
+
+PROVENANCE = {"backend": "cpu", "llama_cpp_build": "11669", "ggml_version": "0.27.0-1"}
+
+
+@dataclass
+class FakeImages:
+    """podman's image store as `vkrama.engine.images` sees it."""
+
+    present: dict[str, ImageInfo] = field(default_factory=dict)
+    output: list[str] = field(
+        default_factory=lambda: ["STEP 1/2: FROM x", "hello", "STEP 2/2: RUN y"]
+    )
+    fail_with: str | None = None
+    builds: list[dict[str, Any]] = field(default_factory=list)
+
+    def inspect(self, engine: object, reference: str) -> ImageInfo | None:
+        return self.present.get(reference)
+
+    def build(self, engine: object, context: object, containerfile: str, *,
+              tags: tuple[str, ...] = (), build_args: dict[str, str] | None = None,
+              labels: dict[str, str] | None = None, no_cache: bool = False,
+              on_line: Callable[[str], None] | None = None) -> str:  # fmt: skip
+        self.builds.append({"containerfile": containerfile, "tags": tuple(tags),
+                            "build_args": build_args, "labels": labels})  # fmt: skip
+        if len(self.builds) == 1:
+            for line in self.output:
+                if on_line:
+                    on_line(line)
+            if self.fail_with:
+                raise VkramaError(f"build failed: {self.fail_with}", status=ExitStatus.BUILD_FAILED)
+            return "a" * 64
+        final = ImageInfo("f" * 64, tuple(tags), 1000, None, dict(labels or {}))
+        for tag in tags:
+            self.present[tag] = final
+        return final.id
+
+    def read_file(self, engine: object, image: str, path: str) -> bytes:
+        return json.dumps(PROVENANCE).encode()
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeImages:
+    store = FakeImages()
+    store.present["docker.io/library/debian:sid"] = ImageInfo("b" * 64, (), 1, None, {})
+    for name in ("inspect", "build", "read_file"):
+        monkeypatch.setattr(engine_images, name, getattr(store, name))
+    monkeypatch.setattr(images, "registry_reachable", lambda registry: False)
+    return store
+
+
+def _settings(**env: str) -> config.Settings:
+    return config.load({f"VKRAMA_{k.upper()}": v for k, v in env.items()}, files=[])
+
+
+def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: FakeImages) -> None:
+    events: list[BuildProgress] = []
+    image = images.build(object(), images.plan("cpu", _settings()), events.append)  # type: ignore[arg-type]
+    assert [(e.step, e.total, e.line) for e in events[:3]] == [
+        (1, 2, "STEP 1/2: FROM x"),
+        (1, 2, "hello"),
+        (2, 2, "STEP 2/2: RUN y"),
+    ]
+    assert events[-1].line.startswith("provenance: backend=cpu, llama_cpp_build=11669")
+    first, second = fake.builds
+    assert first["tags"] == () and first["labels"] is None  # cached layers stay valid
+    assert second["tags"] == (f"localhost/vkrama/cpu:{__version__}", "localhost/vkrama/cpu:latest")
+    assert image.ref == "localhost/vkrama/cpu:latest"
+    assert image.provenance["llama_cpp_build"] == "11669"
+    assert image.provenance["vkrama_version"] == __version__
+    assert len(image.provenance["containerfile_sha256"]) == 64
+
+
+def test_failed_build_says_at_which_step(fake: FakeImages) -> None:
+    fake.fail_with = 'error building at STEP "RUN y": exit status 100'
+    with pytest.raises(VkramaError) as caught:
+        images.build(object(), images.plan("cpu", _settings()))  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.BUILD_FAILED
+    assert caught.value.message == (
+        'building cpu failed at step 2/2: error building at STEP "RUN y": exit status 100'
+    )
+
+
+def test_oneapi_fails_fast_when_intels_base_is_unreachable(fake: FakeImages) -> None:
+    with pytest.raises(VkramaError) as caught:
+        images.build(object(), images.plan("oneapi", _settings()))  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
+    assert caught.value.message.startswith(
+        "cannot build oneapi: Intel's oneAPI base kit image docker.io/intel/oneapi-basekit:"
+    )
+    assert caught.value.message.endswith("docker.io is not reachable from here")
+    assert fake.builds == []  # nothing was sent to podman
+
+
+def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None:
+    planned = images.plan("cpu", _settings(), base="localhost/nosuch:1")
+    with pytest.raises(VkramaError, match="base image localhost/nosuch:1 is not in local storage"):
+        images.build(object(), planned)  # type: ignore[arg-type]
+    assert fake.builds == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "env", "base", "args", "expected"),
+    [
+        pytest.param("cpu", {}, None, {}, {"BASE": "docker.io/library/debian:sid"},
+                     id="debian-recipe-gets-the-configured-base"),
+        pytest.param("vulkan", {"images_base": "localhost/deb:sid", "images_apt_options": "-q"},
+                     None, {}, {"BASE": "localhost/deb:sid", "APT_OPTIONS": "-q"},
+                     id="settings-base-and-apt-options-are-build-args"),
+        pytest.param("oneapi", {"images_base": "localhost/deb:sid"}, None, {}, {},
+                     id="oneapi-keeps-intels-base"),
+        pytest.param("cpu", {}, "localhost/x:1", {"K": "V"}, {"BASE": "localhost/x:1", "K": "V"},
+                     id="base-flag-and-build-args-win"),
+    ],
+)  # fmt: skip
+def test_plan_build_args(
+    backend: str, env: dict[str, str], base: str | None, args: dict[str, str], expected: dict
+) -> None:
+    planned = images.plan(backend, _settings(**env), build_args=args, base=base)
+    assert planned.build_args == expected
+    assert planned.podman_argv()[:4] == ["podman", "build", "-f", str(planned.recipe.path)]
+
+
+def test_plan_refuses_offline() -> None:
+    with pytest.raises(VkramaError) as caught:
+        images.plan("cpu", _settings(offline="1"))
+    assert caught.value.status == ExitStatus.OFFLINE
+
+
+def test_ensure_reuses_a_built_image(fake: FakeImages) -> None:
+    fake.present["localhost/vkrama/cpu:latest"] = ImageInfo(
+        "c" * 64, (), 5, None, {"vkrama.image.llama_cpp_build": "11669"}
+    )
+    image = images.ensure(object(), "cpu", _settings())  # type: ignore[arg-type]
+    assert image.id == "c" * 64 and image.provenance == {"llama_cpp_build": "11669"}
+    assert fake.builds == []
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({"offline": "1"}, id="offline-forbids-building"),
+        pytest.param({"images_pull": "never"}, id="pull-never-forbids-building"),
+    ],
+)
+def test_ensure_does_not_build_when_forbidden(fake: FakeImages, env: dict[str, str]) -> None:
+    with pytest.raises(VkramaError) as caught:
+        images.ensure(object(), "vulkan", _settings(**env))  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
+    assert "vkrama images build vulkan" in (caught.value.hint or "")
+    assert fake.builds == []
+
+
+def test_ensure_builds_on_first_use(fake: FakeImages) -> None:
+    events: list[BuildProgress] = []
+    image = images.ensure(object(), "cpu", _settings(), events.append)  # type: ignore[arg-type]
+    assert image.ref == "localhost/vkrama/cpu:latest" and len(fake.builds) == 2
+    assert events[0].step == 1
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines"),
+    [
+        pytest.param(["STEP 1/3: FROM x\n"], ["STEP 1/3: FROM x"], id="one-line-per-chunk"),
+        pytest.param(["Reading package", " lists...", "\n"], ["Reading package lists..."],
+                     id="line-split-across-chunks"),
+        pytest.param(["a\r\nb\r\n"], ["a", "b"], id="crlf-from-dpkg"),
+        pytest.param(["(Reading database ... 5%\r(Reading database ... 100%\n"],
+                     ["(Reading database ... 100%"], id="carriage-return-redraws-keep-the-last"),
+        pytest.param(["\n\n", "tail without newline"], ["tail without newline"],
+                     id="blank-lines-dropped-and-tail-flushed"),
+    ],
+)  # fmt: skip
+def test_build_output_lines(chunks: list[str], lines: list[str]) -> None:
+    output = BuildOutput()
+    got = [line for chunk in chunks for line in output.feed(chunk)] + output.flush()
+    assert got == lines
+
+
+@pytest.mark.parametrize(
+    ("progress", "width", "expected"),
+    [
+        pytest.param(BuildProgress("vulkan", 6, 11, "STEP 6/11: RUN apt-get update"), 80,
+                     "[vulkan] step 6/11  RUN apt-get update", id="step-line-shows-instruction"),
+        pytest.param(BuildProgress("cpu", 0, 0, "Trying to pull"), 80, "[cpu]  Trying to pull",
+                     id="before-the-first-step"),
+        pytest.param(BuildProgress("cpu", 2, 9, "Unpacking   libggml0  ..."), 24,
+                     "[cpu] step 2/9  Unpack…", id="cut-to-the-terminal-width"),
+    ],
+)  # fmt: skip
+def test_render_line(progress: BuildProgress, width: int, expected: str) -> None:
+    assert render_line(progress, width) == expected
+
+
+def test_plain_display_prints_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    display = BuildDisplay(tty=False)
+    display(BuildProgress("cpu", 1, 2, "STEP 1/2: FROM x"))
+    display(BuildProgress("cpu", 1, 2, "hello"))
+    display.close()
+    assert capsys.readouterr().err == "[cpu] STEP 1/2: FROM x\n[cpu] hello\n"
+
+
+def test_tty_display_redraws_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    display = BuildDisplay(tty=True, min_interval=0)
+    display(BuildProgress("cpu", 1, 2, "STEP 1/2: FROM x"))
+    display(BuildProgress("cpu", 1, 2, "hello"))
+    display.close()
+    err = capsys.readouterr().err
+    # click drops the erase-to-end-of-line code when stderr is captured, as here.
+    assert err == "\r[cpu] step 1/2  FROM x\r[cpu] step 1/2  hello\n"
