@@ -19,6 +19,7 @@ from vkrama.errors import ExitStatus, VkramaError
 
 # name -> "module:attribute"; each module is imported only when its command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "images": ("vkrama.cli.images:images_group", "Build, list, save and load the backend images."),
     "info": ("vkrama.cli.info:info", "Show vkrama, podman and state paths."),
     "config": ("vkrama.cli.config:config", "Show the effective configuration."),
     "devices": ("vkrama.cli.devices:devices", "List GPUs and the backends each can use, and why."),
