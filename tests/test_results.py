@@ -23,7 +23,7 @@ def info(**overrides: object) -> results.RunInfo:
         "host": "box",
         "kernel": "6.1.0",
         "gpus": [],
-        "gpu_key": "cpu",
+        "gpu_key": "none",
         "model_name": "tiny",
         "model_sha256": SHA,
         "params": {"n_prompt": 64, "n_gen": 16, "repetitions": 2, "threads": 2},
@@ -48,7 +48,7 @@ def cell(
         reason="" if ok else "ggml_vulkan: No devices found",
         image=f"localhost/vkrama/{backend}:latest",
         image_id=f"sha256:{backend}",
-        provenance={"llama_cpp_build": "11669", "mesa_version": "26.2"},
+        provenance={"backend": backend, "llama_cpp_build": "11669", "mesa": "26.2.6-1"},
         measurements=found if ok else (),
         raw_json=[{"avg_ts": pp}],
         command=("llama-bench", "-o", "json"),
@@ -135,26 +135,39 @@ def test_compare_says_whether_a_change_exceeds_the_noise(
     assert changes[0].change_pct == pytest.approx((b - a) / a * 100)
 
 
-def test_compare_lists_cells_present_in_one_run_only(settings: config.Settings) -> None:
-    run_a = store_run(settings, cell("cpu", None, 100, 10))
-    run_b = store_run(settings, cell("cpu", None, 100, 10), cell("vulkan", "lavapipe", 50, 5))
+def test_compare_names_cells_missing_or_failed_in_one_run(settings: config.Settings) -> None:
+    run_a = store_run(settings, cell("cpu", None, 100, 10), cell("vulkan", "radv", 0, 0, ok=False))
+    run_b = store_run(
+        settings,
+        cell("cpu", None, 100, 10),
+        cell("vulkan", "radv", 60, 6),
+        cell("vulkan", "lavapipe", 50, 5),
+    )
     changes = results.compare(results.get_run(settings, run_a), results.get_run(settings, run_b))
-    assert [c.verdict for c in changes if c.backend == "vulkan"] == ["only in B", "only in B"]
+    verdicts = {(c.driver, c.test): c.verdict for c in changes}
+    assert verdicts == {
+        (None, "pp64"): "within noise",
+        (None, "tg16"): "within noise",
+        ("radv", "pp64"): "failed in A",
+        ("radv", "tg16"): "failed in A",
+        ("lavapipe", "pp64"): "only in B",
+        ("lavapipe", "tg16"): "only in B",
+    }
 
 
 def test_best_picks_the_fastest_ok_cell_of_the_newest_matching_run(
     settings: config.Settings,
 ) -> None:
-    assert results.best(settings, SHA, "cpu") is None
+    assert results.best(settings, SHA, "none") is None
     store_run(settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 230, 118))
     store_run(settings, cell("cpu", None, 800, 30), gpu_key="1002:744c")  # another GPU
     store_run(settings, cell("vulkan", "lavapipe", 0, 0, ok=False))  # nothing usable
-    tg = results.best(settings, SHA, "cpu")
+    tg = results.best(settings, SHA, "none")
     assert tg is not None and (tg.backend, tg.driver, tg.test) == ("vulkan", "lavapipe", "tg16")
     assert "run 1" in tg.reason and "vs cpu at 30.0 t/s" in tg.reason
-    pp = results.best(settings, SHA, "cpu", metric="pp")
+    pp = results.best(settings, SHA, "none", metric="pp")
     assert pp is not None and (pp.backend, pp.tps) == ("cpu", 800)
-    assert results.best(settings, "cd" * 32, "cpu") is None
+    assert results.best(settings, "cd" * 32, "none") is None
 
 
 def test_bench_rows_have_relative_speed_and_failed_cells_get_one_row_per_test() -> None:
@@ -185,7 +198,7 @@ def test_exports(settings: config.Settings) -> None:
     detail = [results.get_run(settings, run_id)]
     md = report.export(detail, "md").splitlines()
     assert md[0].startswith("|   run | model") or md[0].startswith("| run")
-    assert "| vulkan" in md[4] and "230.00" in md[4] and "26.2" in md[4]
+    assert "| vulkan" in md[4] and "230.00" in md[4] and "Mesa 26.2.6-1" in md[4]
     rows = list(csv.DictReader(io.StringIO(report.export(detail, "csv"))))
     assert [r["test"] for r in rows] == ["pp64", "tg16", "pp64", "tg16"]
     data = json.loads(report.export(detail, "json"))

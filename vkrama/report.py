@@ -18,10 +18,6 @@ from vkrama.bench.run import CellResult
 from vkrama.results.ranking import Change
 from vkrama.results.store import RunDetail, RunRecord
 
-PROVENANCE_SHOWN = ("llama_cpp_build", "ggml_version", "mesa_version", "rocm_version",
-                    "cuda_version")  # fmt: skip
-
-
 COMPARE_HEADERS = ["backend", "driver", "device", "test", "A t/s", "B t/s", "change", "noise",
                    "verdict"]  # fmt: skip
 
@@ -150,6 +146,13 @@ def run_header(detail: RunDetail) -> list[str]:
     ]
 
 
+def stack(provenance: dict[str, str]) -> str:
+    """The image's GPU stack in a few words ("Mesa 26.2.6-1", "CUDA 12.4 …")."""
+    from vkrama.images.provenance import stack_version
+
+    return stack_version(provenance)
+
+
 def provenance_table(detail: RunDetail) -> str:
     return tabulate(
         [
@@ -158,11 +161,13 @@ def provenance_table(detail: RunDetail) -> str:
                 c.driver or "-",
                 c.image or "-",
                 (c.image_id or "-")[:12],
-                *(c.provenance.get(key, "-") for key in PROVENANCE_SHOWN),
+                c.provenance.get("llama_cpp_build", "-"),
+                c.provenance.get("ggml_version", "-"),
+                stack(c.provenance),
             ]
             for c in detail.cells
         ],
-        headers=["backend", "driver", "image", "image id", *PROVENANCE_SHOWN],
+        headers=["backend", "driver", "image", "image id", "llama.cpp build", "ggml", "stack"],
         disable_numparse=True,
     )
 
@@ -221,7 +226,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
             indent=2,
         )
     headers = ["run", "model", "backend", "driver", "device", "test", "t/s", "±", "relative",
-               "status", "llama.cpp", "mesa"]  # fmt: skip
+               "status", "llama.cpp", "stack"]  # fmt: skip
     table = []
     for d in details:
         provenance = {(c.backend, c.driver): c.provenance for c in d.cells}
@@ -232,7 +237,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.tps is None else f"{r.tps:.2f}",
                 "" if r.tps_stddev is None else f"{r.tps_stddev:.2f}",
                 "" if r.relative is None else f"{r.relative:.2f}",
-                r.status, p.get("llama_cpp_build", ""), p.get("mesa_version", ""),
+                r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
             ])  # fmt: skip
     if fmt == "csv":
         out = io.StringIO()

@@ -250,7 +250,16 @@ def _image(
         return images.image_ref(backend)
     ref = images.image_ref(backend)
     if ref not in known:
-        found = images.ensure(engine, backend, settings, on_progress=on_progress)
+        say = on_progress or (lambda _message: None)
+        step = [0]
+
+        def building(progress: images.BuildProgress) -> None:
+            # One line per build step; podman's own lines would drown the bench's.
+            if progress.step != step[0]:
+                step[0] = progress.step
+                say(f"building {ref}: step {progress.step}/{progress.total}")
+
+        found = images.ensure(engine, backend, settings, on_progress=building)
         ref = found.ref
         known[ref] = (found.id, dict(found.provenance))
     return ref

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
 NOISE_SIGMAS = 2.0
 METRICS = ("tg", "pp")
+OK = "ok"
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,18 @@ class Change:
     change_pct: float | None  # (b - a) / a * 100
     noise_pct: float | None  # NOISE_SIGMAS combined stddevs, in % of a
     significant: bool
+    status_a: str | None = None  # None: no such cell in A
+    status_b: str | None = None
 
     @property
     def verdict(self) -> str:
         if self.change_pct is None:
-            return "only in A" if self.tps_b is None else "only in B"
+            for run, status in (("A", self.status_a), ("B", self.status_b)):
+                if status is None:
+                    return f"only in {'B' if run == 'A' else 'A'}"
+                if status != "ok":
+                    return f"{status} in {run}"
+            return "-"
         if not self.significant:
             return "within noise"
         return "faster" if self.change_pct > 0 else "slower"
@@ -65,48 +73,62 @@ class BestCell:
 
 
 def gpu_key(profile: HardwareProfile, gpu: int | None = None) -> str:
-    """What identifies "this GPU" across runs: its PCI vendor:device ids; "cpu" without one."""
-    gpus = profile.gpus
-    if gpu is not None:
-        gpus = tuple(g for g in gpus if g.index == gpu)
-    if not gpus:
-        return "cpu"
-    return f"{gpus[0].vendor_id}:{gpus[0].device_id}"
+    """What identifies "this GPU" across runs: `backends.gpu_key` (the host's GPU set, "none"
+    without one), or the ids of GPU `gpu` when a run or a server asks for one by index."""
+    from vkrama.backends import gpu_key as host_gpu_key
+
+    chosen = [g for g in profile.gpus if g.index == gpu] if gpu is not None else []
+    return chosen[0].ids if chosen else host_gpu_key(profile)
 
 
 def compare(a: store.RunDetail, b: store.RunDetail) -> list[Change]:
-    """Per-cell, per-test change from run A to run B (cells matched by backend/driver/device)."""
+    """Per-cell, per-test change from run A to run B.
 
-    def index(run: store.RunDetail) -> dict[tuple[str, str, str, str], tuple[float, float]]:
-        found = {}
-        for cell in run.cells:
-            if not cell.ok:
-                continue
-            for m in cell.measurements:
-                found[(cell.backend, cell.driver or "", cell.device, m.test)] = (
-                    m.tps,
-                    m.tps_stddev,
-                )
-        return found
-
-    left, right = index(a), index(b)
+    Cells match by backend, driver and their order among cells of that backend/driver
+    (the n-th vulkan/radv cell of A against the n-th of B), not by device text: a failed
+    cell only knows the device it was meant for.
+    """
+    left, right = _index(a, b), _index(b, a)
     changes = []
     for key in list(left) + [k for k in right if k not in left]:
-        backend, driver, device, test = key
-        ta, sa = left.get(key, (None, None))
-        tb, sb = right.get(key, (None, None))
+        backend, driver, _, test = key
+        (ta, sa, status_a, device_a) = left.get(key, (None, None, None, ""))
+        (tb, sb, status_b, device_b) = right.get(key, (None, None, None, ""))
         change = noise = None
         significant = False
         if ta is not None and tb is not None and sa is not None and sb is not None and ta > 0:
             change = (tb - ta) / ta * 100
             noise = NOISE_SIGMAS * math.hypot(sa, sb) / ta * 100
             significant = abs(change) > noise
+        device = device_a or device_b
         changes.append(
-            Change(
-                backend, driver or None, device, test, ta, tb, sa, sb, change, noise, significant
-            )
-        )
+            Change(backend, driver or None, device, test, ta, tb, sa, sb, change, noise,
+                   significant, status_a, status_b)
+        )  # fmt: skip
     return changes
+
+
+_Entry = tuple[float | None, float | None, str | None, str]
+
+
+def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str, int, str], _Entry]:
+    tests = _tests(run) | _tests(other)
+    found: dict[tuple[str, str, int, str], _Entry] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for cell in run.cells:
+        name = (cell.backend, cell.driver or "")
+        nth = seen[name] = seen.get(name, -1) + 1
+        if cell.ok:
+            for m in cell.measurements:
+                found[(name[0], name[1], nth, m.test)] = (m.tps, m.tps_stddev, OK, cell.device)
+        else:
+            for test in sorted(tests):
+                found[(name[0], name[1], nth, test)] = (None, None, cell.status, cell.device)
+    return found
+
+
+def _tests(run: store.RunDetail) -> set[str]:
+    return {m.test for cell in run.cells for m in cell.measurements}
 
 
 def best(

@@ -1,0 +1,127 @@
+"""`vkrama bench` and `vkrama results` end to end: real podman, real llama-bench, the tiny model.
+
+Runs the cpu and vulkan images (lavapipe: Mesa's software Vulkan, so no GPU is needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vkrama.engine import Engine
+from vkrama.errors import ExitStatus
+
+CELLS = ("--backend", "cpu,vulkan", "--vk-driver", "lavapipe")
+SMALL = ("-p", "64", "-n", "16", "-r", "2")
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+
+def bench_containers(engine: Engine) -> list[str]:
+    return [c.name for c in engine.containers({"vkrama.role": "bench"})]
+
+
+def test_dry_run_prints_every_cells_podman_command(vkrama: Callable, tiny_model: Path) -> None:
+    done = vkrama("--dry-run", "bench", str(tiny_model), *CELLS, *SMALL)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("podman run ") for line in lines)
+    assert "localhost/vkrama/cpu:latest llama-bench" in lines[0]
+    assert "GGML_VK_VISIBLE_DEVICES=0" in lines[1]
+    assert "localhost/vkrama/vulkan:latest llama-bench" in lines[1]
+    assert all("-p 64 -n 16 -r 2" in line and line.endswith("-o json") for line in lines)
+    assert all(f"dst=/models/{tiny_model.name},ro" in line for line in lines)
+
+
+def test_bench_cpu_and_lavapipe_then_results(
+    vkrama: Callable, tiny_model: Path, engine: Engine
+) -> None:
+    first = vkrama("bench", str(tiny_model), *CELLS, *SMALL, "--json")
+    assert first.returncode == 0, first.stderr
+    rows = json.loads(first.stdout)
+    assert [(r["backend"], r["test"], r["status"]) for r in rows] == [
+        ("cpu", "pp64", "ok"),
+        ("cpu", "tg16", "ok"),
+        ("vulkan", "pp64", "ok"),
+        ("vulkan", "tg16", "ok"),
+    ]
+    vulkan = rows[2]
+    assert vulkan["driver"] == "lavapipe" and "llvmpipe" in vulkan["device"]
+    assert vulkan["tps"] > 0 and len(vulkan["samples"]) == 2 and vulkan["image_id"]
+    assert {r["run_id"] for r in rows} == {1}
+    assert max(r["relative"] for r in rows if r["test"] == "tg16") == 1.0
+    assert bench_containers(engine) == []
+
+    listed = json.loads(vkrama("results", "list", "--json").stdout)
+    assert [(r["id"], r["status"], r["cells_ok"]) for r in listed] == [(1, "ok", 2)]
+
+    shown = json.loads(vkrama("results", "show", "1", "--json").stdout)[0]
+    assert shown["run"]["model_sha256"] and shown["run"]["params"]["n_prompt"] == 64
+    vk_prov = shown["provenance"][1]
+    assert vk_prov["backend"] == "vulkan" and vk_prov["llama_cpp_build"] and vk_prov["mesa"]
+
+    md = vkrama("results", "export", "1", "--format", "md")
+    assert md.returncode == 0
+    assert md.stdout.splitlines()[0].startswith("| run") and "| vulkan" in md.stdout
+    assert "Mesa " in md.stdout
+
+    second = vkrama("bench", str(tiny_model), *CELLS, *SMALL, "--json")
+    assert second.returncode == 0, second.stderr
+    compared = vkrama("results", "compare", "1", "2", "--json")
+    changes = json.loads(compared.stdout)
+    assert len(changes) == 4 and all(c["change_pct"] is not None for c in changes)
+    assert all(c["verdict"] in ("within noise", "faster", "slower") for c in changes)
+
+
+def test_vulkan_finding_no_device_is_a_failed_cell_while_cpu_succeeds(
+    vkrama: Callable, tiny_model: Path
+) -> None:
+    # Without GGML_VK_VISIBLE_DEVICES ggml skips the CPU-type llvmpipe device and would
+    # silently run on the CPU; that must never show as Vulkan numbers.
+    done = vkrama(
+        "bench", str(tiny_model), *CELLS, *SMALL, "--json", "--unset-env", "GGML_VK_VISIBLE_DEVICES"
+    )
+    assert done.returncode == ExitStatus.BENCH_FAILED, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["backend"], r["status"]) for r in rows] == [
+        ("cpu", "ok"), ("cpu", "ok"), ("vulkan", "failed"), ("vulkan", "failed"),
+    ]  # fmt: skip
+    assert all(r["tps"] is None and "No devices found" in r["reason"] for r in rows[2:])
+
+
+def test_sigint_mid_run_removes_the_container_and_keeps_finished_cells(
+    vkrama: Callable, tiny_model: Path, engine: Engine
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "bench", str(tiny_model), *CELLS, "-p", "64",
+         "-n", "64", "-r", "20", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "[2/2] vulkan/lavapipe: running" in line:
+            break
+    time.sleep(2)  # the vulkan container is up and benching
+    assert any(name.endswith("vulkan-lavapipe") for name in bench_containers(engine)), seen
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == ExitStatus.INTERRUPTED, stderr
+    assert bench_containers(engine) == []
+    rows = json.loads(stdout)
+    assert [(r["backend"], r["status"]) for r in rows][:2] == [("cpu", "ok"), ("cpu", "ok")]
+    stored = json.loads(vkrama("results", "show", "latest", "--json").stdout)[0]
+    assert stored["run"]["status"] == "interrupted"
+    assert [r["status"] for r in stored["rows"] if r["backend"] == "cpu"] == ["ok", "ok"]
