@@ -1,0 +1,96 @@
+"""Bench fidelity: does `vkrama bench` report the t/s that llama-bench itself reports?
+
+Stage: benchmarks (not part of vkrama). A is `vkrama bench --json`; B is the exact
+`podman run … llama-bench` command that `vkrama --dry-run bench` prints for the same cell
+(same image, devices, environment and llama-bench arguments), run by hand with `--rm`. Goal:
+A/B ≥ 0.98 for every test, on cpu and on Vulkan through lavapipe. Must not build anything
+but the images and model it needs.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from benchmarks.harness import Outcome, Row, SideFailed, alternate, ratio_row, run
+from benchmarks.inputs import Session, planned_podman_run
+from benchmarks.llama_bench import raw_tps, vkrama_tps
+
+NAME = "fidelity"
+TITLE = "bench fidelity"
+GOAL = 0.98
+
+# (backend, vk driver); lavapipe is the Vulkan device every machine has.
+CELLS = (("cpu", None), ("vulkan", "lavapipe"))
+
+
+def bench_args(session: Session, backend: str) -> list[str]:
+    """llama-bench sizes: the defaults on cpu (one repetition: the pairs repeat), less on
+    lavapipe, whose software rasteriser is ~10× slower; tiny sizes in --quick."""
+    if session.quick:
+        return ["-p", "64", "-n", "16", "-r", "1"]
+    if backend == "cpu":
+        return ["-p", "512", "-n", "128", "-r", "1"]
+    return ["-p", "128", "-n", "32", "-r", "1"]
+
+
+def measure(session: Session) -> Outcome:
+    outcome = Outcome()
+    model = session.model("tiny" if session.quick else "bench")
+    for backend, driver in CELLS:
+        label = f"{backend}/{driver}" if driver else backend
+        selection = ["--backend", backend] + (["--vk-driver", driver] if driver else [])
+        args = bench_args(session, backend)
+        try:
+            session.image(backend)
+            planned = run(
+                session.vkrama("--dry-run", "bench", str(model), *selection, *args),
+                env=session.env(),
+                what=f"vkrama --dry-run bench ({label})",
+            )
+            raw = planned_podman_run(planned.stdout, "vkrama --dry-run bench", ("--rm",))
+        except SideFailed as failed:
+            outcome.vkrama_failures.append(f"{TITLE} {label}: {failed}")
+            continue
+        vk_argv = session.vkrama("bench", str(model), *selection, *args, "--json", "--no-save")
+
+        def side_a(argv: list[str] = vk_argv, label: str = label) -> dict[str, float]:
+            ran = run(argv, env=session.env(), what=f"vkrama bench ({label})", timeout=1800)
+            return {**vkrama_tps(ran.stdout, "vkrama bench"), "wall": ran.seconds}
+
+        def side_b(argv: list[str] = raw, label: str = label) -> dict[str, float]:
+            ran = run(argv, what=f"podman run llama-bench ({label})", timeout=1800)
+            return {**raw_tps(ran.stdout, "llama-bench"), "wall": ran.seconds}
+
+        sides = alternate(side_a, side_b, session.pairs, session.warmup)
+        if sides.a_error:
+            outcome.vkrama_failures.append(f"{TITLE} {label}: {sides.a_error}")
+        command = shlex.join(["vkrama", "bench", "MODEL", *selection, *args])
+        tests = [t for t in sorted(set(sides.a) | set(sides.b)) if t != "wall"]
+        for test in tests:
+            row = Row(
+                TITLE,
+                f"{label} {test}",
+                "t/s",
+                "vkrama bench",
+                sides.stats("a", test),
+                "raw podman run llama-bench",
+                sides.stats("b", test),
+                goal=f"A/B ≥ {GOAL}",
+                command=command,
+            )
+            row.note = sides.a_error or sides.b_error
+            outcome.rows.append(ratio_row(row, GOAL))
+        wall = Row(
+            TITLE,
+            f"{label} wall clock",
+            "s",
+            "vkrama bench",
+            sides.stats("a", "wall"),
+            "raw podman run llama-bench",
+            sides.stats("b", "wall"),
+            note="whole command, model load and container start included",
+            command=command,
+        )
+        outcome.rows.append(ratio_row(wall, None, invert=True))
+        outcome.notes.append(f"{label}: raw side = `{shlex.join(raw)}`")
+    return outcome
