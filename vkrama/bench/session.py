@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from vkrama.store.download import OnProgress as OnDownload
 
 Progress = Callable[[str], None]
+UNAVAILABLE = "unavailable: "
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def prepare(
         cells.append(cell)
     if not cells and unavailable:
         raise VkramaError(
-            f"nothing to bench: {unavailable[0].reason}",
+            f"nothing to bench: {unavailable[0].reason.removeprefix(UNAVAILABLE)}",
             hint="`vkrama devices` shows what this machine can run",
             status=ExitStatus.BACKEND_UNAVAILABLE,
         )
@@ -267,7 +268,7 @@ def _image(
 
 def _unavailable(backend: str, driver: str | None, reason: str) -> CellResult:
     return CellResult(
-        backend=backend, driver=driver, device="-", status=FAILED, reason=f"unavailable: {reason}"
+        backend=backend, driver=driver, device="-", status=FAILED, reason=UNAVAILABLE + reason
     )
 
 

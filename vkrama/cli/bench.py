@@ -147,7 +147,14 @@ def bench(
     )
     if app.dry_run:
         planned = session.prepare(app.settings, request, engine=None)
-        for cell in planned.cells:
+        if as_json:
+            echo_json(
+                [
+                    {"backend": c.backend, "driver": c.driver, "command": c.spec.podman_argv()}
+                    for c in planned.cells
+                ]
+            )
+        for cell in [] if as_json else planned.cells:
             click.echo(cell.spec.podman_command())
         for failed in planned.unavailable:
             click.echo(f"# {failed.backend}: {failed.reason}", err=True)

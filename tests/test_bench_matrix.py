@@ -1,0 +1,73 @@
+"""bench.session.matrix and results.gpu_key on real `backends` over given hardware profiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from vkrama import results
+from vkrama.bench.session import BenchRequest, matrix
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.hardware import Gpu, HardwareProfile
+
+
+def profile(*gpus: Gpu) -> HardwareProfile:
+    return HardwareProfile(
+        gpus=gpus, nodes=(), kfd=None, nvidia_nodes=(), cdi_specs=(), pci_ids=None
+    )
+
+
+def gpu(index: int, vendor: str, device: str) -> Gpu:
+    return Gpu(index, vendor, device, "amdgpu", f"0000:0{index}:00.0", "GPU", None, None, None)
+
+
+NO_GPU = profile()
+
+MATRIX = [
+    ("nothing-asked-means-every-usable-cell", {}, ["cpu", "vulkan/lavapipe"], []),
+    ("all-flag-means-every-usable-cell", {"every": True}, ["cpu", "vulkan/lavapipe"], []),
+    ("backend-list-is-taken-in-order", {"backends": ("vulkan", "cpu"), "vk_drivers": ("lavapipe",)},
+     ["vulkan/lavapipe", "cpu"], []),
+    ("driver-list-alone-means-vulkan", {"vk_drivers": ("lavapipe",)}, ["vulkan/lavapipe"], []),
+    ("unavailable-backends-become-failed-cells", {"backends": ("cpu", "rocm", "cuda")}, ["cpu"],
+     ["rocm", "cuda"]),
+    ("unavailable-driver-is-a-failed-cell", {"vk_drivers": ("lavapipe", "radv")},
+     ["vulkan/lavapipe"], ["vulkan/radv"]),
+    ("all-with-driver-filter-keeps-cpu", {"every": True, "vk_drivers": ("radv",)}, ["cpu"], []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("asked", "cells", "failed"), [m[1:] for m in MATRIX], ids=[m[0] for m in MATRIX]
+)
+def test_matrix_on_a_host_without_gpu(
+    asked: dict[str, object], cells: list[str], failed: list[str]
+) -> None:
+    choices, unavailable = matrix(NO_GPU, BenchRequest("m", **asked))  # type: ignore[arg-type]
+    assert [c.cell for c in choices] == cells
+    assert [f"{u.backend}/{u.driver}" if u.driver else u.backend for u in unavailable] == failed
+    assert all(u.status == "failed" and u.reason.startswith("unavailable: ") for u in unavailable)
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [{"backends": ("metal",)}, {"vk_drivers": ("moltenvk",)}],
+    ids=["unknown-backend", "unknown-vulkan-driver"],
+)
+def test_unknown_names_are_usage_errors(asked: dict[str, object]) -> None:
+    with pytest.raises(VkramaError) as caught:
+        matrix(NO_GPU, BenchRequest("m", **asked))  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.USAGE and "one of" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("gpus", "index", "key"),
+    [
+        ((), None, "none"),
+        ((gpu(0, "1002", "744c"),), None, "1002:744c"),
+        ((gpu(0, "1002", "744c"), gpu(1, "8086", "a7a0")), 1, "8086:a7a0"),
+        ((gpu(0, "1002", "744c"), gpu(1, "8086", "a7a0")), None, "1002:744c+8086:a7a0"),
+    ],
+    ids=["no-gpu", "one-gpu", "chosen-gpu-of-two", "the-set-of-two"],
+)
+def test_gpu_key(gpus: tuple[Gpu, ...], index: int | None, key: str) -> None:
+    assert results.gpu_key(profile(*gpus), index) == key
