@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -155,19 +156,31 @@ def test_compare_names_cells_missing_or_failed_in_one_run(settings: config.Setti
     }
 
 
-def test_best_picks_the_fastest_ok_cell_of_the_newest_matching_run(
-    settings: config.Settings,
-) -> None:
+def test_best_picks_the_fastest_cell_by_its_newest_result(settings: config.Settings) -> None:
     assert results.best(settings, SHA, "none") is None
     store_run(settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 230, 118))
-    store_run(settings, cell("cpu", None, 800, 30), gpu_key="1002:744c")  # another GPU
-    store_run(settings, cell("vulkan", "lavapipe", 0, 0, ok=False))  # nothing usable
+    store_run(settings, cell("cpu", None, 800, 300), gpu_key="1002:744c")  # another GPU
+    store_run(settings, cell("vulkan", "lavapipe", 0, 0, ok=False))  # a failed rerun
+    store_run(settings, cell("cpu", None, 820, 31))  # a cpu-only rerun
     tg = results.best(settings, SHA, "none")
-    assert tg is not None and (tg.backend, tg.driver, tg.test) == ("vulkan", "lavapipe", "tg16")
-    assert "run 1" in tg.reason and "vs cpu at 30.0 t/s" in tg.reason
+    assert tg is not None and (tg.backend, tg.driver, tg.test, tg.run_id) == (
+        "vulkan", "lavapipe", "tg16", 1,
+    )  # fmt: skip
+    assert "bench run 1" in tg.reason and "vs cpu at 31.0 t/s (run 4)" in tg.reason
     pp = results.best(settings, SHA, "none", metric="pp")
-    assert pp is not None and (pp.backend, pp.tps) == ("cpu", 800)
+    assert pp is not None and (pp.backend, pp.tps, pp.run_id) == ("cpu", 820, 4)
     assert results.best(settings, "cd" * 32, "none") is None
+
+
+def test_best_ranks_only_the_newest_test_shape(settings: config.Settings) -> None:
+    store_run(settings, cell("vulkan", "lavapipe", 230, 118))
+    newer = cell("cpu", None, 800, 30)
+    newer = replace(
+        newer, measurements=tuple(replace(m, test="tg128", n_gen=128) for m in newer.measurements)
+    )
+    store_run(settings, newer)
+    found = results.best(settings, SHA, "none")
+    assert found is not None and (found.backend, found.test) == ("cpu", "tg128")
 
 
 def test_bench_rows_have_relative_speed_and_failed_cells_get_one_row_per_test() -> None:

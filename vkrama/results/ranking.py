@@ -7,10 +7,11 @@ Stage: results DB ─► comparisons for `results compare` and the pick for
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vkrama.bench.measurements import Measurement
+from vkrama.bench.run import CellResult
 from vkrama.config import Settings
 from vkrama.results import store
 
@@ -134,50 +135,36 @@ def _tests(run: store.RunDetail) -> set[str]:
 def best(
     settings: Settings, model_sha256: str, gpu_key: str, metric: str = "tg"
 ) -> BestCell | None:
-    """The fastest successful cell for this model and GPU in the newest run that has one.
+    """The fastest stored (backend, driver) for this model and GPU, by its newest result.
 
-    Only one run is ranked: cells of one run share parameters and conditions, cells of
-    different runs may not.
+    Each (backend, driver) counts with its newest successful measurement; only
+    measurements of the same test as the newest one (e.g. tg128) are ranked, so a later run
+    with other parameters or a failed cell never compares unlike numbers.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}")
-    for record in store.list_runs(settings):
-        if record.info.model_sha256 != model_sha256 or record.info.gpu_key != gpu_key:
-            continue
-        if record.ok_count == 0:
+    test: str | None = None
+    newest: dict[tuple[str, str], _Candidate] = {}
+    for record in store.list_runs(settings):  # newest first
+        info = record.info
+        if info.model_sha256 != model_sha256 or info.gpu_key != gpu_key or not record.ok_count:
             continue
         detail = store.get_run(settings, record.id)
-        ranked = _ranked(detail, metric)
-        if not ranked:
-            continue
-        return _best_of(detail, ranked, metric)
-    return None
-
-
-def _ranked(detail: store.RunDetail, metric: str) -> list[tuple[float, int, int]]:
-    ranked = []
-    for ci, cell in enumerate(detail.cells):
-        if not cell.ok:
-            continue
-        for mi, m in enumerate(cell.measurements):
-            if m.metric == metric:
-                ranked.append((m.tps, ci, mi))
-    return sorted(ranked, reverse=True)
-
-
-def _best_of(
-    detail: store.RunDetail, ranked: Sequence[tuple[float, int, int]], metric: str
-) -> BestCell:
-    _, ci, mi = ranked[0]
-    cell, m = detail.cells[ci], detail.cells[ci].measurements[mi]
-    name = f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend
-    reason = f"fastest {m.test} in bench run {detail.run.id} ({detail.run.info.started}): "
-    reason += f"{name} on {cell.device} at {m.tps:.1f} ± {m.tps_stddev:.1f} t/s"
-    runner_up = next((r for r in ranked[1:] if r[1] != ci), None)
-    if runner_up is not None:
-        other = detail.cells[runner_up[1]]
-        other_name = f"{other.backend}/{other.driver}" if other.driver else other.backend
-        reason += f" vs {other_name} at {runner_up[0]:.1f} t/s"
+        for cell in detail.cells:
+            for m in cell.measurements if cell.ok else ():
+                if m.metric != metric or (test is not None and m.test != test):
+                    continue
+                test = m.test
+                newest.setdefault((cell.backend, cell.driver or ""), (m.tps, detail, cell, m))
+    if not newest:
+        return None
+    ranked = sorted(newest.values(), key=lambda c: c[0], reverse=True)
+    _, detail, cell, m = ranked[0]
+    reason = f"fastest {m.test}: {_name(cell)} on {cell.device} at {m.tps:.1f} ± "
+    reason += f"{m.tps_stddev:.1f} t/s (bench run {detail.run.id}, {detail.run.info.started})"
+    if len(ranked) > 1:
+        _, other_run, other, other_m = ranked[1]
+        reason += f" vs {_name(other)} at {other_m.tps:.1f} t/s (run {other_run.run.id})"
     return BestCell(
         run_id=detail.run.id,
         started=detail.run.info.started,
@@ -190,3 +177,10 @@ def _best_of(
         image_id=cell.image_id,
         reason=reason,
     )
+
+
+_Candidate = tuple[float, store.RunDetail, CellResult, Measurement]
+
+
+def _name(cell: CellResult) -> str:
+    return f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend
