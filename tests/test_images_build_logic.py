@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,13 +49,23 @@ class FakeImages:
             if self.fail_with:
                 raise VkramaError(f"build failed: {self.fail_with}", status=ExitStatus.BUILD_FAILED)
             return "a" * 64
-        final = ImageInfo("f" * 64, tuple(tags), 1000, None, dict(labels or {}))
+        final = ImageInfo("f" * 64, tuple(tags), 1000, None, _labels_of(context))
         for tag in tags:
             self.present[tag] = final
         return final.id
 
     def read_file(self, engine: object, image: str, path: str) -> bytes:
         return json.dumps(PROVENANCE).encode()
+
+
+def _labels_of(context: object) -> dict[str, str]:
+    """The labels a generated `FROM id / LABEL "k"="v" …` context adds."""
+    assert isinstance(context, bytes)
+    with tarfile.open(fileobj=io.BytesIO(context)) as tar:
+        handle = tar.extractfile("Containerfile")
+        assert handle is not None
+        text = handle.read().decode()
+    return dict(re.findall(r'"([^"]+)"="([^"]*)"', text))
 
 
 @pytest.fixture
@@ -79,7 +92,7 @@ def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: Fake
     ]
     assert events[-1].line.startswith("provenance: backend=cpu, llama_cpp_build=11669")
     first, second = fake.builds
-    assert first["tags"] == () and first["labels"] is None  # cached layers stay valid
+    assert first["tags"] == () and not first["labels"]  # cached layers stay valid
     assert second["tags"] == (f"localhost/vkrama/cpu:{__version__}", "localhost/vkrama/cpu:latest")
     assert image.ref == "localhost/vkrama/cpu:latest"
     assert image.provenance["llama_cpp_build"] == "11669"
@@ -224,3 +237,59 @@ def test_tty_display_redraws_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     err = capsys.readouterr().err
     # click drops the erase-to-end-of-line code when stderr is captured, as here.
     assert err == "\r[cpu] step 1/2  FROM x\r[cpu] step 1/2  hello\n"
+
+
+class _Response:
+    status_code = 200
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+
+    def raise_for_status(self) -> None:
+        pass
+
+    def iter_lines(self) -> list[bytes]:
+        return [json.dumps(event).encode() for event in self.events]
+
+
+class _Api:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.calls: list[dict[str, Any]] = []
+
+    def post(self, path: str, **kwargs: Any) -> _Response:
+        self.calls.append({"path": path, **kwargs})
+        return _Response(self.events)
+
+
+class _Engine:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.client = type("Client", (), {"api": _Api(events)})()
+
+
+def test_engine_build_streams_lines_and_returns_the_id() -> None:
+    engine = _Engine([
+        {"stream": "STEP 1/2: FROM x\n"},
+        {"stream": "Get:1 http://deb.debian.org sid"},
+        {"stream": " InRelease\n"},
+        {"aux": {"ID": "sha256:" + "e" * 64}},
+        {"stream": "Successfully built eeeeeeeeeeee\n"},
+    ])  # fmt: skip
+    lines: list[str] = []
+    image = engine_images.build(engine, b"tar", "cpu.Containerfile", on_line=lines.append)  # type: ignore[arg-type]
+    assert image == "e" * 64
+    assert lines == [
+        "STEP 1/2: FROM x",
+        "Get:1 http://deb.debian.org sid InRelease",
+        "Successfully built eeeeeeeeeeee",
+    ]
+    call = engine.client.api.calls[0]
+    assert call["compatible"] is True and call["stream"] is True  # cache-reusing endpoint
+
+
+def test_engine_build_error_event_is_a_build_failure() -> None:
+    engine = _Engine([{"stream": "STEP 2/2: RUN false\n"}, {"error": "exit status 1"}])
+    with pytest.raises(VkramaError) as caught:
+        engine_images.build(engine, b"tar", "cpu.Containerfile")  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.BUILD_FAILED
+    assert caught.value.message == "build failed: exit status 1"

@@ -116,7 +116,7 @@ def inspect(app: App, backend: str, as_json: bool) -> None:
         ("size", _mb(status.size or 0)),
         ("created", _when(status)),
         ("stack", status.stack),
-        *sorted(status.image.provenance.items()),
+        *sorted((k, v) for k, v in status.image.provenance.items() if k != "backend"),
     ]
     echo_table(rows, tablefmt="plain")
 

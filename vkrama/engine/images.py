@@ -77,7 +77,6 @@ def build(
         "buildargs": json.dumps(build_args or {}),
         "labels": json.dumps(labels or {}),
         "nocache": no_cache,
-        "layers": True,  # keep each step's layer: an unchanged rebuild is all cache hits
         "rm": True,
         "forcerm": True,
     }
@@ -92,12 +91,15 @@ def build(
                 on_line(line)
 
     with translate_errors(f"build {containerfile}"):
+        # The Docker-compatible endpoint: podman 4.3's libpod /build never reuses cached
+        # layers (podman-py issue #528), so every rebuild would run apt again.
         response = engine.client.api.post(
             "/build",
             params=params,
             data=body,
             headers={"Content-Type": "application/x-tar"},
             stream=True,
+            compatible=True,
         )
         response.raise_for_status()
         for raw in response.iter_lines():
@@ -112,10 +114,10 @@ def build(
                     hint="the build output above shows the failing step's own messages",
                     status=ExitStatus.BUILD_FAILED,
                 )
+            aux = event.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = str(aux["ID"]).removeprefix("sha256:")
             lines = output.feed(str(event.get("stream", "")))
-            for line in lines:
-                if _is_image_id(line):
-                    image_id = line
             emit(lines)
         emit(output.flush())
     if image_id is None:
@@ -259,5 +261,3 @@ def _last_redraw(line: str) -> str:
     return line.rstrip("\r").rsplit("\r", 1)[-1].rstrip()
 
 
-def _is_image_id(line: str) -> bool:
-    return len(line) == 64 and all(c in "0123456789abcdef" for c in line)

@@ -8,6 +8,7 @@ reached only through `vkrama.engine.images`. Must not print or import click.
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
@@ -185,11 +186,7 @@ def build(
         summary = ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "llama_cpp_version")
         on_progress(BuildProgress(backend, step[0], step[1], f"provenance: {summary}"))
     final = engine_images.build(
-        engine,
-        _from_only_context(built),
-        "Containerfile",
-        tags=build_plan.tags,
-        labels=labels,
+        engine, _label_context(built, labels), "Containerfile", tags=build_plan.tags
     )
     image = _image(engine, backend, image_ref(backend))
     assert image is not None and image.id == final, "podman tagged another image"
@@ -305,8 +302,15 @@ def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
             )
 
 
-def _from_only_context(image_id: str) -> bytes:
-    text = f"FROM {image_id}\n".encode()
+def _label_context(image_id: str, labels: Mapping[str, str]) -> bytes:
+    """A build context whose Containerfile only adds labels to an image.
+
+    Labels are written in sorted order into the file rather than passed as the API's
+    labels parameter, which podman applies in map order: a different order each time,
+    so the step would never be cached and every rebuild would get a new image id.
+    """
+    pairs = " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    text = f"FROM {image_id}\nLABEL {pairs}\n".encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         member = tarfile.TarInfo("Containerfile")
