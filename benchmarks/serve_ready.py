@@ -112,7 +112,7 @@ def measure(session: Session) -> Outcome:
             str(port),
             "--name",
             name,
-            f"file://{model}",
+            session.ramalama_model(model),
         )
         started = time.perf_counter()
         try:

@@ -101,7 +101,10 @@ def prepare(
     )
     if engine is None:
         image = images.image_ref(choice.backend)
-        port = 0 if options.port == "auto" else int(options.port)
+        # A free port makes the printed command runnable; a given one is shown unchecked.
+        port = (
+            server.pick_port(options.host, "auto") if options.port == "auto" else int(options.port)
+        )
     else:
         # The port is checked before the image is built, so a busy port fails fast.
         port = server.pick_port(options.host, options.port)
@@ -192,7 +195,7 @@ def launch(
             api_key=planned.api_key,
         )
     except VkramaError as error:
-        tail = list(engine.logs(container, tail=LOG_TAIL_LINES))
+        tail = log_tail(engine, container, LOG_TAIL_LINES)
         engine.remove(container)
         raise ServerFailed(error, tail) from None
     except BaseException:
@@ -201,6 +204,15 @@ def launch(
         raise
     name = planned.spec.name or container[:12]
     return Running(container, name, planned.url, planned.alias, waited)
+
+
+def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
+    """The last `lines` lines of a container's log.
+
+    Sliced here rather than asked of podman: podman 4.3's `tail` counts log records, and
+    llama-server writes a line as several records, so podman's tail comes back garbled.
+    """
+    return list(engine.logs(container))[-lines:] if lines else []
 
 
 def _is_running(engine: Engine, container: str) -> bool:

@@ -277,5 +277,9 @@ def logs(app: App, name: str, follow: bool, tail: int | None) -> None:
     """Print a vkrama server's log."""
     row = serving.find_server(app.engine, name)
     with contextlib.suppress(KeyboardInterrupt):
-        for line in app.engine.logs(row.id, follow=follow, tail=tail):
+        if tail is not None and not follow:
+            lines = serving.log_tail(app.engine, row.id, tail)
+        else:
+            lines = app.engine.logs(row.id, follow=follow, tail=tail)
+        for line in lines:
             click.echo(line)
