@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from fakesys import FakeHost, amd_dgpu_with_kfd
 
 from vkrama import results
 from vkrama.bench.session import BenchRequest, matrix
@@ -71,3 +74,25 @@ def test_unknown_names_are_usage_errors(asked: dict[str, object]) -> None:
 )
 def test_gpu_key(gpus: tuple[Gpu, ...], index: int | None, key: str) -> None:
     assert results.gpu_key(profile(*gpus), index) == key
+
+
+AMD_MATRIX = [
+    ("default-skips-lavapipe-when-a-gpu-is-usable", {}, ["cpu", "vulkan/radv", "rocm"]),
+    ("all-keeps-lavapipe", {"every": True}, ["cpu", "vulkan/lavapipe", "vulkan/radv", "rocm"]),
+    ("the-seed-question-vulkan-against-rocm", {"backends": ("vulkan", "rocm")},
+     ["vulkan/radv", "rocm"]),
+    ("drivers-side-by-side", {"vk_drivers": ("radv", "lavapipe")},
+     ["vulkan/radv", "vulkan/lavapipe"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("asked", "cells"), [m[1:] for m in AMD_MATRIX], ids=[m[0] for m in AMD_MATRIX]
+)
+def test_matrix_on_an_amd_desktop(
+    tmp_path: Path, asked: dict[str, object], cells: list[str]
+) -> None:
+    host = FakeHost(tmp_path)
+    amd_dgpu_with_kfd(host)
+    choices, unavailable = matrix(host.detect(), BenchRequest("m", **asked))  # type: ignore[arg-type]
+    assert [c.cell for c in choices] == cells and unavailable == []

@@ -146,6 +146,10 @@ def matrix(
             if (request.gpu is None or c.gpu is None or c.gpu.index == request.gpu)
             and (not request.vk_drivers or c.backend != "vulkan" or c.driver in request.vk_drivers)
         ]
+        if not request.every and any(c.gpu is not None for c in found):
+            # Without --all, lavapipe (software Vulkan, slower than cpu) only stands in for
+            # a GPU on machines that have none; on a real GPU it would only burn time.
+            found = [c for c in found if c.driver != "lavapipe"]
         return found, []
     wanted: list[tuple[str, str | None]] = []
     for backend in request.backends or ("vulkan",):

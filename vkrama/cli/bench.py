@@ -43,7 +43,13 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--backend", "backends", metavar="B1,B2", help="Backends: cpu,vulkan,rocm,cuda,oneapi."
 )
-@click.option("--all", "every", is_flag=True, help="Every backend/driver usable here (default).")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Every backend/driver usable here, lavapipe included "
+    "(default: the same, but lavapipe only on machines without a GPU).",
+)
 @click.option(
     "--vk-driver",
     "vk_drivers",
@@ -55,6 +61,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "-p",
     "--n-prompt",
     type=click.IntRange(min=0),
+    metavar="N",
     default=512,
     show_default=True,
     help="Prompt tokens (pp test).",
@@ -63,6 +70,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "-n",
     "--n-gen",
     type=click.IntRange(min=0),
+    metavar="N",
     default=128,
     show_default=True,
     help="Generated tokens (tg test).",
@@ -71,6 +79,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "-r",
     "--repetitions",
     type=click.IntRange(min=1),
+    metavar="N",
     default=5,
     show_default=True,
     help="Repetitions per test.",
@@ -126,7 +135,12 @@ def bench(
     as_json: bool,
     no_save: bool,
 ) -> int:
-    """Bench MODEL with llama-bench in every chosen image, one cell after another."""
+    """Bench MODEL with llama-bench in every chosen image, one cell after another.
+
+    Every cell runs the same llama-bench parameters; a cell whose backend or Vulkan driver
+    did not actually run (ggml found no device, fell back to the CPU) is failed, never
+    counted. `vkrama --dry-run bench …` prints each cell's podman command.
+    """
     if n_prompt == 0 and n_gen == 0:
         raise VkramaError("-p and -n are both 0: nothing to measure", status=ExitStatus.USAGE)
     fa = _list(flash_attn)
