@@ -1,0 +1,126 @@
+"""Real builds of the cpu and vulkan images through podman, and what they must show."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vkrama.engine import ContainerSpec, Engine, Mount
+from vkrama.errors import ExitStatus
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def built(engine: Engine) -> dict[str, str]:
+    """`vkrama images build cpu vulkan` once for the module; its stdout and stderr."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vkrama", "images", "build", "cpu", "vulkan"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"stdout": done.stdout, "stderr": done.stderr}
+
+
+def test_build_prints_plain_step_lines_when_not_a_terminal(built: dict[str, str]) -> None:
+    assert "[cpu] STEP 1/" in built["stderr"]
+    assert "[vulkan] STEP 1/" in built["stderr"]
+    assert "built localhost/vkrama/cpu:latest" in built["stdout"]
+    assert "built localhost/vkrama/vulkan:latest" in built["stdout"]
+
+
+def test_list_json_shows_llama_cpp_build_and_mesa(
+    built: dict[str, str], vkrama: Callable[..., Any]
+) -> None:
+    done = vkrama("images", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["backend"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == {"cpu", "vulkan", "rocm", "cuda", "oneapi"}
+    for backend in ("cpu", "vulkan"):
+        assert rows[backend]["built"] is True
+        assert rows[backend]["llama_cpp_build"] == "11669"
+        assert rows[backend]["provenance"]["ggml_version"].startswith("0.27.0")
+        assert len(rows[backend]["provenance"]["containerfile_sha256"]) == 64
+    assert rows["vulkan"]["provenance"]["mesa"]
+    assert rows["vulkan"]["stack"].startswith("Mesa ")
+    assert rows["vulkan"]["size"] <= 750_000_000  # the README's target
+
+
+def test_unchanged_rebuild_reuses_every_layer(
+    built: dict[str, str], vkrama: Callable[..., Any]
+) -> None:
+    before = json.loads(vkrama("images", "inspect", "cpu", "--json").stdout)
+    started = time.monotonic()
+    done = vkrama("images", "build", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+    after = json.loads(vkrama("images", "inspect", "cpu", "--json").stdout)
+    assert after["id"] == before["id"]
+
+
+def test_vulkan_image_sees_lavapipe(built: dict[str, str], engine: Engine) -> None:
+    done = engine.run_to_completion(
+        ContainerSpec(image="localhost/vkrama/vulkan:latest", command=("vulkaninfo", "--summary")),
+        timeout=120,
+    )
+    assert done.exit_code == 0, done.stderr
+    assert "llvmpipe" in done.stdout
+    assert "PHYSICAL_DEVICE_TYPE_CPU" in done.stdout
+
+
+def test_llama_server_runs_as_the_unprivileged_llama_user(
+    built: dict[str, str], engine: Engine, tiny_model: Path
+) -> None:
+    # Start llama-server on the tiny model and read the uid of that very process.
+    script = (
+        "llama-server -m /models/tiny.gguf --host 127.0.0.1 --port 18080 >/dev/null 2>&1 & "
+        "pid=$!; sleep 2; "
+        "awk '/^Uid:/ {print $2}' /proc/$pid/status; tr '\\0' ' ' < /proc/$pid/cmdline; "
+        "kill $pid"
+    )
+    done = engine.run_to_completion(
+        ContainerSpec(
+            image="localhost/vkrama/vulkan:latest",
+            command=("sh", "-c", script),
+            mounts=(Mount(tiny_model, "/models/tiny.gguf", read_only=True),),
+        ),
+        timeout=120,
+    )
+    uid, cmdline = done.stdout.strip().splitlines()[:2]
+    assert uid == "1000"
+    assert cmdline.startswith("llama-server -m /models/tiny.gguf")
+
+
+def test_oneapi_fails_fast_with_one_line(vkrama: Callable[..., Any]) -> None:
+    started = time.monotonic()
+    done = vkrama("images", "build", "oneapi")
+    assert time.monotonic() - started < 20
+    assert done.returncode == ExitStatus.IMAGE_UNAVAILABLE
+    error, hint = done.stderr.strip().splitlines()
+    assert error.startswith("Error: cannot build oneapi: Intel's oneAPI base kit image")
+    assert error.endswith("docker.io is not reachable from here")
+    assert hint.startswith("Hint: ")
+
+
+def test_save_then_load_round_trips_the_cpu_image(
+    built: dict[str, str], vkrama: Callable[..., Any], tmp_path: Path
+) -> None:
+    archive = tmp_path / "cpu.tar"
+    done = vkrama("images", "save", "cpu", "-o", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert archive.stat().st_size > 100_000_000
+    assert not archive.with_name("cpu.tar.partial").exists()
+    done = vkrama("images", "load", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert "loaded localhost/vkrama/cpu:latest" in done.stdout
