@@ -259,5 +259,3 @@ def _created(value: Any) -> datetime | None:
 
 def _last_redraw(line: str) -> str:
     return line.rstrip("\r").rsplit("\r", 1)[-1].rstrip()
-
-
