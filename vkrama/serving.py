@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from vkrama.engine import ContainerSummary, Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
+    from vkrama.store import Progress as Download
 
-Progress = Callable[[str], None]
 # How much of a failed server's log the user gets to see.
 LOG_TAIL_LINES = 20
 
@@ -82,10 +82,14 @@ def prepare(
     settings: Settings,
     options: ServeOptions,
     engine: Engine | None,
-    on_progress: Progress | None = None,
+    on_progress: Callable[[object], object] | None = None,
+    on_download: Callable[[Download], None] | None = None,
 ) -> Planned:
     """Resolve model, device and image, then plan. `engine=None` means dry-run: nothing is
-    pulled, built or bound, the image is named but not checked."""
+    pulled, built or bound, the image is named but not checked.
+
+    `on_progress` gets step messages and image build events (each reads as one line with
+    `str`); `on_download` gets the model download's byte counts."""
     from vkrama import images, store
 
     say = on_progress or (lambda _message: None)
@@ -93,7 +97,7 @@ def prepare(
     model = (
         store.resolve(settings, options.model)
         if engine is None
-        else store.ensure(settings, options.model, on_progress=on_progress)
+        else store.ensure(settings, options.model, on_progress=on_download)
     )
     choice = _choose(settings, options, model)
     say(
@@ -285,7 +289,10 @@ def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
 
 
 def stop_servers(
-    engine: Engine, names: tuple[str, ...], every: bool, on_progress: Progress | None = None
+    engine: Engine,
+    names: tuple[str, ...],
+    every: bool,
+    on_progress: Callable[[str], object] | None = None,
 ) -> list[str]:
     """Stop and remove the named servers (all with `every`); the names removed. Unknown
     names fail before anything is stopped."""

@@ -7,17 +7,16 @@ tables and log lines; the pipeline itself lives in `serving` and `server`.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 
 import click
-from tabulate import tabulate
 
 from vkrama import serving
+from vkrama.cli import console
 from vkrama.cli.app import App, pass_app
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -124,8 +123,14 @@ def serve(
 
 def start(app: App, options: serving.ServeOptions, timeout: float | None) -> serving.Running:
     """Plan, start and wait with a spinner; on failure show the server's last log lines."""
-    progress = say if app.verbose else None
-    planned = serving.prepare(app.settings, options, app.engine, on_progress=progress)
+    with console.byte_progress("model") as download:
+        planned = serving.prepare(
+            app.settings,
+            options,
+            app.engine,
+            on_progress=StepPrinter(app.verbose),
+            on_download=lambda event: download(event.done, event.total),
+        )
     wait_s = timeout if timeout is not None else float(app.settings["serve.timeout"])
     with spinner(f"starting {planned.spec.name}") as tick:
         try:
@@ -139,6 +144,25 @@ def start(app: App, options: serving.ServeOptions, timeout: float | None) -> ser
     if app.verbose:
         say(f"ready in {running.ready_s:.2f} s")
     return running
+
+
+class StepPrinter:
+    """Shows what serve is doing on stderr: every line with -v, else one line per build step."""
+
+    def __init__(self, verbose: int) -> None:
+        self.verbose = verbose
+        self.steps_seen: set[tuple[str, int]] = set()
+
+    def __call__(self, event: object) -> None:
+        step = getattr(event, "step", None)
+        if step is None:  # a plain message from serve itself
+            if self.verbose:
+                say(str(event))
+            return
+        key = (str(getattr(event, "backend", "")), int(step))
+        if self.verbose or key not in self.steps_seen:
+            self.steps_seen.add(key)
+            say(str(event))
 
 
 def follow_until_interrupted(app: App, running: serving.Running) -> None:
@@ -205,7 +229,7 @@ def ps(app: App, as_json: bool) -> None:
     """List vkrama servers (from container labels)."""
     rows = serving.list_servers(app.engine)
     if as_json:
-        click.echo(json.dumps([server_json(row) for row in rows], indent=2))
+        console.echo_json([server_json(row) for row in rows])
         return
     if not rows:
         say("No vkrama servers. Start one with `vkrama serve MODEL -d`.")
@@ -216,7 +240,7 @@ def ps(app: App, as_json: bool) -> None:
         for row in rows
     ]  # fmt: skip
     headers = ["NAME", "MODEL", "BACKEND", "DEVICE", "URL", "STATE", "UPTIME"]
-    click.echo(tabulate(table, headers=headers, tablefmt="plain"))
+    console.echo_table(table, headers=headers, tablefmt="plain")
 
 
 def server_json(row: serving.ServerRow) -> dict[str, object]:
@@ -278,7 +302,7 @@ def logs(app: App, name: str, follow: bool, tail: int | None) -> None:
     row = serving.find_server(app.engine, name)
     with contextlib.suppress(KeyboardInterrupt):
         if tail is not None and not follow:
-            lines = serving.log_tail(app.engine, row.id, tail)
+            lines: Iterable[str] = serving.log_tail(app.engine, row.id, tail)
         else:
             lines = app.engine.logs(row.id, follow=follow, tail=tail)
         for line in lines:
