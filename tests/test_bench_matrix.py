@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fakesys import FakeHost, amd_dgpu_with_kfd
 
-from vkrama import results
-from vkrama.bench.session import BenchRequest, matrix
+from vkrama import config, images, results
+from vkrama.bench.session import BenchRequest, matrix, prepare
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu, HardwareProfile
 
@@ -96,3 +96,39 @@ def test_matrix_on_an_amd_desktop(
     amd_dgpu_with_kfd(host)
     choices, unavailable = matrix(host.detect(), BenchRequest("m", **asked))  # type: ignore[arg-type]
     assert [c.cell for c in choices] == cells and unavailable == []
+
+
+def fake_ensure(broken: set[str]) -> object:
+    def ensure(_engine: object, backend: str, _settings: object, on_progress: object = None):
+        if backend in broken:
+            raise VkramaError(
+                f"image {images.image_ref(backend)} is not built",
+                hint=f"`vkrama images build {backend}`",
+                status=ExitStatus.IMAGE_UNAVAILABLE,
+            )
+        return images.ImageRef(backend, images.image_ref(backend), f"sha256:{backend}", {})
+
+    return ensure
+
+
+def test_a_backend_whose_image_is_missing_becomes_a_failed_cell(
+    monkeypatch: pytest.MonkeyPatch, tiny_model: Path, settings: config.Settings
+) -> None:
+    monkeypatch.setattr(images, "ensure", fake_ensure({"vulkan"}))
+    request = BenchRequest(str(tiny_model), backends=("vulkan", "cpu"), vk_drivers=("lavapipe",))
+    planned = prepare(settings, request, engine=object())  # type: ignore[arg-type]
+    assert [c.key for c in planned.cells] == ["cpu"]
+    assert planned.images == {"localhost/vkrama/cpu:latest": ("sha256:cpu", {})}
+    assert [(u.backend, u.reason) for u in planned.unavailable] == [
+        ("vulkan", "unavailable: image localhost/vkrama/vulkan:latest is not built")
+    ]
+
+
+def test_nothing_to_bench_because_of_images_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, tiny_model: Path, settings: config.Settings
+) -> None:
+    monkeypatch.setattr(images, "ensure", fake_ensure({"cpu", "vulkan"}))
+    with pytest.raises(VkramaError) as caught:
+        prepare(settings, BenchRequest(str(tiny_model)), engine=object())  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
+    assert caught.value.hint == "`vkrama images build cpu`"

@@ -95,11 +95,15 @@ def prepare(
     threads = request.params.threads or planning.physical_cores()
     token = secrets.token_hex(4)
     images: dict[str, tuple[str, dict[str, str]]] = {}
+    image_errors: dict[str, VkramaError] = {}  # a backend whose image failed is not retried
     cells = []
     for position, choice in enumerate(choices):
         try:
+            if choice.backend in image_errors:
+                raise image_errors[choice.backend]
             image = _image(engine, settings, choice.backend, images, on_progress)
         except VkramaError as error:
+            image_errors[choice.backend] = error
             unavailable.append(_unavailable(choice.backend, choice.driver, error.message))
             continue
         cell = planning.plan_cell(
@@ -116,6 +120,8 @@ def prepare(
         )
         say(f"cell {cell.key}: {choice.reason}")
         cells.append(cell)
+    if not cells and image_errors:
+        raise next(iter(image_errors.values()))  # its own hint says how to get the image
     if not cells and unavailable:
         raise VkramaError(
             f"nothing to bench: {unavailable[0].reason.removeprefix(UNAVAILABLE)}",
