@@ -33,7 +33,7 @@ def measure(session: Session) -> Outcome:
     rama_flags = ["--image", image, *RAMALAMA_NO_REGISTRY, "--format", "json"]
 
     def side_b() -> dict[str, float]:
-        argv = session.ramalama("bench", *rama_flags, f"file://{model}")
+        argv = session.ramalama("bench", *rama_flags, session.ramalama_model(model))
         ran = run(argv, env=session.ramalama_env(), what="ramalama bench", peer=True, timeout=1800)
         return ramalama_tps(ran.stdout, "ramalama bench")
 

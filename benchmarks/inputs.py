@@ -61,6 +61,7 @@ class Session:
     warmup: int
     cache: Path = REPO / "benchmarks" / ".cache"
     _socket: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _ramalama_models: set[str] = field(default_factory=set, repr=False)
 
     @property
     def home(self) -> Path:
@@ -124,6 +125,21 @@ class Session:
             self._install_ramalama()
         store = self.cache / "ramalama-store"
         return [str(exe), "--store", str(store), *args]
+
+    def ramalama_model(self, path: Path) -> str:
+        """`file://PATH`, copied into ramalama's store first (its `--pull never` would otherwise
+        refuse a model it does not hold); untimed, once per run."""
+        ref = f"file://{path}"
+        if ref not in self._ramalama_models:
+            run(
+                self.ramalama("pull", ref),
+                env=self.ramalama_env(),
+                what="ramalama pull",
+                peer=True,
+                timeout=600,
+            )
+            self._ramalama_models.add(ref)
+        return ref
 
     def ramalama_env(self) -> dict[str, str]:
         # HOME keeps ramalama's config and caches out of the user's; no XDG config is read.

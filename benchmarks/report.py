@@ -87,6 +87,7 @@ def markdown(meta: Mapping[str, object], rows: Sequence[Row], notes: Sequence[st
         "",
         table(rows),
     ]
+    notes = [f"{row.comparison}, {row.case}: {row.note}" for row in rows if row.note] + list(notes)
     if notes:
         parts += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     failures = meta.get("vkrama_failures") or []
