@@ -7,15 +7,18 @@ podman path is covered by tests/test_bench_e2e.py.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from bench_fakes import CPU, LAVAPIPE, FakeChoice, make_cell
 
-from vkrama.bench import run
+from vkrama import config, results
+from vkrama.bench import run, session
 from vkrama.bench.plan import BenchParams
 from vkrama.engine import Completed, ContainerSpec, ContainerSummary
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.hardware import HardwareProfile
 
 DATA = Path(__file__).parent / "data" / "bench"
 
@@ -123,3 +126,37 @@ def test_ctrl_c_removes_the_running_container_and_keeps_finished_cells() -> None
     assert engine.ran == ["cpu", "vulkan"]  # the third cell never started
     assert [r.status for r in results] == ["ok", "interrupted"]
     assert engine.live == {} and engine.removed == ["id-1"]
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    name: str = "tiny"
+    sha256: str = "ab" * 32
+    files: tuple[Path, ...] = (Path("/m/tiny.gguf"),)
+
+
+def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
+    settings: config.Settings,
+) -> None:
+    engine = FakeEngine({"cpu": ok_cpu, "vulkan": interrupted})
+    cells = [make_cell(c, BenchParams(64, 16, 2), i) for i, c in enumerate((CPU, LAVAPIPE, CPU))]
+    planned = session.BenchPlan(
+        request=session.BenchRequest("tiny", params=BenchParams(64, 16, 2)),
+        model=FakeModel(),  # type: ignore[arg-type]
+        profile=HardwareProfile((), (), None, (), (), None),
+        cells=cells,
+        unavailable=[session._unavailable("rocm", None, "no AMD GPU")],
+        images={},
+        threads=2,
+    )
+    outcome = session.execute(engine, settings, planned)  # type: ignore[arg-type]
+    assert outcome.interrupted and outcome.status == "interrupted"
+    assert [(r.backend, r.status) for r in outcome.results] == [
+        ("rocm", "failed"), ("cpu", "ok"), ("vulkan", "interrupted"),
+    ]  # fmt: skip
+    stored = results.get_run(settings, outcome.run_id or 0)
+    assert stored.run.status == "interrupted" and stored.run.info.params["threads"] == 2
+    assert [(c.backend, c.status) for c in stored.cells] == [
+        ("rocm", "failed"), ("cpu", "ok"), ("vulkan", "interrupted"),
+    ]  # fmt: skip
+    assert engine.live == {}

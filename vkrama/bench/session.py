@@ -183,13 +183,13 @@ def execute(
     run_id = None
     if request.save:
         run_id = results.start_run(settings, run_info(bench_plan))
-    stored = 0
+    kept: list[CellResult] = []
 
     def keep(result: CellResult) -> None:
-        nonlocal stored
+        # Stored the moment a cell ends, so that a Ctrl-C later loses nothing finished.
+        kept.append(result)
         if run_id is not None:
-            results.add_cell(settings, run_id, stored, result)
-        stored += 1
+            results.add_cell(settings, run_id, len(kept) - 1, result)
 
     for result in bench_plan.unavailable:
         keep(result)
@@ -204,10 +204,9 @@ def execute(
             say(f"[{number}/{total}] {cell.key}: {text} ({result.duration_s:.1f} s)")
 
     timeout = request.timeout if request.timeout is not None else settings["bench.timeout"]
-    finished: list[CellResult] = []
     interrupted = False
     try:
-        finished, interrupted = run_cells(
+        _, interrupted = run_cells(
             engine,
             bench_plan.cells,
             timeout=float(timeout),
@@ -218,9 +217,7 @@ def execute(
         )
     except KeyboardInterrupt:  # between cells: the finished ones are stored already
         interrupted = True
-    outcome = BenchOutcome(
-        run_id, bench_plan.unavailable + finished, interrupted, request.params.expected_tests()
-    )
+    outcome = BenchOutcome(run_id, kept, interrupted, request.params.expected_tests())
     if run_id is not None:
         results.finish_run(settings, run_id, outcome.status)
     return outcome
