@@ -116,3 +116,40 @@ def test_a_bad_boolean_variable_is_a_config_error() -> None:
     with pytest.raises(VkramaError) as caught:
         config.load(environ={"VKRAMA_OFFLINE": "maybe"}, files=[])
     assert caught.value.status == ExitStatus.CONFIG
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "expected"),
+    [
+        ("", {}, []),
+        ('[models]\ninsecure_registries = ["reg.lan:5000", "10.0.0.2"]\n', {},
+         ["reg.lan:5000", "10.0.0.2"]),
+        ("", {"VKRAMA_MODELS_INSECURE_REGISTRIES": "reg.lan:5000, 10.0.0.2,"},
+         ["reg.lan:5000", "10.0.0.2"]),
+        ('[models]\ninsecure_registries = ["a:1"]\n', {"VKRAMA_MODELS_INSECURE_REGISTRIES": ""},
+         []),
+    ],
+    ids=[
+        "a-list-defaults-to-empty",
+        "a-toml-array-is-a-list",
+        "a-variable-is-split-at-commas",
+        "an-empty-variable-clears-the-file's-list",
+    ],
+)  # fmt: skip
+def test_list_settings(
+    tmp_path: Path, file_text: str, environ: dict[str, str], expected: list[str]
+) -> None:
+    settings = config.load(environ=environ, files=[write(tmp_path, file_text)])
+    assert settings["models.insecure_registries"] == expected
+
+
+@pytest.mark.parametrize(
+    "file_text",
+    ["[models]\ninsecure_registries = true\n", "[models]\ninsecure_registries = [1, 2]\n"],
+    ids=["a-boolean-is-not-a-list", "a-list-of-numbers-is-refused"],
+)
+def test_bad_lists_are_config_errors(tmp_path: Path, file_text: str) -> None:
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={}, files=[write(tmp_path, file_text)])
+    assert caught.value.status == ExitStatus.CONFIG
+    assert "models.insecure_registries must be a list of strings" in caught.value.message

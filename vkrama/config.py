@@ -23,7 +23,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 # Every setting vkrama knows, with its default. The type of the default is the type a
-# file or variable must give; a dict default is a free-form table (e.g. shortnames).
+# file or variable must give; a dict default is a free-form table (e.g. shortnames); a list
+# default takes a TOML array of strings or a comma-separated variable.
 DEFAULTS: dict[str, Any] = {
     "home": "",  # empty: $XDG_DATA_HOME/vkrama
     "offline": False,
@@ -40,6 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "models.ollama_registry": "https://registry.ollama.ai",
     "models.shortnames": {},
     "models.retries": 4,  # download attempts after the first, with doubling backoff from 0.5 s
+    # Registries (HOST:PORT) that may be reached over plain http when they do not speak TLS;
+    # loopback ones always may. Certificates, where TLS is spoken, are verified all the same.
+    "models.insecure_registries": [],
+    # PEM file of CAs to trust for model downloads (a private registry or mirror); empty:
+    # REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE if set, else certifi's bundle.
+    "models.ca_bundle": "",
     "bench.timeout": 1800,
 }
 
@@ -196,6 +203,8 @@ def _check_known(key: str, source: str, text: str | None = None) -> None:
 def _coerce(key: str, value: Any, source: str) -> Any:
     default = DEFAULTS[key]
     wanted = type(default)
+    if wanted is list:
+        return _coerce_list(key, value, source)
     if isinstance(value, str) and wanted is not str:
         try:
             if wanted is bool:
@@ -216,3 +225,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             status=ExitStatus.CONFIG,
         )
     return value
+
+
+def _coerce_list(key: str, value: Any, source: str) -> list[str]:
+    # Variables cannot hold arrays: "a:5000, b:5000" is the list a file writes as an array.
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise VkramaError(
+        f"{source}: {key} must be a list of strings, got {value!r}",
+        status=ExitStatus.CONFIG,
+    )
