@@ -80,21 +80,14 @@ def test_cpu_and_lavapipe_servers_answer_are_listed_and_stop_all_removes_them(
 def test_lavapipe_server_really_runs_on_vulkan(
     vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
 ) -> None:
-    done = vkrama(
-        "serve",
-        str(tiny_model),
-        "--backend",
-        "vulkan",
-        "--vk-driver",
-        "lavapipe",
-        "--port",
-        "auto",
-        "-d",
-    )
+    # `-lv 4` after `--` reaches llama-server, which then names the devices it uses.
+    done = vkrama("serve", str(tiny_model), "--backend", "vulkan", "--vk-driver", "lavapipe",
+                  "--port", "auto", "-d", "--", "-lv", "4")  # fmt: skip
     assert done.returncode == 0, done.stderr
     name = done.stdout.split()[0]
     log = vkrama("logs", name).stdout
-    assert "llvmpipe" in log
+    assert "Vulkan0 : llvmpipe" in log
+    assert "offloaded 5/5 layers to GPU" in log
     assert vkrama("stop", name).returncode == 0
 
 
@@ -233,13 +226,30 @@ def test_busy_port_fails_before_anything_starts(
     assert serve_containers(engine) == []
 
 
+@pytest.mark.parametrize(
+    ("damage", "status"),
+    [
+        pytest.param("truncate", 14, id="truncated-model-is-incomplete"),
+        pytest.param("garbage", 15, id="file-that-is-not-gguf-is-invalid"),
+    ],
+)
 def test_corrupt_model_is_refused(
-    vkrama: Vkrama, tmp_path: Path, engine: Engine, no_servers_left: None
+    damage: str,
+    status: int,
+    vkrama: Vkrama,
+    tiny_model: Path,
+    tmp_path: Path,
+    engine: Engine,
+    no_servers_left: None,
 ) -> None:
     corrupt = tmp_path / "corrupt.gguf"
-    corrupt.write_bytes(b"GGUF" + b"\xff" * 4096)
+    if damage == "truncate":
+        corrupt.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+    else:
+        corrupt.write_bytes(bytes(range(256)) * 64)
     done = vkrama("serve", str(corrupt), "--backend", "cpu", "--port", "auto", "-d")
-    assert_one_line_error(done, 15, "corrupt.gguf")
+    assert_one_line_error(done, status, "corrupt.gguf")
+    assert corrupt.exists()  # the user's file is refused, never deleted
     assert serve_containers(engine) == []
 
 
@@ -288,3 +298,39 @@ def assert_one_line_error(done: Any, status: int, mentions: str) -> None:
     lines = stderr.strip().splitlines()
     assert lines[0].startswith("Error: ") and mentions in lines[0], stderr
     assert all(line.startswith("Hint: ") for line in lines[1:]), stderr
+
+
+@pytest.fixture
+def empty_podman(tmp_path: Path) -> Iterator[str]:
+    """A real podman service over an empty image store, so no vkrama image exists there."""
+    root = Path("/tmp") / f"vk-empty-{tmp_path.name}"  # short: unix socket paths are limited
+    socket_path = root / "podman.sock"
+    storage = ["--root", str(root / "root"), "--runroot", str(root / "run")]
+    root.mkdir(parents=True, exist_ok=True)
+    service = subprocess.Popen(
+        ["podman", *storage, "system", "service", "--time=0", f"unix://{socket_path}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"unix://{socket_path}"
+        left = subprocess.run(
+            ["podman", *storage, "ps", "--all", "--quiet"], capture_output=True, text=True
+        )
+        assert left.stdout.strip() == "", "a container was left in the empty store"
+    finally:
+        service.terminate()
+        service.wait(timeout=20)
+        subprocess.run(["podman", *storage, "system", "reset", "--force"], capture_output=True)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_missing_image_with_offline_settings_is_refused(
+    vkrama: Vkrama, tiny_model: Path, empty_podman: str
+) -> None:
+    done = vkrama("--offline", "--engine-url", empty_podman, "serve", str(tiny_model),
+                  "--backend", "cpu", "--port", "auto", "-d")  # fmt: skip
+    assert_one_line_error(done, 9, "localhost/vkrama/cpu:latest")
+    assert "--offline" in done.stderr

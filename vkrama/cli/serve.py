@@ -185,16 +185,21 @@ def follow_until_interrupted(app: App, running: serving.Running) -> None:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd, `kill`, a supervisor) takes the same clean path as Ctrl-C."""
+    """SIGTERM (systemd, `kill`, a supervisor) takes the same clean path as Ctrl-C.
+
+    SIGINT is set too: a shell starts background jobs with SIGINT ignored, and a server
+    must still stop cleanly when someone sends it one.
+    """
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
