@@ -30,6 +30,9 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in [v for v in os.environ if v.startswith("VKRAMA_") and v != "VKRAMA_HOME"]:
         monkeypatch.delenv(var)
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    # Pulls from Hugging Face write into its cache: never the user's.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     return home
 
 

@@ -64,12 +64,21 @@ class LoopbackServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # Another host name for the same server, as Hugging Face's CDN is another host: clients
+        # must read the file's metadata from the redirect itself and drop the token there.
+        self.cdn_url = f"http://localhost:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def __enter__(self) -> LoopbackServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def add(self, path: str, resource: Resource) -> str:
         self.routes[path] = resource
@@ -159,7 +168,8 @@ def add_hf_file(
         "X-Repo-Commit": commit,
         "ETag": '"gitoid"',
     }
-    cdn = server.add(f"/cdn/{digest}", Resource(body=data))
+    server.add(f"/cdn/{digest}", Resource(body=data))
+    cdn = f"{server.cdn_url}/cdn/{digest}"
     server.add(
         f"/{repo}/resolve/main/{filename}", Resource(headers=meta, redirect=cdn, token=token)
     )

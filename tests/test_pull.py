@@ -27,9 +27,8 @@ MiB = 1 << 20
 
 @pytest.fixture
 def server() -> Iterator[LoopbackServer]:
-    srv = LoopbackServer()
-    yield srv
-    srv.close()
+    with LoopbackServer() as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 Stage: store (─► LocalModel). Layout under `settings.home / "models"`:
 
-    blobs/sha256-HEX           each distinct file once, read-only
+    blobs/sha256-HEX           each distinct file once, read-only (a hard link to the same
+                               file in the Hugging Face cache where there is one)
     snapshots/KEY/FILENAME     hard links to blobs with the file's real name (split GGUF
                                parts must sit side by side under their own names)
     refs/KEY.json              name, source, files, GGUF facts: what `vkrama list` shows
     partial/                   downloads in progress (kept for resuming)
-    locks/KEY.lock             one puller per model at a time
+    locks/KEY.lock             one puller per model (and per partial file) at a time;
+                               locks/blobs.lock: garbage collection waits for blobs being added
 
 A model becomes visible only when its ref file is renamed into place, after its blobs
 verified and parsed. Must not print and must not touch the network.
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from vkrama.store.gguf_info import GgufInfo
+
+BLOBS_LOCK = "blobs"  # a name no model reference can take (they all have a scheme)
 
 
 @dataclass(frozen=True)
@@ -95,14 +99,26 @@ class Store:
         return self._dir("partial") / f"{key}.part"
 
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Hold an exclusive lock on `name` (flock: released by the kernel if we are killed)."""
+    def lock(self, name: str, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+        """Hold a lock on `name` (flock: released by the kernel if we are killed).
+
+        Yields False, holding nothing, when `wait` is False and someone else has it.
+        """
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
         with open(self._dir("locks") / f"{key_for(name)}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, mode)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def adding_blobs(self) -> contextlib.AbstractContextManager[bool]:
+        """Held (shared) from a blob's arrival until a ref names it, so no collection takes it."""
+        return self.lock(BLOBS_LOCK, shared=True)
 
     def add_blob(self, src: Path, sha256: str, *, move: bool) -> Path:
         """Put a verified file into blobs/ (rename, else hard link, else copy); return it."""
@@ -194,10 +210,21 @@ class Store:
         return True
 
     def collect_garbage(self) -> None:
-        # A blob with one link is used by no snapshot.
-        for blob in (self.root / "blobs").glob("sha256-*"):
-            if blob.stat().st_nlink == 1:
-                blob.unlink()
+        """Delete blobs no ref names; skipped (left for next time) while a pull adds blobs."""
+        # Reference counting by refs, not by link count: a blob may also be linked from the
+        # Hugging Face cache or from the user's file it was imported from.
+        with self.lock(BLOBS_LOCK, wait=False) as alone:
+            if not alone:
+                return
+            used: set[str] = set()
+            for path in (self.root / "refs").glob("*.json"):
+                try:
+                    used.update(f["sha256"] for f in json.loads(path.read_text())["files"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    return  # one unreadable ref: better keep every blob than lose its files
+            for blob in (self.root / "blobs").glob("sha256-*"):
+                if blob.name.removeprefix("sha256-") not in used:
+                    blob.unlink()
 
 
 def _write_atomic(path: Path, text: str) -> None:

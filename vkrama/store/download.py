@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from vkrama import __version__
+from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.store.hf_cache import CacheSlot
 
 CHUNK = 1 << 16
 RESET_AFTER = 1 << 20  # bytes of progress that forgive earlier failures
@@ -36,6 +39,7 @@ class RemoteFile:
     size: int | None = None  # published size
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold a token
     local: Path | None = None  # already on disk (e.g. in the Hugging Face cache): no download
+    hf_slot: CacheSlot | None = None  # where the verified file also goes in the HF cache
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,29 @@ OnProgress = Callable[[Progress], None]
 class Http:
     """A requests session with retries, backoff and errors turned into VkramaError."""
 
-    def __init__(self, retries: int = 4, backoff: float = 0.5, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        retries: int = 4,
+        backoff: float = 0.5,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+        insecure: tuple[str, ...] = (),
+    ) -> None:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"vkrama/{__version__}"
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.verify = verify  # True (certifi) or a CA bundle; never False
+        self.insecure = insecure  # registries allowed plain http (see oci.base_url)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Http:
+        return cls(
+            retries=int(settings["models.retries"]),
+            verify=ca_bundle(settings),
+            insecure=tuple(settings["models.insecure_registries"]),
+        )
 
     def request(
         self,
@@ -79,8 +100,15 @@ class Http:
             try:
                 response = self.session.request(
                     method, url, headers=dict(headers or {}), stream=stream,
-                    allow_redirects=allow_redirects, timeout=self.timeout,
+                    allow_redirects=allow_redirects, timeout=self.timeout, verify=self.verify,
                 )  # fmt: skip
+            except requests.exceptions.SSLError as exc:
+                if untrusted(exc):  # retrying cannot help
+                    raise tls_error(url) from None
+                if attempt == self.retries:
+                    raise network_error(what, exc) from None
+                self.sleep(attempt)
+                continue
             except requests.RequestException as exc:
                 if attempt == self.retries:
                     raise network_error(what, exc) from None
@@ -153,6 +181,41 @@ class Http:
                 status=ExitStatus.CHECKSUM,
             )
         return sha256
+
+
+def ca_bundle(settings: Settings) -> bool | str:
+    """The CA bundle to verify TLS with: models.ca_bundle, else the usual variables, else True."""
+    configured = str(settings["models.ca_bundle"])
+    source = f"models.ca_bundle ({settings.source('models.ca_bundle')})"
+    if not configured:
+        for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+            if settings.environ.get(var):
+                configured, source = settings.environ[var], var
+                break
+    if not configured:
+        return True
+    path = Path(configured).expanduser()
+    if not path.is_file():
+        raise VkramaError(
+            f"{source}: CA bundle {path} does not exist",
+            hint="point it at a PEM file of the certificates to trust",
+            status=ExitStatus.CONFIG,
+        )
+    return str(path)
+
+
+def untrusted(exc: Exception) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc)
+
+
+def tls_error(url: str) -> VkramaError:
+    host = urlsplit(url).netloc
+    return VkramaError(
+        f"{host}: its TLS certificate is not trusted",
+        hint="if it is signed by a private CA, set models.ca_bundle (or REQUESTS_CA_BUNDLE)"
+        " to that CA's PEM file",
+        status=ExitStatus.NETWORK,
+    )
 
 
 def _hash_existing(part: Path, digest: Any) -> int:

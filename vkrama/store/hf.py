@@ -1,11 +1,12 @@
 """Hugging Face: `hf://ORG/REPO/FILE.gguf` and `hf://ORG/REPO:QUANT`.
 
 Stage: store source (ModelRef ─► RemoteFile). Reuses files already in the standard Hugging
-Face cache (`models--ORG--REPO/{blobs,snapshots,refs}`, shared by huggingface_hub and
-llama.cpp) without any request; otherwise picks files through the tree API and reads each
-file's sha256 and size from the resolve endpoint's `X-Linked-Etag`/`X-Linked-Size`. The
-endpoint is `models.hf_endpoint` (HF_ENDPOINT). The token (HF_TOKEN or the token file) goes
-into request headers only: must never be printed or stored. Must not print.
+Face cache (see `hf_cache`) without any request; otherwise picks files through the tree API
+and reads each file's sha256, size and commit from the resolve endpoint's
+`X-Linked-Etag`/`X-Linked-Size`/`X-Repo-Commit`, and names the cache slot each file is put in
+once verified, so huggingface_hub and llama.cpp find it too. The endpoint is
+`models.hf_endpoint` (HF_ENDPOINT). The token (HF_TOKEN or the token file) goes into request
+headers only: must never be printed or stored. Must not print.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import quote
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store.download import Http, RemoteFile
+from vkrama.store.hf_cache import CacheSlot, hf_home, repo_dir, snapshot
 from vkrama.store.refs import SPLIT, ModelRef, split_parts
 
 # The order llama.cpp's -hf falls back through when no quantization is named.
@@ -25,24 +27,11 @@ DEFAULT_QUANTS = ("Q4_K_M", "Q4_0", "Q8_0")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def hub_cache(environ: Mapping[str, str]) -> Path:
-    if environ.get("HF_HUB_CACHE"):
-        return Path(environ["HF_HUB_CACHE"]).expanduser()
-    return _hf_home(environ) / "hub"
-
-
-def _hf_home(environ: Mapping[str, str]) -> Path:
-    if environ.get("HF_HOME"):
-        return Path(environ["HF_HOME"]).expanduser()
-    cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "huggingface"
-
-
 def token(environ: Mapping[str, str]) -> str | None:
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         if environ.get(var):
             return environ[var].strip()
-    path = Path(environ.get("HF_TOKEN_PATH") or _hf_home(environ) / "token").expanduser()
+    path = Path(environ.get("HF_TOKEN_PATH") or hf_home(environ) / "token").expanduser()
     try:
         return path.read_text().strip() or None
     except OSError:
@@ -71,15 +60,21 @@ def remote_files(
         url = f"{endpoint}/{ref.repo}/resolve/{quote(ref.revision)}/{quote(name)}"
         head = http.request("HEAD", url, auth, what=f"{ref.repo}/{name}", allow_redirects=False)
         etag = head.headers.get("X-Linked-Etag") or head.headers.get("ETag") or ""
-        etag = etag.removeprefix("W/").strip('"').lower()
+        etag = etag.removeprefix("W/").strip('"')
         size = head.headers.get("X-Linked-Size") or head.headers.get("Content-Length")
         commit = head.headers.get("X-Repo-Commit", commit)
+        slot = None
+        if etag and "X-Repo-Commit" in head.headers:  # what huggingface_hub needs, too
+            slot = CacheSlot(repo_dir(settings.environ, ref.repo), ref.revision, commit, name, etag)
         files.append(
             RemoteFile(
                 PurePosixPath(name).name, url,
-                sha256=etag if SHA256.match(etag) else None,
+                sha256=etag.lower() if SHA256.match(etag.lower()) else None,
                 size=int(size) if size and size.isdigit() else None,
                 headers=auth,  # requests drops it when a redirect leaves the endpoint's host
+                # A blob the cache holds under another commit is reused, as huggingface_hub does.
+                local=slot.blob if slot is not None and slot.blob.is_file() else None,
+                hf_slot=slot,
             )
         )  # fmt: skip
     return files, f"{endpoint}/{ref.repo}@{commit}"
@@ -91,7 +86,7 @@ def _pick(http: Http, endpoint: str, ref: ModelRef, auth: Mapping[str, str]) -> 
     paths = [e["path"] for e in entries if e.get("type") == "file"]
     chosen = choose_file(paths, ref.tag)
     if chosen is None:
-        wanted = f"a {ref.tag} GGUF" if ref.tag else "a GGUF file"
+        wanted = f"{ref.tag} GGUF" if ref.tag else "GGUF file"
         ggufs = sorted({_quant_of(p) for p in paths if p.endswith(".gguf")} - {""})
         raise VkramaError(
             f"{ref.repo} has no {wanted}",
@@ -128,25 +123,23 @@ def _part_index(path: str) -> int | None:
 
 
 def _from_cache(environ: Mapping[str, str], ref: ModelRef) -> tuple[list[RemoteFile], str] | None:
-    repo_dir = hub_cache(environ) / f"models--{ref.repo.replace('/', '--')}"
-    revision_ref = repo_dir / "refs" / ref.revision
-    commit = revision_ref.read_text().strip() if revision_ref.is_file() else ref.revision
-    snapshot = repo_dir / "snapshots" / commit
-    if not snapshot.is_dir():
+    found = snapshot(environ, ref.repo, ref.revision)
+    if found is None:
         return None
+    folder, commit = found
     if ref.file:
         names = split_parts(ref.file)
     else:
-        present = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*.gguf")]
+        present = [str(p.relative_to(folder)) for p in folder.rglob("*.gguf")]
         chosen = choose_file(present, ref.tag)
         if chosen is None:
             return None
-        folder = str(PurePosixPath(chosen).parent)
-        prefix = "" if folder == "." else f"{folder}/"
+        parent = str(PurePosixPath(chosen).parent)
+        prefix = "" if parent == "." else f"{parent}/"
         names = [prefix + p for p in split_parts(PurePosixPath(chosen).name)]
     files = []
     for name in names:
-        path = snapshot / name
+        path = folder / name
         if not path.is_file():
             return None
         blob = path.resolve().name  # the blob is named by its etag: sha256 for LFS files

@@ -8,6 +8,7 @@ is opened. Must not print: progress goes to `on_progress`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,24 +32,38 @@ def pull(
         existing = store.get(model_ref.name)
         if existing is not None and sha256 in (None, existing.sha256):
             return existing
-        session = None if settings.offline else Http(retries=int(settings["models.retries"]))
+        session = None if settings.offline else Http.for_settings(settings)
         remotes, origin = _remote_files(settings, model_ref, session, sha256)
-        staged = [_stage(store, session, r, on_progress) for r in remotes]
-        try:
-            paths = [path for path, _ in staged]
-            labels = {path: r.filename for path, r in zip(paths, remotes, strict=True)}
-            metadata = gguf_info.read(paths[0], tuple(paths[1:]), labels)
-        except VkramaError:
-            for (path, _), remote in zip(staged, remotes, strict=True):
-                if remote.local is None:
-                    path.unlink(missing_ok=True)  # a bad file is not worth resuming
-            raise
-        files = []
-        for (path, digest), remote in zip(staged, remotes, strict=True):
-            size = path.stat().st_size
-            store.add_blob(path, digest, move=remote.local is None)
-            files.append(StoredFile(remote.filename, digest, size))
-        return store.publish(model_ref.name, model_ref.scheme, origin, files, metadata)
+        with contextlib.ExitStack() as held:
+            # Another name for the same file downloads into the same partial file: one at a
+            # time (sorted, so two pulls never wait on each other's locks).
+            for key in sorted({_partial_key(r) for r in remotes if r.local is None}):
+                held.enter_context(store.lock(f"partial {key}"))
+            try:
+                staged = [_stage(store, session, r, on_progress) for r in remotes]
+                paths = [path for path, _ in staged]
+                labels = {path: r.filename for path, r in zip(paths, remotes, strict=True)}
+                metadata = gguf_info.read(paths[0], tuple(paths[1:]), labels)
+            except VkramaError as error:
+                # Only an interrupted transfer is worth resuming; a bad, missing or refused
+                # part makes the parts already fetched worthless too.
+                if error.status != ExitStatus.NETWORK:
+                    for remote in remotes:
+                        if remote.local is None:
+                            _partial(store, remote).unlink(missing_ok=True)
+                raise
+            with store.adding_blobs():
+                files = []
+                for (path, digest), remote in zip(staged, remotes, strict=True):
+                    size = path.stat().st_size
+                    blob = store.add_blob(path, digest, move=path == _partial(store, remote))
+                    if remote.hf_slot is not None:
+                        # Best effort: a read-only shared cache must not fail the pull, whose
+                        # file is safe in the store already.
+                        with contextlib.suppress(OSError):
+                            remote.hf_slot.fill(blob)
+                    files.append(StoredFile(remote.filename, digest, size))
+                return store.publish(model_ref.name, model_ref.scheme, origin, files, metadata)
 
 
 def resolve(settings: Settings, ref: str) -> LocalModel:
@@ -135,14 +150,25 @@ def _stage(
             size = remote.local.stat().st_size
             on_progress(Progress(remote.filename, size, size, size))
         return remote.local, digest
+    if remote.sha256 is not None and store.blob(remote.sha256).is_file():
+        # The store holds these bytes already (under another name): no transfer. Blobs were
+        # verified on the way in and are read-only.
+        blob = store.blob(remote.sha256)
+        if on_progress is not None:
+            size = blob.stat().st_size
+            on_progress(Progress(remote.filename, size, size, size))
+        return blob, remote.sha256
     assert session is not None  # offline sources only ever give local files
-    part = store.partial(remote.sha256 or key_for(remote.url))
-    try:
-        return part, session.fetch(remote, part, on_progress)
-    except VkramaError as error:
-        if error.status in (ExitStatus.CHECKSUM, ExitStatus.INCOMPLETE):
-            part.unlink(missing_ok=True)
-        raise
+    part = _partial(store, remote)
+    return part, session.fetch(remote, part, on_progress)
+
+
+def _partial_key(remote: RemoteFile) -> str:
+    return remote.sha256 or key_for(remote.url)
+
+
+def _partial(store: Store, remote: RemoteFile) -> Path:
+    return store.partial(_partial_key(remote))
 
 
 def _import_file(store: Store, ref: ModelRef, sha256: str | None) -> LocalModel:
@@ -152,7 +178,7 @@ def _import_file(store: Store, ref: ModelRef, sha256: str | None) -> LocalModel:
             f"checksum mismatch for {model.path}: expected {sha256}, got {model.sha256}",
             status=ExitStatus.CHECKSUM,
         )
-    with store.lock(ref.name):
+    with store.lock(ref.name), store.adding_blobs():
         files = []
         for path, digest in zip(model.files, model.sha256s, strict=True):
             store.add_blob(path, digest, move=False)
