@@ -68,7 +68,9 @@ def test_cpu_and_lavapipe_servers_answer_are_listed_and_stop_all_removes_them(
     assert set(urls) <= set(rows)
     backends = {(rows[n]["backend"], rows[n]["driver"]) for n in urls}
     assert backends == {("cpu", None), ("vulkan", "lavapipe")}
-    assert all(rows[n]["state"] == "running" and rows[n]["url"] == urls[n] for n in urls)
+    assert {n: (rows[n]["state"], rows[n]["url"]) for n in urls} == {
+        n: ("running", url) for n, url in urls.items()
+    }
     table = vkrama("ps").stdout
     assert all(name in table for name in urls)
     stopped = vkrama("stop", "--all")
