@@ -1,5 +1,6 @@
 """Loopback servers for the store tests: plain HTTP with Range, a fake Hugging Face endpoint,
-a fake Ollama registry (bearer-token flow) and the real `docker-registry`.
+a fake Ollama registry (bearer-token flow) and the real `docker-registry` (plain, or TLS with
+htpasswd Basic auth).
 
 Each server counts the requests and body bytes it served, so tests can assert "no network
 transfer" and "re-downloaded less than 1 MiB".
@@ -22,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import bcrypt
 import requests
 
 
@@ -216,50 +218,95 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class RegistryAuth:
+    """htpasswd Basic auth for `docker_registry`, which then wants TLS: a self-signed cert."""
+
+    user: str
+    password: str
+    cert: Path  # also the CA to trust: it signs itself
+    key: Path
+
+
+def self_signed(root: Path, ip: str) -> tuple[Path, Path]:
+    """A throwaway certificate for `ip` (openssl); returns (cert, key)."""
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={ip}",
+         "-addext", f"subjectAltName=IP:{ip}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 @contextlib.contextmanager
-def docker_registry(root: Path) -> Iterator[str]:
-    """Debian's real `docker-registry` on a loopback port; yields "127.0.0.1:PORT"."""
+def docker_registry(
+    root: Path, auth: RegistryAuth | None = None, ip: str = "127.0.0.1", name: str | None = None
+) -> Iterator[str]:
+    """Debian's real `docker-registry` on `ip`; yields "NAME:PORT" (NAME defaults to `ip`).
+
+    With `auth`, it speaks TLS and wants htpasswd Basic auth.
+    """
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     port = free_port()
     config = root / "registry.yml"
-    config.write_text(
+    text = (
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: {ip}:{port}\n"
     )
+    if auth is not None:
+        # docker-registry reads bcrypt htpasswd lines only.
+        hashed = bcrypt.hashpw(auth.password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        (root / "htpasswd").write_text(f"{auth.user}:{hashed}\n")
+        text += (
+            f"  tls:\n    certificate: {auth.cert}\n    key: {auth.key}\n"
+            f"auth:\n  htpasswd:\n    realm: vkrama-test\n    path: {root / 'htpasswd'}\n"
+        )
+    config.write_text(text)
     process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)  # fmt: skip
+    scheme = "https" if auth else "http"
+    verify: bool | str = str(auth.cert) if auth else True
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                probe = requests.get(f"{scheme}://{ip}:{port}/v2/", timeout=1, verify=verify)
+                if probe.status_code in (200, 401):
                     break
             except requests.ConnectionError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"docker-registry did not start: {process.stderr!r}")
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield f"{name or ip}:{port}"
     finally:
         process.terminate()
         process.wait(10)
 
 
 def push_artifact(host: str, repo: str, tag: str, layers: list[tuple[str, bytes, dict[str, str]]],
-                  artifact_type: str, config_type: str) -> None:  # fmt: skip
+                  artifact_type: str, config_type: str,
+                  auth: RegistryAuth | None = None) -> None:  # fmt: skip
     """Push an OCI artifact with the plain distribution API (blob uploads, then the manifest)."""
-    base = f"http://{host}/v2/{repo}"
+    session = requests.Session()
+    session.trust_env = False  # the machine's REQUESTS_CA_BUNDLE would override `verify`
+    if auth is not None:
+        session.auth, session.verify = (auth.user, auth.password), str(auth.cert)
+    origin = f"{'https' if auth else 'http'}://{host}"
+    base = f"{origin}/v2/{repo}"
 
     def upload(data: bytes) -> str:
         digest = f"sha256:{sha256(data)}"
-        start = requests.post(f"{base}/blobs/uploads/", timeout=10)
+        start = session.post(f"{base}/blobs/uploads/", timeout=10)
         assert start.status_code == 202, start.text
         location = start.headers["Location"]
         if location.startswith("/"):
-            location = f"http://{host}{location}"
+            location = f"{origin}{location}"
         sep = "&" if "?" in location else "?"
-        done = requests.put(f"{location}{sep}digest={digest}", data=data, timeout=30,
-                            headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        done = session.put(f"{location}{sep}digest={digest}", data=data, timeout=30,
+                           headers={"Content-Type": "application/octet-stream"})  # fmt: skip
         assert done.status_code == 201, done.text
         return digest
 
@@ -275,6 +322,6 @@ def push_artifact(host: str, repo: str, tag: str, layers: list[tuple[str, bytes,
             for media, data, annotations in layers
         ],
     }  # fmt: skip
-    answer = requests.put(f"{base}/manifests/{tag}", data=json.dumps(manifest), timeout=10,
-                          headers={"Content-Type": manifest["mediaType"]})  # fmt: skip
+    answer = session.put(f"{base}/manifests/{tag}", data=json.dumps(manifest), timeout=10,
+                         headers={"Content-Type": manifest["mediaType"]})  # fmt: skip
     assert answer.status_code == 201, answer.text

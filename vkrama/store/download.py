@@ -124,6 +124,18 @@ class Http:
             raise status_error(what, response.status_code)
         raise AssertionError("unreachable")
 
+    def speaks_tls(self, url: str) -> bool:
+        """Whether `url`'s server answers over TLS (one try: a probe, not a transfer)."""
+        try:
+            self.session.get(url, timeout=min(self.timeout, 5.0), verify=self.verify).close()
+        except requests.exceptions.SSLError as exc:
+            if untrusted(exc):
+                raise tls_error(url) from None
+            return False  # it answered, but not in TLS
+        except requests.RequestException:
+            return False  # nothing there over TLS: plain http will say what is wrong
+        return True
+
     def sleep(self, attempt: int) -> None:
         time.sleep(self.backoff * (2**attempt))
 
@@ -260,14 +272,16 @@ def _short(filename: str, have: int, size: int) -> VkramaError:
 def network_error(what: str, exc: Exception, have: int | None = None) -> VkramaError:
     kept = f" ({have} bytes kept; pulling again resumes)" if have else ""
     reason = type(exc).__name__
-    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+    hint = "check the network or the endpoint setting, then pull again"
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = "the TLS handshake failed"
+        hint = "a registry that speaks plain http must be listed in models.insecure_registries"
+    elif isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         reason = "connection failed or dropped"
     elif isinstance(exc, requests.Timeout):
         reason = "timed out"
     return VkramaError(
-        f"download of {what} failed: {reason}{kept}",
-        hint="check the network or the endpoint setting, then pull again",
-        status=ExitStatus.NETWORK,
+        f"download of {what} failed: {reason}{kept}", hint=hint, status=ExitStatus.NETWORK
     )
 
 

@@ -2,7 +2,8 @@
 
 Stage: store source (ModelRef ─► RemoteFile). Speaks the OCI distribution API: manifest (an
 index is followed to its first manifest), then the GGUF layers' blobs by digest. Handles the
-bearer-token flow (and Basic) with credentials from the usual auth files. Ollama's registry
+bearer-token flow (and Basic) with credentials from the usual auth files; TLS everywhere but
+on loopback and `models.insecure_registries` hosts that do not speak it. Ollama's registry
 speaks the same API, so `ollama.py` reuses `Registry`. Credentials and tokens go into request
 headers only: must never be printed or stored. Must not print.
 """
@@ -13,6 +14,7 @@ import base64
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -41,9 +43,20 @@ TITLE_KEYS = ("org.cncf.model.filepath", "org.opencontainers.image.title")
 LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
 
 
-def base_url(host: str) -> str:
-    # Loopback registries are plain HTTP, as docker and podman treat them.
-    return f"{'http' if LOOPBACK.match(host) else 'https'}://{host}"
+def base_url(host: str, http: Http) -> str:
+    """https://HOST, or http://HOST for a host that may (loopback or listed in
+    models.insecure_registries) and does not speak TLS: docker and podman try the same way."""
+    if (LOOPBACK.match(host) or host in http.insecure) and not http.speaks_tls(
+        f"https://{host}/v2/"
+    ):
+        return f"http://{host}"
+    return f"https://{host}"
+
+
+@dataclass(frozen=True)
+class Credential:
+    basic: str = field(repr=False)  # base64 "user:password": never shown
+    file: str  # the auth file it came from (shown in hints)
 
 
 class Registry:
@@ -55,15 +68,25 @@ class Registry:
         self.repo = repo
         self.environ = environ
         self.auth: dict[str, str] = {}
+        self.credential: Credential | None = None
 
     def get(self, path: str, accept: str, what: str) -> Any:
         url = f"{self.base}/v2/{self.repo}/{path}"
         headers = {"Accept": accept}
         response = self.http.request("GET", url, {**headers, **self.auth}, what=what, ok=(401,))
         if response.status_code == 401:
+            response.close()
             self._authenticate(response.headers.get("WWW-Authenticate", ""), what)
-            response = self.http.request("GET", url, {**headers, **self.auth}, what=what)
+            response = self.http.request("GET", url, {**headers, **self.auth}, what=what,
+                                         ok=(401,))  # fmt: skip
+            if response.status_code == 401:
+                response.close()
+                raise self._refused(what)
         return response.json()
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base).netloc
 
     def manifest(self, tag: str) -> dict[str, Any]:
         what = f"{self.repo}:{tag}"
@@ -86,14 +109,17 @@ class Registry:
     def _authenticate(self, challenge: str, what: str) -> None:
         scheme, _, params = challenge.partition(" ")
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
-        user_pass = credentials(self.environ, urlsplit(self.base).netloc)
-        basic = {"Authorization": f"Basic {user_pass}"} if user_pass else {}
+        self.credential = credentials(self.environ, self.host)
+        basic = {"Authorization": f"Basic {self.credential.basic}"} if self.credential else {}
         if scheme.lower() == "bearer" and "realm" in fields:
             query = {k: v for k, v in fields.items() if k in ("service", "scope")}
             query.setdefault("scope", f"repository:{self.repo}:pull")
             url = f"{fields['realm']}?{urlencode(query)}"
-            answer = self.http.request("GET", url, basic, what=f"{what} token").json()
-            found = answer.get("token") or answer.get("access_token")
+            answer = self.http.request("GET", url, basic, what=f"{what} token", ok=(401, 403))
+            if answer.status_code in (401, 403):
+                answer.close()
+                raise self._refused(what)
+            found = answer.json().get("token") or answer.json().get("access_token")
             if not found:
                 raise VkramaError(f"{what}: the registry's token service gave no token",
                                   status=ExitStatus.AUTH)  # fmt: skip
@@ -101,31 +127,50 @@ class Registry:
         elif scheme.lower() == "basic" and basic:
             self.auth = basic
         else:
-            raise VkramaError(
-                f"{what}: the registry wants credentials (HTTP 401)",
-                hint="log in with `podman login REGISTRY` (vkrama reads its auth.json)",
+            raise self._refused(what)
+
+    def _refused(self, what: str) -> VkramaError:
+        credential = self.credential
+        if credential is None:
+            looked = ", ".join(auth_files(self.environ))
+            return VkramaError(
+                f"{what}: {self.host} wants credentials (HTTP 401) and vkrama has none for it",
+                hint=f"`podman login {self.host}` (or `docker login`) stores them; vkrama reads"
+                f" {looked}",
                 status=ExitStatus.AUTH,
             )
+        return VkramaError(
+            f"{what}: {self.host} refused the credentials from {credential.file} (HTTP 401)",
+            hint=f"log in again: `podman login {self.host}`",
+            status=ExitStatus.AUTH,
+        )
 
 
-def credentials(environ: Mapping[str, str], host: str) -> str | None:
-    """base64 "user:password" for `host` from the containers or docker auth files."""
+def auth_files(environ: Mapping[str, str]) -> list[str]:
+    """Where credentials are looked up, in order: as podman, skopeo and docker do."""
     home = Path(environ.get("HOME") or Path.home())
     files = [environ.get("REGISTRY_AUTH_FILE", "")]
     if environ.get("XDG_RUNTIME_DIR"):
         files.append(f"{environ['XDG_RUNTIME_DIR']}/containers/auth.json")
     files += [str(home / ".config/containers/auth.json"), str(home / ".docker/config.json")]
-    for name in filter(None, files):
+    return [f for f in files if f]
+
+
+def credentials(environ: Mapping[str, str], host: str) -> Credential | None:
+    """The "user:password" (base64) for `host` from the first auth file that has it."""
+    for name in auth_files(environ):
         try:
             auths = json.loads(Path(name).read_text()).get("auths", {})
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             continue
         for key, entry in auths.items():
-            if urlsplit(key if "://" in key else f"//{key}").netloc == host and entry.get("auth"):
-                return str(entry["auth"])
-            if key == host and entry.get("username"):
+            if urlsplit(key if "://" in key else f"//{key}").netloc != host:
+                continue
+            if entry.get("auth"):
+                return Credential(str(entry["auth"]), name)
+            if entry.get("username"):
                 raw = f"{entry['username']}:{entry.get('password', '')}".encode()
-                return base64.b64encode(raw).decode()
+                return Credential(base64.b64encode(raw).decode(), name)
     return None
 
 
@@ -153,7 +198,7 @@ def _title(layer: dict[str, Any]) -> str:
 def remote_files(
     ref: ModelRef, http: Http, environ: Mapping[str, str]
 ) -> tuple[list[RemoteFile], str]:
-    registry = Registry(http, base_url(ref.host), ref.repo, environ)
+    registry = Registry(http, base_url(ref.host, http), ref.repo, environ)
     manifest = registry.manifest(ref.tag)
     layers = gguf_layers(manifest, GGUF_LAYERS)
     if not layers:

@@ -17,7 +17,7 @@ MODEL_LAYER = "application/vnd.ollama.image.model"
 
 
 def remote_files(settings: Settings, ref: ModelRef, http: Http) -> tuple[list[RemoteFile], str]:
-    base = oci.base_url(ref.host) if ref.host else str(settings["models.ollama_registry"])
+    base = oci.base_url(ref.host, http) if ref.host else str(settings["models.ollama_registry"])
     registry = oci.Registry(http, base, ref.repo, settings.environ)
     layers = oci.gguf_layers(registry.manifest(ref.tag), (MODEL_LAYER,))
     if not layers:
