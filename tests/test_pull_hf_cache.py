@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -201,3 +203,22 @@ def test_a_bad_part_of_a_split_model_leaves_no_part_behind(
     assert list(partial.iterdir()) == [], "the good first part went too"
     assert listed(vkrama, env) == []
     assert not (hub / f"models--{REPO.replace('/', '--')}").exists()
+
+
+def test_two_names_for_one_file_pulled_at_once_download_it_once(
+    env, server: LoopbackServer, hub: Path, tiny_model: Path, vkrama
+) -> None:
+    data = tiny_model.read_bytes()
+    add_hf_file(server, REPO, "tiny-F16.gguf", data, commit=COMMIT_A)
+    server.routes[f"/cdn/{sha256(data)}"].rate = 8 << 20  # slow enough to overlap
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "vkrama", "pull", ref], env={**os.environ, **env},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for ref in (f"hf://{REPO}:F16", f"hf://{REPO}/tiny-F16.gguf")
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    downloads = [path for method, path, _ in server.requests if path.startswith("/cdn/")]
+    assert downloads == [f"/cdn/{sha256(data)}"], "the second waited, then took the first's blob"
+    assert len(listed(vkrama, env)) == 2
+    assert len(list((Path(os.environ["VKRAMA_HOME"]) / "models" / "blobs").iterdir())) == 1

@@ -120,6 +120,7 @@ def inspect(app: App, ref: str, as_json: bool) -> None:
 @click.argument("ref")
 @pass_app
 def rm(app: App, ref: str) -> None:
-    """Remove a model from the store (files shared with other names stay)."""
+    """Remove a model from the store (files shared with other names stay, and so do files in
+    the Hugging Face cache: other tools use them)."""
     model = store.remove(app.settings, ref)
     click.echo(f"removed {model.name}", file=sys.stdout)
