@@ -7,7 +7,7 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 cd "$(dirname "$0")/.."
-need=(podman runc mmdebstrap docker-registry skopeo uidmap python3-venv procps)
+need=(podman runc mmdebstrap docker-registry skopeo uidmap python3-venv procps openssl curl)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
