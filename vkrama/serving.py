@@ -99,7 +99,7 @@ def prepare(
         if engine is None
         else store.ensure(settings, options.model, on_progress=on_download)
     )
-    choice = _choose(settings, options, model)
+    choice = _choose(settings, options, model, say)
     say(
         f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: {choice.reason}"
     )
@@ -131,19 +131,22 @@ def prepare(
     return Planned(spec, server.base_url(options.host, port), spec.labels["vkrama.alias"], api_key)
 
 
-def _choose(settings: Settings, options: ServeOptions, model: LocalModel) -> Choice:
+def _choose(
+    settings: Settings, options: ServeOptions, model: LocalModel, say: Callable[[str], object]
+) -> Choice:
     from vkrama import backends, hardware
 
     profile = hardware.detect()
     if options.backend != "best":
         return backends.choose(profile, options.backend, options.gpu, options.vk_driver)
-    backend, driver = _best_cell(settings, model, profile, options.gpu)
+    backend, driver, reason = _best_cell(settings, options.model, model, profile, options.gpu)
+    say(f"--backend best: {reason}")
     return backends.choose(profile, backend, options.gpu, driver)
 
 
 def _best_cell(
-    settings: Settings, model: LocalModel, profile: HardwareProfile, gpu: int | None
-) -> tuple[str, str | None]:
+    settings: Settings, ref: str, model: LocalModel, profile: HardwareProfile, gpu: int | None
+) -> tuple[str, str | None, str]:
     """The fastest (backend, driver) `vkrama bench` measured for this model and GPU."""
     cell = None
     try:
@@ -154,11 +157,11 @@ def _best_cell(
         pass  # the bench stage has not landed: same answer as "no results yet"
     if cell is None:
         raise VkramaError(
-            f"no bench results for {model.name} on this machine yet",
-            hint=f"run `vkrama bench {model.name}` first, or pick --backend yourself",
+            f"no bench results for {ref} on this machine yet",
+            hint=f"run `vkrama bench {ref}` first, or pick --backend yourself",
             status=ExitStatus.NOT_FOUND,
         )
-    return cell.backend, cell.driver
+    return cell.backend, cell.driver, cell.reason
 
 
 def read_api_key(path: Path) -> str:

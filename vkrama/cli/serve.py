@@ -110,7 +110,7 @@ def serve(
         extra_args=extra_args,
     )
     if app.dry_run:
-        planned = serving.prepare(settings, options, engine=None)
+        planned = serving.prepare(settings, options, None, on_progress=StepPrinter(app.verbose))
         click.echo(planned.spec.podman_command(detach=True))
         return
     with terminate_as_interrupt():
