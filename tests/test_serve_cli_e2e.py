@@ -336,3 +336,37 @@ def test_missing_image_with_offline_settings_is_refused(
                   "--backend", "cpu", "--port", "auto", "-d")  # fmt: skip
     assert_one_line_error(done, 9, "localhost/vkrama/cpu:latest")
     assert "--offline" in done.stderr
+
+
+def start_foreground(tiny_model: Path) -> tuple[subprocess.Popen[str], str]:
+    """A foreground `vkrama serve` once it is ready, and its container name."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "serve", str(tiny_model), "--backend", "cpu",
+         "--port", "auto"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    banner = process.stderr.readline()
+    assert banner.startswith("Serving tiny at "), banner
+    return process, banner.split()[5]
+
+
+def test_foreground_serve_stopped_from_elsewhere_ends_quietly(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    process, name = start_foreground(tiny_model)
+    assert vkrama("stop", name).returncode == 0
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert f"{name} was stopped" in err
+
+
+def test_foreground_serve_whose_server_dies_exits_7_and_removes_it(
+    tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    process, name = start_foreground(tiny_model)
+    subprocess.run(["podman", "kill", name], check=True, capture_output=True)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 7, err
+    assert f"Error: {name} exited with code 137" in err
+    assert name not in serve_containers(engine)

@@ -8,7 +8,7 @@ Never leaves a container behind when a server fails to become ready.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -220,6 +220,30 @@ def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
     llama-server writes a line as several records, so podman's tail comes back garbled.
     """
     return list(engine.logs(container))[-lines:] if lines else []
+
+
+class ContainerGone(Exception):
+    """The container was removed while vkrama was following it."""
+
+
+def follow_log(engine: Engine, container: str) -> Iterator[str]:
+    """The container's log as it grows, until it exits; ContainerGone if it is removed."""
+    try:
+        yield from engine.logs(container, follow=True)
+    except VkramaError as error:
+        if error.status == ExitStatus.NOT_FOUND or exit_code(engine, container) is None:
+            raise ContainerGone(container) from None
+        raise
+
+
+def exit_code(engine: Engine, container: str) -> int | None:
+    """The exit code of a stopped container; None when it no longer exists."""
+    try:
+        return int(engine.state(container).get("ExitCode", 0))
+    except VkramaError as error:
+        if error.status == ExitStatus.NOT_FOUND:
+            return None
+        raise
 
 
 def _is_running(engine: Engine, container: str) -> bool:

@@ -170,10 +170,15 @@ def follow_until_interrupted(app: App, running: serving.Running) -> None:
     say(f"Serving {running.alias} at {running.url}/v1 as {running.name} (Ctrl-C stops it)")
     engine = app.engine
     try:
-        for line in engine.logs(running.id, follow=True):
-            click.echo(line)
+        with contextlib.suppress(serving.ContainerGone):
+            for line in serving.follow_log(engine, running.id):
+                click.echo(line)
+        code = serving.exit_code(engine, running.id)
+        if code is None:  # `vkrama stop` from elsewhere removed it
+            say(f"{running.name} was stopped")
+            return
         raise VkramaError(
-            f"{running.name} exited",
+            f"{running.name} exited with code {code}",
             hint="its log is above; `vkrama serve ... --backend cpu` rules out the GPU",
             status=ExitStatus.CONTAINER_EXITED,
         )
