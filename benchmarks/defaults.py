@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 
-from benchmarks.harness import Outcome, Row, alternate, ratio_row, run
+from benchmarks.harness import BENCH_TIMEOUT_S, Outcome, Row, alternate, ratio_row, run
 from benchmarks.inputs import RAMALAMA_NO_REGISTRY, Session
 from benchmarks.llama_bench import ramalama_tps, vkrama_tps
 
@@ -27,14 +27,20 @@ def measure(session: Session) -> Outcome:
     vk_argv = session.vkrama("bench", str(model), "--backend", "cpu", "--json", "--no-save")
 
     def side_a() -> dict[str, float]:
-        ran = run(vk_argv, env=session.env(), what="vkrama bench", timeout=1800)
+        ran = run(vk_argv, env=session.env(), what="vkrama bench", timeout=BENCH_TIMEOUT_S)
         return vkrama_tps(ran.stdout, "vkrama bench")
 
     rama_flags = ["--image", image, *RAMALAMA_NO_REGISTRY, "--format", "json"]
 
     def side_b() -> dict[str, float]:
         argv = session.ramalama("bench", *rama_flags, session.ramalama_model(model))
-        ran = run(argv, env=session.ramalama_env(), what="ramalama bench", peer=True, timeout=1800)
+        ran = run(
+            argv,
+            env=session.ramalama_env(),
+            what="ramalama bench",
+            peer=True,
+            timeout=BENCH_TIMEOUT_S,
+        )
         return ramalama_tps(ran.stdout, "ramalama bench")
 
     sides = alternate(side_a, side_b, session.pairs, session.warmup)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 
-from benchmarks.harness import Outcome, Row, SideFailed, alternate, ratio_row, run
+from benchmarks.harness import BENCH_TIMEOUT_S, Outcome, Row, SideFailed, alternate, ratio_row, run
 from benchmarks.inputs import Session, planned_podman_run
 from benchmarks.llama_bench import raw_tps, vkrama_tps
 
@@ -53,11 +53,13 @@ def measure(session: Session) -> Outcome:
         vk_argv = session.vkrama("bench", str(model), *selection, *args, "--json", "--no-save")
 
         def side_a(argv: list[str] = vk_argv, label: str = label) -> dict[str, float]:
-            ran = run(argv, env=session.env(), what=f"vkrama bench ({label})", timeout=1800)
+            ran = run(
+                argv, env=session.env(), what=f"vkrama bench ({label})", timeout=BENCH_TIMEOUT_S
+            )
             return {**vkrama_tps(ran.stdout, "vkrama bench"), "wall": ran.seconds}
 
         def side_b(argv: list[str] = raw, label: str = label) -> dict[str, float]:
-            ran = run(argv, what=f"podman run llama-bench ({label})", timeout=1800)
+            ran = run(argv, what=f"podman run llama-bench ({label})", timeout=BENCH_TIMEOUT_S)
             return {**raw_tps(ran.stdout, "llama-bench"), "wall": ran.seconds}
 
         sides = alternate(side_a, side_b, session.pairs, session.warmup)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 # A measurement returns one number per metric, e.g. {"s": 0.21} or {"pp512": 61.0, "tg128": 14.2}.
 Measure = Callable[[], Mapping[str, float]]
+# One llama-bench run here takes seconds to a minute; a run past this is stuck (a container
+# left in "Created" by a podman that hangs under load was seen), and counts as a failure.
+BENCH_TIMEOUT_S = 600
 
 
 class SideFailed(Exception):

@@ -142,8 +142,14 @@ class Session:
         return ref
 
     def ramalama_env(self) -> dict[str, str]:
-        # HOME keeps ramalama's config and caches out of the user's; no XDG config is read.
-        return {"HOME": str(self.cache / "ramalama-home"), "XDG_CONFIG_HOME": ""}
+        """An empty config file: ramalama's built-in defaults, whatever the user configured
+        (its shipped ramalama.conf sets nothing either). HOME stays: rootless podman keeps
+        its images there."""
+        empty = self.cache / "ramalama-empty.conf"
+        if not empty.exists():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            empty.write_text("# no settings: ramalama's defaults\n")
+        return {"RAMALAMA_CONFIG": str(empty)}
 
     def _install_ramalama(self) -> None:
         try:
@@ -155,6 +161,8 @@ class Session:
                     "install",
                     "-q",
                     "--disable-pip-version-check",
+                    "--timeout=20",
+                    "--retries=1",
                     f"ramalama=={RAMALAMA_VERSION}",
                 ],
                 what="pip install ramalama",
