@@ -26,7 +26,7 @@ mkdir -p "$PKGS"
 DEBS=(podman conmon runc golang-github-containers-common golang-github-containers-image
       libgpgme11 libgpg-error0 libassuan0 libdevmapper1.02.1 libsubid4 catatonit libglib2.0-0 libseccomp2
       netavark aardvark-dns iptables libip4tc2 libip6tc2 libxtables12 libmnl0
-      libnetfilter-conntrack3 libnfnetlink0 libnftnl11 zstd)
+      libnetfilter-conntrack3 libnfnetlink0 libnftnl11 zstd libsystemd0 libcap2 libgcrypt20)
 missing=()
 for deb in "${DEBS[@]}"; do
     compgen -G "$PKGS/${deb}_*.deb" >/dev/null || missing+=("$deb")

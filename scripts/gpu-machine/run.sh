@@ -2,12 +2,13 @@
 # Runs ON the GPU machine after install.sh: vkrama's normal commands against the real GPU,
 # with everything written under $OUT (the device tool brings back at most 8 files).
 #
-#   run.sh model      diagnostics, `vkrama devices`/`doctor`, and the llama-2-7B-shaped
-#                     random Q4_0 model (F16 written here, quantized in the cuda image)
+#   run.sh diag       the machine's GPU, device nodes, PCI functions; `vkrama devices`/`doctor`
+#   run.sh model      the llama-2-7B-shaped random Q4_0 model (F16 written here, quantized
+#                     with llama-quantize from the cuda image)
 #   run.sh serve      `vkrama serve --backend cuda -d` + one chat completion, then stop
 #   run.sh bench      `vkrama bench --backend cuda,cpu`, then `--backend vulkan --vk-driver
 #                     nvidia` (a failed cell is recorded with its reason), export the runs
-#   run.sh all        the three in order
+#   run.sh STAGE...   several in order; `all` is diag model serve bench
 #
 # A failing step is logged and the next one still runs: every outcome is a result here.
 set -uo pipefail
@@ -19,11 +20,12 @@ mkdir -p "$OUT" "$STATE/models" "$STATE/logs"
 export VKRAMA_HOME=$STATE/home
 export VKRAMA_IMAGES_PULL=never   # the images were carried in; nothing can be built here
 export PYTHONUNBUFFERED=1
+export PYTHONPATH=/opt/vkrama-site${PYTHONPATH:+:$PYTHONPATH}  # where install.sh put vkrama
 PORT=8080                         # llama-server's container port: right in host-network mode too
 step() { echo; echo "=== $* ($(date +%T))"; }
 logs_tar() { tar -czf "$OUT/logs.tar.gz" -C "$STATE" logs 2>/dev/null; }
 
-model() {
+diag() {
     step "machine"
     nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id,uuid --format=csv
     ls -l /dev/nvidia* 2>&1
@@ -40,6 +42,9 @@ model() {
     vkrama devices --backend cuda
     step "vkrama doctor"
     vkrama doctor
+}
+
+model() {
     step "model"
     if [ ! -s "$MODEL" ]; then
         python3 - "$MODEL" <<'EOF'
@@ -104,13 +109,15 @@ bench() {
     for run in $runs; do vkrama results show "$run"; done
 }
 
-case "${1:-all}" in
-    model) model ;;
-    serve) serve ;;
-    bench) bench ;;
-    all) model; serve; bench ;;
-    *) echo "usage: run.sh model|serve|bench|all" >&2; exit 2 ;;
-esac 2>&1 | tee -a "$OUT/run.log"
+stages=("${@:-all}")
+[ "${stages[*]}" = all ] && stages=(diag model serve bench)
+for stage in "${stages[@]}"; do
+    case $stage in
+        diag|model|serve|bench) ;;
+        *) echo "usage: run.sh diag|model|serve|bench|all ..." >&2; exit 2 ;;
+    esac
+done
+for stage in "${stages[@]}"; do "$stage"; done 2>&1 | tee -a "$OUT/run.log"
 cp -r "$VKRAMA_HOME"/*.log /var/tmp/vkrama-*/service.log /tmp/vkrama-0/service.log "$STATE/logs/" 2>/dev/null
 podman info > "$STATE/logs/podman-info.txt" 2>&1
 logs_tar
