@@ -24,8 +24,23 @@ SECRET = "sk-e2e-never-shown-4242"
 Vkrama = Callable[..., Any]  # the `vkrama` fixture: runs the CLI, returns a Result
 
 
+# Other sessions may serve at the same time on this host; this one's servers are those
+# whose model lies under its pytest base directory.
+OURS = {"model_prefix": "file:///nonexistent"}
+
+
+@pytest.fixture(autouse=True)
+def only_this_session(tmp_path_factory: pytest.TempPathFactory) -> None:
+    OURS["model_prefix"] = f"file://{tmp_path_factory.getbasetemp()}"
+
+
 def serve_containers(engine: Engine) -> list[str]:
-    return [c.name for c in engine.containers({"vkrama.role": "serve"})]
+    """This session's serve containers, by name."""
+    return [
+        c.name
+        for c in engine.containers({"vkrama.role": "serve"})
+        if c.labels.get("vkrama.model", "").startswith(OURS["model_prefix"])
+    ]
 
 
 def chat(url: str, content: str = "hi", key: str | None = None, max_tokens: int = 4) -> str:

@@ -174,7 +174,9 @@ def follow_until_interrupted(app: App, running: serving.Running) -> None:
             for line in serving.follow_log(engine, running.id):
                 click.echo(line)
         code = serving.exit_code(engine, running.id)
-        if code is None:  # `vkrama stop` from elsewhere removed it
+        # Gone, or a clean exit: `vkrama stop` (or podman stop) from elsewhere, which
+        # stops it before removing it; llama-server only exits 0 when asked to.
+        if code in (None, 0):
             say(f"{running.name} was stopped")
             return
         raise VkramaError(
