@@ -25,6 +25,8 @@ from vkrama.engine.socket import Endpoint, discover
 from vkrama.engine.spec import LABEL_PREFIX, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
+NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
+
 
 @dataclass(frozen=True)
 class EngineInfo:
@@ -135,13 +137,26 @@ class Engine:
             raise
         return container
 
-    def wait(self, container: str, timeout: float | None = None) -> int:
-        """Wait until the container exits; its exit code. Raises TIMEOUT after `timeout` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def wait(
+        self, container: str, timeout: float | None = None, start_grace: float = NEVER_STARTED_S
+    ) -> int:
+        """Wait until the container exits; its exit code. Raises TIMEOUT after `timeout` s,
+        CONTAINER_EXITED if it is still only "created" after `start_grace` s."""
+        began = time.monotonic()
+        deadline = None if timeout is None else began + timeout
         while True:
             state = self.state(container)
             if state["Status"] in ("exited", "stopped", "dead"):
                 return int(state.get("ExitCode", 0))
+            if state["Status"] == "created" and time.monotonic() - began > start_grace:
+                # Seen under heavy load: the start call returns but runc never ran the
+                # process ("container with given ID already exists" on a retry).
+                raise VkramaError(
+                    f"container {container[:12]} never started (still created after "
+                    f"{start_grace:.0f} s)",
+                    hint=f"`podman start -a {container[:12]}` shows the runtime's error",
+                    status=ExitStatus.CONTAINER_EXITED,
+                )
             if deadline is not None and time.monotonic() > deadline:
                 raise VkramaError(
                     f"container {container[:12]} still running after {timeout:.0f} s",
