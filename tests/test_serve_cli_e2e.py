@@ -322,7 +322,11 @@ def empty_podman(tmp_path: Path) -> Iterator[str]:
     """A real podman service over an empty image store, so no vkrama image exists there."""
     root = Path("/tmp") / f"vk-empty-{tmp_path.name}"  # short: unix socket paths are limited
     socket_path = root / "podman.sock"
-    storage = ["--root", str(root / "root"), "--runroot", str(root / "run")]
+    # Everything private, the tmpdir (events log, exit files) included: sharing /run/libpod
+    # with the host's podman would let this fixture disturb other containers.
+    storage = ["--root", str(root / "root"), "--runroot", str(root / "run"),
+               "--tmpdir", str(root / "tmp"), "--storage-driver", "vfs",
+               "--events-backend", "none"]  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     service = subprocess.Popen(
         ["podman", *storage, "system", "service", "--time=0", f"unix://{socket_path}"],
@@ -340,7 +344,7 @@ def empty_podman(tmp_path: Path) -> Iterator[str]:
     finally:
         service.terminate()
         service.wait(timeout=20)
-        subprocess.run(["podman", *storage, "system", "reset", "--force"], capture_output=True)
+        # No `podman system reset`: it clears the shared /run/libpod whatever --tmpdir says.
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
