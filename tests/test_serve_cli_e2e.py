@@ -389,3 +389,18 @@ def test_foreground_serve_whose_server_dies_exits_7_and_removes_it(
     assert process.returncode == 7, err
     assert f"Error: {name} exited with code 137" in err
     assert name not in serve_containers(engine)
+
+
+def test_run_without_a_prompt_chats_until_bye(
+    tiny_model: Path, engine: Engine, no_servers_left: None
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vkrama", "run", str(tiny_model), "--backend", "cpu",
+         "--max-tokens", "3"],
+        input="hello\n\nsecond turn\n/bye\nnever sent\n", capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Chatting with tiny. /bye or Ctrl-D ends." in done.stderr
+    assert done.stdout.count(">>> ") == 4  # hello, the empty line, second turn, /bye
+    assert serve_containers(engine) == []
