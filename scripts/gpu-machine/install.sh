@@ -73,7 +73,7 @@ base() {
 
     if [ ! -e "$STATE/wheels.done" ] || ! cmp -s "$STATE/pkgs/SHA256SUMS" "$STATE/wheels.done"; then
         rm -rf "$SITE"
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$SITE" "$STATE"/pkgs/*.whl
         cp "$STATE/pkgs/SHA256SUMS" "$STATE/wheels.done"
     fi
