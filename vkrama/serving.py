@@ -219,7 +219,12 @@ def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
     Sliced here rather than asked of podman: podman 4.3's `tail` counts log records, and
     llama-server writes a line as several records, so podman's tail comes back garbled.
     """
-    return list(engine.logs(container))[-lines:] if lines else []
+    try:
+        return list(engine.logs(container))[-lines:] if lines else []
+    except VkramaError as error:
+        if error.status == ExitStatus.NOT_FOUND:  # removed meanwhile (`vkrama stop`)
+            return []
+        raise
 
 
 class ContainerGone(Exception):
@@ -247,7 +252,12 @@ def exit_code(engine: Engine, container: str) -> int | None:
 
 
 def _is_running(engine: Engine, container: str) -> bool:
-    return engine.state(container).get("Status") in ("running", "created", "configured")
+    try:
+        return engine.state(container).get("Status") in ("running", "created", "configured")
+    except VkramaError as error:
+        if error.status == ExitStatus.NOT_FOUND:
+            return False
+        raise
 
 
 @dataclass(frozen=True)
