@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tabulate import tabulate
 
+from vkrama.bench.plan import BenchParams
 from vkrama.bench.run import CellResult
 from vkrama.results.ranking import Change
 from vkrama.results.store import RunDetail, RunRecord
@@ -249,10 +250,11 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
 
 
 def rows_of(detail: RunDetail) -> list[Row]:
+    """A stored run's rows; failed cells get the tests its parameters asked for."""
     params = detail.run.info.params
-    tests = []
-    if params.get("n_prompt"):
-        tests.append(f"pp{params['n_prompt']}")
-    if params.get("n_gen"):
-        tests.append(f"tg{params['n_gen']}")
-    return rows(detail.run.id, detail.cells, tests)
+    asked = BenchParams(
+        n_prompt=int(params.get("n_prompt") or 0),
+        n_gen=int(params.get("n_gen") or 0),
+        flash_attn=tuple(params.get("flash_attn") or ()),
+    )
+    return rows(detail.run.id, detail.cells, asked.expected_tests())
