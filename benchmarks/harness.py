@@ -160,20 +160,30 @@ def run(
     full_env = {**os.environ, **(env or {})}
     started = time.perf_counter()
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             list(argv),
             env=full_env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             cwd=cwd,
-            check=False,
         )
     except FileNotFoundError as missing:
         cls = PeerUnavailable if peer else SideFailed
         raise cls(f"{what or argv[0]}: {missing}") from None
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # SIGTERM first: vkrama treats it as Ctrl-C and removes its container; a SIGKILL
+        # would leave one behind.
+        process.terminate()
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
         raise SideFailed(f"{what or argv[0]}: no answer within {timeout:.0f} s") from None
+    done = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
