@@ -258,3 +258,14 @@ def test_wait_ready_stops_when_the_container_exits() -> None:
     with pytest.raises(VkramaError) as caught:
         server.wait_ready(f"http://127.0.0.1:{port}", "tiny", timeout=10, is_running=lambda: False)
     assert caught.value.status == ExitStatus.CONTAINER_EXITED
+
+
+def test_vulkan_gets_a_writable_shader_cache_and_nothing_else_does() -> None:
+    cache = Path("/home/u/.local/share/vkrama/cache/mesa")
+    vulkan = server.plan(request(choice=LAVAPIPE, shader_cache=cache))
+    assert server.Mount(cache, "/cache/mesa", read_only=False) in vulkan.mounts
+    assert vulkan.env["MESA_SHADER_CACHE_DIR"] == "/cache/mesa"
+    assert [m.read_only for m in vulkan.mounts if m.target.startswith("/models/")] == [True]
+    cpu = server.plan(request(shader_cache=cache))
+    assert [m.target for m in cpu.mounts] == ["/models/tiny.gguf"]
+    assert "MESA_SHADER_CACHE_DIR" not in cpu.env

@@ -113,6 +113,11 @@ def prepare(
         # The port is checked before the image is built, so a busy port fails fast.
         port = server.pick_port(options.host, options.port)
         image = images.ensure(engine, choice.backend, settings, on_progress=on_progress).ref
+    shader_cache = None
+    if choice.backend == "vulkan":
+        shader_cache = settings.home / "cache" / "mesa"
+        if engine is not None:
+            shader_cache_dir(shader_cache)
     request = server.ServeRequest(
         model=model,
         choice=choice,
@@ -126,6 +131,7 @@ def prepare(
         parallel=options.parallel,
         api_key=api_key,
         extra_args=options.extra_args,
+        shader_cache=shader_cache,
     )
     spec = server.plan(request)
     return Planned(spec, server.base_url(options.host, port), spec.labels["vkrama.alias"], api_key)
@@ -162,6 +168,15 @@ def _best_cell(
             status=ExitStatus.NOT_FOUND,
         )
     return cell.backend, cell.driver, cell.reason
+
+
+def shader_cache_dir(path: Path) -> None:
+    """Create the shared shader cache so that the containers' non-root user can write it."""
+    if not path.is_dir():
+        path.mkdir(parents=True)
+        # Writable for every uid: the container's user maps to a different host uid under
+        # rootless podman. Only compiled shaders live here.
+        path.chmod(0o777)
 
 
 def read_api_key(path: Path) -> str:
