@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _send_file(self, path: Path) -> None:
+        began = time.time()  # wall clock: the harness compares it with its own
         size = path.stat().st_size
         start, end = 0, size - 1
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
@@ -71,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Range", f"bytes */{size}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                self._record(path, start, 0, 416)
+                self._record(path, began, start, 0, 416)
                 return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -90,11 +92,14 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client went away (killed on purpose): what was sent is recorded
         finally:
-            self._record(path, start, sent, 206 if match else 200)
+            self._record(path, began, start, sent, 206 if match else 200)
 
-    def _record(self, path: Path, start: int, sent: int, status: int) -> None:
+    def _record(self, path: Path, began: float, start: int, sent: int, status: int) -> None:
+        # A killed client's request is recorded when its send fails, which can be after the
+        # next request began: `began` tells them apart.
+        entry = {"path": path.name, "began": began, "start": start, "sent": sent, "status": status}
         with self.lock:
-            self.served.append({"path": path.name, "start": start, "sent": sent, "status": status})
+            self.served.append(entry)
 
 
 def main(argv: list[str]) -> int:

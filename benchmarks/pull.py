@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import (
     Outcome,
@@ -71,7 +72,7 @@ class Loopback:
             time.sleep(0.02)
         self.base = f"http://127.0.0.1:{port_file.read_text()}"
 
-    def log(self, reset: bool = False) -> list[dict[str, int]]:
+    def log(self, reset: bool = False) -> list[dict[str, Any]]:
         url = f"{self.base}/_log" + ("?reset=1" if reset else "")
         with urllib.request.urlopen(url, timeout=5) as answer:
             return list(json.loads(answer.read()))
@@ -187,8 +188,8 @@ def kill_and_resume(session: Session, server: Loopback, url: str, size: int, hom
     if not parts:
         raise SideFailed("no partial file after killing vkrama pull (finished too soon?)")
     held = max(p.stat().st_size for p in parts)
-    server.log(reset=True)
+    resumed_at = time.time()
     run(argv, env=env, what="vkrama pull (resumed)", timeout=600)
-    second = sum(int(entry["sent"]) for entry in server.log() if entry["path"] != "_log")
+    second = sum(int(e["sent"]) for e in server.log(reset=True) if e["began"] >= resumed_at)
     shutil.rmtree(homes, ignore_errors=True)
     return max(0, second - (size - held))
