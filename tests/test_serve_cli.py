@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vkrama import serving
+from vkrama import servers
 from vkrama.cli import serve as serve_cli
 from vkrama.engine.spec import clamped_ulimits
 
@@ -186,7 +186,7 @@ def test_uptime_text(seconds: float | None, text: str) -> None:
     assert serve_cli.uptime_text(seconds) == text
 
 
-def row(**overrides: Any) -> serving.ServerRow:
+def row(**overrides: Any) -> servers.ServerRow:
     values: dict[str, Any] = {
         "name": "vkrama-tiny-8080",
         "id": "c0ffee" * 10,
@@ -200,7 +200,7 @@ def row(**overrides: Any) -> serving.ServerRow:
         "started_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
     }
     values.update(overrides)
-    return serving.ServerRow(**values)
+    return servers.ServerRow(**values)
 
 
 @pytest.mark.parametrize(

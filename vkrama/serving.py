@@ -1,27 +1,26 @@
-"""The serve pipeline end to end, and the lifecycle of serve containers found by label.
+"""The serve pipeline end to end: from a model reference to a server that answers.
 
-Stage: runs store ─► backends ─► images ─► server.plan ─► engine.run ─► server.wait_ready,
-and lists/stops serve containers by their `vkrama.*` labels (no state file). Must not
-print: steps are reported through `on_progress(message)`, waiting through `on_tick`.
-Never leaves a container behind when a server fails to become ready.
+Stage: runs store ─► backends ─► images ─► server.plan ─► engine.run ─► server.wait_ready.
+Must not print: steps are reported through `on_progress`, waiting through `on_tick`.
+Never leaves a container behind when a server fails to become ready. Servers already
+running are found and stopped by `vkrama.servers`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vkrama import server
+from vkrama import server, servers
 from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice
-    from vkrama.engine import ContainerSummary, Engine
+    from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
     from vkrama.store import Progress as Download
@@ -212,12 +211,12 @@ def launch(
             planned.url,
             planned.alias,
             timeout,
-            is_running=lambda: _is_running(engine, container),
+            is_running=lambda: servers.is_running(engine, container),
             on_tick=on_tick,
             api_key=planned.api_key,
         )
     except VkramaError as error:
-        tail = log_tail(engine, container, LOG_TAIL_LINES)
+        tail = servers.log_tail(engine, container, LOG_TAIL_LINES)
         engine.remove(container)
         raise ServerFailed(error, tail) from None
     except BaseException:
@@ -226,131 +225,3 @@ def launch(
         raise
     name = planned.spec.name or container[:12]
     return Running(container, name, planned.url, planned.alias, waited)
-
-
-def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
-    """The last `lines` lines of a container's log.
-
-    Sliced here rather than asked of podman: podman 4.3's `tail` counts log records, and
-    llama-server writes a line as several records, so podman's tail comes back garbled.
-    """
-    try:
-        return list(engine.logs(container))[-lines:] if lines else []
-    except VkramaError as error:
-        if error.status == ExitStatus.NOT_FOUND:  # removed meanwhile (`vkrama stop`)
-            return []
-        raise
-
-
-class ContainerGone(Exception):
-    """The container was removed while vkrama was following it."""
-
-
-def follow_log(engine: Engine, container: str) -> Iterator[str]:
-    """The container's log as it grows, until it exits; ContainerGone if it is removed."""
-    try:
-        yield from engine.logs(container, follow=True)
-    except VkramaError as error:
-        if error.status == ExitStatus.NOT_FOUND or exit_code(engine, container) is None:
-            raise ContainerGone(container) from None
-        raise
-
-
-def exit_code(engine: Engine, container: str) -> int | None:
-    """The exit code of a stopped container; None when it no longer exists."""
-    try:
-        return int(engine.state(container).get("ExitCode", 0))
-    except VkramaError as error:
-        if error.status == ExitStatus.NOT_FOUND:
-            return None
-        raise
-
-
-def _is_running(engine: Engine, container: str) -> bool:
-    try:
-        return engine.state(container).get("Status") in ("running", "created", "configured")
-    except VkramaError as error:
-        if error.status == ExitStatus.NOT_FOUND:
-            return False
-        raise
-
-
-@dataclass(frozen=True)
-class ServerRow:
-    """One serve container as `vkrama ps` shows it, read from its labels."""
-
-    name: str
-    id: str
-    model: str
-    alias: str
-    backend: str
-    driver: str
-    device: str
-    url: str
-    state: str
-    started_at: datetime | None
-
-    def uptime_s(self, now: datetime | None = None) -> float | None:
-        if self.started_at is None or self.state != "running":
-            return None
-        return ((now or datetime.now(timezone.utc)) - self.started_at).total_seconds()
-
-
-def list_servers(engine: Engine) -> list[ServerRow]:
-    """Every vkrama serve container, running or not, by name."""
-    rows = [_row(c) for c in engine.containers({"vkrama.role": server.ROLE})]
-    return sorted(rows, key=lambda row: row.name)
-
-
-def _row(summary: ContainerSummary) -> ServerRow:
-    labels = summary.labels
-    return ServerRow(
-        name=summary.name,
-        id=summary.id,
-        model=labels.get("vkrama.model", "?"),
-        alias=labels.get("vkrama.alias", ""),
-        backend=labels.get("vkrama.backend", "?"),
-        driver=labels.get("vkrama.driver", ""),
-        device=labels.get("vkrama.device", ""),
-        url=labels.get("vkrama.url", ""),
-        state=summary.state,
-        started_at=summary.started_at,
-    )
-
-
-def find_server(engine: Engine, name: str) -> ServerRow:
-    """The serve container called `name` (or whose id starts with it)."""
-    for row in list_servers(engine):
-        if name in (row.name, row.id) or (len(name) >= 6 and row.id.startswith(name)):
-            return row
-    raise VkramaError(
-        f"no vkrama server named {name!r}",
-        hint="`vkrama ps` lists the servers",
-        status=ExitStatus.NOT_FOUND,
-    )
-
-
-def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
-    """A running server of the model with this digest, if there is one."""
-    for summary in engine.containers(
-        {"vkrama.role": server.ROLE, "vkrama.model_sha256": model_sha256}
-    ):
-        if summary.state == "running":
-            return _row(summary)
-    return None
-
-
-def stop_servers(
-    engine: Engine,
-    names: tuple[str, ...],
-    every: bool,
-    on_progress: Callable[[str], object] | None = None,
-) -> list[str]:
-    """Stop and remove the named servers (all with `every`); the names removed. Unknown
-    names fail before anything is stopped."""
-    targets = list_servers(engine) if every else [find_server(engine, n) for n in names]
-    for row in targets:
-        engine.remove(row.id)  # force-remove stops it (SIGTERM, then SIGKILL)
-        if on_progress:
-            on_progress(row.name)
-    return [row.name for row in targets]

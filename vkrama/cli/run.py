@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from vkrama import serving
+from vkrama import servers, serving
 from vkrama.chat import Conversation
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.serve import say, serve_flags, start, terminate_as_interrupt
@@ -48,7 +48,7 @@ def run(
     local = store.ensure(app.settings, model)
     api_key = serving.read_api_key(api_key_file) if api_key_file else None
     with terminate_as_interrupt():
-        existing = serving.find_running(app.engine, local.sha256)
+        existing = servers.find_running(app.engine, local.sha256)
         started: serving.Running | None = None
         if existing is not None:
             url, alias = existing.url, existing.alias

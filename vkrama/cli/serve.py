@@ -15,7 +15,7 @@ from types import FrameType
 
 import click
 
-from vkrama import serving
+from vkrama import servers, serving
 from vkrama.cli import console
 from vkrama.cli.app import App, pass_app
 from vkrama.errors import ExitStatus, VkramaError
@@ -170,10 +170,10 @@ def follow_until_interrupted(app: App, running: serving.Running) -> None:
     say(f"Serving {running.alias} at {running.url}/v1 as {running.name} (Ctrl-C stops it)")
     engine = app.engine
     try:
-        with contextlib.suppress(serving.ContainerGone):
-            for line in serving.follow_log(engine, running.id):
+        with contextlib.suppress(servers.ContainerGone):
+            for line in servers.follow_log(engine, running.id):
                 click.echo(line)
-        code = serving.exit_code(engine, running.id)
+        code = servers.exit_code(engine, running.id)
         # Gone, or a clean exit: `vkrama stop` (or podman stop) from elsewhere, which
         # stops it before removing it; llama-server only exits 0 when asked to.
         if code in (None, 0):
@@ -239,7 +239,7 @@ def say(message: str) -> None:
 @pass_app
 def ps(app: App, as_json: bool) -> None:
     """List vkrama servers (from container labels)."""
-    rows = serving.list_servers(app.engine)
+    rows = servers.list_servers(app.engine)
     if as_json:
         console.echo_json([server_json(row) for row in rows])
         return
@@ -255,7 +255,7 @@ def ps(app: App, as_json: bool) -> None:
     console.echo_table(table, headers=headers, tablefmt="plain")
 
 
-def server_json(row: serving.ServerRow) -> dict[str, object]:
+def server_json(row: servers.ServerRow) -> dict[str, object]:
     return {
         "name": row.name,
         "id": row.id,
@@ -271,7 +271,7 @@ def server_json(row: serving.ServerRow) -> dict[str, object]:
     }
 
 
-def device_text(row: serving.ServerRow) -> str:
+def device_text(row: servers.ServerRow) -> str:
     if row.driver and row.driver not in row.device:
         return f"{row.device} ({row.driver})"
     return row.device or "-"
@@ -299,7 +299,7 @@ def stop(app: App, names: tuple[str, ...], every: bool) -> None:
             hint="`vkrama stop NAME...`, or `vkrama stop --all`; `vkrama ps` lists them",
             status=ExitStatus.USAGE,
         )
-    stopped = serving.stop_servers(app.engine, names, every, on_progress=click.echo)
+    stopped = servers.stop_servers(app.engine, names, every, on_progress=click.echo)
     if every and not stopped:
         say("No vkrama servers.")
 
@@ -311,10 +311,10 @@ def stop(app: App, names: tuple[str, ...], every: bool) -> None:
 @pass_app
 def logs(app: App, name: str, follow: bool, tail: int | None) -> None:
     """Print a vkrama server's log."""
-    row = serving.find_server(app.engine, name)
+    row = servers.find_server(app.engine, name)
     with contextlib.suppress(KeyboardInterrupt):
         if tail is not None and not follow:
-            lines: Iterable[str] = serving.log_tail(app.engine, row.id, tail)
+            lines: Iterable[str] = servers.log_tail(app.engine, row.id, tail)
         else:
             lines = app.engine.logs(row.id, follow=follow, tail=tail)
         for line in lines:
