@@ -84,3 +84,20 @@ def test_a_container_that_cannot_start_is_not_left_behind(engine: Engine) -> Non
     with pytest.raises(VkramaError):
         engine.run(spec)
     assert engine.containers({"vkrama.role": "engine-test"}) == []
+
+
+@pytest.mark.podman
+def test_logs_tail_counts_lines_not_podman_records(engine: Engine) -> None:
+    # printf without a newline, then the rest: one line written as two records
+    script = "for i in 1 2 3 4 5; do printf 'line-'; sleep 0.05; echo $i; done"
+    spec = ContainerSpec(
+        image=BASE, command=("sh", "-c", script), labels={"vkrama.role": "engine-test"}
+    )
+    container = engine.run(spec)
+    try:
+        engine.wait(container, timeout=30)
+        assert list(engine.logs(container, tail=2)) == ["line-4", "line-5"]
+        assert list(engine.logs(container, tail=0)) == []
+        assert list(engine.logs(container, tail=2, follow=True)) == ["line-4", "line-5"]
+    finally:
+        engine.remove(container)

@@ -19,13 +19,9 @@ if TYPE_CHECKING:
 
 
 def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
-    """The last `lines` lines of a container's log.
-
-    Sliced here rather than asked of podman: podman 4.3's `tail` counts log records, and
-    llama-server writes a line as several records, so podman's tail comes back garbled.
-    """
+    """The last `lines` lines of a container's log ([] once it is gone)."""
     try:
-        return list(engine.logs(container))[-lines:] if lines else []
+        return list(engine.logs(container, tail=lines))
     except VkramaError as error:
         if error.status == ExitStatus.NOT_FOUND:  # removed meanwhile (`vkrama stop`)
             return []

@@ -7,6 +7,7 @@ container it creates, and never prints.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import time
@@ -179,16 +180,32 @@ class Engine:
         follow: bool = False,
         tail: int | None = None,
     ) -> Iterator[str]:
-        """The container's output, line by line (following it while it runs if asked)."""
+        """The container's output, line by line: the last `tail` lines, then new ones if `follow`.
+
+        The tail is cut here, not by podman: podman 4.3 counts log records, and programs
+        like llama-server write one line as several records, so its tail comes back garbled.
+        """
+        if tail is None:
+            yield from self._log_lines(container, stdout, stderr, follow=follow)
+            return
+        seen = 0
+        kept: collections.deque[str] = collections.deque(maxlen=max(tail, 0))
+        for line in self._log_lines(container, stdout, stderr):
+            seen += 1
+            kept.append(line)
+        yield from kept
+        if follow:
+            # following replays the log from its start: skip what was already read
+            for number, line in enumerate(self._log_lines(container, stdout, stderr, True)):
+                if number >= seen:
+                    yield line
+
+    def _log_lines(
+        self, container: str, stdout: bool, stderr: bool, follow: bool = False
+    ) -> Iterator[str]:
         with translate_errors(f"logs of {container[:12]}"):
             handle = self.client.containers.get(container)
-            chunks = handle.logs(
-                stdout=stdout,
-                stderr=stderr,
-                stream=follow,
-                follow=follow,
-                tail=tail if tail is not None else "all",
-            )
+            chunks = handle.logs(stdout=stdout, stderr=stderr, stream=follow, follow=follow)
             if isinstance(chunks, bytes):
                 chunks = iter([chunks])
             pending = b""
