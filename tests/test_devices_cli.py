@@ -37,15 +37,20 @@ Passes: no device, no environment
 """  # noqa: E501 (a table is as wide as it is)
 
 
-def roots(host: FakeHost) -> list[str]:
-    return ["--sysfs-root", str(host.sysfs), "--dev-root", str(host.dev),
-            "--cdi-dir", str(host.cdi), "--pci-ids", str(host.pci_ids)]  # fmt: skip
+def roots(host: FakeHost) -> dict[str, str]:
+    """The settings that point vkrama's detection at a fake host."""
+    return {
+        "VKRAMA_HARDWARE_SYSFS_ROOT": str(host.sysfs),
+        "VKRAMA_HARDWARE_DEV_ROOT": str(host.dev),
+        "VKRAMA_HARDWARE_CDI_DIRS": str(host.cdi),
+        "VKRAMA_HARDWARE_PCI_IDS": str(host.pci_ids),
+    }
 
 
 def test_no_gpu_says_so_plainly_and_offers_cpu_and_lavapipe(
     tmp_path: Path, vkrama: Callable[..., Any]
 ) -> None:
-    done = vkrama("devices", *roots(FakeHost(tmp_path)))
+    done = vkrama("devices", env=roots(FakeHost(tmp_path)))
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == NO_GPU_TRANSCRIPT
 
@@ -53,7 +58,7 @@ def test_no_gpu_says_so_plainly_and_offers_cpu_and_lavapipe(
 def test_rocm_without_amd_gpu_is_one_line_naming_what_is_missing(
     tmp_path: Path, vkrama: Callable[..., Any]
 ) -> None:
-    done = vkrama("devices", "--backend", "rocm", *roots(FakeHost(tmp_path)))
+    done = vkrama("devices", "--backend", "rocm", env=roots(FakeHost(tmp_path)))
     assert done.returncode == ExitStatus.BACKEND_UNAVAILABLE == 8
     assert done.stdout == ""
     assert done.stderr == (
@@ -67,7 +72,7 @@ def test_json_of_an_amd_host_carries_gpus_cells_and_the_chosen_passthrough(
 ) -> None:
     host = FakeHost(tmp_path)
     amd_dgpu_with_kfd(host)
-    done = vkrama("devices", "--json", "--backend", "rocm", *roots(host))
+    done = vkrama("devices", "--json", "--backend", "rocm", env=roots(host))
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert [(g["ids"], g["kernel_driver"], g["gfx_target"]) for g in data["gpus"]] == [
@@ -94,7 +99,7 @@ def test_gpu_1_of_two_passes_only_its_render_node(
 ) -> None:
     host = FakeHost(tmp_path)
     two_amd_gpus(host)
-    done = vkrama("devices", "--gpu", "1", "--vk-driver", "radv", *roots(host))
+    done = vkrama("devices", "--gpu", "1", "--vk-driver", "radv", env=roots(host))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[-2] == (
@@ -113,7 +118,7 @@ def test_laptop_without_cdi_tells_how_to_make_the_spec(
 ) -> None:
     host = FakeHost(tmp_path)
     intel_nvidia_laptop(host, cdi=False)
-    done = vkrama("devices", *roots(host))
+    done = vkrama("devices", env=roots(host))
     assert done.returncode == 0, done.stderr
     assert (
         "cuda       -         1      no        NVIDIA driver but no CDI spec: "

@@ -48,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
     # REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE if set, else certifi's bundle.
     "models.ca_bundle": "",
     "bench.timeout": 1800,
+    # Where detection reads the host: a copied tree reproduces a bug report's machine.
+    "hardware.sysfs_root": "/sys",
+    "hardware.dev_root": "/dev",
+    "hardware.cdi_dirs": ["/etc/cdi", "/var/run/cdi"],
+    "hardware.pci_ids": ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"],
 }
 
 # Variables that do not follow the VKRAMA_SECTION_KEY pattern but are honoured as users

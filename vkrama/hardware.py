@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vkrama.cdi import CdiSpec, read_cdi_specs
+from vkrama.config import Settings
 
 PCI_IDS_PATHS = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
@@ -74,6 +75,16 @@ class HardwareProfile:
     def cdi_devices(self, kind: str = "nvidia.com/gpu") -> tuple[str, ...]:
         """Fully qualified CDI device names of one kind, e.g. nvidia.com/gpu=0."""
         return tuple(name for spec in self.cdi_specs if spec.kind == kind for name in spec.devices)
+
+
+def detect_host(settings: Settings) -> HardwareProfile:
+    """`detect()` on the roots the settings name (the real /sys and /dev by default)."""
+    return detect(
+        Path(settings["hardware.sysfs_root"]),
+        Path(settings["hardware.dev_root"]),
+        tuple(Path(d) for d in settings["hardware.cdi_dirs"]),
+        tuple(Path(p) for p in settings["hardware.pci_ids"]),
+    )
 
 
 def detect(

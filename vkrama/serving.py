@@ -141,7 +141,7 @@ def _choose(
 ) -> Choice:
     from vkrama import backends, hardware
 
-    profile = hardware.detect()
+    profile = hardware.detect_host(settings)
     if options.backend != "best":
         return backends.choose(profile, options.backend, options.gpu, options.vk_driver)
     backend, driver, reason = _best_cell(settings, options.model, model, profile, options.gpu)

@@ -90,7 +90,7 @@ def prepare(
         if engine is None
         else store.ensure(settings, request.model, on_progress=on_download)
     )
-    profile = hardware.detect()
+    profile = hardware.detect_host(settings)
     choices, unavailable = matrix(profile, request)
     threads = request.params.threads or planning.physical_cores()
     token = secrets.token_hex(4)

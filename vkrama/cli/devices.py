@@ -17,33 +17,6 @@ from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json, echo_table
 from vkrama.errors import ExitStatus
 
-_ROOT_HELP = "Read another /sys, /dev or CDI tree (for bug reports reproduced from a copy)."
-
-
-def _detect(
-    sysfs_root: Path, dev_root: Path, cdi_dirs: tuple[Path, ...], pci_ids: tuple[Path, ...]
-) -> hardware.HardwareProfile:
-    return hardware.detect(
-        sysfs_root,
-        dev_root,
-        cdi_dirs or hardware.CDI_DIRS,
-        pci_ids or hardware.PCI_IDS_PATHS,
-    )
-
-
-def _roots(command: Any) -> Any:
-    """The hidden options that point detection at a copied tree."""
-    for option in reversed(
-        [
-            click.option("--sysfs-root", type=Path, default=Path("/sys"), hidden=True),
-            click.option("--dev-root", type=Path, default=Path("/dev"), hidden=True),
-            click.option("--cdi-dir", "cdi_dirs", type=Path, multiple=True, hidden=True),
-            click.option("--pci-ids", type=Path, multiple=True, hidden=True, help=_ROOT_HELP),
-        ]
-    ):
-        command = option(command)
-    return command
-
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -56,20 +29,17 @@ def _roots(command: Any) -> Any:
 @click.option("--gpu", type=int, metavar="N", help="Pick GPU N (see the GPU table).")
 @click.option("--vk-driver", type=click.Choice(backends.VK_DRIVERS), help="Pick the Vulkan driver.")
 @click.option("--hsa-override", is_flag=True, help="Allow HSA_OVERRIDE_GFX_VERSION for ROCm.")
-@_roots
+@pass_app
 def devices(
+    app: App,
     as_json: bool,
     backend: str,
     gpu: int | None,
     vk_driver: str | None,
     hsa_override: bool,
-    sysfs_root: Path,
-    dev_root: Path,
-    cdi_dirs: tuple[Path, ...],
-    pci_ids: tuple[Path, ...],
 ) -> None:
     """List GPUs, their device nodes, and which backends can use each, with reasons."""
-    profile = _detect(sysfs_root, dev_root, cdi_dirs, pci_ids)
+    profile = hardware.detect_host(app.settings)
     cells = backends.support(profile, hsa_override)
     choice = backends.choose(profile, backend, gpu, vk_driver, hsa_override)
     if as_json:
@@ -162,18 +132,14 @@ def devices(
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_roots
 @pass_app
 def doctor_command(
     app: App,
     as_json: bool,
-    sysfs_root: Path,
-    dev_root: Path,
-    cdi_dirs: tuple[Path, ...],
-    pci_ids: tuple[Path, ...],
 ) -> int:
     """Check podman, OCI runtime, ulimits, device permissions, CDI and images; say how to fix."""
-    profile = _detect(sysfs_root, dev_root, cdi_dirs, pci_ids)
+    profile = hardware.detect_host(app.settings)
+    sysfs_root = Path(app.settings["hardware.sysfs_root"])
     checks = doctor.diagnose(profile, doctor.gather(app.settings, sysfs_root=sysfs_root))
     failed = any(c.status == "fail" for c in checks)
     if as_json:

@@ -1,0 +1,103 @@
+"""What reaches the container on each kind of host, as `serve --dry-run` and `bench --dry-run`
+print it: exactly the chosen GPU's nodes, its groups by gid, and the environment that pins the
+stack to it. Detection reads fake /sys and /dev trees laid out as real kernels lay them out."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakesys import (
+    FakeHost,
+    amd_dgpu_with_kfd,
+    intel_nvidia_laptop,
+    no_gpu,
+    two_amd_gpus,
+    virtio_gpu,
+)
+from test_devices_cli import roots
+
+from vkrama.errors import ExitStatus
+
+LVP = "/usr/share/vulkan/icd.d/lvp_icd.json"
+RADV = "/usr/share/vulkan/icd.d/radeon_icd.json"
+
+# (host, flags, devices, groups (names resolved per host), env)
+CASES = {
+    "amd-dgpu-with-kfd-rocm-gets-its-render-node-and-kfd": (
+        amd_dgpu_with_kfd, ["--backend", "rocm"],
+        ["/dev/dri/renderD128", "/dev/kfd"], ["render"], {"HIP_VISIBLE_DEVICES": "0"},
+    ),
+    "amd-dgpu-vulkan-radv-gets-only-the-render-node": (
+        amd_dgpu_with_kfd, ["--backend", "vulkan", "--vk-driver", "radv"],
+        ["/dev/dri/renderD128"], ["render"],
+        {"GGML_VK_VISIBLE_DEVICES": "0", "VK_DRIVER_FILES": RADV},
+    ),
+    "second-of-two-amd-gpus-passes-only-its-render-node": (
+        two_amd_gpus, ["--backend", "vulkan", "--gpu", "1"],
+        ["/dev/dri/renderD129"], ["render"],
+        {"GGML_VK_VISIBLE_DEVICES": "0", "VK_DRIVER_FILES": RADV},
+    ),
+    "laptop-with-cdi-cuda-gets-the-cdi-device-name": (
+        intel_nvidia_laptop, ["--backend", "cuda"],
+        ["nvidia.com/gpu=0"], [], {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"},
+    ),
+    "no-gpu-lavapipe-gets-no-device-and-the-software-icd": (
+        no_gpu, ["--backend", "vulkan", "--vk-driver", "lavapipe"],
+        [], [], {"GGML_VK_VISIBLE_DEVICES": "0", "VK_DRIVER_FILES": LVP},
+    ),
+    "virtio-gpu-cpu-passes-no-device": (virtio_gpu, ["--backend", "cpu"], [], [], {}),
+}  # fmt: skip
+
+
+def parse(argv: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """Devices, groups and env of one `podman run` line."""
+    devices, groups, env = [], [], {}
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--device":
+            devices.append(value)
+        elif flag == "--group-add":
+            groups.append(value)
+        elif flag == "--env":
+            key, _, val = value.partition("=")
+            env[key] = val
+    return devices, groups, env
+
+
+@pytest.mark.parametrize("command", ["serve", "bench"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_dry_run_passes_exactly_this_through(
+    case: str, command: str, tmp_path: Path, tiny_model: Path, vkrama: Callable[..., Any]
+) -> None:
+    build, flags, devices, group_names, env = CASES[case]
+    host = FakeHost(tmp_path)
+    build(host)
+    done = vkrama("--dry-run", command, str(tiny_model), *flags, env=roots(host))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("podman run ")]
+    assert len(lines) == 1
+    seen_devices, seen_groups, seen_env = parse(shlex.split(lines[0]))
+    assert seen_devices == devices
+    assert seen_groups == [str(host.render_gid) for _ in group_names]
+    pinning = {k: v for k, v in seen_env.items() if re.match(r"GGML_|VK_|HIP_|NVIDIA_|ONEAPI_", k)}
+    assert pinning == env
+    assert "/dev/dri " not in lines[0] and "--privileged" not in lines[0]
+
+
+@pytest.mark.parametrize("command", ["serve", "bench"])
+def test_rocm_without_an_amd_gpu_is_refused_before_anything_runs(
+    command: str, tmp_path: Path, tiny_model: Path, vkrama: Callable[..., Any]
+) -> None:
+    host = FakeHost(tmp_path)
+    intel_nvidia_laptop(host)
+    done = vkrama("--dry-run", command, str(tiny_model), "--backend", "rocm", env=roots(host))
+    assert done.returncode == ExitStatus.BACKEND_UNAVAILABLE
+    first, hint = done.stderr.splitlines()
+    assert first.startswith("Error: ")
+    assert first.endswith("rocm is unavailable here: no AMD GPU, no /dev/kfd")
+    assert hint.startswith("Hint: ")
