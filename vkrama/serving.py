@@ -153,13 +153,9 @@ def _best_cell(
     settings: Settings, ref: str, model: LocalModel, profile: HardwareProfile, gpu: int | None
 ) -> tuple[str, str | None, str]:
     """The fastest (backend, driver) `vkrama bench` measured for this model and GPU."""
-    cell = None
-    try:
-        from vkrama import results
+    from vkrama import results  # only `--backend best` pays for the results store
 
-        cell = results.best(settings, model.sha256, results.gpu_key(profile, gpu))
-    except (ImportError, AttributeError):
-        pass  # the bench stage has not landed: same answer as "no results yet"
+    cell = results.best(settings, model.sha256, results.gpu_key(profile, gpu))
     if cell is None:
         raise VkramaError(
             f"no bench results for {ref} on this machine yet",
