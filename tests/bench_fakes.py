@@ -3,43 +3,29 @@ finished cells and stored runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from vkrama import config, results
+from vkrama.backends import Choice
 from vkrama.bench.measurements import Measurement
 from vkrama.bench.plan import BenchCell, BenchParams, plan_cell
 from vkrama.bench.run import CellResult
 
-
-@dataclass(frozen=True)
-class FakeChoice:
-    """The fields of backends.Choice that bench.plan reads."""
-
-    backend: str = "cpu"
-    driver: str | None = None
-    gpu: object = None
-    devices: tuple[str, ...] = ()
-    group_add: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    reason: str = "asked for"
-    device_label: str = "CPU"
-
-
-CPU = FakeChoice()
-LAVAPIPE = FakeChoice(
+CPU = Choice(backend="cpu", driver=None, gpu=None, reason="asked for")
+LAVAPIPE = Choice(
     backend="vulkan",
     driver="lavapipe",
+    gpu=None,
     devices=("/dev/dri/renderD128",),
     group_add=("105",),
     env={"GGML_VK_VISIBLE_DEVICES": "0", "VK_DRIVER_FILES": "/usr/share/vulkan/icd.d/lvp_icd.json"},
-    device_label="llvmpipe (lavapipe)",
+    reason="asked for",
 )
 MODEL = (Path("/data/models/tiny.gguf"),)
 
 
 def make_cell(
-    choice: FakeChoice,
+    choice: Choice,
     params: BenchParams | None = None,
     position: int = 0,
     **kw: object,

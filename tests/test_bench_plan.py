@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench_fakes import CPU, LAVAPIPE, MODEL, FakeChoice, make_cell
+from bench_fakes import CPU, LAVAPIPE, MODEL, make_cell
 
+from vkrama.backends import Choice
 from vkrama.bench import plan
 from vkrama.bench.plan import BenchCell
 
 
-def cell(choice: FakeChoice, params: plan.BenchParams | None = None, **kw: object) -> BenchCell:
+def cell(choice: Choice, params: plan.BenchParams | None = None, **kw: object) -> BenchCell:
     return make_cell(choice, params, **kw)
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bench_fakes import CPU, LAVAPIPE, FakeChoice, make_cell
+from bench_fakes import CPU, LAVAPIPE, make_cell
 
 from vkrama import config, results
+from vkrama.backends import Choice
 from vkrama.bench import run, session
 from vkrama.bench.plan import BenchParams
 from vkrama.engine import Completed, ContainerSpec, ContainerSummary
@@ -82,7 +83,7 @@ def interrupted(_spec: ContainerSpec) -> Completed:
     raise KeyboardInterrupt
 
 
-def go(engine: FakeEngine, *choices: FakeChoice) -> tuple[list[run.CellResult], bool]:
+def go(engine: FakeEngine, *choices: Choice) -> tuple[list[run.CellResult], bool]:
     cells = [make_cell(c, BenchParams(64, 16, 2), i) for i, c in enumerate(choices)]
     images = {c.image: ("sha256:img-" + c.backend, {"llama_cpp_build": "11669"}) for c in cells}
     return run.run_cells(engine, cells, timeout=5, images=images)  # type: ignore[arg-type]

@@ -6,28 +6,15 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from vkrama import server
+from vkrama.backends import Choice
 from vkrama.errors import ExitStatus, VkramaError
-
-
-@dataclass(frozen=True)
-class FakeChoice:
-    """The fields of backends.Choice that plan reads."""
-
-    backend: str = "cpu"
-    driver: str | None = None
-    gpu: object = None
-    devices: tuple[str, ...] = ()
-    group_add: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    reason: str = "asked for"
-    device_label: str = "CPU"
 
 
 @dataclass(frozen=True)
@@ -40,20 +27,21 @@ class FakeModel:
     sha256: str = "ab" * 32
 
 
-LAVAPIPE = FakeChoice(
+LAVAPIPE = Choice(
     backend="vulkan",
     driver="lavapipe",
+    gpu=None,
     devices=("/dev/dri/renderD128",),
     group_add=("105",),
     env={"GGML_VK_VISIBLE_DEVICES": "0"},
-    device_label="llvmpipe (lavapipe)",
+    reason="asked for",
 )
 
 
 def request(**overrides: object) -> server.ServeRequest:
     values: dict[str, object] = {
         "model": FakeModel(),
-        "choice": FakeChoice(),
+        "choice": Choice(backend="cpu", driver=None, gpu=None, reason="asked for"),
         "image": "localhost/vkrama/cpu:latest",
         "port": 8099,
     }
