@@ -10,6 +10,7 @@ Stage: store (─► LocalModel). Layout under `settings.home / "models"`:
     partial/                   downloads in progress (kept for resuming)
     locks/KEY.lock             one puller per model (and per partial file) at a time;
                                locks/blobs.lock: garbage collection waits for blobs being added
+    local-files.json           sha256 and GGUF facts of models given by path (file_index.py)
 
 A model becomes visible only when its ref file is renamed into place, after its blobs
 verified and parsed. Must not print and must not touch the network.
@@ -163,7 +164,7 @@ class Store:
             "metadata": metadata.to_dict(),
             "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_atomic(self._dir("refs") / f"{key}.json", json.dumps(record, indent=1))
+        write_atomic(self._dir("refs") / f"{key}.json", json.dumps(record, indent=1))
         model = self.get(name)
         assert model is not None
         return model
@@ -227,10 +228,15 @@ class Store:
                     blob.unlink()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` whole (temp file, fsync, rename): readers see the old or the new text."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a full disk must not leave temp files behind
+        raise

@@ -44,18 +44,29 @@ def is_gguf(path: Path) -> bool:
         return f.read(4) == MAGIC
 
 
+# What a truncated file's hint says depends on whose file it is.
+DOWNLOAD_DISCARDED = "the source's copy is cut short; it was discarded, try again later"
+USER_FILE_KEPT = "vkrama left the file as it is: finish or repeat the copy or download that made it"
+
+
 def read(
-    path: Path, extra_parts: tuple[Path, ...] = (), labels: Mapping[Path, str] | None = None
+    path: Path,
+    extra_parts: tuple[Path, ...] = (),
+    labels: Mapping[Path, str] | None = None,
+    *,
+    truncated_hint: str = DOWNLOAD_DISCARDED,
 ) -> GgufInfo:
     """Parse `path` (and the other parts of a split model); raise INVALID_MODEL or INCOMPLETE.
 
-    `labels` names files in messages (a download in progress has no meaningful name).
+    `labels` names files in messages (a download in progress has no meaningful name);
+    `truncated_hint` is the hint for a cut-short file (a pull discards its download, a
+    user's own file is kept).
     """
     labels = labels or {}
-    first = _read_one(path, labels.get(path, path.name))
+    first = _read_one(path, labels.get(path, path.name), truncated_hint)
     params, tensors = first["params"], first["tensors"]
     for part in extra_parts:
-        other = _read_one(part, labels.get(part, part.name))
+        other = _read_one(part, labels.get(part, part.name), truncated_hint)
         params += other["params"]
         tensors += other["tensors"]
     return GgufInfo(
@@ -69,7 +80,7 @@ def read(
     )
 
 
-def _read_one(path: Path, label: str) -> dict[str, Any]:
+def _read_one(path: Path, label: str, truncated_hint: str) -> dict[str, Any]:
     import gguf  # imported here: numpy + gguf cost ~0.2 s, and `list` reads cached facts
 
     if not is_gguf(path):
@@ -85,14 +96,14 @@ def _read_one(path: Path, label: str) -> dict[str, Any]:
         # The magic is right, so the usual cause is a download cut short.
         raise VkramaError(
             f"{label} is truncated or damaged: its GGUF header does not fit the file",
-            hint="the source's copy is cut short; it was discarded, try again later",
+            hint=truncated_hint,
             status=ExitStatus.INCOMPLETE,
         ) from None
     end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     if end > size:
         raise VkramaError(
             f"{label} is truncated: the header describes {end} bytes, the file has {size}",
-            hint="the source's copy is cut short; it was discarded, try again later",
+            hint=truncated_hint,
             status=ExitStatus.INCOMPLETE,
         )
 

@@ -9,7 +9,6 @@ is opened. Must not print: progress goes to `on_progress`.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from vkrama.config import Settings
@@ -17,6 +16,7 @@ from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import gguf_info, hf, http, oci, ollama
 from vkrama.store.blobs import LocalModel, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
+from vkrama.store.file_index import FileIndex, Signature
 from vkrama.store.refs import ModelRef, parse, split_parts
 
 
@@ -70,7 +70,7 @@ def resolve(settings: Settings, ref: str) -> LocalModel:
     """The stored model for `ref` (or the file itself for a path); never touches the network."""
     model_ref = parse(ref, settings["models.shortnames"])
     if model_ref.scheme == "file":
-        return _local_file(model_ref)
+        return _local_file(Store(settings.home), model_ref)
     found = Store(settings.home).get(model_ref.name)
     if found is None:
         raise VkramaError(
@@ -172,7 +172,7 @@ def _partial(store: Store, remote: RemoteFile) -> Path:
 
 
 def _import_file(store: Store, ref: ModelRef, sha256: str | None) -> LocalModel:
-    model = _local_file(ref)
+    model = _local_file(store, ref)
     if sha256 is not None and sha256.lower() != model.sha256:
         raise VkramaError(
             f"checksum mismatch for {model.path}: expected {sha256}, got {model.sha256}",
@@ -186,7 +186,7 @@ def _import_file(store: Store, ref: ModelRef, sha256: str | None) -> LocalModel:
         return store.publish(ref.name, "file", str(model.path), files, model.metadata)
 
 
-def _local_file(ref: ModelRef) -> LocalModel:
+def _local_file(store: Store, ref: ModelRef) -> LocalModel:
     assert ref.path is not None
     if not ref.path.is_file():
         raise VkramaError(f"{ref.path}: no such file", status=ExitStatus.NOT_FOUND)
@@ -197,22 +197,21 @@ def _local_file(ref: ModelRef) -> LocalModel:
             f"{ref.path.name} is part of a split model; missing: {', '.join(missing)}",
             status=ExitStatus.INCOMPLETE,
         )
-    metadata = gguf_info.read(parts[0], tuple(parts[1:]))
-    digests = tuple(_cached_sha256(p) for p in parts)
+    # Hashing a multi-GB model takes seconds and parsing it imports gguf and numpy: every
+    # serve, bench and run of an unchanged file takes both from the index instead.
+    index = FileIndex(store)
+    sigs = [Signature.of(p) for p in parts]
+    known = index.lookup(sigs)
+    if known is not None:
+        digests, metadata = known
+    else:
+        metadata = gguf_info.read(
+            parts[0], tuple(parts[1:]), truncated_hint=gguf_info.USER_FILE_KEPT
+        )
+        digests = tuple(index.sha256(s) or file_sha256(p) for p, s in zip(parts, sigs, strict=True))
+        index.remember(sigs, digests, metadata)
     return LocalModel(
         name=ref.name, path=parts[0], files=tuple(parts), sha256=digests[0],
-        size=sum(p.stat().st_size for p in parts), source="file", metadata=metadata,
+        size=sum(s.size for s in sigs), source="file", metadata=metadata,
         origin=str(ref.path), sha256s=digests,
     )  # fmt: skip
-
-
-_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
-
-
-def _cached_sha256(path: Path) -> str:
-    # Hashing a 4 GB model takes seconds; serve and bench may resolve the same path twice.
-    st = os.stat(path)
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(path)
-    return _SHA_CACHE[key]
