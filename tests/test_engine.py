@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,21 @@ def test_logs_tail_counts_lines_not_podman_records(engine: Engine) -> None:
         assert list(engine.logs(container, tail=2, follow=True)) == ["line-4", "line-5"]
     finally:
         engine.remove(container)
+
+
+@pytest.mark.podman
+def test_a_private_service_outlives_pauses_of_the_process_using_it(tmp_path: Path) -> None:
+    from vkrama import config
+    from vkrama.engine import connect
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    settings = config.load(
+        environ={"XDG_RUNTIME_DIR": str(runtime), "VKRAMA_ENGINE_IDLE_TIMEOUT": "1"}, files=[]
+    )
+    engine = connect(settings)
+    assert engine.endpoint.started and engine.endpoint.idle_timeout == 1
+    import time
+
+    time.sleep(3)  # three idle timeouts without a call of our own
+    assert engine.info().version

@@ -22,7 +22,7 @@ from podman import errors as podman_errors
 
 from vkrama import __version__
 from vkrama.config import Settings
-from vkrama.engine.socket import Endpoint, discover
+from vkrama.engine.socket import Endpoint, discover, keep_alive
 from vkrama.engine.spec import LABEL_PREFIX, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -95,6 +95,7 @@ class Engine:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.client = PodmanClient(base_url=endpoint.url, timeout=None)
+        keep_alive(endpoint)
 
     # -- service -------------------------------------------------------------------------
     def info(self) -> EngineInfo:

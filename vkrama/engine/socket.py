@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Endpoint:
     url: str  # unix:///path/to/podman.sock
     source: str  # CONTAINER_HOST, config, rootless socket, rootful socket, private service
     started: bool = False  # True when vkrama started the service behind it
+    idle_timeout: int | None = None  # the private service exits after this many idle seconds
 
     @property
     def path(self) -> str:
@@ -91,7 +93,7 @@ def start_private_service(runtime_dir: Path, idle_timeout: int) -> Endpoint:
     """Start `podman system service` on a private socket, or reuse one still alive."""
     url = f"unix://{runtime_dir}/podman.sock"
     if ping(url):
-        return Endpoint(url, "private service")
+        return Endpoint(url, "private service", idle_timeout=idle_timeout)
     podman = shutil.which("podman")
     if podman is None:
         raise VkramaError(
@@ -102,7 +104,7 @@ def start_private_service(runtime_dir: Path, idle_timeout: int) -> Endpoint:
     with open(runtime_dir / "service.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if ping(url):
-            return Endpoint(url, "private service")
+            return Endpoint(url, "private service", idle_timeout=idle_timeout)
         Path(url.removeprefix("unix://")).unlink(missing_ok=True)
         with open(runtime_dir / "service.log", "ab") as log:
             process = subprocess.Popen(
@@ -115,7 +117,7 @@ def start_private_service(runtime_dir: Path, idle_timeout: int) -> Endpoint:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if ping(url, timeout=0.5):
-                return Endpoint(url, "private service", started=True)
+                return Endpoint(url, "private service", started=True, idle_timeout=idle_timeout)
             if process.poll() is not None:
                 break
             time.sleep(0.02)
@@ -125,6 +127,25 @@ def start_private_service(runtime_dir: Path, idle_timeout: int) -> Endpoint:
         hint=f"see {runtime_dir / 'service.log'}; `podman info` shows podman's own diagnosis",
         status=ExitStatus.ENGINE_UNAVAILABLE,
     )
+
+
+def keep_alive(endpoint: Endpoint) -> None:
+    """Ping a private service more often than its idle timeout while this process lives.
+
+    Without it, a command that pauses between API calls (a model download before the
+    container starts, a test session) would find the service gone. A daemon thread dies
+    with the process, and the service exits on its own `idle_timeout` later.
+    """
+    if endpoint.idle_timeout is None:
+        return
+    interval = max(0.5, endpoint.idle_timeout / 3)
+
+    def ping_forever() -> None:
+        while True:
+            time.sleep(interval)
+            ping(endpoint.url, timeout=interval)
+
+    threading.Thread(target=ping_forever, name="podman-keepalive", daemon=True).start()
 
 
 def _tail(path: Path) -> str:
