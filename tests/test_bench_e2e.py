@@ -25,8 +25,10 @@ SMALL = ("-p", "64", "-n", "16", "-r", "2")
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 
-def bench_containers(engine: Engine) -> list[str]:
-    return [c.name for c in engine.containers({"vkrama.role": "bench"})]
+def bench_containers(engine: Engine, model: Path) -> list[str]:
+    """This session's bench containers (others may bench on the same podman meanwhile)."""
+    mine = {"vkrama.role": "bench", "vkrama.model": model.resolve().as_uri()}
+    return [c.name for c in engine.containers(mine)]
 
 
 def test_dry_run_prints_every_cells_podman_command(vkrama: Callable, tiny_model: Path) -> None:
@@ -58,7 +60,7 @@ def test_bench_cpu_and_lavapipe_then_results(
     assert vulkan["tps"] > 0 and len(vulkan["samples"]) == 2 and vulkan["image_id"]
     assert {r["run_id"] for r in rows} == {1}
     assert max(r["relative"] for r in rows if r["test"] == "tg16") == 1.0
-    assert bench_containers(engine) == []
+    assert bench_containers(engine, tiny_model) == []
 
     listed = json.loads(vkrama("results", "list", "--json").stdout)
     assert [(r["id"], r["status"], r["cells_ok"]) for r in listed] == [(1, "ok", 2)]
@@ -115,11 +117,12 @@ def test_sigint_mid_run_removes_the_container_and_keeps_finished_cells(
         if "[2/2] vulkan/lavapipe: running" in line:
             break
     time.sleep(2)  # the vulkan container is up and benching
-    assert any(name.endswith("vulkan-lavapipe") for name in bench_containers(engine)), seen
+    running = bench_containers(engine, tiny_model)
+    assert any(name.endswith("vulkan-lavapipe") for name in running), seen
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == ExitStatus.INTERRUPTED, stderr
-    assert bench_containers(engine) == []
+    assert bench_containers(engine, tiny_model) == []
     rows = json.loads(stdout)
     assert [(r["backend"], r["status"]) for r in rows][:2] == [("cpu", "ok"), ("cpu", "ok")]
     stored = json.loads(vkrama("results", "show", "latest", "--json").stdout)[0]
