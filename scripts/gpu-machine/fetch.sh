@@ -10,14 +10,15 @@
 #
 # Idempotent: debs and wheels already there are kept, an image is re-saved only when its id
 # changed, and the vkrama wheel is always rebuilt (it must be the checked-out code).
-# Usage: scripts/gpu-machine/fetch.sh [IMAGE...]     (default: cuda)
+# Usage: scripts/gpu-machine/fetch.sh [IMAGE...]     (default: cuda cpu vulkan; `bench
+# --backend cuda,cpu` needs the cpu image too, vulkan is for the --vk-driver nvidia cell)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry
 PKGS=$CARRY/pkgs
 CHUNK=55M
 PY=${PY:-.venv/bin/python}
-IMAGES=("${@:-cuda}")
+if (($#)); then IMAGES=("$@"); else IMAGES=(cuda cpu vulkan); fi
 mkdir -p "$PKGS"
 
 # podman as seen working there (ENVIRONMENT.md), plus bridge networking (netavark, iptables)

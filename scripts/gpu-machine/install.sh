@@ -43,7 +43,8 @@ base() {
         ln -sf "$POD/usr/bin/podman" /usr/local/bin/podman
         ln -sf "$POD/usr/bin/zstd" /usr/local/bin/zstd
         mkdir -p /usr/share/containers /etc/containers
-        cp -rn "$POD/usr/share/containers/." /usr/share/containers/
+        cp -r --update=none "$POD/usr/share/containers/." /usr/share/containers/ 2>/dev/null \
+            || cp -rn "$POD/usr/share/containers/." /usr/share/containers/
         # iptables loads its match/target extensions from a compiled-in directory.
         xt=/usr/lib/x86_64-linux-gnu/xtables
         [ -e "$xt" ] || ln -s "$POD$xt" "$xt"
@@ -162,6 +163,11 @@ probe_network() {
             fi
             sleep 0.5
         done
+        if [ "$mode" = host ]; then  # keep what explains it for the log
+            { podman logs vkrama-netprobe; podman port vkrama-netprobe; iptables -t nat -S;
+              sysctl net.ipv4.conf.all.route_localnet; } >>"$STATE/netprobe.err" 2>&1
+            log "bridge: port 18080 on 127.0.0.1 did not answer: $(tr '\n' ' ' <"$STATE/netprobe.err" | cut -c1-600)"
+        fi
         podman rm -f vkrama-netprobe >/dev/null 2>&1 || true
     else
         log "bridge network failed: $(tail -1 "$STATE/netprobe.err")"
