@@ -31,7 +31,7 @@ def make_cell(
     **kw: object,
 ) -> BenchCell:
     return plan_cell(
-        choice,  # type: ignore[arg-type]
+        choice,
         f"localhost/vkrama/{choice.backend}:latest",
         MODEL,
         "tiny",

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from bench_fakes import CPU, LAVAPIPE, MODEL, make_cell
 
+from vkrama import compile_cache
 from vkrama.backends import Choice
 from vkrama.bench import plan
 from vkrama.bench.plan import BenchCell
+from vkrama.engine.spec import Mount
 
 
 def cell(choice: Choice, params: plan.BenchParams | None = None, **kw: object) -> BenchCell:
@@ -114,3 +116,12 @@ def test_physical_cores_falls_back_to_cpuinfo(tmp_path: Path) -> None:
     blocks = [f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i // 2}\n" for i in range(4)]
     cpuinfo.write_text("\n".join(blocks))
     assert plan.physical_cores(tmp_path / "missing", cpuinfo) == 2
+
+
+def test_a_gpu_cell_keeps_its_compiled_kernels_between_runs() -> None:
+    cache = compile_cache.for_backend(Path("/home/u/.local/share/vkrama"), "vulkan")
+    assert cache is not None
+    spec = cell(LAVAPIPE, compile_cache=cache).spec
+    assert Mount(cache.host_dir, "/cache/mesa", read_only=False) in spec.mounts
+    assert spec.env["MESA_SHADER_CACHE_DIR"] == "/cache/mesa"
+    assert [m.read_only for m in spec.mounts if m.target.startswith("/models/")] == [True]

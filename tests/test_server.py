@@ -6,13 +6,13 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from vkrama import server
+from vkrama import compile_cache, server
 from vkrama.backends import Choice
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -248,12 +248,28 @@ def test_wait_ready_stops_when_the_container_exits() -> None:
     assert caught.value.status == ExitStatus.CONTAINER_EXITED
 
 
-def test_vulkan_gets_a_writable_shader_cache_and_nothing_else_does() -> None:
-    cache = Path("/home/u/.local/share/vkrama/cache/mesa")
-    vulkan = server.plan(request(choice=LAVAPIPE, shader_cache=cache))
-    assert server.Mount(cache, "/cache/mesa", read_only=False) in vulkan.mounts
-    assert vulkan.env["MESA_SHADER_CACHE_DIR"] == "/cache/mesa"
-    assert [m.read_only for m in vulkan.mounts if m.target.startswith("/models/")] == [True]
-    cpu = server.plan(request(shader_cache=cache))
-    assert [m.target for m in cpu.mounts] == ["/models/tiny.gguf"]
-    assert "MESA_SHADER_CACHE_DIR" not in cpu.env
+HOME = Path("/home/u/.local/share/vkrama")
+
+
+@pytest.mark.parametrize(
+    ("backend", "host_dir", "variable"),
+    [
+        ("vulkan", HOME / "cache" / "mesa", "MESA_SHADER_CACHE_DIR"),
+        ("cuda", HOME / "cache" / "cuda", "CUDA_CACHE_PATH"),
+    ],
+    ids=["vulkan-keeps-mesa-shaders", "cuda-keeps-jit-kernels"],
+)
+def test_gpu_backends_get_a_writable_compile_cache(
+    backend: str, host_dir: Path, variable: str
+) -> None:
+    cache = compile_cache.for_backend(HOME, backend)
+    assert cache is not None and cache.host_dir == host_dir
+    spec = server.plan(request(choice=replace(LAVAPIPE, backend=backend), compile_cache=cache))
+    assert server.Mount(host_dir, cache.target, read_only=False) in spec.mounts
+    assert spec.env[variable] == cache.target
+    assert [m.read_only for m in spec.mounts if m.target.startswith("/models/")] == [True]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "rocm", "oneapi"])
+def test_backends_that_compile_nothing_at_start_get_no_cache(backend: str) -> None:
+    assert compile_cache.for_backend(HOME, backend) is None

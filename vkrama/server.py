@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from vkrama.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount, PortMapping
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 # port varies, so the command line never depends on the host.
 CONTAINER_PORT = 8080
 MODEL_DIR = "/models"
-SHADER_CACHE_DIR = "/cache/mesa"
 # The images' non-root user ("llama"); numeric so it need not be looked up in the image.
 CONTAINER_USER = "1000:1000"
 # llama.cpp reads the key from this variable (same as --api-key), which keeps it off argv,
@@ -64,9 +64,8 @@ class ServeRequest:
     parallel: int | None = None
     api_key: str | None = None
     extra_args: tuple[str, ...] = ()
-    # A host directory for Mesa's shader cache (vulkan only): compiling ggml's pipelines
-    # takes seconds on every start without it (lavapipe here: 4.8 s, then 0.45 s).
-    shader_cache: Path | None = None
+    # Where the backend's compiled GPU code outlives the container (see compile_cache).
+    compile_cache: CompileCache | None = None
 
 
 def plan(request: ServeRequest) -> ContainerSpec:
@@ -92,9 +91,10 @@ def plan(request: ServeRequest) -> ContainerSpec:
     env = dict(choice.env)
     # Mesa and ggml want a writable cache; the root filesystem is read-only.
     env.setdefault("XDG_CACHE_HOME", "/tmp/.cache")
-    if request.shader_cache is not None and choice.backend == "vulkan":
-        mounts += (Mount(request.shader_cache, SHADER_CACHE_DIR, read_only=False),)
-        env["MESA_SHADER_CACHE_DIR"] = SHADER_CACHE_DIR
+    if request.compile_cache is not None:
+        cache = request.compile_cache
+        mounts += (Mount(cache.host_dir, cache.target, read_only=False),)
+        env[cache.variable] = cache.target
     secret: frozenset[str] = frozenset()
     if request.api_key:
         env[API_KEY_ENV] = request.api_key

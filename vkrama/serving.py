@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vkrama import server, servers
+from vkrama import compile_cache, server, servers
 from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
@@ -112,11 +112,9 @@ def prepare(
         # The port is checked before the image is built, so a busy port fails fast.
         port = server.pick_port(options.host, options.port)
         image = images.ensure(engine, choice.backend, settings, on_progress=on_progress).ref
-    shader_cache = None
-    if choice.backend == "vulkan":
-        shader_cache = settings.home / "cache" / "mesa"
-        if engine is not None:
-            shader_cache_dir(shader_cache)
+    cache = compile_cache.for_backend(settings.home, choice.backend)
+    if cache is not None and engine is not None:
+        compile_cache.ensure(cache)
     request = server.ServeRequest(
         model=model,
         choice=choice,
@@ -130,7 +128,7 @@ def prepare(
         parallel=options.parallel,
         api_key=api_key,
         extra_args=options.extra_args,
-        shader_cache=shader_cache,
+        compile_cache=cache,
     )
     spec = server.plan(request)
     return Planned(spec, server.base_url(options.host, port), spec.labels["vkrama.alias"], api_key)
@@ -163,15 +161,6 @@ def _best_cell(
             status=ExitStatus.NOT_FOUND,
         )
     return cell.backend, cell.driver, cell.reason
-
-
-def shader_cache_dir(path: Path) -> None:
-    """Create the shared shader cache so that the containers' non-root user can write it."""
-    if not path.is_dir():
-        path.mkdir(parents=True)
-        # Writable for every uid: the container's user maps to a different host uid under
-        # rootless podman. Only compiled shaders live here.
-        path.chmod(0o777)
 
 
 def read_api_key(path: Path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vkrama.bench.measurements import test_name
+from vkrama.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount
 
 if TYPE_CHECKING:
@@ -148,9 +149,14 @@ def plan_cell(
     position: int,
     env_overrides: Mapping[str, str] | None = None,
     env_unset: Iterable[str] = (),
+    compile_cache: CompileCache | None = None,
 ) -> BenchCell:
     """One cell's container: the choice's passthrough, the model read-only, llama-bench."""
     env = dict(choice.env)
+    mounts = tuple(Mount(path, f"{MODEL_DIR}/{path.name}") for path in model_files)
+    if compile_cache is not None:
+        mounts += (Mount(compile_cache.host_dir, compile_cache.target, read_only=False),)
+        env[compile_cache.variable] = compile_cache.target
     env.update(env_overrides or {})
     for name in env_unset:
         env.pop(name, None)
@@ -163,7 +169,6 @@ def plan_cell(
         "vkrama.device": device,
         "vkrama.bench-run": run_token,
     }
-    mounts = tuple(Mount(path, f"{MODEL_DIR}/{path.name}") for path in model_files)
     spec = ContainerSpec(
         image=image,
         command=llama_bench_args(params, model_files[0].name, choice.backend, threads),

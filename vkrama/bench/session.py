@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vkrama import __version__
+from vkrama import __version__, compile_cache
 from vkrama.bench import plan as planning
 from vkrama.bench.run import FAILED, INTERRUPTED, OK, CellResult, run_cells
 from vkrama.config import Settings
@@ -106,6 +106,9 @@ def prepare(
             image_errors[choice.backend] = error
             unavailable.append(_unavailable(choice.backend, choice.driver, error.message))
             continue
+        cache = compile_cache.for_backend(settings.home, choice.backend)
+        if cache is not None and engine is not None:
+            compile_cache.ensure(cache)
         cell = planning.plan_cell(
             choice,
             image,
@@ -117,6 +120,7 @@ def prepare(
             position=position,
             env_overrides=request.env,
             env_unset=request.unset_env,
+            compile_cache=cache,
         )
         say(f"cell {cell.key}: {choice.reason}")
         cells.append(cell)
