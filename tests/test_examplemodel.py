@@ -38,3 +38,8 @@ def test_quantize_with_the_cpu_image_gives_a_q4_0_model(tmp_path: Path) -> None:
     assert info.parameter_count == examplemodel.SHAPES["tiny"].parameter_count
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-q4_0.gguf"]  # no F16 left over
     assert '"n_gen": 4' in _bench(out)
+
+
+def test_make_creates_missing_folders(tmp_path: Path) -> None:
+    made = examplemodel.make("tiny", tmp_path / "new" / "folder" / "tiny.gguf")
+    assert made.is_file() and made.stat().st_size > 1_000_000

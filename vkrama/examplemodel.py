@@ -190,6 +190,7 @@ def quantize(src: Path, dst: Path, kind: str = "q4_0", image: str = CPU_IMAGE) -
 def make(kind: str, out: Path, seed: int = 0, quantize_to: str | None = None) -> Path:
     """Write the `kind` model to `out`; with `quantize_to`, write F16 next to it then quantize."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if quantize_to is None:
         return write(out, kind, seed)
     with tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".f16-") as work:
