@@ -25,8 +25,9 @@ step "vkrama serve $model --backend best -d"
 vkrama serve "$model" --backend best -d --name vkrama-demo --port auto
 trap 'vkrama stop vkrama-demo >/dev/null 2>&1 || true' EXIT
 vkrama ps
-step "vkrama run: one question to the served model"
-vkrama run "$model" "Say hello in five words." 
+step "vkrama run: one question to the served model (random weights answer in gibberish)"
+vkrama run "$model" "Say hello in five words." --max-tokens 48
+echo
 step "vkrama stop vkrama-demo"
 vkrama stop vkrama-demo
 trap - EXIT
