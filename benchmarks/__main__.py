@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine.describe(session.vkrama(), ramalama),
         "vkrama_failures": failures,
     }
+    # A partial run (--only) gets its own file and never overwrites the day's full run.
     stem = datetime.date.today().isoformat()
+    if args.only:
+        stem += "-" + "-".join(names)
     directory = session.cache / "results-quick" if args.quick else REPO / "benchmarks" / "results"
     json_path, md_path = report.write(directory, stem, meta, rows, notes)
     print(report.markdown(meta, rows, notes))
