@@ -170,3 +170,22 @@ def test_exports(settings: config.Settings) -> None:
     assert data[0]["run"]["model_sha256"] == SHA
     assert data[0]["provenance"][1]["llama_cpp_build"] == "11669"
     assert data[0]["rows"][2]["samples"] == [229.0, 231.0]
+
+
+def test_exports_say_why_a_cell_failed(settings: config.Settings) -> None:
+    broken = replace(
+        cell("vulkan", "nvidia", 0, 0),
+        status="failed",
+        reason="ggml announced no Vulkan device: llama.cpp fell back to the CPU",
+        measurements=(),
+    )
+    run_id = store_run(settings, cell("cpu", None, 800, 30), broken)
+    detail = [results.get_run(settings, run_id)]
+    md = report.export(detail, "md").splitlines()
+    assert md[-1] == (
+        f"- run {run_id}, vulkan/nvidia failed: "
+        "ggml announced no Vulkan device: llama.cpp fell back to the CPU"
+    )
+    rows = list(csv.DictReader(io.StringIO(report.export(detail, "csv"))))
+    assert [r["reason"] for r in rows if r["backend"] == "vulkan"] == [broken.reason] * 2
+    assert [r["reason"] for r in rows if r["backend"] == "cpu"] == ["", ""]

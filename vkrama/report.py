@@ -229,6 +229,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
     headers = ["run", "model", "backend", "driver", "device", "test", "t/s", "±", "relative",
                "status", "llama.cpp", "stack"]  # fmt: skip
     table = []
+    failures: dict[str, str] = {}  # one note per failed cell, in table order
     for d in details:
         provenance = {(c.backend, c.driver): c.provenance for c in d.cells}
         for r in rows_of(d):
@@ -238,15 +239,22 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.tps is None else f"{r.tps:.2f}",
                 "" if r.tps_stddev is None else f"{r.tps_stddev:.2f}",
                 "" if r.relative is None else f"{r.relative:.2f}",
-                r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
+                r.status, p.get("llama_cpp_build", ""), stack(p) if p else "", r.reason,
             ])  # fmt: skip
+            if r.reason:
+                cell = f"{r.backend}/{r.driver}" if r.driver else r.backend
+                failures.setdefault(f"run {d.run.id}, {cell}", f"{r.status}: {r.reason}")
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["t/s stddev" if h == "±" else h for h in headers])
+        writer.writerow([*("t/s stddev" if h == "±" else h for h in headers), "reason"])
         writer.writerows(table)
         return out.getvalue()
-    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+    # Reasons are long: the table keeps its width, each failed cell gets a line below it.
+    shown = [row[:-1] for row in table]
+    text = tabulate(shown, headers=headers, tablefmt="github", disable_numparse=True)
+    notes = [f"- {where} {what}" for where, what in failures.items()]
+    return "\n".join([text, "", *notes]) if notes else text
 
 
 def rows_of(detail: RunDetail) -> list[Row]:
