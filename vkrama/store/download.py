@@ -2,19 +2,21 @@
 
 Stage: store (source ─► verified file in partial/). Streams into a partial file, resumes it
 with HTTP Range after an interruption or a kill (and starts over when the server ignores
-Range), retries transient failures with backoff, and verifies size and sha256. Must not
-print (progress goes to `on_progress`) and must never log or show request headers: they
-carry tokens.
+Range), retries transient failures with backoff, and verifies size and sha256. sha256 runs
+in a worker thread while the next bytes arrive (hashlib releases the GIL), so a pull costs
+about max(network, hashing) rather than their sum. Must not print (progress goes to
+`on_progress`) and must never log or show request headers: they carry tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -24,7 +26,8 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store.hf_cache import CacheSlot
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # large reads: fewer Python-level steps per GiB (64 KiB cost ~17k of them)
+QUEUED = 16  # chunks the hasher may lag behind the socket (memory: QUEUED x CHUNK)
 RESET_AFTER = 1 << 20  # bytes of progress that forgive earlier failures
 TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 
@@ -141,8 +144,29 @@ class Http:
 
     def fetch(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None = None) -> str:
         """Download `remote` into `part`, resuming what is there; return the sha256."""
-        digest = hashlib.sha256()
-        have = _hash_existing(part, digest)
+        have = part.stat().st_size if part.exists() else 0
+        hasher = _Hasher(part, have)  # hashes what is on disk while the rest arrives
+        try:
+            sha256 = self._transfer(remote, part, have, hasher, on_progress)
+        finally:
+            hasher.close()
+        if remote.sha256 is not None and sha256 != remote.sha256.lower():
+            raise VkramaError(
+                f"checksum mismatch for {remote.filename}: expected sha256 {remote.sha256},"
+                f" got {sha256}",
+                hint="the source changed or the transfer was corrupted; the file was discarded",
+                status=ExitStatus.CHECKSUM,
+            )
+        return sha256
+
+    def _transfer(
+        self,
+        remote: RemoteFile,
+        part: Path,
+        have: int,
+        hasher: _Hasher,
+        on_progress: OnProgress | None,
+    ) -> str:
         resumed_from = have
         failures = 0
         progress_at_failure = have
@@ -161,12 +185,14 @@ class Http:
                         break  # we already hold every byte the server has
                     if have and not _continues_at(response, have):
                         # The server ignored Range (or answered another one): start over.
-                        have, digest, resumed_from = 0, hashlib.sha256(), 0
+                        hasher.close()
+                        have, resumed_from = 0, 0
+                        hasher = _Hasher(part, 0)
                     total = _total(response, have) or remote.size
                     with open(part, "ab" if have else "wb") as out:
                         for chunk in response.iter_content(CHUNK):
                             out.write(chunk)
-                            digest.update(chunk)
+                            hasher.feed(chunk)
                             have += len(chunk)
                             if on_progress is not None:
                                 on_progress(Progress(remote.filename, have, total, resumed_from))
@@ -182,17 +208,61 @@ class Http:
                         raise _short(remote.filename, have, remote.size) from None
                     raise network_error(remote.filename, exc, have) from None
                 self.sleep(failures - 1)
-        sha256 = digest.hexdigest()
         if remote.size is not None and have != remote.size:
             raise _short(remote.filename, have, remote.size)
-        if remote.sha256 is not None and sha256 != remote.sha256.lower():
-            raise VkramaError(
-                f"checksum mismatch for {remote.filename}: expected sha256 {remote.sha256},"
-                f" got {sha256}",
-                hint="the source changed or the transfer was corrupted; the file was discarded",
-                status=ExitStatus.CHECKSUM,
-            )
-        return sha256
+        return hasher.hexdigest()
+
+
+class _Hasher:
+    """sha256 of a partial file's first `prefix` bytes, then of every chunk fed, in a thread.
+
+    The thread reads the prefix (a resumed download's earlier bytes) from disk, then hashes
+    chunks in the order fed. A bounded queue keeps memory flat when hashing is the slower
+    side. `close()` ends the thread whatever happened; `hexdigest()` waits for it.
+    """
+
+    def __init__(self, part: Path, prefix: int) -> None:
+        self.digest = hashlib.sha256()
+        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUED)
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.thread = threading.Thread(
+            target=self._run, args=(part, prefix), name="vkrama-sha256", daemon=True
+        )
+        self.thread.start()
+
+    def feed(self, chunk: bytes) -> None:
+        self.queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.stopped = True  # skip the rest of the prefix: nobody wants this digest
+            self.queue.put(None)
+            self.thread.join()
+
+    def _run(self, part: Path, prefix: int) -> None:
+        try:
+            if prefix:
+                with open(part, "rb") as f:
+                    while prefix and not self.stopped:
+                        block = f.read(min(CHUNK, prefix))
+                        if not block:
+                            raise OSError(f"{part} shrank while it was being resumed")
+                        self.digest.update(block)
+                        prefix -= len(block)
+        except BaseException as exc:  # handed to hexdigest()'s caller
+            self.error = exc
+        # Always drain to the end, so a producer never blocks on a full queue.
+        while (chunk := self.queue.get()) is not None:
+            if self.error is None and not self.stopped:
+                self.digest.update(chunk)
 
 
 def ca_bundle(settings: Settings) -> bool | str:
@@ -228,17 +298,6 @@ def tls_error(url: str) -> VkramaError:
         " to that CA's PEM file",
         status=ExitStatus.NETWORK,
     )
-
-
-def _hash_existing(part: Path, digest: Any) -> int:
-    if not part.exists():
-        return 0
-    size = 0
-    with open(part, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size
 
 
 def _continues_at(response: requests.Response, have: int) -> bool:
