@@ -101,3 +101,26 @@ def test_rocm_without_an_amd_gpu_is_refused_before_anything_runs(
     assert first.startswith("Error: ")
     assert first.endswith("rocm is unavailable here: no AMD GPU, no /dev/kfd")
     assert hint.startswith("Hint: ")
+
+
+@pytest.mark.parametrize(
+    ("build", "said"),
+    [
+        (no_gpu, "backend cpu: auto: no GPU found; cpu is faster than lavapipe"),
+        (two_amd_gpus, "backend vulkan (radv): "),
+    ],
+    ids=["no-gpu-auto-says-why-cpu", "amd-auto-says-why-radv"],
+)
+def test_serve_auto_says_which_backend_it_chose_and_why(
+    build: Callable[[FakeHost], None],
+    said: str,
+    tmp_path: Path,
+    tiny_model: Path,
+    vkrama: Callable[..., Any],
+) -> None:
+    host = FakeHost(tmp_path)
+    build(host)
+    done = vkrama("--dry-run", "serve", str(tiny_model), env=roots(host))
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(said)

@@ -40,7 +40,7 @@ def test_dry_run_prints_the_exact_podman_command(vkrama: Vkrama, tiny_model: Pat
     done = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "cpu", "--port", "8123")
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected_cpu_command(tiny_model, sha256, 8123) + "\n"
-    assert done.stderr == ""
+    assert done.stderr == ""  # a backend the user named needs no explaining
 
 
 @pytest.mark.parametrize(

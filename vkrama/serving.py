@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 LOG_TAIL_LINES = 20
 
 
+class Explained(str):
+    """A message that says why vkrama chose something: shown even without -v."""
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """`vkrama serve`'s flags, typed."""
@@ -99,9 +103,10 @@ def prepare(
         else store.ensure(settings, options.model, on_progress=on_download)
     )
     choice = _choose(settings, options, model, say)
-    say(
-        f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: {choice.reason}"
-    )
+    chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
+    # A backend vkrama picked (auto, best) explains itself; one the user named needs no word.
+    explain = Explained if options.backend in ("auto", "best") else str
+    say(explain(chosen + choice.reason))
     if engine is None:
         image = images.image_ref(choice.backend)
         # A free port makes the printed command runnable; a given one is shown unchecked.
@@ -143,7 +148,7 @@ def _choose(
     if options.backend != "best":
         return backends.choose(profile, options.backend, options.gpu, options.vk_driver)
     backend, driver, reason = _best_cell(settings, options.model, model, profile, options.gpu)
-    say(f"--backend best: {reason}")
+    say(Explained(f"--backend best: {reason}"))
     return backends.choose(profile, backend, options.gpu, driver)
 
 

@@ -147,7 +147,8 @@ def start(app: App, options: serving.ServeOptions, timeout: float | None) -> ser
 
 
 class StepPrinter:
-    """Shows what serve is doing on stderr: every line with -v, else one line per build step."""
+    """Shows what serve is doing on stderr: why it chose a backend, one line per build step;
+    everything with -v."""
 
     def __init__(self, verbose: int) -> None:
         self.verbose = verbose
@@ -156,7 +157,7 @@ class StepPrinter:
     def __call__(self, event: object) -> None:
         step = getattr(event, "step", None)
         if step is None:  # a plain message from serve itself
-            if self.verbose:
+            if self.verbose or isinstance(event, serving.Explained):
                 say(str(event))
             return
         key = (str(getattr(event, "backend", "")), int(step))
