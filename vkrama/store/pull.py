@@ -189,7 +189,11 @@ def _import_file(store: Store, ref: ModelRef, sha256: str | None) -> LocalModel:
 def _local_file(store: Store, ref: ModelRef) -> LocalModel:
     assert ref.path is not None
     if not ref.path.is_file():
-        raise VkramaError(f"{ref.path}: no such file", status=ExitStatus.NOT_FOUND)
+        raise VkramaError(
+            f"{ref.path}: no such file",
+            hint="check the path, or name a stored model (`vkrama list`) or a pull reference",
+            status=ExitStatus.NOT_FOUND,
+        )
     parts = [ref.path.parent / name for name in split_parts(ref.path.name)]
     missing = [p.name for p in parts if not p.is_file()]
     if missing:
