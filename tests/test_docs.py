@@ -53,3 +53,14 @@ def test_the_wheel_ships_the_containerfiles(tmp_path: Path) -> None:
     shipped = {Path(n).name for n in names if n.startswith("vkrama/containerfiles/")}
     expected = {p.name for p in (REPO / "containerfiles").iterdir() if p.is_file()}
     assert expected and expected <= shipped
+
+
+def test_the_readme_settings_example_is_a_valid_config(tmp_path: Path) -> None:
+    from vkrama import config
+
+    example = README.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "vkrama.toml"
+    path.write_text(example)
+    settings = config.load(environ={}, files=[path])
+    assert settings.source("serve.port") == str(path)
+    assert settings["engine.url"].startswith("unix://")
