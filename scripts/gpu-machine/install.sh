@@ -153,9 +153,13 @@ probe_network() {
     [ -e "$STATE/network" ] && { log "network: $(cat "$STATE/network")"; return; }
     image=$(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/vkrama/' | head -1)
     mode=host
+    # The probe server reads the request before it answers and keeps accepting: closing a
+    # socket with unread data sends a reset that can beat the answer to the client, which
+    # made a working bridge look broken (2026-11-24: host fallback on the first run).
     if podman run -d --rm --name vkrama-netprobe -p 127.0.0.1:18080:8080 "$image" perl \
-        -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>8080,Listen=>1,ReuseAddr=>1) or die;
-            $c=$s->accept; print $c "HTTP/1.0 200 OK\r\n\r\nbridge-ok"; close $c' >/dev/null 2>"$STATE/netprobe.err"
+        -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>8080,Listen=>5,ReuseAddr=>1) or die;
+            while ($c=$s->accept) { while (<$c>) { last if /^\r?$/ }
+                print $c "HTTP/1.0 200 OK\r\n\r\nbridge-ok"; close $c }' >/dev/null 2>"$STATE/netprobe.err"
     then
         for _ in 1 2 3 4 5 6 7 8 9 10; do
             if python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:18080", timeout=1).read().decode())' 2>/dev/null | grep -q bridge-ok; then
