@@ -80,6 +80,8 @@ done
 (
     cd "$CARRY"
     sha256sum pkgs/*.deb pkgs/*.whl > pkgs/SHA256SUMS.tmp
+    # only this run's images: install.sh waits for the chunks of every image named here
+    rm -f pkgs/*.id pkgs/*.sha256
     for image in "${IMAGES[@]}"; do
         sha256sum "$image".[0-9][0-9] >> pkgs/SHA256SUMS.tmp
         cp "$image.id" "$image.sha256" pkgs/
