@@ -120,3 +120,30 @@ def test_a_private_service_outlives_pauses_of_the_process_using_it(tmp_path: Pat
 
     time.sleep(3)  # three idle timeouts without a call of our own
     assert engine.info().version
+
+
+@pytest.mark.podman
+def test_wait_blocks_until_the_exit_and_times_out_with_its_own_status(engine: Engine) -> None:
+    from vkrama.errors import ExitStatus, VkramaError
+
+    spec = ContainerSpec(
+        image=BASE, command=("sh", "-c", "sleep 1; exit 4"), labels={"vkrama.role": "engine-test"}
+    )
+    container = engine.run(spec)
+    try:
+        assert engine.wait(container, timeout=30) == 4
+    finally:
+        engine.remove(container)
+    spec = ContainerSpec(
+        image=BASE,
+        command=("sh", "-c", "trap exit TERM; sleep 30 & wait"),
+        labels={"vkrama.role": "engine-test"},
+    )
+    container = engine.run(spec)
+    try:
+        with pytest.raises(VkramaError) as caught:
+            engine.wait(container, timeout=1)
+        assert caught.value.status == ExitStatus.TIMEOUT
+    finally:
+        engine.remove(container)
+    assert engine.containers({"vkrama.role": "engine-test"}) == []
