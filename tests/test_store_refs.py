@@ -153,7 +153,7 @@ def test_examplemodel_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 
 def test_progress_line_shows_bytes_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
-    from vkrama.cli.models import ProgressLine
+    from vkrama.cli.console import ProgressLine
     from vkrama.store import Progress
 
     line = ProgressLine()

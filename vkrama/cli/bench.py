@@ -14,7 +14,7 @@ from vkrama import report
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.cli.app import App, pass_app
-from vkrama.cli.console import byte_progress, echo_json
+from vkrama.cli.console import download_progress, echo_json
 from vkrama.cli.serve import terminate_as_interrupt
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -174,13 +174,13 @@ def bench(
             click.echo(f"# {failed.backend}: {failed.reason}", err=True)
         return int(ExitStatus.OK)
     with terminate_as_interrupt():
-        with byte_progress("model") as bar:
+        with download_progress() as bar:
             planned = session.prepare(
                 app.settings,
                 request,
                 app.engine,
                 on_progress=_say,
-                on_download=lambda p: bar(p.done, p.total),
+                on_download=bar,
             )
         outcome = session.execute(app.engine, app.settings, planned, on_progress=_say)
     found = report.rows(outcome.run_id, outcome.results, outcome.tests)

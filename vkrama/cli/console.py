@@ -9,13 +9,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from vkrama.store import Progress
 
 
 def _default(value: Any) -> Any:
@@ -44,6 +48,54 @@ def echo_table(
 def interactive() -> bool:
     """True when progress displays make sense (stderr is a terminal)."""
     return sys.stderr.isatty()
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[Progress], None] | None]:
+    """The model download display of `pull`, `serve` and `bench`: a redrawn line on a TTY,
+    None (nothing drawn) otherwise."""
+    line = ProgressLine() if interactive() else None
+    try:
+        yield line
+    finally:
+        if line is not None:
+            line.close()
+
+
+class ProgressLine:
+    """`name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` redrawn in place on stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.first_done: int | None = None
+        self.drawn = 0.0
+        self.active = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if self.first_done is None:
+            self.started, self.first_done = now, progress.done
+        finished = progress.total is not None and progress.done >= progress.total
+        if now - self.drawn < 0.1 and not finished:
+            return
+        self.drawn = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = (progress.done - self.first_done) / elapsed
+        total = "?" if progress.total is None else _mib(progress.total)
+        line = f"{progress.filename}  {_mib(progress.done)}/{total} MiB  {rate / 2**20:.1f} MiB/s"
+        if progress.total is not None and rate > 0:
+            left = int((progress.total - progress.done) / rate)
+            line += f"  ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        click.echo(f"\r{line}\x1b[K", nl=False, err=True)
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            click.echo(err=True)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f}"
 
 
 @contextmanager

@@ -7,50 +7,13 @@ result; the progress line (bytes, rate, ETA) is drawn here, on a TTY only.
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
 from vkrama import store
 from vkrama.cli.app import App, pass_app
-from vkrama.cli.console import echo_json, echo_table, interactive
-from vkrama.store import LocalModel, Progress
-
-
-class ProgressLine:
-    """`name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` redrawn in place on stderr."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.first_done: int | None = None
-        self.drawn = 0.0
-        self.active = False
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if self.first_done is None:
-            self.started, self.first_done = now, progress.done
-        finished = progress.total is not None and progress.done >= progress.total
-        if now - self.drawn < 0.1 and not finished:
-            return
-        self.drawn = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = (progress.done - self.first_done) / elapsed
-        total = "?" if progress.total is None else _mib(progress.total)
-        line = f"{progress.filename}  {_mib(progress.done)}/{total} MiB  {rate / 2**20:.1f} MiB/s"
-        if progress.total is not None and rate > 0:
-            left = int((progress.total - progress.done) / rate)
-            line += f"  ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
-        click.echo(f"\r{line}\x1b[K", nl=False, err=True)
-        self.active = True
-
-    def close(self) -> None:
-        if self.active:
-            click.echo(err=True)
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f}"
+from vkrama.cli.console import download_progress, echo_json, echo_table
+from vkrama.store import LocalModel
 
 
 def _row(model: LocalModel) -> tuple[str, ...]:
@@ -76,12 +39,8 @@ HEADERS = ("name", "source", "size", "sha256", "arch", "quant", "params", "conte
 def pull(app: App, ref: str, sha256: str | None) -> None:
     """Fetch a model into the store: hf://ORG/REPO[:QUANT], hf://ORG/REPO/FILE.gguf,
     ollama://NAME[:TAG], oci://REGISTRY/REPO[:TAG], https://URL, file://PATH or a path."""
-    line = ProgressLine() if interactive() else None
-    try:
+    with download_progress() as line:
         model = store.pull(app.settings, ref, on_progress=line, sha256=sha256)
-    finally:
-        if line is not None:
-            line.close()
     click.echo(f"{model.name}  {model.sha256}  {model.path}")
 
 

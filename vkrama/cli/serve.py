@@ -123,13 +123,13 @@ def serve(
 
 def start(app: App, options: serving.ServeOptions, timeout: float | None) -> serving.Running:
     """Plan, start and wait with a spinner; on failure show the server's last log lines."""
-    with console.byte_progress("model") as download:
+    with console.download_progress() as download:
         planned = serving.prepare(
             app.settings,
             options,
             app.engine,
             on_progress=StepPrinter(app.verbose),
-            on_download=lambda event: download(event.done, event.total),
+            on_download=download,
         )
     wait_s = timeout if timeout is not None else float(app.settings["serve.timeout"])
     with spinner(f"starting {planned.spec.name}") as tick:
