@@ -67,6 +67,46 @@ def test_a_broken_config_file_is_a_config_error(vkrama, tmp_path: Path) -> None:
     assert done.stderr.startswith(f"Error: {cfg / 'vkrama.toml'}:2: ")
 
 
+@pytest.mark.parametrize(
+    ("setup", "env", "first_line"),
+    [
+        ("[serve]\nport = 99999\n", {},
+         "Error: CFG:2: serve.port must be from 1 to 65535, got 99999"),
+        ("", {"VKRAMA_SERVE_PORT": "-1"},
+         "Error: env VKRAMA_SERVE_PORT: serve.port must be from 1 to 65535, got -1"),
+        ("[models]\nretries = -2\n", {}, "Error: CFG:2: models.retries must be >= 0, got -2"),
+        ("", {"VKRAMA_HOME": "FILE"}, "Error: env VKRAMA_HOME: home FILE is not a directory"),
+        ("", {"VKRAMA_CONFIG": "MISSING"},
+         "Error: env VKRAMA_CONFIG: config file MISSING does not exist"),
+    ],
+    ids=[
+        "port-99999-in-the-user-file",
+        "port-minus-one-in-the-environment",
+        "negative-retries-in-the-user-file",
+        "vkrama-home-naming-a-regular-file",
+        "an-explicit-config-file-that-does-not-exist",
+    ],
+)  # fmt: skip
+def test_bad_settings_are_one_error_line_a_hint_and_exit_3(
+    vkrama, tmp_path: Path, setup: str, env: dict[str, str], first_line: str
+) -> None:
+    cfg = tmp_path / "config" / "vkrama" / "vkrama.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(setup)
+    plain = tmp_path / "plain-file"
+    plain.write_text("x")
+    paths = {"CFG": str(cfg), "FILE": str(plain), "MISSING": str(tmp_path / "nope.toml")}
+    for word, path in paths.items():
+        env = {k: v.replace(word, path) for k, v in env.items()}
+        first_line = first_line.replace(word, path)
+    done = vkrama("info", env=env)
+    assert done.returncode == ExitStatus.CONFIG == 3
+    lines = done.stderr.splitlines()
+    assert lines[0] == first_line
+    assert len(lines) == 2 and lines[1].startswith("Hint: "), done.stderr
+    assert done.stdout == ""
+
+
 def test_unknown_command_is_a_usage_error(vkrama) -> None:
     done = vkrama("frobnicate")
     assert done.returncode == ExitStatus.USAGE

@@ -153,3 +153,104 @@ def test_bad_lists_are_config_errors(tmp_path: Path, file_text: str) -> None:
         config.load(environ={}, files=[write(tmp_path, file_text)])
     assert caught.value.status == ExitStatus.CONFIG
     assert "models.insecure_registries must be a list of strings" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "where", "message"),
+    [
+        ("[serve]\nhost = \"::1\"\nport = 99999\n", {}, "FILE:3",
+         "serve.port must be from 1 to 65535, got 99999"),
+        ("[serve]\nport = -1\n", {}, "FILE:2", "serve.port must be from 1 to 65535, got -1"),
+        ("", {"VKRAMA_SERVE_PORT": "99999"}, "env VKRAMA_SERVE_PORT",
+         "serve.port must be from 1 to 65535, got 99999"),
+        ("", {"VKRAMA_SERVE_PORT": "0"}, "env VKRAMA_SERVE_PORT",
+         "serve.port must be from 1 to 65535, got 0"),
+        ("[models]\nretries = -3\n", {}, "FILE:2", "models.retries must be >= 0, got -3"),
+        ("", {"VKRAMA_MODELS_RETRIES": "-1"}, "env VKRAMA_MODELS_RETRIES",
+         "models.retries must be >= 0, got -1"),
+        ("[serve]\ntimeout = 0\n", {}, "FILE:2", "serve.timeout must be >= 1, got 0"),
+        ("", {"VKRAMA_BENCH_TIMEOUT": "-5"}, "env VKRAMA_BENCH_TIMEOUT",
+         "bench.timeout must be >= 1, got -5"),
+        ("", {"VKRAMA_ENGINE_IDLE_TIMEOUT": "-1"}, "env VKRAMA_ENGINE_IDLE_TIMEOUT",
+         "engine.idle_timeout must be >= 0, got -1"),
+    ],
+    ids=[
+        "a-port-above-65535-in-a-file-names-its-line",
+        "a-negative-port-in-a-file",
+        "a-port-above-65535-in-the-environment-names-the-variable",
+        "port-zero-in-the-environment",
+        "a-negative-retry-count-in-a-file",
+        "a-negative-retry-count-in-the-environment",
+        "a-zero-serve-timeout",
+        "a-negative-bench-timeout",
+        "a-negative-idle-timeout",
+    ],
+)  # fmt: skip
+def test_numbers_out_of_range_are_config_errors_naming_their_source(
+    tmp_path: Path, file_text: str, environ: dict[str, str], where: str, message: str
+) -> None:
+    path = write(tmp_path, file_text)
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ=environ, files=[path])
+    assert caught.value.status == ExitStatus.CONFIG
+    assert caught.value.message == f"{where.replace('FILE', str(path))}: {message}"
+    assert caught.value.hint and "default" in caught.value.hint
+
+
+def test_a_range_holds_for_flags_too() -> None:
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={}, files=[]).with_overrides({"serve.port": 70000})
+    assert caught.value.message == "flag: serve.port must be from 1 to 65535, got 70000"
+
+
+def test_the_edges_of_a_range_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "[serve]\nport = 65535\n[models]\nretries = 0\n")
+    settings = config.load(environ={"VKRAMA_ENGINE_IDLE_TIMEOUT": "0"}, files=[path])
+    assert (settings["serve.port"], settings["models.retries"]) == (65535, 0)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("file", "env VKRAMA_HOME: home {home} is not a directory"),
+        ("under-a-file", "env VKRAMA_HOME: home {home} lies under {file}, not a directory"),
+    ],
+    ids=["vkrama-home-naming-a-regular-file", "vkrama-home-under-a-regular-file"],
+)
+def test_a_home_that_cannot_be_a_directory_is_a_config_error(
+    tmp_path: Path, layout: str, message: str
+) -> None:
+    file = tmp_path / "plain"
+    file.write_text("not a directory\n")
+    home = file if layout == "file" else file / "vkrama"
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={"VKRAMA_HOME": str(home)}, files=[])
+    assert caught.value.status == ExitStatus.CONFIG
+    assert caught.value.message == message.format(home=home, file=file)
+    assert caught.value.hint
+
+
+def test_a_home_that_does_not_exist_yet_is_fine(tmp_path: Path) -> None:
+    home = tmp_path / "new" / "vkrama"
+    assert config.load(environ={"VKRAMA_HOME": str(home)}, files=[]).home == home
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_config_file_named_explicitly_must_exist(tmp_path: Path, kind: str) -> None:
+    named = tmp_path / "vkrama.toml"
+    if kind == "directory":
+        named.mkdir()
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={"VKRAMA_CONFIG": str(named)})
+    assert caught.value.status == ExitStatus.CONFIG
+    problem = "does not exist" if kind == "missing" else "is a directory"
+    assert caught.value.message == f"env VKRAMA_CONFIG: config file {named} {problem}"
+    assert caught.value.hint and "VKRAMA_CONFIG" in caught.value.hint
+
+
+def test_an_unreadable_config_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "vkrama.toml"
+    path.write_bytes(b'[serve]\nhost = "\xff"\n')
+    with pytest.raises(VkramaError) as caught:
+        config.load(environ={}, files=[path])
+    assert caught.value.message == f"{path}: cannot read config file: not UTF-8 text"

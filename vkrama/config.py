@@ -55,6 +55,16 @@ DEFAULTS: dict[str, Any] = {
     "hardware.pci_ids": ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"],
 }
 
+# Numbers with a range: (lowest, highest or None). The type check alone let a port of
+# 99999 or a negative retry count through to fail far from the setting that caused it.
+RANGES: dict[str, tuple[int, int | None]] = {
+    "serve.port": (1, 65535),
+    "serve.timeout": (1, None),
+    "engine.idle_timeout": (0, None),
+    "models.retries": (0, None),
+    "bench.timeout": (1, None),
+}
+
 # Variables that do not follow the VKRAMA_SECTION_KEY pattern but are honoured as users
 # of the wider ecosystem expect.
 ALIASES: dict[str, str] = {
@@ -120,9 +130,20 @@ class Settings:
 
 
 def config_files(environ: Mapping[str, str]) -> list[Path]:
-    """Config files in increasing precedence: system-wide, then the user's."""
+    """Config files in increasing precedence: system-wide, then the user's.
+
+    A file named by VKRAMA_CONFIG must exist: a typo there would otherwise run with
+    defaults the user thinks they replaced."""
     if "VKRAMA_CONFIG" in environ:
-        return [Path(environ["VKRAMA_CONFIG"])]
+        named = Path(environ["VKRAMA_CONFIG"]).expanduser()
+        if not named.is_file():
+            problem = "is a directory" if named.is_dir() else "does not exist"
+            raise VkramaError(
+                f"env VKRAMA_CONFIG: config file {named} {problem}",
+                hint="point VKRAMA_CONFIG at a TOML file, or unset it to read the usual files",
+                status=ExitStatus.CONFIG,
+            )
+        return [named]
     user_base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return [Path("/etc/vkrama/vkrama.toml"), Path(user_base) / "vkrama" / "vkrama.toml"]
 
@@ -135,14 +156,34 @@ def load(environ: Mapping[str, str] | None = None, files: list[Path] | None = No
     for path in config_files(env) if files is None else files:
         if not path.is_file():
             continue
-        for key, value in _read_file(path).items():
-            values[key] = Setting(_coerce(key, value, str(path)), str(path))
+        text = _read_text(path)
+        for key, value in _read_file(path, text).items():
+            where = _line_of(key, str(path), text)
+            values[key] = Setting(_coerce(key, value, where), str(path))
         read.append(path)
     for var, raw in sorted(env.items()):
         env_key = _key_for_variable(var)
         if env_key is not None:
             values[env_key] = Setting(_coerce(env_key, raw, f"env {var}"), f"env {var}")
+    home = values["home"]
+    if home.value:
+        _check_home(Path(home.value).expanduser(), home.source)
     return Settings(values, tuple(read), env)
+
+
+def _check_home(home: Path, source: str) -> None:
+    """VKRAMA_HOME must be a directory or creatable as one: the first existing part of the
+    path decides (a regular file there fails every later write with ENOTDIR)."""
+    for part in (home, *home.parents):
+        if part.is_dir():
+            return
+        if part.exists() or part.is_symlink():
+            what = "is not a directory" if part == home else f"lies under {part}, not a directory"
+            raise VkramaError(
+                f"{source}: home {home} {what}",
+                hint="point it at a directory (created if missing) where vkrama keeps its state",
+                status=ExitStatus.CONFIG,
+            )
 
 
 def _key_for_variable(var: str) -> str | None:
@@ -157,8 +198,19 @@ def _key_for_variable(var: str) -> str | None:
     return None
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise VkramaError(
+            f"{path}: cannot read config file: {reason}",
+            hint="make it a readable UTF-8 TOML file, or move it away",
+            status=ExitStatus.CONFIG,
+        ) from None
+
+
+def _read_file(path: Path, text: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -188,16 +240,19 @@ def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None
             out[key] = value
 
 
+def _line_of(key: str, source: str, text: str) -> str:
+    """`FILE:LINE` of the line that sets `key` (its leaf name), else just `FILE`."""
+    leaf = key.rsplit(".", 1)[-1]
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*{re.escape(leaf)}\s*=", line):
+            return f"{source}:{number}"
+    return source
+
+
 def _check_known(key: str, source: str, text: str | None = None) -> None:
     if key in DEFAULTS:
         return
-    where = source
-    if text is not None:
-        leaf = key.rsplit(".", 1)[-1]
-        for number, line in enumerate(text.splitlines(), start=1):
-            if re.match(rf"\s*{re.escape(leaf)}\s*=", line):
-                where = f"{source}:{number}"
-                break
+    where = source if text is None else _line_of(key, source, text)
     raise VkramaError(
         f"{where}: unknown setting {key!r}",
         hint="`vkrama config show` lists every setting vkrama knows",
@@ -206,6 +261,20 @@ def _check_known(key: str, source: str, text: str | None = None) -> None:
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
+    coerced = _coerce_type(key, value, source)
+    if key in RANGES:
+        lowest, highest = RANGES[key]
+        if coerced < lowest or (highest is not None and coerced > highest):
+            wanted = f"from {lowest} to {highest}" if highest is not None else f">= {lowest}"
+            raise VkramaError(
+                f"{source}: {key} must be {wanted}, got {coerced}",
+                hint=f"give a number {wanted}, or drop it for the default ({DEFAULTS[key]})",
+                status=ExitStatus.CONFIG,
+            )
+    return coerced
+
+
+def _coerce_type(key: str, value: Any, source: str) -> Any:
     default = DEFAULTS[key]
     wanted = type(default)
     if wanted is list:
@@ -222,11 +291,13 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         except ValueError:
             raise VkramaError(
                 f"{source}: {key} must be {wanted.__name__}, got {value!r}",
+                hint=f"give a {wanted.__name__}, or drop it for the default ({default!r})",
                 status=ExitStatus.CONFIG,
             ) from None
     if (wanted is int and isinstance(value, bool)) or not isinstance(value, wanted):
         raise VkramaError(
             f"{source}: {key} must be {wanted.__name__}, got {value!r}",
+            hint=f"give a {wanted.__name__}, or drop it for the default ({default!r})",
             status=ExitStatus.CONFIG,
         )
     return value
