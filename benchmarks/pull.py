@@ -44,7 +44,7 @@ def big_model(session: Session) -> Path:
     """A ~1.06 GiB random-weight F16 llama GGUF (10 layers of the bench shape), made once."""
     path = session.cache / "pull-1g.gguf"
     if not path.exists():
-        from vkrama import examplemodel  # the writer behind examples/make_model.py
+        from examples import examplemodel  # the writer behind examples/make_model.py
 
         shape = examplemodel.Shape("vkrama-pull", 2048, 10, 32, 4, 5632, 32000, 4096)
         session.cache.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@
 tiny:  ~3.9 M parameters, F16, 1024-token SPM vocab, context 2048, chatml template (tests).
 bench: ~0.66 B parameters, written in F16 then quantized to Q4_0 with llama-quantize from the
        cpu image via podman (`--quantize none` keeps the F16 and needs no podman).
-The weights are deterministic for a `--seed`. The code lives in `vkrama.examplemodel`.
+The weights are deterministic for a `--seed`. The code lives in `examplemodel.py` beside this
+script (a fixture for tests, the demo and benchmarks; not part of vkrama).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from vkrama import examplemodel
+import examplemodel  # beside this script
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import examplemodel
 import pytest
 
-from vkrama import config, examplemodel
+from vkrama import config
 from vkrama.engine import Engine, connect
 
 REPO = Path(__file__).resolve().parent.parent

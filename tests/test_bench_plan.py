@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from bench_fakes import CPU, LAVAPIPE, MODEL, make_cell
 
-from vkrama import compile_cache
-from vkrama.backends import Choice
+from vkrama.backends import Choice, compile_cache
 from vkrama.bench import plan
 from vkrama.bench.plan import BenchCell
 from vkrama.engine.spec import Mount

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from fakesys import FakeHost, amd_dgpu_with_kfd, intel_nvidia_laptop, two_amd_gpus
 
-from vkrama import doctor
 from vkrama.backends import choose
 from vkrama.engine import ContainerSpec, Engine
 from vkrama.engine.client import EngineInfo
 from vkrama.errors import ExitStatus
 from vkrama.hardware import detect
+from vkrama.images import doctor
 
 NO_GPU_TRANSCRIPT = """\
 No GPU found: vkrama runs on the CPU here, or Vulkan through lavapipe (software).

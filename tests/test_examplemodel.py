@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import examplemodel
 import pytest
 
-from vkrama import examplemodel
 from vkrama.store import gguf_info
 
 

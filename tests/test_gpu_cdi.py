@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from vkrama.cdi import read_cdi_specs
+from vkrama.hardware.cdi import read_cdi_specs
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu-machine" / "nvidia_cdi.py"

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import examplemodel
 import pytest
 from store_servers import LoopbackServer, Resource, add_hf_file, add_registry_model, sha256
 
-from vkrama import examplemodel
 from vkrama.errors import ExitStatus
 
 MiB = 1 << 20

@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import examplemodel
 import huggingface_hub
 import pytest
 from store_servers import LoopbackServer, add_hf_file, sha256
 from test_pull import assert_clean_failure, listed
 
-from vkrama import examplemodel
 from vkrama.errors import ExitStatus
 
 REPO = "org/tiny-GGUF"

@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 from bench_fakes import SHA, cell, store_run
 
-from vkrama import config, report, results
+from vkrama import config, results
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import store
+from vkrama.results import report, store
 
 
 def test_a_stored_run_reads_back_with_every_sample_provenance_and_raw_json(

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from vkrama import servers
 from vkrama.cli import serve as serve_cli
 from vkrama.engine.spec import clamped_ulimits
+from vkrama.serve import containers as servers
 
 Vkrama = Callable[..., Any]  # the `vkrama` fixture: runs the CLI, returns a Result
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from vkrama import compile_cache, server
-from vkrama.backends import Choice
+from vkrama.backends import Choice, compile_cache
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve import plan as server
+from vkrama.serve import ready
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def fake_server() -> Iterator[str]:
 
 def test_wait_ready_returns_once_health_and_alias_answer(fake_server: str) -> None:
     ticks: list[float] = []
-    waited = server.wait_ready(
+    waited = ready.wait_ready(
         fake_server, "tiny", timeout=5, is_running=lambda: True, on_tick=ticks.append
     )
     assert FakeLlamaServer.polls == 4
@@ -237,14 +238,14 @@ def test_wait_ready_returns_once_health_and_alias_answer(fake_server: str) -> No
 
 def test_wait_ready_times_out_when_the_alias_is_never_listed(fake_server: str) -> None:
     with pytest.raises(VkramaError) as caught:
-        server.wait_ready(fake_server, "other", timeout=0.3, is_running=lambda: True)
+        ready.wait_ready(fake_server, "other", timeout=0.3, is_running=lambda: True)
     assert caught.value.status == ExitStatus.TIMEOUT
 
 
 def test_wait_ready_stops_when_the_container_exits() -> None:
     port = server.pick_port("127.0.0.1", "auto")  # nothing listens there
     with pytest.raises(VkramaError) as caught:
-        server.wait_ready(f"http://127.0.0.1:{port}", "tiny", timeout=10, is_running=lambda: False)
+        ready.wait_ready(f"http://127.0.0.1:{port}", "tiny", timeout=10, is_running=lambda: False)
     assert caught.value.status == ExitStatus.CONTAINER_EXITED
 
 

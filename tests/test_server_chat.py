@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from vkrama.chat import Conversation
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve.chat import Conversation
 
 
 class StreamingServer(BaseHTTPRequestHandler):

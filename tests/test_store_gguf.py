@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+import examplemodel
 import gguf
 import numpy as np
 import pytest
 
-from vkrama import examplemodel
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import gguf_info
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import examplemodel
 import pytest
 
-from vkrama import examplemodel
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import gguf_info, hf, refs
 

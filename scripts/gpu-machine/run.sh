@@ -50,7 +50,7 @@ model() {
         python3 - "$MODEL" <<'EOF'
 import sys, tempfile, time
 from pathlib import Path
-from vkrama import examplemodel
+from examples import examplemodel
 
 out = Path(sys.argv[1])
 # llama-2-7B's shape: ~6.7 B parameters, F16 13.5 GB, Q4_0 3.8 GB.

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vkrama.backends.compile_cache import CompileCache
 from vkrama.bench.measurements import test_name
-from vkrama.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vkrama import __version__, compile_cache
+from vkrama import __version__
+from vkrama.backends import compile_cache
 from vkrama.bench import plan as planning
 from vkrama.bench.run import FAILED, INTERRUPTED, OK, CellResult, run_cells
 from vkrama.config import Settings

@@ -10,13 +10,13 @@ import dataclasses
 
 import click
 
-from vkrama import report
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import download_progress, echo_json
 from vkrama.cli.serve import terminate_as_interrupt
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results import report
 
 
 def _list(value: str | None) -> tuple[str, ...]:

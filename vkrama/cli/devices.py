@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from vkrama import backends, doctor, hardware
+from vkrama import backends, hardware
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json, echo_table
 from vkrama.errors import ExitStatus
+from vkrama.images import doctor
 
 
 @click.command()

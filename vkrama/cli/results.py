@@ -1,6 +1,6 @@
 """`vkrama results`: list, show, compare and export stored bench runs.
 
-Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.report` (rendering).
+Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.results.report` (rendering).
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import dataclasses
 
 import click
 
-from vkrama import report, results
+from vkrama import results
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json
+from vkrama.results import report
 
 EXPORT_FORMATS = ("md", "csv", "json")
 

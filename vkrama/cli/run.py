@@ -1,7 +1,7 @@
 """`vkrama run MODEL [PROMPT]`: the quickest way to see a model talk.
 
-Stage: CLI shell over `serving` (start a server, or reuse one already serving the model)
-and `chat` (stream answers). A server it started is removed when it is done.
+Stage: CLI shell over `vkrama.serve.session` (start a server, or reuse one already serving
+the model) and `vkrama.serve.chat` (stream answers). A server it started is removed when it is done.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from vkrama import servers, serving
-from vkrama.chat import Conversation
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.serve import say, serve_flags, start, terminate_as_interrupt
+from vkrama.serve import containers, session
+from vkrama.serve.chat import Conversation
 
 EXIT_WORDS = {"/bye", "/exit", "/quit"}
 
@@ -46,16 +46,16 @@ def run(
     from vkrama import store
 
     local = store.ensure(app.settings, model)
-    api_key = serving.read_api_key(api_key_file) if api_key_file else None
+    api_key = session.read_api_key(api_key_file) if api_key_file else None
     with terminate_as_interrupt():
-        existing = servers.find_running(app.engine, local.sha256)
-        started: serving.Running | None = None
+        existing = containers.find_running(app.engine, local.sha256)
+        started: session.Running | None = None
         if existing is not None:
             url, alias = existing.url, existing.alias
             if app.verbose:
                 say(f"using {existing.name} at {url}")
         else:
-            options = serving.ServeOptions(
+            options = session.ServeOptions(
                 model=model,
                 backend=backend or app.settings["serve.backend"],
                 gpu=gpu,

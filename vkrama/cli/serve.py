@@ -1,7 +1,7 @@
 """`vkrama serve`, `ps`, `stop`, `logs`: run llama-server containers and manage them.
 
-Stage: CLI shell over `vkrama.serving`. Parses flags into `ServeOptions`, renders progress,
-tables and log lines; the pipeline itself lives in `serving` and `server`.
+Stage: CLI shell over `vkrama.serve.session`. Parses flags into `ServeOptions`, renders progress,
+tables and log lines; the pipeline itself lives in `vkrama.serve`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from types import FrameType
 
 import click
 
-from vkrama import servers, serving
 from vkrama.cli import console
 from vkrama.cli.app import App, pass_app
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve import containers, session
 
 BACKEND_CHOICES = ("auto", "cpu", "vulkan", "rocm", "cuda", "oneapi", "best")
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -94,7 +94,7 @@ def serve(
     container. Arguments after `--` go to llama-server unchanged.
     """
     settings = app.settings
-    options = serving.ServeOptions(
+    options = session.ServeOptions(
         model=model,
         backend=backend or settings["serve.backend"],
         gpu=gpu,
@@ -110,7 +110,7 @@ def serve(
         extra_args=extra_args,
     )
     if app.dry_run:
-        planned = serving.prepare(settings, options, None, on_progress=StepPrinter(app.verbose))
+        planned = session.prepare(settings, options, None, on_progress=StepPrinter(app.verbose))
         click.echo(planned.spec.podman_command(detach=True))
         return
     with terminate_as_interrupt():
@@ -121,10 +121,10 @@ def serve(
         follow_until_interrupted(app, running)
 
 
-def start(app: App, options: serving.ServeOptions, timeout: float | None) -> serving.Running:
+def start(app: App, options: session.ServeOptions, timeout: float | None) -> session.Running:
     """Plan, start and wait with a spinner; on failure show the server's last log lines."""
     with console.download_progress() as download:
-        planned = serving.prepare(
+        planned = session.prepare(
             app.settings,
             options,
             app.engine,
@@ -134,8 +134,8 @@ def start(app: App, options: serving.ServeOptions, timeout: float | None) -> ser
     wait_s = timeout if timeout is not None else float(app.settings["serve.timeout"])
     with spinner(f"starting {planned.spec.name}") as tick:
         try:
-            running = serving.launch(app.engine, planned, wait_s, on_tick=tick)
-        except serving.ServerFailed as failed:
+            running = session.launch(app.engine, planned, wait_s, on_tick=tick)
+        except session.ServerFailed as failed:
             if failed.log_tail:
                 click.echo("--- last lines of llama-server's log ---", err=True)
                 for line in failed.log_tail:
@@ -157,7 +157,7 @@ class StepPrinter:
     def __call__(self, event: object) -> None:
         step = getattr(event, "step", None)
         if step is None:  # a plain message from serve itself
-            if self.verbose or isinstance(event, serving.Explained):
+            if self.verbose or isinstance(event, session.Explained):
                 say(str(event))
             return
         key = (str(getattr(event, "backend", "")), int(step))
@@ -166,15 +166,15 @@ class StepPrinter:
             say(str(event))
 
 
-def follow_until_interrupted(app: App, running: serving.Running) -> None:
+def follow_until_interrupted(app: App, running: session.Running) -> None:
     """Stream the log until Ctrl-C or SIGTERM; either way the container goes."""
     say(f"Serving {running.alias} at {running.url}/v1 as {running.name} (Ctrl-C stops it)")
     engine = app.engine
     try:
-        with contextlib.suppress(servers.ContainerGone):
-            for line in servers.follow_log(engine, running.id):
+        with contextlib.suppress(containers.ContainerGone):
+            for line in containers.follow_log(engine, running.id):
                 click.echo(line)
-        code = servers.exit_code(engine, running.id)
+        code = containers.exit_code(engine, running.id)
         # Gone, or a clean exit: `vkrama stop` (or podman stop) from elsewhere, which
         # stops it before removing it; llama-server only exits 0 when asked to.
         if code in (None, 0):
@@ -240,12 +240,12 @@ def say(message: str) -> None:
 @pass_app
 def ps(app: App, as_json: bool) -> None:
     """List vkrama servers (from container labels)."""
-    rows = servers.list_servers(app.engine)
+    rows = containers.list_servers(app.engine)
     if as_json:
         console.echo_json([server_json(row) for row in rows])
         return
     if not rows:
-        say("No vkrama servers. Start one with `vkrama serve MODEL -d`.")
+        say("No vkrama containers. Start one with `vkrama serve MODEL -d`.")
         return
     table = [
         [row.name, row.model, row.backend, device_text(row), row.url, row.state,
@@ -256,7 +256,7 @@ def ps(app: App, as_json: bool) -> None:
     console.echo_table(table, headers=headers, tablefmt="plain")
 
 
-def server_json(row: servers.ServerRow) -> dict[str, object]:
+def server_json(row: containers.ServerRow) -> dict[str, object]:
     return {
         "name": row.name,
         "id": row.id,
@@ -272,7 +272,7 @@ def server_json(row: servers.ServerRow) -> dict[str, object]:
     }
 
 
-def device_text(row: servers.ServerRow) -> str:
+def device_text(row: containers.ServerRow) -> str:
     if row.driver and row.driver not in row.device:
         return f"{row.device} ({row.driver})"
     return row.device or "-"
@@ -293,16 +293,16 @@ def uptime_text(seconds: float | None) -> str:
 @click.option("--all", "every", is_flag=True, help="Stop every vkrama server.")
 @pass_app
 def stop(app: App, names: tuple[str, ...], every: bool) -> None:
-    """Stop and remove vkrama servers."""
+    """Stop and remove vkrama containers."""
     if not names and not every:
         raise VkramaError(
             "say which servers to stop",
             hint="`vkrama stop NAME...`, or `vkrama stop --all`; `vkrama ps` lists them",
             status=ExitStatus.USAGE,
         )
-    stopped = servers.stop_servers(app.engine, names, every, on_progress=click.echo)
+    stopped = containers.stop_servers(app.engine, names, every, on_progress=click.echo)
     if every and not stopped:
-        say("No vkrama servers.")
+        say("No vkrama containers.")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -312,10 +312,10 @@ def stop(app: App, names: tuple[str, ...], every: bool) -> None:
 @pass_app
 def logs(app: App, name: str, follow: bool, tail: int | None) -> None:
     """Print a vkrama server's log."""
-    row = servers.find_server(app.engine, name)
+    row = containers.find_server(app.engine, name)
     with contextlib.suppress(KeyboardInterrupt):
         if tail is not None and not follow:
-            lines: Iterable[str] = servers.log_tail(app.engine, row.id, tail)
+            lines: Iterable[str] = containers.log_tail(app.engine, row.id, tail)
         else:
             lines = app.engine.logs(row.id, follow=follow, tail=tail)
         for line in lines:

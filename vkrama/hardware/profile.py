@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vkrama.cdi import CdiSpec, read_cdi_specs
 from vkrama.config import Settings
+from vkrama.hardware.cdi import CdiSpec, read_cdi_specs
 
 PCI_IDS_PATHS = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))

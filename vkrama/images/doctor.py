@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from vkrama.backends import BACKENDS
 from vkrama.errors import VkramaError
-from vkrama.hardware import HardwareProfile
+from vkrama.hardware.profile import HardwareProfile
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,6 +1,6 @@
 """Serve containers that exist: list, find, follow and stop them by their labels.
 
-Stage: after serving (engine.run ─► these). Reads the `vkrama.*` labels `server.plan`
+Stage: serve, after engine.run. Reads the `vkrama.*` labels `serve.plan`
 writes (no state file) and talks to podman only through the `Engine`. Must not print.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from vkrama import server
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve.plan import ROLE
 
 if TYPE_CHECKING:
     from vkrama.engine import ContainerSummary, Engine
@@ -84,7 +84,7 @@ class ServerRow:
 
 def list_servers(engine: Engine) -> list[ServerRow]:
     """Every vkrama serve container, running or not, by name."""
-    rows = [_row(c) for c in engine.containers({"vkrama.role": server.ROLE})]
+    rows = [_row(c) for c in engine.containers({"vkrama.role": ROLE})]
     return sorted(rows, key=lambda row: row.name)
 
 
@@ -118,9 +118,7 @@ def find_server(engine: Engine, name: str) -> ServerRow:
 
 def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
     """A running server of the model with this digest, if there is one."""
-    for summary in engine.containers(
-        {"vkrama.role": server.ROLE, "vkrama.model_sha256": model_sha256}
-    ):
+    for summary in engine.containers({"vkrama.role": ROLE, "vkrama.model_sha256": model_sha256}):
         if summary.state == "running":
             return _row(summary)
     return None

@@ -1,10 +1,8 @@
-"""Serving: plan a llama-server container, pick its host port, and wait until it is ready.
+"""Plan a llama-server container and pick its host port.
 
-Stage: server.plan ─► ContainerSpec (pure, so --dry-run can print it), then after
-engine.run: wait_ready. `plan` must not touch the system; `pick_port` only binds a probe
-socket; `wait_ready` only speaks HTTP to the server and asks the caller whether the
-container still runs. Nothing here prints or imports podman-py: progress goes through
-callbacks and the CLI renders it.
+Stage: serve.plan ─► ContainerSpec (pure, so --dry-run can print it). `plan` must not
+touch the system; `pick_port` only binds a probe socket. Nothing here prints or imports
+podman-py.
 """
 
 from __future__ import annotations
@@ -12,15 +10,11 @@ from __future__ import annotations
 import errno
 import re
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import requests
-
-from vkrama.compile_cache import CompileCache
+from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount, PortMapping
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -40,12 +34,6 @@ API_KEY_ENV = "LLAMA_API_KEY"
 # GPU backends offload every layer; llama.cpp clamps the number to the model's layer count.
 ALL_LAYERS = 999
 ROLE = "serve"
-# Poll fast: readiness latency is the whole overhead of `serve -d` over a raw podman run.
-POLL_INTERVAL_S = 0.02
-# Asking podman whether the container still runs costs a round trip; do it less often,
-# and not at all in the first half second, when a small model usually becomes ready.
-LIVENESS_INTERVAL_S = 0.25
-LIVENESS_FIRST_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -175,60 +163,3 @@ def pick_port(host: str, wanted: int | str) -> int:
                 status=ExitStatus.USAGE,
             ) from None
         return int(probe.getsockname()[1])
-
-
-def wait_ready(
-    url: str,
-    alias: str,
-    timeout: float,
-    is_running: Callable[[], bool],
-    on_tick: Callable[[float], None] | None = None,
-    api_key: str | None = None,
-) -> float:
-    """Block until `/health` is 200 and `/v1/models` lists `alias`; return seconds waited.
-
-    Raises VkramaError(CONTAINER_EXITED) as soon as `is_running()` says the container is
-    gone, VkramaError(TIMEOUT) after `timeout` seconds. `on_tick(elapsed)` is called on
-    every poll (the CLI spins a spinner with it).
-    """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    start = time.monotonic()
-    next_liveness = start + LIVENESS_FIRST_S
-    with requests.Session() as session:
-        while True:
-            now = time.monotonic()
-            elapsed = now - start
-            if _is_ready(session, url, alias, headers):
-                return time.monotonic() - start
-            if now >= next_liveness:
-                next_liveness = now + LIVENESS_INTERVAL_S
-                if not is_running():
-                    raise VkramaError(
-                        "llama-server exited before it was ready",
-                        hint="its last log lines are above; `--backend cpu` rules out the GPU",
-                        status=ExitStatus.CONTAINER_EXITED,
-                    )
-            if elapsed >= timeout:
-                raise VkramaError(
-                    f"llama-server was not ready after {timeout:g} s",
-                    hint="a large model may need a longer --timeout",
-                    status=ExitStatus.TIMEOUT,
-                )
-            if on_tick is not None:
-                on_tick(elapsed)
-            time.sleep(POLL_INTERVAL_S)
-
-
-def _is_ready(session: requests.Session, url: str, alias: str, headers: dict[str, str]) -> bool:
-    try:
-        health = session.get(f"{url}/health", headers=headers, timeout=1)
-        if health.status_code != 200:
-            return False
-        models = session.get(f"{url}/v1/models", headers=headers, timeout=1)
-        if models.status_code != 200:
-            return False
-        listed = {entry.get("id") for entry in models.json().get("data", [])}
-    except (requests.RequestException, ValueError, AttributeError):
-        # Refused, reset or half-written answers while the server starts.
-        return False
-    return alias in listed

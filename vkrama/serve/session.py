@@ -1,9 +1,9 @@
 """The serve pipeline end to end: from a model reference to a server that answers.
 
-Stage: runs store ─► backends ─► images ─► server.plan ─► engine.run ─► server.wait_ready.
+Stage: runs store ─► backends ─► images ─► planning.plan ─► engine.run ─► planning.wait_ready.
 Must not print: steps are reported through `on_progress`, waiting through `on_tick`.
 Never leaves a container behind when a server fails to become ready. Servers already
-running are found and stopped by `vkrama.servers`.
+running are found and stopped by `vkrama.serve.containers`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vkrama import compile_cache, server, servers
+from vkrama.backends import compile_cache
 from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve import containers, ready
+from vkrama.serve import plan as planning
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice
@@ -111,16 +113,18 @@ def prepare(
         image = images.image_ref(choice.backend)
         # A free port makes the printed command runnable; a given one is shown unchecked.
         port = (
-            server.pick_port(options.host, "auto") if options.port == "auto" else int(options.port)
+            planning.pick_port(options.host, "auto")
+            if options.port == "auto"
+            else int(options.port)
         )
     else:
         # The port is checked before the image is built, so a busy port fails fast.
-        port = server.pick_port(options.host, options.port)
+        port = planning.pick_port(options.host, options.port)
         image = images.ensure(engine, choice.backend, settings, on_progress=on_progress).ref
     cache = compile_cache.for_backend(settings.home, choice.backend)
     if cache is not None and engine is not None:
         compile_cache.ensure(cache)
-    request = server.ServeRequest(
+    request = planning.ServeRequest(
         model=model,
         choice=choice,
         image=image,
@@ -135,8 +139,10 @@ def prepare(
         extra_args=options.extra_args,
         compile_cache=cache,
     )
-    spec = server.plan(request)
-    return Planned(spec, server.base_url(options.host, port), spec.labels["vkrama.alias"], api_key)
+    spec = planning.plan(request)
+    return Planned(
+        spec, planning.base_url(options.host, port), spec.labels["vkrama.alias"], api_key
+    )
 
 
 def _choose(
@@ -197,16 +203,16 @@ def launch(
     `ServerFailed` (TIMEOUT or CONTAINER_EXITED) carrying its last log lines."""
     container = engine.run(planned.spec)
     try:
-        waited = server.wait_ready(
+        waited = ready.wait_ready(
             planned.url,
             planned.alias,
             timeout,
-            is_running=lambda: servers.is_running(engine, container),
+            is_running=lambda: containers.is_running(engine, container),
             on_tick=on_tick,
             api_key=planned.api_key,
         )
     except VkramaError as error:
-        tail = servers.log_tail(engine, container, LOG_TAIL_LINES)
+        tail = containers.log_tail(engine, container, LOG_TAIL_LINES)
         engine.remove(container)
         raise ServerFailed(error, tail) from None
     except BaseException:
