@@ -9,6 +9,7 @@ import pytest
 
 from vkrama.engine import ContainerSpec, Engine
 from vkrama.engine.spec import clamped_ulimits
+from vkrama.errors import ExitStatus, VkramaError
 
 BASE = "docker.io/library/debian:sid"
 
@@ -147,3 +148,14 @@ def test_wait_blocks_until_the_exit_and_times_out_with_its_own_status(engine: En
     finally:
         engine.remove(container)
     assert engine.containers({"vkrama.role": "engine-test"}) == []
+
+
+def test_a_container_removed_while_inspected_counts_as_not_found() -> None:
+    from podman import errors as podman_errors
+
+    from vkrama.engine.client import translate_errors
+
+    gone = "container 7507 does not exist in database: no such container"
+    with pytest.raises(VkramaError) as caught, translate_errors("inspect container 7507"):
+        raise podman_errors.APIError("500", explanation=gone)
+    assert caught.value.status == ExitStatus.NOT_FOUND

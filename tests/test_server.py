@@ -135,6 +135,31 @@ def test_split_model_mounts_every_part_and_loads_the_first() -> None:
     assert flag_value(list(spec.command), "--model") == "/models/big-00001-of-00002.gguf"
 
 
+def test_a_comma_in_the_model_name_gives_an_alias_llama_server_keeps_whole() -> None:
+    path = Path("/m/we,ird.gguf")
+    spec = server.plan(request(model=FakeModel(name="file:///m/we,ird.gguf", path=path,
+                                               files=(path,))))  # fmt: skip
+    assert flag_value(list(spec.command), "--alias") == "we_ird"
+    assert flag_value(list(spec.command), "--model") == "/models/we,ird.gguf"
+    mount = flag_value(spec.podman_argv(), "--mount")
+    assert mount == 'type=bind,"src=/m/we,ird.gguf","dst=/models/we,ird.gguf",ro'
+
+
+def test_a_chosen_alias_with_a_comma_is_refused() -> None:
+    with pytest.raises(VkramaError) as caught:
+        server.plan(request(alias="a,b"))
+    assert caught.value.status == ExitStatus.USAGE
+    assert caught.value.hint == "pick a name without commas, e.g. 'a_b'"
+
+
+def test_a_quote_in_a_mount_path_is_doubled_the_csv_way() -> None:
+    path = Path('/m/say "hi".gguf')
+    spec = server.plan(request(model=FakeModel(name="x", path=path, files=(path,))))
+    assert flag_value(spec.podman_argv(), "--mount") == (
+        'type=bind,"src=/m/say ""hi"".gguf","dst=/models/say ""hi"".gguf",ro'
+    )
+
+
 def test_api_key_goes_to_a_secret_env_never_to_argv_or_labels() -> None:
     spec = server.plan(request(api_key="sk-very-secret"))
     assert spec.env[server.API_KEY_ENV] == "sk-very-secret"

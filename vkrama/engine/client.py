@@ -76,7 +76,11 @@ def translate_errors(what: str) -> Iterator[None]:
     except podman_errors.NotFound as error:
         raise VkramaError(f"{what}: {_explanation(error)}", status=ExitStatus.NOT_FOUND) from error
     except podman_errors.APIError as error:
-        raise VkramaError(f"{what}: {_explanation(error)}", status=ExitStatus.ERROR) from error
+        # A container removed while it is inspected comes back as a 500 with this text,
+        # not a 404: it is gone all the same.
+        gone = "no such container" in _explanation(error)
+        status = ExitStatus.NOT_FOUND if gone else ExitStatus.ERROR
+        raise VkramaError(f"{what}: {_explanation(error)}", status=status) from error
     except (requests.ConnectionError, podman_errors.PodmanError) as error:
         raise VkramaError(
             f"{what}: lost the connection to podman ({error.__class__.__name__})",

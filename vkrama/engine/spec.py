@@ -8,6 +8,8 @@ allows (sandboxes without CAP_SYS_RESOURCE refuse that).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import resource
 import shlex
@@ -39,6 +41,17 @@ class Mount:
     source: Path
     target: str
     read_only: bool = True
+
+
+def mount_option(mount: Mount) -> str:
+    """`--mount`'s value for a bind mount. Podman reads it as one CSV record, so a field
+    with a comma or a quote (a model called `we,ird.gguf`) is quoted the CSV way."""
+    fields = ["type=bind", f"src={mount.source}", f"dst={mount.target}"]
+    if mount.read_only:
+        fields.append("ro")
+    line = io.StringIO()
+    csv.writer(line, lineterminator="").writerow(fields)
+    return line.getvalue()
 
 
 @dataclass(frozen=True)
@@ -106,8 +119,7 @@ class ContainerSpec:
             shown = "***" if key in self.secret_env else value
             argv += ["--env", f"{key}={shown}"]
         for mount in self.mounts:
-            options = ",ro" if mount.read_only else ""
-            argv += ["--mount", f"type=bind,src={mount.source},dst={mount.target}{options}"]
+            argv += ["--mount", mount_option(mount)]
         for port in self.ports:
             argv += ["--publish", f"{port.host_ip}:{port.host_port}:{port.container_port}"]
         if self.entrypoint is not None:

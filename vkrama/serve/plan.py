@@ -59,7 +59,7 @@ class ServeRequest:
 def plan(request: ServeRequest) -> ContainerSpec:
     """The llama-server container for `request`: locked down, labelled, model mounted ro."""
     model, choice = request.model, request.choice
-    alias = request.alias or default_alias(model.name)
+    alias = check_alias(request.alias) if request.alias is not None else default_alias(model.name)
     files = model.files or (model.path,)
     mounts = tuple(Mount(Path(f), f"{MODEL_DIR}/{Path(f).name}") for f in files)
     ngl = request.ngl if request.ngl is not None else (0 if choice.backend == "cpu" else ALL_LAYERS)
@@ -120,9 +120,23 @@ def plan(request: ServeRequest) -> ContainerSpec:
 
 
 def default_alias(model_name: str) -> str:
-    """The name clients pass as `model`: the model's name without path or .gguf suffix."""
+    """The name clients pass as `model`: the model's name without path or .gguf suffix.
+
+    llama-server reads `--alias a,b` as two aliases, so a comma becomes `_`: the alias
+    must come back whole from /v1/models, or readiness never sees it."""
     name = model_name.rsplit("/", 1)[-1]
-    return name.removesuffix(".gguf") or "model"
+    return name.removesuffix(".gguf").replace(",", "_") or "model"
+
+
+def check_alias(alias: str) -> str:
+    """An alias the user chose must reach llama-server as one name (see `default_alias`)."""
+    if "," in alias or not alias.strip():
+        raise VkramaError(
+            f"--alias {alias!r} is not one model name (llama-server splits it at commas)",
+            hint="pick a name without commas, e.g. " + repr(default_alias(alias) or "model"),
+            status=ExitStatus.USAGE,
+        )
+    return alias
 
 
 def default_name(alias: str, port: int) -> str:

@@ -1,0 +1,69 @@
+"""Serve under hostile input and faults: odd model names, secrets, signals at bad moments,
+servers that never answer. Real podman, real llama-server, the tiny model."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from test_serve_cli_e2e import Vkrama, chat, no_servers_left, only_this_session  # noqa: F401
+
+from vkrama import server, servers
+from vkrama.engine import Engine
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def weird_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model under a name with a comma (podman's --mount and llama-server's
+    --alias both split at commas)."""
+    path = tmp_path_factory.mktemp("weird") / "we,ird.gguf"
+    shutil.copyfile(tiny_model, path)
+    return path
+
+
+def listed_models(url: str) -> set[str]:
+    answer = requests.get(f"{url}/v1/models", timeout=10)
+    answer.raise_for_status()
+    return {entry["id"] for entry in answer.json()["data"]}
+
+
+def test_the_printed_dry_run_command_of_a_comma_named_model_runs_and_serves(
+    vkrama: Vkrama, weird_model: Path, engine: Engine, tmp_path: Path
+) -> None:
+    name = f"vkrama-test-comma-{tmp_path.name[-12:]}".lower()
+    done = vkrama("--dry-run", "serve", str(weird_model), "--backend", "cpu", "--port", "auto",
+                  "--name", name)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    argv = shlex.split(done.stdout)
+    port = int(re.search(r"--publish 127\.0\.0\.1:(\d+):8080", done.stdout)[1])  # type: ignore[index]
+    started = subprocess.run(argv, capture_output=True, text=True)
+    try:
+        assert started.returncode == 0, started.stderr
+        url = server.base_url("127.0.0.1", port)
+        server.wait_ready(url, "we_ird", 120, lambda: servers.is_running(engine, name))
+        assert listed_models(url) == {"we_ird"}
+    finally:
+        subprocess.run(["podman", "rm", "--force", name], capture_output=True)
+
+
+def test_a_comma_named_model_serves_and_answers_under_an_alias_kept_whole(
+    vkrama: Vkrama,
+    weird_model: Path,
+    no_servers_left: None,  # noqa: F811
+) -> None:
+    done = vkrama("serve", str(weird_model), "--backend", "cpu", "--port", "auto", "-d",
+                  "--timeout", "120")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    name, url = done.stdout.split()
+    try:
+        assert listed_models(url) == {"we_ird"}
+        assert chat(url)
+    finally:
+        vkrama("stop", name)
