@@ -13,8 +13,8 @@ import pytest
 import requests
 from test_serve_cli_e2e import Vkrama, chat, no_servers_left, only_this_session  # noqa: F401
 
-from vkrama import server, servers
 from vkrama.engine import Engine
+from vkrama.serve import containers, plan, ready
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -46,8 +46,8 @@ def test_the_printed_dry_run_command_of_a_comma_named_model_runs_and_serves(
     started = subprocess.run(argv, capture_output=True, text=True)
     try:
         assert started.returncode == 0, started.stderr
-        url = server.base_url("127.0.0.1", port)
-        server.wait_ready(url, "we_ird", 120, lambda: servers.is_running(engine, name))
+        url = plan.base_url("127.0.0.1", port)
+        ready.wait_ready(url, "we_ird", 120, lambda: containers.is_running(engine, name))
         assert listed_models(url) == {"we_ird"}
     finally:
         subprocess.run(["podman", "rm", "--force", name], capture_output=True)
