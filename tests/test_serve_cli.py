@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ def expected_cpu_command(model: Path, sha256: str, port: int) -> str:
         f" --tmpfs /tmp --ulimit nofile={limits['nofile']}:{limits['nofile']}"
         f" --ulimit nproc={limits['nproc']}:{limits['nproc']} --env XDG_CACHE_HOME=/tmp/.cache"
         f" --mount type=bind,src={model},dst=/models/tiny.gguf,ro"
-        f" --publish 127.0.0.1:{port}:8080 localhost/vkrama/cpu:latest"
+        f" --stop-timeout 1 --publish 127.0.0.1:{port}:8080 localhost/vkrama/cpu:latest"
         " llama-server --model /models/tiny.gguf --host 0.0.0.0 --port 8080 --alias tiny"
         " --n-gpu-layers 0"
     )
@@ -93,14 +94,23 @@ def test_dry_run_with_port_auto_shows_a_real_free_port(vkrama: Vkrama, tiny_mode
     assert int(port) > 0
 
 
-def test_dry_run_masks_the_api_key(vkrama: Vkrama, tiny_model: Path, tmp_path: Path) -> None:
+def test_dry_run_passes_the_api_key_as_a_secret_it_never_prints(
+    vkrama: Vkrama, tiny_model: Path, tmp_path: Path
+) -> None:
     key = tmp_path / "key"
     key.write_text("sk-dry-run-secret\n# comment lines after the key are ignored\n")
     done = vkrama(
         "--dry-run", "serve", str(tiny_model), "--backend", "cpu", "--api-key-file", str(key)
     )
     assert done.returncode == 0, done.stderr
-    assert "--env 'LLAMA_API_KEY=***'" in done.stdout
+    create, run = done.stdout.splitlines()
+    secret = re.fullmatch(rf"head -n 1 {key} \| podman secret create (\S+) -", create)
+    assert secret, create
+    assert (
+        f"--secret {secret[1]},type=mount,target=/run/secrets/api-key,uid=1000,gid=1000,mode=0400"
+        in run
+    )
+    assert run.endswith("--api-key-file /run/secrets/api-key")
     assert "sk-dry-run-secret" not in done.stdout + done.stderr
 
 

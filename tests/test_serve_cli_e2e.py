@@ -187,7 +187,7 @@ def test_api_key_is_required_and_never_shown(
     ]
     dry = vkrama("--dry-run", *args)
     assert dry.returncode == 0, dry.stderr
-    assert "LLAMA_API_KEY=***" in dry.stdout
+    assert "--api-key-file /run/secrets/api-key" in dry.stdout
     done = vkrama(*args, "-d")
     assert done.returncode == 0, done.stderr
     name, url = done.stdout.split()

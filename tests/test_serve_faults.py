@@ -67,3 +67,47 @@ def test_a_comma_named_model_serves_and_answers_under_an_alias_kept_whole(
         assert chat(url)
     finally:
         vkrama("stop", name)
+
+
+def all_command_lines() -> str:
+    """Every process's argv on this host, as `ps` would show them."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
+        except OSError:  # the process ended meanwhile
+            continue
+    return "\n".join(lines)
+
+
+def test_the_api_key_shows_in_no_inspect_and_no_process_list_yet_guards_the_server(
+    vkrama: Vkrama,
+    tiny_model: Path,
+    tmp_path: Path,
+    no_servers_left: None,  # noqa: F811
+) -> None:
+    key = f"sk-{tmp_path.name[-10:]}-never-shown"
+    key_file = tmp_path / "key"
+    key_file.write_text(f"{key}\n")
+    done = vkrama("serve", str(tiny_model), "--backend", "cpu", "--port", "auto", "-d",
+                  "--api-key-file", str(key_file))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    name, url = done.stdout.split()
+    try:
+        inspected = subprocess.run(["podman", "inspect", name], capture_output=True, text=True)
+        assert inspected.returncode == 0 and name in inspected.stdout
+        assert key not in inspected.stdout
+        assert "--api-key-file" in all_command_lines()  # the server runs, reading a file
+        assert key not in all_command_lines()
+        # The stored secret went once podman copied it into the container.
+        listed = subprocess.run(["podman", "secret", "ls", "--format", "{{.Name}}"],
+                                capture_output=True, text=True, check=True)  # fmt: skip
+        assert not [s for s in listed.stdout.split() if s.startswith(name)]
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        for wrong in ({}, {"Authorization": "Bearer sk-wrong"}):
+            answer = requests.post(f"{url}/v1/chat/completions", json=body, headers=wrong,
+                                   timeout=30)  # fmt: skip
+            assert answer.status_code == 401
+        assert chat(url, key=key)
+    finally:
+        vkrama("stop", name)

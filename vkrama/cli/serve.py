@@ -7,6 +7,7 @@ tables and log lines; the pipeline itself lives in `vkrama.serve`.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -111,6 +112,10 @@ def serve(
     )
     if app.dry_run:
         planned = session.prepare(settings, options, None, on_progress=StepPrinter(app.verbose))
+        for secret in planned.spec.secrets:
+            # The key file's first line is the key; the value itself is never printed.
+            source = shlex.quote(str(api_key_file))
+            click.echo(f"head -n 1 {source} | podman secret create {secret.name} -")
         click.echo(planned.spec.podman_command(detach=True))
         return
     with terminate_as_interrupt():
@@ -193,7 +198,8 @@ def follow_until_interrupted(app: App, running: session.Running) -> None:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd, `kill`, a supervisor) takes the same clean path as Ctrl-C.
+    """SIGTERM (systemd, `kill`, a supervisor) and SIGHUP (the terminal closed, a tmux
+    session killed) take the same clean path as Ctrl-C.
 
     SIGINT is set too: a shell starts background jobs with SIGINT ignored, and a server
     must still stop cleanly when someone sends it one.
@@ -202,7 +208,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in caught}
     try:
         yield
     finally:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,7 +24,7 @@ from podman import errors as podman_errors
 from vkrama import __version__
 from vkrama.config import Settings
 from vkrama.engine.socket import Endpoint, discover, keep_alive
-from vkrama.engine.spec import LABEL_PREFIX, ContainerSpec
+from vkrama.engine.spec import LABEL_PREFIX, LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
 NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
@@ -134,15 +135,52 @@ class Engine:
         with translate_errors(f"start container {container[:12]}"):
             self.client.api.post(f"/containers/{container}/start").raise_for_status()
 
-    def run(self, spec: ContainerSpec) -> str:
-        """Create and start a detached container; removes it again if it cannot start."""
-        container = self.create(spec)
+    def run(self, spec: ContainerSpec, secret_values: Mapping[str, str] | None = None) -> str:
+        """Create and start a detached container; removes it again if it cannot start.
+
+        `secret_values` gives each of `spec.secrets` its value. Podman copies a secret into
+        the container when it creates it, so the stored secret is removed right after: it
+        lives only for the create call and never outlives the container.
+
+        The container is found again by a label unique to this call, not by the id `create`
+        returns: a signal that lands while podman creates it (before the id is known)
+        must not leave it behind in state `created`.
+        """
+        launch = spec.labels.get(LAUNCH_LABEL) or secrets.token_hex(8)
+        spec = replace(spec, labels={**spec.labels, LAUNCH_LABEL: launch})
         try:
+            for secret in spec.secrets:
+                self.create_secret(secret.name, (secret_values or {})[secret.name])
+            try:
+                container = self.create(spec)
+            finally:
+                for secret in spec.secrets:
+                    self.remove_secret(secret.name)
             self.start(container)
         except BaseException:
-            self.remove(container)
+            self.remove_launched(launch)
             raise
         return container
+
+    def remove_launched(self, launch: str) -> None:
+        """Remove the containers of one `run` call, whatever their state."""
+        for summary in self.containers({LAUNCH_LABEL: launch}):
+            self.remove(summary.id)
+
+    def create_secret(self, name: str, value: str) -> None:
+        """Store a podman secret (replacing one of the same name a crash left behind)."""
+        self.remove_secret(name)
+        with translate_errors(f"create secret {name}"):
+            self.client.api.post(
+                "/secrets/create", params={"name": name}, data=value.encode("utf-8")
+            ).raise_for_status()
+
+    def remove_secret(self, name: str) -> None:
+        """Remove a podman secret; one already gone is fine."""
+        with contextlib.suppress(VkramaError), translate_errors(f"remove secret {name}"):
+            response = self.client.api.delete(f"/secrets/{name}")
+            if response.status_code not in (200, 204, 404):
+                response.raise_for_status()
 
     def wait(
         self, container: str, timeout: float | None = None, start_grace: float = NEVER_STARTED_S
@@ -334,6 +372,13 @@ def spec_generator(spec: ContainerSpec) -> dict[str, Any]:
         body["user"] = spec.user
     if spec.entrypoint is not None:
         body["entrypoint"] = list(spec.entrypoint)
+    if spec.secrets:
+        body["secrets"] = [
+            {"Source": s.name, "Target": s.target, "UID": s.uid, "GID": s.gid, "Mode": s.mode}
+            for s in spec.secrets
+        ]
+    if spec.stop_timeout is not None:
+        body["stop_timeout"] = spec.stop_timeout
     return body
 
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LABEL_PREFIX = "vkrama."
+# Every container `Engine.run` makes carries this label, unique to the call: cleanup finds
+# it by the label even when an interrupt came before podman returned its id.
+LAUNCH_LABEL = f"{LABEL_PREFIX}launch"
 
 # What podman asks for by default is far above most hosts' hard limits. nproc counts every
 # process of the user, so a few thousand is plenty; above ~32k runc was refused in
@@ -55,6 +58,18 @@ def mount_option(mount: Mount) -> str:
 
 
 @dataclass(frozen=True)
+class SecretFile:
+    """A podman secret mounted as a file. Its value is no part of the spec: `podman
+    inspect`, the environment and every process's argv show only the name and the path."""
+
+    name: str
+    target: str
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o400
+
+
+@dataclass(frozen=True)
 class PortMapping:
     """Publish `container_port` on `host_ip:host_port` (loopback unless asked otherwise)."""
 
@@ -87,6 +102,9 @@ class ContainerSpec:
     # Secret env values are passed to the container but replaced by `***` in every
     # rendering (dry-run, logs of vkrama itself).
     secret_env: frozenset[str] = frozenset()
+    secrets: tuple[SecretFile, ...] = ()
+    # Seconds podman waits after the stop signal before SIGKILL (None: podman's 10).
+    stop_timeout: int | None = None
 
     def podman_argv(self, detach: bool = False) -> list[str]:
         """The equivalent `podman run …` command line; secrets are masked."""
@@ -120,6 +138,11 @@ class ContainerSpec:
             argv += ["--env", f"{key}={shown}"]
         for mount in self.mounts:
             argv += ["--mount", mount_option(mount)]
+        for secret in self.secrets:
+            argv += ["--secret", f"{secret.name},type=mount,target={secret.target},"
+                     f"uid={secret.uid},gid={secret.gid},mode={secret.mode:04o}"]  # fmt: skip
+        if self.stop_timeout is not None:
+            argv += ["--stop-timeout", str(self.stop_timeout)]
         for port in self.ports:
             argv += ["--publish", f"{port.host_ip}:{port.host_port}:{port.container_port}"]
         if self.entrypoint is not None:

@@ -12,10 +12,11 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 from typing import TYPE_CHECKING
 
 from vkrama.backends.compile_cache import CompileCache
-from vkrama.engine.spec import ContainerSpec, Mount, PortMapping
+from vkrama.engine.spec import ContainerSpec, Mount, PortMapping, SecretFile
 from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
@@ -28,9 +29,13 @@ CONTAINER_PORT = 8080
 MODEL_DIR = "/models"
 # The images' non-root user ("llama"); numeric so it need not be looked up in the image.
 CONTAINER_USER = "1000:1000"
-# llama.cpp reads the key from this variable (same as --api-key), which keeps it off argv,
-# where `ps` inside or outside the container would show it.
-API_KEY_ENV = "LLAMA_API_KEY"
+# The API key reaches llama-server as a podman secret mounted here (--api-key-file): an
+# environment variable would show in `podman inspect`, an argument in `ps`.
+SECRETS_DIR = "/run/secrets"
+API_KEY_FILE = f"{SECRETS_DIR}/api-key"
+# llama-server ignores SIGTERM while it loads (PID 1 has no default action), so podman
+# would wait its 10 s before SIGKILL; a second is plenty once the handler is installed.
+STOP_TIMEOUT_S = 1
 # GPU backends offload every layer; llama.cpp clamps the number to the model's layer count.
 ALL_LAYERS = 999
 ROLE = "serve"
@@ -75,6 +80,8 @@ def plan(request: ServeRequest) -> ContainerSpec:
         command += ["--ctx-size", str(request.ctx_size)]
     if request.parallel is not None:
         command += ["--parallel", str(request.parallel)]
+    if request.api_key:
+        command += ["--api-key-file", API_KEY_FILE]
     command += list(request.extra_args)
     env = dict(choice.env)
     # Mesa and ggml want a writable cache; the root filesystem is read-only.
@@ -83,10 +90,15 @@ def plan(request: ServeRequest) -> ContainerSpec:
         cache = request.compile_cache
         mounts += (Mount(cache.host_dir, cache.target, read_only=False),)
         env[cache.variable] = cache.target
-    secret: frozenset[str] = frozenset()
+    name = request.name or default_name(alias, request.port)
+    secrets: tuple[SecretFile, ...] = ()
+    tmpfs: tuple[str, ...] = ("/tmp",)
     if request.api_key:
-        env[API_KEY_ENV] = request.api_key
-        secret = frozenset({API_KEY_ENV})
+        uid, gid = (int(part) for part in CONTAINER_USER.split(":"))
+        # Unique per start: two serves never share (or remove) each other's secret.
+        secret_name = f"{name}-api-key-{token_hex(4)}"
+        secrets = (SecretFile(secret_name, API_KEY_FILE, uid, gid),)
+        tmpfs += (SECRETS_DIR,)  # the read-only root cannot take the mount point
     url = base_url(request.host, request.port)
     labels = {
         "vkrama.role": ROLE,
@@ -103,7 +115,7 @@ def plan(request: ServeRequest) -> ContainerSpec:
     return ContainerSpec(
         image=request.image,
         command=tuple(command),
-        name=request.name or default_name(alias, request.port),
+        name=name,
         labels=labels,
         env=env,
         devices=tuple(choice.devices),
@@ -114,8 +126,9 @@ def plan(request: ServeRequest) -> ContainerSpec:
         cap_drop_all=True,
         no_new_privileges=True,
         read_only_rootfs=True,
-        tmpfs=("/tmp",),
-        secret_env=secret,
+        tmpfs=tmpfs,
+        secrets=secrets,
+        stop_timeout=STOP_TIMEOUT_S,
     )
 
 

@@ -9,13 +9,14 @@ running are found and stopped by `vkrama.serve.containers`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from secrets import token_hex
 from typing import TYPE_CHECKING
 
 from vkrama.backends import compile_cache
 from vkrama.config import Settings
-from vkrama.engine.spec import ContainerSpec
+from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve import containers, ready
 from vkrama.serve import plan as planning
@@ -201,7 +202,15 @@ def launch(
 ) -> Running:
     """Start the planned container and wait until it serves; on failure remove it and raise
     `ServerFailed` (TIMEOUT or CONTAINER_EXITED) carrying its last log lines."""
-    container = engine.run(planned.spec)
+    # One label marks this start's container, so that an interrupt anywhere below (even
+    # before `run` has returned its id) finds and removes it.
+    launch = token_hex(8)
+    spec = replace(planned.spec, labels={**planned.spec.labels, LAUNCH_LABEL: launch})
+    try:
+        container = engine.run(spec, {s.name: planned.api_key or "" for s in spec.secrets})
+    except BaseException:
+        engine.remove_launched(launch)
+        raise
     try:
         waited = ready.wait_ready(
             planned.url,
@@ -217,7 +226,7 @@ def launch(
         raise ServerFailed(error, tail) from None
     except BaseException:
         # Ctrl-C or SIGTERM while waiting: the half-started server goes too.
-        engine.remove(container)
+        engine.remove_launched(launch)
         raise
     name = planned.spec.name or container[:12]
     return Running(container, name, planned.url, planned.alias, waited)
