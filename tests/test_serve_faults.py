@@ -3,15 +3,29 @@ servers that never answer. Real podman, real llama-server, the tiny model."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import examplemodel
 import pytest
 import requests
-from test_serve_cli_e2e import Vkrama, chat, no_servers_left, only_this_session  # noqa: F401
+from test_serve_cli_e2e import (  # noqa: F401
+    Vkrama,
+    chat,
+    no_servers_left,
+    only_this_session,
+    serve_containers,
+)
 
 from vkrama.engine import Engine
 from vkrama.serve import containers, plan, ready
@@ -111,3 +125,114 @@ def test_the_api_key_shows_in_no_inspect_and_no_process_list_yet_guards_the_serv
         assert chat(url, key=key)
     finally:
         vkrama("stop", name)
+
+
+class HoldingProxy:
+    """A unix-socket proxy in front of podman's API that holds back podman's answer to
+    `POST …/containers/create`: podman has made the container (state `created`) but vkrama
+    does not know its id yet. The test sends its signal in exactly that window."""
+
+    def __init__(self, path: Path, upstream: str) -> None:
+        self.path, self.upstream = path, upstream
+        self.created = threading.Event()  # podman answered the create call
+        self.release = threading.Event()  # let the answer through
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.upstream)
+            creating = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, creating, True),
+                             daemon=True).start()  # fmt: skip
+            threading.Thread(target=self._pump, args=(server, client, creating, False),
+                             daemon=True).start()  # fmt: skip
+
+    def _pump(self, source: socket.socket, sink: socket.socket, creating: threading.Event,
+              request: bool) -> None:  # fmt: skip
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if request and b"POST " in data and b"/containers/create" in data:
+                    creating.set()
+                elif not request and creating.is_set() and not self.release.is_set():
+                    self.created.set()
+                    self.release.wait()
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.release.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def holding_proxy(engine: Engine, tmp_path: Path) -> Iterator[HoldingProxy]:
+    upstream = engine.endpoint.url.removeprefix("unix://")
+    path = Path("/tmp") / f"vk-hold-{tmp_path.name[-20:]}.sock"  # unix socket paths are short
+    proxy = HoldingProxy(path, upstream)
+    yield proxy
+    proxy.close()
+    path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_podman_creates_the_container_leaves_no_container_in_any_state(
+    signum: signal.Signals, tiny_model: Path, engine: Engine, holding_proxy: HoldingProxy,
+    no_servers_left: None,  # noqa: F811
+) -> None:  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "--engine-url", f"unix://{holding_proxy.path}",
+         "serve", str(tiny_model), "--backend", "cpu", "--port", "auto"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holding_proxy.created.wait(120), "vkrama never asked podman to create"
+        states = [c.state for c in engine.containers({"vkrama.role": "serve"})
+                  if c.name in serve_containers(engine)]  # fmt: skip
+        assert states == ["created"]
+        process.send_signal(signum)
+        holding_proxy.release.set()
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "Interrupted."
+    assert serve_containers(engine) == []
+
+
+@pytest.fixture(scope="module")
+def own_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model no other test serves (its own seed, so its own sha256): `vkrama run`
+    reuses a running server of the same model, and this test needs one it starts."""
+    seed = int.from_bytes(os.urandom(2), "big") + 1
+    return examplemodel.make("tiny", tmp_path_factory.mktemp("own") / "tiny.gguf", seed, None)
+
+
+def test_sighup_on_an_interactive_run_removes_the_server_it_started(
+    own_model: Path,
+    engine: Engine,
+    no_servers_left: None,  # noqa: F811
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "run", str(own_model), "--backend", "cpu"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        banner = process.stderr.readline()
+        assert banner.startswith("Chatting with tiny."), banner
+        assert len(serve_containers(engine)) == 1
+        process.send_signal(signal.SIGHUP)  # the terminal went away
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert serve_containers(engine) == []
