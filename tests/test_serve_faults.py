@@ -236,3 +236,30 @@ def test_sighup_on_an_interactive_run_removes_the_server_it_started(
         process.kill()
     assert process.returncode == 130, err
     assert serve_containers(engine) == []
+
+
+def test_rm_of_a_model_a_server_uses_is_refused_unless_forced(
+    vkrama: Vkrama,
+    own_model: Path,
+    no_servers_left: None,  # noqa: F811
+) -> None:
+    pulled = vkrama("pull", str(own_model))
+    assert pulled.returncode == 0, pulled.stderr
+    stored = pulled.stdout.split()[0]
+    done = vkrama("serve", stored, "--backend", "cpu", "--port", "auto", "-d")
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.split()[0]
+    try:
+        refused = vkrama("rm", stored)
+        assert refused.returncode == 19, refused.stderr
+        assert refused.stderr.splitlines() == [
+            f"Error: {stored} is used by {name}; it could never restart without its model",
+            f"Hint: `vkrama stop {name}` first, or `vkrama rm --force {stored}`",
+        ]
+        assert stored in vkrama("list").stdout  # nothing was removed
+        forced = vkrama("rm", "--force", stored)
+        assert forced.returncode == 0, forced.stderr
+        assert f"Warning: {name} uses {stored} and cannot restart" in forced.stderr
+        assert forced.stdout == f"removed {stored}\n"
+    finally:
+        vkrama("stop", name)

@@ -32,6 +32,7 @@ class ExitStatus(IntEnum):
     PORT_IN_USE = 16
     OFFLINE = 17
     BENCH_FAILED = 18
+    IN_USE = 19
     INTERRUPTED = 130
 
 

@@ -13,6 +13,8 @@ import click
 from vkrama import store
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import download_progress, echo_json, echo_table
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve import containers
 from vkrama.store import LocalModel
 
 
@@ -77,9 +79,27 @@ def inspect(app: App, ref: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("ref")
+@click.option("--force", is_flag=True, help="Remove it even while a server uses it.")
 @pass_app
-def rm(app: App, ref: str) -> None:
+def rm(app: App, ref: str, force: bool) -> None:
     """Remove a model from the store (files shared with other names stay, and so do files in
     the Hugging Face cache: other tools use them)."""
+    model = store.resolve(app.settings, ref)
+    try:
+        users = containers.servers_of(app.engine, model.sha256)
+    except VkramaError as error:
+        # No podman: then no server of vkrama's runs either.
+        if error.status != ExitStatus.ENGINE_UNAVAILABLE:
+            raise
+        users = []
+    if users and not force:
+        names = ", ".join(row.name for row in users)
+        raise VkramaError(
+            f"{model.name} is used by {names}; it could never restart without its model",
+            hint=f"`vkrama stop {users[0].name}` first, or `vkrama rm --force {ref}`",
+            status=ExitStatus.IN_USE,
+        )
+    for row in users:
+        click.echo(f"Warning: {row.name} uses {model.name} and cannot restart", err=True)
     model = store.remove(app.settings, ref)
     click.echo(f"removed {model.name}", file=sys.stdout)

@@ -116,6 +116,12 @@ def find_server(engine: Engine, name: str) -> ServerRow:
     )
 
 
+def servers_of(engine: Engine, model_sha256: str) -> list[ServerRow]:
+    """The serve containers of one model, in any state (each may be started again)."""
+    found = engine.containers({"vkrama.role": ROLE, "vkrama.model_sha256": model_sha256})
+    return sorted((_row(c) for c in found), key=lambda row: row.name)
+
+
 def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
     """A running server of the model with this digest, if there is one."""
     for summary in engine.containers({"vkrama.role": ROLE, "vkrama.model_sha256": model_sha256}):
