@@ -44,6 +44,13 @@ def make_cell(
 
 
 SHA = "ab" * 32
+MODEL_FACTS = {
+    "name": "tiny",
+    "architecture": "llama",
+    "parameter_count": 4_194_304,
+    "quantization": "F16",
+    "size": 8_787_968,
+}
 
 
 def info(**overrides: object) -> results.RunInfo:
@@ -56,6 +63,7 @@ def info(**overrides: object) -> results.RunInfo:
         "model_sha256": SHA,
         "params": {"n_prompt": 64, "n_gen": 16, "repetitions": 2, "threads": 2},
         "vkrama_version": "0.1.0",
+        "model": dict(MODEL_FACTS),
     }
     values.update(overrides)
     return results.RunInfo(**values)  # type: ignore[arg-type]

@@ -67,6 +67,9 @@ def test_bench_cpu_and_lavapipe_then_results(
 
     shown = json.loads(vkrama("results", "show", "1", "--json").stdout)[0]
     assert shown["run"]["model_sha256"] and shown["run"]["params"]["n_prompt"] == 64
+    model = shown["run"]["model"]
+    assert (model["architecture"], model["quantization"]) == ("llama", "F16")
+    assert model["parameter_count"] > 1_000_000 and model["size"] == tiny_model.stat().st_size
     vk_prov = shown["provenance"][1]
     assert vk_prov["backend"] == "vulkan" and vk_prov["llama_cpp_build"] and vk_prov["mesa"]
 

@@ -189,3 +189,94 @@ def test_exports_say_why_a_cell_failed(settings: config.Settings) -> None:
     rows = list(csv.DictReader(io.StringIO(report.export(detail, "csv"))))
     assert [r["reason"] for r in rows if r["backend"] == "vulkan"] == [broken.reason] * 2
     assert [r["reason"] for r in rows if r["backend"] == "cpu"] == ["", ""]
+
+
+# The results schema as vkrama 0.1 wrote it (user_version 1), before runs kept model facts.
+SCHEMA_1_RUNS = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
+    status TEXT NOT NULL, host TEXT NOT NULL, kernel TEXT NOT NULL, gpus TEXT NOT NULL,
+    gpu_key TEXT NOT NULL, model_name TEXT NOT NULL, model_sha256 TEXT NOT NULL,
+    params TEXT NOT NULL, vkrama_version TEXT NOT NULL);
+"""
+
+
+def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
+    settings: config.Settings,
+) -> None:
+    # Build the old file from schema 2 minus its one new column, so cells and measurements
+    # stay exactly what both versions share.
+    settings.home.mkdir(parents=True)
+    db = sqlite3.connect(store.db_path(settings))
+    shared = store._SCHEMA.split("CREATE TABLE cells", 1)[1]
+    db.executescript(f"{SCHEMA_1_RUNS}CREATE TABLE cells{shared}")
+    db.execute(
+        "INSERT INTO runs (started, finished, status, host, kernel, gpus, gpu_key, model_name,"
+        " model_sha256, params, vkrama_version) VALUES ('2026-11-01T10:00:00+00:00', NULL,"
+        " 'ok', 'old', '6.1', '[]', 'none', 'tiny', ?, '{}', '0.1.0')",
+        (SHA,),
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+    old = results.get_run(settings, 1)
+    assert old.run.info.model == {} and old.run.info.host == "old"
+    assert report.run_header(old)[1].startswith("model  tiny (no header facts: stored by an older")
+    new_id = store_run(settings, cell("cpu", None, 800, 30))
+    assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
+    with sqlite3.connect(store.db_path(settings)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+
+
+def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:
+    detail = results.get_run(settings, store_run(settings, cell("cpu", None, 800, 30)))
+    facts = "tiny: llama, 4.19 M params, F16, 8.38 MiB"
+    assert report.run_header(detail)[1] == f"model  {facts}  sha256 {SHA}"
+    assert report.export([detail], "md").splitlines()[-1] == f"- run 1 model {facts}"
+    row = next(csv.DictReader(io.StringIO(report.export([detail], "csv"))))
+    assert (row["architecture"], row["parameters"], row["quantization"], row["model bytes"]) == (
+        "llama", "4194304", "F16", "8787968",
+    )  # fmt: skip
+    assert json.loads(report.export([detail], "json"))[0]["run"]["model"]["size"] == 8_787_968
+
+
+VERDICTS = [
+    ("clear-winner-beyond-noise", (900, 5), (300, 5), "cpu", 3.0, True),
+    ("close-and-noisy-is-within-noise", (310, 20), (300, 20), "cpu", 310 / 300, False),
+    ("runner-up-first-in-order-still-loses", (100, 1), (300, 1), "vulkan/lavapipe", 3.0, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cpu_tg", "vk_tg", "winner", "ratio", "significant"),
+    [v[1:] for v in VERDICTS],
+    ids=[v[0] for v in VERDICTS],
+)
+def test_verdict_names_the_fastest_cell_its_ratio_and_whether_it_beats_the_noise(
+    cpu_tg: tuple[float, float],
+    vk_tg: tuple[float, float],
+    winner: str,
+    ratio: float,
+    significant: bool,
+) -> None:
+    cells = [
+        cell("cpu", None, 800, cpu_tg[0], sd=cpu_tg[1]),
+        cell("vulkan", "lavapipe", 200, vk_tg[0], sd=vk_tg[1]),
+    ]
+    tg = results.verdicts(cells)[1]
+    assert (tg.test, tg.winner, tg.significant) == ("tg16", winner, significant)
+    assert tg.ratio == pytest.approx(ratio)
+
+
+def test_verdict_lines_read_as_sentences_and_skip_failed_cells() -> None:
+    cells = [
+        cell("cpu", None, 800, 30, sd=2),
+        cell("vulkan", "lavapipe", 230, 118, sd=2),
+        cell("vulkan", "radv", 0, 0, ok=False),
+    ]
+    assert [v.line for v in results.verdicts(cells)] == [
+        "pp64: cpu fastest at 800.0 ± 2.0 t/s, 3.48x vulkan/lavapipe: beyond noise",
+        "tg16: vulkan/lavapipe fastest at 118.0 ± 2.0 t/s, 3.93x cpu: beyond noise",
+    ]
+    alone = results.verdicts(cells[:1])[0]
+    assert alone.line == "pp64: cpu fastest at 800.0 ± 2.0 t/s (the only cell measured)"

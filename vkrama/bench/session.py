@@ -247,7 +247,20 @@ def run_info(bench_plan: BenchPlan) -> RunInfo:
         model_sha256=bench_plan.model.sha256,
         params=params,
         vkrama_version=__version__,
+        model=model_facts(bench_plan.model),
     )
+
+
+def model_facts(model: LocalModel) -> dict[str, object]:
+    """What results show about the model besides its path: what the GGUF header says."""
+    meta = model.metadata
+    return {
+        "name": meta.name or model.name,
+        "architecture": meta.architecture,
+        "parameter_count": meta.parameter_count,
+        "quantization": meta.quantization,
+        "size": model.size,
+    }
 
 
 def _image(

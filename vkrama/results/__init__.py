@@ -4,7 +4,7 @@
 `gpu_key(profile, gpu)` computes the key the same way bench stores it.
 """
 
-from vkrama.results.ranking import BestCell, Change, best, compare, gpu_key
+from vkrama.results.ranking import BestCell, Change, Verdict, best, compare, gpu_key, verdicts
 from vkrama.results.store import (
     RunDetail,
     RunInfo,
@@ -22,6 +22,7 @@ __all__ = [
     "RunDetail",
     "RunInfo",
     "RunRecord",
+    "Verdict",
     "add_cell",
     "best",
     "compare",
@@ -30,4 +31,5 @@ __all__ = [
     "gpu_key",
     "list_runs",
     "start_run",
+    "verdicts",
 ]

@@ -1,12 +1,16 @@
-"""Reading stored runs against each other: compare two runs, pick the best cell.
+"""Reading stored runs against each other: compare two runs, pick the best cell, say
+which cell wins each test.
 
-Stage: results DB ─► comparisons for `results compare` and the pick for
-`serve --backend best`. Pure over the store's records; must not print.
+Stage: results DB ─► comparisons for `results compare`, the pick for
+`serve --backend best` and the verdict lines of a run (`verdicts`, the one place that
+decides "fastest, by what ratio, beyond noise or not"). Pure over the store's records;
+must not print.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,6 +75,65 @@ class BestCell:
     tps_stddev: float
     image_id: str
     reason: str  # one line naming the run and the runner-up
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Which cell is fastest at one test of one run, and by how much over the runner-up."""
+
+    test: str
+    winner: str  # "vulkan/radv", "cpu"
+    device: str
+    tps: float
+    tps_stddev: float
+    runner_up: str | None  # None: only one cell measured this test
+    runner_up_tps: float | None
+    runner_up_stddev: float | None
+    ratio: float | None  # winner / runner-up
+    significant: bool  # the gap exceeds NOISE_SIGMAS combined stddevs
+
+    @property
+    def line(self) -> str:
+        """ "tg16: cpu fastest at 2922.2 ± 1620.0 t/s, 1.52x vulkan/lavapipe: within noise"."""
+        head = f"{self.test}: {self.winner} fastest at {self.tps:.1f} ± {self.tps_stddev:.1f} t/s"
+        if self.runner_up is None or self.ratio is None:
+            return f"{head} (the only cell measured)"
+        noise = "beyond noise" if self.significant else "within noise"
+        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}"
+
+
+def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
+    """One verdict per test (in the order tests first appear) over the ok cells of a run."""
+    by_test: dict[str, list[tuple[CellResult, Measurement]]] = {}
+    for cell in cells:
+        for m in cell.measurements if cell.ok else ():
+            by_test.setdefault(m.test, []).append((cell, m))
+    found = []
+    for test, entries in by_test.items():
+        ranked = sorted(entries, key=lambda e: e[1].tps, reverse=True)
+        cell, m = ranked[0]
+        other = ranked[1] if len(ranked) > 1 else None
+        ratio = None
+        significant = False
+        if other is not None and other[1].tps > 0:
+            ratio = m.tps / other[1].tps
+            gap = m.tps - other[1].tps
+            significant = gap > NOISE_SIGMAS * math.hypot(m.tps_stddev, other[1].tps_stddev)
+        found.append(
+            Verdict(
+                test=test,
+                winner=_name(cell),
+                device=cell.device,
+                tps=m.tps,
+                tps_stddev=m.tps_stddev,
+                runner_up=None if other is None else _name(other[0]),
+                runner_up_tps=None if other is None else other[1].tps,
+                runner_up_stddev=None if other is None else other[1].tps_stddev,
+                ratio=ratio,
+                significant=significant,
+            )
+        )
+    return found
 
 
 def gpu_key(profile: HardwareProfile, gpu: int | None = None) -> str:

@@ -17,8 +17,10 @@ from tabulate import tabulate
 from vkrama.bench.plan import BenchParams
 from vkrama.bench.run import CellResult
 from vkrama.results.ranking import Change
-from vkrama.results.store import RunDetail, RunRecord
+from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
+# The model facts a run stores (RunInfo.model), in the order exports list them.
+MODEL_KEYS = ("architecture", "parameter_count", "quantization", "size")
 COMPARE_HEADERS = ["backend", "driver", "device", "test", "A t/s", "B t/s", "change", "noise",
                    "verdict"]  # fmt: skip
 
@@ -136,12 +138,36 @@ def _params(params: dict[str, object]) -> str:
     return text + f" t{params['threads']}" if params.get("threads") else text
 
 
+def size_text(size: int) -> str:
+    """Bytes the way llama-bench prints a model's size ("8.38 MiB", "3.56 GiB")."""
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.2f} MiB"
+
+
+def params_text(count: int) -> str:
+    """A parameter count the way llama-bench prints it ("4.21 M", "6.74 B")."""
+    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.2f} M"
+
+
+def model_facts(info: RunInfo) -> str:
+    """ "tiny: llama, 4.21 M params, F16, 8.38 MiB", or the name alone for an old run."""
+    m = info.model
+    if not m:
+        return f"{info.model_name} (no header facts: stored by an older vkrama)"
+    facts = [
+        str(m.get("architecture") or "?"),
+        f"{params_text(int(m.get('parameter_count') or 0))} params",
+        str(m.get("quantization") or "?"),
+        size_text(int(m.get("size") or 0)),
+    ]
+    return f"{m.get('name') or info.model_name}: {', '.join(facts)}"
+
+
 def run_header(detail: RunDetail) -> list[str]:
     info = detail.run.info
     gpus = ", ".join(f"{g.get('name')} [{g.get('ids')}]" for g in info.gpus) or "none"
     return [
         f"run {detail.run.id}  {info.started}  {detail.run.status}",
-        f"model  {info.model_name}  sha256 {info.model_sha256}",
+        f"model  {model_facts(info)}  sha256 {info.model_sha256}",
         f"host   {info.host}  kernel {info.kernel}  GPUs {gpus}",
         f"params {_params(info.params)}  vkrama {info.vkrama_version}",
     ]
@@ -228,6 +254,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
         )
     headers = ["run", "model", "backend", "driver", "device", "test", "t/s", "±", "relative",
                "status", "llama.cpp", "stack"]  # fmt: skip
+    csv_model = ["architecture", "parameters", "quantization", "model bytes"]
     table = []
     failures: dict[str, str] = {}  # one note per failed cell, in table order
     for d in details:
@@ -239,7 +266,8 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.tps is None else f"{r.tps:.2f}",
                 "" if r.tps_stddev is None else f"{r.tps_stddev:.2f}",
                 "" if r.relative is None else f"{r.relative:.2f}",
-                r.status, p.get("llama_cpp_build", ""), stack(p) if p else "", r.reason,
+                r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
+                *(d.run.info.model.get(k, "") for k in MODEL_KEYS), r.reason,
             ])  # fmt: skip
             if r.reason:
                 cell = f"{r.backend}/{r.driver}" if r.driver else r.backend
@@ -247,14 +275,15 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*("t/s stddev" if h == "±" else h for h in headers), "reason"])
+        writer.writerow([*("t/s stddev" if h == "±" else h for h in headers), *csv_model, "reason"])
         writer.writerows(table)
         return out.getvalue()
     # Reasons are long: the table keeps its width, each failed cell gets a line below it.
-    shown = [row[:-1] for row in table]
+    shown = [row[: len(headers)] for row in table]
     text = tabulate(shown, headers=headers, tablefmt="github", disable_numparse=True)
-    notes = [f"- {where} {what}" for where, what in failures.items()]
-    return "\n".join([text, "", *notes]) if notes else text
+    notes = [f"- run {d.run.id} model {model_facts(d.run.info)}" for d in details]
+    notes += [f"- {where} {what}" for where, what in failures.items()]
+    return "\n".join([text, "", *notes])
 
 
 def rows_of(detail: RunDetail) -> list[Row]:

@@ -22,7 +22,7 @@ from vkrama.bench.run import CellResult
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "results.sqlite3"
 
 _SCHEMA = """
@@ -38,7 +38,8 @@ CREATE TABLE runs (
     model_name TEXT NOT NULL,
     model_sha256 TEXT NOT NULL,
     params TEXT NOT NULL,            -- JSON of BenchParams
-    vkrama_version TEXT NOT NULL
+    vkrama_version TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '{}' -- JSON of the model's header facts (schema 2)
 );
 CREATE TABLE cells (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,6 +73,11 @@ CREATE TABLE measurements (
 CREATE INDEX runs_by_model ON runs (model_sha256, gpu_key);
 CREATE INDEX cells_by_run ON cells (run_id);
 """
+# Each step takes a database from the version before it; `model` is appended last so that
+# `runs.*` has the same column order in a created and in a migrated file.
+_MIGRATIONS = {
+    2: "ALTER TABLE runs ADD COLUMN model TEXT NOT NULL DEFAULT '{}';",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ class RunInfo:
     params: dict[str, Any]
     vkrama_version: str
     started: str = field(default_factory=lambda: now())
+    # The model's header facts: name, architecture, parameter_count, quantization, size
+    # (bytes). Empty for runs stored before schema 2.
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,11 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             status=ExitStatus.CONFIG,
         )
     with db:
-        db.executescript(_SCHEMA)
+        if version == 0:
+            db.executescript(_SCHEMA)
+        else:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                db.executescript(_MIGRATIONS[step])
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -154,7 +167,7 @@ def start_run(settings: Settings, info: RunInfo) -> int:
     with connect(settings) as db:
         cursor = db.execute(
             "INSERT INTO runs (started, status, host, kernel, gpus, gpu_key, model_name,"
-            " model_sha256, params, vkrama_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " model_sha256, params, vkrama_version, model) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 info.started,
                 "running",
@@ -166,6 +179,7 @@ def start_run(settings: Settings, info: RunInfo) -> int:
                 info.model_sha256,
                 json.dumps(info.params),
                 info.vkrama_version,
+                json.dumps(info.model),
             ),
         )
         return int(cursor.lastrowid or 0)
@@ -268,7 +282,7 @@ def _not_found(ref: str | int) -> VkramaError:
 
 def _run_record(row: tuple[Any, ...]) -> RunRecord:
     (run_id, started, finished, status, host, kernel, gpus, gpu_key, model_name, sha,
-     params, version, cell_count, ok_count) = row  # fmt: skip
+     params, version, model, cell_count, ok_count) = row  # fmt: skip
     info = RunInfo(
         host=host,
         kernel=kernel,
@@ -279,6 +293,7 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
         params=json.loads(params),
         vkrama_version=version,
         started=started,
+        model=json.loads(model),
     )
     return RunRecord(run_id, info, finished, status, int(cell_count or 0), int(ok_count or 0))
 
