@@ -22,7 +22,8 @@ def expected_cpu_command(model: Path, sha256: str, port: int) -> str:
     return (
         f"podman run --detach --name vkrama-tiny-{port} --label vkrama.alias=tiny"
         " --label vkrama.backend=cpu --label vkrama.device=CPU"
-        f" --label vkrama.model=file://{model} --label vkrama.model_sha256={sha256}"
+        f" --label vkrama.model=file://{model} --label vkrama.model_path={model}"
+        f" --label vkrama.model_sha256={sha256}"
         f" --label vkrama.role=serve --label vkrama.url=http://127.0.0.1:{port}"
         " --user 1000:1000 --cap-drop all --security-opt no-new-privileges --read-only"
         f" --tmpfs /tmp --ulimit nofile={limits['nofile']}:{limits['nofile']}"

@@ -82,6 +82,7 @@ def test_labels_say_what_serves_where() -> None:
         "vkrama.driver": "lavapipe",
         "vkrama.device": "llvmpipe (lavapipe)",
         "vkrama.url": "http://127.0.0.1:8099",
+        "vkrama.model_path": "/data/models/tiny.gguf",
         "vkrama.model_sha256": "ab" * 32,
     }
 

@@ -86,7 +86,7 @@ def rm(app: App, ref: str, force: bool) -> None:
     the Hugging Face cache: other tools use them)."""
     model = store.resolve(app.settings, ref)
     try:
-        users = containers.servers_of(app.engine, model.sha256)
+        users = containers.servers_of(app.engine, model.path)
     except VkramaError as error:
         # No podman: then no server of vkrama's runs either.
         if error.status != ExitStatus.ENGINE_UNAVAILABLE:

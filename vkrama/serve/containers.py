@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vkrama.errors import ExitStatus, VkramaError
@@ -116,9 +117,9 @@ def find_server(engine: Engine, name: str) -> ServerRow:
     )
 
 
-def servers_of(engine: Engine, model_sha256: str) -> list[ServerRow]:
-    """The serve containers of one model, in any state (each may be started again)."""
-    found = engine.containers({"vkrama.role": ROLE, "vkrama.model_sha256": model_sha256})
+def servers_of(engine: Engine, model_path: Path) -> list[ServerRow]:
+    """The serve containers of one model file, in any state (each may be started again)."""
+    found = engine.containers({"vkrama.role": ROLE, "vkrama.model_path": str(model_path)})
     return sorted((_row(c) for c in found), key=lambda row: row.name)
 
 

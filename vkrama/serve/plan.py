@@ -110,6 +110,8 @@ def plan(request: ServeRequest) -> ContainerSpec:
     }
     if choice.driver:
         labels["vkrama.driver"] = choice.driver
+    # The host file served: `vkrama rm` finds the servers that would lose it by this.
+    labels["vkrama.model_path"] = str(model.path)
     if getattr(model, "sha256", None):
         labels["vkrama.model_sha256"] = model.sha256
     return ContainerSpec(
