@@ -203,8 +203,25 @@ class FakeHost:
         )
 
 
-def nvidia_cdi_spec(graphics: bool = True, uuid: str = "GPU-8d2c0f2e") -> dict[str, Any]:
-    """What `nvidia-ctk cdi generate` writes, cut down to what vkrama reads."""
+# What `nvidia-ctk cdi generate` mounts for the graphics capability that vkrama checks:
+# the Vulkan ICD json, glvnd's EGL vendor json and the libraries the EGL path loads.
+GRAPHICS_FILES = (
+    "/usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.580.95.05",
+    "/usr/lib/x86_64-linux-gnu/libEGL_nvidia.so.580.95.05",
+    "/usr/lib/x86_64-linux-gnu/libnvidia-eglcore.so.580.95.05",
+    "/usr/lib/x86_64-linux-gnu/libnvidia-glsi.so.580.95.05",
+    "/usr/lib/x86_64-linux-gnu/libnvidia-glvkspirv.so.580.95.05",
+    "/usr/share/vulkan/icd.d/nvidia_icd.json",
+    "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+)
+
+
+def nvidia_cdi_spec(
+    graphics: bool = True, uuid: str = "GPU-8d2c0f2e", without: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """What `nvidia-ctk cdi generate` writes, cut down to what vkrama reads.
+
+    `without`: graphics files left out by name (an older toolkit, a hand-written spec)."""
     mounts = [
         {
             "hostPath": "/usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05",
@@ -214,16 +231,9 @@ def nvidia_cdi_spec(graphics: bool = True, uuid: str = "GPU-8d2c0f2e") -> dict[s
     ]
     if graphics:
         mounts += [
-            {
-                "hostPath": "/usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.580.95.05",
-                "containerPath": "/usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.580.95.05",
-                "options": ["ro", "nosuid", "nodev", "bind"],
-            },
-            {
-                "hostPath": "/usr/share/vulkan/icd.d/nvidia_icd.json",
-                "containerPath": "/usr/share/vulkan/icd.d/nvidia_icd.json",
-                "options": ["ro", "nosuid", "nodev", "bind"],
-            },
+            {"hostPath": path, "containerPath": path, "options": ["ro", "nosuid", "nodev", "bind"]}
+            for path in GRAPHICS_FILES
+            if not Path(path).name.startswith(without or ("\0",))
         ]
     node = {"deviceNodes": [{"path": "/dev/nvidia0"}, {"path": "/dev/dri/renderD129"}]}
     return {

@@ -12,11 +12,13 @@ from fakesys import (
     amd_dgpu_with_kfd,
     intel_nvidia_laptop,
     no_gpu,
+    nvidia_cdi_spec,
     two_amd_gpus,
     virtio_gpu,
 )
 
 from vkrama.backends import choose, hsa_override_for, support, usable
+from vkrama.cdi import GRAPHICS_FIX
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -33,6 +35,12 @@ def laptop_without_cdi(host: FakeHost) -> None:
 
 def laptop_with_compute_only_cdi(host: FakeHost) -> None:
     intel_nvidia_laptop(host, graphics=False)
+
+
+def laptop_with_cdi_without_egl_vendor(host: FakeHost) -> None:
+    """The ICD json and libGLX_nvidia only: what made the H100's vulkan cell fail."""
+    intel_nvidia_laptop(host, cdi=False)
+    host.add_cdi_spec(nvidia_cdi_spec(without=("10_nvidia.json",)))
 
 
 def profile_of(tmp_path: Path, build: Callable[[FakeHost], None]) -> tuple[FakeHost, Any]:
@@ -61,8 +69,15 @@ TABLES = [
     ("laptop-with-compute-only-cdi-offers-cuda-but-not-nvidia-vulkan",
      laptop_with_compute_only_cdi,
      [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
-     {("vulkan/nvidia", 1): "CDI spec {cdi}/nvidia.yaml does not mount nvidia_icd.json and "
-      "libGLX_nvidia, NVIDIA's Vulkan driver"}),
+     {("vulkan/nvidia", 1): "CDI spec {cdi}/nvidia.yaml does not inject nvidia_icd.json, "
+      "10_nvidia.json, libGLX_nvidia.so*, libEGL_nvidia.so*, libnvidia-eglcore.so*, "
+      "libnvidia-glsi.so*, libnvidia-glvkspirv.so* (NVIDIA's Vulkan driver needs them): "
+      + GRAPHICS_FIX}),
+    ("laptop-whose-cdi-lacks-the-egl-vendor-json-offers-cuda-but-not-nvidia-vulkan",
+     laptop_with_cdi_without_egl_vendor,
+     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
+     {("vulkan/nvidia", 1): "CDI spec {cdi}/nvidia.yaml does not inject 10_nvidia.json "
+      "(NVIDIA's Vulkan driver needs them): " + GRAPHICS_FIX}),
     ("two-amd-gpus-offer-radv-and-rocm-on-each", two_amd_gpus,
      [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/radv", 0), ("rocm", 0),
       ("vulkan/radv", 1), ("rocm", 1)], {}),

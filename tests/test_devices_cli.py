@@ -3,15 +3,23 @@ and lavapipe's passthrough proved in the real vulkan image."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakesys import FakeHost, amd_dgpu_with_kfd, intel_nvidia_laptop, two_amd_gpus
+from fakesys import (
+    FakeHost,
+    amd_dgpu_with_kfd,
+    intel_nvidia_laptop,
+    nvidia_cdi_spec,
+    two_amd_gpus,
+)
 
 from vkrama.backends import choose
+from vkrama.cdi import GRAPHICS_FIX
 from vkrama.engine import ContainerSpec, Engine
 from vkrama.engine.client import EngineInfo
 from vkrama.errors import ExitStatus
@@ -127,6 +135,28 @@ def test_laptop_without_cdi_tells_how_to_make_the_spec(
     assert "Chosen (auto): vulkan/anv on Intel Raptor Lake-P [Iris Xe Graphics]" in done.stdout
 
 
+def test_laptop_whose_cdi_lacks_the_egl_vendor_json_names_it_and_the_fix(
+    tmp_path: Path, vkrama: Callable[..., Any]
+) -> None:
+    host = FakeHost(tmp_path)
+    intel_nvidia_laptop(host, cdi=False)
+    host.add_cdi_spec(nvidia_cdi_spec(without=("10_nvidia.json", "libnvidia-glvkspirv")))
+    done = vkrama("devices", env=roots(host))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[:4] for line in done.stdout.splitlines()]
+    assert ["vulkan", "nvidia", "1", "no"] in rows
+    assert ["cuda", "-", "1", "yes"] in rows
+    assert (
+        f"CDI spec {host.cdi}/nvidia.yaml does not inject 10_nvidia.json, "
+        "libnvidia-glvkspirv.so* (NVIDIA's Vulkan driver needs them): " + GRAPHICS_FIX
+    ) in " ".join(done.stdout.split())
+    asked = vkrama("devices", "--vk-driver", "nvidia", env=roots(host))
+    assert asked.returncode == ExitStatus.BACKEND_UNAVAILABLE
+    assert "does not inject 10_nvidia.json" in asked.stderr and "nvidia-ctk cdi generate" in (
+        asked.stderr
+    )
+
+
 # -- doctor ------------------------------------------------------------------------------------
 
 PODMAN = EngineInfo("4.3.1", "4.3.1", "unix:///run/podman/podman.sock", "system socket",
@@ -158,6 +188,17 @@ DOCTOR = [
     ("nvidia-gpu-without-cdi-fails-with-nvidia-ctk", lambda h: intel_nvidia_laptop(h, cdi=False),
      {}, "CDI", doctor.Check("CDI", "fail", "NVIDIA GPU but no nvidia.com/gpu CDI spec",
                              "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml")),
+    ("nvidia-cdi-without-the-egl-path-warns-naming-the-missing-files",
+     lambda h: (intel_nvidia_laptop(h, cdi=False),
+                h.add_cdi_spec(nvidia_cdi_spec(without=("10_nvidia.json", "libEGL_nvidia")))),
+     {}, "CDI", doctor.Check(
+         "CDI", "warn", "nvidia.com/gpu=0, nvidia.com/gpu=GPU-8d2c0f2e, nvidia.com/gpu=all; "
+         "CDI spec {cdi}/nvidia.yaml does not inject 10_nvidia.json, libEGL_nvidia.so* "
+         "(NVIDIA's Vulkan driver needs them), so NVIDIA Vulkan cannot run (CUDA can)",
+         GRAPHICS_FIX)),
+    ("nvidia-cdi-with-graphics-is-ok", intel_nvidia_laptop, {}, "CDI", doctor.Check(
+        "CDI", "ok", "nvidia.com/gpu=0, nvidia.com/gpu=GPU-8d2c0f2e, nvidia.com/gpu=all "
+        "(injects NVIDIA's Vulkan driver and its EGL path)")),
     ("unbuilt-image-warns-with-the-build-command", None, {"images": {"rocm": False}},
      "image rocm", doctor.Check("image rocm", "warn", "not built (built on first use)",
                                 "vkrama images build rocm")),
@@ -181,7 +222,9 @@ def test_doctor_judges_facts_and_gives_a_fix_for_each_problem(
     host = FakeHost(tmp_path)
     if build:
         build(host)
-    assert checks_of(host, **facts)[name] == expected
+    assert checks_of(host, **facts)[name] == dataclasses.replace(
+        expected, detail=expected.detail.replace("{cdi}", str(host.cdi))
+    )
 
 
 def test_doctor_lists_every_gpu_device_node_it_checked(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ SCRIPT = REPO / "scripts" / "gpu-machine" / "nvidia_cdi.py"
 UUID = "GPU-6b5e6a0c-3f6b-2c51-9a48-5f3e4d2c1b0a"
 VERSION = "580.159.04"
 LIBS = "/usr/lib/x86_64-linux-gnu"
+EGL_PATH = ("libnvidia-eglcore", "libnvidia-glsi", "libnvidia-glvkspirv", "libnvidia-allocator",
+            "libnvidia-rtcore")  # fmt: skip
 
 
 def _load() -> ModuleType:
@@ -64,10 +66,17 @@ def h100_machine(root: Path, proc: bool = True) -> None:
         ("libnvidia-ptxjitcompiler", "libnvidia-ptxjitcompiler.so.1"),
         ("libGLX_nvidia", "libGLX_nvidia.so.0"),
         ("libGLESv1_CM_nvidia", "libGLESv1_CM_nvidia.so.1"),
+        ("libEGL_nvidia", "libEGL_nvidia.so.0"),
     ):
         (lib / f"{name}.so.{VERSION}").write_text(name)  # not ELF: the soname comes from links
         (lib / soname).symlink_to(f"{name}.so.{VERSION}")
+    # The EGL path's libraries (LD_DEBUG=libs there); their soname is the versioned name.
+    for name in EGL_PATH:
+        (lib / f"{name}.so.{VERSION}").write_text(name)
     (lib / "libcuda.so").symlink_to("libcuda.so.1")
+    vendor = root / "usr/local/nvidia/share/glvnd/egl_vendor.d"
+    vendor.mkdir(parents=True)
+    (vendor / "10_nvidia.json").write_text('{"ICD": {"library_path": "libEGL_nvidia.so.0"}}')
     (lib / "libfoo.so.1").write_text("not the driver's")
     icd = root / "usr/share/vulkan/icd.d"
     icd.mkdir(parents=True)
@@ -144,13 +153,36 @@ CHECKS: list[tuple[str, Callable[[dict[str, Any]], object], object]] = [
         True,
     ),
     (
-        "mounts-are-read-only-and-the-visible-devices-variable-is-void-as-nvidia-ctk-writes",
+        "the-egl-vendor-json-is-mounted-where-glvnd-looks",
+        lambda d: (
+            (
+                "/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json",
+                "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+            )
+            in _mounts(d)
+        ),
+        True,
+    ),
+    (
+        "the-egl-path-libraries-are-mounted-under-their-names-where-ld-so-looks",
+        lambda d: (
+            {f"{LIBS}/{n}.so.{VERSION}" for n in EGL_PATH} | {f"{LIBS}/libEGL_nvidia.so.0"}
+            <= {c for _, c in _mounts(d)}
+        ),
+        True,
+    ),
+    (
+        "mounts-are-read-only-visible-devices-void-and-capabilities-include-graphics",
         lambda d: (
             {tuple(m["options"]) for m in d["containerEdits"]["mounts"]},
             d["containerEdits"]["env"],
             d["cdiVersion"],
         ),
-        ({("ro", "nosuid", "nodev", "bind")}, ["NVIDIA_VISIBLE_DEVICES=void"], "0.5.0"),
+        (
+            {("ro", "nosuid", "nodev", "bind")},
+            ["NVIDIA_VISIBLE_DEVICES=void", "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics"],
+            "0.5.0",
+        ),
     ),
 ]
 
@@ -197,6 +229,7 @@ def test_vkrama_reads_the_written_spec_as_a_gpu_with_nvidias_vulkan_driver(tmp_p
     assert problems == []
     assert spec.devices == ("nvidia.com/gpu=0", f"nvidia.com/gpu={UUID}", "nvidia.com/gpu=all")
     assert spec.vulkan_icd == "/usr/share/vulkan/icd.d/nvidia_icd.json"
+    assert spec.vulkan_missing == ()
     assert spec.injects_vulkan
 
 

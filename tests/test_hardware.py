@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakesys import (
@@ -121,26 +122,42 @@ def test_nvidia_gpu_without_drm_node_is_found_through_its_pci_class(tmp_path: Pa
     )  # fmt: skip
 
 
+ALL = ("nvidia.com/gpu=0", "nvidia.com/gpu=GPU-8d2c0f2e", "nvidia.com/gpu=all")
+ICD = "/usr/share/vulkan/icd.d/nvidia_icd.json"
+EVERYTHING = ("nvidia_icd.json", "10_nvidia.json", "libGLX_nvidia.so", "libEGL_nvidia.so",
+              "libnvidia-eglcore.so", "libnvidia-glsi.so", "libnvidia-glvkspirv.so")  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("name", "graphics", "devices", "icd", "glx"),
+    ("name", "spec_args", "icd", "missing"),
     [
-        ("nvidia.yaml", True, ("nvidia.com/gpu=0", "nvidia.com/gpu=GPU-8d2c0f2e",
-         "nvidia.com/gpu=all"), "/usr/share/vulkan/icd.d/nvidia_icd.json", True),
-        ("nvidia.json", False, ("nvidia.com/gpu=0", "nvidia.com/gpu=GPU-8d2c0f2e",
-         "nvidia.com/gpu=all"), None, False),
+        ("nvidia.yaml", {}, ICD, ()),
+        ("nvidia.json", {"graphics": False}, None, EVERYTHING),
+        ("nvidia.yaml", {"without": ("10_nvidia.json",)}, ICD, ("10_nvidia.json",)),
+        ("nvidia.yaml", {"without": ("libEGL_nvidia", "libnvidia-eglcore")}, ICD,
+         ("libEGL_nvidia.so", "libnvidia-eglcore.so")),
+        ("nvidia.yaml", {"without": ("nvidia_icd.json",)}, None, ("nvidia_icd.json",)),
     ],
-    ids=["yaml-spec-with-graphics-injects-vulkan", "json-spec-without-graphics-does-not"],
+    ids=["yaml-spec-with-graphics-injects-vulkan-and-its-egl-path",
+         "json-spec-without-graphics-lacks-all-of-it",
+         "spec-without-the-egl-vendor-json-is-incomplete",
+         "spec-without-the-egl-libraries-is-incomplete",
+         "spec-without-the-icd-json-is-incomplete"],
 )  # fmt: skip
-def test_cdi_specs_name_devices_and_say_whether_they_inject_vulkan(
-    tmp_path: Path, name: str, graphics: bool, devices: tuple[str, ...], icd: str | None, glx: bool
+def test_cdi_specs_name_devices_and_what_nvidia_vulkan_lacks(
+    tmp_path: Path,
+    name: str,
+    spec_args: dict[str, Any],
+    icd: str | None,
+    missing: tuple[str, ...],
 ) -> None:
     host = FakeHost(tmp_path)
-    host.add_cdi_spec(nvidia_cdi_spec(graphics=graphics), name)
+    host.add_cdi_spec(nvidia_cdi_spec(**spec_args), name)
     (spec,) = host.detect().cdi_specs
-    assert (spec.kind, spec.devices, spec.vulkan_icd, spec.injects_glx) == (
-        "nvidia.com/gpu", devices, icd, glx,
+    assert (spec.kind, spec.devices, spec.vulkan_icd, spec.vulkan_missing) == (
+        "nvidia.com/gpu", ALL, icd, missing,
     )  # fmt: skip
-    assert spec.injects_vulkan is graphics
+    assert spec.injects_vulkan is (not missing)
 
 
 def test_a_broken_cdi_spec_becomes_a_problem(tmp_path: Path) -> None:

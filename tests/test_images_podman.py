@@ -79,6 +79,49 @@ def test_vulkan_image_sees_lavapipe(built: dict[str, str], engine: Engine) -> No
     assert "PHYSICAL_DEVICE_TYPE_CPU" in done.stdout
 
 
+# What NVIDIA's Vulkan driver loads from the image once CDI has injected the driver itself
+# (libGLX_nvidia, libEGL_nvidia, libnvidia-*, 10_nvidia.json): measured on an H100 with
+# LD_DEBUG=libs, and nvidia-container-toolkit issues #16/#1952.
+NVIDIA_IMAGE_SIDE = (
+    "libEGL.so.1",
+    "libGLdispatch.so.0",
+    "libX11.so.6",
+    "libXext.so.6",
+    "libdrm.so.2",
+)
+
+
+def test_vulkan_image_ships_what_nvidias_driver_loads_and_puts_its_egl_vendor_first(
+    built: dict[str, str], engine: Engine
+) -> None:
+    script = (
+        "ldconfig -p | awk '{print $1}' | sort -u; "
+        "for lib in /usr/lib/x86_64-linux-gnu/libEGL.so.1 /usr/lib/x86_64-linux-gnu/libXext.so.6; "
+        'do ldd "$lib" | grep "not found"; done; '
+        "ls /usr/share/glvnd/egl_vendor.d 2>/dev/null | sed 's/^/vendor: /'"
+    )
+    done = engine.run_to_completion(
+        ContainerSpec(image="localhost/vkrama/vulkan:latest", command=("sh", "-c", script)),
+        timeout=120,
+    )
+    assert done.exit_code == 0, done.stderr
+    libraries = set(done.stdout.split())
+    assert set(NVIDIA_IMAGE_SIDE) <= libraries
+    assert "not found" not in done.stdout  # glvnd's own dependencies resolve
+    # glvnd tries vendors in file-name order: the host's 10_nvidia.json must come first.
+    vendors = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("vendor:")]
+    assert "10_nvidia.json" not in vendors  # the host injects it, matching its driver
+    assert all(name > "10_nvidia.json" for name in vendors), vendors
+
+
+def test_vulkan_image_stays_within_600_mb(
+    built: dict[str, str], vkrama: Callable[..., Any]
+) -> None:
+    done = vkrama("images", "inspect", "vulkan", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["size"] <= 600_000_000
+
+
 def test_llama_server_runs_as_the_unprivileged_llama_user(
     built: dict[str, str], engine: Engine, tiny_model: Path
 ) -> None:

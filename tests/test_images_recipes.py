@@ -67,8 +67,11 @@ def test_debian_recipe_is_lean_unprivileged_and_records_provenance(backend: str)
                 "vulkan-tools",
                 "libx11-6",
                 "libxext6",
+                "libglvnd0",
+                "libegl1",
+                "libdrm2",
             ),
-            id="vulkan-has-mesa-vulkaninfo-and-what-nvidias-icd-needs",
+            id="vulkan-has-mesa-vulkaninfo-and-the-glvnd-egl-path-nvidias-icd-needs",
         ),
         pytest.param("rocm", ("libggml0-backend-hip",), id="rocm-has-the-hip-backend"),
         pytest.param(

@@ -49,12 +49,20 @@ BINARIES = (
     "nvidia-cuda-mps-control",
     "nvidia-cuda-mps-server",
 )
-# Graphics config files the driver installs: Vulkan ICD and layers, EGL vendor.
+# Graphics config files the driver installs, as nvidia-ctk mounts them for the graphics
+# capability: the Vulkan ICD and layers, glvnd's EGL vendor file (NVIDIA's Vulkan driver
+# initialises through EGL: without 10_nvidia.json the loader cannot get vkCreateInstance,
+# measured on the H100), and EGL's external platforms (GBM, Wayland) where installed.
 CONFIG_FILES = (
     "vulkan/icd.d/nvidia_icd.json",
     "vulkan/implicit_layer.d/nvidia_layers.json",
     "glvnd/egl_vendor.d/10_nvidia.json",
+    "egl/egl_external_platform.d/15_nvidia_gbm.json",
+    "egl/egl_external_platform.d/10_nvidia_wayland.json",
 )
+# The driver capabilities a container of this spec has: graphics is what NVIDIA's Vulkan
+# driver is (nvidia-container-runtime reads this variable; podman's CDI path ignores it).
+CAPABILITIES = "compute,utility,graphics"
 CONFIG_DIRS = ("/etc", "/usr/share", "/usr/local/nvidia/share")
 
 
@@ -199,7 +207,7 @@ def spec(
         "kind": KIND,
         "devices": devices,
         "containerEdits": {
-            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
+            "env": ["NVIDIA_VISIBLE_DEVICES=void", f"NVIDIA_DRIVER_CAPABILITIES={CAPABILITIES}"],
             "deviceNodes": [{"path": path} for path in common],
             "mounts": mounts,
         },

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vkrama.cdi import GRAPHICS_FIX
 from vkrama.hardware import Gpu, HardwareProfile
 
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
@@ -230,13 +231,9 @@ def _nvidia(profile: HardwareProfile, gpu: Gpu, backend: str) -> Support:
     reason = f"NVIDIA driver via CDI device {name}"
     if backend == "vulkan":
         if not spec.injects_vulkan or spec.vulkan_icd is None:
-            return Support(
-                backend,
-                driver,
-                gpu,
-                f"CDI spec {spec.path} does not mount nvidia_icd.json "
-                "and libGLX_nvidia, NVIDIA's Vulkan driver",
-            )
+            # Offered only when complete: a half-injected driver fails inside the container
+            # with a loader error far from its cause ("Could not get 'vkCreateInstance'").
+            return Support(backend, driver, gpu, f"{spec.vulkan_gap()}: {GRAPHICS_FIX}")
         env = {
             "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics",
             "VK_DRIVER_FILES": spec.vulkan_icd,

@@ -14,10 +14,28 @@ from typing import Any
 
 import yaml
 
-# What NVIDIA's Vulkan driver needs inside the container: the ICD json that the loader
-# reads, and the library it names (libGLX_nvidia.so.0 carries the Vulkan entry points).
+# What NVIDIA's Vulkan driver needs the spec to inject, by the file name inside the
+# container (prefix for libraries, which nvidia-ctk mounts as libX.so.<driver version>).
+# Measured on an H100 (driver 580, LD_DEBUG=libs): the loader reads nvidia_icd.json and
+# loads libGLX_nvidia; the driver then initialises through EGL: glvnd's libEGL.so.1 (the
+# image's) reads egl_vendor.d/10_nvidia.json, loads libEGL_nvidia, which loads
+# libnvidia-eglcore and -glsi, and the shader compiler libnvidia-glvkspirv. Without the
+# vendor json the loader fails with "Could not get 'vkCreateInstance'".
 VULKAN_ICD = "nvidia_icd.json"
-GLX_LIBRARY = "libGLX_nvidia.so"
+EGL_VENDOR = "10_nvidia.json"
+VULKAN_FILES = (VULKAN_ICD, EGL_VENDOR)
+VULKAN_LIBRARIES = (
+    "libGLX_nvidia.so",
+    "libEGL_nvidia.so",
+    "libnvidia-eglcore.so",
+    "libnvidia-glsi.so",
+    "libnvidia-glvkspirv.so",
+)
+GRAPHICS_FIX = (
+    "regenerate the spec with the driver's graphics libraries: "
+    "`sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` on a host where NVIDIA's "
+    "GL/EGL/Vulkan libraries are installed (Debian/Ubuntu: libnvidia-gl-<version>)"
+)
 
 
 @dataclass(frozen=True)
@@ -26,11 +44,17 @@ class CdiSpec:
     kind: str  # nvidia.com/gpu
     devices: tuple[str, ...]  # fully qualified: nvidia.com/gpu=0, nvidia.com/gpu=all, =GPU-<uuid>
     vulkan_icd: str | None  # container path of nvidia_icd.json when the spec mounts it
-    injects_glx: bool  # mounts libGLX_nvidia (the Vulkan ICD's library)
+    vulkan_missing: tuple[str, ...] = ()  # of VULKAN_FILES + VULKAN_LIBRARIES, not injected
 
     @property
     def injects_vulkan(self) -> bool:
-        return self.vulkan_icd is not None and self.injects_glx
+        """Everything NVIDIA's Vulkan driver loads from the host is injected."""
+        return self.vulkan_icd is not None and not self.vulkan_missing
+
+    def vulkan_gap(self) -> str:
+        """'does not inject 10_nvidia.json, libEGL_nvidia.so…' for a problem line."""
+        names = ", ".join(f"{n}*" if n.endswith(".so") else n for n in self.vulkan_missing)
+        return f"CDI spec {self.path} does not inject {names} (NVIDIA's Vulkan driver needs them)"
 
 
 def read_cdi_specs(dirs: tuple[Path, ...], problems: list[str]) -> tuple[CdiSpec, ...]:
@@ -64,22 +88,21 @@ def _spec(path: Path, data: dict[str, Any]) -> CdiSpec:
     devices = [d for d in data.get("devices") or [] if isinstance(d, dict) and "name" in d]
     edits = [data.get("containerEdits") or {}] + [d.get("containerEdits") or {} for d in devices]
     mounts = [m for e in edits for m in e.get("mounts") or [] if isinstance(m, dict)]
+    names = [Path(str(m.get("containerPath") or m.get("hostPath") or "")).name for m in mounts]
     icd = next(
         (
             str(m.get("containerPath"))
-            for m in mounts
-            if Path(str(m.get("containerPath", ""))).name == VULKAN_ICD
+            for m, n in zip(mounts, names, strict=True)
+            if n == VULKAN_ICD
         ),
         None,
     )
-    glx = any(
-        Path(str(m.get("containerPath", m.get("hostPath", "")))).name.startswith(GLX_LIBRARY)
-        for m in mounts
-    )
+    missing = [f for f in VULKAN_FILES if f not in names]
+    missing += [lib for lib in VULKAN_LIBRARIES if not any(n.startswith(lib) for n in names)]
     return CdiSpec(
         path=path,
         kind=kind,
         devices=tuple(f"{kind}={d['name']}" for d in devices),
         vulkan_icd=icd,
-        injects_glx=glx,
+        vulkan_missing=tuple(missing),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vkrama.backends import BACKENDS
+from vkrama.cdi import GRAPHICS_FIX
 from vkrama.errors import VkramaError
 from vkrama.hardware.profile import HardwareProfile
 
@@ -203,15 +204,13 @@ def _cdi(profile: HardwareProfile) -> Check:
             "NVIDIA GPU but no nvidia.com/gpu CDI spec",
             "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
         )
-    if not any(spec.injects_vulkan for spec in specs):
+    complete = [spec for spec in specs if spec.injects_vulkan]
+    if not complete:
+        gaps = "; ".join(spec.vulkan_gap() for spec in specs if spec.kind == "nvidia.com/gpu")
         return Check(
-            "CDI",
-            "warn",
-            f"{names}; the spec does not mount nvidia_icd.json and "
-            "libGLX_nvidia, so NVIDIA Vulkan cannot run (CUDA can)",
-            "regenerate the spec on a host with NVIDIA's Vulkan driver installed",
+            "CDI", "warn", f"{names}; {gaps}, so NVIDIA Vulkan cannot run (CUDA can)", GRAPHICS_FIX
         )
-    return Check("CDI", "ok", f"{names} (injects NVIDIA's Vulkan driver)")
+    return Check("CDI", "ok", f"{names} (injects NVIDIA's Vulkan driver and its EGL path)")
 
 
 def _group_name(gid: int) -> str:
