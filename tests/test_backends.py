@@ -18,9 +18,9 @@ from fakesys import (
 )
 
 from vkrama.backends import choose, hsa_override_for, support, usable
-from vkrama.cdi import GRAPHICS_FIX
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.hardware.cdi import GRAPHICS_FIX
 
 LVP = "/usr/share/vulkan/icd.d/lvp_icd.json"
 RADV = "/usr/share/vulkan/icd.d/radeon_icd.json"

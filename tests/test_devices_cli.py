@@ -19,11 +19,11 @@ from fakesys import (
 )
 
 from vkrama.backends import choose
-from vkrama.cdi import GRAPHICS_FIX
 from vkrama.engine import ContainerSpec, Engine
 from vkrama.engine.client import EngineInfo
 from vkrama.errors import ExitStatus
 from vkrama.hardware import detect
+from vkrama.hardware.cdi import GRAPHICS_FIX
 from vkrama.images import doctor
 
 NO_GPU_TRANSCRIPT = """\

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vkrama.cdi import GRAPHICS_FIX
 from vkrama.hardware import Gpu, HardwareProfile
+from vkrama.hardware.cdi import GRAPHICS_FIX
 
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
 VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")

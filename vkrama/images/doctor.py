@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vkrama.backends import BACKENDS
-from vkrama.cdi import GRAPHICS_FIX
 from vkrama.errors import VkramaError
+from vkrama.hardware.cdi import GRAPHICS_FIX
 from vkrama.hardware.profile import HardwareProfile
 
 if sys.version_info >= (3, 11):
