@@ -20,6 +20,7 @@ from vkrama.bench.plan import BenchParams
 from vkrama.engine import Completed, ContainerSpec, ContainerSummary
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import HardwareProfile
+from vkrama.store.gguf_info import GgufInfo
 
 DATA = Path(__file__).parent / "data" / "bench"
 
@@ -129,11 +130,16 @@ def test_ctrl_c_removes_the_running_container_and_keeps_finished_cells() -> None
     assert engine.live == {} and engine.removed == ["id-1"]
 
 
+TINY_HEADER = GgufInfo("llama", "F16", 4_194_304, 2048, "tiny-random")
+
+
 @dataclass(frozen=True)
 class FakeModel:
     name: str = "tiny"
     sha256: str = "ab" * 32
     files: tuple[Path, ...] = (Path("/m/tiny.gguf"),)
+    size: int = 8_787_968
+    metadata: GgufInfo = TINY_HEADER
 
 
 def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
@@ -157,6 +163,13 @@ def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
     ]  # fmt: skip
     stored = results.get_run(settings, outcome.run_id or 0)
     assert stored.run.status == "interrupted" and stored.run.info.params["threads"] == 2
+    assert stored.run.info.model == {
+        "name": "tiny-random",
+        "architecture": "llama",
+        "parameter_count": 4_194_304,
+        "quantization": "F16",
+        "size": 8_787_968,
+    }
     assert [(c.backend, c.status) for c in stored.cells] == [
         ("rocm", "failed"), ("cpu", "ok"), ("vulkan", "interrupted"),
     ]  # fmt: skip
