@@ -47,9 +47,9 @@ SHA = "ab" * 32
 MODEL_FACTS = {
     "name": "tiny",
     "architecture": "llama",
-    "parameter_count": 4_194_304,
+    "parameter_count": 3_934_464,
     "quantization": "F16",
-    "size": 8_787_968,
+    "size": 7_873_536,
 }
 
 
@@ -69,12 +69,43 @@ def info(**overrides: object) -> results.RunInfo:
     return results.RunInfo(**values)  # type: ignore[arg-type]
 
 
+def llama_bench_entry(backend: str, m: Measurement, depth: int = 0) -> dict[str, object]:
+    """The fields of one llama-bench `-o json` entry that vkrama reads, as build 11669 wrote
+    them for the tiny model on this machine's cpu and vulkan/lavapipe cells."""
+    gpu = backend != "cpu"
+    return {
+        "build_commit": "Debian",
+        "build_number": 11669,
+        "backends": "Vulkan" if gpu else "CPU",
+        "gpu_info": "llvmpipe (LLVM 22.1.8, 256 bits)" if gpu else "",
+        "model_type": "llama ?B F16",
+        "model_size": 7873536,
+        "model_n_params": 3934464,
+        "n_gpu_layers": 99 if gpu else 0,
+        "flash_attn": -1,
+        "n_prompt": m.n_prompt,
+        "n_gen": m.n_gen,
+        "n_depth": depth,
+        "avg_ts": m.tps,
+        "stddev_ts": m.tps_stddev,
+        "samples_ts": list(m.samples),
+    }
+
+
 def cell(
-    backend: str, driver: str | None, pp: float, tg: float, sd: float = 1.0, ok: bool = True
+    backend: str,
+    driver: str | None,
+    pp: float,
+    tg: float,
+    sd: float = 1.0,
+    ok: bool = True,
+    tg_sd: float | None = None,
 ) -> CellResult:
+    """A finished cell measuring pp64 and tg16 (stddev `sd`, or `tg_sd` for tg16)."""
+    tsd = sd if tg_sd is None else tg_sd
     found = (
         Measurement("pp64", 64, 0, pp, sd, (pp - sd, pp + sd), "X", ""),
-        Measurement("tg16", 0, 16, tg, sd, (tg - sd, tg + sd), "X", ""),
+        Measurement("tg16", 0, 16, tg, tsd, (tg - tsd, tg + tsd), "X", ""),
     )
     return CellResult(
         backend=backend,
@@ -84,9 +115,14 @@ def cell(
         reason="" if ok else "ggml_vulkan: No devices found",
         image=f"localhost/vkrama/{backend}:latest",
         image_id=f"sha256:{backend}",
-        provenance={"backend": backend, "llama_cpp_build": "11669", "mesa": "26.2.6-1"},
+        provenance={
+            "backend": backend,
+            "llama_cpp_build": "11669",
+            "ggml_version": "0.27.0-1",
+            **({"mesa": "26.2.6-1"} if driver else {}),
+        },
         measurements=found if ok else (),
-        raw_json=[{"avg_ts": pp}],
+        raw_json=[llama_bench_entry(backend, m) for m in found],
         command=("llama-bench", "-o", "json"),
     )
 

@@ -230,14 +230,14 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:
     detail = results.get_run(settings, store_run(settings, cell("cpu", None, 800, 30)))
-    facts = "tiny: llama, 4.19 M params, F16, 8.38 MiB"
+    facts = "tiny: llama, 3.93 M params, F16, 7.51 MiB"
     assert report.run_header(detail)[1] == f"model  {facts}  sha256 {SHA}"
     assert report.export([detail], "md").splitlines()[-1] == f"- run 1 model {facts}"
     row = next(csv.DictReader(io.StringIO(report.export([detail], "csv"))))
     assert (row["architecture"], row["parameters"], row["quantization"], row["model bytes"]) == (
-        "llama", "4194304", "F16", "8787968",
+        "llama", "3934464", "F16", "7873536",
     )  # fmt: skip
-    assert json.loads(report.export([detail], "json"))[0]["run"]["model"]["size"] == 8_787_968
+    assert json.loads(report.export([detail], "json"))[0]["run"]["model"]["size"] == 7_873_536
 
 
 VERDICTS = [

@@ -13,8 +13,9 @@ from vkrama import results
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json
 from vkrama.results import report
+from vkrama.results.scoreboard import scoreboard
 
-EXPORT_FORMATS = ("md", "csv", "json")
+EXPORT_FORMATS = ("md", "csv", "json", "scoreboard")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,6 +91,10 @@ def compare(app: App, run_a: str, run_b: str, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="md", show_default=True)
 @pass_app
 def export(app: App, runs: tuple[str, ...], fmt: str) -> None:
-    """Runs as a markdown table (for a blog post), CSV or JSON."""
+    """Runs as a markdown table (for a blog post), CSV, JSON, or the llama.cpp scoreboards'
+    table (`scoreboard`: llama-bench's columns, with GPU, driver and stack versions above)."""
     details = [results.get_run(app.settings, run) for run in runs]
+    if fmt == "scoreboard":
+        click.echo("\n\n".join(scoreboard(d) for d in details))
+        return
     click.echo(report.export(details, fmt).rstrip("\n"))
