@@ -325,3 +325,32 @@ def push_artifact(host: str, repo: str, tag: str, layers: list[tuple[str, bytes,
     answer = session.put(f"{base}/manifests/{tag}", data=json.dumps(manifest), timeout=10,
                          headers={"Content-Type": manifest["mediaType"]})  # fmt: skip
     assert answer.status_code == 201, answer.text
+
+
+def add_manifest(
+    server: LoopbackServer, repo: str, tag: str, layers: list[dict[str, object]],
+    blobs: dict[str, bytes] | None = None, manifest: dict[str, object] | None = None,
+) -> None:  # fmt: skip
+    """A manifest (no auth) exactly as given, hostile or not: the registry checks nothing.
+
+    `layers` go into an OCI image manifest unless `manifest` gives the whole document; each
+    of `blobs` is served under /v2/REPO/blobs/DIGEST.
+    """
+    document: object = manifest if manifest is not None else {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": f"sha256:{sha256(b'{}')}", "size": 2},
+        "layers": layers,
+    }  # fmt: skip
+    kind = document.get("mediaType") if isinstance(document, dict) else "application/json"
+    headers = {"Content-Type": str(kind)}
+    server.add(f"/v2/{repo}/manifests/{tag}",
+               Resource(body=json.dumps(document).encode(), headers=headers))  # fmt: skip
+    for digest, data in (blobs or {}).items():
+        server.add(f"/v2/{repo}/blobs/{digest}", Resource(body=data))
+
+
+def set_hf_listing(server: LoopbackServer, repo: str, body: bytes) -> None:
+    """Replace the tree API's answer for `repo` with `body` as it is."""
+    server.add(f"/api/models/{repo}/tree/main", Resource(body=body))

@@ -33,6 +33,7 @@ class ExitStatus(IntEnum):
     OFFLINE = 17
     BENCH_FAILED = 18
     IN_USE = 19
+    UNSAFE_NAME = 20  # a reference or a server named a path that could leave the store
     INTERRUPTED = 130
 
 

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -31,8 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vkrama.store import names
 from vkrama.store.gguf_info import GgufInfo
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+KEY = re.compile(r"[0-9a-f]{1,64}")
 BLOBS_LOCK = "blobs"  # a name no model reference can take (they all have a scheme)
 
 
@@ -94,9 +98,13 @@ class Store:
         return path
 
     def blob(self, sha256: str) -> Path:
+        if not SHA256_HEX.fullmatch(sha256):  # callers check; this keeps the store's layout whole
+            raise names.unsafe("blob digest", sha256, "a sha256 is 64 hex characters", "vkrama")
         return self.root / "blobs" / f"sha256-{sha256}"
 
     def partial(self, key: str) -> Path:
+        if not KEY.fullmatch(key):
+            raise names.unsafe("partial file key", key, "keys are hex", "vkrama")
         return self._dir("partial") / f"{key}.part"
 
     @contextlib.contextmanager
@@ -149,9 +157,16 @@ class Store:
         """Make `name` visible: snapshot links first, then the ref file by an atomic rename."""
         key = key_for(name)
         snapshots = self._dir("snapshots")
+        for f in files:  # checked before anything is written
+            names.file_name(f.filename, name)
+            names.inside(snapshots, snapshots / key / f.filename)
         staged = Path(tempfile.mkdtemp(dir=snapshots, prefix=f".{key}-"))
-        for f in files:
-            os.link(self.blob(f.sha256), staged / f.filename)
+        try:
+            for f in files:
+                os.link(self.blob(f.sha256), staged / f.filename)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
         final = snapshots / key
         if final.exists():
             shutil.rmtree(final)

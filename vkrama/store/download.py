@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -26,6 +27,7 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store.hf_cache import CacheSlot
 
+T = TypeVar("T", dict[str, Any], list[Any])
 CHUNK = 1 << 20  # large reads: fewer Python-level steps per GiB (64 KiB cost ~17k of them)
 QUEUED = 16  # chunks the hasher may lag behind the socket (memory: QUEUED x CHUNK)
 RESET_AFTER = 1 << 20  # bytes of progress that forgive earlier failures
@@ -263,6 +265,19 @@ class _Hasher:
         while (chunk := self.queue.get()) is not None:
             if self.error is None and not self.stopped:
                 self.digest.update(chunk)
+
+
+def json_of(response: requests.Response, kind: type[T], what: str, hint: str) -> T:
+    """The answer's JSON when it is a `kind` (dict or list); otherwise a NETWORK error, as a
+    server answering something else is no source to read names from."""
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, kind):
+        shape = "a JSON object" if kind is dict else "a JSON list"
+        raise VkramaError(f"{what} is not {shape}", hint=hint, status=ExitStatus.NETWORK)
+    return answer
 
 
 def ca_bundle(settings: Settings) -> bool | str:

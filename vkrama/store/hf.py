@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.store.download import Http, RemoteFile
+from vkrama.store import names
+from vkrama.store.download import Http, RemoteFile, json_of
 from vkrama.store.hf_cache import CacheSlot, hf_home, repo_dir, snapshot
 from vkrama.store.refs import SPLIT, ModelRef, split_parts
 
@@ -54,23 +55,24 @@ def remote_files(
     endpoint = str(settings["models.hf_endpoint"]).rstrip("/")
     secret = token(settings.environ)
     auth = {"Authorization": f"Bearer {secret}"} if secret else {}
-    names = split_parts(ref.file) if ref.file else _pick(http, endpoint, ref, auth)
+    wanted = split_parts(ref.file) if ref.file else _pick(http, endpoint, ref, auth)
     files, commit = [], ref.revision
-    for name in names:
+    for name in wanted:
         url = f"{endpoint}/{ref.repo}/resolve/{quote(ref.revision)}/{quote(name)}"
         head = http.request("HEAD", url, auth, what=f"{ref.repo}/{name}", allow_redirects=False)
-        etag = head.headers.get("X-Linked-Etag") or head.headers.get("ETag") or ""
-        etag = etag.removeprefix("W/").strip('"')
+        source = f"{endpoint} (for {ref.repo}/{name})"
+        etag, trusted = _etag(head.headers, source)
         size = head.headers.get("X-Linked-Size") or head.headers.get("Content-Length")
-        commit = head.headers.get("X-Repo-Commit", commit)
+        if "X-Repo-Commit" in head.headers:
+            commit = names.commit(head.headers["X-Repo-Commit"], source)
         slot = None
-        if etag and "X-Repo-Commit" in head.headers:  # what huggingface_hub needs, too
+        if trusted and "X-Repo-Commit" in head.headers:  # what huggingface_hub needs, too
             slot = CacheSlot(repo_dir(settings.environ, ref.repo), ref.revision, commit, name, etag)
         files.append(
             RemoteFile(
                 PurePosixPath(name).name, url,
                 sha256=etag.lower() if SHA256.match(etag.lower()) else None,
-                size=int(size) if size and size.isdigit() else None,
+                size=int(size) if size and size.isascii() and size.isdigit() else None,
                 headers=auth,  # requests drops it when a redirect leaves the endpoint's host
                 # A blob the cache holds under another commit is reused, as huggingface_hub does.
                 local=slot.blob if slot is not None and slot.blob.is_file() else None,
@@ -80,10 +82,32 @@ def remote_files(
     return files, f"{endpoint}/{ref.repo}@{commit}"
 
 
+def _etag(headers: Mapping[str, str], source: str) -> tuple[str, bool]:
+    """The file's etag, and whether it may name a blob in the Hugging Face cache.
+
+    X-Linked-Etag is Hugging Face's own and must be a hash; a plain ETag (a mirror, a proxy)
+    may be anything, and names no cache blob unless it is one.
+    """
+    linked = headers.get("X-Linked-Etag")
+    if linked is not None:
+        return names.etag(linked.removeprefix("W/").strip('"'), source), True
+    etag = (headers.get("ETag") or "").removeprefix("W/").strip('"')
+    return etag, bool(names.ETAG.fullmatch(etag))
+
+
 def _pick(http: Http, endpoint: str, ref: ModelRef, auth: Mapping[str, str]) -> list[str]:
     url = f"{endpoint}/api/models/{ref.repo}/tree/{quote(ref.revision)}?recursive=true"
-    entries = http.request("GET", url, auth, what=f"{ref.repo} file list").json()
-    paths = [e["path"] for e in entries if e.get("type") == "file"]
+    entries = json_of(
+        http.request("GET", url, auth, what=f"{ref.repo} file list"), list,
+        f"{endpoint}: the file list of {ref.repo}",
+        "check models.hf_endpoint (HF_ENDPOINT): it must speak Hugging Face's API",
+    )  # fmt: skip
+    source = f"{endpoint}'s file list for {ref.repo}"
+    paths = [
+        names.repo_path(e.get("path"), source)
+        for e in entries
+        if isinstance(e, dict) and e.get("type") == "file"
+    ]
     chosen = choose_file(paths, ref.tag)
     if chosen is None:
         wanted = f"{ref.tag} GGUF" if ref.tag else "GGUF file"
@@ -128,7 +152,7 @@ def _from_cache(environ: Mapping[str, str], ref: ModelRef) -> tuple[list[RemoteF
         return None
     folder, commit = found
     if ref.file:
-        names = split_parts(ref.file)
+        wanted = split_parts(ref.file)
     else:
         present = [str(p.relative_to(folder)) for p in folder.rglob("*.gguf")]
         chosen = choose_file(present, ref.tag)
@@ -136,9 +160,9 @@ def _from_cache(environ: Mapping[str, str], ref: ModelRef) -> tuple[list[RemoteF
             return None
         parent = str(PurePosixPath(chosen).parent)
         prefix = "" if parent == "." else f"{parent}/"
-        names = [prefix + p for p in split_parts(PurePosixPath(chosen).name)]
+        wanted = [prefix + p for p in split_parts(PurePosixPath(chosen).name)]
     files = []
-    for name in names:
+    for name in wanted:
         path = folder / name
         if not path.is_file():
             return None

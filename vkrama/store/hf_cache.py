@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vkrama.store import names
+
 # The cache directory tag (https://bford.info/cachedir/) huggingface_hub writes too, so that
 # backup tools skip the cache.
 CACHEDIR_TAG = (
@@ -79,8 +81,11 @@ class CacheSlot:
     def fill(self, verified: Path) -> None:
         """Make the cache hold `verified` here: blob (hard link, else copy), pointer, ref.
 
-        Raises OSError when the cache cannot be written (e.g. a read-only shared cache).
+        Raises OSError when the cache cannot be written (e.g. a read-only shared cache), and
+        VkramaError before writing anything when a path would leave the repository's folder.
         """
+        for path in (self.blob, self.pointer, self.repo_dir / "refs" / self.revision):
+            names.inside(self.repo_dir, path)
         if not self.blob.exists():
             _place_blob(verified, self.blob)
         target = os.path.relpath(self.blob, self.pointer.parent)

@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.store.download import Http, RemoteFile
+from vkrama.store import names
+from vkrama.store.download import Http, RemoteFile, json_of
 from vkrama.store.refs import ModelRef
 
 MANIFESTS = ", ".join(
@@ -40,6 +41,7 @@ GGUF_LAYERS = (
     "application/vnd.docker.ai.gguf.v3",
 )
 TITLE_KEYS = ("org.cncf.model.filepath", "org.opencontainers.image.title")
+REGISTRY_HINT = "check the registry's address: it must speak the OCI distribution API"
 LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
 
 
@@ -70,7 +72,7 @@ class Registry:
         self.auth: dict[str, str] = {}
         self.credential: Credential | None = None
 
-    def get(self, path: str, accept: str, what: str) -> Any:
+    def get(self, path: str, accept: str, what: str) -> dict[str, Any]:
         url = f"{self.base}/v2/{self.repo}/{path}"
         headers = {"Accept": accept}
         response = self.http.request("GET", url, {**headers, **self.auth}, what=what, ok=(401,))
@@ -82,7 +84,7 @@ class Registry:
             if response.status_code == 401:
                 response.close()
                 raise self._refused(what)
-        return response.json()
+        return json_of(response, dict, f"{what}: {self.host}'s answer", REGISTRY_HINT)
 
     @property
     def host(self) -> str:
@@ -96,14 +98,19 @@ class Registry:
             if not entries:
                 raise VkramaError(f"{what}: the index lists no manifest",
                                   status=ExitStatus.INVALID_MODEL)  # fmt: skip
-            manifest = self.get(f"manifests/{entries[0]['digest']}", MANIFESTS, what)
-        return dict(manifest)
+            first = entries[0] if isinstance(entries, list) and entries else {}
+            digest = first.get("digest") if isinstance(first, dict) else None
+            names.digest(digest, f"{self.host}'s index for {what}")
+            manifest = self.get(f"manifests/{digest}", MANIFESTS, what)
+        return manifest
 
-    def blob(self, digest: str, filename: str, size: int | None) -> RemoteFile:
-        algorithm, _, hexdigest = digest.partition(":")
+    def blob(self, digest: object, filename: str, size: object) -> RemoteFile:
+        """A layer to fetch, its digest checked: it names the partial file and the blob."""
+        hexdigest = names.digest(digest, f"{self.host}'s manifest for {self.repo}")
         return RemoteFile(
-            filename, f"{self.base}/v2/{self.repo}/blobs/{digest}",
-            sha256=hexdigest if algorithm == "sha256" else None, size=size, headers=self.auth,
+            names.file_name(filename, f"{self.host}'s manifest for {self.repo}"),
+            f"{self.base}/v2/{self.repo}/blobs/sha256:{hexdigest}", sha256=hexdigest,
+            size=size if isinstance(size, int) and size >= 0 else None, headers=self.auth,
         )  # fmt: skip
 
     def _authenticate(self, challenge: str, what: str) -> None:
@@ -119,7 +126,8 @@ class Registry:
             if answer.status_code in (401, 403):
                 answer.close()
                 raise self._refused(what)
-            found = answer.json().get("token") or answer.json().get("access_token")
+            body = json_of(answer, dict, f"{what}: the token service's answer", REGISTRY_HINT)
+            found = body.get("token") or body.get("access_token")
             if not found:
                 raise VkramaError(f"{what}: the registry's token service gave no token",
                                   status=ExitStatus.AUTH)  # fmt: skip
@@ -176,8 +184,9 @@ def credentials(environ: Mapping[str, str], host: str) -> Credential | None:
 
 def gguf_layers(manifest: dict[str, Any], media_types: tuple[str, ...]) -> list[dict[str, Any]]:
     layers = []
-    for layer in manifest.get("layers") or []:
-        if layer.get("mediaType") not in media_types:
+    found = manifest.get("layers")
+    for layer in found if isinstance(found, list) else []:
+        if not isinstance(layer, dict) or layer.get("mediaType") not in media_types:
             continue
         title = _title(layer)
         # ModelPack raw weights may be safetensors too: keep only what is named GGUF, if named.
@@ -188,10 +197,14 @@ def gguf_layers(manifest: dict[str, Any], media_types: tuple[str, ...]) -> list[
 
 
 def _title(layer: dict[str, Any]) -> str:
-    annotations = layer.get("annotations") or {}
+    annotations = layer.get("annotations")
+    if not isinstance(annotations, dict):
+        return ""
     for key in TITLE_KEYS:
         if annotations.get(key):
-            return str(annotations[key]).rsplit("/", 1)[-1]
+            # A ModelPack file path is relative to the model; the store keeps its last part.
+            path = names.repo_path(annotations[key], f"a layer's {key} annotation")
+            return path.rsplit("/", 1)[-1]
     return ""
 
 
@@ -211,5 +224,6 @@ def remote_files(
     files = []
     for index, layer in enumerate(layers):
         default = f"{ref.repo.rsplit('/', 1)[-1]}-{index + 1}.gguf"
-        files.append(registry.blob(layer["digest"], _title(layer) or default, layer.get("size")))
+        name = _title(layer) or default
+        files.append(registry.blob(layer.get("digest"), name, layer.get("size")))
     return files, f"{registry.base}/{ref.repo}:{ref.tag}"

@@ -28,7 +28,7 @@ def remote_files(settings: Settings, ref: ModelRef, http: Http) -> tuple[list[Re
     model = ref.repo.rsplit("/", 1)[-1]
     tag = ref.tag.replace(":", "-")
     files = [
-        registry.blob(layer["digest"], f"{model}-{tag}.gguf", layer.get("size"))
+        registry.blob(layer.get("digest"), f"{model}-{tag}.gguf", layer.get("size"))
         for layer in layers[:1]  # one model layer; others (adapters, projectors) are not run
     ]
     return files, f"{registry.base}/{ref.repo}:{ref.tag}"

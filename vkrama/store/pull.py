@@ -14,7 +14,7 @@ from pathlib import Path
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import gguf_info, hf, http, oci, ollama
-from vkrama.store.blobs import LocalModel, Store, StoredFile, file_sha256, key_for
+from vkrama.store.blobs import SHA256_HEX, LocalModel, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
 from vkrama.store.file_index import FileIndex, Signature
 from vkrama.store.refs import ModelRef, parse, split_parts
@@ -25,6 +25,11 @@ def pull(
 ) -> LocalModel:
     """Fetch `ref` into the store (or return it if already there) and return it."""
     model_ref = parse(ref, settings["models.shortnames"])
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not SHA256_HEX.fullmatch(sha256):
+            raise VkramaError(f"--sha256 {sha256[:80]!r} is not 64 hex characters",
+                              status=ExitStatus.USAGE)  # fmt: skip
     store = Store(settings.home)
     if model_ref.scheme == "file":
         return _import_file(store, model_ref, sha256)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.store import names
 
 # A few well-known names; users add theirs under [models.shortnames] in vkrama.toml.
 SHORTNAMES: dict[str, str] = {
@@ -83,12 +84,16 @@ def _hf(rest: str, text: str) -> ModelRef:
     if len(parts) < 2 or not all(parts):
         raise _bad(text, "hf:// needs ORG/REPO")
     org, repo = parts[0], parts[1]
-    revision = revision or "main"
+    revision = names.revision(revision or "main", _source(text))
     if len(parts) > 2:
-        file = "/".join(parts[2:])
+        file = names.repo_path("/".join(parts[2:]), _source(text))
+        for name in (org, repo):
+            names.hf_name(name, _source(text))
         return ModelRef("hf", _hf_name(org, repo, "/" + file, revision), repo=f"{org}/{repo}",
                         file=file, revision=revision)  # fmt: skip
     repo, _, quant = repo.partition(":")
+    for name in (org, repo):
+        names.hf_name(name, _source(text))
     suffix = f":{quant.upper()}" if quant else ""
     return ModelRef("hf", _hf_name(org, repo, suffix, revision), repo=f"{org}/{repo}",
                     tag=quant.upper(), revision=revision)  # fmt: skip
@@ -118,7 +123,8 @@ def _ollama(rest: str, text: str) -> ModelRef:
         parts = ["library", *parts]
     if not all(parts) or not re.fullmatch(r"[\w./-]+", "/".join(parts)):
         raise _bad(text, "ollama:// needs NAME[:TAG]")
-    repo, tag = "/".join(parts), tag or "latest"
+    repo = names.repository("/".join(parts), _source(text))
+    tag = names.tag(tag or "latest", _source(text))
     shown = f"{host}/{repo}" if host else repo.removeprefix("library/")
     sep = "@" if tag.startswith("sha256:") else ":"
     return ModelRef("ollama", f"ollama://{shown}{sep}{tag}", host=host, repo=repo, tag=tag)
@@ -129,13 +135,18 @@ def _oci(rest: str, text: str) -> ModelRef:
     repo, tag = _split_tag(rest)
     if not host or not repo:
         raise _bad(text, "oci:// needs REGISTRY/REPOSITORY[:TAG]")
-    tag = tag or "latest"
+    names.repository(repo, _source(text))
+    tag = names.tag(tag or "latest", _source(text))
     sep = "@" if tag.startswith("sha256:") else ":"
     return ModelRef("oci", f"oci://{host}/{repo}{sep}{tag}", host=host, repo=repo, tag=tag)
 
 
 def _looks_like_host(part: str) -> bool:
     return "." in part or ":" in part or part == "localhost"
+
+
+def _source(text: str) -> str:
+    return f"the model reference {text!r}"
 
 
 def _bad(text: str, why: str) -> VkramaError:
