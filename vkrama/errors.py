@@ -7,6 +7,11 @@ their traceback.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -34,6 +39,7 @@ class ExitStatus(IntEnum):
     BENCH_FAILED = 18
     IN_USE = 19
     UNSAFE_NAME = 20  # a reference or a server named a path that could leave the store
+    DISK = 21  # the disk is full, or vkrama's home is not writable
     INTERRUPTED = 130
 
 
@@ -50,3 +56,57 @@ class VkramaError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(exc: OSError, doing: str, where: object) -> VkramaError | None:
+    """`exc` as a DISK error saying what failed and where (its file, else `where`), if the
+    disk is what failed."""
+    # A copy or a rename names its destination second: that is where the writing failed.
+    named = exc.filename2 if exc.filename2 is not None else exc.filename
+    where = os.fsdecode(named) if named is not None else str(where)
+    if exc.errno in FULL:
+        free = _free(where)
+        left = f" ({free // 2**20} MiB free)" if free is not None else ""
+        return VkramaError(
+            f"{doing}: no space left on the file system of {where}{left}",
+            hint="free some space there, or point VKRAMA_HOME at a larger file system;"
+            " nothing half-written was kept",
+            status=ExitStatus.DISK,
+        )
+    if exc.errno in NOT_WRITABLE:
+        why = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+        return VkramaError(
+            f"{doing}: cannot write {where} ({why})",
+            hint="make VKRAMA_HOME writable, or point it at a writable folder",
+            status=ExitStatus.DISK,
+        )
+    return None
+
+
+@contextlib.contextmanager
+def disk_errors(doing: str, where: object) -> Iterator[None]:
+    """Turn a full or unwritable disk into a DISK error; other OSErrors stay bugs.
+
+    `where` (a folder) is named when the error does not say which file it was (a write).
+    """
+    try:
+        yield
+    except OSError as exc:
+        error = disk_error(exc, doing, where)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _free(where: str) -> int | None:
+    path = os.path.abspath(where)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None

@@ -8,14 +8,16 @@ lazily so that `vkrama --help` stays fast.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
+from typing import NoReturn
 
 import click
 
 from vkrama import __version__
 from vkrama.cli.app import App
-from vkrama.errors import ExitStatus, VkramaError
+from vkrama.errors import FULL, ExitStatus, VkramaError, disk_error
 
 # name -> "module:attribute"; each module is imported only when its command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -87,12 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         result = cli.main(args=argv, prog_name="vkrama", standalone_mode=False)
         sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
     except VkramaError as error:
-        click.echo(f"Error: {error.message}", err=True)
-        if error.hint:
-            click.echo(f"Hint: {error.hint}", err=True)
-        if verbose:
-            raise
-        sys.exit(int(error.status))
+        _fail(error, verbose)
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         sys.exit(int(ExitStatus.INTERRUPTED))
@@ -108,3 +105,22 @@ def main(argv: list[str] | None = None) -> None:
         )
     except BrokenPipeError:
         sys.exit(int(ExitStatus.OK))
+    except OSError as exc:
+        # A full or read-only file system that no stage translated (each stage that writes
+        # translates its own, with cleanup): still the user's to fix, not a traceback.
+        disk = disk_error(exc, "vkrama", "VKRAMA_HOME") if exc.errno in DISK_ERRNOS else None
+        if disk is None:
+            raise
+        _fail(disk, verbose)
+
+
+DISK_ERRNOS = (*FULL, errno.EROFS)
+
+
+def _fail(error: VkramaError, verbose: bool) -> NoReturn:
+    click.echo(f"Error: {error.message}", err=True)
+    if error.hint:
+        click.echo(f"Hint: {error.hint}", err=True)
+    if verbose:
+        raise error
+    sys.exit(int(error.status))

@@ -20,10 +20,11 @@ from typing import Any
 from vkrama.bench.measurements import Measurement
 from vkrama.bench.run import CellResult
 from vkrama.config import Settings
-from vkrama.errors import ExitStatus, VkramaError
+from vkrama.errors import ExitStatus, VkramaError, disk_errors
 
 SCHEMA_VERSION = 2
 DB_NAME = "results.sqlite3"
+SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -132,15 +133,36 @@ def connect(settings: Settings, create: bool = True) -> Iterator[sqlite3.Connect
             hint="run `vkrama bench MODEL` first",
             status=ExitStatus.NOT_FOUND,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=10)
+    with disk_errors("storing bench results", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, timeout=10)
+    except sqlite3.OperationalError as exc:
+        raise _disk_error(exc, path) from None
     try:
         db.execute("PRAGMA foreign_keys = ON")
         _migrate(db, path)
         with db:
             yield db
+    except sqlite3.OperationalError as exc:
+        # sqlite rolled the transaction back: nothing is half-stored.
+        raise _disk_error(exc, path) from None
     finally:
         db.close()
+
+
+def _disk_error(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    """A read-only home or a full disk as a DISK error (the user's to fix); else `exc`."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code not in SQLITE_DISK:
+        return exc
+    why = "no space left" if code == SQLITE_DISK[0] else "it is not writable"
+    return VkramaError(
+        f"storing bench results: cannot write {path} ({why})",
+        hint="make VKRAMA_HOME writable (and give it space), or point it elsewhere;"
+        " --no-save runs without storing",
+        status=ExitStatus.DISK,
+    )
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:

@@ -12,7 +12,7 @@ import contextlib
 from pathlib import Path
 
 from vkrama.config import Settings
-from vkrama.errors import ExitStatus, VkramaError
+from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.store import gguf_info, hf, http, oci, ollama
 from vkrama.store.blobs import SHA256_HEX, LocalModel, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
@@ -30,6 +30,15 @@ def pull(
         if not SHA256_HEX.fullmatch(sha256):
             raise VkramaError(f"--sha256 {sha256[:80]!r} is not 64 hex characters",
                               status=ExitStatus.USAGE)  # fmt: skip
+    # A full disk or a read-only home is the user's to fix, not a bug: one line, and
+    # whatever was half-written is removed on the way out.
+    with disk_errors(f"pulling {model_ref.name}", Store(settings.home).root):
+        return _pull(settings, model_ref, on_progress, sha256)
+
+
+def _pull(
+    settings: Settings, model_ref: ModelRef, on_progress: OnProgress | None, sha256: str | None
+) -> LocalModel:
     store = Store(settings.home)
     if model_ref.scheme == "file":
         return _import_file(store, model_ref, sha256)
@@ -49,10 +58,11 @@ def pull(
                 paths = [path for path, _ in staged]
                 labels = {path: r.filename for path, r in zip(paths, remotes, strict=True)}
                 metadata = gguf_info.read(paths[0], tuple(paths[1:]), labels)
-            except VkramaError as error:
+            except (VkramaError, OSError) as error:
                 # Only an interrupted transfer is worth resuming; a bad, missing or refused
-                # part makes the parts already fetched worthless too.
-                if error.status != ExitStatus.NETWORK:
+                # part makes the parts already fetched worthless too, and a full disk must
+                # get its space back.
+                if not isinstance(error, VkramaError) or error.status != ExitStatus.NETWORK:
                     for remote in remotes:
                         if remote.local is None:
                             _partial(store, remote).unlink(missing_ok=True)
