@@ -78,8 +78,11 @@ def test_env_overrides_and_unsets_reach_the_cell() -> None:
         (plan.BenchParams(n_prompt=0, n_gen=16), ["tg16"]),
         (plan.BenchParams(flash_attn=("on", "off"), n_prompt=64, n_gen=0),
          ["pp64 fa=on", "pp64 fa=off"]),
+        (plan.BenchParams(flash_attn=("off", "on"), depth=(0, 4096)),
+         ["pp512 fa=off", "tg128 fa=off", "pp512 @ d4096 fa=off", "tg128 @ d4096 fa=off",
+          "pp512 fa=on", "tg128 fa=on", "pp512 @ d4096 fa=on", "tg128 @ d4096 fa=on"]),
     ],
-    ids=["pp-and-tg", "tg-only", "flash-attention-varied"],
+    ids=["pp-and-tg", "tg-only", "flash-attention-varied", "depths-within-each-fa-value"],
 )  # fmt: skip
 def test_expected_tests(params: plan.BenchParams, tests: list[str]) -> None:
     assert params.expected_tests() == tests

@@ -12,6 +12,8 @@ import pytest
 from bench_fakes import SHA, cell, store_run
 
 from vkrama import config, results
+from vkrama.bench.measurements import test_name as name_of_test
+from vkrama.bench.run import CellResult
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report, store
 
@@ -208,6 +210,10 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     settings.home.mkdir(parents=True)
     db = sqlite3.connect(store.db_path(settings))
     shared = store._SCHEMA.split("CREATE TABLE cells", 1)[1]
+    shared = shared.replace(
+        ",\n    n_depth INTEGER NOT NULL DEFAULT 0  -- llama-bench -d (schema 3)", ""
+    )
+    assert "n_depth" not in shared
     db.executescript(f"{SCHEMA_1_RUNS}CREATE TABLE cells{shared}")
     db.execute(
         "INSERT INTO runs (started, finished, status, host, kernel, gpus, gpu_key, model_name,"
@@ -215,17 +221,26 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
         " 'ok', 'old', '6.1', '[]', 'none', 'tiny', ?, '{}', '0.1.0')",
         (SHA,),
     )
+    db.execute(
+        "INSERT INTO cells VALUES (1, 1, 0, 'cuda', NULL, 'NVIDIA H100 80GB HBM3', 'ok', '',"
+        " 'localhost/vkrama/cuda:latest', 'sha256:c', '{}', '[]', NULL, '', 24.4)"
+    )
+    db.execute(
+        "INSERT INTO measurements VALUES (1, 1, 'tg128', 0, 128, 290.8, 0.7, '[290.8]', 'CUDA', '')"
+    )
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
 
     old = results.get_run(settings, 1)
     assert old.run.info.model == {} and old.run.info.host == "old"
+    (m,) = old.cells[0].measurements  # measured before depth existed: at depth 0
+    assert (m.test, m.tps, m.n_depth) == ("tg128", 290.8, 0)
     assert report.run_header(old)[1].startswith("model  tiny (no header facts: stored by an older")
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(store.db_path(settings)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:
@@ -280,3 +295,98 @@ def test_verdict_lines_read_as_sentences_and_skip_failed_cells() -> None:
     ]
     alone = results.verdicts(cells[:1])[0]
     assert alone.line == "pp64: cpu fastest at 800.0 ± 2.0 t/s (the only cell measured)"
+
+
+# -- depth: a dimension of every measurement, row, export and comparison ----------------------
+
+
+def at_depths(c: CellResult, *depths: int, scale: float = 1.0) -> CellResult:
+    """The cell measured at several depths (tg slows down as the context fills)."""
+    found = tuple(
+        replace(
+            m,
+            test=name_of_test(m.n_prompt, m.n_gen, None, d),
+            n_depth=d,
+            tps=m.tps * scale / (1 + d / 4096),
+        )
+        for d in depths
+        for m in c.measurements
+    )
+    return replace(c, measurements=found)
+
+
+def test_depth_is_stored_shown_and_exported(settings: config.Settings) -> None:
+    run_id = store_run(
+        settings,
+        at_depths(cell("cuda", None, 11841, 290), 0, 4096),
+        params={"n_prompt": 64, "n_gen": 16, "repetitions": 2, "depth": [0, 4096]},
+    )
+    detail = results.get_run(settings, run_id)
+    assert [(m.test, m.n_depth) for m in detail.cells[0].measurements] == [
+        ("pp64", 0), ("tg16", 0), ("pp64 @ d4096", 4096), ("tg16 @ d4096", 4096),
+    ]  # fmt: skip
+    assert [r.depth for r in report.rows_of(detail)] == [0, 0, 4096, 4096]
+    csv_rows = list(csv.DictReader(io.StringIO(report.export([detail], "csv"))))
+    assert [(r["test"], r["depth"]) for r in csv_rows][2] == ("pp64 @ d4096", "4096")
+    md = report.export([detail], "md").splitlines()
+    assert md[0].split("|")[7].strip() == "depth" and md[4].split("|")[7].strip() == "4096"
+    assert "tg16 @ d4096" in report.bench_table(report.rows_of(detail))
+    assert json.loads(report.export([detail], "json"))[0]["rows"][3]["depth"] == 4096
+    assert "d0,4096" in report.runs_table(results.list_runs(settings))
+
+
+def test_a_failed_cell_gets_a_row_per_test_and_depth(settings: config.Settings) -> None:
+    broken = cell("vulkan", "nvidia", 0, 0, ok=False)
+    run_id = store_run(settings, broken, params={"n_prompt": 64, "n_gen": 16, "depth": [0, 512]})
+    found = report.rows_of(results.get_run(settings, run_id))
+    assert [(r.test, r.depth) for r in found] == [
+        ("pp64", 0), ("tg16", 0), ("pp64 @ d512", 512), ("tg16 @ d512", 512),
+    ]  # fmt: skip
+
+
+def test_compare_matches_depth_with_depth(settings: config.Settings) -> None:
+    a = store_run(settings, at_depths(cell("cuda", None, 1000, 100), 0, 4096))
+    b = store_run(settings, at_depths(cell("cuda", None, 1000, 100), 0, 4096, scale=2.0))
+    changes = results.compare(results.get_run(settings, a), results.get_run(settings, b))
+    assert [(c.test, round(c.change_pct or 0)) for c in changes] == [
+        ("pp64", 100), ("tg16", 100), ("pp64 @ d4096", 100), ("tg16 @ d4096", 100),
+    ]  # fmt: skip
+
+
+def test_best_ranks_at_depth_zero_and_says_so(settings: config.Settings) -> None:
+    # vulkan wins at depth 16384 only; a new chat starts at depth 0, where cuda wins.
+    cuda = at_depths(cell("cuda", None, 11841, 290), 0, 16384)
+    vulkan = at_depths(cell("vulkan", "nvidia", 9644, 242), 0, 16384)
+    vulkan = replace(
+        vulkan,
+        measurements=tuple(
+            replace(m, tps=m.tps * 10) if m.n_depth else m for m in vulkan.measurements
+        ),
+    )
+    store_run(settings, cuda, vulkan)
+    found = results.best(settings, SHA, "none")
+    assert found is not None and (found.backend, found.test) == ("cuda", "tg16")
+    assert found.reason.startswith("fastest tg16 at depth 0: cuda on CPU at 290.0")
+
+
+def test_each_depth_gets_its_own_verdict_and_rows_carry_their_tests_verdict(
+    settings: config.Settings,
+) -> None:
+    cuda = at_depths(cell("cuda", None, 1000, 100, sd=0.1), 0, 4096)
+    vulkan = at_depths(cell("vulkan", "nvidia", 1100, 50, sd=0.1), 0, 4096)
+    found = results.verdicts([cuda, vulkan])
+    assert [(v.test, v.winner, round(v.ratio or 0, 2), v.significant) for v in found] == [
+        ("pp64", "vulkan/nvidia", 1.1, True),
+        ("tg16", "cuda", 2.0, True),
+        ("pp64 @ d4096", "vulkan/nvidia", 1.1, True),
+        ("tg16 @ d4096", "cuda", 2.0, True),
+    ]
+    rows = report.rows(1, [cuda, vulkan])
+    assert {r.test: r.verdict for r in rows} == {v.test: v.line for v in found}
+    assert report.bench_table(rows).splitlines()[-4:] == [v.line for v in found]
+    run_id = store_run(settings, cuda, vulkan)
+    data = json.loads(report.export([results.get_run(settings, run_id)], "json"))[0]
+    assert [v["line"] for v in data["verdicts"]] == [v.line for v in found]
+    assert data["verdicts"][3]["test"] == "tg16 @ d4096" and data["verdicts"][3]["ratio"] == 2.0
+    md = report.export([results.get_run(settings, run_id)], "md").splitlines()
+    assert f"- run {run_id}, {found[-1].line}" in md and md[-1].startswith(f"- run {run_id} model")

@@ -50,10 +50,16 @@ def test_show_compare_and_export_of_stored_runs(vkrama: Callable) -> None:
     ("args", "message"),
     [
         (("-p", "0", "-n", "0"), "Error: -p and -n are both 0: nothing to measure"),
-        (("--fa", "maybe"), "Error: --fa takes on, off, auto"),
+        (("--fa", "maybe"), "Error: --fa takes on, off, auto (or 1, 0)"),
+        (("--depth", "0,many"), "Error: --depth '0,many' is not a list of token counts"),
         (("--env", "NOEQUALS"), "Error: --env 'NOEQUALS' is not KEY=VALUE"),
     ],
-    ids=["nothing-to-measure", "bad-flash-attention-value", "env-without-value"],
+    ids=[
+        "nothing-to-measure",
+        "bad-flash-attention-value",
+        "depth-not-a-number",
+        "env-without-value",
+    ],
 )
 def test_bad_bench_flags_are_usage_errors(
     vkrama: Callable, args: tuple[str, ...], message: str

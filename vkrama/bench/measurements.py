@@ -16,7 +16,7 @@ from typing import Any
 class Measurement:
     """One llama-bench test of one cell: tokens/s mean, stddev and every sample."""
 
-    test: str  # "pp512", "tg128", "pp512+tg128", with " fa=on" when flash attention was varied
+    test: str  # "pp512", "tg128", "pp512+tg128"; " @ d4096" at a depth; " fa=on" when varied
     n_prompt: int
     n_gen: int
     tps: float
@@ -24,6 +24,7 @@ class Measurement:
     samples: tuple[float, ...]
     backends: str = ""  # llama-bench's `backends` field, e.g. "Vulkan"
     gpu_info: str = ""
+    n_depth: int = 0  # context tokens already in the KV cache (llama-bench -d)
 
     @property
     def metric(self) -> str:
@@ -33,13 +34,16 @@ class Measurement:
         return "pp" if self.n_prompt else "tg"
 
 
-def test_name(n_prompt: int, n_gen: int, flash_attn: str | None = None) -> str:
+def test_name(n_prompt: int, n_gen: int, flash_attn: str | None = None, depth: int = 0) -> str:
+    """llama-bench's own names ("pp512", "tg128 @ d4096"), plus " fa=on" when fa varies."""
     if n_prompt and n_gen:
         name = f"pp{n_prompt}+tg{n_gen}"
     elif n_prompt:
         name = f"pp{n_prompt}"
     else:
         name = f"tg{n_gen}"
+    if depth:
+        name += f" @ d{depth}"
     return f"{name} fa={flash_attn}" if flash_attn else name
 
 
@@ -62,10 +66,11 @@ def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measuremen
             raise ValueError("llama-bench result lacks avg_ts")
         n_prompt = int(entry.get("n_prompt", 0))
         n_gen = int(entry.get("n_gen", 0))
+        depth = int(entry.get("n_depth", 0) or 0)  # builds before -d have no such field
         fa = _flash_attn_word(entry.get("flash_attn")) if flash_attn_varied else None
         measurements.append(
             Measurement(
-                test=test_name(n_prompt, n_gen, fa),
+                test=test_name(n_prompt, n_gen, fa, depth),
                 n_prompt=n_prompt,
                 n_gen=n_gen,
                 tps=float(entry["avg_ts"]),
@@ -73,6 +78,7 @@ def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measuremen
                 samples=tuple(float(s) for s in entry.get("samples_ts", ())),
                 backends=str(entry.get("backends", "")),
                 gpu_info=str(entry.get("gpu_info", "")),
+                n_depth=depth,
             )
         )
     return measurements, raw

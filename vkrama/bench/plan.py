@@ -36,12 +36,20 @@ class BenchParams:
     flash_attn: tuple[str, ...] = ()  # empty: llama-bench's own default
     threads: int | None = None  # None: physical cores of this host
     extra_args: tuple[str, ...] = ()
+    depth: tuple[int, ...] = ()  # llama-bench -d: context already in the KV cache; empty: 0
 
     def expected_tests(self) -> list[str]:
-        """Test names the cells should report (a failed cell gets one row per name)."""
+        """Test names the cells should report (a failed cell gets one row per name), in
+        llama-bench's order: flash attention outermost, then depth, then pp before tg."""
         fas: tuple[str | None, ...] = self.flash_attn or (None,)
         shapes = [(self.n_prompt, 0), (0, self.n_gen)]
-        return [test_name(p, n, fa) for fa in fas for p, n in shapes if p or n]
+        return [
+            test_name(p, n, fa, d)
+            for fa in fas
+            for d in self.depth or (0,)
+            for p, n in shapes
+            if p or n
+        ]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -52,6 +60,7 @@ class BenchParams:
             "flash_attn": list(self.flash_attn),
             "threads": self.threads,
             "extra_args": list(self.extra_args),
+            "depth": list(self.depth),
         }
 
 
@@ -132,6 +141,8 @@ def llama_bench_args(
     ]
     if params.flash_attn:
         argv += ["-fa", ",".join(params.flash_attn)]
+    if params.depth:
+        argv += ["-d", ",".join(str(d) for d in params.depth)]
     argv += list(params.extra_args)
     argv += ["-o", "json"]
     return tuple(argv)

@@ -23,6 +23,20 @@ def _list(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in (value or "").split(",") if v.strip()))
 
 
+def _depths(value: str | None) -> tuple[int, ...]:
+    try:
+        depths = tuple(dict.fromkeys(int(v) for v in _list(value)))
+    except ValueError:
+        depths = (-1,)
+    if any(d < 0 for d in depths):
+        raise VkramaError(
+            f"--depth {value!r} is not a list of token counts",
+            hint="e.g. --depth 0,4096,16384",
+            status=ExitStatus.USAGE,
+        )
+    return depths
+
+
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -90,7 +104,20 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     metavar="N",
     help="Layers offloaded (default: 99 on GPU cells, 0 on cpu).",
 )
-@click.option("--fa", "flash_attn", metavar="on,off", help="Flash attention values to test.")
+@click.option(
+    "--fa",
+    "--flash-attn",
+    "flash_attn",
+    metavar="on,off",
+    help="Flash attention values to test (llama-bench -fa; 1/0 mean on/off).",
+)
+@click.option(
+    "-d",
+    "--depth",
+    "depth",
+    metavar="D1,D2",
+    help="Context depths to test at (llama-bench -d): tokens already in the KV cache.",
+)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -128,6 +155,7 @@ def bench(
     repetitions: int,
     ngl: int | None,
     flash_attn: str | None,
+    depth: str | None,
     threads: int | None,
     timeout: float | None,
     env: tuple[str, ...],
@@ -143,10 +171,14 @@ def bench(
     """
     if n_prompt == 0 and n_gen == 0:
         raise VkramaError("-p and -n are both 0: nothing to measure", status=ExitStatus.USAGE)
-    fa = _list(flash_attn)
+    # llama-bench's own spelling (-fa 0,1) is accepted and stored as on/off.
+    fa = tuple(dict.fromkeys({"1": "on", "0": "off"}.get(v, v) for v in _list(flash_attn)))
     if any(value not in FLASH_ATTN_VALUES for value in fa):
-        raise VkramaError(f"--fa takes {', '.join(FLASH_ATTN_VALUES)}", status=ExitStatus.USAGE)
-    params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args)
+        raise VkramaError(
+            f"--fa takes {', '.join(FLASH_ATTN_VALUES)} (or 1, 0)", status=ExitStatus.USAGE
+        )
+    depths = _depths(depth)
+    params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depths)
     request = session.BenchRequest(
         model=model,
         backends=_list(backends),

@@ -161,15 +161,20 @@ def compare(a: store.RunDetail, b: store.RunDetail) -> list[Change]:
         change = noise = None
         significant = False
         if ta is not None and tb is not None and sa is not None and sb is not None and ta > 0:
-            change = (tb - ta) / ta * 100
-            noise = NOISE_SIGMAS * math.hypot(sa, sb) / ta * 100
-            significant = abs(change) > noise
+            change, noise, significant = _difference(ta, sa, tb, sb)
         device = device_a or device_b
         changes.append(
             Change(backend, driver or None, device, test, ta, tb, sa, sb, change, noise,
                    significant, status_a, status_b)
         )  # fmt: skip
     return changes
+
+
+def _difference(ta: float, sa: float, tb: float, sb: float) -> tuple[float, float, bool]:
+    """(change %, noise %, beyond noise?) from A to B: the one noise rule of vkrama."""
+    change = (tb - ta) / ta * 100
+    noise = NOISE_SIGMAS * math.hypot(sa, sb) / ta * 100
+    return change, noise, abs(change) > noise
 
 
 _Entry = tuple[float | None, float | None, str | None, str]
@@ -202,28 +207,42 @@ def best(
 
     Each (backend, driver) counts with its newest successful measurement; only
     measurements of the same test as the newest one (e.g. tg128) are ranked, so a later run
-    with other parameters or a failed cell never compares unlike numbers.
+    with other parameters or a failed cell never compares unlike numbers. Runs with
+    `--depth` are ranked at their shallowest depth (0 when measured): a new chat's context.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}")
-    test: str | None = None
-    newest: dict[tuple[str, str], _Candidate] = {}
+    measured: list[_Candidate] = []
     for record in store.list_runs(settings):  # newest first
         info = record.info
         if info.model_sha256 != model_sha256 or info.gpu_key != gpu_key or not record.ok_count:
             continue
         detail = store.get_run(settings, record.id)
-        for cell in detail.cells:
-            for m in cell.measurements if cell.ok else ():
-                if m.metric != metric or (test is not None and m.test != test):
-                    continue
-                test = m.test
-                newest.setdefault((cell.backend, cell.driver or ""), (m.tps, detail, cell, m))
-    if not newest:
+        measured += [
+            (m.tps, detail, cell, m)
+            for cell in detail.cells
+            if cell.ok
+            for m in cell.measurements
+            if m.metric == metric
+        ]
+    if not measured:
         return None
+    # A server starts every chat with an empty context: rank at the shallowest depth
+    # measured (0 unless every run used --depth without 0), never across depths.
+    depth = min(c[3].n_depth for c in measured)
+    test: str | None = None
+    newest: dict[tuple[str, str], _Candidate] = {}
+    for candidate in measured:
+        _, _, cell, m = candidate
+        if m.n_depth != depth or (test is not None and m.test != test):
+            continue
+        test = m.test
+        newest.setdefault((cell.backend, cell.driver or ""), candidate)
     ranked = sorted(newest.values(), key=lambda c: c[0], reverse=True)
     _, detail, cell, m = ranked[0]
-    reason = f"fastest {m.test}: {_name(cell)} on {cell.device} at {m.tps:.1f} ± "
+    # A test at depth says so in its name (tg128 @ d4096); depth 0 is said here.
+    at = "" if m.n_depth else " at depth 0"
+    reason = f"fastest {m.test}{at}: {_name(cell)} on {cell.device} at {m.tps:.1f} ± "
     reason += f"{m.tps_stddev:.1f} t/s (bench run {detail.run.id}, {detail.run.info.started})"
     if len(ranked) > 1:
         _, other_run, other, other_m = ranked[1]

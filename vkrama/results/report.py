@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -16,7 +17,7 @@ from tabulate import tabulate
 
 from vkrama.bench.plan import BenchParams
 from vkrama.bench.run import CellResult
-from vkrama.results.ranking import Change
+from vkrama.results.ranking import Change, verdicts
 from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
 # The model facts a run stores (RunInfo.model), in the order exports list them.
@@ -33,7 +34,8 @@ class Row:
     backend: str
     driver: str | None
     device: str
-    test: str
+    test: str  # carries depth and fa when they vary: "tg128 @ d4096 fa=on"
+    depth: int  # llama-bench -d: tokens already in the context
     tps: float | None
     tps_stddev: float | None
     samples: list[float]
@@ -41,6 +43,7 @@ class Row:
     status: str
     reason: str
     image_id: str
+    verdict: str | None = None  # the verdict line of this row's test
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -53,6 +56,7 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             driver=cell.driver,
             device=cell.device,
             test="-",
+            depth=0,
             tps=None,
             tps_stddev=None,
             samples=[],
@@ -64,17 +68,40 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
         if cell.ok:
             found += [
                 replace(
-                    base, test=m.test, tps=m.tps, tps_stddev=m.tps_stddev, samples=list(m.samples)
+                    base,
+                    test=m.test,
+                    depth=m.n_depth,
+                    tps=m.tps,
+                    tps_stddev=m.tps_stddev,
+                    samples=list(m.samples),
                 )
                 for m in cell.measurements
             ]
         else:
-            found += [replace(base, test=test) for test in tests or ["-"]]
+            found += [replace(base, test=test, depth=_depth(test)) for test in tests or ["-"]]
     best: dict[str, float] = {}
     for row in found:
         if row.tps is not None:
             best[row.test] = max(best.get(row.test, 0.0), row.tps)
-    return [replace(row, relative=_relative(row, best)) for row in found]
+    lines = {v.test: v.line for v in verdicts(cells)}
+    return [
+        replace(row, relative=_relative(row, best), verdict=lines.get(row.test)) for row in found
+    ]
+
+
+def _depth(test: str) -> int:
+    """The depth in a test name ("tg128 @ d4096 fa=on" -> 4096), 0 without one."""
+    found = re.search(r" @ d(\d+)", test)
+    return int(found[1]) if found else 0
+
+
+def verdict_lines(cells: Sequence[CellResult]) -> list[str]:
+    """After every bench: one line per test, the fastest cell and its ratio over the next."""
+    return [v.line for v in verdicts(cells)]
+
+
+def verdicts_json(cells: Sequence[CellResult]) -> list[dict[str, object]]:
+    return [{**asdict(v), "line": v.line} for v in verdicts(cells)]
 
 
 def _relative(row: Row, best: dict[str, float]) -> float | None:
@@ -111,7 +138,8 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     reasons = dict.fromkeys(
         f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {r.reason}" for r in found if r.reason
     )
-    return "\n".join([table, *reasons]) if reasons else table
+    said = dict.fromkeys(r.verdict for r in found if r.verdict)
+    return "\n".join([table, *reasons, *(["", *said] if said else [])])
 
 
 def runs_table(records: Sequence[RunRecord]) -> str:
@@ -135,6 +163,12 @@ def runs_table(records: Sequence[RunRecord]) -> str:
 
 def _params(params: dict[str, object]) -> str:
     text = f"p{params.get('n_prompt')} n{params.get('n_gen')} r{params.get('repetitions')}"
+    depth = params.get("depth")
+    if isinstance(depth, list) and depth:
+        text += " d" + ",".join(str(d) for d in depth)
+    fa = params.get("flash_attn")
+    if isinstance(fa, list) and fa:
+        text += " fa" + ",".join(str(v) for v in fa)
     return text + f" t{params['threads']}" if params.get("threads") else text
 
 
@@ -238,6 +272,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
                 {
                     "run": {"id": d.run.id, "status": d.run.status, **asdict(d.run.info)},
                     "rows": [asdict(r) for r in rows_of(d)],
+                    "verdicts": verdicts_json(d.cells),
                     "provenance": [
                         {
                             "backend": c.backend,
@@ -252,8 +287,8 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
             ],
             indent=2,
         )
-    headers = ["run", "model", "backend", "driver", "device", "test", "t/s", "±", "relative",
-               "status", "llama.cpp", "stack"]  # fmt: skip
+    headers = ["run", "model", "backend", "driver", "device", "test", "depth", "t/s", "±",
+               "relative", "status", "llama.cpp", "stack"]  # fmt: skip
     csv_model = ["architecture", "parameters", "quantization", "model bytes"]
     table = []
     failures: dict[str, str] = {}  # one note per failed cell, in table order
@@ -263,7 +298,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
             p = provenance.get((r.backend, r.driver), {})
             table.append([
                 d.run.id, d.run.info.model_name, r.backend, r.driver or "", r.device, r.test,
-                "" if r.tps is None else f"{r.tps:.2f}",
+                r.depth, "" if r.tps is None else f"{r.tps:.2f}",
                 "" if r.tps_stddev is None else f"{r.tps_stddev:.2f}",
                 "" if r.relative is None else f"{r.relative:.2f}",
                 r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
@@ -281,9 +316,12 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
     # Reasons are long: the table keeps its width, each failed cell gets a line below it.
     shown = [row[: len(headers)] for row in table]
     text = tabulate(shown, headers=headers, tablefmt="github", disable_numparse=True)
+    said = [f"- run {d.run.id}, {line}" for d in details for line in verdict_lines(d.cells)]
+    if said:
+        said = ["Verdicts (fastest cell per test, ratio over the next):", *said, ""]
     notes = [f"- run {d.run.id} model {model_facts(d.run.info)}" for d in details]
     notes += [f"- {where} {what}" for where, what in failures.items()]
-    return "\n".join([text, "", *notes])
+    return "\n".join([text, "", *said, *notes])
 
 
 def rows_of(detail: RunDetail) -> list[Row]:
@@ -293,5 +331,6 @@ def rows_of(detail: RunDetail) -> list[Row]:
         n_prompt=int(params.get("n_prompt") or 0),
         n_gen=int(params.get("n_gen") or 0),
         flash_attn=tuple(params.get("flash_attn") or ()),
+        depth=tuple(int(d) for d in params.get("depth") or ()),  # absent before depth existed
     )
     return rows(detail.run.id, detail.cells, asked.expected_tests())

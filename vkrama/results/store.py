@@ -22,7 +22,7 @@ from vkrama.bench.run import CellResult
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -69,15 +69,18 @@ CREATE TABLE measurements (
     tps_stddev REAL NOT NULL,
     samples TEXT NOT NULL,           -- JSON list of tokens/s, one per repetition
     backends TEXT NOT NULL,
-    gpu_info TEXT NOT NULL
+    gpu_info TEXT NOT NULL,
+    n_depth INTEGER NOT NULL DEFAULT 0  -- llama-bench -d (schema 3)
 );
 CREATE INDEX runs_by_model ON runs (model_sha256, gpu_key);
 CREATE INDEX cells_by_run ON cells (run_id);
 """
 # Each step takes a database from the version before it; `model` is appended last so that
-# `runs.*` has the same column order in a created and in a migrated file.
+# `runs.*` has the same column order in a created and in a migrated file. Old measurements
+# keep their meaning at step 3: before depth existed, everything ran at depth 0.
 _MIGRATIONS = {
     2: "ALTER TABLE runs ADD COLUMN model TEXT NOT NULL DEFAULT '{}';",
+    3: "ALTER TABLE measurements ADD COLUMN n_depth INTEGER NOT NULL DEFAULT 0;",
 }
 
 
@@ -233,7 +236,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         for m in cell.measurements:
             db.execute(
                 "INSERT INTO measurements (cell_id, test, n_prompt, n_gen, tps, tps_stddev,"
-                " samples, backends, gpu_info) VALUES (?,?,?,?,?,?,?,?,?)",
+                " samples, backends, gpu_info, n_depth) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     cursor.lastrowid,
                     m.test,
@@ -244,6 +247,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                     json.dumps(list(m.samples)),
                     m.backends,
                     m.gpu_info,
+                    m.n_depth,
                 ),
             )
 
@@ -324,7 +328,7 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
      provenance, command, raw_json, stderr_tail, duration_s) = row  # fmt: skip
     found = db.execute(
-        "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info"
+        "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth"
         " FROM measurements WHERE cell_id = ? ORDER BY id",
         (cell_id,),
     ).fetchall()
@@ -338,8 +342,8 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         image_id=image_id,
         provenance=json.loads(provenance),
         measurements=tuple(
-            Measurement(t, p, g, tps, sd, tuple(json.loads(s)), b, gi)
-            for t, p, g, tps, sd, s, b, gi in found
+            Measurement(t, p, g, tps, sd, tuple(json.loads(s)), b, gi, d)
+            for t, p, g, tps, sd, s, b, gi, d in found
         ),
         raw_json=None if raw_json is None else json.loads(raw_json),
         stderr_tail=stderr_tail,
