@@ -71,7 +71,7 @@ TABLES = [
      [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
      {("vulkan/nvidia", 1): "CDI spec {cdi}/nvidia.yaml does not inject nvidia_icd.json, "
       "10_nvidia.json, libGLX_nvidia.so*, libEGL_nvidia.so*, libnvidia-eglcore.so*, "
-      "libnvidia-glsi.so*, libnvidia-glvkspirv.so* (NVIDIA's Vulkan driver needs them): "
+      "libnvidia-glvkspirv.so* (NVIDIA's Vulkan driver needs them): "
       + GRAPHICS_FIX}),
     ("laptop-whose-cdi-lacks-the-egl-vendor-json-offers-cuda-but-not-nvidia-vulkan",
      laptop_with_cdi_without_egl_vendor,

@@ -19,7 +19,8 @@ import yaml
 # Measured on an H100 (driver 580, LD_DEBUG=libs): the loader reads nvidia_icd.json and
 # loads libGLX_nvidia; the driver then initialises through EGL: glvnd's libEGL.so.1 (the
 # image's) reads egl_vendor.d/10_nvidia.json, loads libEGL_nvidia, which loads
-# libnvidia-eglcore and -glsi, and the shader compiler libnvidia-glvkspirv. Without the
+# libnvidia-eglcore, and the shader compiler libnvidia-glvkspirv (then -allocator and
+# -rtcore, which only the newest drivers have, so they are not required). Without the
 # vendor json the loader fails with "Could not get 'vkCreateInstance'".
 VULKAN_ICD = "nvidia_icd.json"
 EGL_VENDOR = "10_nvidia.json"
@@ -28,7 +29,6 @@ VULKAN_LIBRARIES = (
     "libGLX_nvidia.so",
     "libEGL_nvidia.so",
     "libnvidia-eglcore.so",
-    "libnvidia-glsi.so",
     "libnvidia-glvkspirv.so",
 )
 GRAPHICS_FIX = (
