@@ -85,6 +85,16 @@ def _pieces(count: int) -> list[str]:
         for b in letters:
             for c in letters:
                 out += [f"▁{a}{b}{c}", f"{a}{b}{c}"]
+                if len(out) >= count:
+                    return out[:count]
+    # Large vocabularies (Llama 3's 128256 tokens) continue with four-letter pieces.
+    for a in letters:
+        for b in letters:
+            for c in letters:
+                for d in letters:
+                    if len(out) >= count:
+                        return out[:count]
+                    out += [f"▁{a}{b}{c}{d}", f"{a}{b}{c}{d}"]
     if count > len(out):
         raise ValueError(f"vocabulary of {count} pieces is larger than this generator makes")
     return out[:count]
@@ -95,10 +105,14 @@ def write(
     shape: Shape | str = "tiny",
     seed: int = 0,
     split_max_tensors: int = 0,
+    pool_elements: int | None = None,
 ) -> Path:
     """Write a random-weight F16 llama GGUF to `path` (deterministic for a seed); return it.
 
     With `split_max_tensors`, write split files `NAME-0000i-of-0000N.gguf` and return the first.
+    `pool_elements` caps the random pool (default: twice the biggest tensor); a tensor larger
+    than the pool repeats it. An 8B model's 128256-token embedding would otherwise need ~1e9
+    normals drawn first.
     """
     shape = SHAPES[shape] if isinstance(shape, str) else shape
     path = Path(path)
@@ -107,9 +121,12 @@ def write(
     n_embd_kv = head_dim * shape.n_head_kv
     biggest = max(shape.n_vocab * shape.n_embd, shape.n_ff * shape.n_embd)
     # One random pool, sliced at random offsets: drawing ~1e9 normals would take minutes.
-    pool = (rng.standard_normal(2 * biggest, dtype=np.float32) * 0.02).astype(np.float16)
+    size = min(2 * biggest, pool_elements) if pool_elements else 2 * biggest
+    pool = (rng.standard_normal(size, dtype=np.float32) * 0.02).astype(np.float16)
 
     def weight(rows: int, cols: int) -> np.ndarray:
+        if rows * cols > pool.size:
+            return np.resize(np.roll(pool, int(rng.integers(0, pool.size))), (rows, cols))
         start = int(rng.integers(0, pool.size - rows * cols + 1))
         return pool[start : start + rows * cols].reshape(rows, cols)
 

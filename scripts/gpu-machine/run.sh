@@ -10,6 +10,19 @@
 #                     nvidia` (a failed cell is recorded with its reason), export the runs
 #   run.sh STAGE...   several in order; `all` is diag model serve bench
 #
+# Issue 17 (Vulkan against CUDA on the H100), two calls of under 10 minutes each:
+#   run.sh issue17a   `vkrama devices`/`doctor`; the 7B Q4_0 model; vulkaninfo --summary with
+#                     the vulkan/nvidia cell's dry-run passthrough; `vkrama bench` cuda +
+#                     vulkan/nvidia, pp512/tg128, fa 0,1; raw `podman run` of the dry-run
+#                     command for one cuda and one vulkan cell (vkrama ÷ raw)
+#   run.sh issue17b   the Llama-3.1-8B-shaped Q4_K_M; `vkrama bench` at depths 0,4096,16384,
+#                     fa 1; `serve --backend best -d` + a chat; `serve --backend vulkan
+#                     --vk-driver nvidia -d` + a chat
+# Both export every stored run to $OUT/results.{json,md} and their files as issue17.tar.gz.
+# Every step runs under its own `timeout` (SIGINT first: vkrama then removes its container
+# and keeps the finished cells), cut to what is left of a 540 s budget per call, so one
+# stuck step cannot eat the call and the exports at the end always run.
+#
 # A failing step is logged and the next one still runs: every outcome is a result here.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -82,7 +95,7 @@ request = urllib.request.Request(
     f"http://127.0.0.1:{port}/v1/chat/completions",
     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 started = time.monotonic()
-reply = json.load(urllib.request.urlopen(request, timeout=120))
+reply = json.load(urllib.request.urlopen(request, timeout=60))
 reply["_seconds"] = round(time.monotonic() - started, 3)
 json.dump(reply, open(out, "w"), indent=2)
 print("HTTP 200 in", reply["_seconds"], "s; usage", reply.get("usage"), "timings", reply.get("timings"))
@@ -109,12 +122,119 @@ bench() {
     for run in $runs; do vkrama results show "$run"; done
 }
 
+# -- issue 17 ---------------------------------------------------------------------------------
+MODEL7=$STATE/models/llama-2-7b-shape-q4_0.gguf
+MODEL8=$STATE/models/llama-3.1-8b-shape-q4_k_m.gguf
+I17DIR=$STATE/issue17            # the detailed files; $OUT gets one tar of them (8 files back)
+I17="python3 scripts/gpu-machine/issue17.py"
+VK_NV=(--backend cuda,vulkan --vk-driver nvidia)
+CALL_BUDGET=540                  # s for the bounded steps of one call: 10 min less the rest
+CALL_START=$SECONDS
+bounded() {  # SECONDS COMMAND...: the step's own limit, cut to what the call has left;
+             # Ctrl-C semantics first (vkrama removes its container), KILL 15 s later
+    local limit=$1; shift
+    local left=$((CALL_BUDGET - (SECONDS - CALL_START)))
+    ((left < limit)) && limit=$left
+    if ((limit < 10)); then echo "!!! skipped, the call's time is spent: $*"; return 125; fi
+    timeout -s INT -k 15 "$limit" "$@"
+    local rc=$?
+    [ $rc = 124 ] && echo "!!! timed out after $limit s: $*"
+    return $rc
+}
+
+issue17a() {
+    mkdir -p "$I17DIR"
+    step "vkrama devices"
+    vkrama devices
+    vkrama devices --json > "$I17DIR/devices.json"
+    vkrama doctor
+    cp /etc/cdi/nvidia.yaml "$I17DIR/cdi-nvidia.yaml"
+    step "model 7B"
+    [ -s "$MODEL7" ] || bounded 120 $I17 model 7b "$MODEL7"
+    step "vkrama --dry-run bench (the commands the raw runs below reuse)"
+    vkrama --dry-run bench "$MODEL7" "${VK_NV[@]}" --fa 1 --json > "$I17DIR/dry-run-7b.json"
+    vkrama --dry-run bench "$MODEL7" "${VK_NV[@]}" --fa 0,1
+    step "vulkaninfo --summary with the vulkan/nvidia cell's passthrough"
+    mapfile -t info < <($I17 argv "$I17DIR/dry-run-7b.json" vulkan/nvidia vulkaninfo --summary)
+    echo "+ ${info[*]}"
+    bounded 40 "${info[@]}" > "$I17DIR/vulkaninfo.txt" 2>&1
+    echo "exit status: $?"
+    cat "$I17DIR/vulkaninfo.txt"
+    step "vkrama bench 7B: pp512/tg128, fa 0,1, cuda and vulkan/nvidia"
+    bounded 280 vkrama bench "$MODEL7" "${VK_NV[@]}" --fa 0,1 --timeout 200 --json \
+        > "$I17DIR/bench-7b.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    step "raw podman run of the dry-run commands (fa on): vkrama ÷ raw"
+    bounded 60 $I17 raw "$I17DIR/dry-run-7b.json" cuda "$I17DIR/raw-cuda.json"
+    bounded 60 $I17 raw "$I17DIR/dry-run-7b.json" vulkan/nvidia "$I17DIR/raw-vulkan.json"
+    $I17 ratio "$I17DIR/bench-7b.json" "$I17DIR/raw-cuda.json" "$I17DIR/raw-vulkan.json" \
+        | tee "$I17DIR/fidelity.txt"
+    export_runs
+}
+
+chat() {  # PORT NAME: one chat completion, its answer saved in $I17DIR/chat-NAME.json
+    python3 - "$1" "$I17DIR/chat-$2.json" <<'EOF'
+import json, sys, time, urllib.request
+port, out = sys.argv[1], sys.argv[2]
+body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
+request = urllib.request.Request(
+    f"http://127.0.0.1:{port}/v1/chat/completions",
+    data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+started = time.monotonic()
+reply = json.load(urllib.request.urlopen(request, timeout=60))
+reply["_seconds"] = round(time.monotonic() - started, 3)
+json.dump(reply, open(out, "w"), indent=2)
+print("HTTP 200 in", reply["_seconds"], "s; usage", reply.get("usage"), "timings", reply.get("timings"))
+EOF
+}
+
+serve_and_chat() {  # NAME SERVE-ARGS...: serve the 7B detached, one chat, logs, stop
+    local name=$1; shift
+    local started=$SECONDS
+    if bounded 60 vkrama serve "$MODEL7" "$@" -d --port "$PORT" --name "vkrama-i17-$name"; then
+        echo "ready after $((SECONDS - started)) s"
+        chat "$PORT" "$name"  # its own 60 s limit
+    fi
+    vkrama logs "vkrama-i17-$name" > "$STATE/logs/serve-$name.log" 2>&1
+    grep -E "ggml_vulkan|CUDA|offload" "$STATE/logs/serve-$name.log" | head -6
+    vkrama stop "vkrama-i17-$name"
+}
+
+issue17b() {
+    mkdir -p "$I17DIR"
+    step "model 8B"
+    [ -s "$MODEL8" ] || bounded 200 $I17 model 8b "$MODEL8"
+    vkrama inspect "$MODEL8"
+    step "vkrama bench 8B: pp512/tg128 at depths 0,4096,16384, fa 1"
+    bounded 260 vkrama bench "$MODEL8" "${VK_NV[@]}" --fa 1 --depth 0,4096,16384 \
+        --timeout 180 --json > "$I17DIR/bench-8b.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    step "vkrama serve 7B --backend best -d (ranks the 7B run at depth 0) + a chat"
+    serve_and_chat best --backend best
+    step "vkrama serve 7B --backend vulkan --vk-driver nvidia -d + a chat"
+    serve_and_chat vulkan --backend vulkan --vk-driver nvidia
+    export_runs
+}
+
+export_runs() {  # every stored run as json + md, and the issue-17 files as one tar, to $OUT
+    step "results"
+    vkrama results list
+    runs=$(vkrama results list --json | python3 -c 'import json,sys; print(*sorted(r["id"] for r in json.load(sys.stdin)))')
+    [ -n "$runs" ] || return 0
+    vkrama results export --format json $runs > "$OUT/results.json"
+    vkrama results export --format md $runs > "$OUT/results.md"
+    cat "$OUT/results.md"
+    [ -d "$I17DIR" ] && tar -czf "$OUT/issue17.tar.gz" -C "$STATE" issue17
+}
+
 stages=("${@:-all}")
 [ "${stages[*]}" = all ] && stages=(diag model serve bench)
 for stage in "${stages[@]}"; do
     case $stage in
-        diag|model|serve|bench) ;;
-        *) echo "usage: run.sh diag|model|serve|bench|all ..." >&2; exit 2 ;;
+        diag|model|serve|bench|issue17a|issue17b) ;;
+        *) echo "usage: run.sh diag|model|serve|bench|issue17a|issue17b|all ..." >&2; exit 2 ;;
     esac
 done
 for stage in "${stages[@]}"; do "$stage"; done 2>&1 | tee -a "$OUT/run.log"

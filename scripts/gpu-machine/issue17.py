@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Helpers for the H100 run of issue 17 (Vulkan against CUDA), called by run.sh.
+
+Stage: outside vkrama's pipeline, like the rest of scripts/gpu-machine: it makes the two
+random-weight models on the GPU machine and turns what `vkrama --dry-run bench --json`
+prints into the raw `podman run` commands that check vkrama against itself (vulkaninfo with
+the vulkan/nvidia cell's exact passthrough; llama-bench without vkrama). It never changes
+those commands beyond `--rm` and a fresh `--name`, so what runs is what the dry run printed.
+Standard library only, except `model`, which needs examples/examplemodel.py (gguf, numpy).
+
+    issue17.py model 7b|8b OUT.gguf         F16 with a capped random pool, then llama-quantize
+    issue17.py argv DRY.json CELL [CMD...]  the dry run's argv for CELL (cuda, vulkan/nvidia),
+                                            its command replaced by CMD if given, one per line
+    issue17.py raw DRY.json CELL OUT.json   run CELL's dry-run command, keep llama-bench's JSON
+    issue17.py ratio BENCH.json RAW.json... vkrama's t/s ÷ raw for each cell and test
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+QUANTIZE_IMAGE = "localhost/vkrama/cuda:latest"  # the cpu image is not carried for this run
+# name, n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx; quantization
+MODELS: dict[str, tuple[tuple[str, int, int, int, int, int, int, int], str]] = {
+    # The llama.cpp scoreboard model: llama-2-7B's shape, 6.74 B parameters, Q4_0 3.8 GB.
+    "7b": (("llama-2-7b-shape", 4096, 32, 32, 32, 11008, 32000, 4096), "q4_0"),
+    # Llama-3.1-8B's shape (GQA 32/8, FFN 14336, 128256 tokens): 8.03 B parameters, Q4_K_M.
+    # n_ctx 32768 so that depth 16384 plus pp512 fits the context llama-bench allocates.
+    "8b": (("llama-3.1-8b-shape", 4096, 32, 32, 8, 14336, 128256, 32768), "q4_k_m"),
+}
+# A 128 Mi-element pool (256 MB of F16): drawn in ~1 s; bigger tensors repeat it.
+POOL_ELEMENTS = 2**27
+
+
+def make_model(kind: str, out: Path) -> str:
+    sys.path.insert(0, str(REPO / "examples"))
+    import examplemodel  # type: ignore[import-not-found]
+
+    fields, quantization = MODELS[kind]
+    shape = examplemodel.Shape(*fields)
+    started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".f16-") as work:
+        f16 = examplemodel.write(Path(work) / "f16.gguf", shape, pool_elements=POOL_ELEMENTS)
+        wrote = time.monotonic()
+        examplemodel.quantize(f16, out, quantization, image=QUANTIZE_IMAGE)
+    return (
+        f"{out}: {shape.parameter_count / 1e9:.2f} B parameters; F16 in {wrote - started:.0f} s,"
+        f" {quantization} {out.stat().st_size / 1e9:.2f} GB in {time.monotonic() - wrote:.0f} s"
+    )
+
+
+def cell_argv(dry: list[dict[str, Any]], cell: str, command: list[str] | None = None) -> list[str]:
+    """The dry run's podman argv for `cell` ("cuda", "vulkan/nvidia"), made one-shot (--rm, a
+    fresh --name); with `command`, everything after the image is replaced by it."""
+    wanted = [
+        c for c in dry if (f"{c['backend']}/{c['driver']}" if c["driver"] else c["backend"]) == cell
+    ]
+    if not wanted:
+        raise SystemExit(f"no {cell} cell in the dry run (has: {[c['backend'] for c in dry]})")
+    argv = list(wanted[0]["command"])
+    name = argv.index("--name") + 1
+    argv[name] = f"{argv[name]}-raw-{os.getpid()}"
+    argv.insert(2, "--rm")
+    if command is not None:
+        image = next(i for i, a in enumerate(argv) if a.startswith("localhost/vkrama/"))
+        argv = argv[: image + 1] + command
+    return argv
+
+
+def _cell(row: dict[str, Any]) -> str:
+    return f"{row['backend']}/{row['driver']}" if row["driver"] else row["backend"]
+
+
+def bind_sources(argv: list[str]) -> list[Path]:
+    """Host directories the argv bind-mounts (caches vkrama creates before a real run)."""
+    found = []
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--mount" and value.startswith("type=bind,"):
+            fields = dict(f.split("=", 1) for f in value.split(",") if "=" in f)
+            found.append(Path(fields["src"]))
+    return found
+
+
+def raw(dry: list[dict[str, Any]], cell: str, out: Path) -> int:
+    argv = cell_argv(dry, cell)
+    for source in bind_sources(argv):
+        if not source.suffix:  # a cache directory, not the model file
+            source.mkdir(parents=True, exist_ok=True)
+    print("+", " ".join(argv), flush=True)
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    sys.stderr.write(done.stderr[-3000:])
+    text = done.stdout[done.stdout.find("[") :] if "[" in done.stdout else "[]"
+    out.write_text(json.dumps({"cell": cell, "argv": argv, "rc": done.returncode,
+                               "seconds": round(time.monotonic() - started, 1),
+                               "llama_bench": json.loads(text)}, indent=2))  # fmt: skip
+    return done.returncode
+
+
+def ratios(bench_rows: list[dict[str, Any]], raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """vkrama bench's t/s ÷ the raw run's, per cell and test (the same test names)."""
+    sys.path.insert(0, str(REPO))
+    from vkrama.bench.measurements import parse
+
+    found = []
+    for run in raws:
+        varied = any("fa=" in r["test"] for r in bench_rows)
+        measured, _ = parse(json.dumps(run["llama_bench"]), flash_attn_varied=varied)
+        for m in measured:
+            ours = [
+                r for r in bench_rows
+                if r["status"] == "ok" and r["test"] == m.test and _cell(r) == run["cell"]
+            ]  # fmt: skip
+            if ours:
+                found.append({"cell": run["cell"], "test": m.test, "vkrama": ours[0]["tps"],
+                              "raw": m.tps, "ratio": round(ours[0]["tps"] / m.tps, 4)})  # fmt: skip
+    return found
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["model"]:
+        print(make_model(argv[1], Path(argv[2])))
+        return 0
+    if argv[:1] == ["argv"]:
+        dry = json.loads(Path(argv[1]).read_text())
+        print("\n".join(cell_argv(dry, argv[2], argv[3:] or None)))
+        return 0
+    if argv[:1] == ["raw"]:
+        return raw(json.loads(Path(argv[1]).read_text()), argv[2], Path(argv[3]))
+    if argv[:1] == ["ratio"]:
+        rows = json.loads(Path(argv[1]).read_text())
+        found = ratios(rows, [json.loads(Path(p).read_text()) for p in argv[2:]])
+        for r in found:
+            print(f"{r['cell']:<14} {r['test']:<16} vkrama {r['vkrama']:9.2f}  raw {r['raw']:9.2f}"
+                  f"  vkrama/raw {r['ratio']:.4f}")  # fmt: skip
+        print(json.dumps(found))
+        return 0 if found else 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
