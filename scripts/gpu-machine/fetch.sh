@@ -11,7 +11,9 @@
 # Idempotent: debs and wheels already there are kept, an image is re-saved only when its id
 # changed, and the vkrama wheel is always rebuilt (it must be the checked-out code).
 # Usage: scripts/gpu-machine/fetch.sh [IMAGE...]     (default: cuda cpu vulkan; `bench
-# --backend cuda,cpu` needs the cpu image too, vulkan is for the --vk-driver nvidia cell)
+# --backend cuda,cpu` needs the cpu image too, vulkan is for the --vk-driver nvidia cell;
+# issue 17's run needs `fetch.sh cuda vulkan`). Each image is (re)built from this checkout
+# first: a no-op when it is current.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry
@@ -59,6 +61,10 @@ fi
 rm -f "$PKGS"/vkrama-*.whl
 "$PY" -m pip wheel -q --no-deps -w "$PKGS" . 2>&1 | { grep -v '^WARNING: Location' || true; }
 
+# The image store is shared on this machine: an image built from another checkout's older
+# Containerfile (e.g. a vulkan image without glvnd's libEGL, which NVIDIA's Vulkan driver
+# needs) must not travel. Building from this checkout is a no-op when the image matches it.
+"$PY" -m vkrama images build "${IMAGES[@]}"
 for image in "${IMAGES[@]}"; do
     ref=localhost/vkrama/$image:latest
     id=$(podman image inspect --format '{{.Id}}' "$ref")
