@@ -160,6 +160,27 @@ issue17a() {
     bounded 40 "${info[@]}" > "$I17DIR/vulkaninfo.txt" 2>&1
     echo "exit status: $?"
     cat "$I17DIR/vulkaninfo.txt"
+    # vulkaninfo of Debian sid (1.4.x) segfaulted with driver 580 on 2026-11-25, in the
+    # container AND on the host, after the loader had created the H100's device: its stdout
+    # is lost in the buffer. Under a pty it is line-buffered; the loader's own log names the
+    # device and driver; ggml's device list is what vkrama relies on. Same passthrough each.
+    step "the same passthrough: vulkaninfo under a pty, the loader's log, llama-bench --list-devices"
+    mapfile -t pty < <($I17 argv "$I17DIR/dry-run-7b.json" vulkan/nvidia script -qec "vulkaninfo --summary" /dev/null)
+    bounded 40 "${pty[@]}" > "$I17DIR/vulkaninfo-pty.txt" 2>&1; echo "exit status: $?"
+    tail -30 "$I17DIR/vulkaninfo-pty.txt"
+    mapfile -t dbg < <($I17 argv "$I17DIR/dry-run-7b.json" vulkan/nvidia env VK_LOADER_DEBUG=driver vulkaninfo --summary)
+    bounded 40 "${dbg[@]}" > "$I17DIR/vulkaninfo-loader.txt" 2>&1; echo "exit status: $?"
+    grep -E "Using|Original order|\[0\]" "$I17DIR/vulkaninfo-loader.txt" | head -6
+    mapfile -t list < <($I17 argv "$I17DIR/dry-run-7b.json" vulkan/nvidia llama-bench --list-devices)
+    bounded 40 "${list[@]}" 2>&1 | tee "$I17DIR/list-devices.txt" | tail -4
+    step "the same vulkaninfo on the host, outside any container"
+    rm -rf /tmp/vi && mkdir -p /tmp/vi
+    podman run --rm --user 0 -v /tmp/vi:/out localhost/vkrama/vulkan:latest sh -c \
+        'cd /usr/lib/x86_64-linux-gnu && cp -L /usr/bin/vulkaninfo libvulkan.so.1 libX11.so.6 libxcb.so.1 libwayland-client.so.0 libXau.so.6 libXdmcp.so.6 libffi.so.8 libbsd.so.0 libmd.so.0 /out/'
+    (cd /tmp/vi && LD_LIBRARY_PATH=/tmp/vi:/usr/local/nvidia/lib64 \
+        VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
+        timeout 40 script -qec "./vulkaninfo --summary" /dev/null) > "$I17DIR/vulkaninfo-host.txt" 2>&1
+    echo "exit status: $?"; tail -30 "$I17DIR/vulkaninfo-host.txt"
     step "vkrama bench 7B: pp512/tg128, fa 0,1, cuda and vulkan/nvidia"
     bounded 280 vkrama bench "$MODEL7" "${VK_NV[@]}" --fa 0,1 --timeout 200 --json \
         > "$I17DIR/bench-7b.json"
