@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import download
 from vkrama.store.download import _Hasher
 
@@ -54,3 +59,49 @@ def test_close_ends_the_thread_while_it_still_hashes_the_prefix(tmp_path: Path) 
     hasher.feed(b"never hashed")
     hasher.close()
     assert not hasher.thread.is_alive()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/model.gguf"
+
+
+def test_each_retry_of_a_server_that_never_answers_is_reported(silent_server: str) -> None:
+    seen: list[object] = []
+    http = download.Http(retries=2, backoff=0.01, timeout=0.2, on_progress=seen.append)
+    with pytest.raises(VkramaError) as caught:
+        http.request("GET", silent_server, what="model.gguf")
+    assert caught.value.status == ExitStatus.NETWORK
+    assert [str(event) for event in seen] == [
+        "model.gguf: timed out; retry 1 of 2 in 0.01 s",
+        "model.gguf: timed out; retry 2 of 2 in 0.02 s",
+    ]
+
+
+class Unavailable(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_pull_says_what_it_retries_when_stderr_is_not_a_terminal(vkrama) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/m.gguf"
+        done = vkrama("pull", url, env={"VKRAMA_MODELS_RETRIES": "2"})
+    finally:
+        server.shutdown()
+    assert done.returncode == ExitStatus.NETWORK, done.stderr
+    assert done.stderr.splitlines()[:2] == [
+        "m.gguf: HTTP 503; retry 1 of 2 in 0.5 s",
+        "m.gguf: HTTP 503; retry 2 of 2 in 1 s",
+    ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from vkrama.store import Progress
+    from vkrama.store import Progress, Retry
 
 
 def _default(value: Any) -> Any:
@@ -51,27 +51,37 @@ def interactive() -> bool:
 
 
 @contextmanager
-def download_progress() -> Iterator[Callable[[Progress], None] | None]:
-    """The model download display of `pull`, `serve` and `bench`: a redrawn line on a TTY,
-    None (nothing drawn) otherwise."""
-    line = ProgressLine() if interactive() else None
+def download_progress() -> Iterator[Callable[[Progress | Retry], None]]:
+    """The model download display of `pull`, `serve` and `bench`: a redrawn line on a TTY;
+    otherwise only the retries, one line each (a server that never answers must not look
+    like a hang in a log)."""
+    line = ProgressLine(draw=interactive())
     try:
         yield line
     finally:
-        if line is not None:
-            line.close()
+        line.close()
 
 
 class ProgressLine:
-    """`name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` redrawn in place on stderr."""
+    """`name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` redrawn in place on stderr, and a line
+    of its own for each retry."""
 
-    def __init__(self) -> None:
+    def __init__(self, draw: bool = True) -> None:
+        self.draw = draw
         self.started = time.monotonic()
         self.first_done: int | None = None
         self.drawn = 0.0
         self.active = False
 
-    def __call__(self, progress: Progress) -> None:
+    def __call__(self, progress: Progress | Retry) -> None:
+        from vkrama.store import Retry  # here: `vkrama config` need not import requests
+
+        if isinstance(progress, Retry):
+            self.close()
+            click.echo(f"{progress}", err=True)
+            return
+        if not self.draw:
+            return
         now = time.monotonic()
         if self.first_done is None:
             self.started, self.first_done = now, progress.done
@@ -92,6 +102,7 @@ class ProgressLine:
     def close(self) -> None:
         if self.active:
             click.echo(err=True)
+            self.active = False
 
 
 def _mib(size: int) -> str:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
-    from vkrama.store import Progress as Download
+    from vkrama.store.download import OnProgress as OnDownload
 
 # How much of a failed server's log the user gets to see.
 LOG_TAIL_LINES = 20
@@ -89,7 +89,7 @@ def prepare(
     options: ServeOptions,
     engine: Engine | None,
     on_progress: Callable[[object], object] | None = None,
-    on_download: Callable[[Download], None] | None = None,
+    on_download: OnDownload | None = None,
 ) -> Planned:
     """Resolve model, device and image, then plan. `engine=None` means dry-run: nothing is
     pulled, built or bound, the image is named but not checked.

@@ -7,8 +7,11 @@ Stage: store (model ref ─► store.resolve / store.pull ─► LocalModel). Ot
 from __future__ import annotations
 
 from vkrama.store.blobs import LocalModel
-from vkrama.store.download import Progress
+from vkrama.store.download import Progress, Retry
 from vkrama.store.gguf_info import GgufInfo
 from vkrama.store.pull import ensure, models, pull, remove, resolve
 
-__all__ = ["GgufInfo", "LocalModel", "Progress", "ensure", "models", "pull", "remove", "resolve"]
+__all__ = [
+    "GgufInfo", "LocalModel", "Progress", "Retry",
+    "ensure", "models", "pull", "remove", "resolve",
+]  # fmt: skip

@@ -55,7 +55,25 @@ class Progress:
     resumed_from: int = 0
 
 
-OnProgress = Callable[[Progress], None]
+@dataclass(frozen=True)
+class Retry:
+    """A failed attempt about to be repeated: reported so a silent server is never a silent
+    wait (five 30 s timeouts plus backoff are 158 s)."""
+
+    what: str
+    reason: str
+    attempt: int  # the retry about to start, from 1
+    retries: int
+    wait_s: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.what}: {self.reason}; retry {self.attempt} of {self.retries} "
+            f"in {self.wait_s:g} s"
+        )
+
+
+OnProgress = Callable[[Progress | Retry], None]
 
 
 class Http:
@@ -68,6 +86,7 @@ class Http:
         timeout: float = 30.0,
         verify: bool | str = True,
         insecure: tuple[str, ...] = (),
+        on_progress: OnProgress | None = None,
     ) -> None:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"vkrama/{__version__}"
@@ -76,13 +95,15 @@ class Http:
         self.timeout = timeout
         self.verify = verify  # True (certifi) or a CA bundle; never False
         self.insecure = insecure  # registries allowed plain http (see oci.base_url)
+        self.on_progress = on_progress  # gets a Retry before each retry
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Http:
+    def for_settings(cls, settings: Settings, on_progress: OnProgress | None = None) -> Http:
         return cls(
             retries=int(settings["models.retries"]),
             verify=ca_bundle(settings),
             insecure=tuple(settings["models.insecure_registries"]),
+            on_progress=on_progress,
         )
 
     def request(
@@ -112,16 +133,16 @@ class Http:
                     raise tls_error(url) from None
                 if attempt == self.retries:
                     raise network_error(what, exc) from None
-                self.sleep(attempt)
+                self.sleep(attempt, what, _reason(exc))
                 continue
             except requests.RequestException as exc:
                 if attempt == self.retries:
                     raise network_error(what, exc) from None
-                self.sleep(attempt)
+                self.sleep(attempt, what, _reason(exc))
                 continue
             if response.status_code in TRANSIENT and attempt < self.retries:
                 response.close()
-                self.sleep(attempt)
+                self.sleep(attempt, what, f"HTTP {response.status_code}")
                 continue
             if response.status_code < 400 or response.status_code in ok:
                 return response
@@ -141,8 +162,12 @@ class Http:
             return False  # nothing there over TLS: plain http will say what is wrong
         return True
 
-    def sleep(self, attempt: int) -> None:
-        time.sleep(self.backoff * (2**attempt))
+    def sleep(self, attempt: int, what: str, reason: str) -> None:
+        """Wait before retry number `attempt + 1`, and say so."""
+        wait = self.backoff * (2**attempt)
+        if self.on_progress is not None:
+            self.on_progress(Retry(what, reason, attempt + 1, self.retries, wait))
+        time.sleep(wait)
 
     def fetch(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None = None) -> str:
         """Download `remote` into `part`, resuming what is there; return the sha256."""
@@ -209,7 +234,7 @@ class Http:
                     if remote.size is not None and "stream ended" in str(exc):
                         raise _short(remote.filename, have, remote.size) from None
                     raise network_error(remote.filename, exc, have) from None
-                self.sleep(failures - 1)
+                self.sleep(failures - 1, remote.filename, _reason(exc))
         if remote.size is not None and have != remote.size:
             raise _short(remote.filename, have, remote.size)
         return hasher.hexdigest()
@@ -343,17 +368,23 @@ def _short(filename: str, have: int, size: int) -> VkramaError:
     )
 
 
+def _reason(exc: Exception) -> str:
+    """What went wrong with a request, in words (never its headers: they carry tokens)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        return "connection failed or dropped"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return type(exc).__name__
+
+
 def network_error(what: str, exc: Exception, have: int | None = None) -> VkramaError:
     kept = f" ({have} bytes kept; pulling again resumes)" if have else ""
-    reason = type(exc).__name__
+    reason = _reason(exc)
     hint = "check the network or the endpoint setting, then pull again"
     if isinstance(exc, requests.exceptions.SSLError):
-        reason = "the TLS handshake failed"
         hint = "a registry that speaks plain http must be listed in models.insecure_registries"
-    elif isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-        reason = "connection failed or dropped"
-    elif isinstance(exc, requests.Timeout):
-        reason = "timed out"
     return VkramaError(
         f"download of {what} failed: {reason}{kept}", hint=hint, status=ExitStatus.NETWORK
     )

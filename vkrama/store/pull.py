@@ -46,7 +46,7 @@ def _pull(
         existing = store.get(model_ref.name)
         if existing is not None and sha256 in (None, existing.sha256):
             return existing
-        session = None if settings.offline else Http.for_settings(settings)
+        session = None if settings.offline else Http.for_settings(settings, on_progress)
         remotes, origin = _remote_files(settings, model_ref, session, sha256)
         with contextlib.ExitStack() as held:
             # Another name for the same file downloads into the same partial file: one at a
