@@ -7,7 +7,9 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 cd "$(dirname "$0")/.."
-need=(podman runc mmdebstrap docker-registry skopeo uidmap python3-venv procps openssl curl)
+# chromium + chromium-driver: the report tests open the HTML report in a real headless browser.
+need=(podman runc mmdebstrap docker-registry skopeo uidmap python3-venv procps openssl curl
+      chromium chromium-driver)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -48,7 +50,7 @@ if ! podman image exists "$base"; then
   rm -rf "$tmp"
 fi
 if [ ! -x .venv/bin/vkrama ] || [ pyproject.toml -nt .venv/bin/vkrama ]; then
-  echo "setup: installing vkrama and its test tools into .venv"
+  echo "setup: installing vkrama, its charts extra and its test tools into .venv"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
   touch .venv/bin/vkrama

@@ -40,6 +40,7 @@ class ExitStatus(IntEnum):
     IN_USE = 19
     UNSAFE_NAME = 20  # a reference or a server named a path that could leave the store
     DISK = 21  # the disk is full, or vkrama's home is not writable
+    MISSING_EXTRA = 22  # an optional extra (e.g. vkrama[charts]) is not installed
     INTERRUPTED = 130
 
 

@@ -1,4 +1,4 @@
-"""`vkrama results`: list, show, compare and export stored bench runs.
+"""`vkrama results`: list, show, compare, export, report and chart stored bench runs.
 
 Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.results.report` (rendering).
 """
@@ -6,21 +6,24 @@ Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.results.re
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
 from vkrama import results
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json
-from vkrama.results import report
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results import chart, html, report
 from vkrama.results.scoreboard import scoreboard
+from vkrama.store.blobs import write_atomic
 
 EXPORT_FORMATS = ("md", "csv", "json", "scoreboard")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def results_group() -> None:
-    """Stored bench runs: list, show, compare, export."""
+    """Stored bench runs: list, show, compare, export, report, chart."""
 
 
 @results_group.command("list")
@@ -98,3 +101,42 @@ def export(app: App, runs: tuple[str, ...], fmt: str) -> None:
         click.echo("\n\n".join(scoreboard(d) for d in details))
         return
     click.echo(report.export(details, fmt).rstrip("\n"))
+
+
+@results_group.command("report")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file.")
+@pass_app
+def report_html(app: App, runs: tuple[str, ...], output: str) -> None:
+    """One self-contained HTML page of RUNS side by side: charts (with the `charts` extra),
+    verdicts, every number, provenance and exact parameters. Opens offline."""
+    details = [results.get_run(app.settings, run) for run in runs]
+    write_atomic(Path(output), html.render(details))
+    click.echo(output)
+
+
+@results_group.command("chart")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="chart.png or chart.svg")
+@click.option("--test", "only", default=None, help="Draw one test only (e.g. tg128).")
+@pass_app
+def chart_image(app: App, runs: tuple[str, ...], output: str, only: str | None) -> None:
+    """One image of RUNS to paste into an issue or a post: a bar per cell for each test
+    (± stddev), and curves over depth. Needs `pip install 'vkrama[charts]'`."""
+    if not output.lower().endswith((".png", ".svg")):
+        raise VkramaError(
+            f"-o {output}: a chart is a .png or .svg file",
+            hint="e.g. -o chart.png",
+            status=ExitStatus.USAGE,
+        )
+    details = [results.get_run(app.settings, run) for run in runs]
+    found = chart.points(details)
+    if only is not None and only not in chart.tests(found):
+        raise VkramaError(
+            f"--test {only}: no such test in these runs",
+            hint=f"they measured {', '.join(chart.tests(found)) or 'nothing'}",
+            status=ExitStatus.USAGE,
+        )
+    image = chart.render(chart.figure(found, only), Path(output).suffix[1:].lower())
+    Path(output).write_bytes(image)  # rendered whole first: a failure leaves no file
+    click.echo(output)

@@ -122,11 +122,11 @@ def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
         found.append(
             Verdict(
                 test=test,
-                winner=_name(cell),
+                winner=cell_name(cell),
                 device=cell.device,
                 tps=m.tps,
                 tps_stddev=m.tps_stddev,
-                runner_up=None if other is None else _name(other[0]),
+                runner_up=None if other is None else cell_name(other[0]),
                 runner_up_tps=None if other is None else other[1].tps,
                 runner_up_stddev=None if other is None else other[1].tps_stddev,
                 ratio=ratio,
@@ -242,11 +242,11 @@ def best(
     _, detail, cell, m = ranked[0]
     # A test at depth says so in its name (tg128 @ d4096); depth 0 is said here.
     at = "" if m.n_depth else " at depth 0"
-    reason = f"fastest {m.test}{at}: {_name(cell)} on {cell.device} at {m.tps:.1f} ± "
+    reason = f"fastest {m.test}{at}: {cell_name(cell)} on {cell.device} at {m.tps:.1f} ± "
     reason += f"{m.tps_stddev:.1f} t/s (bench run {detail.run.id}, {detail.run.info.started})"
     if len(ranked) > 1:
         _, other_run, other, other_m = ranked[1]
-        reason += f" vs {_name(other)} at {other_m.tps:.1f} t/s (run {other_run.run.id})"
+        reason += f" vs {cell_name(other)} at {other_m.tps:.1f} t/s (run {other_run.run.id})"
     return BestCell(
         run_id=detail.run.id,
         started=detail.run.info.started,
@@ -264,5 +264,6 @@ def best(
 _Candidate = tuple[float, store.RunDetail, CellResult, Measurement]
 
 
-def _name(cell: CellResult) -> str:
+def cell_name(cell: CellResult) -> str:
+    """A cell as people name it: "vulkan/radv", "cpu"."""
     return f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend

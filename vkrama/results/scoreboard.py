@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from vkrama.bench.measurements import Measurement, test_name
 from vkrama.bench.run import CellResult
+from vkrama.results.ranking import cell_name
 from vkrama.results.report import model_facts, params_text, size_text, stack
 from vkrama.results.store import RunDetail
 
@@ -41,17 +42,13 @@ def scoreboard(detail: RunDetail) -> str:
     table: list[list[str]] = []
     builds: dict[str, None] = {}
     for cell in detail.cells:
-        lines.append(f"{_cell_name(cell)}: {_cell_facts(cell)}")
+        lines.append(f"{cell_name(cell)}: {_cell_facts(cell)}")
         for m, raw in _measured(cell):
             table.append(_row(cell, m, raw))
             builds[f"{raw.get('build_commit', '?')} ({raw.get('build_number', '?')})"] = None
     body = tabulate(table, headers=HEADERS, tablefmt="pipe", colalign=ALIGN,
                     disable_numparse=True)  # fmt: skip
     return "\n".join([*lines, "", body, "", f"build: {', '.join(builds) or '?'}"])
-
-
-def _cell_name(cell: CellResult) -> str:
-    return f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend
 
 
 def _cell_facts(cell: CellResult) -> str:
@@ -78,9 +75,8 @@ def _measured(cell: CellResult) -> list[tuple[Measurement, dict[str, Any]]]:
 
 def _row(cell: CellResult, m: Measurement, raw: dict[str, Any]) -> list[str]:
     backend = raw.get("backends") or m.backends or cell.backend
-    depth = int(raw.get("n_depth") or 0)
     # llama-bench's own test column: "pp512", "tg128", "pp512 @ d4096" (fa has its column).
-    test = test_name(m.n_prompt, m.n_gen) + (f" @ d{depth}" if depth else "")
+    test = test_name(m.n_prompt, m.n_gen, depth=m.n_depth)
     return [
         str(raw.get("model_type", "?")),
         size_text(int(raw.get("model_size") or 0)),

@@ -1,0 +1,172 @@
+"""Stored runs drawn as charts: a bar per cell for each test, a curve per cell over depth.
+
+Stage: report (results ─► images). One drawing serves the HTML report (inline SVG) and
+`results chart -o FILE` (PNG or SVG). matplotlib is the optional extra `vkrama[charts]`:
+it is imported only here and only when a chart is asked for; without it `require()`
+raises MISSING_EXTRA with the pip line. Pure apart from matplotlib's own rendering; must
+not open the database or print.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vkrama.bench.measurements import Measurement
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.ranking import cell_name
+from vkrama.results.store import RunDetail
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Okabe-Ito: told apart by colour-blind readers too; the first is the first cell's colour.
+PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442")
+INSTALL_HINT = "pip install 'vkrama[charts]' (matplotlib draws the charts)"
+_DEPTH = re.compile(r" @ d(\d+)")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured (run, cell, test, depth): what a bar or a curve's point shows."""
+
+    run: str  # the run's label; "" when only one run is drawn
+    cell: str  # "vulkan/lavapipe"
+    test: str  # the test without its depth: "pp512", "tg128 fa=on"
+    depth: int
+    tps: float
+    tps_stddev: float
+
+
+def require() -> Any:
+    """matplotlib, set up to draw without a display; MISSING_EXTRA when it is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise VkramaError(
+            "charts need matplotlib, which is not installed",
+            hint=INSTALL_HINT,
+            status=ExitStatus.MISSING_EXTRA,
+        ) from None
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def run_label(detail: RunDetail) -> str:
+    info = detail.run.info
+    return f"run {detail.run.id}, {info.host}, {info.started[:10]}"
+
+
+def points(details: Sequence[RunDetail]) -> list[Point]:
+    """Every ok measurement of the runs, labelled by run only when there are several."""
+    found = []
+    for detail in details:
+        label = run_label(detail) if len(details) > 1 else ""
+        for cell in detail.cells:
+            name = cell_name(cell)
+            for m in cell.measurements if cell.ok else ():
+                test, depth = split_depth(m)
+                found.append(Point(label, name, test, depth, m.tps, m.tps_stddev))
+    return found
+
+
+def split_depth(m: Measurement) -> tuple[str, int]:
+    """(test without its " @ dN", depth): depth is an axis of the curves, not a test."""
+    return _DEPTH.sub("", m.test), m.n_depth
+
+
+def tests(found: Sequence[Point]) -> list[str]:
+    return list(dict.fromkeys(p.test for p in found))
+
+
+def has_depths(found: Sequence[Point], test: str) -> bool:
+    return len({p.depth for p in found if p.test == test}) > 1
+
+
+def figure(found: Sequence[Point], only: str | None = None) -> Figure:
+    """One figure: a bar panel per test (at the smallest depth), then a depth-curve panel per
+    test measured at several depths. `only` draws one test's panels."""
+    require()
+    from matplotlib.figure import Figure
+
+    names = [t for t in tests(found) if only in (None, t)]
+    panels = [(t, False) for t in names] + [(t, True) for t in names if has_depths(found, t)]
+    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.6), dpi=100, layout="constrained")
+    for ax, (test, curve) in zip(fig.subplots(1, max(len(panels), 1), squeeze=False)[0], panels,
+                                 strict=False):  # fmt: skip
+        (_curves if curve else _bars)(ax, [p for p in found if p.test == test], test)
+    return fig
+
+
+def _bars(ax: Any, found: list[Point], test: str) -> None:
+    shallow = min(p.depth for p in found)
+    found = [p for p in found if p.depth == shallow]
+    cells = list(dict.fromkeys(p.cell for p in found))
+    runs = list(dict.fromkeys(p.run for p in found))
+    width = 0.7 / len(runs)
+    for r, run in enumerate(runs):
+        for c, cell in enumerate(cells):
+            point = next((p for p in found if p.run == run and p.cell == cell), None)
+            if point is None:
+                continue
+            x = c - 0.35 + width * (r + 0.5)
+            # Several runs: a colour per run (the legend); one run: a colour per cell.
+            colour = PALETTE[(r if len(runs) > 1 else c) % len(PALETTE)]
+            # The lower whisker stops at 0: a rate below zero means nothing.
+            low = min(point.tps_stddev, point.tps)
+            label = run if run and c == 0 else None  # one legend entry per run
+            bar = ax.bar(x, point.tps, width * 0.9, color=colour, label=label,
+                         yerr=[[low], [point.tps_stddev]], capsize=3,
+                         error_kw={"elinewidth": 1, "ecolor": "#333333"})  # fmt: skip
+            bar.patches[0].set_gid(f"bar {test} {cell} {run}".strip())
+    ax.set_xticks(range(len(cells)), cells, rotation=15 if len(cells) > 3 else 0)
+    depth = f" at depth {shallow}" if shallow else ""
+    ax.set_title(f"{test}{depth}: tokens/s (± stddev)", fontsize=10)
+    _finish(ax, legend=len(runs) > 1)
+
+
+def _curves(ax: Any, found: list[Point], test: str) -> None:
+    lines = list(dict.fromkeys((p.run, p.cell) for p in found))
+    for i, (run, cell) in enumerate(lines):
+        mine = sorted((p for p in found if (p.run, p.cell) == (run, cell)), key=lambda p: p.depth)
+        drawn = ax.errorbar([p.depth for p in mine], [p.tps for p in mine],
+                            yerr=[p.tps_stddev for p in mine], marker="o", capsize=3,
+                            color=PALETTE[i % len(PALETTE)],
+                            label=f"{cell}, {run}" if run else cell)  # fmt: skip
+        drawn.lines[0].set_gid(f"curve {test} {cell} {run}".strip())
+    ax.set_xlabel("depth (tokens already in the context)")
+    ax.set_title(f"{test} over depth: tokens/s (± stddev)", fontsize=10)
+    _finish(ax, legend=True)
+
+
+def _finish(ax: Any, legend: bool) -> None:
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    if legend:
+        ax.legend(fontsize=8)
+
+
+def svg(fig: Figure) -> str:
+    """The figure as an `<svg>` element to inline in HTML: text stays text (the browser's
+    own fonts), no XML prolog, no date, ids stable from one report to the next."""
+    matplotlib = require()
+    out = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vkrama"}):
+        fig.savefig(out, format="svg", metadata={"Date": None})
+    text = out.getvalue()
+    text = text[text.index("<svg") :]
+    # The RDF metadata block says only "made by matplotlib"; inline, it is noise.
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    return text[:start] + text[end + len("</metadata>") :] if 0 <= start < end else text
+
+
+def render(fig: Figure, fmt: str) -> bytes:
+    """The figure as PNG or SVG bytes (neither carries a date: the same runs, the same file)."""
+    require()
+    out = io.BytesIO()
+    fig.savefig(out, format=fmt, metadata={"Date": None} if fmt == "svg" else {})
+    return out.getvalue()
