@@ -77,6 +77,20 @@ def test_run_to_completion_keeps_streams_apart_and_removes_the_container(engine:
 
 
 @pytest.mark.podman
+def test_network_none_gives_the_container_only_loopback(engine: Engine) -> None:
+    spec = ContainerSpec(
+        image=BASE,
+        command=("sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1"),
+        labels={"vkrama.role": "engine-test"},
+        network="none",
+    )
+    assert "--network none" in spec.podman_command()
+    done = engine.run_to_completion(spec, timeout=30)
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.split() == ["lo"]
+
+
+@pytest.mark.podman
 def test_a_container_that_cannot_start_is_not_left_behind(engine: Engine) -> None:
     from vkrama.errors import VkramaError
 

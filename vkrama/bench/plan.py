@@ -189,6 +189,7 @@ def plan_cell(
         devices=tuple(choice.devices),
         group_add=tuple(choice.group_add),
         mounts=mounts,
+        network="none",  # llama-bench reads a mounted file and talks to nobody
     )
     return BenchCell(
         backend=choice.backend,

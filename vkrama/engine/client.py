@@ -366,6 +366,8 @@ def spec_generator(spec: ContainerSpec) -> dict[str, Any]:
         ],
         "remove": spec.remove,
     }
+    if spec.network is not None:
+        body["netns"] = {"nsmode": spec.network}
     if spec.name:
         body["name"] = spec.name
     if spec.user:

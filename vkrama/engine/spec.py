@@ -92,6 +92,9 @@ class ContainerSpec:
     group_add: tuple[str, ...] = ()  # numeric gids, so they need not exist in the image
     mounts: tuple[Mount, ...] = ()
     ports: tuple[PortMapping, ...] = ()
+    # None: podman's default network; "none": only loopback, for containers that talk to
+    # nobody (rootless, any network costs a slirp4netns process and needs /dev/net/tun).
+    network: str | None = None
     user: str | None = None
     cap_drop_all: bool = True
     no_new_privileges: bool = True
@@ -143,6 +146,8 @@ class ContainerSpec:
                      f"uid={secret.uid},gid={secret.gid},mode={secret.mode:04o}"]  # fmt: skip
         if self.stop_timeout is not None:
             argv += ["--stop-timeout", str(self.stop_timeout)]
+        if self.network is not None:
+            argv += ["--network", self.network]
         for port in self.ports:
             argv += ["--publish", f"{port.host_ip}:{port.host_port}:{port.container_port}"]
         if self.entrypoint is not None:
