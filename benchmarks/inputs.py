@@ -24,6 +24,21 @@ RAMALAMA_VERSION = "0.25.0"
 # ramalama's own flags that keep it off every registry and out of the user's store; the
 # results file records them.
 RAMALAMA_NO_REGISTRY = ("--pull", "never")
+# ramalama runs every container with `--init`; podman then needs its init binary (Debian's
+# `catatonit` package), or each ramalama serve/bench exits 125 with "container-init binary
+# not found" (seen on a fresh machine). podman's default `init_path` comes first.
+PODMAN_INIT_PATHS = (Path("/usr/libexec/podman/catatonit"), Path("/usr/bin/catatonit"))
+
+
+def podman_init_missing(paths: tuple[Path, ...] = PODMAN_INIT_PATHS) -> str:
+    """Why ramalama's `--init` containers cannot start here, or "" when they can."""
+    if any(path.exists() for path in paths):
+        return ""
+    return (
+        "ramalama runs containers with --init, and podman's init binary is missing"
+        f" (no {paths[0]}): install Debian's catatonit (`apt-get install catatonit`;"
+        " scripts/setup.sh does)"
+    )
 
 
 def image_ref(backend: str) -> str:
@@ -120,6 +135,9 @@ class Session:
 
     def ramalama(self, *args: str) -> list[str]:
         """argv for ramalama from its own virtualenv, installed from PyPI on first use."""
+        missing = podman_init_missing()
+        if missing:
+            raise PeerUnavailable(missing)
         exe = self.ramalama_venv / "bin" / "ramalama"
         if not exe.exists():
             self._install_ramalama()

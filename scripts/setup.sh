@@ -7,9 +7,11 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 cd "$(dirname "$0")/.."
+# slirp4netns: rootless podman's network (serve publishes a port); catatonit: podman's
+# --init binary (ramalama, the benchmark harness's peer, runs every container with --init).
 # chromium + chromium-driver: the report tests open the HTML report in a real headless browser.
-need=(podman runc mmdebstrap docker-registry skopeo uidmap python3-venv procps openssl curl
-      chromium chromium-driver)
+need=(podman runc slirp4netns catatonit mmdebstrap docker-registry skopeo uidmap python3-venv
+      procps openssl curl chromium chromium-driver)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -27,18 +29,9 @@ nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
 [ "$nproc" = unlimited ] && nproc=65536
 [ "$nofile" -gt 65536 ] && nofile=65536
 [ "$nproc" -gt 4096 ] && nproc=4096  # above ~32k runc is refused here, whatever ulimit -Hu says
-conf=/etc/containers/containers.conf
-if ! grep -q "vkrama-ci" "$conf" 2>/dev/null; then
-  $SUDO mkdir -p /etc/containers
-  $SUDO tee "$conf" >/dev/null <<CONF
-# written by vkrama's .ci/setup-podman (vkrama-ci)
-[containers]
-default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
-
-[engine]
-runtime = "runc"
-CONF
-fi
+# Only into vkrama's own drop-in, and only what no file of the administrator sets already:
+# a user's containers.conf is never written (see scripts/podman_conf.py).
+$SUDO python3 scripts/podman_conf.py --nofile "$nofile" --nproc "$nproc"
 
 base=docker.io/library/debian:sid
 if ! podman image exists "$base"; then
