@@ -37,7 +37,9 @@ class FakeEngine:
         self.ran: list[str] = []
         self.removed: list[str] = []
 
-    def run_to_completion(self, spec: ContainerSpec, timeout: float | None = None) -> Completed:
+    def run_to_completion(
+        self, spec: ContainerSpec, timeout: float | None = None, on_running: object = None
+    ) -> Completed:
         container = f"id-{len(self.ran)}"
         self.live[container] = spec
         self.ran.append(spec.labels["vkrama.backend"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vkrama.bench import measurements, stderr
+from vkrama.bench.hostload import HostLoad, LoadWatch
 from vkrama.bench.plan import BenchCell
 from vkrama.errors import VkramaError
 
@@ -45,10 +46,16 @@ class CellResult:
     stderr_tail: str = ""
     command: tuple[str, ...] = ()
     duration_s: float = 0.0
+    host_load: HostLoad | None = None  # None: not recorded (a cell that never ran, old runs)
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def busy_host(self) -> str:
+        """Why this cell's numbers may be low because of the host ("" if quiet or unknown)."""
+        return self.host_load.busy if self.host_load is not None else ""
 
 
 Progress = Callable[[str, BenchCell, "CellResult | None"], None]
@@ -100,13 +107,23 @@ def run_cells(
 def run_cell(
     engine: Engine, cell: BenchCell, *, timeout: float, flash_attn_varied: bool = False
 ) -> CellResult:
-    """One cell to its end; a failure is a failed CellResult, never an exception."""
+    """One cell to its end; a failure is a failed CellResult, never an exception.
+
+    The host's load is recorded around it (see `bench.hostload`), whatever the outcome.
+    """
+    watch = LoadWatch()
+    watch.start()
     started = time.monotonic()
+    error: VkramaError | None = None
     try:
-        completed = engine.run_to_completion(cell.spec, timeout)
-    except VkramaError as error:
-        return _failed(cell, error.message, started)
-    return judge(
+        completed = engine.run_to_completion(cell.spec, timeout, on_running=watch.watch)
+    except VkramaError as failure:
+        error = failure
+    finally:
+        load = watch.finish()  # stops the sampling thread on every way out, Ctrl-C included
+    if error is not None:
+        return replace(_failed(cell, error.message, started), host_load=load)
+    result = judge(
         cell,
         completed.exit_code,
         completed.stdout,
@@ -114,6 +131,7 @@ def run_cell(
         flash_attn_varied=flash_attn_varied,
         duration_s=time.monotonic() - started,
     )
+    return replace(result, host_load=load)
 
 
 def judge(

@@ -8,6 +8,8 @@ plans every cell but pulls, builds and starts nothing. Must not print: steps go 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import secrets
 import socket
@@ -59,6 +61,7 @@ class BenchPlan:
     unavailable: list[CellResult]  # requested cells that cannot run here, with the reason
     images: dict[str, tuple[str, dict[str, str]]]  # image ref -> (id, provenance)
     threads: int
+    token: str = ""  # the vkrama.bench-run label of every cell's container
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def prepare(
             hint="`vkrama devices` shows what this machine can run",
             status=ExitStatus.BACKEND_UNAVAILABLE,
         )
-    return BenchPlan(request, model, profile, cells, unavailable, images, threads)
+    return BenchPlan(request, model, profile, cells, unavailable, images, threads, token)
 
 
 def matrix(
@@ -185,6 +188,8 @@ def execute(
 
     request = bench_plan.request
     say = on_progress or (lambda _message: None)
+    for line in reap(engine, settings):
+        say(line)
     run_id = None
     if request.save:
         run_id = results.start_run(settings, run_info(bench_plan))
@@ -228,6 +233,33 @@ def execute(
     return outcome
 
 
+def reap(engine: Engine | None, settings: Settings) -> list[str]:
+    """Mark runs whose vkrama died (kill -9, crash, reboot) `abandoned`, and remove the
+    containers they left (by their run label); what was done, one line each.
+
+    Only runs of this results store are judged, so a bench of another VKRAMA_HOME on the
+    same podman is never touched. Without an engine, runs are only marked.
+    """
+    from vkrama import results
+
+    told = [
+        f"run {run.id} was left running by vkrama pid "
+        f"{run.info.owner.pid if run.info.owner else '?'}, which is gone: marked abandoned"
+        for run in results.abandon_dead_runs(settings)
+    ]
+    if engine is None:
+        return told
+    tokens = results.abandoned_tokens(settings)
+    if not tokens:
+        return told
+    with contextlib.suppress(VkramaError):  # a sweep must never stop the bench asked for
+        for container in engine.containers({"vkrama.role": "bench"}):
+            if container.labels.get("vkrama.bench-run") in tokens:
+                engine.remove(container.id)
+                told.append(f"removed {container.name}, left by an abandoned run")
+    return told
+
+
 def run_info(bench_plan: BenchPlan) -> RunInfo:
     """The run's record header: host, kernel, GPUs, model, parameters, vkrama version."""
     from vkrama import results
@@ -248,6 +280,8 @@ def run_info(bench_plan: BenchPlan) -> RunInfo:
         params=params,
         vkrama_version=__version__,
         model=model_facts(bench_plan.model),
+        token=bench_plan.token,
+        owner=results.current_owner(os.getpid()),
     )
 
 

@@ -31,6 +31,7 @@ def results_group() -> None:
 @pass_app
 def list_runs(app: App, as_json: bool) -> None:
     """Every stored run, newest first."""
+    results.abandon_dead_runs(app.settings)  # a run whose vkrama died is not "running"
     records = results.list_runs(app.settings)
     if as_json:
         echo_json(
@@ -58,6 +59,7 @@ def list_runs(app: App, as_json: bool) -> None:
 @pass_app
 def show(app: App, run: str, as_json: bool) -> None:
     """One run (an id, or `latest`) with its cells and their images' provenance."""
+    results.abandon_dead_runs(app.settings)
     detail = results.get_run(app.settings, run)
     if as_json:
         click.echo(report.export([detail], "json"))

@@ -12,7 +12,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -271,10 +271,21 @@ class Engine:
             if pending:
                 yield pending.decode("utf-8", "replace")
 
-    def run_to_completion(self, spec: ContainerSpec, timeout: float | None = None) -> Completed:
-        """Run a container to its end and collect stdout and stderr apart; always removes it."""
+    def run_to_completion(
+        self,
+        spec: ContainerSpec,
+        timeout: float | None = None,
+        on_running: Callable[[int], None] | None = None,
+    ) -> Completed:
+        """Run a container to its end and collect stdout and stderr apart; always removes it.
+
+        `on_running(pid)` gets the host pid of the container's process once it started (0
+        when it already ended), for a caller that watches it from outside.
+        """
         container = self.run(spec)
         try:
+            if on_running is not None:
+                on_running(int(self.state(container).get("Pid") or 0))
             exit_code = self.wait(container, timeout)
             out = "\n".join(self.logs(container, stderr=False))
             err = "\n".join(self.logs(container, stdout=False))

@@ -244,9 +244,15 @@ def best(
     at = "" if m.n_depth else " at depth 0"
     reason = f"fastest {m.test}{at}: {cell_name(cell)} on {cell.device} at {m.tps:.1f} ± "
     reason += f"{m.tps_stddev:.1f} t/s (bench run {detail.run.id}, {detail.run.info.started})"
+    busy = {cell.busy_host: cell_name(cell)} if cell.busy_host else {}
     if len(ranked) > 1:
         _, other_run, other, other_m = ranked[1]
         reason += f" vs {cell_name(other)} at {other_m.tps:.1f} t/s (run {other_run.run.id})"
+        if other.busy_host:
+            busy.setdefault(other.busy_host, cell_name(other))
+    for why, name in busy.items():
+        # A verdict from disturbed numbers may be wrong: say so where the choice is made.
+        reason += f"; warning: {name} was measured on a busy host ({why}), rerun the bench"
     return BestCell(
         run_id=detail.run.id,
         started=detail.run.info.started,

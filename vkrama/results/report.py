@@ -44,6 +44,8 @@ class Row:
     reason: str
     image_id: str
     verdict: str | None = None  # the verdict line of this row's test
+    busy_host: str = ""  # why the host may have slowed this cell ("" when quiet or unknown)
+    host_load: dict[str, object] | None = None
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -64,6 +66,8 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             status=cell.status,
             reason=cell.reason,
             image_id=cell.image_id,
+            busy_host=cell.busy_host,
+            host_load=cell.host_load.to_dict() if cell.host_load is not None else None,
         )
         if cell.ok:
             found += [
@@ -135,11 +139,24 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
         tablefmt=tablefmt,
         disable_numparse=True,
     )
-    reasons = dict.fromkeys(
-        f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {r.reason}" for r in found if r.reason
-    )
+    reasons = dict.fromkeys(f"{_cell(r)}: {r.reason}" for r in found if r.reason)
     said = dict.fromkeys(r.verdict for r in found if r.verdict)
-    return "\n".join([table, *reasons, *(["", *said] if said else [])])
+    return "\n".join([table, *reasons, *busy_warnings(found), *(["", *said] if said else [])])
+
+
+def busy_warnings(found: Sequence[Row]) -> list[str]:
+    """One line per cell measured on a busy host: its numbers may be low."""
+    return list(
+        dict.fromkeys(
+            f"warning: {_cell(r)} ran on a busy host ({r.busy_host}): its numbers may be low"
+            for r in found
+            if r.busy_host
+        )
+    )
+
+
+def _cell(row: Row) -> str:
+    return f"{row.backend}/{row.driver}" if row.driver else row.backend
 
 
 def runs_table(records: Sequence[RunRecord]) -> str:
@@ -292,6 +309,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
     csv_model = ["architecture", "parameters", "quantization", "model bytes"]
     table = []
     failures: dict[str, str] = {}  # one note per failed cell, in table order
+    busy: dict[str, str] = {}  # one warning per cell measured on a busy host
     for d in details:
         provenance = {(c.backend, c.driver): c.provenance for c in d.cells}
         for r in rows_of(d):
@@ -302,18 +320,24 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.tps_stddev is None else f"{r.tps_stddev:.2f}",
                 "" if r.relative is None else f"{r.relative:.2f}",
                 r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
-                *(d.run.info.model.get(k, "") for k in MODEL_KEYS), r.reason,
+                *(d.run.info.model.get(k, "") for k in MODEL_KEYS), r.reason, r.busy_host,
             ])  # fmt: skip
             if r.reason:
-                cell = f"{r.backend}/{r.driver}" if r.driver else r.backend
-                failures.setdefault(f"run {d.run.id}, {cell}", f"{r.status}: {r.reason}")
+                failures.setdefault(f"run {d.run.id}, {_cell(r)}", f"{r.status}: {r.reason}")
+            if r.busy_host:
+                busy.setdefault(
+                    f"run {d.run.id}, {_cell(r)}",
+                    f"ran on a busy host ({r.busy_host}): its numbers may be low",
+                )
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*("t/s stddev" if h == "±" else h for h in headers), *csv_model, "reason"])
+        names = ("t/s stddev" if h == "±" else h for h in headers)
+        writer.writerow([*names, *csv_model, "reason", "busy host"])
         writer.writerows(table)
         return out.getvalue()
-    # Reasons are long: the table keeps its width, each failed cell gets a line below it.
+    # Reasons are long: the table keeps its width, each failed or disturbed cell gets a
+    # line below it.
     shown = [row[: len(headers)] for row in table]
     text = tabulate(shown, headers=headers, tablefmt="github", disable_numparse=True)
     said = [f"- run {d.run.id}, {line}" for d in details for line in verdict_lines(d.cells)]
@@ -321,6 +345,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
         said = ["Verdicts (fastest cell per test, ratio over the next):", *said, ""]
     notes = [f"- run {d.run.id} model {model_facts(d.run.info)}" for d in details]
     notes += [f"- {where} {what}" for where, what in failures.items()]
+    notes += [f"- warning: {where} {what}" for where, what in busy.items()]
     return "\n".join([text, "", *said, *notes])
 
 

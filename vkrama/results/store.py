@@ -3,35 +3,42 @@
 Stage: parse llama-bench JSON ─► results DB. Stores what a reader needs to trust a number
 later (host, kernel, GPUs, model sha256, parameters, image id and provenance, every sample,
 the raw llama-bench JSON). Must not print or talk to podman. The schema is versioned with
-SQLite's `user_version`; a newer file than this vkrama knows is refused, never rewritten.
+SQLite's `user_version`; a newer file than this vkrama knows is refused, never rewritten,
+and an older one is migrated in place by adding columns (its rows stay readable).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vkrama.bench.hostload import HostLoad
 from vkrama.bench.measurements import Measurement
 from vkrama.bench.run import CellResult
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
+from vkrama.results import owner as owners
+from vkrama.results.owner import RunOwner
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
+RUNNING = "running"
+ABANDONED = "abandoned"  # its vkrama died (kill -9, crash, reboot) before finishing it
 
 _SCHEMA = """
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started TEXT NOT NULL,
     finished TEXT,
-    status TEXT NOT NULL,            -- running | ok | failed | interrupted
+    status TEXT NOT NULL,            -- running | ok | failed | interrupted | abandoned
     host TEXT NOT NULL,
     kernel TEXT NOT NULL,
     gpus TEXT NOT NULL,              -- JSON list of {index, ids, name, driver}
@@ -75,12 +82,21 @@ CREATE TABLE measurements (
 CREATE INDEX runs_by_model ON runs (model_sha256, gpu_key);
 CREATE INDEX cells_by_run ON cells (run_id);
 """
-# Each step takes a database from the version before it; `model` is appended last so that
-# `runs.*` has the same column order in a created and in a migrated file. Old measurements
-# keep their meaning at step 3: before depth existed, everything ran at depth 0.
+# Each step takes a database from the version before it; columns are appended last so
+# that `runs.*` has the same column order in a created and in a migrated file, and an old
+# row reads back with their defaults (no owner: never judged dead; no host load: not
+# recorded). Old measurements keep their meaning at step 3: before depth existed,
+# everything ran at depth 0.
 _MIGRATIONS = {
     2: "ALTER TABLE runs ADD COLUMN model TEXT NOT NULL DEFAULT '{}';",
     3: "ALTER TABLE measurements ADD COLUMN n_depth INTEGER NOT NULL DEFAULT 0;",
+    4: """
+ALTER TABLE runs ADD COLUMN token TEXT;          -- the vkrama.bench-run label of its cells
+ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+ALTER TABLE runs ADD COLUMN owner_start INTEGER; -- /proc/PID/stat starttime, clock ticks
+ALTER TABLE runs ADD COLUMN owner_boot TEXT;     -- /proc/sys/kernel/random/boot_id
+ALTER TABLE cells ADD COLUMN host_load TEXT;     -- JSON of bench.hostload.HostLoad
+""",
 }
 
 
@@ -100,6 +116,8 @@ class RunInfo:
     # The model's header facts: name, architecture, parameter_count, quantization, size
     # (bytes). Empty for runs stored before schema 2.
     model: dict[str, Any] = field(default_factory=dict)
+    token: str = ""  # the vkrama.bench-run label its containers carry
+    owner: RunOwner | None = None  # the process running it
 
 
 @dataclass(frozen=True)
@@ -181,21 +199,23 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     with db:
         if version == 0:
             db.executescript(_SCHEMA)
-        else:
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                db.executescript(_MIGRATIONS[step])
+            version = 3  # _SCHEMA is schema 3; later steps are migrations
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            db.executescript(_MIGRATIONS[step])
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def start_run(settings: Settings, info: RunInfo) -> int:
     """Record a run before its cells run, so that finished cells survive a Ctrl-C."""
+    owner = info.owner
     with connect(settings) as db:
         cursor = db.execute(
             "INSERT INTO runs (started, status, host, kernel, gpus, gpu_key, model_name,"
-            " model_sha256, params, vkrama_version, model) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " model_sha256, params, vkrama_version, model, token, owner_pid, owner_start,"
+            " owner_boot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 info.started,
-                "running",
+                RUNNING,
                 info.host,
                 info.kernel,
                 json.dumps(info.gpus),
@@ -205,17 +225,64 @@ def start_run(settings: Settings, info: RunInfo) -> int:
                 json.dumps(info.params),
                 info.vkrama_version,
                 json.dumps(info.model),
+                info.token,
+                owner.pid if owner else None,
+                owner.start_ticks if owner else None,
+                owner.boot_id if owner else None,
             ),
         )
         return int(cursor.lastrowid or 0)
+
+
+def abandon_dead_runs(
+    settings: Settings,
+    host: str | None = None,
+    is_dead: Callable[[RunOwner], bool] = owners.is_dead,
+) -> list[RunRecord]:
+    """Mark `abandoned` every run still `running` whose vkrama process on this host is gone.
+
+    A run of another host (a shared VKRAMA_HOME) or without an owner is never judged.
+    """
+    if not db_path(settings).exists():
+        return []
+    here = host or socket.gethostname()
+    with connect(settings) as db:
+        rows = db.execute(
+            "SELECT id, owner_pid, owner_start, owner_boot FROM runs"
+            " WHERE status = ? AND host = ? AND owner_pid IS NOT NULL",
+            (RUNNING, here),
+        ).fetchall()
+        dead = [
+            run_id
+            for run_id, pid, start, boot in rows
+            if is_dead(RunOwner(int(pid), int(start or 0), boot or ""))
+        ]
+        for run_id in dead:
+            db.execute(
+                "UPDATE runs SET status = ?, finished = ? WHERE id = ? AND status = ?",
+                (ABANDONED, now(), run_id, RUNNING),
+            )
+    return [get_run(settings, run_id).run for run_id in dead]
+
+
+def abandoned_tokens(settings: Settings) -> set[str]:
+    """The container labels of abandoned runs: what a sweep may remove."""
+    if not db_path(settings).exists():
+        return set()
+    with connect(settings) as db:
+        rows = db.execute(
+            "SELECT token FROM runs WHERE status = ? AND token IS NOT NULL AND token != ''",
+            (ABANDONED,),
+        ).fetchall()
+    return {token for (token,) in rows}
 
 
 def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -> None:
     with connect(settings) as db:
         cursor = db.execute(
             "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
-            " image, image_id, provenance, command, raw_json, stderr_tail, duration_s)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " image, image_id, provenance, command, raw_json, stderr_tail, duration_s,"
+            " host_load) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 position,
@@ -231,6 +298,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 None if cell.raw_json is None else json.dumps(cell.raw_json),
                 cell.stderr_tail,
                 cell.duration_s,
+                None if cell.host_load is None else json.dumps(cell.host_load.to_dict()),
             ),
         )
         for m in cell.measurements:
@@ -308,7 +376,7 @@ def _not_found(ref: str | int) -> VkramaError:
 
 def _run_record(row: tuple[Any, ...]) -> RunRecord:
     (run_id, started, finished, status, host, kernel, gpus, gpu_key, model_name, sha,
-     params, version, model, cell_count, ok_count) = row  # fmt: skip
+     params, version, model, token, pid, start, boot, cell_count, ok_count) = row  # fmt: skip
     info = RunInfo(
         host=host,
         kernel=kernel,
@@ -320,13 +388,15 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
         vkrama_version=version,
         started=started,
         model=json.loads(model),
+        token=token or "",
+        owner=None if pid is None else RunOwner(int(pid), int(start or 0), boot or ""),
     )
     return RunRecord(run_id, info, finished, status, int(cell_count or 0), int(ok_count or 0))
 
 
 def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
-     provenance, command, raw_json, stderr_tail, duration_s) = row  # fmt: skip
+     provenance, command, raw_json, stderr_tail, duration_s, host_load) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth"
         " FROM measurements WHERE cell_id = ? ORDER BY id",
@@ -349,4 +419,5 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         stderr_tail=stderr_tail,
         command=tuple(json.loads(command)),
         duration_s=duration_s,
+        host_load=None if host_load is None else HostLoad.from_dict(json.loads(host_load)),
     )

@@ -1,0 +1,92 @@
+"""Bench on a real host that is not quiet, and a bench whose vkrama is killed with SIGKILL.
+
+Real podman, the real cpu image and llama-bench, a real busy-loop process, a real kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vkrama.engine import Engine
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+
+@pytest.fixture
+def busy_loop() -> Iterator[subprocess.Popen[bytes]]:
+    """A process that keeps one CPU busy for as long as the test runs."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_cell_beside_a_busy_loop_is_stored_and_reported_as_on_a_busy_host(
+    vkrama: Callable, tiny_model: Path, busy_loop: subprocess.Popen[bytes]
+) -> None:
+    done = vkrama("bench", str(tiny_model), "--backend", "cpu", "-p", "32", "-n", "8", "-r", "2")
+    assert done.returncode == 0, done.stderr
+    warning = [line for line in done.stdout.splitlines() if line.startswith("warning: cpu ran")]
+    assert len(warning) == 1 and "busy host (other processes kept" in warning[0], done.stdout
+    shown = json.loads(vkrama("results", "show", "latest", "--json").stdout)[0]
+    load = shown["rows"][0]["host_load"]
+    # the loop holds about one CPU (less while llama-bench's threads compete with it); the
+    # cell's own CPU time is not counted, or this would be near every CPU of the host
+    assert 0.4 <= load["others_cpus"] <= load["cpus"], load
+    assert load["load_before"] is not None and load["load_after"] is not None
+    assert shown["rows"][0]["busy_host"].startswith("other processes kept")
+    md = vkrama("results", "export", "latest", "--format", "md").stdout
+    assert "- warning: run 1, cpu ran on a busy host (" in md
+    table = vkrama("results", "show", "latest").stdout
+    assert "warning: cpu ran on a busy host (" in table
+    verdict = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best")
+    assert "warning: cpu was measured on a busy host (" in verdict.stderr, verdict.stderr
+
+
+def run_containers(engine: Engine, token: str) -> list[str]:
+    return [c.name for c in engine.containers({"vkrama.bench-run": token})]
+
+
+def test_a_bench_killed_with_sigkill_is_marked_abandoned_and_its_container_swept(
+    vkrama: Callable, tiny_model: Path, engine: Engine
+) -> None:
+    long_cell = ("--backend", "cpu", "-p", "512", "-n", "128", "-r", "1000")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "bench", str(tiny_model), *long_cell],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "[1/1] cpu: running llama-bench" in line:
+            break
+    listed = json.loads(vkrama("results", "list", "--json").stdout)
+    assert [(r["status"], r["owner"]["pid"]) for r in listed] == [("running", process.pid)]
+    token = listed[0]["token"]
+    while not run_containers(engine, token):  # created right after that line; not yet seen
+        assert process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()  # reaped: no zombie keeps its pid alive
+    left = run_containers(engine, token)
+    assert len(left) == 1  # nobody removes it: llama-bench goes on, or exits and stays
+
+    listed = json.loads(vkrama("results", "list", "--json").stdout)
+    assert [r["status"] for r in listed] == ["abandoned"]
+    again = vkrama("bench", str(tiny_model), "--backend", "cpu", "-p", "16", "-n", "4", "-r", "1")
+    assert again.returncode == 0, again.stderr
+    assert f"removed {left[0]}, left by an abandoned run" in again.stderr
+    assert run_containers(engine, token) == []
+    assert [r["status"] for r in json.loads(vkrama("results", "list", "--json").stdout)] == [
+        "ok",
+        "abandoned",
+    ]
