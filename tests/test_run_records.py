@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.bench_fakes import cell, info
-from vkrama import config, report, results
+from vkrama import config, results
 from vkrama.bench.hostload import HostLoad, LoadWatch
-from vkrama.results import owner, store
+from vkrama.results import owner, report, store
 
 BUSY = HostLoad(cpus=2, load_before=1.02, load_after=1.97, others_cpus=0.93)
 QUIET = HostLoad(cpus=2, load_before=0.1, load_after=0.2, others_cpus=0.02, gpu_users_before=())
