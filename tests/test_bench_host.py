@@ -20,6 +20,15 @@ from vkrama.engine import Engine
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 
+def test_bench_cells_get_no_network(vkrama: Callable, tiny_model: Path) -> None:
+    # llama-bench reads a mounted file and talks to nobody: rootless, a network would cost
+    # a slirp4netns process per cell and need /dev/net/tun
+    done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu,vulkan")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("podman run ")]
+    assert len(lines) == 2 and all("--network none" in line for line in lines)
+
+
 @pytest.fixture
 def busy_loop() -> Iterator[subprocess.Popen[bytes]]:
     """A process that keeps one CPU busy for as long as the test runs."""
