@@ -172,3 +172,12 @@ def test_the_dry_run_of_the_h100_bench_gives_vulkaninfo_the_cdi_device_and_icd(
     assert ("--env", "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics") in flags
     raw = issue17.cell_argv(dry, "cuda")
     assert raw[-2:] == ["-o", "json"] and "-fa" in raw and "llama-bench" in raw
+
+
+def test_the_caches_a_dry_run_mounts_are_made_before_the_raw_commands_run(tmp_path: Path) -> None:
+    cache, model = tmp_path / "home" / "cache" / "mesa", tmp_path / "7b.gguf"
+    argv = ["podman", "run", "--mount", f"type=bind,src={model},dst=/models/7b.gguf,ro",
+            "--mount", f"type=bind,src={cache},dst=/cache/mesa", IMAGE, "true"]  # fmt: skip
+    issue17.make_caches(argv)
+    assert cache.is_dir() and cache.stat().st_mode & 0o777 == 0o777
+    assert not model.exists()  # the model is a file vkrama found, never made here

@@ -10,7 +10,8 @@ Standard library only, except `model`, which needs examples/examplemodel.py (ggu
 
     issue17.py model 7b|8b OUT.gguf         F16 with a capped random pool, then llama-quantize
     issue17.py argv DRY.json CELL [CMD...]  the dry run's argv for CELL (cuda, vulkan/nvidia),
-                                            its command replaced by CMD if given, one per line
+                                            its command replaced by CMD if given, one per
+                                            line; creates the cache dirs it mounts
     issue17.py raw DRY.json CELL OUT.json   run CELL's dry-run command, keep llama-bench's JSON
     issue17.py ratio BENCH.json RAW.json... vkrama's t/s ÷ raw for each cell and test
 """
@@ -91,11 +92,18 @@ def bind_sources(argv: list[str]) -> list[Path]:
     return found
 
 
+def make_caches(argv: list[str]) -> None:
+    """Create the compile-cache directories the argv mounts, as vkrama does before a real
+    run (a dry run makes nothing, and podman refuses a missing bind source)."""
+    for source in bind_sources(argv):
+        if not source.suffix and not source.is_dir():  # a cache directory, not the model
+            source.mkdir(parents=True)
+            source.chmod(0o777)  # the containers' non-root user writes it
+
+
 def raw(dry: list[dict[str, Any]], cell: str, out: Path) -> int:
     argv = cell_argv(dry, cell)
-    for source in bind_sources(argv):
-        if not source.suffix:  # a cache directory, not the model file
-            source.mkdir(parents=True, exist_ok=True)
+    make_caches(argv)
     print("+", " ".join(argv), flush=True)
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -133,7 +141,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["argv"]:
         dry = json.loads(Path(argv[1]).read_text())
-        print("\n".join(cell_argv(dry, argv[2], argv[3:] or None)))
+        found = cell_argv(dry, argv[2], argv[3:] or None)
+        make_caches(found)  # vulkaninfo runs before any bench made them
+        print("\n".join(found))
         return 0
     if argv[:1] == ["raw"]:
         return raw(json.loads(Path(argv[1]).read_text()), argv[2], Path(argv[3]))
