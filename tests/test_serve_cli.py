@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from vkrama import __version__
 from vkrama.cli import serve as serve_cli
 from vkrama.engine.spec import clamped_ulimits
 from vkrama.serve import containers as servers
@@ -25,8 +26,9 @@ def expected_cpu_command(model: Path, sha256: str, port: int) -> str:
         f" --label vkrama.model=file://{model} --label vkrama.model_path={model}"
         f" --label vkrama.model_sha256={sha256}"
         f" --label vkrama.role=serve --label vkrama.url=http://127.0.0.1:{port}"
+        f" --label vkrama.version={__version__}"
         " --user 1000:1000 --cap-drop all --security-opt no-new-privileges --read-only"
-        f" --tmpfs /tmp --ulimit nofile={limits['nofile']}:{limits['nofile']}"
+        f" --tmpfs /tmp:rw,nosuid,nodev --ulimit nofile={limits['nofile']}:{limits['nofile']}"
         f" --ulimit nproc={limits['nproc']}:{limits['nproc']} --env XDG_CACHE_HOME=/tmp/.cache"
         f" --mount type=bind,src={model},dst=/models/tiny.gguf,ro"
         f" --stop-timeout 1 --publish 127.0.0.1:{port}:8080 localhost/vkrama/cpu:latest"

@@ -61,7 +61,7 @@ def test_cpu_plan_is_locked_down_and_published_on_loopback() -> None:
     assert "--publish 127.0.0.1:8099:8080" in command
     assert "--cap-drop all" in command
     assert "--security-opt no-new-privileges" in command
-    assert "--read-only" in argv and "--tmpfs /tmp" in command
+    assert "--read-only" in argv and "--tmpfs /tmp:rw,nosuid,nodev" in command
     assert "type=bind,src=/data/models/tiny.gguf,dst=/models/tiny.gguf,ro" in command
     assert flag_value(argv, "--user") == "1000:1000"
     assert spec.command[:2] == ("llama-server", "--model")

@@ -21,10 +21,9 @@ import requests
 from podman import PodmanClient
 from podman import errors as podman_errors
 
-from vkrama import __version__
 from vkrama.config import Settings
 from vkrama.engine.socket import Endpoint, discover, keep_alive
-from vkrama.engine.spec import LABEL_PREFIX, LAUNCH_LABEL, ContainerSpec
+from vkrama.engine.spec import LAUNCH_LABEL, VERSION_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
 NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
@@ -123,7 +122,7 @@ class Engine:
     # -- containers ----------------------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; returns its id."""
-        body = spec_generator(spec)
+        body = spec.api_body()
         with translate_errors(f"create container from {spec.image}"):
             response = self.client.api.post(
                 "/containers/create", data=_json(body), headers={"content-type": "application/json"}
@@ -310,7 +309,7 @@ class Engine:
 
     def containers(self, labels: Mapping[str, str] | None = None) -> list[ContainerSummary]:
         """vkrama's containers (all states), optionally narrowed by more labels."""
-        wanted = {f"{LABEL_PREFIX}version": None, **(labels or {})}
+        wanted = {VERSION_LABEL: None, **(labels or {})}
         filters = [k if v is None else f"{k}={v}" for k, v in wanted.items()]
         with translate_errors("list containers"):
             response = self.client.api.get(
@@ -329,70 +328,6 @@ def connect(settings: Settings) -> Engine:
         settings["engine.idle_timeout"],
     )
     return Engine(endpoint)
-
-
-def spec_generator(spec: ContainerSpec) -> dict[str, Any]:
-    """The libpod SpecGenerator body for a ContainerSpec (the API twin of `podman_argv`)."""
-    labels = {**spec.labels, f"{LABEL_PREFIX}version": __version__}
-    mounts: list[dict[str, Any]] = [
-        {
-            "type": "bind",
-            "source": str(m.source),
-            "destination": m.target,
-            "options": ["rbind", "ro" if m.read_only else "rw"],
-        }
-        for m in spec.mounts
-    ]
-    mounts += [
-        {
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "destination": path,
-            "options": ["rw", "nosuid", "nodev"],
-        }
-        for path in spec.tmpfs
-    ]
-    body: dict[str, Any] = {
-        "image": spec.image,
-        "command": list(spec.command),
-        "labels": labels,
-        "env": dict(spec.env),
-        "devices": [{"path": d} for d in spec.devices],
-        "groups": list(spec.group_add),
-        "mounts": mounts,
-        "portmappings": [
-            {
-                "host_ip": p.host_ip,
-                "host_port": p.host_port,
-                "container_port": p.container_port,
-                "protocol": "tcp",
-            }
-            for p in spec.ports
-        ],
-        "cap_drop": ["all"] if spec.cap_drop_all else [],
-        "no_new_privileges": spec.no_new_privileges,
-        "read_only_filesystem": spec.read_only_rootfs,
-        "r_limits": [
-            {"type": name, "soft": value, "hard": value} for name, value in spec.ulimits.items()
-        ],
-        "remove": spec.remove,
-    }
-    if spec.network is not None:
-        body["netns"] = {"nsmode": spec.network}
-    if spec.name:
-        body["name"] = spec.name
-    if spec.user:
-        body["user"] = spec.user
-    if spec.entrypoint is not None:
-        body["entrypoint"] = list(spec.entrypoint)
-    if spec.secrets:
-        body["secrets"] = [
-            {"Source": s.name, "Target": s.target, "UID": s.uid, "GID": s.gid, "Mode": s.mode}
-            for s in spec.secrets
-        ]
-    if spec.stop_timeout is not None:
-        body["stop_timeout"] = spec.stop_timeout
-    return body
 
 
 def _summary(item: Mapping[str, Any]) -> ContainerSummary:

@@ -1,9 +1,11 @@
 """ContainerSpec: a complete, engine-neutral description of one container to run.
 
-Stage: produced by the planning stages (server.plan, bench.plan), consumed by the engine.
-Pure data: must not import podman-py or touch the system, except `clamped_ulimits`, which
-reads this process's own rlimits so that a container never asks for more than the host
-allows (sandboxes without CAP_SYS_RESOURCE refuse that).
+Stage: produced by the planning stages (serve.plan, bench.plan), consumed by the engine.
+Its two renderings sit side by side here: `podman_argv` (what --dry-run prints) and
+`api_body` (what the engine sends to podman's API); tests/test_engine_spec.py checks that
+they say the same. Pure data: must not import podman-py or touch the system, except
+`clamped_ulimits`, which reads this process's own rlimits so that a container never asks
+for more than the host allows (sandboxes without CAP_SYS_RESOURCE refuse that).
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ import resource
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from vkrama import __version__
 
 LABEL_PREFIX = "vkrama."
 # Every container `Engine.run` makes carries this label, unique to the call: cleanup finds
 # it by the label even when an interrupt came before podman returned its id.
 LAUNCH_LABEL = f"{LABEL_PREFIX}launch"
+# Every container vkrama starts carries this label: `ps`, `stop` and `engine.containers`
+# filter on it, so a container started from a printed --dry-run command is found too.
+VERSION_LABEL = f"{LABEL_PREFIX}version"
+# Writable scratch space on a read-only root: no setuid binaries, no device files.
+TMPFS_OPTIONS = ("rw", "nosuid", "nodev")
 
 # What podman asks for by default is far above most hosts' hard limits. nproc counts every
 # process of the user, so a few thousand is plenty; above ~32k runc was refused in
@@ -109,6 +119,11 @@ class ContainerSpec:
     # Seconds podman waits after the stop signal before SIGKILL (None: podman's 10).
     stop_timeout: int | None = None
 
+    @property
+    def all_labels(self) -> dict[str, str]:
+        """The labels both renderings give the container: the spec's and vkrama's version."""
+        return {**self.labels, VERSION_LABEL: __version__}
+
     def podman_argv(self, detach: bool = False) -> list[str]:
         """The equivalent `podman run …` command line; secrets are masked."""
         argv = ["podman", "run"]
@@ -118,7 +133,7 @@ class ContainerSpec:
             argv.append("--rm")
         if self.name:
             argv += ["--name", self.name]
-        for key, value in sorted(self.labels.items()):
+        for key, value in sorted(self.all_labels.items()):
             argv += ["--label", f"{key}={value}"]
         if self.user:
             argv += ["--user", self.user]
@@ -129,7 +144,7 @@ class ContainerSpec:
         if self.read_only_rootfs:
             argv.append("--read-only")
         for path in self.tmpfs:
-            argv += ["--tmpfs", path]
+            argv += ["--tmpfs", f"{path}:{','.join(TMPFS_OPTIONS)}"]
         for limit, amount in sorted(self.ulimits.items()):
             argv += ["--ulimit", f"{limit}={amount}:{amount}"]
         for device in self.devices:
@@ -160,3 +175,66 @@ class ContainerSpec:
     def podman_command(self, detach: bool = False) -> str:
         """`podman_argv` as one shell-quoted line, for --dry-run."""
         return shlex.join(self.podman_argv(detach))
+
+    def api_body(self) -> dict[str, Any]:
+        """The libpod SpecGenerator body (POST /containers/create): `podman_argv`'s twin,
+        with secrets in clear (they go to podman, never to a terminal)."""
+        mounts: list[dict[str, Any]] = [
+            {
+                "type": "bind",
+                "source": str(m.source),
+                "destination": m.target,
+                "options": ["rbind", "ro" if m.read_only else "rw"],
+            }
+            for m in self.mounts
+        ]
+        mounts += [
+            {
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "destination": path,
+                "options": list(TMPFS_OPTIONS),
+            }
+            for path in self.tmpfs
+        ]
+        body: dict[str, Any] = {
+            "image": self.image,
+            "command": list(self.command),
+            "labels": self.all_labels,
+            "env": dict(self.env),
+            "devices": [{"path": d} for d in self.devices],
+            "groups": list(self.group_add),
+            "mounts": mounts,
+            "portmappings": [
+                {
+                    "host_ip": p.host_ip,
+                    "host_port": p.host_port,
+                    "container_port": p.container_port,
+                    "protocol": "tcp",
+                }
+                for p in self.ports
+            ],
+            "cap_drop": ["all"] if self.cap_drop_all else [],
+            "no_new_privileges": self.no_new_privileges,
+            "read_only_filesystem": self.read_only_rootfs,
+            "r_limits": [
+                {"type": name, "soft": value, "hard": value} for name, value in self.ulimits.items()
+            ],
+            "remove": self.remove,
+        }
+        if self.network is not None:
+            body["netns"] = {"nsmode": self.network}
+        if self.name:
+            body["name"] = self.name
+        if self.user:
+            body["user"] = self.user
+        if self.entrypoint is not None:
+            body["entrypoint"] = list(self.entrypoint)
+        if self.secrets:
+            body["secrets"] = [
+                {"Source": s.name, "Target": s.target, "UID": s.uid, "GID": s.gid, "Mode": s.mode}
+                for s in self.secrets
+            ]
+        if self.stop_timeout is not None:
+            body["stop_timeout"] = self.stop_timeout
+        return body
