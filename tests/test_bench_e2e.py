@@ -34,13 +34,65 @@ def bench_containers(engine: Engine, model: Path) -> list[str]:
 def test_dry_run_prints_every_cells_podman_command(vkrama: Callable, tiny_model: Path) -> None:
     done = vkrama("--dry-run", "bench", str(tiny_model), *CELLS, *SMALL)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert len(lines) == 2 and all(line.startswith("podman run ") for line in lines)
+    printed = done.stdout.splitlines()
+    # A fresh home has no shader cache yet: the dry run says how to make the one the
+    # vulkan cell mounts instead of making it (podman refuses a missing bind source).
+    prelude = [line for line in printed if not line.startswith("podman run ")]
+    assert len(prelude) == 1 and prelude[0].startswith("mkdir -p -m 0777 ")
+    assert prelude[0].endswith("/cache/mesa")
+    lines = [line for line in printed if line.startswith("podman run ")]
+    assert len(lines) == 2
     assert "localhost/vkrama/cpu:latest llama-bench" in lines[0]
     assert "GGML_VK_VISIBLE_DEVICES=0" in lines[1]
     assert "localhost/vkrama/vulkan:latest llama-bench" in lines[1]
     assert all("-p 64 -n 16 -r 2" in line and line.endswith("-o json") for line in lines)
     assert all(f"dst=/models/{tiny_model.name},ro" in line for line in lines)
+
+
+def test_the_printed_dry_run_commands_run_as_printed(
+    vkrama: Callable, tiny_model: Path, engine: Engine
+) -> None:
+    done = vkrama(
+        "--dry-run",
+        "bench",
+        str(tiny_model),
+        "--backend",
+        "vulkan",
+        "--vk-driver",
+        "lavapipe",
+        "-p",
+        "16",
+        "-n",
+        "4",
+        "-r",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    names = [
+        line.split("--name ", 1)[1].split()[0]
+        for line in done.stdout.splitlines()
+        if line.startswith("podman run ")
+    ]
+    try:
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", done.stdout],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        # Each printed command printed llama-bench's JSON: one array per cell.
+        decoder = json.JSONDecoder()
+        text, results = ran.stdout.strip(), []
+        while text:
+            value, end = decoder.raw_decode(text)
+            results.append(value)
+            text = text[end:].strip()
+        assert [len(r) for r in results] == [2]
+        assert "ggml_vulkan: 0 = llvmpipe" in ran.stderr
+    finally:
+        for name in names:
+            engine.remove(name)
 
 
 def test_bench_cpu_and_lavapipe_then_results(

@@ -13,7 +13,7 @@ import click
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.cli.app import App, pass_app
-from vkrama.cli.console import download_progress, echo_json
+from vkrama.cli.console import download_progress, dry_run_prelude, echo_json
 from vkrama.cli.serve import terminate_as_interrupt
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
@@ -196,11 +196,18 @@ def bench(
         if as_json:
             echo_json(
                 [
-                    {"backend": c.backend, "driver": c.driver, "command": c.spec.podman_argv()}
+                    {
+                        "backend": c.backend,
+                        "driver": c.driver,
+                        "prepare": dry_run_prelude(c.spec),
+                        "command": c.spec.podman_argv(),
+                    }
                     for c in planned.cells
                 ]
             )
         for cell in [] if as_json else planned.cells:
+            for line in dry_run_prelude(cell.spec):
+                click.echo(line)
             click.echo(cell.spec.podman_command())
         for failed in planned.unavailable:
             click.echo(f"# {failed.backend}: {failed.reason}", err=True)

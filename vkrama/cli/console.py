@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from vkrama.engine.spec import ContainerSpec
     from vkrama.store import Progress, Retry
 
 
@@ -136,3 +138,14 @@ def byte_progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+def dry_run_prelude(spec: ContainerSpec) -> list[str]:
+    """Shell lines that must run before a printed `podman run` can: podman refuses a bind
+    mount whose source is missing, and vkrama creates its writable caches (compile caches
+    under VKRAMA_HOME) only when it really runs, so a dry run says how instead."""
+    return [
+        f"mkdir -p -m 0777 {shlex.quote(str(mount.source))}"
+        for mount in spec.mounts
+        if not mount.read_only and not mount.source.exists()
+    ]

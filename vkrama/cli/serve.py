@@ -116,6 +116,8 @@ def serve(
             # The key file's first line is the key; the value itself is never printed.
             source = shlex.quote(str(api_key_file))
             click.echo(f"head -n 1 {source} | podman secret create {secret.name} -")
+        for line in console.dry_run_prelude(planned.spec):
+            click.echo(line)
         click.echo(planned.spec.podman_command(detach=True))
         return
     with terminate_as_interrupt():
