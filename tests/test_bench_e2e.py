@@ -142,29 +142,27 @@ def test_depth_and_flash_attention_are_dimensions_and_every_test_gets_a_verdict(
     vkrama: Callable, tiny_model: Path
 ) -> None:
     # llama-bench's own spelling (-fa 0,1) and -d: real llama-bench fills the context first.
-    # (fa 0,1 doubles a slow lavapipe cell: one value here, both in test_bench_plan)
-    args = ("-p", "8", "-n", "2", "-r", "1", "--flash-attn", "1", "--depth", "0,16")
-    dry = vkrama("--dry-run", "bench", str(tiny_model), *CELLS, *args)
-    assert all(" -fa on -d 0,16 -o json" in line for line in dry.stdout.splitlines())
-    done = vkrama("bench", str(tiny_model), *CELLS, *args, "--json")
+    # cpu only: lavapipe compiles its flash-attention and depth pipelines for many minutes
+    # on a loaded 2-core runner (seen here: > 10 min), which would test the runner, not vkrama.
+    args = ("--backend", "cpu", "-p", "8", "-n", "2", "-r", "1", "--flash-attn", "0,1")
+    args += ("--depth", "0,16")
+    dry = vkrama("--dry-run", "bench", str(tiny_model), *args)
+    assert dry.stdout.rstrip().endswith(" -fa off,on -d 0,16 -o json"), dry.stdout
+    done = vkrama("bench", str(tiny_model), *args, "--json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    tests = ["pp8 fa=on", "tg2 fa=on", "pp8 @ d16 fa=on", "tg2 @ d16 fa=on"]
-    assert sorted((r["backend"], r["test"], r["depth"]) for r in rows) == sorted(
-        (backend, test, 16 if "@ d16" in test else 0)
-        for backend in ("cpu", "vulkan")
-        for test in tests
-    )
-    assert all(r["status"] == "ok" for r in rows)
-    for row in rows:  # each row carries its test's verdict: cpu against lavapipe
-        assert row["verdict"].startswith(f"{row['test']}: ")
-        assert "is fastest" in row["verdict"] and "noise" in row["verdict"]
+    assert sorted((r["test"], r["depth"], r["status"]) for r in rows) == sorted([
+        ("pp8 fa=off", 0, "ok"), ("tg2 fa=off", 0, "ok"),
+        ("pp8 @ d16 fa=off", 16, "ok"), ("tg2 @ d16 fa=off", 16, "ok"),
+        ("pp8 fa=on", 0, "ok"), ("tg2 fa=on", 0, "ok"),
+        ("pp8 @ d16 fa=on", 16, "ok"), ("tg2 @ d16 fa=on", 16, "ok"),
+    ])  # fmt: skip
+    for row in rows:  # each row carries its test's verdict (one cell: nothing to compare)
+        assert row["verdict"].startswith(f"{row['test']}: cpu fastest at ")
     shown = vkrama("results", "show", "latest")
     assert shown.returncode == 0, shown.stderr
-    verdicts = [line for line in shown.stdout.splitlines() if "is fastest" in line]
-    assert [line.split(":")[0] for line in verdicts] == [
-        r["test"] for r in rows if r["backend"] == "cpu"
-    ]
+    verdicts = [line for line in shown.stdout.splitlines() if " fastest at " in line]
+    assert [line.split(":")[0] for line in verdicts] == [r["test"] for r in rows]
 
 
 def test_vulkan_finding_no_device_is_a_failed_cell_while_cpu_succeeds(
