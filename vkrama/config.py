@@ -7,10 +7,11 @@ it is given; must not print, must not touch the network or podman, and never wri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class Setting:
 
     value: Any
     source: str
+    problem: str | None = None  # why the value is invalid (only when load collects problems)
 
 
 @dataclass(frozen=True)
@@ -148,27 +150,64 @@ def config_files(environ: Mapping[str, str]) -> list[Path]:
     return [Path("/etc/vkrama/vkrama.toml"), Path(user_base) / "vkrama" / "vkrama.toml"]
 
 
-def load(environ: Mapping[str, str] | None = None, files: list[Path] | None = None) -> Settings:
-    """Defaults, then each file that exists, then environment variables."""
+def load(
+    environ: Mapping[str, str] | None = None,
+    files: list[Path] | None = None,
+    problems: list[VkramaError] | None = None,
+) -> Settings:
+    """Defaults, then each file that exists, then environment variables.
+
+    A bad file or value raises, unless `problems` is given: then each is appended there
+    and the value keeps its default, so `config show` can list them all."""
     env = dict(os.environ if environ is None else environ)
     values = {key: Setting(value, "default") for key, value in DEFAULTS.items()}
     read: list[Path] = []
-    for path in config_files(env) if files is None else files:
+    paths: list[Path] = []
+    with _collecting(problems):
+        paths = config_files(env) if files is None else files
+    for path in paths:
         if not path.is_file():
             continue
-        text = _read_text(path)
-        for key, value in _read_file(path, text).items():
-            where = _line_of(key, str(path), text)
-            values[key] = Setting(_coerce(key, value, where), str(path))
-        read.append(path)
-    for var, raw in sorted(env.items()):
+        with _collecting(problems):
+            text = _read_text(path)
+            raw = _read_file(path, text, problems)
+            for key, value in raw.items():
+                where = _line_of(key, str(path), text)
+                values[key] = _setting(key, value, where, str(path), problems)
+            read.append(path)
+    for var, raw_value in sorted(env.items()):
         env_key = _key_for_variable(var)
         if env_key is not None:
-            values[env_key] = Setting(_coerce(env_key, raw, f"env {var}"), f"env {var}")
+            source = f"env {var}"
+            values[env_key] = _setting(env_key, raw_value, source, source, problems)
     home = values["home"]
     if home.value:
-        _check_home(Path(home.value).expanduser(), home.source)
+        with _collecting(problems):
+            _check_home(Path(home.value).expanduser(), home.source)
     return Settings(values, tuple(read), env)
+
+
+def _setting(
+    key: str, raw: Any, where: str, source: str, problems: list[VkramaError] | None
+) -> Setting:
+    try:
+        return Setting(_coerce(key, raw, where), source)
+    except VkramaError as error:
+        if problems is None:
+            raise
+        problems.append(error)
+        return Setting(raw, source, problem=error.message)
+
+
+@contextlib.contextmanager
+def _collecting(problems: list[VkramaError] | None) -> Iterator[None]:
+    """Raise a bad setting's error, or note it in `problems` and go on."""
+    try:
+        yield
+    except VkramaError as error:
+        if problems is None:
+            raise
+        problems.append(error)
 
 
 def _check_home(home: Path, source: str) -> None:
@@ -210,7 +249,7 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _read_file(path: Path, text: str) -> dict[str, Any]:
+def _read_file(path: Path, text: str, problems: list[VkramaError] | None = None) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -226,9 +265,12 @@ def _read_file(path: Path, text: str) -> dict[str, Any]:
         ) from None
     flat: dict[str, Any] = {}
     _flatten(data, "", flat)
-    for key in flat:
-        _check_known(key, str(path), text)
-    return flat
+    known = {}
+    for key, value in flat.items():
+        with _collecting(problems):
+            _check_known(key, str(path), text)
+            known[key] = value
+    return known
 
 
 def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:

@@ -75,21 +75,22 @@ def cli(
 ) -> None:
     """vkrama: which GPU stack runs your model fastest? Build, bench and serve llama.cpp
     images for Mesa Vulkan (RADV, ANV, NVK, lavapipe), ROCm, CUDA, oneAPI and CPU."""
-    ctx.obj = App.create(
+    ctx.obj = App(
+        overrides={"offline": offline, "engine.url": engine_url},
         verbose=verbose,
         dry_run=dry_run,
-        overrides={"offline": offline, "engine.url": engine_url},
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn errors into one `Error:`/`Hint:` block and an exit code."""
-    verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
+    parsed: list[App] = []  # the App of this run, once the global flags are parsed
     try:
-        result = cli.main(args=argv, prog_name="vkrama", standalone_mode=False)
+        result = _run(argv, parsed)
         sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
     except VkramaError as error:
-        _fail(error, verbose)
+        # -v/-vv as click counted them: scanning argv missed -vv and took `-- -v` for ours.
+        _fail(error, bool(parsed and parsed[0].verbose))
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         sys.exit(int(ExitStatus.INTERRUPTED))
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         disk = disk_error(exc, "vkrama", "VKRAMA_HOME") if exc.errno in DISK_ERRNOS else None
         if disk is None:
             raise
-        _fail(disk, verbose)
+        _fail(disk, bool(parsed and parsed[0].verbose))
 
 
 DISK_ERRNOS = (*FULL, errno.EROFS)
@@ -124,3 +125,14 @@ def _fail(error: VkramaError, verbose: bool) -> NoReturn:
     if verbose:
         raise error
     sys.exit(int(error.status))
+
+
+def _run(argv: list[str] | None, parsed: list[App]) -> object:
+    """click's own main (standalone_mode=False), keeping the App it made for `main`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    with cli.make_context("vkrama", args) as ctx:
+        try:
+            return cli.invoke(ctx)
+        finally:
+            if isinstance(ctx.obj, App):
+                parsed.append(ctx.obj)

@@ -20,15 +20,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class App:
-    settings: config.Settings
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # the global flags' settings
     verbose: int = 0
     dry_run: bool = False
+    _settings: config.Settings | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
-    @classmethod
-    def create(cls, *, verbose: int, dry_run: bool, overrides: Mapping[str, Any]) -> App:
-        settings = config.load().with_overrides(overrides)
-        return cls(settings=settings, verbose=verbose, dry_run=dry_run)
+    @property
+    def settings(self) -> config.Settings:
+        """Read on first use, so that `--help` and `config show` work with a broken config
+        (`config show` reads it itself, collecting its problems)."""
+        if self._settings is None:
+            self._settings = config.load().with_overrides(self.overrides)
+        return self._settings
 
     @property
     def engine(self) -> Engine:
