@@ -76,17 +76,28 @@ def translate_errors(what: str) -> Iterator[None]:
     except podman_errors.NotFound as error:
         raise VkramaError(f"{what}: {_explanation(error)}", status=ExitStatus.NOT_FOUND) from error
     except podman_errors.APIError as error:
+        # podman-py wraps a failed transport (requests' exceptions) in an APIError.
+        if isinstance(error.__cause__, requests.RequestException):
+            raise _transport_error(what, error.__cause__) from error
         # A container removed while it is inspected comes back as a 500 with this text,
         # not a 404: it is gone all the same.
         gone = "no such container" in _explanation(error)
         status = ExitStatus.NOT_FOUND if gone else ExitStatus.ERROR
         raise VkramaError(f"{what}: {_explanation(error)}", status=status) from error
-    except (requests.ConnectionError, podman_errors.PodmanError) as error:
-        raise VkramaError(
-            f"{what}: lost the connection to podman ({error.__class__.__name__})",
-            hint="is the podman service still running? `podman info` checks it",
-            status=ExitStatus.ENGINE_UNAVAILABLE,
-        ) from error
+    except (requests.RequestException, podman_errors.PodmanError) as error:
+        raise _transport_error(what, error) from error
+
+
+def _transport_error(what: str, error: Exception) -> VkramaError:
+    # A read timeout is podman taking its time (a wait that outlasts its timeout); a
+    # connect timeout, like a refused or reset connection, means podman is gone.
+    if isinstance(error, requests.Timeout) and not isinstance(error, requests.ConnectionError):
+        return VkramaError(f"{what}: timed out", status=ExitStatus.TIMEOUT)
+    return VkramaError(
+        f"{what}: lost the connection to podman ({error.__class__.__name__})",
+        hint="is the podman service still running? `podman info` checks it",
+        status=ExitStatus.ENGINE_UNAVAILABLE,
+    )
 
 
 def _explanation(error: Exception) -> str:
@@ -209,9 +220,7 @@ class Engine:
                 response = self.client.api.post(f"/containers/{container}/wait", timeout=left)
                 response.raise_for_status()
         except VkramaError as error:
-            if isinstance(error.__cause__, podman_errors.APIError) and isinstance(
-                error.__cause__.__cause__, requests.Timeout
-            ):
+            if error.status == ExitStatus.TIMEOUT:
                 raise VkramaError(
                     f"container {container[:12]} still running after {timeout:.0f} s",
                     status=ExitStatus.TIMEOUT,
@@ -299,13 +308,19 @@ class Engine:
             ).raise_for_status()
 
     def remove(self, container: str) -> None:
-        """Force-remove a container (stopping it first); a container already gone is fine."""
-        with contextlib.suppress(VkramaError), translate_errors(f"remove {container[:12]}"):
-            response = self.client.api.delete(
-                f"/containers/{container}", params={"force": True, "v": True}
-            )
-            if response.status_code not in (200, 204, 404):
-                response.raise_for_status()
+        """Force-remove a container (stopping it first). One already gone, or being removed
+        by someone else (`vkrama stop` racing a Ctrl-C), is fine: its end is what was asked.
+        A lost podman is not: the container may still run, so that error is raised."""
+        try:
+            with translate_errors(f"remove {container[:12]}"):
+                response = self.client.api.delete(
+                    f"/containers/{container}", params={"force": True, "v": True}
+                )
+                if response.status_code not in (200, 204, 404):
+                    response.raise_for_status()
+        except VkramaError as error:
+            if error.status == ExitStatus.ENGINE_UNAVAILABLE:
+                raise
 
     def containers(self, labels: Mapping[str, str] | None = None) -> list[ContainerSummary]:
         """vkrama's containers (all states), optionally narrowed by more labels."""

@@ -135,7 +135,7 @@ class Http:
                     raise network_error(what, exc) from None
                 self.sleep(attempt, what, _reason(exc))
                 continue
-            except requests.RequestException as exc:
+            except (requests.RequestException, _StreamEnded) as exc:
                 if attempt == self.retries:
                     raise network_error(what, exc) from None
                 self.sleep(attempt, what, _reason(exc))
@@ -224,14 +224,14 @@ class Http:
                             if on_progress is not None:
                                 on_progress(Progress(remote.filename, have, total, resumed_from))
                 if remote.size is not None and have < remote.size:
-                    raise requests.ConnectionError(f"stream ended at {have} of {remote.size}")
+                    raise _StreamEnded(have)
                 break
-            except requests.RequestException as exc:
+            except (requests.RequestException, _StreamEnded) as exc:
                 # A connection that keeps delivering is worth following; one that stalls is not.
                 failures = 1 if have - progress_at_failure >= RESET_AFTER else failures + 1
                 progress_at_failure = have
                 if failures > self.retries:
-                    if remote.size is not None and "stream ended" in str(exc):
+                    if remote.size is not None and isinstance(exc, _StreamEnded):
                         raise _short(remote.filename, have, remote.size) from None
                     raise network_error(remote.filename, exc, have) from None
                 self.sleep(failures - 1, remote.filename, _reason(exc))
@@ -358,6 +358,11 @@ def _total(response: requests.Response, have: int) -> int | None:
 def _shown(url: str) -> str:
     # Never show a query string: pre-signed URLs carry credentials there.
     return url.split("?", 1)[0]
+
+
+class _StreamEnded(Exception):
+    """The server closed a response before the size it announced: retried like a dropped
+    connection, reported as INCOMPLETE once the retries are spent."""
 
 
 def _short(filename: str, have: int, size: int) -> VkramaError:

@@ -1,0 +1,113 @@
+"""The engine's error edges, at the podman-py seam: what a lost podman, a slow one and a
+container already gone become. A fake transport stands in for the socket (unit tests at
+the engine seam); the real podman is tested in test_engine.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from podman import errors as podman_errors
+
+from vkrama.engine.client import Engine
+from vkrama.errors import ExitStatus, VkramaError
+
+
+@dataclass
+class Response:
+    status_code: int
+    body: Any = None
+
+    def json(self) -> Any:
+        return self.body
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise podman_errors.APIError("refused", explanation=f"status {self.status_code}")
+
+
+def wrapped(error: requests.RequestException) -> podman_errors.APIError:
+    """What podman-py raises when the transport fails: an APIError from the request's error."""
+    try:
+        raise podman_errors.APIError("/containers", explanation="operation failed") from error
+    except podman_errors.APIError as api_error:
+        return api_error
+
+
+@dataclass
+class Api:
+    """podman-py's APIClient: each verb answers or raises what it was given."""
+
+    answers: dict[str, Response | Exception] = field(default_factory=dict)
+
+    def _answer(self, verb: str) -> Response:
+        found = self.answers[verb]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def delete(self, _path: str, **_kw: Any) -> Response:
+        return self._answer("delete")
+
+    def post(self, _path: str, **_kw: Any) -> Response:
+        return self._answer("post")
+
+    def get(self, _path: str, **_kw: Any) -> Response:
+        return self._answer("get")
+
+
+@dataclass
+class Client:
+    api: Api
+
+
+def engine(**answers: Response | Exception) -> Engine:
+    made = Engine.__new__(Engine)  # no socket: the client is the fake
+    made.client = Client(Api(answers))  # type: ignore[assignment]
+    return made
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(Response(204), id="removed"),
+        pytest.param(Response(404), id="already-gone"),
+        pytest.param(Response(409), id="being-removed-by-someone-else"),
+    ],
+)
+def test_remove_is_fine_when_the_container_ends_either_way(answer: Response) -> None:
+    engine(delete=answer).remove("c0ffee")
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        pytest.param(wrapped(requests.ConnectionError("refused")), id="as-podman-py-wraps-it"),
+        pytest.param(requests.ConnectionError("reset"), id="bare"),
+    ],
+)
+def test_remove_raises_when_podman_is_lost(lost: Exception) -> None:
+    with pytest.raises(VkramaError) as caught:
+        engine(delete=lost).remove("c0ffee")
+    assert caught.value.status == ExitStatus.ENGINE_UNAVAILABLE
+    assert caught.value.hint and "podman info" in caught.value.hint
+
+
+def test_a_wait_that_outlasts_its_timeout_is_timeout() -> None:
+    slow = engine(
+        get=Response(200, {"State": {"Status": "running", "ExitCode": 0}}),
+        post=wrapped(requests.ReadTimeout("read timed out")),
+    )
+    with pytest.raises(VkramaError) as caught:
+        slow.wait("c0ffee", timeout=1)
+    assert caught.value.status == ExitStatus.TIMEOUT
+    assert caught.value.message == "container c0ffee still running after 1 s"
+
+
+def test_a_connect_timeout_means_podman_is_gone_not_slow() -> None:
+    gone = engine(get=wrapped(requests.ConnectTimeout("connect timed out")))
+    with pytest.raises(VkramaError) as caught:
+        gone.state("c0ffee")
+    assert caught.value.status == ExitStatus.ENGINE_UNAVAILABLE
