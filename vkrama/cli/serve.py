@@ -16,6 +16,7 @@ from types import FrameType
 
 import click
 
+from vkrama import deploy
 from vkrama.cli import console
 from vkrama.cli.app import App, pass_app
 from vkrama.errors import ExitStatus, VkramaError
@@ -82,12 +83,26 @@ def serve_flags(command: Callable[..., object]) -> Callable[..., object]:
     metavar="F",
     help="Require this key (first line of F) from clients; never printed.",
 )
+@click.option(
+    "--generate",
+    type=click.Choice(deploy.KINDS),
+    help="Write Kubernetes, quadlet or compose files for this server instead of starting it.",
+)
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."), show_default=True, metavar="DIR", help="Where --generate writes.",
+)  # fmt: skip
+@click.option(
+    "--replicas", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+    help="Pods of the Kubernetes Deployment (--generate kube).",
+)  # fmt: skip
 @pass_app
 def serve(
     app: App, model: str, extra_args: tuple[str, ...], backend: str | None, gpu: int | None,
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
     port: int | str | None, host: str | None, name: str | None, detach: bool,
     parallel: int | None, alias: str | None, api_key_file: Path | None,
+    generate: str | None, out_dir: Path, replicas: int,
 ) -> None:  # fmt: skip
     """Serve MODEL with llama-server's OpenAI API in the best (or chosen) backend image.
 
@@ -110,6 +125,9 @@ def serve(
         api_key_file=api_key_file,
         extra_args=extra_args,
     )
+    if generate:
+        write_deployment(app, options, generate, out_dir, replicas)
+        return
     if app.dry_run:
         planned = session.prepare(settings, options, None, on_progress=StepPrinter(app.verbose))
         for secret in planned.spec.secrets:
@@ -126,6 +144,26 @@ def serve(
             click.echo(f"{running.name} {running.url}")
             return
         follow_until_interrupted(app, running)
+
+
+def write_deployment(
+    app: App, options: session.ServeOptions, kind: str, out_dir: Path, replicas: int
+) -> None:
+    """Plan exactly as `serve` does (starting nothing), then write the files for `kind`;
+    under --dry-run print them instead."""
+    planned = session.prepare(app.settings, options, None, on_progress=StepPrinter(app.verbose))
+    work = deploy.workload(planned, options.model, replicas)
+    generated = deploy.render(kind, work, out_dir)
+    if app.dry_run:
+        for name, text in generated.files.items():
+            click.echo(f"# --- {out_dir / name} (not written: --dry-run)")
+            click.echo(text.rstrip("\n"))
+        return
+    for path in deploy.write(generated, out_dir):
+        click.echo(f"wrote {path}")
+    click.echo("start it with:")
+    for line in generated.start:
+        click.echo(f"  {line}")
 
 
 def start(app: App, options: session.ServeOptions, timeout: float | None) -> session.Running:

@@ -99,10 +99,16 @@ def _row(summary: ContainerSummary) -> ServerRow:
         backend=labels.get("vkrama.backend", "?"),
         driver=labels.get("vkrama.driver", ""),
         device=labels.get("vkrama.device", ""),
-        url=labels.get("vkrama.url", ""),
+        url=labels.get("vkrama.url") or _url_of_port(labels.get("vkrama.port")),
         state=summary.state,
         started_at=summary.started_at,
     )
+
+
+def _url_of_port(port: str | None) -> str:
+    """Kubernetes label values cannot hold a URL: pods from `--generate kube` carry the
+    host port they publish on loopback instead."""
+    return f"http://127.0.0.1:{port}" if port and port.isdigit() else ""
 
 
 def find_server(engine: Engine, name: str) -> ServerRow:

@@ -63,6 +63,10 @@ class Planned:
     url: str
     alias: str
     api_key: str | None = field(default=None, repr=False)
+    # What the plan was made from: the deploy generators need the backend's GPU kind and
+    # the model's size and source, which the container spec does not say.
+    choice: Choice | None = None
+    model: LocalModel | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,12 @@ def prepare(
     )
     spec = planning.plan(request)
     return Planned(
-        spec, planning.base_url(options.host, port), spec.labels["vkrama.alias"], api_key
+        spec,
+        planning.base_url(options.host, port),
+        spec.labels["vkrama.alias"],
+        api_key,
+        choice,
+        model,
     )
 
 

@@ -1,0 +1,172 @@
+"""The generated files run on real engines here: `podman kube play` (cpu and lavapipe),
+podman-compose, and sid's quadlet generator; each server answers a chat on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_serve_cli_e2e import chat
+
+from vkrama import config, images
+from vkrama.engine import Engine
+from vkrama.serve.ready import wait_ready
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+QUADLET_IMAGE = "localhost/vkrama-test/quadlet:sid"
+QUADLET_CONTAINERFILE = Path(__file__).parent / "data" / "quadlet"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def backend_images(engine: Engine) -> None:
+    """`--generate` names the images and builds nothing: the tests build them first."""
+    settings = config.load()
+    for backend in ("cpu", "vulkan"):
+        images.ensure(engine, backend, settings)
+
+
+def generate(vkrama: Callable[..., Any], model: Path, out: Path, kind: str, *flags: str) -> Path:
+    done = vkrama("serve", str(model), *flags, "--generate", kind, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    (path,) = [Path(x.removeprefix("wrote ")) for x in done.stdout.splitlines() if "wrote " in x]
+    return path
+
+
+def ours(engine: Engine, port: int) -> list[str]:
+    """Containers this test's files made: they publish the port it picked."""
+    return [c.name for c in engine.containers() if c.name.startswith(f"vkrama-tiny-{port}")]
+
+
+def running(engine: Engine, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        return any(
+            c.state == "running" for c in engine.containers() if c.name in ours(engine, port)
+        )
+
+    return check
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def kube_files() -> Iterator[list[Path]]:
+    """Whatever a test plays is taken down even when the test fails."""
+    played: list[Path] = []
+    yield played
+    for path in played:
+        podman("kube", "down", str(path))
+
+
+@pytest.mark.parametrize(
+    "flags", [["--backend", "cpu"], ["--vk-driver", "lavapipe"]], ids=["cpu", "lavapipe"]
+)
+def test_kube_yaml_plays_answers_shows_in_ps_and_goes_down_without_a_trace(
+    flags: list[str],
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    tmp_path: Path,
+    engine: Engine,
+    backend_images: None,
+    kube_files: list[Path],
+) -> None:
+    port = free_port()
+    path = generate(vkrama, tiny_model, tmp_path, "kube", *flags, "--port", str(port))
+    kube_files.append(path)
+    played = podman("kube", "play", str(path))
+    assert played.returncode == 0, played.stderr
+    url = f"http://127.0.0.1:{port}"
+    # lavapipe compiles its shaders on first start: minutes on a busy 2-core machine.
+    wait_ready(url, "tiny", 600, is_running=running(engine, port))
+    assert chat(url)
+    listed = vkrama("ps", "--json")
+    rows = [r for r in json.loads(listed.stdout) if r["url"] == url]
+    assert [(r["backend"], r["driver"], r["state"]) for r in rows] == [
+        (flags[1] if flags[0] == "--backend" else "vulkan",
+         None if flags[0] == "--backend" else "lavapipe", "running")
+    ]  # fmt: skip
+    down = podman("kube", "down", str(path))
+    assert down.returncode == 0, down.stderr
+    assert ours(engine, port) == []
+    pods = podman("pod", "ps", "-q", "--filter", f"name=vkrama-tiny-{port}")
+    assert pods.stdout.strip() == ""
+
+
+def test_compose_file_runs_with_podman_compose_and_answers(
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    tmp_path: Path,
+    engine: Engine,
+    backend_images: None,
+) -> None:
+    port = free_port()
+    path = generate(
+        vkrama, tiny_model, tmp_path, "compose", "--backend", "cpu", "--port", str(port)
+    )
+    compose = [sys.executable, "-m", "podman_compose", "-f", str(path)]
+    try:
+        up = subprocess.run([*compose, "up", "-d"], capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, "tiny", 120, is_running=running(engine, port))
+        assert chat(url)
+        # The compose healthcheck is the one the images can run (bash, no curl).
+        health = podman("healthcheck", "run", f"vkrama-tiny-{port}")
+        assert health.returncode == 0, health.stdout + health.stderr
+    finally:
+        subprocess.run([*compose, "down"], capture_output=True, timeout=300)
+    assert ours(engine, port) == []
+
+
+@pytest.fixture(scope="module")
+def quadlet(engine: Engine) -> Callable[[Path], subprocess.CompletedProcess[str]]:
+    """Sid's quadlet generator in a container, built once (cached by podman's layers)."""
+    if podman("image", "exists", QUADLET_IMAGE).returncode != 0:
+        built = podman("build", "-q", "-t", QUADLET_IMAGE, str(QUADLET_CONTAINERFILE))
+        assert built.returncode == 0, built.stderr
+
+    def run(units: Path) -> subprocess.CompletedProcess[str]:
+        return podman("run", "--rm", "--network", "none", "-v", f"{units}:/units:ro",
+                      QUADLET_IMAGE)  # fmt: skip
+
+    return run
+
+
+def test_quadlet_unit_is_accepted_by_a_real_quadlet_generator(
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    tmp_path: Path,
+    quadlet: Callable[[Path], subprocess.CompletedProcess[str]],
+) -> None:
+    out = tmp_path / "units"
+    path = generate(vkrama, tiny_model, out, "quadlet", "--vk-driver", "lavapipe",
+                    "--port", "18080")  # fmt: skip
+    done = quadlet(out)
+    assert done.returncode == 0, done.stderr
+    service = done.stdout
+    assert f"---{path.stem}.service---" in service
+    (exec_start,) = [x for x in service.splitlines() if x.startswith("ExecStart=")]
+    for wanted in ("--cap-drop all", "--read-only", "--user 1000:1000",
+                   "--security-opt=no-new-privileges", "--label vkrama.role=serve",
+                   "--publish 127.0.0.1:18080:8080", "--sdnotify=healthy",
+                   "--env VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json"):  # fmt: skip
+        assert wanted in exec_start
+    # The same generator refuses what it does not know: the check can fail.
+    path.write_text(path.read_text().replace("ReadOnly=true", "ReadOnlyRoot=true"))
+    refused = quadlet(out)
+    assert refused.returncode != 0
+    assert "unsupported key 'ReadOnlyRoot'" in refused.stderr
