@@ -244,3 +244,17 @@ def test_an_oci_model_reaches_the_pod_as_an_image_volume_not_a_host_path() -> No
     assert pod["containers"][0]["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"}
     ]
+
+
+def test_importing_garbage_is_one_error_line_and_stores_nothing(
+    tmp_path: Path, vkrama: Callable[..., Any]
+) -> None:
+    bad = tmp_path / "bad.log"
+    bad.write_text('{"vkrama_fleet": 1, "cell": {"backend": "cpu"}}\n')
+    done = vkrama("results", "import", str(bad))
+    assert done.returncode == ExitStatus.USAGE
+    assert done.stderr.splitlines()[0] == f"Error: {bad}:1: the record has no 'exit_code'"
+    assert vkrama("results", "list", "--json").stdout.strip() == "[]"
+    missing = vkrama("results", "import", str(tmp_path / "nope"))
+    assert missing.returncode == ExitStatus.NOT_FOUND
+    assert missing.stderr.startswith("Error: cannot read")

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
+import yaml
 from test_serve_cli_e2e import chat
 
 from vkrama import config, images
@@ -170,3 +172,51 @@ def test_quadlet_unit_is_accepted_by_a_real_quadlet_generator(
     refused = quadlet(out)
     assert refused.returncode != 0
     assert "unsupported key 'ReadOnlyRoot'" in refused.stderr
+
+
+def test_fleet_bench_pods_run_under_kube_play_and_their_output_imports_with_the_host(
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    tmp_path: Path,
+    engine: Engine,
+    backend_images: None,
+) -> None:
+    out = tmp_path / "fleet"
+    cells = ["--backend", "cpu,vulkan", "--vk-driver", "lavapipe"]
+    done = vkrama("bench", str(tiny_model), *cells, "-p", "16", "-n", "4", "-r", "1",
+                  "--generate", "kube", "-o", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    jobs = [p for p in out.glob("*.yaml") if not p.name.endswith(".pod.yaml")]
+    pods = sorted(out.glob("*.pod.yaml"))
+    assert len(jobs) == 1 and len(pods) == 2
+    for doc in yaml.safe_load_all(jobs[0].read_text()):
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+    records = []
+    for path in pods:  # one cell after another, as the printed loop does
+        name = path.name.removesuffix(".pod.yaml")
+        try:
+            played = podman("kube", "play", str(path))
+            assert played.returncode == 0, played.stderr
+            waited = subprocess.run(["podman", "wait", f"{name}-llama-bench"],
+                                    capture_output=True, text=True, timeout=900)  # fmt: skip
+            assert waited.stdout.strip() == "0", waited.stderr
+            records.append(podman("logs", f"{name}-llama-bench").stdout)
+        finally:
+            podman("kube", "down", str(path))
+        assert [c for c in engine.containers() if c.name.startswith(name)] == []
+    imported = subprocess.run(
+        [sys.executable, "-m", "vkrama", "results", "import", "-", "--json"],
+        input="".join(records), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    (run,) = json.loads(imported.stdout)
+    assert (run["host"], run["cells"], run["ok"]) == (socket.gethostname(), 2, 2)
+    listed = json.loads(vkrama("results", "list", "--json").stdout)
+    assert [(r["id"], r["host"], r["cells_ok"]) for r in listed] == [
+        (run["run_id"], socket.gethostname(), 2)
+    ]
+    table = vkrama("results", "list").stdout
+    assert socket.gethostname() in table.splitlines()[2].split()
+    shown = vkrama("results", "show", str(run["run_id"])).stdout
+    # The judge that local benches use saw lavapipe really run (ggml's stderr said so).
+    assert "llvmpipe" in shown

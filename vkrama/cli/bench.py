@@ -7,14 +7,18 @@ each cell's podman command on --dry-run, progress on stderr, then the table or J
 from __future__ import annotations
 
 import dataclasses
+import secrets
+from pathlib import Path
 
 import click
 
+from vkrama import deploy
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import download_progress, dry_run_prelude, echo_json
 from vkrama.cli.serve import terminate_as_interrupt
+from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
 
@@ -141,6 +145,14 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not store the run.")
+@click.option(
+    "--generate", type=click.Choice(["kube"]),
+    help="Write a Kubernetes Job per cell (run on cluster nodes) instead of benching here.",
+)  # fmt: skip
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."), show_default=True, metavar="DIR", help="Where --generate writes.",
+)  # fmt: skip
 @pass_app
 def bench(
     app: App,
@@ -162,6 +174,8 @@ def bench(
     unset_env: tuple[str, ...],
     as_json: bool,
     no_save: bool,
+    generate: str | None,
+    out_dir: Path,
 ) -> int:
     """Bench MODEL with llama-bench in every chosen image, one cell after another.
 
@@ -191,6 +205,8 @@ def bench(
         save=not no_save,
         timeout=timeout,
     )
+    if generate:
+        return write_jobs(app, request, out_dir)
     if app.dry_run:
         planned = session.prepare(app.settings, request, engine=None)
         if as_json:
@@ -233,6 +249,27 @@ def bench(
         click.echo("Interrupted: finished cells were kept.", err=True)
         return int(ExitStatus.INTERRUPTED)
     return int(ExitStatus.OK if outcome.status == "ok" else ExitStatus.BENCH_FAILED)
+
+
+def write_jobs(app: App, request: session.BenchRequest, out_dir: Path) -> int:
+    """Plan the matrix as `bench` does (nothing runs here) and write it as Jobs."""
+    planned = session.prepare(app.settings, request, engine=None)
+    for failed in planned.unavailable:
+        _say(f"# {failed.backend}: {failed.reason}")
+    generated = fleet.jobs(
+        planned, session.run_info(planned), secrets.token_hex(4), request.model, out_dir
+    )
+    if app.dry_run:
+        for name, text in generated.files.items():
+            click.echo(f"# --- {out_dir / name} (not written: --dry-run)")
+            click.echo(text.rstrip("\n"))
+        return int(ExitStatus.OK)
+    for path in deploy.write(generated, out_dir):
+        click.echo(f"wrote {path}")
+    click.echo("run it and collect the results with:")
+    for line in generated.start:
+        click.echo(f"  {line}")
+    return int(ExitStatus.OK)
 
 
 def _say(message: str) -> None:

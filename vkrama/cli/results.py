@@ -6,6 +6,7 @@ Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.results.re
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ from vkrama import results
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import chart, html, report
+from vkrama.results import chart, html, imports, report
 from vkrama.results.scoreboard import scoreboard
 from vkrama.store.blobs import write_atomic
 
@@ -89,6 +90,32 @@ def compare(app: App, run_a: str, run_b: str, as_json: bool) -> None:
         f"A = run {a.run.id} ({a.run.info.started}), B = run {b.run.id} ({b.run.info.started})"
     )
     click.echo(report.compare_table(changes))
+
+
+@results_group.command("import")
+@click.argument("source", metavar="FILE|-")
+@click.option("--json", "as_json", is_flag=True, help="The stored runs as JSON.")
+@pass_app
+def import_runs(app: App, source: str, as_json: bool) -> None:
+    """Add runs from other machines: fleet Job output or `results export --format json`."""
+    text = sys.stdin.read() if source == "-" else read_text(Path(source))
+    found = imports.import_text(app.settings, text, "stdin" if source == "-" else source)
+    if as_json:
+        echo_json([dataclasses.asdict(run) for run in found])
+        return
+    for run in found:
+        click.echo(f"stored run {run.run_id} from {run.host}: {run.ok}/{run.cells} cells ok")
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise VkramaError(
+            f"cannot read {path}: {exc.strerror}",
+            hint="give a file of fleet Job output or a JSON export, or - for stdin",
+            status=ExitStatus.NOT_FOUND,
+        ) from None
 
 
 @results_group.command("export")

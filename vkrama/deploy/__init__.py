@@ -123,6 +123,15 @@ class _Dumper(yaml.SafeDumper):
         return True  # repeated values written out, never as &anchors a reader must follow
 
 
+def _block_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    """Scripts as literal blocks, readable in the file, not one escaped line."""
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _block_text)
+
+
 def yaml_text(docs: list[dict[str, Any]], header: list[str]) -> str:
     """YAML documents, key order kept, under a comment header saying what they are."""
     lines = [f"# {line}" for line in header]

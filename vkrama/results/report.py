@@ -166,6 +166,7 @@ def runs_table(records: Sequence[RunRecord]) -> str:
                 r.id,
                 r.info.started,
                 r.status,
+                r.info.host,
                 r.info.model_name,
                 r.info.gpu_key,
                 f"{r.ok_count}/{r.cell_count}",
@@ -173,7 +174,7 @@ def runs_table(records: Sequence[RunRecord]) -> str:
             ]
             for r in records
         ],
-        headers=["run", "started", "status", "model", "gpu", "cells ok", "params"],
+        headers=["run", "started", "status", "host", "model", "gpu", "cells ok", "params"],
         disable_numparse=True,
     )
 
