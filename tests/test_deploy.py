@@ -135,15 +135,22 @@ def test_api_key_comes_from_a_secret_and_is_never_written(
     texts = {p.name: p.read_text() for p in out.iterdir()}
     assert len(texts) == 3
     assert not [name for name, text in texts.items() if "sk-deploy" in text]
+    # llama-server reads the key from a file (--api-key-file), mounted from a secret.
     kube = list(yaml.safe_load_all(texts["vkrama-tiny-18080.yaml"]))
-    env = kube[0]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "LLAMA_API_KEY", "valueFrom": {"secretKeyRef": {
-        "name": "vkrama-tiny-18080-api-key", "key": "api-key"}}} in env  # fmt: skip
+    for doc in kube:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    pod = kube[0]["spec"]["template"]["spec"]
+    assert {"name": "secret0", "secret": {"secretName": "vkrama-tiny-18080-api-key",
+            "defaultMode": 0o440}} in pod["volumes"]  # fmt: skip
+    assert {"name": "secret0", "mountPath": "/run/secrets/api-key", "subPath": "api-key",
+            "readOnly": True} in pod["containers"][0]["volumeMounts"]  # fmt: skip
+    assert pod["securityContext"]["fsGroup"] == 1000
     assert (
-        "Secret=vkrama-tiny-18080-api-key,type=env,target=LLAMA_API_KEY"
-        in texts["vkrama-tiny-18080.container"].splitlines()
+        "Secret=vkrama-tiny-18080-api-key,type=mount,target=/run/secrets/api-key,"
+        "uid=1000,gid=1000,mode=0400" in texts["vkrama-tiny-18080.container"].splitlines()
     )
-    assert "LLAMA_API_KEY: ${LLAMA_API_KEY:?" in texts["vkrama-tiny-18080.compose.yaml"]
+    compose = yaml.safe_load(texts["vkrama-tiny-18080.compose.yaml"])
+    assert compose["secrets"] == {"api-key": {"file": str(key)}}
 
 
 def test_quadlet_and_compose_pass_the_devices_groups_and_hardening_serve_uses(

@@ -152,7 +152,7 @@ def write_deployment(
     """Plan exactly as `serve` does (starting nothing), then write the files for `kind`;
     under --dry-run print them instead."""
     planned = session.prepare(app.settings, options, None, on_progress=StepPrinter(app.verbose))
-    work = deploy.workload(planned, options.model, replicas)
+    work = deploy.workload(planned, options.model, replicas, options.api_key_file)
     generated = deploy.render(kind, work, out_dir)
     if app.dry_run:
         for name, text in generated.files.items():

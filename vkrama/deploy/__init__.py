@@ -54,6 +54,13 @@ class Workload:
     host: str
     host_port: int
     replicas: int = 1
+    # The user's key file: compose reads it as a file secret (the key itself is never copied).
+    api_key_file: Path | None = None
+
+    @property
+    def secret_name(self) -> str:
+        """The Kubernetes Secret / podman secret the API key is stored in, under this name."""
+        return f"{self.name}-api-key"
 
     @property
     def name(self) -> str:
@@ -77,7 +84,9 @@ class Workload:
         return None
 
 
-def workload(planned: Planned, model_ref: str, replicas: int = 1) -> Workload:
+def workload(
+    planned: Planned, model_ref: str, replicas: int = 1, api_key_file: Path | None = None
+) -> Workload:
     """The deploy view of what `vkrama serve` planned."""
     if planned.choice is None or planned.model is None:
         raise ValueError("a Planned from serve.session.prepare carries its choice and model")
@@ -95,6 +104,7 @@ def workload(planned: Planned, model_ref: str, replicas: int = 1) -> Workload:
         host=port.host_ip,
         host_port=port.host_port,
         replicas=replicas,
+        api_key_file=api_key_file.resolve() if api_key_file else None,
     )
 
 

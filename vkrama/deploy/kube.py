@@ -147,7 +147,7 @@ def serve(work: Workload, out_dir: Path) -> Generated:
     spec, name = work.spec, work.name
     gpu = gpu_resource(work.backend, work.driver, work.gpu_kernel_driver)
     single_node = work.oci_model is None
-    secret = f"{name}-api-key" if spec.secret_env else None
+    secret = work.secret_name if (spec.secret_env or spec.secrets) else None
     labels = {
         "app.kubernetes.io/name": "vkrama",
         "app.kubernetes.io/instance": name,
@@ -158,6 +158,12 @@ def serve(work: Workload, out_dir: Path) -> Generated:
         # `vkrama ps` builds the URL from this where the full one cannot be a label value.
         pod_labels["vkrama.port"] = str(work.host_port)
     vols, mounts = volumes(spec, work.oci_model)
+    for n, file in enumerate(spec.secrets):
+        # Mode 0440 and the pod's fsGroup: secret files are root's, the server is not.
+        source = {"secretName": secret, "defaultMode": 0o440}
+        vols.append({"name": f"secret{n}", "secret": source})
+        mounts.append({"name": f"secret{n}", "mountPath": file.target, "subPath": SECRET_KEY,
+                       "readOnly": True})  # fmt: skip
     port: dict[str, Any] = {"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}
     if single_node:
         port.update(hostPort=work.host_port, hostIP=work.host)
@@ -187,6 +193,8 @@ def serve(work: Workload, out_dir: Path) -> Generated:
         "containers": [container],
         "volumes": vols,
     }
+    if spec.secrets:
+        pod["securityContext"]["fsGroup"] = spec.secrets[0].gid
     if spec.group_add:
         # The render node's group on the machine this was generated on; device plugins
         # usually make the node accessible, other nodes may number the group differently.
