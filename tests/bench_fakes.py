@@ -7,9 +7,8 @@ from pathlib import Path
 
 from vkrama import config, results
 from vkrama.backends import Choice
-from vkrama.bench.measurements import Measurement
 from vkrama.bench.plan import BenchCell, BenchParams, plan_cell
-from vkrama.bench.run import CellResult
+from vkrama.results.records import CellResult, CellStatus, Measurement
 
 CPU = Choice(backend="cpu", driver=None, gpu=None, reason="asked for")
 LAVAPIPE = Choice(
@@ -111,7 +110,7 @@ def cell(
         backend=backend,
         driver=driver,
         device="llvmpipe (llvmpipe)" if driver else "CPU",
-        status="ok" if ok else "failed",
+        status=CellStatus.OK if ok else CellStatus.FAILED,
         reason="" if ok else "ggml_vulkan: No devices found",
         image=f"localhost/vkrama/{backend}:latest",
         image_id=f"sha256:{backend}",
@@ -131,5 +130,5 @@ def store_run(settings: config.Settings, *cells: CellResult, **kw: object) -> in
     run_id = results.start_run(settings, info(**kw))
     for position, c in enumerate(cells):
         results.add_cell(settings, run_id, position, c)
-    results.finish_run(settings, run_id, "ok")
+    results.finish_run(settings, run_id, results.RunStatus.OK)
     return run_id

@@ -20,6 +20,7 @@ from vkrama.bench.plan import BenchParams
 from vkrama.engine import Completed, ContainerSpec, ContainerSummary
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import HardwareProfile
+from vkrama.results.records import CellResult
 from vkrama.store.gguf_info import GgufInfo
 
 DATA = Path(__file__).parent / "data" / "bench"
@@ -86,7 +87,7 @@ def interrupted(_spec: ContainerSpec) -> Completed:
     raise KeyboardInterrupt
 
 
-def go(engine: FakeEngine, *choices: Choice) -> tuple[list[run.CellResult], bool]:
+def go(engine: FakeEngine, *choices: Choice) -> tuple[list[CellResult], bool]:
     cells = [make_cell(c, BenchParams(64, 16, 2), i) for i, c in enumerate(choices)]
     images = {c.image: ("sha256:img-" + c.backend, {"llama_cpp_build": "11669"}) for c in cells}
     return run.run_cells(engine, cells, timeout=5, images=images)  # type: ignore[arg-type]

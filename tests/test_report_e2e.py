@@ -82,7 +82,7 @@ def test_report_of_two_hosts_side_by_side_in_chromium(
     run_id = results.start_run(settings, other)
     for position, cell in enumerate(mine.cells):
         results.add_cell(settings, run_id, position, cell)
-    results.finish_run(settings, run_id, "ok")
+    results.finish_run(settings, run_id, results.RunStatus.OK)
 
     out = tmp_path / "two.html"
     done = vkrama(

@@ -12,10 +12,10 @@ import pytest
 from bench_fakes import SHA, cell, store_run
 
 from vkrama import config, results
-from vkrama.bench.measurements import test_name as name_of_test
-from vkrama.bench.run import CellResult
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report, store
+from vkrama.results.records import CellResult
+from vkrama.results.records import test_name as name_of_test
 
 
 def test_a_stored_run_reads_back_with_every_sample_provenance_and_raw_json(
@@ -177,7 +177,7 @@ def test_exports(settings: config.Settings) -> None:
 def test_exports_say_why_a_cell_failed(settings: config.Settings) -> None:
     broken = replace(
         cell("vulkan", "nvidia", 0, 0),
-        status="failed",
+        status=results.CellStatus.FAILED,
         reason="ggml announced no Vulkan device: llama.cpp fell back to the CPU",
         measurements=(),
     )

@@ -12,9 +12,9 @@ from bench_fakes import cell, llama_bench_entry, store_run
 from PIL import Image
 
 from vkrama import config
-from vkrama.bench.measurements import Measurement
 from vkrama.errors import ExitStatus
 from vkrama.results.chart import PALETTE
+from vkrama.results.records import Measurement
 
 
 def three_cells() -> None:

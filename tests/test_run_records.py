@@ -13,8 +13,9 @@ import pytest
 
 from tests.bench_fakes import cell, info
 from vkrama import config, results
-from vkrama.bench.hostload import HostLoad, LoadWatch
+from vkrama.bench.hostload import LoadWatch
 from vkrama.results import owner, report, store
+from vkrama.results.records import HostLoad
 
 BUSY = HostLoad(cpus=2, load_before=1.02, load_after=1.97, others_cpus=0.93)
 QUIET = HostLoad(cpus=2, load_before=0.1, load_after=0.2, others_cpus=0.02, gpu_users_before=())
@@ -111,7 +112,7 @@ def test_a_cells_host_load_is_stored_and_every_report_warns(settings: config.Set
     results.add_cell(settings, run_id, 0, replace(cell("cpu", None, 18000, 2900), host_load=BUSY))
     lava = replace(cell("vulkan", "lavapipe", 370, 90), host_load=QUIET)
     results.add_cell(settings, run_id, 1, lava)
-    results.finish_run(settings, run_id, "ok")
+    results.finish_run(settings, run_id, results.RunStatus.OK)
     detail = results.get_run(settings, run_id)
     assert detail.cells[0].host_load == BUSY and detail.cells[1].host_load == QUIET
     warning = (

@@ -3,5 +3,6 @@ its own image with identical parameters, judged by what ggml says actually ran.
 
 Modules: `plan` (cells and their ContainerSpecs, pure), `stderr` (what ran), `measurements`
 (llama-bench JSON), `run` (cells one after another), `session` (the whole run, stored).
-Kept import-light: `vkrama.results` imports from here.
+Its records (CellResult, Measurement, statuses) live in `vkrama.results.records`, which
+bench writes to; results never imports bench. Nothing here prints.
 """

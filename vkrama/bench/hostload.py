@@ -22,70 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-# Other processes using a quarter of a CPU on average already cost llama.cpp's spinning
-# threads visibly; an idle desktop stays far below it.
-BUSY_CPUS = 0.25
+from vkrama.results.records import HostLoad
+
 SAMPLE_S = 0.25
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GpuUsers = Callable[[], "tuple[str, ...] | None"]
-
-
-@dataclass(frozen=True)
-class HostLoad:
-    """The host around one cell; None where it could not be read."""
-
-    cpus: int
-    load_before: float | None = None  # 1-minute load average
-    load_after: float | None = None
-    others_cpus: float | None = None  # CPUs other processes kept busy during the cell, mean
-    gpu_users_before: tuple[str, ...] | None = None  # "PID NAME MEMORY", from nvidia-smi
-    gpu_users_after: tuple[str, ...] | None = None
-
-    @property
-    def busy(self) -> str:
-        """Why the cell's numbers may be low ("" when the host was quiet)."""
-        why = []
-        if self.others_cpus is not None and self.others_cpus >= BUSY_CPUS:
-            why.append(f"other processes kept {self.others_cpus:.2f} of {self.cpus} CPUs busy")
-        users = sorted({*(self.gpu_users_before or ()), *(self.gpu_users_after or ())})
-        if users:
-            why.append(f"the GPU was in use by {', '.join(users)}")
-        if not why:
-            return ""
-        if self.load_before is not None and self.load_after is not None:
-            why.append(f"load {self.load_before:.2f} before, {self.load_after:.2f} after")
-        return "; ".join(why)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cpus": self.cpus,
-            "load_before": self.load_before,
-            "load_after": self.load_after,
-            "others_cpus": self.others_cpus,
-            "gpu_users_before": _list(self.gpu_users_before),
-            "gpu_users_after": _list(self.gpu_users_after),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HostLoad:
-        return cls(
-            cpus=int(data.get("cpus") or 0),
-            load_before=data.get("load_before"),
-            load_after=data.get("load_after"),
-            others_cpus=data.get("others_cpus"),
-            gpu_users_before=_tuple(data.get("gpu_users_before")),
-            gpu_users_after=_tuple(data.get("gpu_users_after")),
-        )
-
-
-def _list(users: tuple[str, ...] | None) -> list[str] | None:
-    return None if users is None else list(users)
-
-
-def _tuple(users: list[str] | None) -> tuple[str, ...] | None:
-    return None if users is None else tuple(users)
 
 
 def nvidia_gpu_users(timeout: float = 10.0) -> tuple[str, ...] | None:

@@ -8,43 +8,9 @@ that into a failed cell).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Measurement:
-    """One llama-bench test of one cell: tokens/s mean, stddev and every sample."""
-
-    test: str  # "pp512", "tg128", "pp512+tg128"; " @ d4096" at a depth; " fa=on" when varied
-    n_prompt: int
-    n_gen: int
-    tps: float
-    tps_stddev: float
-    samples: tuple[float, ...]
-    backends: str = ""  # llama-bench's `backends` field, e.g. "Vulkan"
-    gpu_info: str = ""
-    n_depth: int = 0  # context tokens already in the KV cache (llama-bench -d)
-
-    @property
-    def metric(self) -> str:
-        """ "pp", "tg" or "pp+tg": what `results.best` ranks by."""
-        if self.n_prompt and self.n_gen:
-            return "pp+tg"
-        return "pp" if self.n_prompt else "tg"
-
-
-def test_name(n_prompt: int, n_gen: int, flash_attn: str | None = None, depth: int = 0) -> str:
-    """llama-bench's own names ("pp512", "tg128 @ d4096"), plus " fa=on" when fa varies."""
-    if n_prompt and n_gen:
-        name = f"pp{n_prompt}+tg{n_gen}"
-    elif n_prompt:
-        name = f"pp{n_prompt}"
-    else:
-        name = f"tg{n_gen}"
-    if depth:
-        name += f" @ d{depth}"
-    return f"{name} fa={flash_attn}" if flash_attn else name
+from vkrama.results.records import Measurement, test_name
 
 
 def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measurement], list[Any]]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vkrama.backends.compile_cache import CompileCache
-from vkrama.bench.measurements import test_name
 from vkrama.engine.spec import ContainerSpec, Mount
+from vkrama.results.records import expected_tests
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice
@@ -41,15 +41,7 @@ class BenchParams:
     def expected_tests(self) -> list[str]:
         """Test names the cells should report (a failed cell gets one row per name), in
         llama-bench's order: flash attention outermost, then depth, then pp before tg."""
-        fas: tuple[str | None, ...] = self.flash_attn or (None,)
-        shapes = [(self.n_prompt, 0), (0, self.n_gen)]
-        return [
-            test_name(p, n, fa, d)
-            for fa in fas
-            for d in self.depth or (0,)
-            for p, n in shapes
-            if p or n
-        ]
+        return expected_tests(self.n_prompt, self.n_gen, self.flash_attn, self.depth)
 
     def as_dict(self) -> dict[str, object]:
         return {

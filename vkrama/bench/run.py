@@ -12,52 +12,19 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from vkrama.bench import measurements, stderr
-from vkrama.bench.hostload import HostLoad, LoadWatch
+from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
 from vkrama.errors import VkramaError
+from vkrama.results.records import CellResult, CellStatus
 
 if TYPE_CHECKING:
     from vkrama.engine import Engine
 
 STDERR_KEPT = 4000  # characters of a cell's stderr kept for the results store
-OK = "ok"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """A cell after running: its status, what ran, every measurement and the raw JSON."""
-
-    backend: str
-    driver: str | None
-    device: str
-    status: str  # ok | failed | interrupted
-    reason: str = ""
-    image: str = ""
-    image_id: str = ""
-    provenance: dict[str, str] = field(default_factory=dict)
-    measurements: tuple[measurements.Measurement, ...] = ()
-    raw_json: Any = None
-    stderr_tail: str = ""
-    command: tuple[str, ...] = ()
-    duration_s: float = 0.0
-    host_load: HostLoad | None = None  # None: not recorded (a cell that never ran, old runs)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    @property
-    def busy_host(self) -> str:
-        """Why this cell's numbers may be low because of the host ("" if quiet or unknown)."""
-        return self.host_load.busy if self.host_load is not None else ""
-
-
 Progress = Callable[[str, BenchCell, "CellResult | None"], None]
 
 
@@ -87,7 +54,7 @@ def run_cells(
             result = run_cell(engine, cell, timeout=timeout, flash_attn_varied=flash_attn_varied)
         except KeyboardInterrupt:
             interrupted = True
-            result = _failed(cell, "interrupted (Ctrl-C)", started, status=INTERRUPTED)
+            result = _failed(cell, "interrupted (Ctrl-C)", started, status=CellStatus.INTERRUPTED)
         finally:
             # Whatever happened (timeout, engine error, Ctrl-C while creating), no container
             # of this cell may outlive it.
@@ -148,7 +115,7 @@ def judge(
         backend=cell.backend,
         driver=cell.driver,
         device=cell.device,
-        status=FAILED,
+        status=CellStatus.FAILED,
         image=cell.image,
         stderr_tail=stderr_text[-STDERR_KEPT:],
         command=cell.spec.command,
@@ -172,10 +139,14 @@ def judge(
     if reason is not None:
         # The numbers are kept in raw_json for the record, never as measurements.
         return replace(base, device=label, reason=reason, raw_json=raw)
-    return replace(base, device=label, status=OK, measurements=tuple(found), raw_json=raw)
+    return replace(
+        base, device=label, status=CellStatus.OK, measurements=tuple(found), raw_json=raw
+    )
 
 
-def _failed(cell: BenchCell, reason: str, started: float, status: str = FAILED) -> CellResult:
+def _failed(
+    cell: BenchCell, reason: str, started: float, status: CellStatus = CellStatus.FAILED
+) -> CellResult:
     return CellResult(
         backend=cell.backend,
         driver=cell.driver,

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 from vkrama import __version__
 from vkrama.backends import compile_cache
 from vkrama.bench import plan as planning
-from vkrama.bench.run import FAILED, INTERRUPTED, OK, CellResult, run_cells
+from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.records import CellResult, CellStatus, RunStatus
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice
@@ -72,10 +73,11 @@ class BenchOutcome:
     tests: list[str]
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         if self.interrupted:
-            return INTERRUPTED
-        return OK if self.results and all(r.ok for r in self.results) else FAILED
+            return RunStatus.INTERRUPTED
+        ok = self.results and all(r.ok for r in self.results)
+        return RunStatus.OK if ok else RunStatus.FAILED
 
 
 def prepare(
@@ -327,7 +329,11 @@ def _image(
 
 def _unavailable(backend: str, driver: str | None, reason: str) -> CellResult:
     return CellResult(
-        backend=backend, driver=driver, device="-", status=FAILED, reason=UNAVAILABLE + reason
+        backend=backend,
+        driver=driver,
+        device="-",
+        status=CellStatus.FAILED,
+        reason=UNAVAILABLE + reason,
     )
 
 

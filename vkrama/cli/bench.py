@@ -21,6 +21,7 @@ from vkrama.cli.serve import terminate_as_interrupt
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
+from vkrama.results.records import RunStatus
 
 
 def _list(value: str | None) -> tuple[str, ...]:
@@ -248,7 +249,7 @@ def bench(
     if outcome.interrupted:
         click.echo("Interrupted: finished cells were kept.", err=True)
         return int(ExitStatus.INTERRUPTED)
-    return int(ExitStatus.OK if outcome.status == "ok" else ExitStatus.BENCH_FAILED)
+    return int(ExitStatus.OK if outcome.status == RunStatus.OK else ExitStatus.BENCH_FAILED)
 
 
 def write_jobs(app: App, request: session.BenchRequest, out_dir: Path) -> int:

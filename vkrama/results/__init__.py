@@ -1,14 +1,17 @@
-"""The results stage: bench runs stored in SQLite, compared, ranked.
+"""The results stage: bench records, stored in SQLite, compared, ranked, reported.
 
+Modules: `records` (CellResult, Measurement, the Status enums: what bench writes),
+`store` (the SQLite file), `ranking` (compare, best), `report` (tables and exports).
 `best(settings, model_sha256, gpu_key, metric)` is what `serve --backend best` calls;
-`gpu_key(profile, gpu)` computes the key the same way bench stores it.
+`gpu_key(profile, gpu)` computes the key the same way bench stores it. Must not import
+bench or serve (they import this), print, or talk to podman.
 """
 
 from vkrama.results.owner import RunOwner
 from vkrama.results.owner import current as current_owner
 from vkrama.results.ranking import BestCell, Change, Verdict, best, compare, gpu_key, verdicts
+from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
 from vkrama.results.store import (
-    ABANDONED,
     RunDetail,
     RunInfo,
     RunRecord,
@@ -22,13 +25,16 @@ from vkrama.results.store import (
 )
 
 __all__ = [
-    "ABANDONED",
     "BestCell",
+    "CellResult",
+    "CellStatus",
     "Change",
+    "Measurement",
     "RunDetail",
     "RunInfo",
     "RunOwner",
     "RunRecord",
+    "RunStatus",
     "Verdict",
     "abandon_dead_runs",
     "abandoned_tokens",

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vkrama.bench.measurements import Measurement
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results.ranking import cell_name
+from vkrama.results.records import Measurement
 from vkrama.results.store import RunDetail
 
 if TYPE_CHECKING:

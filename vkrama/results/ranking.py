@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vkrama.bench.measurements import Measurement
-from vkrama.bench.run import CellResult
 from vkrama.config import Settings
 from vkrama.results import store
+from vkrama.results.records import CellResult, CellStatus, Measurement
 
 if TYPE_CHECKING:
     from vkrama.hardware import HardwareProfile
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 # deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
 NOISE_SIGMAS = 2.0
 METRICS = ("tg", "pp")
-OK = "ok"
 
 
 @dataclass(frozen=True)
@@ -44,8 +42,8 @@ class Change:
     change_pct: float | None  # (b - a) / a * 100
     noise_pct: float | None  # NOISE_SIGMAS combined stddevs, in % of a
     significant: bool
-    status_a: str | None = None  # None: no such cell in A
-    status_b: str | None = None
+    status_a: CellStatus | None = None  # None: no such cell in A
+    status_b: CellStatus | None = None
 
     @property
     def verdict(self) -> str:
@@ -53,7 +51,7 @@ class Change:
             for run, status in (("A", self.status_a), ("B", self.status_b)):
                 if status is None:
                     return f"only in {'B' if run == 'A' else 'A'}"
-                if status != "ok":
+                if status != CellStatus.OK:
                     return f"{status} in {run}"
             return "-"
         if not self.significant:
@@ -177,7 +175,7 @@ def _difference(ta: float, sa: float, tb: float, sb: float) -> tuple[float, floa
     return change, noise, abs(change) > noise
 
 
-_Entry = tuple[float | None, float | None, str | None, str]
+_Entry = tuple[float | None, float | None, CellStatus | None, str]
 
 
 def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str, int, str], _Entry]:
@@ -189,7 +187,12 @@ def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str,
         nth = seen[name] = seen.get(name, -1) + 1
         if cell.ok:
             for m in cell.measurements:
-                found[(name[0], name[1], nth, m.test)] = (m.tps, m.tps_stddev, OK, cell.device)
+                found[(name[0], name[1], nth, m.test)] = (
+                    m.tps,
+                    m.tps_stddev,
+                    CellStatus.OK,
+                    cell.device,
+                )
         else:
             for test in sorted(tests):
                 found[(name[0], name[1], nth, test)] = (None, None, cell.status, cell.device)

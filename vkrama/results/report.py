@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass, replace
 
 from tabulate import tabulate
 
-from vkrama.bench.plan import BenchParams
-from vkrama.bench.run import CellResult
 from vkrama.results.ranking import Change, verdicts
+from vkrama.results.records import CellResult, CellStatus, expected_tests
 from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
 # The model facts a run stores (RunInfo.model), in the order exports list them.
@@ -40,7 +39,7 @@ class Row:
     tps_stddev: float | None
     samples: list[float]
     relative: float | None  # tps / the best ok cell's tps for this test
-    status: str
+    status: CellStatus
     reason: str
     image_id: str
     verdict: str | None = None  # the verdict line of this row's test
@@ -353,10 +352,10 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
 def rows_of(detail: RunDetail) -> list[Row]:
     """A stored run's rows; failed cells get the tests its parameters asked for."""
     params = detail.run.info.params
-    asked = BenchParams(
-        n_prompt=int(params.get("n_prompt") or 0),
-        n_gen=int(params.get("n_gen") or 0),
-        flash_attn=tuple(params.get("flash_attn") or ()),
-        depth=tuple(int(d) for d in params.get("depth") or ()),  # absent before depth existed
+    asked = expected_tests(
+        int(params.get("n_prompt") or 0),
+        int(params.get("n_gen") or 0),
+        tuple(params.get("flash_attn") or ()),
+        tuple(int(d) for d in params.get("depth") or ()),  # absent before depth existed
     )
-    return rows(detail.run.id, detail.cells, asked.expected_tests())
+    return rows(detail.run.id, detail.cells, asked)

@@ -15,9 +15,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from vkrama.bench.measurements import Measurement, test_name
-from vkrama.bench.run import CellResult
 from vkrama.results.ranking import cell_name
+from vkrama.results.records import CellResult, Measurement, test_name
 from vkrama.results.report import model_facts, params_text, size_text, stack
 from vkrama.results.store import RunDetail
 

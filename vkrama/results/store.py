@@ -19,19 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vkrama.bench.hostload import HostLoad
-from vkrama.bench.measurements import Measurement
-from vkrama.bench.run import CellResult
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.results import owner as owners
 from vkrama.results.owner import RunOwner
+from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
 SCHEMA_VERSION = 4
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
-RUNNING = "running"
-ABANDONED = "abandoned"  # its vkrama died (kill -9, crash, reboot) before finishing it
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -95,7 +91,7 @@ ALTER TABLE runs ADD COLUMN token TEXT;          -- the vkrama.bench-run label o
 ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
 ALTER TABLE runs ADD COLUMN owner_start INTEGER; -- /proc/PID/stat starttime, clock ticks
 ALTER TABLE runs ADD COLUMN owner_boot TEXT;     -- /proc/sys/kernel/random/boot_id
-ALTER TABLE cells ADD COLUMN host_load TEXT;     -- JSON of bench.hostload.HostLoad
+ALTER TABLE cells ADD COLUMN host_load TEXT;     -- JSON of results.records.HostLoad
 """,
 }
 
@@ -125,7 +121,7 @@ class RunRecord:
     id: int
     info: RunInfo
     finished: str | None
-    status: str
+    status: RunStatus
     cell_count: int = 0
     ok_count: int = 0
 
@@ -215,7 +211,7 @@ def start_run(settings: Settings, info: RunInfo) -> int:
             " owner_boot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 info.started,
-                RUNNING,
+                RunStatus.RUNNING.value,
                 info.host,
                 info.kernel,
                 json.dumps(info.gpus),
@@ -250,7 +246,7 @@ def abandon_dead_runs(
         rows = db.execute(
             "SELECT id, owner_pid, owner_start, owner_boot FROM runs"
             " WHERE status = ? AND host = ? AND owner_pid IS NOT NULL",
-            (RUNNING, here),
+            (RunStatus.RUNNING.value, here),
         ).fetchall()
         dead = [
             run_id
@@ -260,7 +256,7 @@ def abandon_dead_runs(
         for run_id in dead:
             db.execute(
                 "UPDATE runs SET status = ?, finished = ? WHERE id = ? AND status = ?",
-                (ABANDONED, now(), run_id, RUNNING),
+                (RunStatus.ABANDONED.value, now(), run_id, RunStatus.RUNNING.value),
             )
     return [get_run(settings, run_id).run for run_id in dead]
 
@@ -272,7 +268,7 @@ def abandoned_tokens(settings: Settings) -> set[str]:
     with connect(settings) as db:
         rows = db.execute(
             "SELECT token FROM runs WHERE status = ? AND token IS NOT NULL AND token != ''",
-            (ABANDONED,),
+            (RunStatus.ABANDONED.value,),
         ).fetchall()
     return {token for (token,) in rows}
 
@@ -289,7 +285,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 cell.backend,
                 cell.driver,
                 cell.device,
-                cell.status,
+                cell.status.value,
                 cell.reason,
                 cell.image,
                 cell.image_id,
@@ -320,9 +316,11 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
             )
 
 
-def finish_run(settings: Settings, run_id: int, status: str) -> None:
+def finish_run(settings: Settings, run_id: int, status: RunStatus) -> None:
     with connect(settings) as db:
-        db.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?", (now(), status, run_id))
+        db.execute(
+            "UPDATE runs SET finished = ?, status = ? WHERE id = ?", (now(), status.value, run_id)
+        )
 
 
 def list_runs(settings: Settings) -> list[RunRecord]:
@@ -391,7 +389,9 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
         token=token or "",
         owner=None if pid is None else RunOwner(int(pid), int(start or 0), boot or ""),
     )
-    return RunRecord(run_id, info, finished, status, int(cell_count or 0), int(ok_count or 0))
+    return RunRecord(
+        run_id, info, finished, RunStatus(status), int(cell_count or 0), int(ok_count or 0)
+    )
 
 
 def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
@@ -406,7 +406,7 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         backend=backend,
         driver=driver,
         device=device,
-        status=status,
+        status=CellStatus(status),
         reason=reason,
         image=image,
         image_id=image_id,

@@ -1,0 +1,172 @@
+"""What a bench run leaves behind: cells, their measurements and their status.
+
+Stage: results. The records bench writes and every reader (store, ranking, report,
+`serve --backend best`) reads; they live here, not in bench/, so that results never imports
+bench. Pure data: nothing here reads files, prints or talks to podman.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+# Other processes using a quarter of a CPU on average already cost llama.cpp's spinning
+# threads visibly; an idle desktop stays far below it.
+BUSY_CPUS = 0.25
+
+
+class CellStatus(str, Enum):
+    """How a bench cell ended (stored as its value in the results DB)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:  # tables and messages show the word, not the member name
+        return self.value
+
+
+class RunStatus(str, Enum):
+    """Where a bench run stands: running until its last cell ended, then its verdict."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    ABANDONED = "abandoned"  # its vkrama died (kill -9, crash, reboot) before finishing it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """The host around one cell; None where it could not be read."""
+
+    cpus: int
+    load_before: float | None = None  # 1-minute load average
+    load_after: float | None = None
+    others_cpus: float | None = None  # CPUs other processes kept busy during the cell, mean
+    gpu_users_before: tuple[str, ...] | None = None  # "PID NAME MEMORY", from nvidia-smi
+    gpu_users_after: tuple[str, ...] | None = None
+
+    @property
+    def busy(self) -> str:
+        """Why the cell's numbers may be low ("" when the host was quiet)."""
+        why = []
+        if self.others_cpus is not None and self.others_cpus >= BUSY_CPUS:
+            why.append(f"other processes kept {self.others_cpus:.2f} of {self.cpus} CPUs busy")
+        users = sorted({*(self.gpu_users_before or ()), *(self.gpu_users_after or ())})
+        if users:
+            why.append(f"the GPU was in use by {', '.join(users)}")
+        if not why:
+            return ""
+        if self.load_before is not None and self.load_after is not None:
+            why.append(f"load {self.load_before:.2f} before, {self.load_after:.2f} after")
+        return "; ".join(why)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpus": self.cpus,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "others_cpus": self.others_cpus,
+            "gpu_users_before": _list(self.gpu_users_before),
+            "gpu_users_after": _list(self.gpu_users_after),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostLoad:
+        return cls(
+            cpus=int(data.get("cpus") or 0),
+            load_before=data.get("load_before"),
+            load_after=data.get("load_after"),
+            others_cpus=data.get("others_cpus"),
+            gpu_users_before=_tuple(data.get("gpu_users_before")),
+            gpu_users_after=_tuple(data.get("gpu_users_after")),
+        )
+
+
+def _list(users: tuple[str, ...] | None) -> list[str] | None:
+    return None if users is None else list(users)
+
+
+def _tuple(users: list[str] | None) -> tuple[str, ...] | None:
+    return None if users is None else tuple(users)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One llama-bench test of one cell: tokens/s mean, stddev and every sample."""
+
+    test: str  # "pp512", "tg128", "pp512+tg128"; " @ d4096" at a depth; " fa=on" when varied
+    n_prompt: int
+    n_gen: int
+    tps: float
+    tps_stddev: float
+    samples: tuple[float, ...]
+    backends: str = ""  # llama-bench's `backends` field, e.g. "Vulkan"
+    gpu_info: str = ""
+    n_depth: int = 0  # context tokens already in the KV cache (llama-bench -d)
+
+    @property
+    def metric(self) -> str:
+        """ "pp", "tg" or "pp+tg": what `results.best` ranks by."""
+        if self.n_prompt and self.n_gen:
+            return "pp+tg"
+        return "pp" if self.n_prompt else "tg"
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A cell after running: its status, what ran, every measurement and the raw JSON."""
+
+    backend: str
+    driver: str | None
+    device: str
+    status: CellStatus
+    reason: str = ""
+    image: str = ""
+    image_id: str = ""
+    provenance: dict[str, str] = field(default_factory=dict)
+    measurements: tuple[Measurement, ...] = ()
+    raw_json: Any = None
+    stderr_tail: str = ""
+    command: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    host_load: HostLoad | None = None  # None: not recorded (a cell that never ran, old runs)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == CellStatus.OK
+
+    @property
+    def busy_host(self) -> str:
+        """Why this cell's numbers may be low because of the host ("" if quiet or unknown)."""
+        return self.host_load.busy if self.host_load is not None else ""
+
+
+def test_name(n_prompt: int, n_gen: int, flash_attn: str | None = None, depth: int = 0) -> str:
+    """llama-bench's own names ("pp512", "tg128 @ d4096"), plus " fa=on" when fa varies."""
+    if n_prompt and n_gen:
+        name = f"pp{n_prompt}+tg{n_gen}"
+    elif n_prompt:
+        name = f"pp{n_prompt}"
+    else:
+        name = f"tg{n_gen}"
+    if depth:
+        name += f" @ d{depth}"
+    return f"{name} fa={flash_attn}" if flash_attn else name
+
+
+def expected_tests(
+    n_prompt: int, n_gen: int, flash_attn: tuple[str, ...] = (), depth: tuple[int, ...] = ()
+) -> list[str]:
+    """Test names the cells of a run should report (a failed cell gets one row per name), in
+    llama-bench's order: flash attention outermost, then depth, then pp before tg."""
+    fas: tuple[str | None, ...] = flash_attn or (None,)
+    shapes = [(n_prompt, 0), (0, n_gen)]
+    return [
+        test_name(p, n, fa, d) for fa in fas for d in depth or (0,) for p, n in shapes if p or n
+    ]
