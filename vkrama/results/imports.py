@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vkrama.bench.measurements import Measurement
 from vkrama.bench.plan import BenchCell
-from vkrama.bench.run import OK, CellResult, judge
+from vkrama.bench.run import judge
 from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import store
+from vkrama.results.records import CellResult, Measurement, RunStatus
 
 FLEET_KEY = "vkrama_fleet"
 FLEET_VERSION = 1
@@ -71,7 +71,8 @@ def _store(settings: Settings, info: store.RunInfo, cells: list[CellResult]) -> 
     for position, cell in enumerate(cells):
         store.add_cell(settings, run_id, position, cell)
     ok = sum(cell.ok for cell in cells)
-    store.finish_run(settings, run_id, OK if cells and ok == len(cells) else "failed")
+    status = RunStatus.OK if cells and ok == len(cells) else RunStatus.FAILED
+    store.finish_run(settings, run_id, status)
     return Imported(run_id, info.host, len(cells), ok)
 
 
