@@ -8,7 +8,8 @@ import examplemodel
 import pytest
 
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.store import gguf_info, hf, refs
+from vkrama.store import gguf_info, refs
+from vkrama.store.sources import hf
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,8 @@ def pull(app: App, ref: str, sha256: str | None) -> None:
 def list_(app: App, as_json: bool) -> None:
     """List the models in the store with their GGUF facts."""
     found = store.models(app.settings)
+    for path in store.corrupt_records(app.settings):
+        click.echo(f"Warning: {path} is corrupt and left out; `vkrama pull` it again", err=True)
     if as_json:
         echo_json([m.to_dict() for m in found])
         return

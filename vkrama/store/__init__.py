@@ -9,9 +9,9 @@ from __future__ import annotations
 from vkrama.store.blobs import LocalModel
 from vkrama.store.download import Progress, Retry
 from vkrama.store.gguf_info import GgufInfo
-from vkrama.store.pull import ensure, models, pull, remove, resolve
+from vkrama.store.pull import corrupt_records, ensure, models, pull, remove, resolve
 
 __all__ = [
     "GgufInfo", "LocalModel", "Progress", "Retry",
-    "ensure", "models", "pull", "remove", "resolve",
+    "corrupt_records", "ensure", "models", "pull", "remove", "resolve",
 ]  # fmt: skip

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import names
 from vkrama.store.gguf_info import GgufInfo
 
@@ -185,19 +186,41 @@ class Store:
         return model
 
     def get(self, name: str) -> LocalModel | None:
+        """The stored model called `name`; None when there is none. A record that exists
+        but cannot be read is an error that says so, never "not in the store"."""
         path = self.root / "refs" / f"{key_for(name)}.json"
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        if not path.exists():
             return None
-        return self._model(record)
+        return self._read_ref(path, name)
 
     def models(self) -> list[LocalModel]:
+        """Every stored model; a corrupt record is skipped here (`corrupt_refs` names it)."""
         out = []
         for path in sorted((self.root / "refs").glob("*.json")):
-            with contextlib.suppress(OSError, ValueError):
-                out.append(self._model(json.loads(path.read_text())))
+            with contextlib.suppress(VkramaError):
+                out.append(self._read_ref(path, path.stem))
         return sorted(out, key=lambda m: m.name)
+
+    def corrupt_refs(self) -> list[Path]:
+        """Records `models` skipped because they cannot be read."""
+        bad = []
+        for path in sorted((self.root / "refs").glob("*.json")):
+            try:
+                self._read_ref(path, path.stem)
+            except VkramaError:
+                bad.append(path)
+        return bad
+
+    def _read_ref(self, path: Path, name: str) -> LocalModel:
+        try:
+            return self._model(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not a record vkrama wrote"
+            raise VkramaError(
+                f"{name}: the store's record {path} is corrupt ({why})",
+                hint=f"`vkrama pull {name}` writes it again; or delete {path}",
+                status=ExitStatus.INVALID_MODEL,
+            ) from None
 
     def _model(self, record: dict[str, Any]) -> LocalModel:
         snapshot = self.root / "snapshots" / key_for(record["name"])

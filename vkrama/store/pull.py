@@ -13,11 +13,12 @@ from pathlib import Path
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
-from vkrama.store import gguf_info, hf, http, oci, ollama
+from vkrama.store import gguf_info
 from vkrama.store.blobs import SHA256_HEX, LocalModel, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
 from vkrama.store.file_index import FileIndex, Signature
 from vkrama.store.refs import ModelRef, parse, split_parts
+from vkrama.store.sources import hf, oci, ollama, url
 
 
 def pull(
@@ -119,6 +120,11 @@ def models(settings: Settings) -> list[LocalModel]:
     return Store(settings.home).models()
 
 
+def corrupt_records(settings: Settings) -> list[Path]:
+    """Records of the store that cannot be read (`models` leaves them out)."""
+    return Store(settings.home).corrupt_refs()
+
+
 def remove(settings: Settings, ref: str) -> LocalModel:
     """Forget a stored model; its files go when no other name uses them."""
     model = resolve(settings, ref)
@@ -146,7 +152,7 @@ def _remote_files(
         return ollama.remote_files(settings, ref, session)
     if ref.scheme == "oci":
         return oci.remote_files(ref, session, settings.environ)
-    return http.remote_files(ref, sha256)
+    return url.remote_files(ref, sha256)
 
 
 def _stage(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.store import oci
 from vkrama.store.download import Http, RemoteFile
 from vkrama.store.refs import ModelRef
+from vkrama.store.sources import oci
 
 MODEL_LAYER = "application/vnd.ollama.image.model"
 
