@@ -6,13 +6,15 @@ down, never the App itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from vkrama import config
+from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
     from vkrama.engine import Engine
@@ -45,3 +47,41 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def dry_run_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--dry-run` after the subcommand too (`vkrama serve M --dry-run`), as users type it;
+    it means the same as before the subcommand."""
+
+    def enable(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.find_object(App).dry_run = True  # type: ignore[union-attr]
+
+    return click.option(
+        "--dry-run",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=enable,
+        help="Print what would change (the podman commands) and change nothing.",
+    )(command)
+
+
+def refuses_dry_run(why: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """For a command that changes something and cannot show it without doing it: --dry-run
+    (before or after the subcommand) is a usage error, never silently ignored."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def checked(app: App, *args: Any, **kwargs: Any) -> Any:
+            if app.dry_run:
+                raise VkramaError(
+                    f"--dry-run is not supported here: {why}",
+                    hint="run it without --dry-run",
+                    status=ExitStatus.USAGE,
+                )
+            return command(app, *args, **kwargs)
+
+        return dry_run_option(checked)
+
+    return decorate

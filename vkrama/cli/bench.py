@@ -15,7 +15,7 @@ import click
 from vkrama import deploy
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
-from vkrama.cli.app import App, pass_app
+from vkrama.cli.app import App, dry_run_option, pass_app
 from vkrama.cli.console import download_progress, dry_run_prelude, echo_json
 from vkrama.cli.serve import terminate_as_interrupt
 from vkrama.deploy import fleet
@@ -154,6 +154,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
     default=Path("."), show_default=True, metavar="DIR", help="Where --generate writes.",
 )  # fmt: skip
+@dry_run_option
 @pass_app
 def bench(
     app: App,

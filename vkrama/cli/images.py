@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from vkrama import images
-from vkrama.cli.app import App, pass_app
+from vkrama.cli.app import App, dry_run_option, pass_app, refuses_dry_run
 from vkrama.cli.build_display import BuildDisplay
 from vkrama.cli.console import byte_progress, echo_json, echo_table
 from vkrama.errors import ExitStatus, VkramaError
@@ -32,6 +32,7 @@ def images_group() -> None:
 @click.option("--no-cache", is_flag=True, help="Rebuild every step instead of reusing layers.")
 @click.option("--build-arg", "build_args", multiple=True, metavar="K=V", help="Extra build arg.")
 @click.option("--base", metavar="IMAGE", help="Base image (default: settings images.base).")
+@dry_run_option
 @pass_app
 def build(
     app: App,
@@ -123,14 +124,20 @@ def inspect(app: App, backend: str, as_json: bool) -> None:
 
 @images_group.command()
 @click.argument("backends", nargs=-1, required=True, metavar="BACKEND...")
+@dry_run_option
 @pass_app
 def rm(app: App, backends: tuple[str, ...]) -> None:
     """Remove backend images (every vkrama tag of each)."""
     missing = []
     for backend in backends:
-        removed = images.remove(app.engine, [backend])
-        for name in removed:
-            click.echo(f"removed {name}")
+        if app.dry_run:
+            removed = images.tags(app.engine, backend)
+            for tag in removed:
+                click.echo(shlex.join(["podman", "rmi", tag]))
+        else:
+            removed = images.remove(app.engine, [backend])
+            for name in removed:
+                click.echo(f"removed {name}")
         if not removed:
             missing.append(backend)
     if missing:
@@ -146,6 +153,7 @@ def rm(app: App, backends: tuple[str, ...]) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Archive to write (docker-archive tar).")  # fmt: skip
 @pass_app
+@refuses_dry_run("save writes the archive as it reads the images")
 def save(app: App, backends: tuple[str, ...], output: Path) -> None:
     """Write backend images into one archive, for `images load` on an air-gapped host."""
     with byte_progress(f"saving to {output.name}") as update:
@@ -162,6 +170,7 @@ def save(app: App, backends: tuple[str, ...], output: Path) -> None:
 @images_group.command()
 @click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
 @pass_app
+@refuses_dry_run("load reads the archive into podman as it goes")
 def load(app: App, archive: Path) -> None:
     """Load images from an archive written by `images save`."""
     for name in images.load(app.engine, archive):

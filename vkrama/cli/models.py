@@ -11,7 +11,7 @@ import sys
 import click
 
 from vkrama import store
-from vkrama.cli.app import App, pass_app
+from vkrama.cli.app import App, pass_app, refuses_dry_run
 from vkrama.cli.console import download_progress, echo_json, echo_table
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve import containers
@@ -38,6 +38,7 @@ HEADERS = ("name", "source", "size", "sha256", "arch", "quant", "params", "conte
 @click.argument("ref")
 @click.option("--sha256", metavar="HEX", help="Expected sha256 (for plain URLs and files).")
 @pass_app
+@refuses_dry_run("pull downloads the model; `vkrama inspect REF` shows a stored one")
 def pull(app: App, ref: str, sha256: str | None) -> None:
     """Fetch a model into the store: hf://ORG/REPO[:QUANT], hf://ORG/REPO/FILE.gguf,
     ollama://NAME[:TAG], oci://REGISTRY/REPO[:TAG], https://URL, file://PATH or a path."""
@@ -83,6 +84,7 @@ def inspect(app: App, ref: str, as_json: bool) -> None:
 @click.argument("ref")
 @click.option("--force", is_flag=True, help="Remove it even while a server uses it.")
 @pass_app
+@refuses_dry_run("`vkrama inspect REF` shows what rm would remove")
 def rm(app: App, ref: str, force: bool) -> None:
     """Remove a model from the store (files shared with other names stay, and so do files in
     the Hugging Face cache: other tools use them)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from vkrama.cli.app import App, pass_app
+from vkrama.cli.app import App, pass_app, refuses_dry_run
 from vkrama.cli.serve import say, serve_flags, start, terminate_as_interrupt
 from vkrama.serve import containers, session
 from vkrama.serve.chat import Conversation
@@ -33,6 +33,7 @@ EXIT_WORDS = {"/bye", "/exit", "/quit"}
     help="Key of a server started with --api-key-file (and of the one started here).",
 )
 @pass_app
+@refuses_dry_run("run starts a server and talks to it; `vkrama serve MODEL --dry-run` shows it")
 def run(
     app: App, model: str, prompt: str | None, backend: str | None, gpu: int | None,
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,

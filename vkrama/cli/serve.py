@@ -18,7 +18,7 @@ import click
 
 from vkrama import deploy
 from vkrama.cli import console
-from vkrama.cli.app import App, pass_app
+from vkrama.cli.app import App, dry_run_option, pass_app
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve import containers, session
 
@@ -96,6 +96,7 @@ def serve_flags(command: Callable[..., object]) -> Callable[..., object]:
     "--replicas", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
     help="Pods of the Kubernetes Deployment (--generate kube).",
 )  # fmt: skip
+@dry_run_option
 @pass_app
 def serve(
     app: App, model: str, extra_args: tuple[str, ...], backend: str | None, gpu: int | None,
@@ -338,6 +339,7 @@ def uptime_text(seconds: float | None) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("names", nargs=-1, metavar="NAME...")
 @click.option("--all", "every", is_flag=True, help="Stop every vkrama server.")
+@dry_run_option
 @pass_app
 def stop(app: App, names: tuple[str, ...], every: bool) -> None:
     """Stop and remove vkrama containers."""
@@ -347,8 +349,14 @@ def stop(app: App, names: tuple[str, ...], every: bool) -> None:
             hint="`vkrama stop NAME...`, or `vkrama stop --all`; `vkrama ps` lists them",
             status=ExitStatus.USAGE,
         )
-    stopped = containers.stop_servers(app.engine, names, every, on_progress=click.echo)
-    if every and not stopped:
+    targets = containers.stop_targets(app.engine, names, every)
+    for server in targets:
+        if app.dry_run:
+            click.echo(shlex.join(containers.stop_command(server)))
+            continue
+        containers.stop(app.engine, server)
+        click.echo(server.name)
+    if every and not targets:
         say("No vkrama containers.")
 
 

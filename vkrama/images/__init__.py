@@ -238,16 +238,20 @@ def inspect(engine: Engine, backend: str) -> ImageStatus:
     return found
 
 
+def tags(engine: Engine, backend: str) -> list[str]:
+    """Every vkrama tag of a backend's images: what `remove` removes (and --dry-run shows)."""
+    recipe(backend)
+    return [
+        tag
+        for info in engine_images.list_images(engine, f"{REPOSITORY}/{backend}")
+        for tag in info.tags
+        if tag.startswith(f"{REPOSITORY}/{backend}:")
+    ]
+
+
 def remove(engine: Engine, backends: Sequence[str]) -> list[str]:
     """Remove every vkrama tag of these backends' images; the names removed."""
-    removed: list[str] = []
-    for backend in backends:
-        recipe(backend)
-        for info in engine_images.list_images(engine, f"{REPOSITORY}/{backend}"):
-            for tag in info.tags:
-                if tag.startswith(f"{REPOSITORY}/{backend}:") and engine_images.remove(engine, tag):
-                    removed.append(tag)
-    return removed
+    return [tag for b in backends for tag in tags(engine, b) if engine_images.remove(engine, tag)]
 
 
 def save(

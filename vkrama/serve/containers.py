@@ -6,7 +6,7 @@ writes (no state file) and talks to podman only through the `Engine`. Must not p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,17 +137,17 @@ def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
     return None
 
 
-def stop_servers(
-    engine: Engine,
-    names: tuple[str, ...],
-    every: bool,
-    on_progress: Callable[[str], object] | None = None,
-) -> list[str]:
-    """Stop and remove the named servers (all with `every`); the names removed. Unknown
-    names fail before anything is stopped."""
-    targets = list_servers(engine) if every else [find_server(engine, n) for n in names]
-    for row in targets:
-        engine.remove(row.id)  # force-remove stops it (SIGTERM, then SIGKILL)
-        if on_progress:
-            on_progress(row.name)
-    return [row.name for row in targets]
+def stop_targets(engine: Engine, names: tuple[str, ...], every: bool) -> list[ServerRow]:
+    """The servers `vkrama stop` removes: the named ones (all with `every`). Unknown names
+    fail here, before anything is stopped."""
+    return list_servers(engine) if every else [find_server(engine, n) for n in names]
+
+
+def stop(engine: Engine, server: ServerRow) -> None:
+    """Stop and remove a server: force-remove stops it (SIGTERM, then SIGKILL)."""
+    engine.remove(server.id)
+
+
+def stop_command(server: ServerRow) -> list[str]:
+    """The podman command `stop` amounts to, for --dry-run."""
+    return ["podman", "rm", "--force", "--volumes", server.name]
