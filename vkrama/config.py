@@ -3,6 +3,8 @@
 Stage: first in the pipeline (flags/env/toml ─► Settings). Reads files and the environment
 it is given; must not print, must not touch the network or podman, and never writes
 `os.environ`.
+Over 300 lines because every setting's default, type, range and source are read and
+checked in one place, which `config show` reports from.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Which backend to run with: the compatibility table, `choose()` and `usable()`.
+"""Which backend to run with: the compatibility table, `choose()`, `usable()`.
 
-Stage: HardwareProfile ─► `choose()` / `usable()` / `support()` ─► `Choice` (backend, Vulkan
-driver, devices, numeric groups, environment, reason). Pure: reads only the profile it is
-given; never looks at the host, never prints. The per-cell rules live in `cells`.
+Stage: backends (HardwareProfile ─► `choose()` / `usable()` / `support()` ─► `Choice`:
+backend, Vulkan driver, devices, numeric groups, environment, reason). Pure: reads only the
+profile it is given; never looks at the host, never prints. The per-cell rules live in
+`cells`, the compile caches in `compile_cache`.
 """
 
 from __future__ import annotations

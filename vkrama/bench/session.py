@@ -3,7 +3,8 @@
 Stage: the bench pipeline's driver (store ─► hardware ─► backends ─► images ─► bench.plan
 ─► bench.run ─► results). `prepare` with `engine=None` is the dry-run: it names images and
 plans every cell but pulls, builds and starts nothing. Must not print: steps go to
-`on_progress(message)`.
+`on_progress(message)`. Over 300 lines because prepare, execute and the run's
+bookkeeping (records, dead-run sweep) share one plan; layout-wip splits it with the Reporter.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 
 from vkrama import results
+from vkrama.bench import imports
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import chart, html, imports, report
+from vkrama.results import chart, html, report
 from vkrama.results.scoreboard import scoreboard
 from vkrama.store.blobs import write_atomic
 

@@ -2,6 +2,8 @@
 
 Stage: CLI shell over `vkrama.serve.session`. Parses flags into `ServeOptions`, renders progress,
 tables and log lines; the pipeline itself lives in `vkrama.serve`.
+Over 300 lines because the serve lifecycle (start, follow, exit policy) and --generate
+still sit here until they move to serve.session.
 """
 
 from __future__ import annotations

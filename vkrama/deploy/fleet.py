@@ -19,9 +19,9 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vkrama.bench.imports import FLEET_KEY, FLEET_VERSION
 from vkrama.deploy import Generated, dns_label, kube, writable_sources, yaml_text
 from vkrama.images.provenance import PROVENANCE_PATH
-from vkrama.results.imports import FLEET_KEY, FLEET_VERSION
 
 if TYPE_CHECKING:
     from vkrama.bench.plan import BenchCell

@@ -2,7 +2,8 @@
 
 Stage: engine (the only importer of podman-py, with its sibling `engine.images`). It turns
 podman-py and transport exceptions into `VkramaError`s at this boundary, labels every
-container it creates, and never prints.
+container it creates, and never prints. Over 300 lines because the exception translation
+lives beside the calls it guards (engine/errors.py on layout-wip takes it out).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Stage: images (`images.ensure(engine, backend)` ─► image, reused or built). Decides tags,
 build args and provenance labels and reports progress through `on_progress`; podman is
 reached only through `vkrama.engine.images`. Must not print or import click.
+Over 300 lines because plan, build, ensure, list, save and load share the recipes, tags and
+provenance labels; `recipes` and `provenance` are already apart.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Stage: report (results ─► rows ─► text). Pure: turns `CellResult`s and stored runs into
 rows and strings; the CLI prints them. Must not run containers or open the database.
+Over 300 lines because rows, the table, the verdict lines and every export format are one
+shape rendered four ways.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ later (host, kernel, GPUs, model sha256, parameters, image id and provenance, ev
 the raw llama-bench JSON). Must not print or talk to podman. The schema is versioned with
 SQLite's `user_version`; a newer file than this vkrama knows is refused, never rewritten,
 and an older one is migrated in place by adding columns (its rows stay readable).
+Over 300 lines because the schema, its migrations, its writes and its reads change together.
 """
 
 from __future__ import annotations

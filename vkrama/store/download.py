@@ -6,6 +6,7 @@ Range), retries transient failures with backoff, and verifies size and sha256. s
 in a worker thread while the next bytes arrive (hashlib releases the GIL), so a pull costs
 about max(network, hashing) rather than their sum. Must not print (progress goes to
 `on_progress`) and must never log or show request headers: they carry tokens.
+Over 300 lines because retries, resume and hashing share one transfer loop.
 """
 
 from __future__ import annotations

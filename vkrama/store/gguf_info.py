@@ -6,6 +6,7 @@ Stage: store (model ref ─► LocalModel). Reads only the header, after the GGU
 not the reader. Must not print, must not touch the network, never modifies the file and
 never reads tensor data. Every file the store publishes has passed `read()`: its header
 parses and its tensors fit the file, so a model in `vkrama list` is known to be whole GGUF.
+Over 300 lines because it follows the GGUF spec's value types one by one.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Runs from other machines: fleet Job records and other vkramas' exports, into this store.
 
-Stage: results (text ─► judged cells ─► results DB). A fleet record is one JSON line a
-`vkrama bench --generate kube` Job printed: the cell as planned, the node it ran on, its
-kernel, the image's provenance and llama-bench's raw stdout/stderr. It is judged with the
-same `bench.run.judge` a local bench uses (a cell whose backend did not really run is
-failed, never counted) and stored as a run whose host is the node. `vkrama results export
---format json` output from another machine is accepted too. Must not print or run
-containers.
+Stage: bench, from elsewhere (text ─► bench.run.judge ─► results DB). A fleet record is
+one JSON line a `vkrama bench --generate kube` Job printed: the cell as planned, the node
+it ran on, its kernel, the image's provenance and llama-bench's raw stdout/stderr. It is
+judged with the same `bench.run.judge` a local bench uses (a cell whose backend did not
+really run is failed, never counted) and stored as a run whose host is the node. `vkrama
+results export --format json` output from another machine is accepted too. Must not print
+or run containers. (In bench, not results: judging is bench's, and results never imports
+bench.)
 """
 
 from __future__ import annotations
