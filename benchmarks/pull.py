@@ -31,7 +31,7 @@ from benchmarks.harness import (
     ratio_row,
     run,
 )
-from benchmarks.inputs import Session
+from benchmarks.inputs import REPO, Session
 
 NAME = "pull"
 TITLE = "pull"
@@ -44,7 +44,9 @@ def big_model(session: Session) -> Path:
     """A ~1.06 GiB random-weight F16 llama GGUF (10 layers of the bench shape), made once."""
     path = session.cache / "pull-1g.gguf"
     if not path.exists():
-        from examples import examplemodel  # the writer behind examples/make_model.py
+        # The writer behind examples/make_model.py: a fixture beside it, not part of vkrama.
+        sys.path.insert(0, str(REPO / "examples"))
+        import examplemodel
 
         shape = examplemodel.Shape("vkrama-pull", 2048, 10, 32, 4, 5632, 32000, 4096)
         session.cache.mkdir(parents=True, exist_ok=True)

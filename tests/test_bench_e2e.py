@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,9 @@ def bench_containers(engine: Engine, model: Path) -> list[str]:
     return [c.name for c in engine.containers(mine)]
 
 
-def test_dry_run_prints_every_cells_podman_command(vkrama: Callable, tiny_model: Path) -> None:
+def test_dry_run_prints_every_cells_podman_command(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
     done = vkrama("--dry-run", "bench", str(tiny_model), *CELLS, *SMALL)
     assert done.returncode == 0, done.stderr
     printed = done.stdout.splitlines()
@@ -50,7 +53,7 @@ def test_dry_run_prints_every_cells_podman_command(vkrama: Callable, tiny_model:
 
 
 def test_the_printed_dry_run_commands_run_as_printed(
-    vkrama: Callable, tiny_model: Path, engine: Engine
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
 ) -> None:
     done = vkrama(
         "--dry-run",
@@ -96,7 +99,7 @@ def test_the_printed_dry_run_commands_run_as_printed(
 
 
 def test_bench_cpu_and_lavapipe_then_results(
-    vkrama: Callable, tiny_model: Path, engine: Engine
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
 ) -> None:
     first = vkrama("bench", str(tiny_model), *CELLS, *SMALL, "--json")
     assert first.returncode == 0, first.stderr
@@ -139,12 +142,23 @@ def test_bench_cpu_and_lavapipe_then_results(
 
 
 def test_depth_and_flash_attention_are_dimensions_and_every_test_gets_a_verdict(
-    vkrama: Callable, tiny_model: Path
+    vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
     # llama-bench's own spelling (-fa 0,1) and -d: real llama-bench fills the context first.
     # cpu only: lavapipe compiles its flash-attention and depth pipelines for many minutes
     # on a loaded 2-core runner (seen here: > 10 min), which would test the runner, not vkrama.
-    args = ("--backend", "cpu", "-p", "8", "-n", "2", "-r", "1", "--flash-attn", "0,1")
+    args: tuple[str, ...] = (
+        "--backend",
+        "cpu",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--flash-attn",
+        "0,1",
+    )
     args += ("--depth", "0,16")
     dry = vkrama("--dry-run", "bench", str(tiny_model), *args)
     assert dry.stdout.rstrip().endswith(" -fa off,on -d 0,16 -o json"), dry.stdout
@@ -166,7 +180,7 @@ def test_depth_and_flash_attention_are_dimensions_and_every_test_gets_a_verdict(
 
 
 def test_vulkan_finding_no_device_is_a_failed_cell_while_cpu_succeeds(
-    vkrama: Callable, tiny_model: Path
+    vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
     # Without GGML_VK_VISIBLE_DEVICES ggml skips the CPU-type llvmpipe device and would
     # silently run on the CPU; that must never show as Vulkan numbers.
@@ -182,7 +196,7 @@ def test_vulkan_finding_no_device_is_a_failed_cell_while_cpu_succeeds(
 
 
 def test_sigint_mid_run_removes_the_container_and_keeps_finished_cells(
-    vkrama: Callable, tiny_model: Path, engine: Engine
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
 ) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "vkrama", "bench", str(tiny_model), *CELLS, "-p", "64",

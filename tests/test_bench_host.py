@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from vkrama.engine import Engine
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 
-def test_bench_cells_get_no_network(vkrama: Callable, tiny_model: Path) -> None:
+def test_bench_cells_get_no_network(vkrama: Callable[..., Any], tiny_model: Path) -> None:
     # llama-bench reads a mounted file and talks to nobody: rootless, a network would cost
     # a slirp4netns process per cell and need /dev/net/tun
     done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu,vulkan")
@@ -39,7 +40,7 @@ def busy_loop() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_a_cell_beside_a_busy_loop_is_stored_and_reported_as_on_a_busy_host(
-    vkrama: Callable, tiny_model: Path, busy_loop: subprocess.Popen[bytes]
+    vkrama: Callable[..., Any], tiny_model: Path, busy_loop: subprocess.Popen[bytes]
 ) -> None:
     done = vkrama("bench", str(tiny_model), "--backend", "cpu", "-p", "32", "-n", "8", "-r", "2")
     assert done.returncode == 0, done.stderr
@@ -65,7 +66,7 @@ def run_containers(engine: Engine, token: str) -> list[str]:
 
 
 def test_a_bench_killed_with_sigkill_is_marked_abandoned_and_its_container_swept(
-    vkrama: Callable, tiny_model: Path, engine: Engine
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
 ) -> None:
     long_cell = ("--backend", "cpu", "-p", "512", "-n", "128", "-r", "1000")
     process = subprocess.Popen(

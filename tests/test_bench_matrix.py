@@ -99,7 +99,9 @@ def test_matrix_on_an_amd_desktop(
 
 
 def fake_ensure(broken: set[str]) -> object:
-    def ensure(_engine: object, backend: str, _settings: object, on_progress: object = None):
+    def ensure(
+        _engine: object, backend: str, _settings: object, on_progress: object = None
+    ) -> images.ImageRef:
         if backend in broken:
             raise VkramaError(
                 f"image {images.image_ref(backend)} is not built",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench_fakes import CPU, LAVAPIPE, MODEL, make_cell
@@ -13,7 +14,7 @@ from vkrama.bench.plan import BenchCell
 from vkrama.engine.spec import Mount
 
 
-def cell(choice: Choice, params: plan.BenchParams | None = None, **kw: object) -> BenchCell:
+def cell(choice: Choice, params: plan.BenchParams | None = None, **kw: Any) -> BenchCell:
     return make_cell(choice, params, **kw)
 
 

@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vkrama.errors import ExitStatus
+
+Vkrama = Callable[..., Any]  # the `vkrama` fixture: runs the CLI, returns a Result
 
 GROUPS = [
     "images",
@@ -28,7 +32,7 @@ GROUPS = [
 ]
 
 
-def test_help_lists_every_command_group(vkrama) -> None:
+def test_help_lists_every_command_group(vkrama: Vkrama) -> None:
     done = vkrama("--help")
     assert done.returncode == 0
     listed = [
@@ -38,12 +42,12 @@ def test_help_lists_every_command_group(vkrama) -> None:
         assert group in listed
 
 
-def test_python_dash_m_and_version(vkrama) -> None:
+def test_python_dash_m_and_version(vkrama: Vkrama) -> None:
     done = vkrama("--version")
     assert done.returncode == 0 and done.stdout.startswith("vkrama, version ")
 
 
-def test_an_unreachable_container_host_is_one_error_line_and_a_hint(vkrama) -> None:
+def test_an_unreachable_container_host_is_one_error_line_and_a_hint(vkrama: Vkrama) -> None:
     done = vkrama("info", env={"CONTAINER_HOST": "unix:///nonexistent"})
     assert done.returncode == ExitStatus.ENGINE_UNAVAILABLE
     lines = done.stderr.splitlines()
@@ -52,13 +56,13 @@ def test_an_unreachable_container_host_is_one_error_line_and_a_hint(vkrama) -> N
     assert len(lines) == 2 and "Traceback" not in done.stderr
 
 
-def test_podman_missing_from_path_is_engine_unavailable(vkrama, tmp_path: Path) -> None:
+def test_podman_missing_from_path_is_engine_unavailable(vkrama: Vkrama, tmp_path: Path) -> None:
     done = vkrama("info", env={"PATH": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)})
     assert done.returncode == ExitStatus.ENGINE_UNAVAILABLE
     assert done.stderr.startswith("Error: podman is not installed\nHint: install podman")
 
 
-def test_a_broken_config_file_is_a_config_error(vkrama, tmp_path: Path) -> None:
+def test_a_broken_config_file_is_a_config_error(vkrama: Vkrama, tmp_path: Path) -> None:
     cfg = tmp_path / "config" / "vkrama"
     cfg.mkdir(parents=True)
     (cfg / "vkrama.toml").write_text("[serve]\nport = \n")
@@ -88,7 +92,7 @@ def test_a_broken_config_file_is_a_config_error(vkrama, tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_bad_settings_are_one_error_line_a_hint_and_exit_3(
-    vkrama, tmp_path: Path, setup: str, env: dict[str, str], first_line: str
+    vkrama: Vkrama, tmp_path: Path, setup: str, env: dict[str, str], first_line: str
 ) -> None:
     cfg = tmp_path / "config" / "vkrama" / "vkrama.toml"
     cfg.parent.mkdir(parents=True)
@@ -100,20 +104,20 @@ def test_bad_settings_are_one_error_line_a_hint_and_exit_3(
         env = {k: v.replace(word, path) for k, v in env.items()}
         first_line = first_line.replace(word, path)
     done = vkrama("info", env=env)
-    assert done.returncode == ExitStatus.CONFIG == 3
+    assert done.returncode == ExitStatus.CONFIG and ExitStatus.CONFIG.value == 3
     lines = done.stderr.splitlines()
     assert lines[0] == first_line
     assert len(lines) == 2 and lines[1].startswith("Hint: "), done.stderr
     assert done.stdout == ""
 
 
-def test_unknown_command_is_a_usage_error(vkrama) -> None:
+def test_unknown_command_is_a_usage_error(vkrama: Vkrama) -> None:
     done = vkrama("frobnicate")
     assert done.returncode == ExitStatus.USAGE
     assert "No such command" in done.stderr
 
 
-def test_config_show_names_each_source(vkrama) -> None:
+def test_config_show_names_each_source(vkrama: Vkrama) -> None:
     done = vkrama("config", "show", "--json", env={"VKRAMA_SERVE_PORT": "9100"})
     values = json.loads(done.stdout)
     assert values["serve.port"] == {"value": 9100, "source": "env VKRAMA_SERVE_PORT"}
@@ -128,7 +132,7 @@ def service_pids(runtime: Path) -> list[str]:
 
 
 @pytest.mark.podman
-def test_info_starts_a_private_service_that_exits_when_idle(vkrama, tmp_path: Path) -> None:
+def test_info_starts_a_private_service_that_exits_when_idle(vkrama: Vkrama, tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     env = {"XDG_RUNTIME_DIR": str(runtime), "VKRAMA_ENGINE_IDLE_TIMEOUT": "2"}

@@ -67,7 +67,8 @@ def test_rocm_without_amd_gpu_is_one_line_naming_what_is_missing(
     tmp_path: Path, vkrama: Callable[..., Any]
 ) -> None:
     done = vkrama("devices", "--backend", "rocm", env=roots(FakeHost(tmp_path)))
-    assert done.returncode == ExitStatus.BACKEND_UNAVAILABLE == 8
+    assert done.returncode == ExitStatus.BACKEND_UNAVAILABLE
+    assert ExitStatus.BACKEND_UNAVAILABLE.value == 8
     assert done.stdout == ""
     assert done.stderr == (
         "Error: rocm is unavailable here: no AMD GPU, no /dev/kfd\n"
@@ -189,7 +190,7 @@ DOCTOR = [
      {}, "CDI", doctor.Check("CDI", "fail", "NVIDIA GPU but no nvidia.com/gpu CDI spec",
                              "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml")),
     ("nvidia-cdi-without-the-egl-path-warns-naming-the-missing-files",
-     lambda h: (intel_nvidia_laptop(h, cdi=False),
+     lambda h: (intel_nvidia_laptop(h, cdi=False),  # type: ignore[func-returns-value]
                 h.add_cdi_spec(nvidia_cdi_spec(without=("10_nvidia.json", "libEGL_nvidia")))),
      {}, "CDI", doctor.Check(
          "CDI", "warn", "nvidia.com/gpu=0, nvidia.com/gpu=GPU-8d2c0f2e, nvidia.com/gpu=all; "

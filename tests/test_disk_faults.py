@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_servers import LoopbackServer, Resource
@@ -64,7 +65,7 @@ def assert_disk_error(result: object, where: Path) -> None:
 
 
 def test_http_pull_onto_a_full_disk_leaves_no_partial_file(
-    vkrama, small_home: Path, tiny_model: Path
+    vkrama: Callable[..., Any], small_home: Path, tiny_model: Path
 ) -> None:
     with LoopbackServer() as server:
         url = server.add("/files/tiny.gguf", Resource(body=tiny_model.read_bytes()))
@@ -76,7 +77,7 @@ def test_http_pull_onto_a_full_disk_leaves_no_partial_file(
 
 
 def test_local_file_copied_from_another_file_system_onto_a_full_disk(
-    vkrama, small_home: Path, tiny_model: Path
+    vkrama: Callable[..., Any], small_home: Path, tiny_model: Path
 ) -> None:
     result = vkrama("pull", str(tiny_model), env={"VKRAMA_HOME": str(small_home)})
     assert_disk_error(result, small_home)
@@ -86,7 +87,9 @@ def test_local_file_copied_from_another_file_system_onto_a_full_disk(
     assert not [p for p in (small_home / "models" / "blobs").iterdir()]
 
 
-def test_pull_into_a_read_only_home(vkrama, read_only_home: Path, tiny_model: Path) -> None:
+def test_pull_into_a_read_only_home(
+    vkrama: Callable[..., Any], read_only_home: Path, tiny_model: Path
+) -> None:
     with LoopbackServer() as server:
         url = server.add("/files/tiny.gguf", Resource(body=tiny_model.read_bytes()))
         result = vkrama("pull", url, env={"VKRAMA_HOME": str(read_only_home)})
@@ -97,7 +100,9 @@ def test_pull_into_a_read_only_home(vkrama, read_only_home: Path, tiny_model: Pa
     assert_disk_error(local, read_only_home)
 
 
-def test_bench_with_a_read_only_home(vkrama, read_only_home: Path, tiny_model: Path) -> None:
+def test_bench_with_a_read_only_home(
+    vkrama: Callable[..., Any], read_only_home: Path, tiny_model: Path
+) -> None:
     result = vkrama("bench", str(tiny_model), "--backend", "cpu", "-p", "8", "-n", "4",
                     env={"VKRAMA_HOME": str(read_only_home)})  # fmt: skip
     assert_disk_error(result, read_only_home)

@@ -94,11 +94,11 @@ def from_argv(argv: list[str]) -> dict[str, Any]:
                  "options": ["rbind", "ro" if "ro" in record else "rw"]}
             )  # fmt: skip
         elif arg == "--secret":
-            name, *options = value.split(",")
-            given = dict(o.partition("=")[::2] for o in options)
+            secret, *secret_options = value.split(",")
+            given = dict(o.partition("=")[::2] for o in secret_options)
             assert given.pop("type") == "mount"
             body.setdefault("secrets", []).append(
-                {"Source": name, "Target": given["target"], "UID": int(given["uid"]),
+                {"Source": secret, "Target": given["target"], "UID": int(given["uid"]),
                  "GID": int(given["gid"]), "Mode": int(given["mode"], 8)}
             )  # fmt: skip
         elif arg == "--network":

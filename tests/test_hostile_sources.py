@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_servers import (
@@ -27,7 +28,7 @@ from store_servers import (
     sha256,
 )
 
-from vkrama.errors import ExitStatus
+from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import names
 
 GGUF_LAYER = "application/vnd.cncf.model.weight.v1.gguf"
@@ -209,7 +210,12 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_hostile_name_is_refused_and_nothing_is_written(
-    vkrama, env, server: LoopbackServer, tiny_model: Path, tmp_path: Path, case: Case
+    vkrama: Callable[..., Any],
+    env: dict[str, str],
+    server: LoopbackServer,
+    tiny_model: Path,
+    tmp_path: Path,
+    case: Case,
 ) -> None:
     victim = tmp_path / "victim.gguf"
     victim.write_bytes(VICTIM)
@@ -232,7 +238,7 @@ def test_hostile_name_is_refused_and_nothing_is_written(
 
 
 def test_a_file_list_that_only_mentions_a_hostile_name_still_fails(
-    vkrama, env, server: LoopbackServer, tiny_model: Path
+    vkrama: Callable[..., Any], env: dict[str, str], server: LoopbackServer, tiny_model: Path
 ) -> None:
     # A server that lists an escaping name beside a good one is not to be trusted at all.
     add_hf_file(server, "org/tiny-GGUF", "tiny-F16.gguf", tiny_model.read_bytes())
@@ -242,7 +248,7 @@ def test_a_file_list_that_only_mentions_a_hostile_name_still_fails(
 
 
 def test_safe_names_from_the_same_servers_still_pull(
-    vkrama, env, server: LoopbackServer, tiny_model: Path
+    vkrama: Callable[..., Any], env: dict[str, str], server: LoopbackServer, tiny_model: Path
 ) -> None:
     data = tiny_model.read_bytes()
     add_hf_file(server, "org/tiny-GGUF", "sub/dir/tiny-F16.gguf", data)
@@ -272,7 +278,7 @@ def test_repo_path_accepts(value: str) -> None:
 
 @pytest.mark.parametrize("value", UNSAFE_PATHS)
 def test_repo_path_refuses(value: str) -> None:
-    with pytest.raises(names.VkramaError) as caught:
+    with pytest.raises(VkramaError) as caught:
         names.repo_path(value, "test")
     assert caught.value.status == ExitStatus.UNSAFE_NAME
     assert "\n" not in caught.value.message
@@ -283,7 +289,7 @@ def test_inside_refuses_a_path_that_a_symlink_leads_out(tmp_path: Path) -> None:
     root.mkdir()
     (root / "link").symlink_to(tmp_path)
     assert names.inside(root, root / "a" / "b") == root / "a" / "b"
-    with pytest.raises(names.VkramaError):
+    with pytest.raises(VkramaError):
         names.inside(root, root / "link" / "victim")
-    with pytest.raises(names.VkramaError):
+    with pytest.raises(VkramaError):
         names.inside(root, root / "a" / ".." / ".." / "victim")

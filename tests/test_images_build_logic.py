@@ -143,7 +143,11 @@ def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None
     ],
 )  # fmt: skip
 def test_plan_build_args(
-    backend: str, env: dict[str, str], base: str | None, args: dict[str, str], expected: dict
+    backend: str,
+    env: dict[str, str],
+    base: str | None,
+    args: dict[str, str],
+    expected: dict[str, str],
 ) -> None:
     planned = images.plan(backend, _settings(**env), build_args=args, base=base)
     assert planned.build_args == expected

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import Page, open_page
@@ -47,7 +48,9 @@ def drawn(page: Page, kind: str = "bar ") -> list[tuple[str, float]]:
     return [(name, float(height)) for name, height in found]
 
 
-def test_report_of_a_real_run_in_chromium(vkrama: Callable, real_run: Path, tmp_path: Path) -> None:
+def test_report_of_a_real_run_in_chromium(
+    vkrama: Callable[..., Any], real_run: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report.html"
     done = vkrama("results", "report", "1", "-o", str(out), env={"VKRAMA_HOME": str(real_run)})
     assert done.returncode == 0, done.stderr
@@ -78,7 +81,7 @@ def test_report_of_a_real_run_in_chromium(vkrama: Callable, real_run: Path, tmp_
 
 
 def test_report_of_two_hosts_side_by_side_in_chromium(
-    vkrama: Callable, real_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vkrama: Callable[..., Any], real_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The second host's run: the real run's cells, stored through the results API as
     # another machine would have stored them.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench_fakes import cell, llama_bench_entry, store_run
@@ -14,7 +15,7 @@ from PIL import Image
 from vkrama import config
 from vkrama.errors import ExitStatus
 from vkrama.results.chart import PALETTE
-from vkrama.results.records import Measurement
+from vkrama.results.records import CellResult, Measurement
 
 
 def three_cells() -> None:
@@ -44,7 +45,9 @@ def segments(row: list[tuple[int, int, int]], colour: tuple[int, int, int]) -> i
     return count
 
 
-def test_png_has_one_bar_per_cell_in_each_tests_panel(vkrama: Callable, tmp_path: Path) -> None:
+def test_png_has_one_bar_per_cell_in_each_tests_panel(
+    vkrama: Callable[..., Any], tmp_path: Path
+) -> None:
     three_cells()
     out = tmp_path / "chart.png"
     done = vkrama("results", "chart", "1", "-o", str(out))
@@ -52,7 +55,9 @@ def test_png_has_one_bar_per_cell_in_each_tests_panel(vkrama: Callable, tmp_path
     assert done.stdout == f"{out}\n"
     image = Image.open(out).convert("RGB")
     assert image.size == (840, 360)  # two panels (pp64, tg16), 4.2 x 3.6 in each at 100 dpi
-    pixels = [[image.getpixel((x, y)) for x in range(image.width)] for y in range(image.height)]
+    pixels: list[list[Any]] = [
+        [image.getpixel((x, y)) for x in range(image.width)] for y in range(image.height)
+    ]
     first = rgb(PALETTE[0])
     bottom = max(y for y, row in enumerate(pixels) if first in row)
     row = pixels[bottom - 2]  # just above the x axis, where every bar is
@@ -60,7 +65,7 @@ def test_png_has_one_bar_per_cell_in_each_tests_panel(vkrama: Callable, tmp_path
     assert image.getpixel((0, 0)) == (255, 255, 255)
 
 
-def test_svg_chart_names_each_bar(vkrama: Callable, tmp_path: Path) -> None:
+def test_svg_chart_names_each_bar(vkrama: Callable[..., Any], tmp_path: Path) -> None:
     three_cells()
     out = tmp_path / "chart.svg"
     assert vkrama("results", "chart", "latest", "-o", str(out), "--test", "tg16").returncode == 0
@@ -70,9 +75,9 @@ def test_svg_chart_names_each_bar(vkrama: Callable, tmp_path: Path) -> None:
 
 
 def test_depth_curves_are_drawn_when_a_run_measured_several_depths(
-    vkrama: Callable, tmp_path: Path
+    vkrama: Callable[..., Any], tmp_path: Path
 ) -> None:
-    def deep(backend: str, driver: str | None, rates: list[float]) -> object:
+    def deep(backend: str, driver: str | None, rates: list[float]) -> CellResult:
         found = tuple(
             Measurement(f"tg16 @ d{d}", 0, 16, r, 1.0, (r - 1, r + 1), "X", "", n_depth=d)
             for d, r in zip((0, 256, 1024), rates, strict=True)
@@ -103,7 +108,7 @@ def without_matplotlib(tmp_path: Path) -> dict[str, str]:
 
 
 def test_chart_without_the_extra_is_one_error_with_the_pip_line(
-    vkrama: Callable, tmp_path: Path, without_matplotlib: dict[str, str]
+    vkrama: Callable[..., Any], tmp_path: Path, without_matplotlib: dict[str, str]
 ) -> None:
     three_cells()
     done = vkrama("results", "chart", "1", "-o", str(tmp_path / "c.png"), env=without_matplotlib)
@@ -116,7 +121,7 @@ def test_chart_without_the_extra_is_one_error_with_the_pip_line(
 
 
 def test_report_without_the_extra_still_has_every_table(
-    vkrama: Callable, tmp_path: Path, without_matplotlib: dict[str, str]
+    vkrama: Callable[..., Any], tmp_path: Path, without_matplotlib: dict[str, str]
 ) -> None:
     three_cells()
     out = tmp_path / "r.html"
@@ -136,7 +141,7 @@ def test_report_without_the_extra_still_has_every_table(
     ids=["unknown-image-format", "test-the-runs-did-not-measure"],
 )
 def test_bad_chart_flags_are_usage_errors(
-    vkrama: Callable, args: tuple[str, ...], message: str
+    vkrama: Callable[..., Any], args: tuple[str, ...], message: str
 ) -> None:
     three_cells()
     done = vkrama("results", "chart", "1", *args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from bench_fakes import cell, store_run
@@ -12,14 +13,14 @@ from vkrama import config
 from vkrama.errors import ExitStatus
 
 
-def test_list_with_nothing_stored_says_how_to_get_results(vkrama: Callable) -> None:
+def test_list_with_nothing_stored_says_how_to_get_results(vkrama: Callable[..., Any]) -> None:
     done = vkrama("results", "list")
     assert done.returncode == 0
     assert done.stdout == "No bench runs stored yet; `vkrama bench MODEL` makes one.\n"
     assert json.loads(vkrama("results", "list", "--json").stdout) == []
 
 
-def test_show_of_an_unknown_run_is_not_found_with_a_hint(vkrama: Callable) -> None:
+def test_show_of_an_unknown_run_is_not_found_with_a_hint(vkrama: Callable[..., Any]) -> None:
     store_run(config.load(), cell("cpu", None, 800, 30))
     done = vkrama("results", "show", "99")
     assert done.returncode == ExitStatus.NOT_FOUND
@@ -29,7 +30,7 @@ def test_show_of_an_unknown_run_is_not_found_with_a_hint(vkrama: Callable) -> No
     )
 
 
-def test_show_compare_and_export_of_stored_runs(vkrama: Callable) -> None:
+def test_show_compare_and_export_of_stored_runs(vkrama: Callable[..., Any]) -> None:
     settings = config.load()
     store_run(settings, cell("cpu", None, 800, 30), cell("vulkan", "lavapipe", 230, 118))
     store_run(settings, cell("cpu", None, 700, 30), cell("vulkan", "lavapipe", 231, 118))
@@ -62,7 +63,7 @@ def test_show_compare_and_export_of_stored_runs(vkrama: Callable) -> None:
     ],
 )
 def test_bad_bench_flags_are_usage_errors(
-    vkrama: Callable, args: tuple[str, ...], message: str
+    vkrama: Callable[..., Any], args: tuple[str, ...], message: str
 ) -> None:
     done = vkrama("bench", "tiny.gguf", *args)
     assert done.returncode == ExitStatus.USAGE

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bench_fakes import cell, store_run
 
@@ -29,7 +30,7 @@ build: Debian (11669)
 """
 
 
-def test_scoreboard_export_of_a_stored_run(vkrama: Callable) -> None:
+def test_scoreboard_export_of_a_stored_run(vkrama: Callable[..., Any]) -> None:
     gpu = {"index": 0, "ids": "1002:744c", "name": "AMD Radeon RX 7900 XTX",
            "kernel_driver": "amdgpu"}  # fmt: skip
     store_run(

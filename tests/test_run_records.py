@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bench_fakes import cell, info
 
-from tests.bench_fakes import cell, info
 from vkrama import config, results
 from vkrama.bench.hostload import LoadWatch
 from vkrama.results import owner, report, store

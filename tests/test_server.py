@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vkrama.backends import Choice, compile_cache
+from vkrama.engine.spec import Mount
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve import plan as server
 from vkrama.serve import ready
@@ -303,7 +304,7 @@ def test_gpu_backends_get_a_writable_compile_cache(
     cache = compile_cache.for_backend(HOME, backend)
     assert cache is not None and cache.host_dir == host_dir
     spec = server.plan(request(choice=replace(LAVAPIPE, backend=backend), compile_cache=cache))
-    assert server.Mount(host_dir, cache.target, read_only=False) in spec.mounts
+    assert Mount(host_dir, cache.target, read_only=False) in spec.mounts
     assert spec.env[variable] == cache.target
     assert [m.read_only for m in spec.mounts if m.target.startswith("/models/")] == [True]
 

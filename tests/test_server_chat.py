@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ class StreamingServer(BaseHTTPRequestHandler):
     """Streams "Hel" "lo" as SSE deltas; 401 without the key when `key` is set."""
 
     key: str | None = None
-    bodies: list[dict[str, object]] = []  # noqa: RUF012 - shared on purpose, reset per test
+    bodies: list[dict[str, Any]] = []  # noqa: RUF012 - shared on purpose, reset per test
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
@@ -75,7 +76,7 @@ def test_second_turn_sends_the_whole_conversation(url: str) -> None:
     list(conversation.ask("hi"))
     list(conversation.ask("again"))
     sent = StreamingServer.bodies[1]["messages"]
-    assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # type: ignore[union-attr]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
 
 
 def test_missing_key_is_an_auth_error_and_the_turn_is_dropped(url: str) -> None:

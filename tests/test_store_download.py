@@ -6,9 +6,10 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,9 @@ class Unavailable(BaseHTTPRequestHandler):
         pass
 
 
-def test_pull_says_what_it_retries_when_stderr_is_not_a_terminal(vkrama) -> None:
+def test_pull_says_what_it_retries_when_stderr_is_not_a_terminal(
+    vkrama: Callable[..., Any],
+) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -63,7 +63,8 @@ model() {
         python3 - "$MODEL" <<'EOF'
 import sys, tempfile, time
 from pathlib import Path
-from examples import examplemodel
+sys.path.insert(0, "examples")  # examplemodel.py: the fixture beside make_model.py
+import examplemodel
 
 out = Path(sys.argv[1])
 # llama-2-7B's shape: ~6.7 B parameters, F16 13.5 GB, Q4_0 3.8 GB.

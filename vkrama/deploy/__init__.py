@@ -128,7 +128,7 @@ def writable_sources(spec: ContainerSpec) -> tuple[Path, ...]:
     return tuple(mount.source for mount in spec.mounts if not mount.read_only)
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no stubs
     def ignore_aliases(self, data: object) -> bool:
         return True  # repeated values written out, never as &anchors a reader must follow
 

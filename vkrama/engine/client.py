@@ -117,7 +117,7 @@ class Engine:
     # -- service -------------------------------------------------------------------------
     def info(self) -> EngineInfo:
         with translate_errors("podman info"):
-            data = self.client.info()
+            data = self.client.info()  # type: ignore[no-untyped-call]  # podman-py's is untyped
         host = data.get("host", {})
         version = data.get("version", {})
         return EngineInfo(
