@@ -217,7 +217,10 @@ GRAPHICS_FILES = (
 
 
 def nvidia_cdi_spec(
-    graphics: bool = True, uuid: str = "GPU-8d2c0f2e", without: tuple[str, ...] = ()
+    graphics: bool = True,
+    uuid: str = "GPU-8d2c0f2e",
+    without: tuple[str, ...] = (),
+    gpus: int = 1,
 ) -> dict[str, Any]:
     """What `nvidia-ctk cdi generate` writes, cut down to what vkrama reads.
 
@@ -236,14 +239,18 @@ def nvidia_cdi_spec(
             if not Path(path).name.startswith(without or ("\0",))
         ]
     node = {"deviceNodes": [{"path": "/dev/nvidia0"}, {"path": "/dev/dri/renderD129"}]}
+    # nvidia-ctk names each GPU by its index (NVML's, i.e. PCI order) and by its UUID.
+    devices = [{"name": "0", "containerEdits": node}, {"name": uuid, "containerEdits": node}]
+    for index in range(1, gpus):
+        edits = {"deviceNodes": [{"path": f"/dev/nvidia{index}"}]}
+        devices += [
+            {"name": str(index), "containerEdits": edits},
+            {"name": f"{uuid}-{index}", "containerEdits": edits},
+        ]
     return {
         "cdiVersion": "0.5.0",
         "kind": "nvidia.com/gpu",
-        "devices": [
-            {"name": "0", "containerEdits": node},
-            {"name": uuid, "containerEdits": node},
-            {"name": "all", "containerEdits": node},
-        ],
+        "devices": [*devices, {"name": "all", "containerEdits": node}],
         "containerEdits": {
             "env": ["NVIDIA_VISIBLE_DEVICES=void"],
             "deviceNodes": [{"path": "/dev/nvidiactl"}, {"path": "/dev/nvidia-uvm"}],
@@ -280,6 +287,33 @@ def two_amd_gpus(host: FakeHost) -> None:
     host.add_gpu("0000:0c:00.0", "1002", "744c", "amdgpu", render_minor=129, card=1,
                  vram=24 * GIB, gfx_target_version=110000, bridge="0000:00:03.1")  # fmt: skip
     host.add_kfd()
+
+
+def amd_and_nvidia_desktop(host: FakeHost) -> None:
+    """An RX 7900 XTX (amdgpu, /dev/kfd) and an RTX 4090 (NVIDIA's driver, CDI spec)."""
+    amd_dgpu_with_kfd(host)
+    host.add_gpu("0000:0a:00.0", "10de", "2684", "nvidia", render_minor=129, card=2,
+                 bridge="0000:00:03.1")  # fmt: skip
+    host.add_nvidia_nodes(1)
+    host.add_cdi_spec(nvidia_cdi_spec())
+
+
+def intel_igpu_and_amd_dgpu(host: FakeHost) -> None:
+    """Iris Xe on the root bus (renderD128) and an RX 7900 XTX behind a bridge (renderD129)."""
+    host.add_gpu("0000:00:02.0", "8086", "a7a0", "i915", render_minor=128, card=0, bridge=None)
+    host.add_gpu("0000:03:00.0", "1002", "744c", "amdgpu", render_minor=129, card=1,
+                 vram=24 * GIB, gfx_target_version=110000)  # fmt: skip
+    host.add_kfd()
+
+
+def two_nvidia_h100s(host: FakeHost) -> None:
+    """A server with two H100s: 3D controllers with no DRM node, /dev/nvidia0-1, a CDI spec
+    naming both (what the lent 2×H100 machine has)."""
+    for n, address in enumerate(("0000:18:00.0", "0000:2a:00.0")):
+        host.add_gpu(address, "10de", "2330", "nvidia", pci_class="0x0302",
+                     bridge=f"0000:00:0{n + 1}.0")  # fmt: skip
+    host.add_nvidia_nodes(2)
+    host.add_cdi_spec(nvidia_cdi_spec(gpus=2))
 
 
 def virtio_gpu(host: FakeHost) -> None:

@@ -236,11 +236,12 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     assert old.run.info.model == {} and old.run.info.host == "old"
     (m,) = old.cells[0].measurements  # measured before depth existed: at depth 0
     assert (m.test, m.tps, m.n_depth) == ("tg128", 290.8, 0)
+    assert old.cells[0].gpus == ()  # stored before GPU sets were: not known
     assert report.run_header(old)[1].startswith("model  tiny (no header facts: stored by an older")
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(store.db_path(settings)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 5
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:

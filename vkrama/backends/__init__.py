@@ -24,6 +24,7 @@ from vkrama.backends.cells import (
     lavapipe_cell,
     missing,
 )
+from vkrama.backends.multi import GpuSelection, check_split, merge, parse_gpus, single
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu, HardwareProfile
 
@@ -33,11 +34,15 @@ __all__ = [
     "MESA_ICDS",
     "VK_DRIVERS",
     "Choice",
+    "GpuSelection",
     "Support",
     "check",
+    "check_split",
     "choose",
     "gpu_key",
     "hsa_override_for",
+    "merge",
+    "parse_gpus",
     "ranked",
     "support",
     "usable",
@@ -64,11 +69,82 @@ def usable(profile: HardwareProfile, hsa_override: bool = False) -> list[Choice]
 def choose(
     profile: HardwareProfile,
     backend: str = "auto",
+    gpu: GpuSelection = None,
+    vk_driver: str | None = None,
+    hsa_override: bool = False,
+    split_mode: str | None = None,
+    tensor_split: tuple[float, ...] = (),
+) -> Choice:
+    """The backend and passthrough to run with; VkramaError(BACKEND_UNAVAILABLE) says why not.
+
+    `gpu` as a tuple or "all": one model split over several GPUs (see `multi`)."""
+    if gpu == "each":
+        raise VkramaError(
+            "--gpu each applies to `vkrama bench` only",
+            hint="serve on several GPUs with --gpu 0,1 or --gpu all",
+            status=ExitStatus.USAGE,
+        )
+    if isinstance(gpu, tuple) and len(gpu) == 1:
+        gpu = gpu[0]
+    if isinstance(gpu, tuple) or gpu == "all":
+        return _choose_split(
+            profile, backend, gpu, vk_driver, hsa_override, split_mode, tensor_split
+        )
+    assert gpu is None or isinstance(gpu, int)
+    return single(
+        _choose_one(profile, backend, gpu, vk_driver, hsa_override), split_mode, tensor_split
+    )
+
+
+def _choose_split(
+    profile: HardwareProfile,
+    backend: str,
+    gpus: tuple[int, ...] | str,
+    vk_driver: str | None,
+    hsa_override: bool,
+    split_mode: str | None,
+    tensor_split: tuple[float, ...],
+) -> Choice:
+    """Several GPUs under one backend: each chosen alone first (so every refusal keeps its
+    reason), then merged. Vulkan may mix drivers: each GPU through its own."""
+    if backend == "auto":
+        first = gpus[0] if isinstance(gpus, tuple) else None
+        picked = _choose_one(profile, "auto", first, vk_driver, hsa_override)
+        if picked.gpu is None:
+            return picked  # no usable GPU: auto already explains why it fell back to cpu
+        backend = picked.backend  # Vulkan: each GPU then gets its own driver
+    if isinstance(gpus, tuple):
+        choices = [_choose_one(profile, backend, i, vk_driver, hsa_override) for i in gpus]
+    else:
+        cells = [check(profile, backend, g, hsa_override) for g in profile.gpus]
+        choices = [
+            c.choice
+            for c in cells
+            if c.choice and c.choice.gpu and (vk_driver is None or c.driver == vk_driver)
+        ]
+        if not choices:
+            return _choose_one(profile, backend, None, vk_driver, hsa_override)  # says why not
+    if len(choices) == 1:
+        return single(choices[0], split_mode, tensor_split)
+    if backend == "rocm":
+        overrides = {c.env.get("HSA_OVERRIDE_GFX_VERSION") for c in choices}
+        if len(overrides) > 1:
+            raise VkramaError(
+                "rocm cannot split over these GPUs: HSA_OVERRIDE_GFX_VERSION would apply to all "
+                "of them, but only some need it",
+                hint="split on vulkan instead, or pick GPUs of one generation",
+                status=ExitStatus.BACKEND_UNAVAILABLE,
+            )
+    return merge(choices, split_mode, tensor_split)
+
+
+def _choose_one(
+    profile: HardwareProfile,
+    backend: str = "auto",
     gpu: int | None = None,
     vk_driver: str | None = None,
     hsa_override: bool = False,
 ) -> Choice:
-    """The backend and passthrough to run with; VkramaError(BACKEND_UNAVAILABLE) says why not."""
     if backend not in (*BACKENDS, "auto"):
         raise VkramaError(
             f"unknown backend {backend!r}",

@@ -14,6 +14,7 @@ from vkrama.hardware import Gpu, HardwareProfile
 from vkrama.hardware.cdi import GRAPHICS_FIX
 
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
+SPLIT_MODES = ("layer", "row", "none")
 VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")
 
 # Mesa's ICD jsons inside the vulkan image; NVIDIA's comes from the host through CDI.
@@ -48,14 +49,38 @@ NO_CDI_FIX = "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
 
 
 @dataclass(frozen=True)
+class Split:
+    """How llama.cpp spreads one model over several GPUs (its --split-mode, --tensor-split)."""
+
+    mode: str = "layer"  # layer | row | none (llama.cpp's default is layer)
+    weights: tuple[float, ...] = ()  # one per GPU, in ggml's device order; (): llama.cpp's own
+
+    def server_args(self) -> tuple[str, ...]:
+        """llama-server's spelling: --tensor-split 16,24."""
+        ts = ("--tensor-split", ",".join(_number(w) for w in self.weights)) if self.weights else ()
+        return ("--split-mode", self.mode, *ts)
+
+    def bench_args(self) -> tuple[str, ...]:
+        """llama-bench's spelling: -ts 16/24 (its commas separate values to sweep)."""
+        ts = ("-ts", "/".join(_number(w) for w in self.weights)) if self.weights else ()
+        return ("-sm", self.mode, *ts)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
 class Choice:
     backend: str
-    driver: str | None  # Vulkan driver ("lavapipe", "radv", …) for backend vulkan, else None
-    gpu: Gpu | None
+    driver: str | None  # Vulkan driver ("lavapipe", "radv", "radv+nvidia", …), else None
+    gpu: Gpu | None  # the (first) GPU; `gpus` holds all of a split
     devices: tuple[str, ...] = ()  # host device paths or CDI names
     group_add: tuple[str, ...] = ()  # numeric gids owning those nodes (never 0)
     env: dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    gpus: tuple[Gpu, ...] = ()  # several: one model split over them, in ggml's device order
+    split: Split | None = None  # set when len(gpus) > 1
 
     @property
     def cell(self) -> str:
@@ -63,9 +88,18 @@ class Choice:
         return f"{self.backend}/{self.driver}" if self.driver else self.backend
 
     @property
+    def gpu_indices(self) -> tuple[int, ...]:
+        """The GPUs used, by host index, in the order given: (), (1,), (0, 1)."""
+        if self.gpus:
+            return tuple(g.index for g in self.gpus)
+        return (self.gpu.index,) if self.gpu else ()
+
+    @property
     def device_label(self) -> str:
         if self.driver == "lavapipe":
             return "llvmpipe (lavapipe)"
+        if len(self.gpus) > 1:
+            return " + ".join(g.name for g in self.gpus)
         return self.gpu.name if self.gpu else "CPU"
 
 

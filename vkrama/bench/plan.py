@@ -67,6 +67,7 @@ class BenchCell:
     spec: ContainerSpec
     gpu_index: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    gpus: tuple[int, ...] = ()  # host indices of every GPU the cell uses, in ggml's order
 
     @property
     def key(self) -> str:
@@ -110,7 +111,11 @@ def _cores_from_cpuinfo(cpuinfo: Path) -> int:
 
 
 def llama_bench_args(
-    params: BenchParams, model_file: str, backend: str, threads: int
+    params: BenchParams,
+    model_file: str,
+    backend: str,
+    threads: int,
+    split: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """The llama-bench command line; only -ngl differs between cpu and GPU cells."""
     ngl = params.ngl
@@ -135,6 +140,7 @@ def llama_bench_args(
         argv += ["-fa", ",".join(params.flash_attn)]
     if params.depth:
         argv += ["-d", ",".join(str(d) for d in params.depth)]
+    argv += list(split)  # -sm/-ts of a cell split over several GPUs
     argv += list(params.extra_args)
     argv += ["-o", "json"]
     return tuple(argv)
@@ -172,9 +178,12 @@ def plan_cell(
         "vkrama.device": device,
         "vkrama.bench-run": run_token,
     }
+    if choice.gpu_indices:
+        labels["vkrama.gpus"] = ",".join(str(i) for i in choice.gpu_indices)
+    split = choice.split.bench_args() if choice.split is not None else ()
     spec = ContainerSpec(
         image=image,
-        command=llama_bench_args(params, model_files[0].name, choice.backend, threads),
+        command=llama_bench_args(params, model_files[0].name, choice.backend, threads, split),
         name=f"vkrama-bench-{run_token}-{position}-{_slug(choice.backend, choice.driver)}",
         labels=labels,
         env=env,
@@ -191,6 +200,7 @@ def plan_cell(
         spec=spec,
         gpu_index=choice.gpu.index if choice.gpu is not None else None,
         labels=labels,
+        gpus=choice.gpu_indices,
     )
 
 

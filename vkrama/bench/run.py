@@ -120,6 +120,7 @@ def judge(
         stderr_tail=stderr_text[-STDERR_KEPT:],
         command=cell.spec.command,
         duration_s=round(duration_s, 3),
+        gpus=cell.gpus,
     )
     if exit_code != 0:
         why = f"llama-bench exited with {exit_code}: {_last_line(stderr_text)}"
@@ -134,6 +135,7 @@ def judge(
         stderr.observe(stderr_text),
         [m.backends for m in found],
         [m.gpu_info for m in found],
+        gpu_count=max(len(cell.gpus), 1),
     )
     label = device.label if device is not None else cell.device
     if reason is not None:
@@ -156,6 +158,7 @@ def _failed(
         image=cell.image,
         command=cell.spec.command,
         duration_s=round(time.monotonic() - started, 3),
+        gpus=cell.gpus,
     )
 
 

@@ -27,7 +27,7 @@ from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results.records import CellResult, CellStatus, RunStatus
 
 if TYPE_CHECKING:
-    from vkrama.backends import Choice
+    from vkrama.backends import Choice, GpuSelection
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.results import RunInfo
@@ -46,7 +46,9 @@ class BenchRequest:
     backends: tuple[str, ...] = ()  # empty: every usable backend (or vulkan if drivers given)
     vk_drivers: tuple[str, ...] = ()
     every: bool = False  # --all
-    gpu: int | None = None
+    gpu: GpuSelection = None  # an index, several (split), "all" (split) or "each" (+ split)
+    split_mode: str | None = None
+    tensor_split: tuple[float, ...] = ()
     params: planning.BenchParams = field(default_factory=planning.BenchParams)
     env: Mapping[str, str] = field(default_factory=dict)  # laid over every cell's env
     unset_env: tuple[str, ...] = ()  # removed from every cell's env (e.g. to provoke failure)
@@ -157,17 +159,20 @@ def matrix(
                 f"unknown Vulkan driver {name!r}", f"one of {', '.join(backends.VK_DRIVERS)}"
             )
     if request.every or not (request.backends or request.vk_drivers):
+        wanted_gpus = _indices(request.gpu)
         found = [
             c
             for c in backends.usable(profile)
-            if (request.gpu is None or c.gpu is None or c.gpu.index == request.gpu)
+            if (wanted_gpus is None or c.gpu is None or c.gpu.index in wanted_gpus)
             and (not request.vk_drivers or c.backend != "vulkan" or c.driver in request.vk_drivers)
         ]
         if not request.every and any(c.gpu is not None for c in found):
             # Without --all, lavapipe (software Vulkan, slower than cpu) only stands in for
             # a GPU on machines that have none; on a real GPU it would only burn time.
             found = [c for c in found if c.driver != "lavapipe"]
-        return found, []
+        if request.gpu is None or isinstance(request.gpu, int):
+            return found, []
+        return _splits(profile, request, found), []
     wanted: list[tuple[str, str | None]] = []
     for backend in request.backends or ("vulkan",):
         drivers: tuple[str | None, ...] = (None,)
@@ -177,10 +182,69 @@ def matrix(
     choices, unavailable = [], []
     for backend, driver in dict.fromkeys(wanted):
         try:
-            choices.append(backends.choose(profile, backend, request.gpu, driver))
+            if request.gpu == "each":
+                choices += _each(profile, request, backend, driver)
+            else:
+                choices.append(
+                    backends.choose(
+                        profile,
+                        backend,
+                        request.gpu,
+                        driver,
+                        split_mode=request.split_mode,
+                        tensor_split=request.tensor_split,
+                    )
+                )
         except VkramaError as error:
             unavailable.append(_unavailable(backend, driver, error.message))
     return choices, unavailable
+
+
+def _indices(gpu: GpuSelection) -> set[int] | None:
+    """The GPUs a selection may touch; None: any."""
+    if isinstance(gpu, int):
+        return {gpu}
+    if isinstance(gpu, tuple):
+        return set(gpu)
+    return None
+
+
+def _splits(profile: HardwareProfile, request: BenchRequest, found: list[Choice]) -> list[Choice]:
+    """The default matrix under --gpu 0,1 / all / each: per stack, the split over its GPUs
+    (Vulkan: every Vulkan GPU, whatever its driver), preceded by each GPU alone for each."""
+    from vkrama import backends
+
+    out: list[Choice] = []
+    stacks = dict.fromkeys(c.backend for c in found if c.gpu is not None)
+    for choice in found:
+        if choice.gpu is None:
+            out.append(choice)  # cpu, lavapipe: unchanged
+    for backend in stacks:
+        alone = [c for c in found if c.backend == backend and c.gpu is not None]
+        if isinstance(request.gpu, tuple):
+            order = {index: n for n, index in enumerate(request.gpu)}
+            alone.sort(key=lambda c: order[c.gpu.index if c.gpu else 0])
+        if request.gpu == "each" or len(alone) < 2:
+            out += alone
+        if len(alone) > 1:
+            out.append(backends.merge(alone, request.split_mode, request.tensor_split))
+    return out
+
+
+def _each(
+    profile: HardwareProfile, request: BenchRequest, backend: str, driver: str | None
+) -> list[Choice]:
+    """--gpu each for one asked-for stack: every GPU it can use alone, then all together."""
+    from vkrama import backends
+
+    split = backends.choose(
+        profile, backend, "all", driver, split_mode=request.split_mode,
+        tensor_split=request.tensor_split,
+    )  # fmt: skip
+    if len(split.gpus) < 2:
+        return [split]
+    alone = [backends.choose(profile, backend, g.index, driver) for g in split.gpus]
+    return [*alone, split]
 
 
 def execute(
@@ -277,7 +341,7 @@ def run_info(bench_plan: BenchPlan) -> RunInfo:
             {"index": g.index, "ids": g.ids, "name": g.name, "kernel_driver": g.kernel_driver}
             for g in profile.gpus
         ],
-        gpu_key=results.gpu_key(profile, request.gpu),
+        gpu_key=results.gpu_key(profile, request.gpu if isinstance(request.gpu, int) else None),
         model_name=bench_plan.model.name,
         model_sha256=bench_plan.model.sha256,
         params=params,

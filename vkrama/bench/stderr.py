@@ -107,8 +107,12 @@ def verify(
     observed: Observed,
     bench_backends: Sequence[str],
     gpu_infos: Sequence[str] = (),
+    gpu_count: int = 1,
 ) -> tuple[str | None, SeenDevice | None]:
     """(failure reason or None, the device that ran) for a cell that asked for backend/driver.
+
+    `gpu_count` > 1: a split cell, which must have run on that many devices (for Vulkan,
+    `driver` is then "radv+nvidia"-like and every device must be one of those drivers).
 
     `bench_backends` is llama-bench's `backends` field of each result (e.g. "Vulkan",
     "CPU", "CUDA,BLAS"): the backends llama.cpp was built with, which names Vulkan even
@@ -137,6 +141,8 @@ def verify(
         )
     if gpu_infos and not any(info.strip() for info in gpu_infos):
         return "llama-bench reports no GPU (empty gpu_info): the cell fell back to the CPU", None
+    if gpu_count > 1:
+        return _verify_split(api, driver, seen, gpu_count)
     device = seen[0]
     if api == "Vulkan" and driver is not None:
         wanted = EXPECTED_VK_DRIVER_NAMES.get(driver, (driver,))
@@ -151,3 +157,24 @@ def verify(
             others = ", ".join(f"{d.name} ({d.driver})" for d in seen if d is not device)
             return f"ggml also used other Vulkan devices: {others}", device
     return None, device
+
+
+def _verify_split(
+    api: str, driver: str | None, seen: list[SeenDevice], count: int
+) -> tuple[str | None, SeenDevice | None]:
+    """A split cell: exactly `count` devices, each on one of the asked-for Vulkan drivers."""
+    together = SeenDevice(api, 0, " + ".join(d.label for d in seen))
+    if len(seen) != count:
+        return f"asked to split over {count} GPUs, but ggml used {len(seen)}", together
+    if api == "Vulkan" and driver is not None:
+        wanted = {name: EXPECTED_VK_DRIVER_NAMES.get(name, (name,)) for name in driver.split("+")}
+        for device in seen:
+            if not any(device.driver.strip().lower() in names for names in wanted.values()):
+                return (
+                    f"asked for Vulkan drivers {driver}, but ggml ran on {device.label}",
+                    together,
+                )
+        for name, names in wanted.items():
+            if not any(d.driver.strip().lower() in names for d in seen):
+                return f"asked for Vulkan drivers {driver}, but none of {name}", together
+    return None, together

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,11 +18,14 @@ from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.cli.app import App, dry_run_option, pass_app
 from vkrama.cli.console import download_progress, dry_run_prelude, echo_json
-from vkrama.cli.serve import terminate_as_interrupt
+from vkrama.cli.serve import gpu_type, split_flags, terminate_as_interrupt
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
 from vkrama.results.records import RunStatus
+
+if TYPE_CHECKING:
+    from vkrama.backends import GpuSelection
 
 
 def _list(value: str | None) -> tuple[str, ...]:
@@ -75,7 +79,14 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     metavar="D1,D2",
     help="Vulkan drivers: radv,anv,nvk,nvidia,lavapipe.",
 )
-@click.option("--gpu", type=int, metavar="N", help="GPU index (see `vkrama devices`).")
+@click.option(
+    "--gpu",
+    metavar="N|N,M|all|each",
+    callback=gpu_type(allow_each=True),
+    help="GPU index; a list 0,1 or all: the model split over them; each: every GPU alone "
+    "and then the split, in one run (what the second GPU buys).",
+)
+@split_flags
 @click.option(
     "-p",
     "--n-prompt",
@@ -163,7 +174,9 @@ def bench(
     backends: str | None,
     every: bool,
     vk_drivers: str | None,
-    gpu: int | None,
+    gpu: GpuSelection,
+    split_mode: str | None,
+    tensor_split: tuple[float, ...],
     n_prompt: int,
     n_gen: int,
     repetitions: int,
@@ -201,6 +214,8 @@ def bench(
         vk_drivers=_list(vk_drivers),
         every=every,
         gpu=gpu,
+        split_mode=split_mode,
+        tensor_split=tensor_split,
         params=params,
         env=_env(env),
         unset_env=unset_env,
@@ -218,6 +233,7 @@ def bench(
                         "backend": c.backend,
                         "driver": c.driver,
                         "prepare": dry_run_prelude(c.spec),
+                        "gpus": list(c.gpus),
                         "command": c.spec.podman_argv(),
                     }
                     for c in planned.cells

@@ -7,6 +7,7 @@ the model) and `vkrama.serve.chat` (stream answers). A server it started is remo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from vkrama.cli.app import App, pass_app, refuses_dry_run
 from vkrama.cli.serve import say, serve_flags, start, terminate_as_interrupt
 from vkrama.serve import containers, session
 from vkrama.serve.chat import Conversation
+
+if TYPE_CHECKING:
+    from vkrama.backends import GpuSelection
 
 EXIT_WORDS = {"/bye", "/exit", "/quit"}
 
@@ -35,7 +39,8 @@ EXIT_WORDS = {"/bye", "/exit", "/quit"}
 @pass_app
 @refuses_dry_run("run starts a server and talks to it; `vkrama serve MODEL --dry-run` shows it")
 def run(
-    app: App, model: str, prompt: str | None, backend: str | None, gpu: int | None,
+    app: App, model: str, prompt: str | None, backend: str | None, gpu: GpuSelection,
+    split_mode: str | None, tensor_split: tuple[float, ...],
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
     max_tokens: int | None, temperature: float | None, api_key_file: Path | None,
 ) -> None:  # fmt: skip
@@ -60,6 +65,8 @@ def run(
                 model=model,
                 backend=backend or app.settings["serve.backend"],
                 gpu=gpu,
+                split_mode=split_mode,
+                tensor_split=tensor_split,
                 vk_driver=vk_driver,
                 port="auto",
                 host="127.0.0.1",

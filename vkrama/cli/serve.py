@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,6 +24,9 @@ from vkrama.cli import console
 from vkrama.cli.app import App, dry_run_option, pass_app
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve import containers, session
+
+if TYPE_CHECKING:
+    from vkrama.backends import GpuSelection
 
 BACKEND_CHOICES = ("auto", "cpu", "vulkan", "rocm", "cuda", "oneapi", "best")
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -37,23 +41,60 @@ def port_type(value: str) -> int | str:
     raise click.BadParameter(f"{value!r} is not a port (1-65535) or 'auto'")
 
 
+def gpu_type(
+    allow_each: bool = False,
+) -> Callable[[click.Context, click.Parameter, str | None], object]:
+    """--gpu: N, a list N,M (one model split over them, in that order), all (bench: each)."""
+
+    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+        from vkrama.backends import parse_gpus
+
+        return parse_gpus(value, allow_each=allow_each)
+
+    return parse
+
+
+def tensor_split_type(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+    from vkrama.backends import check_split
+
+    return check_split(None, value)[1]
+
+
+GPU_HELP = "GPU index, or a list 0,1 / all to split the model over several (see `vkrama devices`)."
+SPLIT_MODE_HELP = "How a model is split over several GPUs (llama.cpp --split-mode; default layer)."
+TENSOR_SPLIT_HELP = (
+    "Share of the model per GPU, in --gpu's order, e.g. 3,1 (default: by each GPU's memory "
+    "where the driver tells it, else llama.cpp's split by free memory)."
+)
+
+
+def split_flags(command: Callable[..., object]) -> Callable[..., object]:
+    """--split-mode and --tensor-split, shared by serve, run and bench."""
+    command = click.option(
+        "--tensor-split", metavar="W1,W2", callback=tensor_split_type, help=TENSOR_SPLIT_HELP
+    )(command)
+    return click.option(
+        "--split-mode", type=click.Choice(("layer", "row", "none")), help=SPLIT_MODE_HELP
+    )(command)
+
+
 def serve_flags(command: Callable[..., object]) -> Callable[..., object]:
     """Flags shared by `serve` and `run`: which backend and device, and llama-server's knobs."""
-    for decorator in reversed(
-        [
-            click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
-                         help="Backend image to serve with (default: settings serve.backend)."),
-            click.option("--gpu", type=int, metavar="N", help="GPU index (see `vkrama devices`)."),
-            click.option("--vk-driver", metavar="D",
-                         help="Vulkan driver: radv, anv, nvk, nvidia or lavapipe."),
-            click.option("--ctx-size", type=click.IntRange(min=1), metavar="N",
-                         help="Context size in tokens (default: the model's)."),
-            click.option("--ngl", type=click.IntRange(min=0), metavar="N",
-                         help="Layers to offload (default: all on a GPU backend, 0 on cpu)."),
-            click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
-                         help="Seconds to wait until ready (default: settings serve.timeout)."),
-        ]
-    ):  # fmt: skip
+    decorators: list[Callable[[Callable[..., object]], Callable[..., object]]] = [
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+                     help="Backend image to serve with (default: settings serve.backend)."),
+        click.option("--gpu", metavar="N|N,M|all", callback=gpu_type(), help=GPU_HELP),
+        split_flags,
+        click.option("--vk-driver", metavar="D",
+                     help="Vulkan driver: radv, anv, nvk, nvidia or lavapipe."),
+        click.option("--ctx-size", type=click.IntRange(min=1), metavar="N",
+                     help="Context size in tokens (default: the model's)."),
+        click.option("--ngl", type=click.IntRange(min=0), metavar="N",
+                     help="Layers to offload (default: all on a GPU backend, 0 on cpu)."),
+        click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
+                     help="Seconds to wait until ready (default: settings serve.timeout)."),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
         command = decorator(command)
     return command
 
@@ -101,7 +142,8 @@ def serve_flags(command: Callable[..., object]) -> Callable[..., object]:
 @dry_run_option
 @pass_app
 def serve(
-    app: App, model: str, extra_args: tuple[str, ...], backend: str | None, gpu: int | None,
+    app: App, model: str, extra_args: tuple[str, ...], backend: str | None, gpu: GpuSelection,
+    split_mode: str | None, tensor_split: tuple[float, ...],
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
     port: int | str | None, host: str | None, name: str | None, detach: bool,
     parallel: int | None, alias: str | None, api_key_file: Path | None,
@@ -117,6 +159,8 @@ def serve(
         model=model,
         backend=backend or settings["serve.backend"],
         gpu=gpu,
+        split_mode=split_mode,
+        tensor_split=tensor_split,
         vk_driver=vk_driver,
         port=port if port is not None else settings["serve.port"],
         host=host or settings["serve.host"],

@@ -136,6 +136,7 @@ class CellResult:
     command: tuple[str, ...] = ()
     duration_s: float = 0.0
     host_load: HostLoad | None = None  # None: not recorded (a cell that never ran, old runs)
+    gpus: tuple[int, ...] = ()  # host GPU indices the cell used (several: a split); () cpu
 
     @property
     def ok(self) -> bool:

@@ -47,6 +47,7 @@ class Row:
     verdict: str | None = None  # the verdict line of this row's test
     busy_host: str = ""  # why the host may have slowed this cell ("" when quiet or unknown)
     host_load: dict[str, object] | None = None
+    gpus: str = ""  # host GPU indices the cell used: "0", "0,1" for a split; "" cpu/unknown
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -69,6 +70,7 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             image_id=cell.image_id,
             busy_host=cell.busy_host,
             host_load=cell.host_load.to_dict() if cell.host_load is not None else None,
+            gpus=",".join(str(i) for i in cell.gpus),
         )
         if cell.ok:
             found += [
@@ -121,12 +123,17 @@ def _tps(value: float | None, stddev: float | None) -> str:
 
 
 def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
-    """The table a person reads at a glance, with failure reasons listed under it."""
+    """The table a person reads at a glance, with failure reasons listed under it.
+
+    A run over several GPU sets (`--gpu each`) gets a `gpus` column: which GPUs a row used."""
+    sets = {r.gpus for r in found if r.gpus}
+    with_gpus = len(sets) > 1 or any("," in s for s in sets)
     table = tabulate(
         [
             [
                 r.backend,
                 r.driver or "-",
+                *([r.gpus or "-"] if with_gpus else []),
                 r.device,
                 r.test,
                 _tps(r.tps, r.tps_stddev),
@@ -136,7 +143,12 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
             ]
             for r in found
         ],
-        headers=["backend", "driver", "device", "test", "t/s", "samples", "relative", "status"],
+        headers=[
+            "backend",
+            "driver",
+            *(["gpus"] if with_gpus else []),
+            *["device", "test", "t/s", "samples", "relative", "status"],
+        ],
         tablefmt=tablefmt,
         disable_numparse=True,
     )

@@ -26,7 +26,7 @@ from vkrama.results import owner as owners
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -94,6 +94,8 @@ ALTER TABLE runs ADD COLUMN owner_start INTEGER; -- /proc/PID/stat starttime, cl
 ALTER TABLE runs ADD COLUMN owner_boot TEXT;     -- /proc/sys/kernel/random/boot_id
 ALTER TABLE cells ADD COLUMN host_load TEXT;     -- JSON of results.records.HostLoad
 """,
+    # Before splits, a cell's GPU set was not recorded: '' reads back as "not known".
+    5: "ALTER TABLE cells ADD COLUMN gpus TEXT NOT NULL DEFAULT '';",
 }
 
 
@@ -279,7 +281,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         cursor = db.execute(
             "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
             " image, image_id, provenance, command, raw_json, stderr_tail, duration_s,"
-            " host_load) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " host_load, gpus) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 position,
@@ -296,6 +298,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 cell.stderr_tail,
                 cell.duration_s,
                 None if cell.host_load is None else json.dumps(cell.host_load.to_dict()),
+                ",".join(str(i) for i in cell.gpus),
             ),
         )
         for m in cell.measurements:
@@ -397,7 +400,7 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
 
 def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
-     provenance, command, raw_json, stderr_tail, duration_s, host_load) = row  # fmt: skip
+     provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth"
         " FROM measurements WHERE cell_id = ? ORDER BY id",
@@ -421,4 +424,5 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         command=tuple(json.loads(command)),
         duration_s=duration_s,
         host_load=None if host_load is None else HostLoad.from_dict(json.loads(host_load)),
+        gpus=tuple(int(i) for i in gpus.split(",") if i),
     )

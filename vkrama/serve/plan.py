@@ -76,6 +76,8 @@ def plan(request: ServeRequest) -> ContainerSpec:
         "--alias", alias,
         "--n-gpu-layers", str(ngl),
     ]  # fmt: skip
+    if choice.split is not None:
+        command += list(choice.split.server_args())
     if request.ctx_size is not None:
         command += ["--ctx-size", str(request.ctx_size)]
     if request.parallel is not None:
@@ -110,6 +112,8 @@ def plan(request: ServeRequest) -> ContainerSpec:
     }
     if choice.driver:
         labels["vkrama.driver"] = choice.driver
+    if choice.gpu_indices:
+        labels["vkrama.gpus"] = ",".join(str(i) for i in choice.gpu_indices)
     # The host file served: `vkrama rm` finds the servers that would lose it by this.
     labels["vkrama.model_path"] = str(model.path)
     if getattr(model, "sha256", None):

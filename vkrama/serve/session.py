@@ -22,7 +22,7 @@ from vkrama.serve import containers, ready
 from vkrama.serve import plan as planning
 
 if TYPE_CHECKING:
-    from vkrama.backends import Choice
+    from vkrama.backends import Choice, GpuSelection
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
@@ -42,7 +42,9 @@ class ServeOptions:
 
     model: str
     backend: str = "auto"
-    gpu: int | None = None
+    gpu: GpuSelection = None  # several: one model split over them
+    split_mode: str | None = None
+    tensor_split: tuple[float, ...] = ()
     vk_driver: str | None = None
     port: int | str = 8080  # or "auto"
     host: str = "127.0.0.1"
@@ -161,11 +163,15 @@ def _choose(
     from vkrama import backends, hardware
 
     profile = hardware.detect_host(settings)
-    if options.backend != "best":
-        return backends.choose(profile, options.backend, options.gpu, options.vk_driver)
-    backend, driver, reason = _best_cell(settings, options.model, model, profile, options.gpu)
-    say(Explained(f"--backend best: {reason}"))
-    return backends.choose(profile, backend, options.gpu, driver)
+    backend, driver = options.backend, options.vk_driver
+    if backend == "best":
+        one = options.gpu if isinstance(options.gpu, int) else None
+        backend, driver, reason = _best_cell(settings, options.model, model, profile, one)
+        say(Explained(f"--backend best: {reason}"))
+    return backends.choose(
+        profile, backend, options.gpu, driver, split_mode=options.split_mode,
+        tensor_split=options.tensor_split,
+    )  # fmt: skip
 
 
 def _best_cell(
