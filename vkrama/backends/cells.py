@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vkrama.hardware import Gpu, HardwareProfile
 from vkrama.hardware.cdi import GRAPHICS_FIX
 
+if TYPE_CHECKING:
+    from vkrama.backends.multi import Split
+
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
-SPLIT_MODES = ("layer", "row", "none")
 VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")
 
 # Mesa's ICD jsons inside the vulkan image; NVIDIA's comes from the host through CDI.
@@ -49,28 +52,6 @@ NO_CDI_FIX = "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
 
 
 @dataclass(frozen=True)
-class Split:
-    """How llama.cpp spreads one model over several GPUs (its --split-mode, --tensor-split)."""
-
-    mode: str = "layer"  # layer | row | none (llama.cpp's default is layer)
-    weights: tuple[float, ...] = ()  # one per GPU, in ggml's device order; (): llama.cpp's own
-
-    def server_args(self) -> tuple[str, ...]:
-        """llama-server's spelling: --tensor-split 16,24."""
-        ts = ("--tensor-split", ",".join(_number(w) for w in self.weights)) if self.weights else ()
-        return ("--split-mode", self.mode, *ts)
-
-    def bench_args(self) -> tuple[str, ...]:
-        """llama-bench's spelling: -ts 16/24 (its commas separate values to sweep)."""
-        ts = ("-ts", "/".join(_number(w) for w in self.weights)) if self.weights else ()
-        return ("-sm", self.mode, *ts)
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
-@dataclass(frozen=True)
 class Choice:
     backend: str
     driver: str | None  # Vulkan driver ("lavapipe", "radv", "radv+nvidia", …), else None
@@ -90,17 +71,13 @@ class Choice:
     @property
     def gpu_indices(self) -> tuple[int, ...]:
         """The GPUs used, by host index, in the order given: (), (1,), (0, 1)."""
-        if self.gpus:
-            return tuple(g.index for g in self.gpus)
-        return (self.gpu.index,) if self.gpu else ()
+        return tuple(g.index for g in self.gpus or ((self.gpu,) if self.gpu else ()))
 
     @property
     def device_label(self) -> str:
         if self.driver == "lavapipe":
             return "llvmpipe (lavapipe)"
-        if len(self.gpus) > 1:
-            return " + ".join(g.name for g in self.gpus)
-        return self.gpu.name if self.gpu else "CPU"
+        return " + ".join(g.name for g in self.gpus) or (self.gpu.name if self.gpu else "CPU")
 
 
 @dataclass(frozen=True)
