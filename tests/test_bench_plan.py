@@ -25,7 +25,7 @@ def flag(argv: tuple[str, ...], name: str) -> str:
 def test_cells_differ_only_in_gpu_layers() -> None:
     params = plan.BenchParams(n_prompt=64, n_gen=16, repetitions=2)
     cpu, vk = cell(CPU, params).spec.command, cell(LAVAPIPE, params).spec.command
-    assert flag(cpu, "-ngl") == "0" and flag(vk, "-ngl") == "99"
+    assert flag(cpu, "-ngl") == "0" and flag(vk, "-ngl") == "999"
     strip = [a for i, a in enumerate(cpu) if i not in (cpu.index("-ngl"), cpu.index("-ngl") + 1)]
     strip_vk = [a for i, a in enumerate(vk) if i not in (vk.index("-ngl"), vk.index("-ngl") + 1)]
     assert strip == strip_vk
@@ -37,7 +37,7 @@ def test_cells_differ_only_in_gpu_layers() -> None:
 
 def test_defaults_follow_the_llama_cpp_scoreboards() -> None:
     argv = cell(LAVAPIPE).spec.command
-    assert [flag(argv, f) for f in ("-p", "-n", "-r", "-ngl")] == ["512", "128", "5", "99"]
+    assert [flag(argv, f) for f in ("-p", "-n", "-r", "-ngl")] == ["512", "128", "5", "999"]
 
 
 def test_flash_attention_and_extra_args_are_passed_before_the_output_format() -> None:

@@ -17,7 +17,7 @@ from vkrama import config, results
 from vkrama.backends import Choice
 from vkrama.bench import run, session
 from vkrama.bench.plan import BenchParams
-from vkrama.engine import Completed, ContainerSpec, ContainerSummary
+from vkrama.engine import Completed, ContainerSpec, ContainerStatus, ContainerSummary
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import HardwareProfile
 from vkrama.results.records import CellResult
@@ -51,7 +51,9 @@ class FakeEngine:
 
     def containers(self, labels: dict[str, str] | None = None) -> list[ContainerSummary]:
         return [
-            ContainerSummary(cid, spec.name or "", spec.image, "running", spec.labels, None, ())
+            ContainerSummary(
+                cid, spec.name or "", spec.image, ContainerStatus.RUNNING, spec.labels, None, ()
+            )
             for cid, spec in self.live.items()
             if all(spec.labels.get(k) == v for k, v in (labels or {}).items())
         ]

@@ -20,7 +20,7 @@ from fakesys import (
 
 from vkrama.backends import choose
 from vkrama.engine import ContainerSpec, Engine
-from vkrama.engine.client import EngineInfo
+from vkrama.engine.records import EngineInfo
 from vkrama.errors import ExitStatus
 from vkrama.hardware import detect
 from vkrama.hardware.cdi import GRAPHICS_FIX

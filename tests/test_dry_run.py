@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vkrama.engine import ContainerSpec, Engine
+from vkrama.engine import ContainerSpec, ContainerStatus, Engine
 from vkrama.errors import ExitStatus
 
 Vkrama = Callable[..., Any]
@@ -79,7 +79,7 @@ def test_stop_all_with_dry_run_prints_and_stops_nothing(
         done = vkrama(*args)
         assert done.returncode == 0, done.stderr
         assert f"podman rm --force --volumes {name}\n" in done.stdout
-        assert engine.state(container)["Status"] == "running"
+        assert engine.state(container).status == ContainerStatus.RUNNING
     finally:
         engine.remove(container)
 

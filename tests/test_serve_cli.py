@@ -12,6 +12,7 @@ import pytest
 
 from vkrama import __version__
 from vkrama.cli import serve as serve_cli
+from vkrama.engine import ContainerStatus
 from vkrama.engine.spec import clamped_ulimits
 from vkrama.serve import containers as servers
 
@@ -252,7 +253,7 @@ def test_ps_json_row_has_every_field_and_uptime() -> None:
     }
     assert item["started_at"] == "2026-01-01T00:00:00+00:00"
     assert row(started_at=started).uptime_s(started + timedelta(seconds=90)) == 90
-    assert serve_cli.server_json(row(state="exited"))["uptime_s"] is None
+    assert serve_cli.server_json(row(state=ContainerStatus.EXITED))["uptime_s"] is None
 
 
 def test_build_steps_are_shown_once_each_and_messages_only_when_verbose(

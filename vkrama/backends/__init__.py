@@ -48,6 +48,11 @@ __all__ = [
     "usable",
 ]
 
+# -ngl for "every layer on the GPU", for serve and bench alike: llama.cpp clamps it to the
+# model's layer count. (99, the scoreboards' habit, would leave layers of a deeper model
+# on the CPU.)
+ALL_LAYERS = 999
+
 
 def support(profile: HardwareProfile, hsa_override: bool = False) -> list[Support]:
     """Every cell, usable or not: cpu and lavapipe first, then each backend per GPU."""

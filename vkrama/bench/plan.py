@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount
 from vkrama.results.records import expected_tests
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from vkrama.backends import Choice
 
 MODEL_DIR = "/models"
-GPU_LAYERS_ALL = 99  # llama.cpp scoreboards offload every layer with -ngl 99
 FLASH_ATTN_VALUES = ("on", "off", "auto")
 
 
@@ -120,7 +120,7 @@ def llama_bench_args(
     """The llama-bench command line; only -ngl differs between cpu and GPU cells."""
     ngl = params.ngl
     if ngl is None:
-        ngl = 0 if backend == "cpu" else GPU_LAYERS_ALL
+        ngl = 0 if backend == "cpu" else ALL_LAYERS
     argv = [
         "llama-bench",
         "-m",

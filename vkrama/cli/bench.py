@@ -118,7 +118,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "--ngl",
     type=click.IntRange(min=0),
     metavar="N",
-    help="Layers offloaded (default: 99 on GPU cells, 0 on cpu).",
+    help="Layers offloaded (default: all on GPU cells, 0 on cpu).",
 )
 @click.option(
     "--fa",

@@ -4,12 +4,21 @@
 stages describe containers as `ContainerSpec`s and hand them to it.
 """
 
-from vkrama.engine.client import Completed, ContainerSummary, Engine, EngineInfo, connect
+from vkrama.engine.client import Engine, connect
+from vkrama.engine.records import (
+    Completed,
+    ContainerState,
+    ContainerStatus,
+    ContainerSummary,
+    EngineInfo,
+)
 from vkrama.engine.spec import ContainerSpec, Mount, PortMapping
 
 __all__ = [
     "Completed",
     "ContainerSpec",
+    "ContainerState",
+    "ContainerStatus",
     "ContainerSummary",
     "Engine",
     "EngineInfo",

@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,44 +23,19 @@ from podman import PodmanClient
 from podman import errors as podman_errors
 
 from vkrama.config import Settings
+from vkrama.engine.records import (
+    Completed,
+    ContainerState,
+    ContainerStatus,
+    ContainerSummary,
+    EngineInfo,
+)
 from vkrama.engine.socket import Endpoint, discover, keep_alive
 from vkrama.engine.spec import LAUNCH_LABEL, VERSION_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
 NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
 STARTING_POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    version: str
-    api_version: str
-    url: str
-    source: str
-    started_service: bool
-    oci_runtime: str
-    storage_driver: str
-    rootless: bool
-
-
-@dataclass(frozen=True)
-class Completed:
-    """A container that ran to its end: exit code and its two output streams."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
-class ContainerSummary:
-    id: str
-    name: str
-    image: str
-    state: str  # running, exited, created …
-    labels: dict[str, str]
-    started_at: datetime | None
-    ports: tuple[tuple[str, int, int], ...]  # (host ip, host port, container port)
 
 
 @contextlib.contextmanager
@@ -204,7 +179,7 @@ class Engine:
         t/s at 10 polls/s on 2 cores) and adds latency after the exit.
         """
         began = time.monotonic()
-        while self.state(container)["Status"] == "created":
+        while self.state(container).status == ContainerStatus.CREATED:
             if time.monotonic() - began > start_grace:
                 # Seen under heavy load: the start call returns but runc never ran the
                 # process ("container with given ID already exists" on a retry).
@@ -229,11 +204,16 @@ class Engine:
             raise
         return int(response.json())
 
-    def state(self, container: str) -> dict[str, Any]:
+    def state(self, container: str) -> ContainerState:
         with translate_errors(f"inspect container {container[:12]}"):
             response = self.client.api.get(f"/containers/{container}/json")
             response.raise_for_status()
-        return dict(response.json()["State"])
+        found = response.json()["State"]
+        return ContainerState(
+            ContainerStatus(found.get("Status")),
+            int(found.get("ExitCode", 0)),
+            int(found.get("Pid") or 0),
+        )
 
     def logs(
         self,
@@ -294,7 +274,7 @@ class Engine:
         container = self.run(spec)
         try:
             if on_running is not None:
-                on_running(int(self.state(container).get("Pid") or 0))
+                on_running(self.state(container).pid)
             exit_code = self.wait(container, timeout)
             out = "\n".join(self.logs(container, stderr=False))
             err = "\n".join(self.logs(container, stdout=False))
@@ -356,7 +336,7 @@ def _summary(item: Mapping[str, Any]) -> ContainerSummary:
         id=item["Id"],
         name=(item.get("Names") or ["?"])[0],
         image=item.get("Image", ""),
-        state=item.get("State", "?"),
+        state=ContainerStatus(item.get("State")),
         labels=dict(item.get("Labels") or {}),
         started_at=datetime.fromtimestamp(started, tz=timezone.utc) if started > 0 else None,
         ports=ports,

@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 if TYPE_CHECKING:
     from vkrama.config import Settings
     from vkrama.engine import Engine
-    from vkrama.engine.client import EngineInfo
+    from vkrama.engine.records import EngineInfo
 
 # Where podman reads containers.conf, lowest precedence first (containers.conf(5)).
 CONTAINERS_CONFS = (

@@ -18,6 +18,8 @@ from vkrama.serve.plan import ROLE
 if TYPE_CHECKING:
     from vkrama.engine import ContainerSummary, Engine
 
+from vkrama.engine.records import ContainerStatus
+
 
 def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
     """The last `lines` lines of a container's log ([] once it is gone)."""
@@ -46,7 +48,7 @@ def follow_log(engine: Engine, container: str) -> Iterator[str]:
 def exit_code(engine: Engine, container: str) -> int | None:
     """The exit code of a stopped container; None when it no longer exists."""
     try:
-        return int(engine.state(container).get("ExitCode", 0))
+        return engine.state(container).exit_code
     except VkramaError as error:
         if error.status == ExitStatus.NOT_FOUND:
             return None
@@ -55,7 +57,7 @@ def exit_code(engine: Engine, container: str) -> int | None:
 
 def is_running(engine: Engine, container: str) -> bool:
     try:
-        return engine.state(container).get("Status") in ("running", "created", "configured")
+        return engine.state(container).status.alive
     except VkramaError as error:
         if error.status == ExitStatus.NOT_FOUND:
             return False
@@ -74,11 +76,11 @@ class ServerRow:
     driver: str
     device: str
     url: str
-    state: str
+    state: ContainerStatus
     started_at: datetime | None
 
     def uptime_s(self, now: datetime | None = None) -> float | None:
-        if self.started_at is None or self.state != "running":
+        if self.started_at is None or self.state != ContainerStatus.RUNNING:
             return None
         return ((now or datetime.now(timezone.utc)) - self.started_at).total_seconds()
 
@@ -132,7 +134,7 @@ def servers_of(engine: Engine, model_path: Path) -> list[ServerRow]:
 def find_running(engine: Engine, model_sha256: str) -> ServerRow | None:
     """A running server of the model with this digest, if there is one."""
     for summary in engine.containers({"vkrama.role": ROLE, "vkrama.model_sha256": model_sha256}):
-        if summary.state == "running":
+        if summary.state == ContainerStatus.RUNNING:
             return _row(summary)
     return None
 

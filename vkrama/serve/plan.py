@@ -15,6 +15,7 @@ from pathlib import Path
 from secrets import token_hex
 from typing import TYPE_CHECKING
 
+from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount, PortMapping, SecretFile
 from vkrama.errors import ExitStatus, VkramaError
@@ -36,8 +37,6 @@ API_KEY_FILE = f"{SECRETS_DIR}/api-key"
 # llama-server ignores SIGTERM while it loads (PID 1 has no default action), so podman
 # would wait its 10 s before SIGKILL; a second is plenty once the handler is installed.
 STOP_TIMEOUT_S = 1
-# GPU backends offload every layer; llama.cpp clamps the number to the model's layer count.
-ALL_LAYERS = 999
 ROLE = "serve"
 
 
