@@ -167,7 +167,7 @@ def test_wait_blocks_until_the_exit_and_times_out_with_its_own_status(engine: En
 def test_a_container_removed_while_inspected_counts_as_not_found() -> None:
     from podman import errors as podman_errors
 
-    from vkrama.engine.client import translate_errors
+    from vkrama.engine.errors import translate_errors
 
     gone = "container 7507 does not exist in database: no such container"
     with pytest.raises(VkramaError) as caught, translate_errors("inspect container 7507"):

@@ -1,9 +1,9 @@
 """The podman engine: containers from `ContainerSpec`s, through podman's REST API.
 
 Stage: engine (the only importer of podman-py, with its sibling `engine.images`). It turns
-podman-py and transport exceptions into `VkramaError`s at this boundary, labels every
-container it creates, and never prints. Over 300 lines because the exception translation
-lives beside the calls it guards (engine/errors.py on layout-wip takes it out).
+podman-py and transport exceptions into `VkramaError`s at this boundary (engine/errors.py),
+labels every container it creates, and never prints. Over 300 lines because every
+container call podman-py offers (run, wait, logs, state, secrets) is one method here.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-import requests
 from podman import PodmanClient
-from podman import errors as podman_errors
 
 from vkrama.config import Settings
+from vkrama.engine.errors import translate_errors
 from vkrama.engine.records import (
     Completed,
     ContainerState,
@@ -36,49 +35,6 @@ from vkrama.errors import ExitStatus, VkramaError
 
 NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
 STARTING_POLL_S = 0.05
-
-
-@contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn podman-py and transport failures into one-line vkrama errors."""
-    try:
-        yield
-    except podman_errors.ImageNotFound as error:
-        raise VkramaError(
-            f"{what}: image not found: {_explanation(error)}",
-            hint="build it with `vkrama images build BACKEND`",
-            status=ExitStatus.IMAGE_UNAVAILABLE,
-        ) from error
-    except podman_errors.NotFound as error:
-        raise VkramaError(f"{what}: {_explanation(error)}", status=ExitStatus.NOT_FOUND) from error
-    except podman_errors.APIError as error:
-        # podman-py wraps a failed transport (requests' exceptions) in an APIError.
-        if isinstance(error.__cause__, requests.RequestException):
-            raise _transport_error(what, error.__cause__) from error
-        # A container removed while it is inspected comes back as a 500 with this text,
-        # not a 404: it is gone all the same.
-        gone = "no such container" in _explanation(error)
-        status = ExitStatus.NOT_FOUND if gone else ExitStatus.ERROR
-        raise VkramaError(f"{what}: {_explanation(error)}", status=status) from error
-    except (requests.RequestException, podman_errors.PodmanError) as error:
-        raise _transport_error(what, error) from error
-
-
-def _transport_error(what: str, error: Exception) -> VkramaError:
-    # A read timeout is podman taking its time (a wait that outlasts its timeout); a
-    # connect timeout, like a refused or reset connection, means podman is gone.
-    if isinstance(error, requests.Timeout) and not isinstance(error, requests.ConnectionError):
-        return VkramaError(f"{what}: timed out", status=ExitStatus.TIMEOUT)
-    return VkramaError(
-        f"{what}: lost the connection to podman ({error.__class__.__name__})",
-        hint="is the podman service still running? `podman info` checks it",
-        status=ExitStatus.ENGINE_UNAVAILABLE,
-    )
-
-
-def _explanation(error: Exception) -> str:
-    text = getattr(error, "explanation", None) or str(error)
-    return " ".join(str(text).split())
 
 
 class Engine:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vkrama.engine.client import translate_errors
+from vkrama.engine.errors import translate_errors
 from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
