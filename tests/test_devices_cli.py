@@ -92,6 +92,7 @@ def test_json_of_an_amd_host_carries_gpus_cells_and_the_chosen_passthrough(
         "backend": "rocm",
         "driver": None,
         "gpu": 0,
+        "gpus": [0],
         "device_label": "AMD Navi 31 [Radeon RX 7900 XT/7900 XTX/7900 GRE/7900M]",
         "devices": ["/dev/dri/renderD128", "/dev/kfd"],
         "group_add": [str(host.render_gid)],

@@ -254,3 +254,30 @@ def test_gpu_sets_are_stored_and_the_table_shows_what_the_second_gpu_buys(
     ]  # fmt: skip
     single = report.bench_table(report.rows(run_id, stored[:1])).splitlines()
     assert "gpus" not in single[0]  # one GPU set: nothing to compare, no column
+
+
+@pytest.mark.parametrize(
+    ("build", "said"),
+    [
+        (amd_and_nvidia_desktop, ["  vulkan/radv+nvidia: GPUs 0,1 (AMD Navi 31"]),
+        (intel_igpu_and_amd_dgpu, ["  vulkan/anv+radv: GPUs 0,1 (Intel Raptor Lake-P"]),
+        (two_amd_gpus, ["  vulkan/radv: GPUs 0,1 (", "  rocm: GPUs 0,1 ("]),
+        (two_nvidia_h100s, ["  vulkan/nvidia: GPUs 0,1 (", "  cuda: GPUs 0,1 ("]),
+    ],
+    ids=["amd-nvidia", "igpu-dgpu", "two-amd", "two-h100"],
+)
+def test_devices_explains_which_gpus_each_stack_can_split_over(
+    build: Callable[[FakeHost], None], said: list[str], tmp_path: Path, vkrama: Callable[..., Any]
+) -> None:
+    host = FakeHost(tmp_path)
+    build(host)
+    done = vkrama("devices", env=roots(host))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    start = lines.index("Splits (one model over several GPUs: --gpu 0,1 or --gpu all):")
+    shown = [line for line in lines[start + 1 :] if line.startswith("  ") and ": GPUs" in line]
+    assert len(shown) == len(said)
+    assert all(line.startswith(prefix) for line, prefix in zip(shown, said, strict=True))
+    assert "Vulkan can mix vendors" in done.stdout
+    splits = json.loads(vkrama("devices", "--json", env=roots(host)).stdout)["splits"]
+    assert [s["gpus"] for s in splits] == [[0, 1]] * len(said)

@@ -44,6 +44,7 @@ __all__ = [
     "merge",
     "parse_gpus",
     "ranked",
+    "splits",
     "support",
     "usable",
 ]
@@ -215,6 +216,20 @@ def _choose_one(
         hint="`vkrama devices` shows what works here; cpu and --vk-driver lavapipe need no GPU",
         status=ExitStatus.BACKEND_UNAVAILABLE,
     )
+
+
+def splits(profile: HardwareProfile) -> list[Choice]:
+    """Per GPU stack, the split over every GPU it can use (Vulkan: across vendors, each GPU
+    through its own driver); only stacks that can use two or more GPUs here."""
+    found = []
+    for backend in BACKENDS[1:]:
+        try:
+            choice = choose(profile, backend, "all")
+        except VkramaError:
+            continue
+        if len(choice.gpus) > 1:
+            found.append(choice)
+    return found
 
 
 def ranked(profile: HardwareProfile) -> list[Gpu]:

@@ -15,7 +15,9 @@ import click
 from vkrama import backends, hardware
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json, echo_table
+from vkrama.cli.serve import gpu_type
 from vkrama.errors import ExitStatus
+from vkrama.hardware import HardwareProfile
 from vkrama.images import doctor
 
 
@@ -27,7 +29,12 @@ from vkrama.images import doctor
     default="auto",
     help="Show the passthrough this backend would get.",
 )
-@click.option("--gpu", type=int, metavar="N", help="Pick GPU N (see the GPU table).")
+@click.option(
+    "--gpu",
+    metavar="N|N,M|all",
+    callback=gpu_type(),
+    help="Pick GPU N, or several to split over (see the GPU table).",
+)
 @click.option("--vk-driver", type=click.Choice(backends.VK_DRIVERS), help="Pick the Vulkan driver.")
 @click.option("--hsa-override", is_flag=True, help="Allow HSA_OVERRIDE_GFX_VERSION for ROCm.")
 @pass_app
@@ -35,7 +42,7 @@ def devices(
     app: App,
     as_json: bool,
     backend: str,
-    gpu: int | None,
+    gpu: backends.GpuSelection,
     vk_driver: str | None,
     hsa_override: bool,
 ) -> None:
@@ -71,6 +78,7 @@ def devices(
                     for c in cells
                 ],
                 "choice": _choice_json(choice),
+                "splits": [_choice_json(c) for c in backends.splits(profile)],
             }
         )
         return
@@ -120,6 +128,7 @@ def devices(
         ],
         ("Backend", "Driver", "GPU", "Usable", "Why"),
     )
+    _echo_splits(profile)
     click.echo(f"\nChosen ({backend}): {choice.cell} on {choice.device_label}: {choice.reason}")
     flags = [
         *(f"--device {d}" for d in choice.devices),
@@ -159,11 +168,29 @@ def _gib(size: int | None) -> str:
     return f"{size / 1024**3:.1f} GiB" if size else "-"
 
 
+def _echo_splits(profile: HardwareProfile) -> None:
+    """Which GPUs one llama.cpp process can split a model over, per stack."""
+    if len(profile.gpus) < 2:
+        return
+    found = backends.splits(profile)
+    click.echo("\nSplits (one model over several GPUs: --gpu 0,1 or --gpu all):")
+    for c in found:
+        gpus = ",".join(str(i) for i in c.gpu_indices)
+        click.echo(f"  {c.cell}: GPUs {gpus} ({c.device_label})")
+    if not found:
+        click.echo("  none: no GPU stack here can use two of these GPUs at once")
+    click.echo(
+        "  One process loads one GPU stack: CUDA, ROCm and oneAPI split only over their own "
+        "vendor's GPUs; Vulkan can mix vendors, each GPU through its own driver."
+    )
+
+
 def _choice_json(choice: backends.Choice) -> dict[str, Any]:
     return {
         "backend": choice.backend,
         "driver": choice.driver,
         "gpu": choice.gpu.index if choice.gpu else None,
+        "gpus": list(choice.gpu_indices),
         "device_label": choice.device_label,
         "devices": choice.devices,
         "group_add": choice.group_add,
