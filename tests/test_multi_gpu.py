@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from bench_fakes import cell, store_run
 from fakesys import (
     FakeHost,
@@ -24,6 +25,7 @@ from fakesys import (
     two_amd_gpus,
     two_nvidia_h100s,
 )
+from test_deploy import generate
 from test_devices_cli import roots
 from test_passthrough_dry_run import parse
 
@@ -281,3 +283,24 @@ def test_devices_explains_which_gpus_each_stack_can_split_over(
     assert "Vulkan can mix vendors" in done.stdout
     splits = json.loads(vkrama("devices", "--json", env=roots(host)).stdout)["splits"]
     assert [s["gpus"] for s in splits] == [[0, 1]] * len(said)
+
+
+def test_generated_deployments_carry_the_split(
+    tmp_path: Path, tiny_model: Path, vkrama: Callable[..., Any]
+) -> None:
+    host = FakeHost(tmp_path / "host")
+    two_nvidia_h100s(host)
+    flags = ("--backend", "cuda", "--gpu", "all")
+    docs = generate(vkrama, host, tiny_model, tmp_path / "kube", "kube", *flags)
+    assert isinstance(docs, list)
+    (container,) = docs[0]["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2  # the device plugin's two
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert split_args([*container.get("command", []), *container.get("args", [])]) == [
+        "--split-mode", "layer",
+    ]  # fmt: skip
+    text = generate(vkrama, host, tiny_model, tmp_path / "compose", "compose", *flags)
+    assert isinstance(text, str)
+    (service,) = yaml.safe_load(text)["services"].values()
+    assert service["devices"] == [CDI0, CDI1]

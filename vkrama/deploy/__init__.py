@@ -54,6 +54,7 @@ class Workload:
     host: str
     host_port: int
     replicas: int = 1
+    gpu_count: int = 1  # several: one model split over them (`--gpu 0,1`, `--gpu all`)
     # The user's key file: compose reads it as a file secret (the key itself is never copied).
     api_key_file: Path | None = None
 
@@ -104,6 +105,7 @@ def workload(
         host=port.host_ip,
         host_port=port.host_port,
         replicas=replicas,
+        gpu_count=max(len(planned.choice.gpu_indices), 1),
         api_key_file=api_key_file.resolve() if api_key_file else None,
     )
 

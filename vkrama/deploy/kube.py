@@ -131,14 +131,14 @@ def volumes(
     return vols, mounts
 
 
-def resources(gpu: str | None, model_size: int, cpu: str) -> dict[str, Any]:
+def resources(gpu: str | None, model_size: int, cpu: str, gpus: int = 1) -> dict[str, Any]:
     # The limit leaves room above the request for the Vulkan/LLVM shader compilers and
     # a larger context than the default; the request is what the scheduler must find free.
     need = model_size + MEMORY_OVERHEAD  # the weights plus llama.cpp's own buffers
     memory = mebibytes(need)
     limits: dict[str, Any] = {"memory": mebibytes(2 * need)}
     if gpu:
-        limits[gpu] = 1  # extended resources go in limits; requests default to them
+        limits[gpu] = gpus  # extended resources go in limits; requests default to them
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
@@ -183,7 +183,7 @@ def serve(work: Workload, out_dir: Path) -> Generated:
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        "resources": resources(gpu, work.model_size, "1"),
+        "resources": resources(gpu, work.model_size, "1", work.gpu_count),
         "securityContext": container_security(spec),
         "volumeMounts": mounts,
     }
