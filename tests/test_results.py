@@ -241,7 +241,7 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(store.db_path(settings)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 6
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:

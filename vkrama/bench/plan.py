@@ -73,6 +73,29 @@ class BenchCell:
     def key(self) -> str:
         return f"{self.backend}/{self.driver}" if self.driver else self.backend
 
+    @classmethod
+    def of(cls, choice: Choice, image: str, spec: ContainerSpec) -> BenchCell:
+        return cls(
+            backend=choice.backend,
+            driver=choice.driver,
+            device=choice.device_label,
+            image=image,
+            spec=spec,
+            gpu_index=choice.gpu.index if choice.gpu is not None else None,
+            labels=spec.labels,
+            gpus=choice.gpu_indices,
+        )
+
+
+def cell_env(
+    env: Mapping[str, str], overrides: Mapping[str, str] | None, unset: Iterable[str]
+) -> dict[str, str]:
+    """A cell's environment: the choice's, then the user's --env, minus --unset-env."""
+    found = {**env, **(overrides or {})}
+    for name in unset:
+        found.pop(name, None)
+    return found
+
 
 def physical_cores(
     sysfs_cpu: Path = Path("/sys/devices/system/cpu"), cpuinfo: Path = Path("/proc/cpuinfo")
@@ -166,9 +189,7 @@ def plan_cell(
     if compile_cache is not None:
         mounts += (Mount(compile_cache.host_dir, compile_cache.target, read_only=False),)
         env[compile_cache.variable] = compile_cache.target
-    env.update(env_overrides or {})
-    for name in env_unset:
-        env.pop(name, None)
+    env = cell_env(env, env_overrides, env_unset)
     device = choice.device_label
     labels = {
         "vkrama.role": "bench",
@@ -184,7 +205,7 @@ def plan_cell(
     spec = ContainerSpec(
         image=image,
         command=llama_bench_args(params, model_files[0].name, choice.backend, threads, split),
-        name=f"vkrama-bench-{run_token}-{position}-{_slug(choice.backend, choice.driver)}",
+        name=cell_name("bench", run_token, position, choice),
         labels=labels,
         env=env,
         devices=tuple(choice.devices),
@@ -192,18 +213,10 @@ def plan_cell(
         mounts=mounts,
         network="none",  # llama-bench reads a mounted file and talks to nobody
     )
-    return BenchCell(
-        backend=choice.backend,
-        driver=choice.driver,
-        device=device,
-        image=image,
-        spec=spec,
-        gpu_index=choice.gpu.index if choice.gpu is not None else None,
-        labels=labels,
-        gpus=choice.gpu_indices,
-    )
+    return BenchCell.of(choice, image, spec)
 
 
-def _slug(backend: str, driver: str | None) -> str:
-    text = f"{backend}-{driver}" if driver else backend
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower())
+def cell_name(kind: str, run_token: str, position: int, choice: Choice) -> str:
+    """A container name unique to the run and cell that says what runs in it."""
+    text = f"{choice.backend}-{choice.driver}" if choice.driver else choice.backend
+    return f"vkrama-{kind}-{run_token}-{position}-{re.sub(r'[^a-z0-9-]+', '-', text.lower())}"

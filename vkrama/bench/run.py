@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 STDERR_KEPT = 4000  # characters of a cell's stderr kept for the results store
 Progress = Callable[[str, BenchCell, "CellResult | None"], None]
+Runner = Callable[["Engine", BenchCell], CellResult]
 
 
 def run_cells(
@@ -37,11 +38,14 @@ def run_cells(
     flash_attn_varied: bool = False,
     on_progress: Progress | None = None,
     on_result: Callable[[CellResult], None] | None = None,
+    runner: Runner | None = None,
 ) -> tuple[list[CellResult], bool]:
     """Run every cell in order; (results of the cells that ended, interrupted?).
 
     `images` maps an image reference to (image id, provenance) for the records.
     `on_result` is called as soon as each cell ends, so a caller can store it at once.
+    `runner` runs one cell (default: llama-bench to completion; the serving bench passes
+    its own); this loop owns the order, the Ctrl-C handling and the container sweep.
     """
     results: list[CellResult] = []
     for cell in cells:
@@ -51,7 +55,12 @@ def run_cells(
         interrupted = False
         started = time.monotonic()
         try:
-            result = run_cell(engine, cell, timeout=timeout, flash_attn_varied=flash_attn_varied)
+            if runner is not None:
+                result = runner(engine, cell)
+            else:
+                result = run_cell(
+                    engine, cell, timeout=timeout, flash_attn_varied=flash_attn_varied
+                )
         except KeyboardInterrupt:
             interrupted = True
             result = _failed(cell, "interrupted (Ctrl-C)", started, status=CellStatus.INTERRUPTED)

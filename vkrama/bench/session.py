@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 from vkrama import __version__
 from vkrama.backends import compile_cache
+from vkrama.bench import latency, serving
 from vkrama.bench import plan as planning
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.levels import LevelStats
 from vkrama.results.records import CellResult, CellStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ class BenchRequest:
     unset_env: tuple[str, ...] = ()  # removed from every cell's env (e.g. to provoke failure)
     save: bool = True
     timeout: float | None = None  # per cell; None: settings bench.timeout
+    # Set: a serving benchmark (llama-server under load) instead of llama-bench.
+    serve: serving.ServeParams | None = None
 
 
 @dataclass(frozen=True)
@@ -118,19 +122,35 @@ def prepare(
         cache = compile_cache.for_backend(settings.home, choice.backend)
         if cache is not None and engine is not None:
             compile_cache.ensure(cache)
-        cell = planning.plan_cell(
-            choice,
-            image,
-            model.files,
-            model.name,
-            request.params,
-            threads=threads,
-            run_token=token,
-            position=position,
-            env_overrides=request.env,
-            env_unset=request.unset_env,
-            compile_cache=cache,
-        )
+        if request.serve is not None:
+            from vkrama.serve.plan import pick_port
+
+            cell = serving.plan_serve_cell(
+                choice,
+                image,
+                model,
+                request.serve,
+                port=pick_port("127.0.0.1", "auto"),
+                run_token=token,
+                position=position,
+                env_overrides=request.env,
+                env_unset=request.unset_env,
+                compile_cache=cache,
+            )
+        else:
+            cell = planning.plan_cell(
+                choice,
+                image,
+                model.files,
+                model.name,
+                request.params,
+                threads=threads,
+                run_token=token,
+                position=position,
+                env_overrides=request.env,
+                env_unset=request.unset_env,
+                compile_cache=cache,
+            )
         say(f"cell {cell.key}: {choice.reason}")
         cells.append(cell)
     if not cells and image_errors:
@@ -275,12 +295,25 @@ def execute(
     def progress(event: str, cell: planning.BenchCell, result: CellResult | None) -> None:
         number = bench_plan.cells.index(cell) + 1
         if event == "start":
-            say(f"[{number}/{total}] {cell.key}: running llama-bench in {cell.image}")
+            what = "serving from" if request.serve else "running llama-bench in"
+            say(f"[{number}/{total}] {cell.key}: {what} {cell.image}")
         elif result is not None:
             text = "ok" if result.ok else f"{result.status}: {result.reason}"
             say(f"[{number}/{total}] {cell.key}: {text} ({result.duration_s:.1f} s)")
 
     timeout = request.timeout if request.timeout is not None else settings["bench.timeout"]
+    runner: Callable[[Engine, planning.BenchCell], CellResult] | None = None
+    if request.serve is not None:
+        serve_params = request.serve
+
+        def runner(engine: Engine, cell: planning.BenchCell) -> CellResult:
+            def level(stats: LevelStats) -> None:
+                say(f"  {cell.key} concurrency {stats.concurrency}: {latency.brief(stats)}")
+
+            return serving.run_serve_cell(
+                engine, cell, serve_params, timeout=float(timeout), on_level=level
+            )
+
     interrupted = False
     try:
         _, interrupted = run_cells(
@@ -291,10 +324,12 @@ def execute(
             flash_attn_varied=bool(request.params.flash_attn),
             on_progress=progress,
             on_result=keep,
+            runner=runner,
         )
     except KeyboardInterrupt:  # between cells: the finished ones are stored already
         interrupted = True
-    outcome = BenchOutcome(run_id, kept, interrupted, request.params.expected_tests())
+    tests = [] if request.serve else request.params.expected_tests()
+    outcome = BenchOutcome(run_id, kept, interrupted, tests)
     if run_id is not None:
         results.finish_run(settings, run_id, outcome.status)
     return outcome
@@ -332,8 +367,11 @@ def run_info(bench_plan: BenchPlan) -> RunInfo:
     from vkrama import results
 
     profile, request = bench_plan.profile, bench_plan.request
-    params = request.params.as_dict()
-    params["threads"] = bench_plan.threads
+    if request.serve is not None:
+        params = request.serve.as_dict()
+    else:
+        params = request.params.as_dict()
+        params["threads"] = bench_plan.threads
     return results.RunInfo(
         host=socket.gethostname(),
         kernel=platform.release(),

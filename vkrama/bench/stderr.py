@@ -47,6 +47,12 @@ _CUDA_FOUND = re.compile(r"ggml_cuda_init: found (\d+) (CUDA|ROCm|MUSA) devices"
 _CUDA_DEVICE = re.compile(r"^\s+Device (\d+): ([^,]+)(?:, (.*))?$")
 _CUDA_FAILED = re.compile(r"ggml_cuda_init: failed to initialize (\w+): (.*)$")
 _SYCL_FOUND = re.compile(r"[Ff]ound (\d+) SYCL devices")
+# llama-server (at -lv 4) names each device it loads the model onto, without the driver:
+# `llama_prepare_model_devices: using device Vulkan0 (llvmpipe (LLVM 22.1.8, 256 bits))
+# (unknown id) - 22233 MiB free` (one line)
+_SERVER_DEVICE = re.compile(
+    r"using device (Vulkan|CUDA|ROCm|SYCL|MUSA)(\d+) \((.*)\) \([^()]*\) - "
+)
 _SYCL_DEVICE = re.compile(r"^\|\s*(\d+)\|\s*\[([^\]]+)\]\|\s*([^|]*?)\s*\|")
 
 
@@ -98,6 +104,10 @@ def observe(stderr: str) -> Observed:
             in_sycl = int(match[1]) > 0
         elif in_sycl and (match := _SYCL_DEVICE.match(line)):
             devices.append(SeenDevice("SYCL", int(match[1]), match[3], match[2]))
+        elif (match := _SERVER_DEVICE.search(line)) and not any(
+            (d.api, d.index) == (match[1], int(match[2])) for d in devices
+        ):
+            devices.append(SeenDevice(match[1], int(match[2]), match[3].strip()))
     return Observed(tuple(devices), vulkan_none, init_error)
 
 
@@ -144,7 +154,9 @@ def verify(
     if gpu_count > 1:
         return _verify_split(api, driver, seen, gpu_count)
     device = seen[0]
-    if api == "Vulkan" and driver is not None:
+    # llama-server names devices without their driver; the cell's VK_DRIVER_FILES then
+    # made that driver's ICD the only one ggml could find.
+    if api == "Vulkan" and driver is not None and any(d.driver for d in seen):
         wanted = EXPECTED_VK_DRIVER_NAMES.get(driver, (driver,))
         matching = [d for d in seen if d.driver.strip().lower() in wanted]
         if not matching:

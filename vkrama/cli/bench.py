@@ -16,6 +16,7 @@ import click
 from vkrama import deploy
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
+from vkrama.bench.serving import ServeParams
 from vkrama.cli.app import App, dry_run_option, pass_app
 from vkrama.cli.console import download_progress, dry_run_prelude, echo_json
 from vkrama.cli.serve import gpu_type, split_flags, terminate_as_interrupt
@@ -155,6 +156,42 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     metavar="KEY",
     help="Drop a variable from every cell's environment.",
 )
+@click.option(
+    "--serve",
+    "serve_mode",
+    is_flag=True,
+    help="Serving benchmark: llama-server as `vkrama serve` starts it, under concurrent "
+    "streaming chat requests (TTFT, inter-token latency, throughput).",
+)
+@click.option(
+    "--concurrency",
+    metavar="C1,C2",
+    default="1,4",
+    show_default=True,
+    help="--serve: clients at once, per level (slots = the largest).",
+)
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    metavar="N",
+    help="--serve: prompt length, counted by the server's tokenizer.",
+)
+@click.option(
+    "--gen-tokens",
+    type=click.IntRange(min=2),
+    default=64,
+    show_default=True,
+    metavar="M",
+    help="--serve: tokens generated per request.",
+)
+@click.option(
+    "--requests",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="--serve: requests per level (default: 4 per client, at least 8).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not store the run.")
 @click.option(
@@ -187,6 +224,11 @@ def bench(
     timeout: float | None,
     env: tuple[str, ...],
     unset_env: tuple[str, ...],
+    serve_mode: bool,
+    concurrency: str,
+    prompt_tokens: int,
+    gen_tokens: int,
+    requests: int | None,
     as_json: bool,
     no_save: bool,
     generate: str | None,
@@ -208,6 +250,11 @@ def bench(
         )
     depths = _depths(depth)
     params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depths)
+    serve = (
+        ServeParams(_levels(concurrency), prompt_tokens, gen_tokens, requests)
+        if serve_mode
+        else None
+    )
     request = session.BenchRequest(
         model=model,
         backends=_list(backends),
@@ -221,6 +268,7 @@ def bench(
         unset_env=unset_env,
         save=not no_save,
         timeout=timeout,
+        serve=serve,
     )
     if generate:
         return write_jobs(app, request, out_dir)
@@ -256,11 +304,11 @@ def bench(
                 on_download=bar,
             )
         outcome = session.execute(app.engine, app.settings, planned, on_progress=_say)
-    found = report.rows(outcome.run_id, outcome.results, outcome.tests)
+    found = report.outcome_rows(outcome.run_id, outcome.results, outcome.tests, serve is not None)
     if as_json:
         echo_json([dataclasses.asdict(row) for row in found])
     else:
-        click.echo(report.bench_table(found))
+        click.echo(report.table(found))
         if outcome.run_id is not None:
             click.echo(f"stored as run {outcome.run_id} (`vkrama results show {outcome.run_id}`)")
     if outcome.interrupted:
@@ -288,6 +336,20 @@ def write_jobs(app: App, request: session.BenchRequest, out_dir: Path) -> int:
     for line in generated.start:
         click.echo(f"  {line}")
     return int(ExitStatus.OK)
+
+
+def _levels(value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in _list(value))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise VkramaError(
+            f"--concurrency {value!r} is not a list of positive numbers",
+            hint="e.g. --concurrency 1,4,16",
+            status=ExitStatus.USAGE,
+        )
+    return levels
 
 
 def _say(message: str) -> None:

@@ -69,7 +69,7 @@ def show(app: App, run: str, as_json: bool) -> None:
     for line in report.run_header(detail):
         click.echo(line)
     click.echo()
-    click.echo(report.bench_table(report.rows_of(detail)))
+    click.echo(report.run_table(detail))
     click.echo()
     click.echo(report.provenance_table(detail))
 
@@ -130,7 +130,14 @@ def export(app: App, runs: tuple[str, ...], fmt: str) -> None:
     if fmt == "scoreboard":
         click.echo("\n\n".join(scoreboard(d) for d in details))
         return
-    click.echo(report.export(details, fmt).rstrip("\n"))
+    try:
+        click.echo(report.export(details, fmt).rstrip("\n"))
+    except ValueError as error:
+        raise VkramaError(
+            f"cannot export these runs as {fmt}: {error}",
+            hint="export serving runs (bench --serve) and llama-bench runs separately",
+            status=ExitStatus.USAGE,
+        ) from None
 
 
 @results_group.command("report")

@@ -121,6 +121,14 @@ def serve_flags(command: Callable[..., object]) -> Callable[..., object]:
 )
 @click.option("--alias", metavar="NAME", help="Model name clients use (default: the model's).")
 @click.option(
+    "--rank-by",
+    default="tg",
+    show_default=True,
+    metavar="METRIC",
+    help="What --backend best ranks stored results by: tg, pp (llama-bench t/s) or "
+    "serve:tps@N (`bench --serve` total tokens/s at N clients).",
+)
+@click.option(
     "--api-key-file",
     type=click.Path(path_type=Path, dir_okay=False),
     metavar="F",
@@ -146,7 +154,7 @@ def serve(
     split_mode: str | None, tensor_split: tuple[float, ...],
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
     port: int | str | None, host: str | None, name: str | None, detach: bool,
-    parallel: int | None, alias: str | None, api_key_file: Path | None,
+    parallel: int | None, alias: str | None, rank_by: str, api_key_file: Path | None,
     generate: str | None, out_dir: Path, replicas: int,
 ) -> None:  # fmt: skip
     """Serve MODEL with llama-server's OpenAI API in the best (or chosen) backend image.
@@ -171,6 +179,7 @@ def serve(
         alias=alias,
         api_key_file=api_key_file,
         extra_args=extra_args,
+        rank_by=rank_by,
     )
     if generate:
         write_deployment(app, options, generate, out_dir, replicas)

@@ -238,6 +238,16 @@ class Engine:
         finally:
             self.remove(container)
 
+    def cpu_seconds(self, container: str) -> float:
+        """CPU time the container's processes used so far (its cgroup's counter)."""
+        with translate_errors(f"stats of {container[:12]}"):
+            response = self.client.api.get(
+                f"/containers/{container}/stats", params={"stream": False}
+            )
+            response.raise_for_status()
+        usage = response.json().get("cpu_stats", {}).get("cpu_usage", {})
+        return float(usage.get("total_usage", 0)) / 1e9
+
     def stop(self, container: str, timeout: int = 10) -> None:
         with translate_errors(f"stop container {container[:12]}"):
             self.client.api.post(

@@ -9,7 +9,16 @@ bench or serve (they import this), print, or talk to podman.
 
 from vkrama.results.owner import RunOwner
 from vkrama.results.owner import current as current_owner
-from vkrama.results.ranking import BestCell, Change, Verdict, best, compare, gpu_key, verdicts
+from vkrama.results.ranking import (
+    SERVE_METRIC,
+    BestCell,
+    Change,
+    Verdict,
+    best,
+    compare,
+    gpu_key,
+    verdicts,
+)
 from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
 from vkrama.results.store import (
     RunDetail,
@@ -25,6 +34,7 @@ from vkrama.results.store import (
 )
 
 __all__ = [
+    "SERVE_METRIC",
     "BestCell",
     "CellResult",
     "CellStatus",

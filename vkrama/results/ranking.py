@@ -10,6 +10,7 @@ must not print.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 # deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
 NOISE_SIGMAS = 2.0
 METRICS = ("tg", "pp")
+# A serving bench's ranking metric: total output tokens/s at N concurrent clients.
+SERVE_METRIC = re.compile(r"serve:tps@(\d+)")
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,8 @@ def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str,
         name = (cell.backend, cell.driver or "")
         nth = seen[name] = seen.get(name, -1) + 1
         if cell.ok:
-            for m in cell.measurements:
-                found[(name[0], name[1], nth, m.test)] = (
-                    m.tps,
-                    m.tps_stddev,
-                    CellStatus.OK,
-                    cell.device,
-                )
+            for test, value, stddev in figures(cell):
+                found[(name[0], name[1], nth, test)] = (value, stddev, CellStatus.OK, cell.device)
         else:
             for test in sorted(tests):
                 found[(name[0], name[1], nth, test)] = (None, None, cell.status, cell.device)
@@ -200,7 +198,28 @@ def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str,
 
 
 def _tests(run: store.RunDetail) -> set[str]:
-    return {m.test for cell in run.cells for m in cell.measurements}
+    return {test for cell in run.cells for test, _, _ in figures(cell)}
+
+
+def figures(cell: CellResult) -> list[tuple[str, float, float]]:
+    """(test, tokens/s, stddev) of a cell: llama-bench's tests, or a serving bench's total
+    output tokens/s per level as `serve:tps@N`. A level's stddev is its standard error:
+    the spread of its requests' decode rates over sqrt(requests), scaled to the total."""
+    found = [(m.test, m.tps, m.tps_stddev) for m in cell.measurements]
+    for level in cell.serving:
+        answered = level.requests - level.failures
+        spread = level.decode_tps
+        relative = spread.stdev / spread.mean if spread and spread.mean else 0.0
+        error = level.output_tps * relative / math.sqrt(answered) if answered else 0.0
+        found.append((f"serve:tps@{level.concurrency}", level.output_tps, error))
+    return found
+
+
+def _ranked(cell: CellResult, metric: str) -> list[Measurement]:
+    """The cell's figures of `metric`, as measurements (a serving level's test by name)."""
+    if SERVE_METRIC.fullmatch(metric):
+        return [Measurement(t, 0, 0, v, sd, ()) for t, v, sd in figures(cell) if t == metric]
+    return [m for m in cell.measurements if m.metric == metric]
 
 
 def best(
@@ -212,9 +231,10 @@ def best(
     measurements of the same test as the newest one (e.g. tg128) are ranked, so a later run
     with other parameters or a failed cell never compares unlike numbers. Runs with
     `--depth` are ranked at their shallowest depth (0 when measured): a new chat's context.
+    `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}")
+    if metric not in METRICS and not SERVE_METRIC.fullmatch(metric):
+        raise ValueError(f"metric must be one of {METRICS} or serve:tps@N")
     measured: list[_Candidate] = []
     for record in store.list_runs(settings):  # newest first
         info = record.info
@@ -225,8 +245,7 @@ def best(
             (m.tps, detail, cell, m)
             for cell in detail.cells
             if cell.ok
-            for m in cell.measurements
-            if m.metric == metric
+            for m in _ranked(cell, metric)
         ]
     if not measured:
         return None

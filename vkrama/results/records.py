@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from vkrama.results.levels import LevelStats
+
 # Other processes using a quarter of a CPU on average already cost llama.cpp's spinning
 # threads visibly; an idle desktop stays far below it.
 BUSY_CPUS = 0.25
@@ -137,6 +139,7 @@ class CellResult:
     duration_s: float = 0.0
     host_load: HostLoad | None = None  # None: not recorded (a cell that never ran, old runs)
     gpus: tuple[int, ...] = ()  # host GPU indices the cell used (several: a split); () cpu
+    serving: tuple[LevelStats, ...] = ()  # a serving bench's levels (bench --serve)
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tabulate import tabulate
 
+from vkrama.results import serve_report
 from vkrama.results.ranking import Change, verdicts
 from vkrama.results.records import CellResult, CellStatus, expected_tests
 from vkrama.results.store import RunDetail, RunInfo, RunRecord
@@ -193,6 +194,10 @@ def runs_table(records: Sequence[RunRecord]) -> str:
 
 
 def _params(params: dict[str, object]) -> str:
+    if params.get("mode") == "serve":
+        levels = params.get("concurrency")
+        shown = ",".join(str(c) for c in levels) if isinstance(levels, list) else "?"
+        return f"serve c{shown} p{params.get('prompt_tokens')} n{params.get('gen_tokens')}"
     text = f"p{params.get('n_prompt')} n{params.get('n_gen')} r{params.get('repetitions')}"
     depth = params.get("depth")
     if isinstance(depth, list) and depth:
@@ -295,8 +300,44 @@ def compare_table(changes: Sequence[Change]) -> str:
     )
 
 
+def outcome_rows(
+    run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str], serving: bool
+) -> list[Row] | list[serve_report.ServeRow]:
+    """A finished bench's rows: per cell and test, or per cell and level when serving."""
+    return serve_report.serve_rows(run_id, cells) if serving else rows(run_id, cells, tests)
+
+
+def table(found: Sequence[Row] | Sequence[serve_report.ServeRow]) -> str:
+    """The table for rows of either kind."""
+    served = [row for row in found if isinstance(row, serve_report.ServeRow)]
+    if served:
+        return serve_report.serve_table(served)
+    return bench_table([row for row in found if isinstance(row, Row)])
+
+
+def run_table(detail: RunDetail) -> str:
+    """A stored run's table: serving levels for `bench --serve` runs, else llama-bench's."""
+    if serve_report.is_serve_run(detail):
+        return serve_report.serve_table(serve_report.serve_rows(detail.run.id, detail.cells))
+    return bench_table(rows_of(detail))
+
+
 def export(details: Sequence[RunDetail], fmt: str) -> str:
-    """Runs as a markdown table (for a blog post), CSV or JSON."""
+    """Runs as a markdown table (for a blog post), CSV or JSON; serving runs get the
+    serving columns (a markdown export of both kinds shows two tables)."""
+    serve = [d for d in details if serve_report.is_serve_run(d)]
+    bench = [d for d in details if not serve_report.is_serve_run(d)]
+    if fmt != "json" and serve:
+        if fmt == "csv" and bench:
+            raise ValueError("serving and llama-bench runs have different columns")
+        parts = [serve_report.export(serve, fmt)]
+        if bench:
+            parts.append(_export_bench(bench, fmt))
+        return "\n\n".join(parts)
+    return _export_bench(details, fmt)
+
+
+def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(
             [
@@ -304,6 +345,9 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
                     "run": {"id": d.run.id, "status": d.run.status, **asdict(d.run.info)},
                     "rows": [asdict(r) for r in rows_of(d)],
                     "verdicts": verdicts_json(d.cells),
+                    "serving": [asdict(r) for r in serve_report.serve_rows(d.run.id, d.cells)]
+                    if serve_report.is_serve_run(d)
+                    else [],
                     "provenance": [
                         {
                             "backend": c.backend,

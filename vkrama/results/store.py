@@ -23,10 +23,11 @@ from typing import Any
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.results import owner as owners
+from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -96,6 +97,17 @@ ALTER TABLE cells ADD COLUMN host_load TEXT;     -- JSON of results.records.Host
 """,
     # Before splits, a cell's GPU set was not recorded: '' reads back as "not known".
     5: "ALTER TABLE cells ADD COLUMN gpus TEXT NOT NULL DEFAULT '';",
+    # A serving bench's levels: each level's summary as JSON (results.levels.LevelStats),
+    # one row per concurrency level, so new figures need no new columns.
+    6: """
+CREATE TABLE serve_levels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE,
+    concurrency INTEGER NOT NULL,
+    stats TEXT NOT NULL
+);
+CREATE INDEX serve_levels_by_cell ON serve_levels (cell_id);
+""",
 }
 
 
@@ -301,6 +313,11 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 ",".join(str(i) for i in cell.gpus),
             ),
         )
+        for level in cell.serving:
+            db.execute(
+                "INSERT INTO serve_levels (cell_id, concurrency, stats) VALUES (?,?,?)",
+                (cursor.lastrowid, level.concurrency, json.dumps(level.as_dict())),
+            )
         for m in cell.measurements:
             db.execute(
                 "INSERT INTO measurements (cell_id, test, n_prompt, n_gen, tps, tps_stddev,"
@@ -406,7 +423,11 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         " FROM measurements WHERE cell_id = ? ORDER BY id",
         (cell_id,),
     ).fetchall()
+    levels = db.execute(
+        "SELECT stats FROM serve_levels WHERE cell_id = ? ORDER BY id", (cell_id,)
+    ).fetchall()
     return CellResult(
+        serving=tuple(LevelStats.from_dict(json.loads(stats)) for (stats,) in levels),
         backend=backend,
         driver=driver,
         device=device,

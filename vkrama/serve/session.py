@@ -55,6 +55,9 @@ class ServeOptions:
     alias: str | None = None
     api_key_file: Path | None = None
     extra_args: tuple[str, ...] = ()
+    # What `--backend best` ranks by: "tg" (llama-bench generation t/s), "pp", or
+    # "serve:tps@N" (a serving bench's total output tokens/s at N clients).
+    rank_by: str = "tg"
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ def _choose(
     backend, driver = options.backend, options.vk_driver
     if backend == "best":
         one = options.gpu if isinstance(options.gpu, int) else None
-        backend, driver, reason = _best_cell(settings, options.model, model, profile, one)
+        backend, driver, reason = _best_cell(settings, options, model, profile, one)
         say(Explained(f"--backend best: {reason}"))
     return backends.choose(
         profile, backend, options.gpu, driver, split_mode=options.split_mode,
@@ -175,16 +178,32 @@ def _choose(
 
 
 def _best_cell(
-    settings: Settings, ref: str, model: LocalModel, profile: HardwareProfile, gpu: int | None
+    settings: Settings,
+    options: ServeOptions,
+    model: LocalModel,
+    profile: HardwareProfile,
+    gpu: int | None,
 ) -> tuple[str, str | None, str]:
     """The fastest (backend, driver) `vkrama bench` measured for this model and GPU."""
     from vkrama import results  # only `--backend best` pays for the results store
 
-    cell = results.best(settings, model.sha256, results.gpu_key(profile, gpu))
-    if cell is None:
+    ref, metric = options.model, options.rank_by
+    try:
+        key = results.gpu_key(profile, gpu)
+        cell = results.best(settings, model.sha256, key, metric)
+    except ValueError:
         raise VkramaError(
-            f"no bench results for {ref} on this machine yet",
-            hint=f"run `vkrama bench {ref}` first, or pick --backend yourself",
+            f"--rank-by {metric!r} is not a metric",
+            hint="tg, pp, or serve:tps@N (total tokens/s of `vkrama bench --serve` at N clients)",
+            status=ExitStatus.USAGE,
+        ) from None
+    if cell is None:
+        serve = results.SERVE_METRIC.fullmatch(metric)
+        how = f"bench --serve --concurrency {serve.group(1)}" if serve else "bench"
+        raise VkramaError(
+            f"no bench results for {ref} on this machine yet"
+            + (f" (none measured {metric})" if serve else ""),
+            hint=f"run `vkrama {how} {ref}` first, or pick --backend yourself",
             status=ExitStatus.NOT_FOUND,
         )
     return cell.backend, cell.driver, cell.reason

@@ -1,0 +1,118 @@
+"""`vkrama bench --serve` end to end: real podman, real llama-server in the cpu and vulkan
+(lavapipe) images, the tiny model, real streaming requests; Ctrl-C at several moments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vkrama import config, results
+from vkrama.engine import Engine
+from vkrama.errors import ExitStatus
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+# Small work: this 2-core machine is shared, and lavapipe runs the GPU code on its CPU.
+SMALL = ("--concurrency", "1,4", "--prompt-tokens", "32", "--gen-tokens", "8", "--requests", "4")
+AGREEMENT = 0.10  # the issue's bar: client figures within 10 % of llama-server's own
+
+
+def serve_bench_containers(engine: Engine, model: Path) -> list[str]:
+    """This test's serving-bench containers (others use the same podman meanwhile)."""
+    mine = {"vkrama.role": "bench", "vkrama.model": model.resolve().as_uri()}
+    return [c.name for c in engine.containers(mine)]
+
+
+@pytest.mark.parametrize(
+    ("cells", "device"),
+    [
+        (("--backend", "cpu"), "CPU"),
+        # Lavapipe compiles its shaders on the CPU while llama-server warms up and again for
+        # each new batch shape: many minutes on a busy 2-core machine.
+        (("--backend", "vulkan", "--vk-driver", "lavapipe"), "llvmpipe"),
+    ],
+    ids=["cpu", "vulkan-lavapipe"],
+)
+def test_every_request_is_answered_at_1_and_4_clients_and_agrees_with_the_server(
+    cells: tuple[str, ...],
+    device: str,
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    engine: Engine,
+) -> None:
+    done = vkrama("bench", str(tiny_model), "--serve", *cells, *SMALL, "--json", timeout=2400)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["concurrency"] for r in rows] == [1, 4]
+    for row in rows:
+        assert (row["status"], row["requests"], row["failures"]) == ("ok", 4, 0), row
+        assert device in row["device"]  # ggml's log says this device really ran
+    assert serve_bench_containers(engine, tiny_model) == []
+
+    detail = results.get_run(config.load(), "latest")
+    assert detail.run.info.params["parallel"] == 4
+    (cell,) = detail.cells
+    for level in cell.serving:
+        where = f"{cell.backend} at {level.concurrency}"
+        # Every request got exactly the asked-for prompt and output lengths.
+        assert level.prompt_tokens == 32 * 4 and level.output_tokens == 8 * 4, where
+        assert level.decode_vs_server is not None, where
+        assert abs(level.decode_vs_server - 1) < AGREEMENT, where
+    # Prompt rates agree where requests do not queue for a slot or share a batch.
+    alone = cell.serving[0]
+    assert alone.prompt_vs_server is not None
+    assert abs(alone.prompt_vs_server - 1) < AGREEMENT
+    assert alone.client_cpu_s is not None and alone.server_cpu_s
+    assert alone.client_cpu_s < alone.server_cpu_s / 4
+
+    shown = vkrama("results", "show", "latest")
+    assert "TTFT ms p50/p90/p99" in shown.stdout and "load generator CPU" in shown.stdout
+    exported = vkrama("results", "export", "latest", "--format", "csv").stdout.splitlines()
+    assert len(exported) == 3 and ",ok," in exported[1]
+
+
+# Moments to interrupt at: the stderr line after which the signal goes out.
+MOMENTS = [
+    pytest.param("cell cpu:", id="while-planning"),
+    pytest.param("[1/1] cpu: serving from", id="while-the-server-starts"),
+    pytest.param("cpu concurrency 1:", id="under-load-at-4-clients"),
+]
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("signum", [signal.SIGINT], ids=["ctrl-c"])
+def test_an_interrupt_leaves_no_container(
+    moment: str, signum: signal.Signals, tiny_model: Path, engine: Engine
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "bench", str(tiny_model), "--serve",
+         "--backend", "cpu", "--concurrency", "1,4", "--prompt-tokens", "32",
+         "--gen-tokens", "16", "--requests", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.strip().startswith(moment):
+            break
+    else:
+        pytest.fail(f"never saw {moment!r}: {''.join(seen)}")
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == ExitStatus.INTERRUPTED, "".join(seen) + stderr
+    assert "Traceback" not in stderr
+    assert serve_bench_containers(engine, tiny_model) == []
+
+
+def test_sigterm_under_load_leaves_no_container(tiny_model: Path, engine: Engine) -> None:
+    test_an_interrupt_leaves_no_container("cpu concurrency 1:", signal.SIGTERM, tiny_model, engine)

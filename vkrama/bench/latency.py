@@ -1,0 +1,119 @@
+"""Latency arithmetic of a serving benchmark: recorded request traces in, one level's figures out.
+
+Stage: bench (serving), after the load generator. Pure: timestamps in, numbers out; no
+HTTP, no clock, no printing, so the math is tested on recorded event streams.
+
+Definitions (per request, times from the moment the request was sent):
+- TTFT: arrival of the first chunk that carries output text.
+- ITL (inter-token latency): each gap between consecutive output chunks. llama-server sends
+  one chunk per token, except where it holds back the bytes of an incomplete UTF-8
+  character; the gap then covers two tokens, which the tail percentiles show honestly.
+- E2E: arrival of the end of the stream.
+- decode tok/s: (output tokens - 1) / (last chunk - first chunk), the rate after the first
+  token; the same quantity as llama-server's own `predicted_per_second`.
+- prompt tok/s: prompt tokens / TTFT (queueing and HTTP included: what a client sees).
+Level totals: output tok/s = all output tokens / wall time of the level; requests/s =
+answered requests / wall time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from vkrama.results.levels import LevelStats, Spread, percentile
+
+
+@dataclass(frozen=True)
+class RequestTrace:
+    """One request as the client saw it; times in seconds since the request was sent."""
+
+    chunks: tuple[float, ...] = ()  # arrival of each chunk that carried output text
+    end: float | None = None  # end of the stream; None when the request failed
+    output_tokens: int = 0  # the server's usage.completion_tokens
+    prompt_tokens: int = 0  # the server's usage.prompt_tokens
+    error: str | None = None
+    server: Mapping[str, float] = field(default_factory=dict)  # llama-server's `timings`
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.end is not None and bool(self.chunks)
+
+    @property
+    def ttft(self) -> float:
+        return self.chunks[0]
+
+    @property
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.chunks)]
+
+    @property
+    def decode_tps(self) -> float | None:
+        span = self.chunks[-1] - self.chunks[0]
+        return (self.output_tokens - 1) / span if self.output_tokens > 1 and span > 0 else None
+
+
+def summarize(
+    traces: Sequence[RequestTrace],
+    concurrency: int,
+    wall_s: float,
+    client_cpu_s: float | None = None,
+    server_cpu_s: float | None = None,
+) -> LevelStats:
+    """One level's figures from its traces; failed requests count only as failures."""
+    done = [t for t in traces if t.ok]
+    ms = 1000.0
+    output_tokens = sum(t.output_tokens for t in done)
+    return LevelStats(
+        concurrency=concurrency,
+        requests=len(traces),
+        failures=len(traces) - len(done),
+        wall_s=wall_s,
+        ttft_ms=Spread.of([t.ttft * ms for t in done]),
+        itl_ms=Spread.of([g * ms for t in done for g in t.gaps]),
+        e2e_ms=Spread.of([(t.end or 0.0) * ms for t in done]),
+        decode_tps=Spread.of([r for t in done if (r := t.decode_tps) is not None]),
+        prompt_tps=Spread.of([t.prompt_tokens / t.ttft for t in done if t.ttft > 0]),
+        output_tps=output_tokens / wall_s if wall_s > 0 else 0.0,
+        requests_per_s=len(done) / wall_s if wall_s > 0 else 0.0,
+        output_tokens=output_tokens,
+        prompt_tokens=sum(t.prompt_tokens for t in done),
+        server_prompt_tps=Spread.of(_server(done, "prompt_per_second")),
+        server_decode_tps=Spread.of(_server(done, "predicted_per_second")),
+        prompt_vs_server=_median_ratio(
+            [
+                (
+                    t.prompt_tokens / t.ttft if t.ttft > 0 else None,
+                    t.server.get("prompt_per_second"),
+                )
+                for t in done
+            ]
+        ),
+        decode_vs_server=_median_ratio(
+            [(t.decode_tps, t.server.get("predicted_per_second")) for t in done]
+        ),
+        client_cpu_s=client_cpu_s,
+        server_cpu_s=server_cpu_s,
+        errors=tuple(dict.fromkeys(t.error for t in traces if t.error))[:5],
+    )
+
+
+def _median_ratio(pairs: Sequence[tuple[float | None, float | None]]) -> float | None:
+    ratios = [ours / theirs for ours, theirs in pairs if ours and theirs]
+    return percentile(ratios, 50) if ratios else None
+
+
+def _server(traces: Sequence[RequestTrace], key: str) -> list[float]:
+    return [float(t.server[key]) for t in traces if t.server.get(key)]
+
+
+def brief(stats: LevelStats) -> str:
+    """One progress line: answered requests, TTFT and ITL medians, total throughput."""
+    text = f"{stats.requests - stats.failures}/{stats.requests} answered"
+    if stats.ttft_ms is not None and stats.itl_ms is not None:
+        text += f", TTFT p50 {stats.ttft_ms.p50:.0f} ms, ITL p50 {stats.itl_ms.p50:.1f} ms"
+    text += f", {stats.output_tps:.1f} tok/s total"
+    if stats.client_cpu_s is not None and stats.server_cpu_s:
+        text += f", client CPU {stats.client_cpu_s:.2f} s vs server {stats.server_cpu_s:.2f} s"
+    return text

@@ -1,0 +1,237 @@
+"""The serving benchmark's load generator: many streaming chat completions at once.
+
+Stage: bench (serving), against a ready llama-server. Speaks HTTP only (httpx, async: one
+event loop holds every open stream, so the generator costs little CPU next to the server
+and no thread per client); records timestamps into `RequestTrace`s and leaves the
+arithmetic to `latency`. Must not print, start containers or log the API key.
+
+Every request asks for the same work on every stack: a prompt of exactly N tokens as the
+server's own tokenizer counts them (chat template included), exactly M output tokens
+(`ignore_eos`), and no reuse of an earlier request's prompt cache (`cache_prompt: false`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from vkrama.bench.latency import RequestTrace
+from vkrama.errors import ExitStatus, VkramaError
+
+CHAT_PATH = "/v1/chat/completions"
+# Words the filler prompt is drawn from: plain English, so any tokenizer splits it into
+# ordinary tokens; seeded, so every stack and every run gets the same text.
+_WORDS_TEXT = (
+    "the of and to in is was for on that with as by at from his her it an were are which "
+    "this be or has had not but one all their new first time city two more other year may "
+    "after school during under world river village north music local house series history"
+)
+PROMPT_SEED = 18
+PROMPT_TRIES = 12
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and what to ask: a ready server, the model alias it serves, the key if any."""
+
+    url: str
+    alias: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 600.0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def make_prompt(target: Target, n_tokens: int) -> str:
+    """A user message whose chat prompt is exactly `n_tokens` tokens for this server.
+
+    The server applies its chat template (`/apply-template`) and tokenizes the result
+    (`/tokenize`, special tokens parsed, BOS added) the way a chat request does; the filler
+    is cut to a token count and corrected until the whole prompt has the wanted length.
+    """
+    with httpx.Client(base_url=target.url, headers=target.headers, timeout=60) as client:
+        rng, words = random.Random(PROMPT_SEED), _WORDS_TEXT.split()
+        filler = " ".join(rng.choice(words) for _ in range(n_tokens * 2 + 64))
+        tokens = _post(client, "/tokenize", {"content": filler})["tokens"]
+        take = n_tokens
+        counts = []
+        for _ in range(PROMPT_TRIES):
+            take = max(0, min(take, len(tokens)))
+            text = _post(client, "/detokenize", {"tokens": tokens[:take]})["content"].strip()
+            counted = count_chat_tokens(client, text)
+            counts.append(counted)
+            if counted == n_tokens:
+                return str(text)
+            take += n_tokens - counted
+            if take > len(tokens):
+                break
+    shortest = min(counts)
+    raise VkramaError(
+        f"cannot build a prompt of exactly {n_tokens} tokens (the chat template alone makes "
+        f"{shortest - take if take <= 0 else shortest}, tried {counts})",
+        hint="pick another --prompt-tokens (larger than the chat template's own tokens)",
+        status=ExitStatus.USAGE,
+    )
+
+
+def count_chat_tokens(client: httpx.Client, content: str) -> int:
+    """Tokens of the prompt the server builds for one user message `content`."""
+    prompt = _post(client, "/apply-template", {"messages": _messages(content)})["prompt"]
+    found = _post(
+        client, "/tokenize", {"content": prompt, "add_special": True, "parse_special": True}
+    )
+    return len(found["tokens"])
+
+
+def request_body(target: Target, prompt: str, gen_tokens: int) -> dict[str, Any]:
+    return {
+        "model": target.alias,
+        "messages": _messages(prompt),
+        "stream": True,
+        "max_tokens": gen_tokens,
+        "ignore_eos": True,  # exactly gen_tokens tokens, whatever the model would say
+        "cache_prompt": False,  # every request pays for its whole prompt
+        "stream_options": {"include_usage": True},
+    }
+
+
+def run_level(
+    target: Target, body: dict[str, Any], concurrency: int, requests: int
+) -> tuple[list[RequestTrace], float, float]:
+    """Send `requests` requests, at most `concurrency` at a time (a closed loop: a client
+    sends its next request when its last one ended). (traces, wall seconds, the generator's
+    own CPU seconds)."""
+    cpu = time.process_time()
+    traces, wall = asyncio.run(_drive(target, body, concurrency, requests))
+    return traces, wall, time.process_time() - cpu
+
+
+async def _drive(
+    target: Target, body: dict[str, Any], concurrency: int, requests: int
+) -> tuple[list[RequestTrace], float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    payload = json.dumps(body).encode()
+    headers = {**target.headers, "content-type": "application/json"}
+    traces: list[RequestTrace] = []
+    remaining = [requests]
+
+    async with httpx.AsyncClient(
+        base_url=target.url, timeout=target.timeout, limits=limits
+    ) as client:
+
+        async def client_loop() -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1  # one event loop: no lock needed between the awaits
+                traces.append(await _one(client, payload, headers))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(min(concurrency, requests))))
+        wall = time.perf_counter() - started
+    return traces, wall
+
+
+async def _one(client: httpx.AsyncClient, payload: bytes, headers: dict[str, str]) -> RequestTrace:
+    clock = time.perf_counter
+    sent = clock()
+    recorder = StreamRecorder()
+    try:
+        async with client.stream("POST", CHAT_PATH, content=payload, headers=headers) as response:
+            if response.status_code != 200:
+                await response.aread()
+                return RequestTrace(error=f"HTTP {response.status_code}: {response.text[:120]}")
+            async for line in response.aiter_lines():
+                if not recorder.feed(line, clock() - sent):
+                    break
+    except httpx.HTTPError as error:
+        recorder.error = f"{type(error).__name__}: {error}"[:160]
+    return recorder.trace(clock() - sent)
+
+
+class StreamRecorder:
+    """Reads one streaming chat completion's server-sent events as they arrive: when each
+    chunk with output text came, the usage and llama-server's `timings` at the end."""
+
+    def __init__(self) -> None:
+        self.chunks: list[float] = []
+        self.usage: dict[str, Any] = {}
+        self.timings: dict[str, Any] = {}
+        self.error: str | None = None
+        self.done = False
+
+    def feed(self, line: str, now: float) -> bool:
+        """Take one line that arrived `now` seconds after sending; False once it is over."""
+        if not line.startswith("data:"):
+            return True  # blank separators, comments, `event:` lines
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return False
+        try:
+            event = json.loads(data)
+        except ValueError:
+            self.error = f"not JSON in the stream: {data[:80]}"
+            return False
+        if "error" in event:
+            self.error = f"server error: {str(event['error'])[:120]}"
+            return False
+        choices = event.get("choices") or [{}]
+        if (choices[0].get("delta") or {}).get("content"):
+            self.chunks.append(now)
+        self.usage = event.get("usage") or self.usage
+        self.timings = event.get("timings") or self.timings
+        return True
+
+    def trace(self, end: float) -> RequestTrace:
+        """The request as recorded, ended `end` seconds after sending."""
+        error = self.error
+        if error is None and not self.done:
+            error = "the stream ended without [DONE]"
+        if error is None and not self.chunks:
+            error = "no output text in the stream"
+        if error is not None:
+            return RequestTrace(chunks=tuple(self.chunks), error=error)
+        return RequestTrace(
+            chunks=tuple(self.chunks),
+            end=end,
+            output_tokens=int(self.usage.get("completion_tokens") or len(self.chunks)),
+            prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
+            server={k: float(v) for k, v in self.timings.items() if isinstance(v, (int, float))},
+        )
+
+
+def _messages(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> Any:
+    try:
+        response = client.post(path, json=body)
+    except httpx.HTTPError as error:
+        raise VkramaError(
+            f"{path} on {client.base_url} failed ({type(error).__name__})",
+            hint="is the server still running?",
+            status=ExitStatus.NETWORK,
+        ) from None
+    if response.status_code != 200:
+        raise VkramaError(
+            f"{path} answered HTTP {response.status_code}: {response.text[:160]}",
+            hint="the serving benchmark needs llama-server's /tokenize, /detokenize and "
+            "/apply-template",
+            status=ExitStatus.ERROR,
+        )
+    return response.json()
+
+
+def level_sizes(concurrency: Sequence[int], requests: int | None) -> list[tuple[int, int]]:
+    """(concurrency, requests) per level: by default 4 requests per client, at least 8, so
+    that every level has several rounds and its percentiles mean something."""
+    return [(c, requests if requests is not None else max(8, 4 * c)) for c in concurrency]

@@ -1,0 +1,88 @@
+"""A serving bench's records: each concurrency level's figures, as stored and read back.
+
+Stage: results. Written by `bench.latency.summarize`, read by the store, ranking and
+`serve_report`; they live here so that results never imports bench. Pure data.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+QUANTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """p50/p90/p99 and the mean of one figure."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    stdev: float = 0.0  # sample standard deviation (0 for one value)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        if not values:
+            return None
+        p50, p90, p99 = (percentile(values, q) for q in QUANTILES)
+        stdev = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(p50, p90, p99, math.fsum(values) / len(values), stdev)
+
+
+@dataclass(frozen=True)
+class LevelStats:
+    """Everything measured at one concurrency level of one cell."""
+
+    concurrency: int
+    requests: int  # sent
+    failures: int
+    wall_s: float
+    ttft_ms: Spread | None
+    itl_ms: Spread | None
+    e2e_ms: Spread | None
+    decode_tps: Spread | None  # per request
+    prompt_tps: Spread | None  # per request, client side (prompt tokens / TTFT)
+    output_tps: float  # all answered requests together
+    requests_per_s: float
+    output_tokens: int
+    prompt_tokens: int
+    # llama-server's own per-request figures, for the cross-check against the client's.
+    server_prompt_tps: Spread | None = None
+    server_decode_tps: Spread | None = None
+    # Median over requests of the client's figure / the server's own for the same request
+    # (1.0: they agree). Prompt: prompt tokens / TTFT against `prompt_per_second`, which
+    # only agree when requests do not queue for a slot or share a prompt batch.
+    prompt_vs_server: float | None = None
+    decode_vs_server: float | None = None
+    client_cpu_s: float | None = None  # the load generator's own CPU time during the level
+    server_cpu_s: float | None = None  # the server container's CPU time during the level
+    errors: tuple[str, ...] = ()  # distinct failure reasons, a few
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LevelStats:
+        values = dict(data)
+        for name in ("ttft_ms", "itl_ms", "e2e_ms", "decode_tps", "prompt_tps",
+                     "server_prompt_tps", "server_decode_tps"):  # fmt: skip
+            values[name] = Spread(**values[name]) if values.get(name) else None
+        values["errors"] = tuple(values.get("errors") or ())
+        return cls(**values)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile with linear interpolation between closest ranks (numpy's
+    default), so p50 of an even count is the mean of the middle two."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)

@@ -1,0 +1,185 @@
+"""A serving bench's results as rows, tables and exports (`bench --serve`).
+
+Stage: report, for runs whose params say `mode: serve`: one row per cell and concurrency
+level (TTFT, ITL, E2E percentiles, throughput). Pure: records in, strings out; must not run
+containers or open the database. `report` hands serving runs here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from tabulate import tabulate
+
+from vkrama.results.levels import Spread
+from vkrama.results.records import CellResult, CellStatus
+from vkrama.results.store import RunDetail
+
+
+@dataclass(frozen=True)
+class ServeRow:
+    """One cell × concurrency level of a serving bench: the unit of its table and `--json`."""
+
+    run_id: int | None
+    backend: str
+    driver: str | None
+    device: str
+    concurrency: int | None
+    requests: int
+    failures: int
+    ttft_ms: Spread | None
+    itl_ms: Spread | None
+    e2e_ms: Spread | None
+    decode_tps: Spread | None  # per request
+    output_tps: float | None  # all requests together
+    requests_per_s: float | None
+    relative: float | None  # output_tps / the best ok cell's at this concurrency
+    client_cpu_s: float | None
+    server_cpu_s: float | None
+    status: str
+    reason: str
+    image_id: str
+
+
+def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow]:
+    """Rows for every serving cell and level; a cell that measured nothing gets one row."""
+    found: list[ServeRow] = []
+    for cell in cells:
+        base = ServeRow(run_id, cell.backend, cell.driver, cell.device, None, 0, 0, None, None,
+                        None, None, None, None, None, None, None, cell.status, cell.reason,
+                        cell.image_id)  # fmt: skip
+        found += [
+            replace(
+                base,
+                concurrency=s.concurrency,
+                requests=s.requests,
+                failures=s.failures,
+                ttft_ms=s.ttft_ms,
+                itl_ms=s.itl_ms,
+                e2e_ms=s.e2e_ms,
+                decode_tps=s.decode_tps,
+                output_tps=s.output_tps,
+                requests_per_s=s.requests_per_s,
+                client_cpu_s=s.client_cpu_s,
+                server_cpu_s=s.server_cpu_s,
+            )
+            for s in cell.serving
+        ] or [base]
+    best: dict[int | None, float] = {}
+    for row in found:
+        if row.status == CellStatus.OK and row.output_tps:
+            best[row.concurrency] = max(best.get(row.concurrency, 0.0), row.output_tps)
+    return [
+        replace(row, relative=round(row.output_tps / best[row.concurrency], 4))
+        if row.status == CellStatus.OK and row.output_tps and best.get(row.concurrency)
+        else row
+        for row in found
+    ]
+
+
+SERVE_HEADERS = ["backend", "driver", "device", "clients", "answered", "TTFT ms p50/p90/p99",
+                 "ITL ms p50/p90/p99", "E2E ms p50/p99", "tok/s/req", "tok/s total", "req/s",
+                 "relative", "status"]  # fmt: skip
+
+
+def _spread(value: Spread | None, digits: int = 0, p90: bool = True) -> str:
+    if value is None:
+        return "-"
+    shown = (value.p50, value.p90, value.p99) if p90 else (value.p50, value.p99)
+    return "/".join(f"{v:.{digits}f}" for v in shown)
+
+
+def _serve_cells(r: ServeRow) -> list[object]:
+    return [
+        r.backend,
+        r.driver or "-",
+        r.device,
+        r.concurrency or "-",
+        f"{r.requests - r.failures}/{r.requests}" if r.requests else "-",
+        _spread(r.ttft_ms),
+        _spread(r.itl_ms, 1),
+        _spread(r.e2e_ms, 0, p90=False),
+        f"{r.decode_tps.p50:.1f}" if r.decode_tps else "-",
+        f"{r.output_tps:.1f}" if r.output_tps is not None else "-",
+        f"{r.requests_per_s:.2f}" if r.requests_per_s is not None else "-",
+        f"{r.relative:.2f}x" if r.relative is not None else "-",
+        r.status,
+    ]
+
+
+def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
+    """The serving bench's table (percentiles p50/p90/p99), failure reasons under it."""
+    table = tabulate([_serve_cells(r) for r in found], headers=SERVE_HEADERS,
+                     tablefmt=tablefmt, disable_numparse=True)  # fmt: skip
+    reasons = dict.fromkeys(
+        f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {r.reason}" for r in found if r.reason
+    )
+    cpu = [r for r in found if r.client_cpu_s is not None and r.server_cpu_s]
+    notes = [
+        f"load generator CPU at {r.concurrency} client(s), {r.backend}"
+        f"{f'/{r.driver}' if r.driver else ''}: {r.client_cpu_s:.2f} s vs the server's "
+        f"{r.server_cpu_s:.2f} s ({100 * (r.client_cpu_s or 0) / (r.server_cpu_s or 1):.1f} %)"
+        for r in cpu[:1]
+    ]
+    return "\n".join([table, *reasons, *notes])
+
+
+def is_serve_run(detail: RunDetail) -> bool:
+    return detail.run.info.params.get("mode") == "serve"
+
+
+SERVE_EXPORT_HEADERS = ["run", "model", "backend", "driver", "device", "clients", "requests",
+                        "failures", "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "itl_ms_p50",
+                        "itl_ms_p90", "itl_ms_p99", "e2e_ms_p50", "e2e_ms_p90", "e2e_ms_p99",
+                        "tps_per_request_p50", "tps_total", "requests_per_s", "status",
+                        "llama.cpp", "stack"]  # fmt: skip
+
+
+def export(details: Sequence[RunDetail], fmt: str) -> str:
+    table = []
+    for d in details:
+        provenance = {(c.backend, c.driver): c.provenance for c in d.cells}
+        for r in serve_rows(d.run.id, d.cells):
+            p = provenance.get((r.backend, r.driver), {})
+            spreads = [
+                "" if spread is None else f"{getattr(spread, q):.{digits}f}"
+                for spread, digits in ((r.ttft_ms, 1), (r.itl_ms, 2), (r.e2e_ms, 1))
+                for q in ("p50", "p90", "p99")
+            ]
+            table.append([
+                d.run.id, d.run.info.model_name, r.backend, r.driver or "", r.device,
+                r.concurrency or "", r.requests, r.failures, *spreads,
+                "" if r.decode_tps is None else f"{r.decode_tps.p50:.2f}",
+                "" if r.output_tps is None else f"{r.output_tps:.2f}",
+                "" if r.requests_per_s is None else f"{r.requests_per_s:.3f}",
+                r.status, p.get("llama_cpp_build", ""), _stack(p) if p else "", r.reason,
+            ])  # fmt: skip
+    return _render(SERVE_EXPORT_HEADERS, table, fmt)
+
+
+def _render(headers: list[str], table: Sequence[Sequence[object]], fmt: str) -> str:
+    """CSV with a reason column, or a markdown table with one note per failed cell."""
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*headers, "reason"])
+        writer.writerows(table)
+        return out.getvalue()
+    # Reasons are long: the table keeps its width, each failed cell gets a line below it.
+    shown = [row[:-1] for row in table]
+    text = tabulate(shown, headers=headers, tablefmt="github", disable_numparse=True)
+    notes = dict.fromkeys(
+        f"- run {row[0]}, {row[2]}{f'/{row[3]}' if row[3] else ''} {row[-4]}: {row[-1]}"
+        for row in table
+        if row[-1]
+    )
+    return "\n".join([text, "", *notes]) if notes else text
+
+
+def _stack(provenance: dict[str, str]) -> str:
+    from vkrama.images.provenance import stack_version
+
+    return stack_version(provenance)
