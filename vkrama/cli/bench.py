@@ -2,6 +2,10 @@
 
 Stage: CLI shell over `vkrama.bench.session`. Parses flags into a `BenchRequest`, prints
 each cell's podman command on --dry-run, progress on stderr, then the table or JSON.
+
+Over 300 lines because one command carries two benchmarks' flags: llama-bench's and the
+serving bench's (--serve, --concurrency, --prompt-tokens, --gen-tokens, --requests); the
+logic below the flags stays a few lines.
 """
 
 from __future__ import annotations
