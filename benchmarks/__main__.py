@@ -16,13 +16,24 @@ import time
 import traceback
 from types import ModuleType
 
-from benchmarks import cli_start, defaults, fidelity, image_size, machine, pull, report, serve_ready
+from benchmarks import (
+    cli_start,
+    defaults,
+    fidelity,
+    image_size,
+    machine,
+    pull,
+    pull_capped,
+    report,
+    serve_ready,
+)
 from benchmarks.harness import Outcome, PeerUnavailable, SideFailed
 from benchmarks.inputs import REPO, Session
 
 # Cheap ones first, so that a quick look needs no image or model.
 COMPARISONS: dict[str, ModuleType] = {
-    module.NAME: module for module in (cli_start, image_size, serve_ready, pull, fidelity, defaults)
+    module.NAME: module
+    for module in (cli_start, image_size, serve_ready, pull, pull_capped, fidelity, defaults)
 }
 
 

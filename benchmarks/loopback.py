@@ -1,10 +1,12 @@
 """A loopback HTTP file server that honours Range and counts every byte it sends.
 
 Stage: benchmarks (not part of vkrama). Run as its own process
-(`python -m benchmarks.loopback ROOT PORT_FILE`) so that serving never competes with the
-harness for the GIL. Files go out with sendfile(2) in 1 MiB steps, fast enough that the
-client, not the server, sets the pace. `GET /_log` returns the requests served so far as
-JSON (`?reset=1` clears them). Must serve nothing outside ROOT and only on 127.0.0.1.
+(`python -m benchmarks.loopback ROOT PORT_FILE [BYTES_PER_S]`) so that serving never
+competes with the harness for the GIL. Files go out with sendfile(2) in 1 MiB steps, fast
+enough that the client, not the server, sets the pace; with BYTES_PER_S each connection is
+held to that rate, as hubs and CDNs cap each connection. `GET /_log` returns the requests
+served so far as JSON (`?reset=1` clears them). Must serve nothing outside ROOT and only on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ STEP = 1 << 20
 class Handler(BaseHTTPRequestHandler):
     root: Path
     served: list[dict[str, object]]
+    rate: float | None = None  # bytes per second and connection; None: no cap
     lock = threading.Lock()
 
     def log_message(self, format: str, *args: object) -> None:
@@ -84,11 +87,15 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start + 1))
         self.end_headers()
         sent = 0
+        step = STEP if self.rate is None else max(1 << 16, min(STEP, int(self.rate / 50)))
+        paced = time.monotonic()
         try:
             with open(path, "rb") as source:
                 while start + sent <= end:
-                    count = min(STEP, end + 1 - start - sent)
+                    count = min(step, end + 1 - start - sent)
                     sent += self.connection.sendfile(source, start + sent, count)
+                    if self.rate is not None:  # hold the connection to its rate
+                        time.sleep(max(0.0, paced + sent / self.rate - time.monotonic()))
         except OSError:
             pass  # the client went away (killed on purpose): what was sent is recorded
         finally:
@@ -105,6 +112,7 @@ class Handler(BaseHTTPRequestHandler):
 def main(argv: list[str]) -> int:
     root, port_file = Path(argv[0]).resolve(), Path(argv[1])
     Handler.root = root
+    Handler.rate = float(argv[2]) if len(argv) > 2 else None
     Handler.served = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

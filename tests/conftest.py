@@ -54,6 +54,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return examplemodel.make("tiny", tmp_path_factory.mktemp("models") / "tiny.gguf", 0, None)
 
 
+@pytest.fixture(scope="session")
+def ranged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~44 MB random-weight llama GGUF: large enough for a pull in parallel ranges."""
+    shape = examplemodel.Shape("vkrama-ranged", 512, 4, 8, 8, 1536, 8000, 512)
+    return examplemodel.write(tmp_path_factory.mktemp("models") / "ranged.gguf", shape)
+
+
 @dataclass
 class Result:
     """A finished `vkrama` process."""

@@ -37,6 +37,9 @@ class Resource:
     rate: float | None = None  # bytes per second, None: as fast as possible
     drop_after: int | None = None  # close the connection after this many body bytes
     ignore_range: bool = False
+    # How the server lies to a range request that does not start at 0: "200" (the whole file),
+    # "other-range" (206 for the bytes one further on), "wrong-bytes" (206, bytes inverted).
+    range_lie: str = ""
     token: str | None = None  # require "Authorization: Bearer TOKEN", else 401
     challenge: str = ""  # WWW-Authenticate on 401
     redirect: str | None = None  # answer 302 to this location (headers still sent)
@@ -101,13 +104,21 @@ class LoopbackServer:
         if res.status != 200:
             return self._send(h, res.status, res.body, res.headers, head)
         body, status, headers = res.body, 200, dict(res.headers)
-        wanted = re.match(r"bytes=(\d+)-$", h.headers.get("Range", ""))
+        wanted = re.match(r"bytes=(\d+)-(\d*)$", h.headers.get("Range", ""))
         if wanted and not res.ignore_range:
             start = int(wanted.group(1))
             if start >= len(body):
                 return self._send(h, 416, b"", {"Content-Range": f"bytes */{len(body)}"}, head)
-            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-            body, status = body[start:], 206
+            end = min(int(wanted.group(2) or len(body) - 1), len(body) - 1)
+            lie = res.range_lie if start else ""
+            if lie == "200":
+                return self._send(h, 200, body, headers, head, res)
+            if lie == "other-range":
+                start, end = start + 1, min(end + 1, len(body) - 1)
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            body, status = body[start : end + 1], 206
+            if lie == "wrong-bytes":
+                body = bytes(b ^ 0xFF for b in body[:4096]) + body[4096:]
         headers.setdefault("Accept-Ranges", "bytes")
         self._send(h, status, body, headers, head, res)
 

@@ -108,3 +108,16 @@ def test_bench_with_a_read_only_home(
     assert_disk_error(result, read_only_home)
     assert "not writable" in result.stderr
     assert files_under(read_only_home) == []
+
+
+def test_a_ranged_pull_onto_a_full_disk_fails_before_the_transfer(
+    vkrama: Callable[..., Any], small_home: Path, ranged_model: Path
+) -> None:
+    with LoopbackServer() as server:
+        url = server.add("/files/ranged.gguf", Resource(body=ranged_model.read_bytes()))
+        result = vkrama("pull", url, env={"VKRAMA_HOME": str(small_home)})
+        served = server.bytes_served
+    assert_disk_error(result, small_home)
+    assert "no space left" in result.stderr
+    assert served <= MiB, "the partial file is preallocated: only the first probe was fetched"
+    assert [f for f in files_under(small_home) if not f.startswith("models/locks/")] == []

@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "models.ollama_registry": "https://registry.ollama.ai",
     "models.shortnames": {},
     "models.retries": 4,  # download attempts after the first, with doubling backoff from 0.5 s
+    # Connections for one large file (≥ 32 MiB) on a server that answers ranges. Hubs and CDNs
+    # cap each connection (often at tens of MB/s); 8 fill a 1–3 Gbit/s line at such caps while
+    # costing the server little more than one browser does. 1: a single stream.
+    "models.streams": 8,
     # Registries (HOST:PORT) that may be reached over plain http when they do not speak TLS;
     # loopback ones always may. Certificates, where TLS is spoken, are verified all the same.
     "models.insecure_registries": [],
@@ -65,6 +69,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "serve.timeout": (1, None),
     "engine.idle_timeout": (0, None),
     "models.retries": (0, None),
+    "models.streams": (1, 64),
     "bench.timeout": (1, None),
 }
 

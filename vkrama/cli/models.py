@@ -37,13 +37,19 @@ HEADERS = ("name", "source", "size", "sha256", "arch", "quant", "params", "conte
 @click.command()
 @click.argument("ref")
 @click.option("--sha256", metavar="HEX", help="Expected sha256 (for plain URLs and files).")
+@click.option(
+    "--streams",
+    type=click.IntRange(1, 64),
+    help="Connections for one large file where the server takes ranges (models.streams, 8).",
+)
 @pass_app
 @refuses_dry_run("pull downloads the model; `vkrama inspect REF` shows a stored one")
-def pull(app: App, ref: str, sha256: str | None) -> None:
+def pull(app: App, ref: str, sha256: str | None, streams: int | None) -> None:
     """Fetch a model into the store: hf://ORG/REPO[:QUANT], hf://ORG/REPO/FILE.gguf,
     ollama://NAME[:TAG], oci://REGISTRY/REPO[:TAG], https://URL, file://PATH or a path."""
+    settings = app.settings.with_overrides({"models.streams": streams})
     with download_progress() as line:
-        model = store.pull(app.settings, ref, on_progress=line, sha256=sha256)
+        model = store.pull(settings, ref, on_progress=line, sha256=sha256)
     click.echo(f"{model.name}  {model.sha256}  {model.path}")
 
 

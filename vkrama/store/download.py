@@ -2,16 +2,22 @@
 
 Stage: store (source ─► verified file in partial/). Streams into a partial file, resumes it
 with HTTP Range after an interruption or a kill (and starts over when the server ignores
-Range), retries transient failures with backoff, and verifies size and sha256. sha256 runs
-in a worker thread while the next bytes arrive (hashlib releases the GIL), so a pull costs
-about max(network, hashing) rather than their sum. Must not print (progress goes to
-`on_progress`) and must never log or show request headers: they carry tokens.
+Range), retries transient failures with backoff, and verifies size and sha256. A large file
+on a server that answers ranges goes as several streams (store/ranges.py). sha256 runs in a
+worker thread while the next bytes arrive (hashlib releases the GIL), so a pull costs about
+max(network, hashing) rather than their sum. The body is read with `readinto` into a few
+preallocated buffers that the hashing thread hands back, so no per-chunk bytes are made.
+Must not print (progress goes to `on_progress`) and must never log or show request headers:
+they carry tokens.
 Over 300 lines because retries, resume and hashing share one transfer loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
+import os
 import queue
 import threading
 import time
@@ -30,7 +36,8 @@ from vkrama.store.hf_cache import CacheSlot
 
 T = TypeVar("T", dict[str, Any], list[Any])
 CHUNK = 1 << 20  # large reads: fewer Python-level steps per GiB (64 KiB cost ~17k of them)
-QUEUED = 16  # chunks the hasher may lag behind the socket (memory: QUEUED x CHUNK)
+QUEUED = 8  # buffers the hasher may lag behind the socket (memory: QUEUED x CHUNK)
+PROBE = 1 << 20  # the first request's range when several streams may follow
 RESET_AFTER = 1 << 20  # bytes of progress that forgive earlier failures
 TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 
@@ -88,6 +95,7 @@ class Http:
         verify: bool | str = True,
         insecure: tuple[str, ...] = (),
         on_progress: OnProgress | None = None,
+        streams: int = 1,
     ) -> None:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"vkrama/{__version__}"
@@ -97,6 +105,7 @@ class Http:
         self.verify = verify  # True (certifi) or a CA bundle; never False
         self.insecure = insecure  # registries allowed plain http (see oci.base_url)
         self.on_progress = on_progress  # gets a Retry before each retry
+        self.streams = streams  # connections one large file may use (store/ranges.py)
 
     @classmethod
     def for_settings(cls, settings: Settings, on_progress: OnProgress | None = None) -> Http:
@@ -105,7 +114,14 @@ class Http:
             verify=ca_bundle(settings),
             insecure=tuple(settings["models.insecure_registries"]),
             on_progress=on_progress,
+            streams=int(settings["models.streams"]),
         )
+
+    def another(self) -> Http:
+        """The same settings over a session of its own: one per thread of a ranged download
+        (a requests.Session is not meant to be shared between threads)."""
+        return Http(self.retries, self.backoff, self.timeout, self.verify, self.insecure,
+                    self.on_progress)  # fmt: skip
 
     def request(
         self,
@@ -172,12 +188,11 @@ class Http:
 
     def fetch(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None = None) -> str:
         """Download `remote` into `part`, resuming what is there; return the sha256."""
-        have = part.stat().st_size if part.exists() else 0
-        hasher = _Hasher(part, have)  # hashes what is on disk while the rest arrives
-        try:
-            sha256 = self._transfer(remote, part, have, hasher, on_progress)
-        finally:
-            hasher.close()
+        from vkrama.store import ranges  # it builds on this module
+
+        sha256 = ranges.resume(self, remote, part, on_progress)
+        if sha256 is None:  # no ranged download to resume: one stream (which may fan out)
+            sha256 = self._transfer(remote, part, on_progress)
         if remote.sha256 is not None and sha256 != remote.sha256.lower():
             raise VkramaError(
                 f"checksum mismatch for {remote.filename}: expected sha256 {remote.sha256},"
@@ -187,21 +202,39 @@ class Http:
             )
         return sha256
 
-    def _transfer(
+    def _transfer(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None) -> str:
+        from vkrama.store import ranges
+
+        have = part.stat().st_size if part.exists() else 0
+        hasher = _Hasher(part, have, QUEUED)  # hashes what is on disk while the rest arrives
+        try:
+            return self._stream(remote, part, have, hasher, on_progress, ranges)
+        finally:
+            hasher.close()
+
+    def _stream(
         self,
         remote: RemoteFile,
         part: Path,
         have: int,
         hasher: _Hasher,
         on_progress: OnProgress | None,
+        ranges: Any,
     ) -> str:
         resumed_from = have
         failures = 0
         progress_at_failure = have
+        # Several streams only for a file that may be large (a known small one costs no
+        # probe), and once a server fails at ranges, one stream to the end.
+        fan_out = self.streams > 1 and (remote.size or ranges.PARALLEL_FROM) >= ranges.PARALLEL_FROM
         while True:
-            headers = dict(remote.headers)
+            headers = {**remote.headers, "Accept-Encoding": "identity"}
             if have:
                 headers["Range"] = f"bytes={have}-"
+            elif fan_out:
+                # A 206 says the server takes ranges, and how large the file is; the probe is
+                # short, so nothing is fetched that a stream would fetch again.
+                headers["Range"] = f"bytes=0-{PROBE - 1}"
             try:
                 response = self.request(
                     "GET", remote.url, headers, what=remote.filename, stream=True, ok=(416,)
@@ -211,19 +244,43 @@ class Http:
                         if remote.size is not None and have != remote.size:
                             raise _short(remote.filename, have, remote.size)
                         break  # we already hold every byte the server has
+                    if not have and fan_out and ranges.worth_it(self, remote, response):
+                        fan_out = False
+                        hasher.close()
+                        sha256: str | None = ranges.start(self, remote, part, response, on_progress)
+                        if sha256 is not None:
+                            return sha256
+                        # The server stopped answering ranges: one stream from what is held.
+                        have = resumed_from = progress_at_failure = part.stat().st_size
+                        hasher = _Hasher(part, have, QUEUED)
+                        continue
                     if have and not _continues_at(response, have):
-                        # The server ignored Range (or answered another one): start over.
+                        # The server ignored Range (or answered another one): start over,
+                        # from this body if it is the whole file, else with a plain GET.
+                        fan_out = False
                         hasher.close()
                         have, resumed_from = 0, 0
-                        hasher = _Hasher(part, 0)
+                        hasher = _Hasher(part, 0, QUEUED)
+                        if response.status_code != 200:
+                            continue
                     total = _total(response, have) or remote.size
-                    with open(part, "ab" if have else "wb") as out:
-                        for chunk in response.iter_content(CHUNK):
-                            out.write(chunk)
-                            hasher.feed(chunk)
-                            have += len(chunk)
+                    readinto = body_reader(response)
+                    began = have
+                    with open(part, "ab" if have else "wb", buffering=0) as out:
+                        while True:
+                            buffer = hasher.buffer()
+                            view = memoryview(buffer)
+                            count = readinto(view)
+                            if not count:
+                                hasher.give_back(buffer)
+                                break
+                            write_all(out.fileno(), view[:count])
+                            hasher.feed(view[:count], buffer)
+                            have += count
                             if on_progress is not None:
                                 on_progress(Progress(remote.filename, have, total, resumed_from))
+                    if response.status_code == 206 and total is not None and began < have < total:
+                        continue  # the probe's range (or a short one) is done: ask for the rest
                 if remote.size is not None and have < remote.size:
                     raise _StreamEnded(have)
                 break
@@ -241,26 +298,93 @@ class Http:
         return hasher.hexdigest()
 
 
-class _Hasher:
-    """sha256 of a partial file's first `prefix` bytes, then of every chunk fed, in a thread.
+def body_reader(response: requests.Response) -> Callable[[memoryview], int]:
+    """`readinto` for a response's body: 0 at its end; socket failures as requests errors.
 
-    The thread reads the prefix (a resumed download's earlier bytes) from disk, then hashes
-    chunks in the order fed. A bounded queue keeps memory flat when hashing is the slower
-    side. `close()` ends the thread whatever happened; `hexdigest()` waits for it.
+    Straight from http.client when nothing has to be decoded: the kernel copies the bytes
+    into our buffer and no Python object is made per chunk (requests' iter_content makes
+    one bytes per chunk and urllib3 copies them once more). It honours Content-Length and
+    chunked encoding; a connection that ends early is a ConnectionError.
+    """
+    fp = getattr(response.raw, "_fp", None)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if isinstance(fp, http.client.HTTPResponse) and encoding in ("", "identity"):
+        direct = fp.readinto
+
+        def readinto(view: memoryview) -> int:
+            try:
+                count = direct(view)
+            except TimeoutError as exc:
+                raise requests.exceptions.ReadTimeout(str(exc)) from exc
+            except (http.client.HTTPException, OSError) as exc:  # the socket side only
+                raise requests.ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            if not count and view and fp.length:  # http.client's readinto does not say
+                raise requests.ConnectionError(f"connection closed {fp.length} bytes early")
+            return count
+
+        return readinto
+    chunks = response.iter_content(CHUNK)  # a server that compresses anyway: let urllib3 decode
+    pending = memoryview(b"")
+
+    def decoded(view: memoryview) -> int:
+        nonlocal pending
+        if not pending:
+            pending = memoryview(next(chunks, b""))
+        count = min(len(view), len(pending))
+        view[:count] = pending[:count]
+        pending = pending[count:]
+        return count
+
+    return decoded
+
+
+def write_all(fd: int, view: memoryview, offset: int | None = None) -> None:
+    """Write every byte of `view` (at `offset`, if given): a write may take fewer."""
+    while view:
+        done = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[done:]
+        if offset is not None:
+            offset += done
+
+
+class _Hasher:
+    """sha256 of a file, in a thread: its first bytes from disk, then chunks in the order fed.
+
+    Items are hashed in order: `upto(n)` (and `prefix`) hashes the file on disk up to byte n
+    (a resumed download's earlier bytes, or what parallel streams have finished); `feed`
+    hashes a chunk in memory and, when it came from `buffer()`, hands that buffer back. The
+    few buffers (`buffers` x CHUNK) bound memory when hashing is the slower side: `buffer()`
+    waits for one. `close()` ends the thread whatever happened; `hexdigest()` waits for it.
     """
 
-    def __init__(self, part: Path, prefix: int) -> None:
+    def __init__(self, part: Path, prefix: int, buffers: int = 0) -> None:
         self.digest = hashlib.sha256()
-        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUED)
+        self.queue: queue.Queue[tuple[memoryview | bytes, bytearray | None] | int | None]
+        self.queue = queue.Queue()  # bounded by the buffers, not by the queue
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(buffers):
+            self.free.put(bytearray(CHUNK))
         self.error: BaseException | None = None
         self.stopped = False
+        self.hashed = 0  # bytes of the file hashed (read by the thread only)
         self.thread = threading.Thread(
-            target=self._run, args=(part, prefix), name="vkrama-sha256", daemon=True
+            target=self._run, args=(part,), name="vkrama-sha256", daemon=True
         )
         self.thread.start()
+        if prefix:
+            self.upto(prefix)
 
-    def feed(self, chunk: bytes) -> None:
-        self.queue.put(chunk)
+    def buffer(self) -> bytearray:
+        return self.free.get()
+
+    def give_back(self, buffer: bytearray) -> None:
+        self.free.put(buffer)
+
+    def feed(self, chunk: memoryview | bytes, buffer: bytearray | None = None) -> None:
+        self.queue.put((chunk, buffer))
+
+    def upto(self, end: int) -> None:
+        self.queue.put(end)
 
     def hexdigest(self) -> str:
         self.queue.put(None)
@@ -271,26 +395,40 @@ class _Hasher:
 
     def close(self) -> None:
         if self.thread.is_alive():
-            self.stopped = True  # skip the rest of the prefix: nobody wants this digest
+            self.stopped = True  # skip the rest of the file: nobody wants this digest
             self.queue.put(None)
             self.thread.join()
 
-    def _run(self, part: Path, prefix: int) -> None:
-        try:
-            if prefix:
-                with open(part, "rb") as f:
-                    while prefix and not self.stopped:
-                        block = f.read(min(CHUNK, prefix))
-                        if not block:
-                            raise OSError(f"{part} shrank while it was being resumed")
-                        self.digest.update(block)
-                        prefix -= len(block)
-        except BaseException as exc:  # handed to hexdigest()'s caller
-            self.error = exc
-        # Always drain to the end, so a producer never blocks on a full queue.
-        while (chunk := self.queue.get()) is not None:
-            if self.error is None and not self.stopped:
-                self.digest.update(chunk)
+    def _run(self, part: Path) -> None:
+        with contextlib.ExitStack() as held:
+            block: memoryview | None = None
+            # Always drain to the end, so a producer never waits on a buffer that is not
+            # handed back.
+            while (item := self.queue.get()) is not None:
+                if isinstance(item, tuple):
+                    chunk, buffer = item
+                    if self.error is None and not self.stopped:
+                        self.digest.update(chunk)
+                        self.hashed += len(chunk)
+                    if buffer is not None:
+                        self.free.put(buffer)
+                    continue
+                try:
+                    if block is None:
+                        source = held.enter_context(open(part, "rb", buffering=0))
+                        block = memoryview(bytearray(CHUNK))
+                    self._read(source, block, item)
+                except BaseException as exc:  # handed to hexdigest()'s caller
+                    self.error = self.error or exc
+
+    def _read(self, source: Any, block: memoryview, end: int) -> None:
+        source.seek(self.hashed)
+        while self.hashed < end and self.error is None and not self.stopped:
+            count = source.readinto(block[: min(CHUNK, end - self.hashed)])
+            if not count:
+                raise OSError(f"{source.name} shrank while it was being hashed")
+            self.digest.update(block[:count])
+            self.hashed += count
 
 
 def json_of(response: requests.Response, kind: type[T], what: str, hint: str) -> T:

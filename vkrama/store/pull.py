@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
-from vkrama.store import gguf_info
+from vkrama.store import gguf_info, ranges
 from vkrama.store.blobs import SHA256_HEX, LocalModel, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
 from vkrama.store.file_index import FileIndex, Signature
@@ -66,7 +66,7 @@ def _pull(
                 if not isinstance(error, VkramaError) or error.status != ExitStatus.NETWORK:
                     for remote in remotes:
                         if remote.local is None:
-                            _partial(store, remote).unlink(missing_ok=True)
+                            ranges.discard(_partial(store, remote))
                 raise
             with store.adding_blobs():
                 files = []
