@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +26,7 @@ from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import store
-from vkrama.results.records import CellResult, Measurement, RunStatus
+from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
 
 FLEET_KEY = "vkrama_fleet"
 FLEET_VERSION = 1
@@ -123,26 +124,42 @@ def _exported(text: str, source: str) -> list[tuple[store.RunInfo, list[CellResu
                         "params", "vkrama_version", "started")  # fmt: skip
             info = store.RunInfo(**{k: run[k] for k in required}, model=run.get("model") or {})
             provenance = {(p["backend"], p.get("driver")): p for p in entry.get("provenance", [])}
-            cells: dict[tuple[str, str | None, str], CellResult] = {}
+            cells: dict[tuple[str, str | None, str, str], CellResult] = {}
             for row in entry["rows"]:
-                key = (row["backend"], row.get("driver"), row["device"])
+                gpus = row.get("gpus") or ""  # a list, a "0,1" string, or absent (older)
+                if isinstance(gpus, list):
+                    gpus = ",".join(str(g) for g in gpus)
+                key = (row["backend"], row.get("driver"), row["device"], str(gpus))
                 p = dict(provenance.get(key[:2], {}))
                 image_id = str(p.pop("image_id", row.get("image_id", "")))
                 p.pop("backend", None)
                 p.pop("driver", None)
                 cell = cells.setdefault(key, CellResult(
-                    backend=key[0], driver=key[1], device=key[2], status=row["status"],
-                    reason=row.get("reason", ""), image_id=image_id,
-                    provenance={k: str(v) for k, v in p.items()},
+                    backend=key[0], driver=key[1], device=key[2],
+                    status=CellStatus(row["status"]), reason=row.get("reason", ""),
+                    image_id=image_id, provenance={k: str(v) for k, v in p.items()},
+                    gpus=tuple(int(g) for g in key[3].split(",") if g),
                 ))  # fmt: skip
                 if row.get("tps") is not None:
-                    measured = Measurement(row["test"], 0, 0, row["tps"], row["tps_stddev"] or 0,
-                                           tuple(row.get("samples") or ()), "", "")  # fmt: skip
+                    n_prompt, n_gen, n_depth = _shape(row["test"], row.get("depth"))
+                    measured = Measurement(row["test"], n_prompt, n_gen, row["tps"],
+                                           row["tps_stddev"] or 0, tuple(row.get("samples") or ()),
+                                           "", "", n_depth)  # fmt: skip
                     cells[key] = replace(cell, measurements=(*cell.measurements, measured))
         except (KeyError, TypeError, ValueError) as error:
             raise _bad(where, f"not a vkrama export ({error})") from None
         runs.append((info, list(cells.values())))
     return runs
+
+
+def _shape(test: str, depth: Any) -> tuple[int, int, int]:
+    """n_prompt, n_gen and depth of an exported test name: "pp512", "tg128 @ d4096 fa=on",
+    "pp512+tg128" (the names results.records.test_name writes)."""
+    prompt = re.search(r"\bpp(\d+)", test)
+    gen = re.search(r"\btg(\d+)", test)
+    at = re.search(r"@ d(\d+)", test)
+    n_depth = int(depth) if isinstance(depth, int) else int(at.group(1)) if at else 0
+    return (int(prompt.group(1)) if prompt else 0, int(gen.group(1)) if gen else 0, n_depth)
 
 
 def _field(record: dict[str, Any], where: str) -> Callable[[str], Any]:
