@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def test_an_export_with_depths_imports_with_its_tests_depths_and_verdicts(
-    vkrama: Callable,
+    vkrama: Callable[..., Any],
 ) -> None:
     done = vkrama("results", "import", str(RESULTS / "gpu-h100-2026-11-25.json"))
     assert done.returncode == 0, done.stderr
@@ -37,7 +38,7 @@ def test_an_export_with_depths_imports_with_its_tests_depths_and_verdicts(
     assert "pp512 @ d16384 fa=on: cuda fastest at 6845.1 ± 96.7 t/s, 1.42x vulkan/nvidia" in text
 
 
-def test_an_export_with_gpu_sets_keeps_one_cell_per_set(vkrama: Callable) -> None:
+def test_an_export_with_gpu_sets_keeps_one_cell_per_set(vkrama: Callable[..., Any]) -> None:
     export = RESULTS / "gpu-2xh100-2026-11-25" / "split-results.json"
     done = vkrama("results", "import", str(export))
     assert done.returncode == 0, done.stderr
