@@ -88,19 +88,7 @@ serve() {
     echo "ready after $((SECONDS - started)) s"
     vkrama ps
     step "chat completion"
-    python3 - "$PORT" "$OUT/chat.json" <<'EOF'
-import json, sys, time, urllib.request
-port, out = sys.argv[1], sys.argv[2]
-body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
-request = urllib.request.Request(
-    f"http://127.0.0.1:{port}/v1/chat/completions",
-    data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-started = time.monotonic()
-reply = json.load(urllib.request.urlopen(request, timeout=60))
-reply["_seconds"] = round(time.monotonic() - started, 3)
-json.dump(reply, open(out, "w"), indent=2)
-print("HTTP 200 in", reply["_seconds"], "s; usage", reply.get("usage"), "timings", reply.get("timings"))
-EOF
+    chat "$PORT" "$OUT/chat.json"
     vkrama logs vkrama-gpu-serve > "$STATE/logs/serve.log" 2>&1
     grep -E "CUDA|ggml_cuda|offload|model buffer" "$STATE/logs/serve.log" | head -12
     vkrama stop vkrama-gpu-serve
@@ -195,8 +183,8 @@ issue17a() {
     export_runs
 }
 
-chat() {  # PORT NAME: one chat completion, its answer saved in $I17DIR/chat-NAME.json
-    python3 - "$1" "$I17DIR/chat-$2.json" <<'EOF'
+chat() {  # PORT FILE: one chat completion, its answer saved in FILE
+    python3 - "$1" "$2" <<'EOF'
 import json, sys, time, urllib.request
 port, out = sys.argv[1], sys.argv[2]
 body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
@@ -204,7 +192,7 @@ request = urllib.request.Request(
     f"http://127.0.0.1:{port}/v1/chat/completions",
     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 started = time.monotonic()
-reply = json.load(urllib.request.urlopen(request, timeout=60))
+reply = json.load(urllib.request.urlopen(request, timeout=120))
 reply["_seconds"] = round(time.monotonic() - started, 3)
 json.dump(reply, open(out, "w"), indent=2)
 print("HTTP 200 in", reply["_seconds"], "s; usage", reply.get("usage"), "timings", reply.get("timings"))
@@ -216,7 +204,7 @@ serve_and_chat() {  # NAME SERVE-ARGS...: serve the 7B detached, one chat, logs,
     local started=$SECONDS
     if bounded 60 vkrama serve "$MODEL7" "$@" -d --port "$PORT" --name "vkrama-i17-$name"; then
         echo "ready after $((SECONDS - started)) s"
-        chat "$PORT" "$name"  # its own 60 s limit
+        chat "$PORT" "$I17DIR/chat-$name.json"  # its own 120 s limit
     fi
     vkrama logs "vkrama-i17-$name" > "$STATE/logs/serve-$name.log" 2>&1
     grep -E "ggml_vulkan|CUDA|offload" "$STATE/logs/serve-$name.log" | head -6
