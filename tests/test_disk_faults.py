@@ -10,7 +10,10 @@ temporary file behind.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +27,11 @@ from vkrama.errors import ExitStatus
 MiB = 1 << 20
 
 
-def mount_tmpfs(where: Path, size: str, *, read_only: bool = False) -> None:
+def mount_tmpfs(where: Path, size: str, *, read_only: bool = False, inodes: int = 0) -> None:
     where.mkdir(parents=True, exist_ok=True)
     source = f"vkrama-test-{uuid.uuid4().hex[:8]}"
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", source, str(where)]
+    options = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    command = ["mount", "-t", "tmpfs", "-o", options, source, str(where)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr}")
@@ -121,3 +125,72 @@ def test_a_ranged_pull_onto_a_full_disk_fails_before_the_transfer(
     assert "no space left" in result.stderr
     assert served <= MiB, "the partial file is preallocated: only the first probe was fetched"
     assert [f for f in files_under(small_home) if not f.startswith("models/locks/")] == []
+
+
+def inodes_used(root: Path) -> int:
+    fs = os.statvfs(root)
+    return fs.f_files - fs.f_ffree
+
+
+@pytest.mark.parametrize("short", [1, 2, 3], ids=lambda n: f"{n}-inode(s)-short-at-the-end")
+def test_a_pull_that_cannot_publish_gives_its_blob_back(
+    vkrama: Callable[..., Any], tmp_path: Path, tiny_model: Path, short: int
+) -> None:
+    """The file is fetched and verified, then the disk runs out of inodes for the last steps
+    (snapshot links, the ref): no blob or snapshot stays behind that no ref names."""
+    with LoopbackServer() as server:
+        url = server.add("/files/tiny.gguf", Resource(body=tiny_model.read_bytes()))
+        # A first pull into a roomy tmpfs counts the inodes a whole pull needs.
+        probe = tmp_path / "probe"
+        mount_tmpfs(probe, "64m")
+        try:
+            assert vkrama("pull", url, env={"VKRAMA_HOME": str(probe)}).returncode == 0
+            needed = inodes_used(probe)
+        finally:
+            subprocess.run(["umount", str(probe)], check=False)
+        home = tmp_path / "home"
+        mount_tmpfs(home, "64m", inodes=needed - short)
+        try:
+            result = vkrama("pull", url, env={"VKRAMA_HOME": str(home)})
+            assert server.bytes_served >= 2 * tiny_model.stat().st_size, "fetched before failing"
+            assert_disk_error(result, home)
+            assert "no space left" in result.stderr
+            assert [f for f in files_under(home) if not f.startswith("models/locks/")] == []
+        finally:
+            subprocess.run(["umount", str(home)], check=False)
+
+
+@pytest.fixture
+def roots_folder() -> Iterator[Path]:
+    """A folder root owns that every user may enter and read, but not write."""
+    # Not under pytest's tmp_path: its parents are root's alone (0700).
+    folder = Path(tempfile.mkdtemp(prefix="vkrama-roots-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("enter", [True, False], ids=["home-not-writable", "home-not-enterable"])
+def test_a_compile_cache_the_user_may_not_create_is_a_disk_error(
+    roots_folder: Path, enter: bool
+) -> None:
+    """A home another user owns (EACCES, not a read-only file system): an error that names
+    the folder, with the DISK status, never a traceback."""
+    shared = roots_folder / "shared"
+    shared.mkdir(mode=0o755 if enter else 0o700)
+    code = (
+        "from pathlib import Path\n"
+        "from vkrama.backends import compile_cache\n"
+        "from vkrama.errors import VkramaError\n"
+        "try:\n"
+        f"    compile_cache.ensure(compile_cache.for_backend(Path({str(shared)!r}), 'vulkan'))\n"
+        "except VkramaError as error:\n"
+        "    print(int(error.status), error.message)\n"
+    )
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    done = subprocess.run([*nobody, sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr == ""
+    status, message = done.stdout.split(" ", 1)
+    assert int(status) == ExitStatus.DISK
+    assert f"cannot write {shared}/cache{'' if enter else '/mesa'} (permission denied)" in message
+    assert not (shared / "cache").exists()

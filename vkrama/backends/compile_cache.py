@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vkrama.errors import disk_errors
+
 CONTAINER_ROOT = "/cache"
 
 # backend -> (directory name, the variable that points the stack at it)
@@ -39,8 +41,13 @@ def for_backend(home: Path, backend: str) -> CompileCache | None:
 
 
 def ensure(cache: CompileCache) -> None:
-    """Create the directory so that the containers' non-root user can write it."""
-    if not cache.host_dir.is_dir():
+    """Create the directory so that the containers' non-root user can write it.
+
+    A home that is read-only, full or not ours (EACCES) is the user's to fix: a DISK error.
+    """
+    with disk_errors("preparing the compile cache", cache.host_dir):
+        if cache.host_dir.is_dir():  # raises too when a parent folder may not be entered
+            return
         cache.host_dir.mkdir(parents=True)
         # Writable for every uid: the container's user maps to another host uid under
         # rootless podman. Only compiled GPU code lives here.

@@ -161,6 +161,9 @@ class Store:
         for f in files:  # checked before anything is written
             names.file_name(f.filename, name)
             names.inside(snapshots, snapshots / key / f.filename)
+        # The refs folder first: a disk too full for it must fail before anything is staged.
+        ref = self._dir("refs") / f"{key}.json"
+        fresh = not ref.exists()
         staged = Path(tempfile.mkdtemp(dir=snapshots, prefix=f".{key}-"))
         try:
             for f in files:
@@ -180,7 +183,12 @@ class Store:
             "metadata": metadata.to_dict(),
             "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_atomic(self._dir("refs") / f"{key}.json", json.dumps(record, indent=1))
+        try:
+            write_atomic(ref, json.dumps(record, indent=1))
+        except BaseException:
+            if fresh:  # no record will ever name this snapshot
+                shutil.rmtree(final, ignore_errors=True)
+            raise
         model = self.get(name)
         assert model is not None
         return model

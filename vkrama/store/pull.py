@@ -68,18 +68,24 @@ def _pull(
                         if remote.local is None:
                             ranges.discard(_partial(store, remote))
                 raise
-            with store.adding_blobs():
-                files = []
-                for (path, digest), remote in zip(staged, remotes, strict=True):
-                    size = path.stat().st_size
-                    blob = store.add_blob(path, digest, move=path == _partial(store, remote))
-                    if remote.hf_slot is not None:
-                        # Best effort: a read-only shared cache must not fail the pull, whose
-                        # file is safe in the store already.
-                        with contextlib.suppress(OSError):
-                            remote.hf_slot.fill(blob)
-                    files.append(StoredFile(remote.filename, digest, size))
-                return store.publish(model_ref.name, model_ref.scheme, origin, files, metadata)
+            try:
+                with store.adding_blobs():
+                    files = []
+                    for (path, digest), remote in zip(staged, remotes, strict=True):
+                        size = path.stat().st_size
+                        blob = store.add_blob(path, digest, move=path == _partial(store, remote))
+                        if remote.hf_slot is not None:
+                            # Best effort: a read-only shared cache must not fail the pull,
+                            # whose file is safe in the store already.
+                            with contextlib.suppress(OSError):
+                                remote.hf_slot.fill(blob)
+                        files.append(StoredFile(remote.filename, digest, size))
+                    return store.publish(model_ref.name, model_ref.scheme, origin, files, metadata)
+            except BaseException:
+                # A blob no ref names is only lost space (a full disk is the usual cause
+                # here): give it back now rather than at the next `vkrama rm`.
+                store.collect_garbage()
+                raise
 
 
 def resolve(settings: Settings, ref: str) -> LocalModel:
