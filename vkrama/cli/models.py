@@ -14,7 +14,6 @@ from vkrama import store
 from vkrama.cli.app import App, pass_app, refuses_dry_run
 from vkrama.cli.console import download_progress, echo_json, echo_table
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.serve import containers
 from vkrama.store import LocalModel
 
 
@@ -94,6 +93,9 @@ def inspect(app: App, ref: str, as_json: bool) -> None:
 def rm(app: App, ref: str, force: bool) -> None:
     """Remove a model from the store (files shared with other names stay, and so do files in
     the Hugging Face cache: other tools use them)."""
+    # Imported here: it brings the serve plan, backends and yaml, which pull never needs.
+    from vkrama.serve import containers
+
     model = store.resolve(app.settings, ref)
     try:
         users = containers.servers_of(app.engine, model.path)

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from vkrama import __version__
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store.hf_cache import CacheSlot
+from vkrama.store.splice import spliced
 
 T = TypeVar("T", dict[str, Any], list[Any])
 CHUNK = 1 << 20  # large reads: fewer Python-level steps per GiB (64 KiB cost ~17k of them)
@@ -264,19 +265,12 @@ class Http:
                         if response.status_code != 200:
                             continue
                     total = _total(response, have) or remote.size
-                    readinto = body_reader(response)
                     began = have
-                    with open(part, "ab" if have else "wb", buffering=0) as out:
-                        while True:
-                            buffer = hasher.buffer()
-                            view = memoryview(buffer)
-                            count = readinto(view)
-                            if not count:
-                                hasher.give_back(buffer)
-                                break
-                            write_all(out.fileno(), view[:count])
-                            hasher.feed(view[:count], buffer)
-                            have += count
+                    # Not "ab": splice(2) refuses a file opened for appending.
+                    with open(part, "r+b" if have else "wb", buffering=0) as out:
+                        out.seek(0, os.SEEK_END)
+                        for held in _copy_body(response, out.fileno(), hasher, have):
+                            have = held
                             if on_progress is not None:
                                 on_progress(Progress(remote.filename, have, total, resumed_from))
                     if response.status_code == 206 and total is not None and began < have < total:
@@ -296,6 +290,31 @@ class Http:
         if remote.size is not None and have != remote.size:
             raise _short(remote.filename, have, remote.size)
         return hasher.hexdigest()
+
+
+def _copy_body(response: requests.Response, fd: int, hasher: _Hasher, have: int) -> Iterator[int]:
+    """Write the rest of `response`'s body to `fd` (which holds `have` bytes) and hash it;
+    yield the bytes held after each chunk."""
+    kernel = spliced(response)
+    if kernel is not None:  # plain http: the kernel moves the bytes, we hash them back
+        with kernel:
+            while count := kernel.into(fd, CHUNK):
+                have += count
+                hasher.upto(have)  # from the page cache, where the bytes just went
+                yield have
+        return
+    readinto = body_reader(response)
+    while True:
+        buffer = hasher.buffer()
+        view = memoryview(buffer)
+        count = readinto(view)
+        if not count:
+            hasher.give_back(buffer)
+            return
+        write_all(fd, view[:count])
+        hasher.feed(view[:count], buffer)  # the hasher hands the buffer back when done
+        have += count
+        yield have
 
 
 def body_reader(response: requests.Response) -> Callable[[memoryview], int]:
