@@ -150,6 +150,24 @@ def test_https_is_decrypted_in_python_and_still_right(tmp_path: Path) -> None:
     assert digest == hashlib.sha256(BODY).hexdigest()
 
 
+def test_a_body_spliced_at_an_offset_lands_there_and_frees_its_connection(
+    tmp_path: Path,
+) -> None:
+    # How ranges.py uses it: each range at its own offset of a preallocated file, and a
+    # connection whose body was read to the end goes back to the pool for the next range.
+    part = tmp_path / "m.part"
+    part.write_bytes(b"\0" * (len(BODY) + 100))
+    with raw_server(whole) as url, get(url) as response:
+        kernel = splice.spliced(response)
+        assert kernel is not None
+        with kernel, open(part, "r+b", buffering=0) as f:
+            moved = 0
+            while count := kernel.into(f.fileno(), MiB, 100 + moved):
+                moved += count
+        assert response.raw._fp.isclosed()  # what ranges._keep_alive asks
+    assert part.read_bytes() == b"\0" * 100 + BODY
+
+
 def test_a_body_cut_short_is_a_dropped_connection_after_what_did_come(tmp_path: Path) -> None:
     with raw_server(cut_short) as url, get(url) as response:
         kernel = splice.spliced(response)

@@ -5,8 +5,10 @@ with HTTP Range after an interruption or a kill (and starts over when the server
 Range), retries transient failures with backoff, and verifies size and sha256. A large file
 on a server that answers ranges goes as several streams (store/ranges.py). sha256 runs in a
 worker thread while the next bytes arrive (hashlib releases the GIL), so a pull costs about
-max(network, hashing) rather than their sum. The body is read with `readinto` into a few
-preallocated buffers that the hashing thread hands back, so no per-chunk bytes are made.
+max(network, hashing) rather than their sum. Over plain http the kernel moves the body
+from the socket to the file (store/splice.py) and sha256 reads it back from the page cache;
+otherwise (TLS, chunked) the body is read with `readinto` into a few preallocated buffers
+that the hashing thread hands back, so no per-chunk bytes are made.
 Must not print (progress goes to `on_progress`) and must never log or show request headers:
 they carry tokens.
 Over 300 lines because retries, resume and hashing share one transfer loop.
@@ -33,7 +35,7 @@ from vkrama import __version__
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store.hf_cache import CacheSlot
-from vkrama.store.splice import spliced
+from vkrama.store.splice import spliced, write_all
 
 T = TypeVar("T", dict[str, Any], list[Any])
 CHUNK = 1 << 20  # large reads: fewer Python-level steps per GiB (64 KiB cost ~17k of them)
@@ -355,15 +357,6 @@ def body_reader(response: requests.Response) -> Callable[[memoryview], int]:
         return count
 
     return decoded
-
-
-def write_all(fd: int, view: memoryview, offset: int | None = None) -> None:
-    """Write every byte of `view` (at `offset`, if given): a write may take fewer."""
-    while view:
-        done = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[done:]
-        if offset is not None:
-            offset += done
 
 
 class _Hasher:

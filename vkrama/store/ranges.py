@@ -20,12 +20,14 @@ Over 300 lines because the record, the streams and their retries are one protoco
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +44,8 @@ from vkrama.store.download import (
     _reason,
     body_reader,
     network_error,
-    write_all,
 )
+from vkrama.store.splice import spliced, write_all
 
 PARALLEL_FROM = 32 << 20  # smaller files gain little from more connections
 SEGMENT = 16 << 20  # most a stream fetches per request, and re-fetches after a kill -9
@@ -287,15 +289,14 @@ class _Download:
                     )
                 with response:
                     last = self._check(response, offset)
-                    readinto = body_reader(response)
                     end = min(begin + length, last + 1)  # the first answer covers PROBE bytes
-                    while begin + state.done[k] < end and not self.stop.is_set():
-                        offset = begin + state.done[k]
-                        count = readinto(buffer[: min(CHUNK, end - offset)])
-                        if not count:
-                            raise requests.ConnectionError(f"range ended at {offset}")
-                        write_all(fd, buffer[:count], offset)
-                        state.done[k] += count  # after the write: the record never runs ahead
+                    with _body_into(response, buffer) as into:
+                        while begin + state.done[k] < end and not self.stop.is_set():
+                            offset = begin + state.done[k]
+                            count = into(fd, min(CHUNK, end - offset), offset)
+                            if not count:
+                                raise requests.ConnectionError(f"range ended at {offset}")
+                            state.done[k] += count  # after the write: the record never runs ahead
                     if begin + state.done[k] == last + 1:
                         _keep_alive(response)
             except requests.RequestException as exc:
@@ -319,6 +320,28 @@ class _Download:
         ):
             raise _Changed()
         return answered[1]
+
+
+@contextlib.contextmanager
+def _body_into(
+    response: requests.Response, buffer: memoryview
+) -> Iterator[Callable[[int, int, int], int]]:
+    """`into(fd, most, offset)`: the body's next bytes (up to `most`) written at `offset`.
+    Plain http goes socket → file in the kernel (store/splice.py); anything else is read
+    into this stream's `buffer` and written from there."""
+    kernel = spliced(response)
+    if kernel is not None:
+        with kernel:
+            yield kernel.into
+        return
+    readinto = body_reader(response)
+
+    def into(fd: int, most: int, offset: int) -> int:
+        count = readinto(buffer[:most])
+        write_all(fd, buffer[:count], offset)
+        return count
+
+    yield into
 
 
 def _keep_alive(response: requests.Response) -> None:

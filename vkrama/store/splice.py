@@ -1,10 +1,10 @@
 """A response body moved from the socket to the file by the kernel (Linux splice(2)).
 
-Stage: store (source ─► verified file in partial/), a fast path of download.Http's one
-stream. A body read into Python is copied twice per byte (socket → our buffer → page
-cache); spliced through a pipe it is copied once, socket pages → page cache, and the
-hashing thread reads it back from the page cache. On a small machine the copy saved is
-most of the CPU a download costs besides sha256.
+Stage: store (source ─► verified file in partial/), the fast path of download.Http's one
+stream and of each stream of ranges.py. A body read into Python is copied twice per byte
+(socket → our buffer → page cache); spliced through a pipe it is copied once, socket pages
+→ page cache, and the hashing thread reads it back from the page cache. On a small machine
+the copy saved is most of the CPU a download costs besides sha256.
 
 Only for what the kernel can pass through untouched: plain http (TLS must be decrypted in
 user space), a body of known length that is not chunked and not compressed, on a system
@@ -54,23 +54,27 @@ class Spliced:
         os.close(self.read_end)
         os.close(self.write_end)
         self.fp.length = self.remaining  # what http.client would have left to read
+        if not self.remaining:
+            # As http.client does at a body's end: the response is done and the connection
+            # may carry the next request (ranges.py hands it back to the pool).
+            self.fp.close()
 
-    def into(self, fd: int, limit: int) -> int:
-        """Move up to `limit` bytes of the body to `fd` at its position; 0 at the body's end."""
+    def into(self, fd: int, limit: int, offset: int | None = None) -> int:
+        """Move up to `limit` bytes of the body to `fd`, at `offset` or else at its position;
+        0 at the body's end."""
         want = min(limit, self.remaining)
         if not want:
             return 0
         head = b"" if self.drained else self._buffered(want)
         if head:  # what http.client read past the headers: written the ordinary way
-            view = memoryview(head)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, memoryview(head), offset)
             self.remaining -= len(head)
             return len(head)
         moved = self._fill(want)
         left = moved
         while left:  # the pipe holds `moved` bytes: all of them go to the file
-            left -= os.splice(self.read_end, fd, left)
+            at = None if offset is None else offset + moved - left
+            left -= os.splice(self.read_end, fd, left, offset_dst=at)
         self.remaining -= moved
         return moved
 
@@ -118,6 +122,15 @@ class Spliced:
         timeout_ms = None if self.timeout is None else int(self.timeout * 1000)
         if not poller.poll(timeout_ms):
             raise requests.exceptions.ReadTimeout(f"no data for {self.timeout} s")
+
+
+def write_all(fd: int, view: memoryview, offset: int | None = None) -> None:
+    """Write every byte of `view` (at `offset`, if given): a write may take fewer."""
+    while view:
+        done = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[done:]
+        if offset is not None:
+            offset += done
 
 
 def spliced(response: requests.Response) -> Spliced | None:
