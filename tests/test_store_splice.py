@@ -164,7 +164,7 @@ def test_a_body_spliced_at_an_offset_lands_there_and_frees_its_connection(
             moved = 0
             while count := kernel.into(f.fileno(), MiB, 100 + moved):
                 moved += count
-        assert response.raw._fp.isclosed()  # what ranges._keep_alive asks
+        assert kernel.fp.isclosed()  # what ranges._keep_alive asks of the response
     assert part.read_bytes() == b"\0" * 100 + BODY
 
 
