@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from vkrama import __version__, config, images
-from vkrama.cli.build_display import BuildDisplay, render_line
+from vkrama.cli.progress import BuildDisplay, render_line
 from vkrama.engine import images as engine_images
 from vkrama.engine.images import BuildOutput, ImageInfo
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.images import BuildProgress
+from vkrama.progress import BuildProgress, Event
 
 PROVENANCE = {"backend": "cpu", "llama_cpp_build": "11669", "ggml_version": "0.27.0-1"}
 
@@ -83,8 +83,10 @@ def _settings(**env: str) -> config.Settings:
 
 
 def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: FakeImages) -> None:
-    events: list[BuildProgress] = []
-    image = images.build(object(), images.plan("cpu", _settings()), events.append)  # type: ignore[arg-type]
+    seen: list[Event] = []
+    image = images.build(object(), images.plan("cpu", _settings()), seen.append)  # type: ignore[arg-type]
+    events = [e for e in seen if isinstance(e, BuildProgress)]
+    assert events == seen
     assert [(e.step, e.total, e.line) for e in events[:3]] == [
         (1, 2, "STEP 1/2: FROM x"),
         (1, 2, "hello"),
@@ -185,10 +187,10 @@ def test_ensure_does_not_build_when_forbidden(fake: FakeImages, env: dict[str, s
 
 
 def test_ensure_builds_on_first_use(fake: FakeImages) -> None:
-    events: list[BuildProgress] = []
+    events: list[Event] = []
     image = images.ensure(object(), "cpu", _settings(), events.append)  # type: ignore[arg-type]
     assert image.ref == "localhost/vkrama/cpu:latest" and len(fake.builds) == 2
-    assert events[0].step == 1
+    assert isinstance(events[0], BuildProgress) and events[0].step == 1
 
 
 @pytest.mark.parametrize(

@@ -254,21 +254,3 @@ def test_ps_json_row_has_every_field_and_uptime() -> None:
     assert item["started_at"] == "2026-01-01T00:00:00+00:00"
     assert row(started_at=started).uptime_s(started + timedelta(seconds=90)) == 90
     assert serve_cli.server_json(row(state=ContainerStatus.EXITED))["uptime_s"] is None
-
-
-def test_build_steps_are_shown_once_each_and_messages_only_when_verbose(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    class Step:
-        def __init__(self, step: int, line: str) -> None:
-            self.backend, self.step, self.line = "cpu", step, line
-
-        def __str__(self) -> str:
-            return f"[cpu] step {self.step}/3: {self.line}"
-
-    quiet = serve_cli.StepPrinter(verbose=0)
-    for event in (Step(1, "FROM"), Step(1, "output"), Step(2, "RUN"), "backend cpu: asked for"):
-        quiet(event)
-    assert capsys.readouterr().err == "[cpu] step 1/3: FROM\n[cpu] step 2/3: RUN\n"
-    serve_cli.StepPrinter(verbose=1)("backend cpu: asked for")
-    assert capsys.readouterr().err == "backend cpu: asked for\n"

@@ -154,14 +154,14 @@ def test_examplemodel_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 
 def test_progress_line_shows_bytes_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
-    from vkrama.cli.console import ProgressLine
-    from vkrama.store import Progress
+    from vkrama.cli.progress import ProgressLine
+    from vkrama.progress import Download
 
     line = ProgressLine()
-    line(Progress("m.gguf", 0, 100 * 2**20))
+    line(Download("m.gguf", 0, 100 * 2**20))
     line.started -= 2.0  # two seconds later, 20 MiB in
     line.drawn = 0.0
-    line(Progress("m.gguf", 20 * 2**20, 100 * 2**20))
+    line(Download("m.gguf", 20 * 2**20, 100 * 2**20))
     line.close()
     shown = capsys.readouterr().err.split("\r")[-1]
     assert shown.startswith("m.gguf  20.0/100.0 MiB  10.0 MiB/s  ETA 0:00:08")

@@ -3,7 +3,7 @@
 Stage: engine.run(spec) ─► parse llama-bench JSON + ggml stderr ─► `CellResult`. Never two
 cells at once (they would share and disturb one GPU). A failing or timed-out cell does not
 stop the others; Ctrl-C stops and removes the running container and ends the run with the
-cells finished so far. Must not print: progress goes to `on_progress`.
+cells finished so far. Must not print: each cell's start and end go to a `Reporter`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from vkrama.bench import measurements, stderr
 from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
 from vkrama.errors import VkramaError
+from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.records import CellResult, CellStatus
 
 if TYPE_CHECKING:
     from vkrama.engine import Engine
 
 STDERR_KEPT = 4000  # characters of a cell's stderr kept for the results store
-Progress = Callable[[str, BenchCell, "CellResult | None"], None]
 Runner = Callable[["Engine", BenchCell], CellResult]
 
 
@@ -36,7 +36,7 @@ def run_cells(
     timeout: float,
     images: dict[str, tuple[str, dict[str, str]]] | None = None,
     flash_attn_varied: bool = False,
-    on_progress: Progress | None = None,
+    on_progress: Reporter = NULL,
     on_result: Callable[[CellResult], None] | None = None,
     runner: Runner | None = None,
 ) -> tuple[list[CellResult], bool]:
@@ -48,9 +48,10 @@ def run_cells(
     its own); this loop owns the order, the Ctrl-C handling and the container sweep.
     """
     results: list[CellResult] = []
-    for cell in cells:
-        if on_progress:
-            on_progress("start", cell, None)
+    doing = "running llama-bench in" if runner is None else "serving from"
+    for number, cell in enumerate(cells, 1):
+        counted = f"[{number}/{len(cells)}] {cell.key}"
+        on_progress(Step(f"{counted}: {doing} {cell.image}"))
         image_id, provenance = (images or {}).get(cell.image, ("", {}))
         interrupted = False
         started = time.monotonic()
@@ -73,8 +74,8 @@ def run_cells(
         results.append(result)
         if on_result:
             on_result(result)
-        if on_progress:
-            on_progress("done", cell, result)
+        text = "ok" if result.ok else f"{result.status}: {result.reason}"
+        on_progress(Step(f"{counted}: {text} ({result.duration_s:.1f} s)"))
         if interrupted:
             return results, True
     return results, False

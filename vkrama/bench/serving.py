@@ -5,19 +5,20 @@ ContainerSpec `serve.plan` makes, with the bench's labels), so `--dry-run` print
 `run_serve_cell` starts it, waits until ready, checks from ggml's log what ran, builds the
 prompt, drives each concurrency level with `load` and summarizes with `latency`. Never two
 cells at once; the container is removed by `run.run_cells`, whatever happens. Must not
-print: progress goes to `on_progress`.
+print: each level's summary goes to a `Reporter`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vkrama.bench import latency, load, stderr
 from vkrama.bench.plan import BenchCell, cell_env, cell_name
 from vkrama.errors import VkramaError
+from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.levels import LevelStats
 from vkrama.results.records import CellResult, CellStatus
 
@@ -113,16 +114,13 @@ def plan_serve_cell(
     return BenchCell.of(choice, image, spec)
 
 
-LevelProgress = Callable[[LevelStats], None]
-
-
 def run_serve_cell(
     engine: Engine,
     cell: BenchCell,
     params: ServeParams,
     *,
     timeout: float,
-    on_level: LevelProgress | None = None,
+    on_progress: Reporter = NULL,
 ) -> CellResult:
     """One serving cell to its end; a failure is a failed CellResult, never an exception.
 
@@ -162,8 +160,8 @@ def run_serve_cell(
             server_cpu = engine.cpu_seconds(container) - before
             stats = latency.summarize(traces, concurrency, wall, client_cpu, server_cpu)
             levels.append(stats)
-            if on_level is not None:
-                on_level(stats)
+            brief = latency.brief(stats)
+            on_progress(Step(f"  {cell.key} concurrency {stats.concurrency}: {brief}"))
     except VkramaError as error:
         if not log:
             # The server's last words say why it never became ready.

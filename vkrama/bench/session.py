@@ -2,8 +2,8 @@
 
 Stage: the bench pipeline's driver (store ─► hardware ─► backends ─► images ─► bench.plan
 ─► bench.run ─► results). `prepare` with `engine=None` is the dry-run: it names images and
-plans every cell but pulls, builds and starts nothing. Must not print: steps go to
-`on_progress(message)`. Over 300 lines because prepare, execute and the run's
+plans every cell but pulls, builds and starts nothing. Must not print: steps go to a
+`Reporter`. Over 300 lines because prepare, execute and the run's
 bookkeeping (records, dead-run sweep) share one plan; layout-wip splits it with the Reporter.
 """
 
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 from vkrama import __version__
 from vkrama.backends import compile_cache
-from vkrama.bench import latency, serving
 from vkrama.bench import plan as planning
+from vkrama.bench import serving
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results.levels import LevelStats
+from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.records import CellResult, CellStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -34,9 +34,7 @@ if TYPE_CHECKING:
     from vkrama.hardware import HardwareProfile
     from vkrama.results import RunInfo
     from vkrama.store import LocalModel
-    from vkrama.store.download import OnProgress as OnDownload
 
-Progress = Callable[[str], None]
 UNAVAILABLE = "unavailable: "
 
 
@@ -91,17 +89,15 @@ def prepare(
     settings: Settings,
     request: BenchRequest,
     engine: Engine | None,
-    on_progress: Progress | None = None,
-    on_download: OnDownload | None = None,
+    on_progress: Reporter = NULL,
 ) -> BenchPlan:
     """Model, hardware, the matrix and its images; one planned cell per runnable choice."""
     from vkrama import hardware, store
 
-    say = on_progress or (lambda _message: None)
     model = (
         store.resolve(settings, request.model)
         if engine is None
-        else store.ensure(settings, request.model, on_progress=on_download)
+        else store.ensure(settings, request.model, on_progress=on_progress)
     )
     profile = hardware.detect_host(settings)
     choices, unavailable = matrix(profile, request)
@@ -151,7 +147,7 @@ def prepare(
                 env_unset=request.unset_env,
                 compile_cache=cache,
             )
-        say(f"cell {cell.key}: {choice.reason}")
+        on_progress(Step(f"cell {cell.key}: {choice.reason}"))
         cells.append(cell)
     if not cells and image_errors:
         raise next(iter(image_errors.values()))  # its own hint says how to get the image
@@ -268,15 +264,14 @@ def _each(
 
 
 def execute(
-    engine: Engine, settings: Settings, bench_plan: BenchPlan, on_progress: Progress | None = None
+    engine: Engine, settings: Settings, bench_plan: BenchPlan, on_progress: Reporter = NULL
 ) -> BenchOutcome:
     """Run the planned cells one after another, storing each as soon as it ends."""
     from vkrama import results
 
     request = bench_plan.request
-    say = on_progress or (lambda _message: None)
     for line in reap(engine, settings):
-        say(line)
+        on_progress(Step(line))
     run_id = None
     if request.save:
         run_id = results.start_run(settings, run_info(bench_plan))
@@ -290,28 +285,14 @@ def execute(
 
     for result in bench_plan.unavailable:
         keep(result)
-    total = len(bench_plan.cells)
-
-    def progress(event: str, cell: planning.BenchCell, result: CellResult | None) -> None:
-        number = bench_plan.cells.index(cell) + 1
-        if event == "start":
-            what = "serving from" if request.serve else "running llama-bench in"
-            say(f"[{number}/{total}] {cell.key}: {what} {cell.image}")
-        elif result is not None:
-            text = "ok" if result.ok else f"{result.status}: {result.reason}"
-            say(f"[{number}/{total}] {cell.key}: {text} ({result.duration_s:.1f} s)")
-
     timeout = request.timeout if request.timeout is not None else settings["bench.timeout"]
     runner: Callable[[Engine, planning.BenchCell], CellResult] | None = None
     if request.serve is not None:
         serve_params = request.serve
 
         def runner(engine: Engine, cell: planning.BenchCell) -> CellResult:
-            def level(stats: LevelStats) -> None:
-                say(f"  {cell.key} concurrency {stats.concurrency}: {latency.brief(stats)}")
-
             return serving.run_serve_cell(
-                engine, cell, serve_params, timeout=float(timeout), on_level=level
+                engine, cell, serve_params, timeout=float(timeout), on_progress=on_progress
             )
 
     interrupted = False
@@ -322,7 +303,7 @@ def execute(
             timeout=float(timeout),
             images=bench_plan.images,
             flash_attn_varied=bool(request.params.flash_attn),
-            on_progress=progress,
+            on_progress=on_progress,
             on_result=keep,
             runner=runner,
         )
@@ -407,7 +388,7 @@ def _image(
     settings: Settings,
     backend: str,
     known: dict[str, tuple[str, dict[str, str]]],
-    on_progress: Progress | None,
+    on_progress: Reporter,
 ) -> str:
     from vkrama import images
 
@@ -415,16 +396,7 @@ def _image(
         return images.image_ref(backend)
     ref = images.image_ref(backend)
     if ref not in known:
-        say = on_progress or (lambda _message: None)
-        step = [0]
-
-        def building(progress: images.BuildProgress) -> None:
-            # One line per build step; podman's own lines would drown the bench's.
-            if progress.step != step[0]:
-                step[0] = progress.step
-                say(f"building {ref}: step {progress.step}/{progress.total}")
-
-        found = images.ensure(engine, backend, settings, on_progress=building)
+        found = images.ensure(engine, backend, settings, on_progress=on_progress)
         ref = found.ref
         known[ref] = (found.id, dict(found.provenance))
     return ref

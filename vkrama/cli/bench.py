@@ -22,7 +22,8 @@ from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.bench.serving import ServeParams
 from vkrama.cli.app import App, dry_run_option, pass_app
-from vkrama.cli.console import download_progress, dry_run_prelude, echo_json
+from vkrama.cli.console import dry_run_prelude, echo_json
+from vkrama.cli.progress import reporting
 from vkrama.cli.serve import gpu_type, split_flags, terminate_as_interrupt
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
@@ -298,16 +299,9 @@ def bench(
         for failed in planned.unavailable:
             click.echo(f"# {failed.backend}: {failed.reason}", err=True)
         return int(ExitStatus.OK)
-    with terminate_as_interrupt():
-        with download_progress() as bar:
-            planned = session.prepare(
-                app.settings,
-                request,
-                app.engine,
-                on_progress=_say,
-                on_download=bar,
-            )
-        outcome = session.execute(app.engine, app.settings, planned, on_progress=_say)
+    with terminate_as_interrupt(), reporting(app.verbose) as reporter:
+        planned = session.prepare(app.settings, request, app.engine, on_progress=reporter)
+        outcome = session.execute(app.engine, app.settings, planned, on_progress=reporter)
     found = report.outcome_rows(outcome.run_id, outcome.results, outcome.tests, serve is not None)
     if as_json:
         echo_json([dataclasses.asdict(row) for row in found])

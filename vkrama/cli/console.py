@@ -1,7 +1,7 @@
 """How results reach the terminal: JSON for scripts, tables for people, progress on a TTY.
 
 Stage: the last one (report ─► stdout). Domain code hands plain data here; nothing below
-`cli/` prints. Progress is a null object when stderr is not a terminal.
+`cli/` prints. Progress events are drawn by `cli.progress`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import dataclasses
 import json
 import shlex
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,7 +20,6 @@ import click
 
 if TYPE_CHECKING:
     from vkrama.engine.spec import ContainerSpec
-    from vkrama.store import Progress, Retry
 
 
 def _default(value: Any) -> Any:
@@ -50,65 +48,6 @@ def echo_table(
 def interactive() -> bool:
     """True when progress displays make sense (stderr is a terminal)."""
     return sys.stderr.isatty()
-
-
-@contextmanager
-def download_progress() -> Iterator[Callable[[Progress | Retry], None]]:
-    """The model download display of `pull`, `serve` and `bench`: a redrawn line on a TTY;
-    otherwise only the retries, one line each (a server that never answers must not look
-    like a hang in a log)."""
-    line = ProgressLine(draw=interactive())
-    try:
-        yield line
-    finally:
-        line.close()
-
-
-class ProgressLine:
-    """`name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` redrawn in place on stderr, and a line
-    of its own for each retry."""
-
-    def __init__(self, draw: bool = True) -> None:
-        self.draw = draw
-        self.started = time.monotonic()
-        self.first_done: int | None = None
-        self.drawn = 0.0
-        self.active = False
-
-    def __call__(self, progress: Progress | Retry) -> None:
-        from vkrama.store import Retry  # here: `vkrama config` need not import requests
-
-        if isinstance(progress, Retry):
-            self.close()
-            click.echo(f"{progress}", err=True)
-            return
-        if not self.draw:
-            return
-        now = time.monotonic()
-        if self.first_done is None:
-            self.started, self.first_done = now, progress.done
-        finished = progress.total is not None and progress.done >= progress.total
-        if now - self.drawn < 0.1 and not finished:
-            return
-        self.drawn = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = (progress.done - self.first_done) / elapsed
-        total = "?" if progress.total is None else _mib(progress.total)
-        line = f"{progress.filename}  {_mib(progress.done)}/{total} MiB  {rate / 2**20:.1f} MiB/s"
-        if progress.total is not None and rate > 0:
-            left = int((progress.total - progress.done) / rate)
-            line += f"  ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
-        click.echo(f"\r{line}\x1b[K", nl=False, err=True)
-        self.active = True
-
-    def close(self) -> None:
-        if self.active:
-            click.echo(err=True)
-            self.active = False
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f}"
 
 
 @contextmanager

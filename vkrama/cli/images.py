@@ -15,8 +15,8 @@ import click
 
 from vkrama import images
 from vkrama.cli.app import App, dry_run_option, pass_app, refuses_dry_run
-from vkrama.cli.build_display import BuildDisplay
 from vkrama.cli.console import byte_progress, echo_json, echo_table
+from vkrama.cli.progress import ConsoleReporter
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images.recipes import available
 
@@ -53,7 +53,7 @@ def build(
         return
     failures: list[tuple[str, VkramaError]] = []
     for backend, planned in plans.items():
-        display = BuildDisplay()
+        display = ConsoleReporter(app.verbose, every_build_line=True)
         started = time.monotonic()
         try:
             image = images.build(app.engine, planned, on_progress=display)

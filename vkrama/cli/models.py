@@ -12,7 +12,8 @@ import click
 
 from vkrama import store
 from vkrama.cli.app import App, pass_app, refuses_dry_run
-from vkrama.cli.console import download_progress, echo_json, echo_table
+from vkrama.cli.console import echo_json, echo_table
+from vkrama.cli.progress import reporting
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import LocalModel
 
@@ -47,8 +48,8 @@ def pull(app: App, ref: str, sha256: str | None, streams: int | None) -> None:
     """Fetch a model into the store: hf://ORG/REPO[:QUANT], hf://ORG/REPO/FILE.gguf,
     ollama://NAME[:TAG], oci://REGISTRY/REPO[:TAG], https://URL, file://PATH or a path."""
     settings = app.settings.with_overrides({"models.streams": streams})
-    with download_progress() as line:
-        model = store.pull(settings, ref, on_progress=line, sha256=sha256)
+    with reporting(app.verbose) as reporter:
+        model = store.pull(settings, ref, on_progress=reporter, sha256=sha256)
     click.echo(f"{model.name}  {model.sha256}  {model.path}")
 
 

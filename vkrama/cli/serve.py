@@ -22,6 +22,7 @@ import click
 from vkrama import deploy
 from vkrama.cli import console
 from vkrama.cli.app import App, dry_run_option, pass_app
+from vkrama.cli.progress import reporting
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve import containers, session
 
@@ -185,7 +186,8 @@ def serve(
         write_deployment(app, options, generate, out_dir, replicas)
         return
     if app.dry_run:
-        planned = session.prepare(settings, options, None, on_progress=StepPrinter(app.verbose))
+        with reporting(app.verbose) as reporter:
+            planned = session.prepare(settings, options, None, on_progress=reporter)
         for secret in planned.spec.secrets:
             # The key file's first line is the key; the value itself is never printed.
             source = shlex.quote(str(api_key_file))
@@ -207,7 +209,8 @@ def write_deployment(
 ) -> None:
     """Plan exactly as `serve` does (starting nothing), then write the files for `kind`;
     under --dry-run print them instead."""
-    planned = session.prepare(app.settings, options, None, on_progress=StepPrinter(app.verbose))
+    with reporting(app.verbose) as reporter:
+        planned = session.prepare(app.settings, options, None, on_progress=reporter)
     work = deploy.workload(planned, options.model, replicas, options.api_key_file)
     generated = deploy.render(kind, work, out_dir)
     if app.dry_run:
@@ -224,14 +227,8 @@ def write_deployment(
 
 def start(app: App, options: session.ServeOptions, timeout: float | None) -> session.Running:
     """Plan, start and wait with a spinner; on failure show the server's last log lines."""
-    with console.download_progress() as download:
-        planned = session.prepare(
-            app.settings,
-            options,
-            app.engine,
-            on_progress=StepPrinter(app.verbose),
-            on_download=download,
-        )
+    with reporting(app.verbose) as reporter:
+        planned = session.prepare(app.settings, options, app.engine, on_progress=reporter)
     wait_s = timeout if timeout is not None else float(app.settings["serve.timeout"])
     with spinner(f"starting {planned.spec.name}") as tick:
         try:
@@ -245,26 +242,6 @@ def start(app: App, options: session.ServeOptions, timeout: float | None) -> ses
     if app.verbose:
         say(f"ready in {running.ready_s:.2f} s")
     return running
-
-
-class StepPrinter:
-    """Shows what serve is doing on stderr: why it chose a backend, one line per build step;
-    everything with -v."""
-
-    def __init__(self, verbose: int) -> None:
-        self.verbose = verbose
-        self.steps_seen: set[tuple[str, int]] = set()
-
-    def __call__(self, event: object) -> None:
-        step = getattr(event, "step", None)
-        if step is None:  # a plain message from serve itself
-            if self.verbose or isinstance(event, session.Explained):
-                say(str(event))
-            return
-        key = (str(getattr(event, "backend", "")), int(step))
-        if self.verbose or key not in self.steps_seen:
-            self.steps_seen.add(key)
-            say(str(event))
 
 
 def follow_until_interrupted(app: App, running: session.Running) -> None:

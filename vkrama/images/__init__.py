@@ -1,7 +1,7 @@
 """Images: one llama.cpp image per backend, built from vkrama's recipes and described.
 
 Stage: images (`images.ensure(engine, backend)` ─► image, reused or built). Decides tags,
-build args and provenance labels and reports progress through `on_progress`; podman is
+build args and provenance labels and reports progress to a `Reporter`; podman is
 reached only through `vkrama.engine.images`. Must not print or import click.
 Over 300 lines because plan, build, ensure, list, save and load share the recipes, tags and
 provenance labels; `recipes` and `provenance` are already apart.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vkrama import __version__
 from vkrama.config import DEFAULTS, Settings
@@ -31,6 +31,7 @@ from vkrama.images.provenance import (
     stack_version,
 )
 from vkrama.images.recipes import Recipe, available, recipe, registry_of, registry_reachable
+from vkrama.progress import NULL, BuildProgress, Reporter
 
 if TYPE_CHECKING:
     from vkrama.engine import Engine
@@ -66,20 +67,6 @@ class ImageStatus:
 
 
 @dataclass(frozen=True)
-class BuildProgress:
-    """One line of build output, with the step it belongs to (0/0 before the first)."""
-
-    backend: str
-    step: int
-    total: int
-    line: str
-
-    def __str__(self) -> str:
-        step = f" step {self.step}/{self.total}" if self.total else ""
-        return f"[{self.backend}]{step}: {self.line}"
-
-
-@dataclass(frozen=True)
 class BuildPlan:
     """What `build` sends to podman: enough to print the equivalent `podman build`."""
 
@@ -100,11 +87,6 @@ class BuildPlan:
         if self.no_cache:
             argv.append("--no-cache")
         return [*argv, str(self.recipe.context)]
-
-
-# Called with BuildProgress events. Typed loosely on purpose: str(event) reads as one
-# line, so stages whose progress callback takes a message (serve, bench) can pass theirs.
-ProgressCallback = Callable[[Any], object]
 
 
 def image_ref(backend: str) -> str:
@@ -146,9 +128,7 @@ def plan(
     return BuildPlan(chosen, args, tags, no_cache, labels)
 
 
-def build(
-    engine: Engine, build_plan: BuildPlan, on_progress: ProgressCallback | None = None
-) -> ImageRef:
+def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -> ImageRef:
     """Build the planned image, record its provenance as labels, tag it; the image."""
     backend = build_plan.recipe.backend
     _check_bases(engine, build_plan)
@@ -158,8 +138,7 @@ def build(
         match = _STEP.match(line)
         if match:
             step[:] = [int(match.group(1)), int(match.group(2))]
-        if on_progress is not None:
-            on_progress(BuildProgress(backend, step[0], step[1], line))
+        on_progress(BuildProgress(backend, step[0], step[1], line))
 
     try:
         built = engine_images.build(
@@ -184,9 +163,8 @@ def build(
         engine_images.read_file(engine, built, PROVENANCE_PATH).decode("utf-8", "replace")
     )
     labels = {**provenance_labels(recorded), **build_plan.labels}
-    if on_progress is not None:
-        summary = ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "llama_cpp_version")
-        on_progress(BuildProgress(backend, step[0], step[1], f"provenance: {summary}"))
+    summary = ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "llama_cpp_version")
+    on_progress(BuildProgress(backend, step[0], step[1], f"provenance: {summary}"))
     final = engine_images.build(
         engine, _label_context(built, labels), "Containerfile", tags=build_plan.tags
     )
@@ -196,7 +174,7 @@ def build(
 
 
 def ensure(
-    engine: Engine, backend: str, settings: Settings, on_progress: ProgressCallback | None = None
+    engine: Engine, backend: str, settings: Settings, on_progress: Reporter = NULL
 ) -> ImageRef:
     """The backend's local image, built on first use unless settings forbid it."""
     image = _image(engine, backend, image_ref(backend))
@@ -327,7 +305,6 @@ def _label_context(image_id: str, labels: Mapping[str, str]) -> bytes:
 
 __all__ = [
     "BuildPlan",
-    "BuildProgress",
     "ImageRef",
     "ImageStatus",
     "build",

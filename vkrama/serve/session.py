@@ -1,7 +1,7 @@
 """The serve pipeline end to end: from a model reference to a server that answers.
 
 Stage: runs store ─► backends ─► images ─► planning.plan ─► engine.run ─► planning.wait_ready.
-Must not print: steps are reported through `on_progress`, waiting through `on_tick`.
+Must not print: steps are reported to a `Reporter`, waiting through `on_tick`.
 Never leaves a container behind when a server fails to become ready. Servers already
 running are found and stopped by `vkrama.serve.containers`.
 """
@@ -18,6 +18,7 @@ from vkrama.backends import compile_cache
 from vkrama.config import Settings
 from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.progress import NULL, Reporter, Step
 from vkrama.serve import containers, ready
 from vkrama.serve import plan as planning
 
@@ -26,14 +27,9 @@ if TYPE_CHECKING:
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
-    from vkrama.store.download import OnProgress as OnDownload
 
 # How much of a failed server's log the user gets to see.
 LOG_TAIL_LINES = 20
-
-
-class Explained(str):
-    """A message that says why vkrama chose something: shown even without -v."""
 
 
 @dataclass(frozen=True)
@@ -97,28 +93,24 @@ def prepare(
     settings: Settings,
     options: ServeOptions,
     engine: Engine | None,
-    on_progress: Callable[[object], object] | None = None,
-    on_download: OnDownload | None = None,
+    on_progress: Reporter = NULL,
 ) -> Planned:
     """Resolve model, device and image, then plan. `engine=None` means dry-run: nothing is
     pulled, built or bound, the image is named but not checked.
 
-    `on_progress` gets step messages and image build events (each reads as one line with
-    `str`); `on_download` gets the model download's byte counts."""
+    `on_progress` gets the steps, the model download and the image build as events."""
     from vkrama import images, store
 
-    say = on_progress or (lambda _message: None)
     api_key = read_api_key(options.api_key_file) if options.api_key_file else None
     model = (
         store.resolve(settings, options.model)
         if engine is None
-        else store.ensure(settings, options.model, on_progress=on_download)
+        else store.ensure(settings, options.model, on_progress=on_progress)
     )
-    choice = _choose(settings, options, model, say)
+    choice = _choose(settings, options, model, on_progress)
     chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
     # A backend vkrama picked (auto, best) explains itself; one the user named needs no word.
-    explain = Explained if options.backend in ("auto", "best") else str
-    say(explain(chosen + choice.reason))
+    on_progress(Step(chosen + choice.reason, detail=options.backend not in ("auto", "best")))
     if engine is None:
         image = images.image_ref(choice.backend)
         # A free port makes the printed command runnable; a given one is shown unchecked.
@@ -161,7 +153,7 @@ def prepare(
 
 
 def _choose(
-    settings: Settings, options: ServeOptions, model: LocalModel, say: Callable[[str], object]
+    settings: Settings, options: ServeOptions, model: LocalModel, on_progress: Reporter
 ) -> Choice:
     from vkrama import backends, hardware
 
@@ -170,7 +162,7 @@ def _choose(
     if backend == "best":
         one = options.gpu if isinstance(options.gpu, int) else None
         backend, driver, reason = _best_cell(settings, options, model, profile, one)
-        say(Explained(f"--backend best: {reason}"))
+        on_progress(Step(f"--backend best: {reason}"))
     return backends.choose(
         profile, backend, options.gpu, driver, split_mode=options.split_mode,
         tensor_split=options.tensor_split,

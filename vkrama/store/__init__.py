@@ -7,11 +7,10 @@ Stage: store (model ref ─► store.resolve / store.pull ─► LocalModel). Ot
 from __future__ import annotations
 
 from vkrama.store.blobs import LocalModel
-from vkrama.store.download import Progress, Retry
 from vkrama.store.gguf_info import GgufInfo
 from vkrama.store.pull import corrupt_records, ensure, models, pull, remove, resolve
 
 __all__ = [
-    "GgufInfo", "LocalModel", "Progress", "Retry",
+    "GgufInfo", "LocalModel",
     "corrupt_records", "ensure", "models", "pull", "remove", "resolve",
 ]  # fmt: skip

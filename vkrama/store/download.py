@@ -35,6 +35,7 @@ import requests
 from vkrama import __version__
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.progress import Download, Reporter, Retry
 from vkrama.store.hf_cache import CacheSlot
 from vkrama.store.splice import spliced, write_all
 
@@ -60,35 +61,6 @@ class RemoteFile:
     hf_slot: CacheSlot | None = None  # where the verified file also goes in the HF cache
 
 
-@dataclass(frozen=True)
-class Progress:
-    filename: str
-    done: int
-    total: int | None
-    resumed_from: int = 0
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A failed attempt about to be repeated: reported so a silent server is never a silent
-    wait (five 30 s timeouts plus backoff are 158 s)."""
-
-    what: str
-    reason: str
-    attempt: int  # the retry about to start, from 1
-    retries: int
-    wait_s: float
-
-    def __str__(self) -> str:
-        return (
-            f"{self.what}: {self.reason}; retry {self.attempt} of {self.retries} "
-            f"in {self.wait_s:g} s"
-        )
-
-
-OnProgress = Callable[[Progress | Retry], None]
-
-
 class Http:
     """A requests session with retries, backoff and errors turned into VkramaError."""
 
@@ -99,7 +71,7 @@ class Http:
         timeout: float = 30.0,
         verify: bool | str = True,
         insecure: tuple[str, ...] = (),
-        on_progress: OnProgress | None = None,
+        on_progress: Reporter | None = None,
         streams: int = 1,
     ) -> None:
         self.session = requests.Session()
@@ -113,7 +85,7 @@ class Http:
         self.streams = streams  # connections one large file may use (store/ranges.py)
 
     @classmethod
-    def for_settings(cls, settings: Settings, on_progress: OnProgress | None = None) -> Http:
+    def for_settings(cls, settings: Settings, on_progress: Reporter | None = None) -> Http:
         return cls(
             retries=int(settings["models.retries"]),
             verify=ca_bundle(settings),
@@ -191,7 +163,7 @@ class Http:
             self.on_progress(Retry(what, reason, attempt + 1, self.retries, wait))
         time.sleep(wait)
 
-    def fetch(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None = None) -> str:
+    def fetch(self, remote: RemoteFile, part: Path, on_progress: Reporter | None = None) -> str:
         """Download `remote` into `part`, resuming what is there; return the sha256."""
         from vkrama.store import ranges  # it builds on this module
 
@@ -207,7 +179,7 @@ class Http:
             )
         return sha256
 
-    def _transfer(self, remote: RemoteFile, part: Path, on_progress: OnProgress | None) -> str:
+    def _transfer(self, remote: RemoteFile, part: Path, on_progress: Reporter | None) -> str:
         from vkrama.store import ranges
 
         have = part.stat().st_size if part.exists() else 0
@@ -223,7 +195,7 @@ class Http:
         part: Path,
         have: int,
         hasher: _Hasher,
-        on_progress: OnProgress | None,
+        on_progress: Reporter | None,
         ranges: Any,
     ) -> str:
         resumed_from = have
@@ -276,7 +248,7 @@ class Http:
                         for held in _copy_body(response, out.fileno(), hasher, have):
                             have = held
                             if on_progress is not None:
-                                on_progress(Progress(remote.filename, have, total, resumed_from))
+                                on_progress(Download(remote.filename, have, total, resumed_from))
                     if response.status_code == 206 and total is not None and began < have < total:
                         continue  # the probe's range (or a short one) is done: ask for the rest
                 if remote.size is not None and have < remote.size:

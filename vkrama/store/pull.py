@@ -13,16 +13,17 @@ from pathlib import Path
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
+from vkrama.progress import Download, Reporter
 from vkrama.store import gguf_info, ranges
 from vkrama.store.blobs import SHA256_HEX, LocalModel, Store, StoredFile, file_sha256, key_for
-from vkrama.store.download import Http, OnProgress, Progress, RemoteFile
+from vkrama.store.download import Http, RemoteFile
 from vkrama.store.file_index import FileIndex, Signature
 from vkrama.store.refs import ModelRef, parse, split_parts
 from vkrama.store.sources import hf, oci, ollama, url
 
 
 def pull(
-    settings: Settings, ref: str, on_progress: OnProgress | None = None, sha256: str | None = None
+    settings: Settings, ref: str, on_progress: Reporter | None = None, sha256: str | None = None
 ) -> LocalModel:
     """Fetch `ref` into the store (or return it if already there) and return it."""
     model_ref = parse(ref, settings["models.shortnames"])
@@ -38,7 +39,7 @@ def pull(
 
 
 def _pull(
-    settings: Settings, model_ref: ModelRef, on_progress: OnProgress | None, sha256: str | None
+    settings: Settings, model_ref: ModelRef, on_progress: Reporter | None, sha256: str | None
 ) -> LocalModel:
     store = Store(settings.home)
     if model_ref.scheme == "file":
@@ -103,7 +104,7 @@ def resolve(settings: Settings, ref: str) -> LocalModel:
     return found
 
 
-def ensure(settings: Settings, ref: str, on_progress: OnProgress | None = None) -> LocalModel:
+def ensure(settings: Settings, ref: str, on_progress: Reporter | None = None) -> LocalModel:
     """`resolve`, else `pull` unless offline."""
     try:
         return resolve(settings, ref)
@@ -162,7 +163,7 @@ def _remote_files(
 
 
 def _stage(
-    store: Store, session: Http | None, remote: RemoteFile, on_progress: OnProgress | None
+    store: Store, session: Http | None, remote: RemoteFile, on_progress: Reporter | None
 ) -> tuple[Path, str]:
     """Where the verified bytes of `remote` are, and their sha256."""
     if remote.local is not None:
@@ -175,7 +176,7 @@ def _stage(
             )
         if on_progress is not None:
             size = remote.local.stat().st_size
-            on_progress(Progress(remote.filename, size, size, size))
+            on_progress(Download(remote.filename, size, size, size))
         return remote.local, digest
     if remote.sha256 is not None and store.blob(remote.sha256).is_file():
         # The store holds these bytes already (under another name): no transfer. Blobs were
@@ -183,7 +184,7 @@ def _stage(
         blob = store.blob(remote.sha256)
         if on_progress is not None:
             size = blob.stat().st_size
-            on_progress(Progress(remote.filename, size, size, size))
+            on_progress(Download(remote.filename, size, size, size))
         return blob, remote.sha256
     assert session is not None  # offline sources only ever give local files
     part = _partial(store, remote)

@@ -33,12 +33,11 @@ from pathlib import Path
 
 import requests
 
+from vkrama.progress import Download, Reporter
 from vkrama.store.download import (
     CHUNK,
     RESET_AFTER,
     Http,
-    OnProgress,
-    Progress,
     RemoteFile,
     _Hasher,
     _reason,
@@ -114,7 +113,7 @@ def start(
     remote: RemoteFile,
     part: Path,
     response: requests.Response,
-    on_progress: OnProgress | None,
+    on_progress: Reporter | None,
 ) -> str | None:
     """Fetch `remote` as ranges, `response` (206 to the probe) serving the first; return the
     sha256, or None when the server stopped answering ranges (the finished prefix is kept
@@ -135,9 +134,7 @@ def start(
     return _Download(http, remote, part, state, on_progress).run(response)
 
 
-def resume(
-    http: Http, remote: RemoteFile, part: Path, on_progress: OnProgress | None
-) -> str | None:
+def resume(http: Http, remote: RemoteFile, part: Path, on_progress: Reporter | None) -> str | None:
     """Go on with a ranged download a killed or failed pull left; None when there is none
     (or the server no longer answers ranges: then `part` holds the finished prefix)."""
     state = _load(part)
@@ -153,7 +150,7 @@ class _Download:
         remote: RemoteFile,
         part: Path,
         state: _State,
-        on_progress: OnProgress | None,
+        on_progress: Reporter | None,
     ) -> None:
         self.http = http
         self.remote = remote
@@ -197,7 +194,7 @@ class _Download:
                     hashed_to = prefix
                 if self.on_progress is not None:
                     done = sum(state.done)
-                    self.on_progress(Progress(self.remote.filename, done, state.size, resumed_from))
+                    self.on_progress(Download(self.remote.filename, done, state.size, resumed_from))
                 if time.monotonic() - saved >= SAVE_EVERY:
                     self.save()
                     saved = time.monotonic()
