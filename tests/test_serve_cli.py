@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from vkrama import __version__
-from vkrama.cli import serve as serve_cli
+from vkrama.cli import servers as serve_cli
 from vkrama.engine import ContainerStatus
 from vkrama.engine.spec import clamped_ulimits
 from vkrama.serve import containers as servers

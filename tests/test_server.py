@@ -15,6 +15,7 @@ import pytest
 from vkrama.backends import Choice, compile_cache
 from vkrama.engine.spec import Mount
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.progress import Event, Waiting
 from vkrama.serve import plan as server
 from vkrama.serve import ready
 
@@ -40,15 +41,18 @@ LAVAPIPE = Choice(
 )
 
 
-def request(**overrides: object) -> server.ServeRequest:
-    values: dict[str, object] = {
+def request(**overrides: object) -> tuple[server.ServeRequest, server.Resolved]:
+    """A serve request and what it resolved to; `overrides` go to whichever has the field."""
+    resolved: dict[str, object] = {
         "model": FakeModel(),
         "choice": Choice(backend="cpu", driver=None, gpu=None, reason="asked for"),
         "image": "localhost/vkrama/cpu:latest",
         "port": 8099,
     }
-    values.update(overrides)
-    return server.ServeRequest(**values)  # type: ignore[arg-type]
+    asked: dict[str, object] = {"model": "tiny.gguf"}
+    for key, value in overrides.items():
+        (resolved if key in server.Resolved.__dataclass_fields__ else asked)[key] = value
+    return server.ServeRequest(**asked), server.Resolved(**resolved)  # type: ignore[arg-type]
 
 
 def flag_value(argv: list[str], flag: str) -> str:
@@ -56,7 +60,7 @@ def flag_value(argv: list[str], flag: str) -> str:
 
 
 def test_cpu_plan_is_locked_down_and_published_on_loopback() -> None:
-    spec = server.plan(request())
+    spec = server.plan(*request())
     argv = spec.podman_argv(detach=True)
     command = spec.podman_command(detach=True)
     assert "--publish 127.0.0.1:8099:8080" in command
@@ -74,7 +78,7 @@ def test_cpu_plan_is_locked_down_and_published_on_loopback() -> None:
 
 
 def test_labels_say_what_serves_where() -> None:
-    spec = server.plan(request(choice=LAVAPIPE, image="localhost/vkrama/vulkan:latest"))
+    spec = server.plan(*request(choice=LAVAPIPE, image="localhost/vkrama/vulkan:latest"))
     assert spec.labels == {
         "vkrama.role": "serve",
         "vkrama.model": "tiny",
@@ -109,12 +113,12 @@ def test_labels_say_what_serves_where() -> None:
     ],
 )
 def test_llama_server_flags(overrides: dict[str, object], flag: str, expected: str) -> None:
-    command = list(server.plan(request(**overrides)).command)
+    command = list(server.plan(*request(**overrides)).command)
     assert flag_value(command, flag) == expected
 
 
 def test_gpu_choice_brings_only_its_devices_groups_and_env() -> None:
-    spec = server.plan(request(choice=LAVAPIPE))
+    spec = server.plan(*request(choice=LAVAPIPE))
     argv = spec.podman_argv()
     assert flag_value(argv, "--device") == "/dev/dri/renderD128"
     assert flag_value(argv, "--group-add") == "105"
@@ -122,13 +126,13 @@ def test_gpu_choice_brings_only_its_devices_groups_and_env() -> None:
 
 
 def test_extra_args_come_last() -> None:
-    spec = server.plan(request(extra_args=("--temp", "0")))
+    spec = server.plan(*request(extra_args=("--temp", "0")))
     assert spec.command[-2:] == ("--temp", "0")
 
 
 def test_split_model_mounts_every_part_and_loads_the_first() -> None:
     parts = (Path("/m/big-00001-of-00002.gguf"), Path("/m/big-00002-of-00002.gguf"))
-    spec = server.plan(request(model=FakeModel(name="big", path=parts[0], files=parts)))
+    spec = server.plan(*request(model=FakeModel(name="big", path=parts[0], files=parts)))
     assert [m.target for m in spec.mounts] == [
         "/models/big-00001-of-00002.gguf",
         "/models/big-00002-of-00002.gguf",
@@ -139,7 +143,7 @@ def test_split_model_mounts_every_part_and_loads_the_first() -> None:
 
 def test_a_comma_in_the_model_name_gives_an_alias_llama_server_keeps_whole() -> None:
     path = Path("/m/we,ird.gguf")
-    spec = server.plan(request(model=FakeModel(name="file:///m/we,ird.gguf", path=path,
+    spec = server.plan(*request(model=FakeModel(name="file:///m/we,ird.gguf", path=path,
                                                files=(path,))))  # fmt: skip
     assert flag_value(list(spec.command), "--alias") == "we_ird"
     assert flag_value(list(spec.command), "--model") == "/models/we,ird.gguf"
@@ -149,21 +153,21 @@ def test_a_comma_in_the_model_name_gives_an_alias_llama_server_keeps_whole() -> 
 
 def test_a_chosen_alias_with_a_comma_is_refused() -> None:
     with pytest.raises(VkramaError) as caught:
-        server.plan(request(alias="a,b"))
+        server.plan(*request(alias="a,b"))
     assert caught.value.status == ExitStatus.USAGE
     assert caught.value.hint == "pick a name without commas, e.g. 'a_b'"
 
 
 def test_a_quote_in_a_mount_path_is_doubled_the_csv_way() -> None:
     path = Path('/m/say "hi".gguf')
-    spec = server.plan(request(model=FakeModel(name="x", path=path, files=(path,))))
+    spec = server.plan(*request(model=FakeModel(name="x", path=path, files=(path,))))
     assert flag_value(spec.podman_argv(), "--mount") == (
         'type=bind,"src=/m/say ""hi"".gguf","dst=/models/say ""hi"".gguf",ro'
     )
 
 
 def test_api_key_goes_to_a_mounted_secret_never_to_env_argv_or_labels() -> None:
-    spec = server.plan(request(api_key="sk-very-secret"))
+    spec = server.plan(*request(api_key="sk-very-secret"))
     (secret,) = spec.secrets
     assert (secret.target, secret.uid, secret.gid, secret.mode) == (
         "/run/secrets/api-key",
@@ -179,7 +183,7 @@ def test_api_key_goes_to_a_mounted_secret_never_to_env_argv_or_labels() -> None:
 
 
 def test_serve_containers_stop_within_a_second() -> None:
-    assert server.plan(request()).stop_timeout == 1
+    assert server.plan(*request()).stop_timeout == 1
 
 
 @pytest.mark.parametrize(
@@ -197,7 +201,7 @@ def test_base_url(host: str, port: int, expected: str) -> None:
 
 
 def test_wider_host_publishes_there() -> None:
-    command = server.plan(request(host="0.0.0.0")).podman_command()
+    command = server.plan(*request(host="0.0.0.0")).podman_command()
     assert "--publish 0.0.0.0:8099:8080" in command
 
 
@@ -265,12 +269,17 @@ def fake_server() -> Iterator[str]:
 
 
 def test_wait_ready_returns_once_health_and_alias_answer(fake_server: str) -> None:
-    ticks: list[float] = []
+    ticks: list[Event] = []
     waited = ready.wait_ready(
-        fake_server, "tiny", timeout=5, is_running=lambda: True, on_tick=ticks.append
+        fake_server, "tiny", timeout=5, is_running=lambda: True, on_progress=ticks.append
     )
     assert FakeLlamaServer.polls == 4
-    assert len(ticks) == 3
+    # One report per poll that found it not ready yet, and the last one says it is over.
+    assert [(e.what, e.done) for e in ticks if isinstance(e, Waiting)] == [
+        *[("waiting for the server", False)] * 3,
+        ("waiting for the server", True),
+    ]
+    assert len(ticks) == 4
     assert waited < 1
 
 
@@ -303,7 +312,7 @@ def test_gpu_backends_get_a_writable_compile_cache(
 ) -> None:
     cache = compile_cache.for_backend(HOME, backend)
     assert cache is not None and cache.host_dir == host_dir
-    spec = server.plan(request(choice=replace(LAVAPIPE, backend=backend), compile_cache=cache))
+    spec = server.plan(*request(choice=replace(LAVAPIPE, backend=backend), compile_cache=cache))
     assert Mount(host_dir, cache.target, read_only=False) in spec.mounts
     assert spec.env[variable] == cache.target
     assert [m.read_only for m in spec.mounts if m.target.startswith("/models/")] == [True]

@@ -65,7 +65,17 @@ class Retry:
         )
 
 
-Event = Step | BuildProgress | Download | Retry
+@dataclass(frozen=True)
+class Waiting:
+    """Still waiting for `what` (a server to answer); `done` once the wait is over, either
+    way."""
+
+    what: str
+    elapsed_s: float
+    done: bool = False
+
+
+Event = Step | BuildProgress | Download | Retry | Waiting
 
 
 class Reporter(Protocol):

@@ -89,15 +89,12 @@ def plan_serve_cell(
 
     spec = serving.plan(
         serving.ServeRequest(
-            model=model,
-            choice=choice,
-            image=image,
-            port=port,
+            model=str(model.path),
             ctx_size=params.ctx_size,
             parallel=params.slots,
             extra_args=VERBOSE_ARGS,
-            compile_cache=compile_cache,
-        )
+        ),
+        serving.Resolved(model, choice, image, port, compile_cache=compile_cache),
     )
     labels = {
         **spec.labels,

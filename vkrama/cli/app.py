@@ -6,9 +6,12 @@ down, never the App itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping
+import signal
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -85,3 +88,24 @@ def refuses_dry_run(why: str) -> Callable[[Callable[..., Any]], Callable[..., An
         return dry_run_option(checked)
 
     return decorate
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd, `kill`, a supervisor) and SIGHUP (the terminal closed, a tmux
+    session killed) take the same clean path as Ctrl-C.
+
+    SIGINT is set too: a shell starts background jobs with SIGINT ignored, and a server
+    must still stop cleanly when someone sends it one.
+    """
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in caught}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

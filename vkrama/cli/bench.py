@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vkrama import deploy
 from vkrama.bench import session
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.bench.serving import ServeParams
-from vkrama.cli.app import App, dry_run_option, pass_app
-from vkrama.cli.console import dry_run_prelude, echo_json
+from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
+from vkrama.cli.console import dry_run_prelude, echo_generated, echo_json
+from vkrama.cli.flags import gpu_flags
 from vkrama.cli.progress import reporting
-from vkrama.cli.serve import gpu_type, split_flags, terminate_as_interrupt
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
@@ -85,14 +84,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     metavar="D1,D2",
     help="Vulkan drivers: radv,anv,nvk,nvidia,lavapipe.",
 )
-@click.option(
-    "--gpu",
-    metavar="N|N,M|all|each",
-    callback=gpu_type(allow_each=True),
-    help="GPU index; a list 0,1 or all: the model split over them; each: every GPU alone "
-    "and then the split, in one run (what the second GPU buys).",
-)
-@split_flags
+@gpu_flags(bench=True)
 @click.option(
     "-p",
     "--n-prompt",
@@ -323,16 +315,7 @@ def write_jobs(app: App, request: session.BenchRequest, out_dir: Path) -> int:
     generated = fleet.jobs(
         planned, session.run_info(planned), secrets.token_hex(4), request.model, out_dir
     )
-    if app.dry_run:
-        for name, text in generated.files.items():
-            click.echo(f"# --- {out_dir / name} (not written: --dry-run)")
-            click.echo(text.rstrip("\n"))
-        return int(ExitStatus.OK)
-    for path in deploy.write(generated, out_dir):
-        click.echo(f"wrote {path}")
-    click.echo("run it and collect the results with:")
-    for line in generated.start:
-        click.echo(f"  {line}")
+    echo_generated(generated, out_dir, app.dry_run, "run it and collect the results with:")
     return int(ExitStatus.OK)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from vkrama.deploy import Generated
     from vkrama.engine.spec import ContainerSpec
 
 
@@ -88,3 +89,20 @@ def dry_run_prelude(spec: ContainerSpec) -> list[str]:
         for mount in spec.mounts
         if not mount.read_only and not mount.source.exists()
     ]
+
+
+def echo_generated(generated: Generated, out_dir: Path, dry_run: bool, how: str) -> None:
+    """Write generated deployment files and say how to start them (`how` heads the
+    commands); under --dry-run print each file instead and write nothing."""
+    from vkrama import deploy  # here: only --generate pays for YAML
+
+    if dry_run:
+        for name, text in generated.files.items():
+            click.echo(f"# --- {out_dir / name} (not written: --dry-run)")
+            click.echo(text.rstrip("\n"))
+        return
+    for path in deploy.write(generated, out_dir):
+        click.echo(f"wrote {path}")
+    click.echo(how)
+    for line in generated.start:
+        click.echo(f"  {line}")

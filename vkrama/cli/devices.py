@@ -15,7 +15,7 @@ import click
 from vkrama import backends, hardware
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json, echo_table
-from vkrama.cli.serve import gpu_type
+from vkrama.cli.flags import gpu_type
 from vkrama.errors import ExitStatus
 from vkrama.hardware import HardwareProfile
 from vkrama.images import doctor

@@ -5,7 +5,8 @@ stays clean. Steps are lines (details only with -v); the model download is a red
 `name  312.0/812.4 MiB  41.2 MiB/s  ETA 0:12` line on a terminal and only its retries
 otherwise; an image build, whichever command starts it, is drawn one way: `[vulkan] step
 6/11  <current line>` redrawn on a terminal, otherwise one line per step (every line for
-`images build` and with -v: CI logs keep the whole build output).
+`images build` and with -v: CI logs keep the whole build output). A wait (a server
+starting) is a spinner on a terminal and nothing otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 import click
 
 from vkrama.cli.console import interactive
-from vkrama.progress import BuildProgress, Download, Event, Retry, Step
+from vkrama.progress import BuildProgress, Download, Event, Retry, Step, Waiting
 
 
 class ConsoleReporter:
@@ -31,6 +32,7 @@ class ConsoleReporter:
         self.verbose = verbose
         self.download = ProgressLine(draw=tty)
         self.build = BuildDisplay(tty=tty, every_line=every_build_line or verbose > 0)
+        self.spinner = Spinner(draw=tty)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Step):
@@ -40,6 +42,8 @@ class ConsoleReporter:
         elif isinstance(event, BuildProgress):
             self.download.close()
             self.build(event)
+        elif isinstance(event, Waiting):
+            self.spinner(event)
         else:
             self.build.close()
             self.download(event)
@@ -48,6 +52,7 @@ class ConsoleReporter:
         """End a redrawn line so that what follows starts on a fresh one."""
         self.download.close()
         self.build.close()
+        self.spinner.close()
 
 
 @contextmanager
@@ -58,6 +63,34 @@ def reporting(verbose: int = 0, *, every_build_line: bool = False) -> Iterator[C
         yield reporter
     finally:
         reporter.close()
+
+
+class Spinner:
+    """`⠋ starting vkrama-tiny-8080 (1.2 s)` redrawn on a terminal, erased when the wait ends."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, draw: bool = True) -> None:
+        self.draw = draw
+        self.drawn = -1.0
+        self.active = False
+
+    def __call__(self, waiting: Waiting) -> None:
+        if waiting.done:
+            self.close()
+            return
+        if not self.draw or waiting.elapsed_s - self.drawn < 0.1:
+            return
+        self.drawn = waiting.elapsed_s
+        frame = self.FRAMES[int(waiting.elapsed_s * 10) % len(self.FRAMES)]
+        click.echo(f"\r{frame} {waiting.what} ({waiting.elapsed_s:.1f} s)", err=True, nl=False)
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            click.echo("\r\033[K", err=True, nl=False)
+            self.active = False
+        self.drawn = -1.0
 
 
 class ProgressLine:

@@ -1,7 +1,7 @@
 """`vkrama run MODEL [PROMPT]`: the quickest way to see a model talk.
 
-Stage: CLI shell over `vkrama.serve.session` (start a server, or reuse one already serving
-the model) and `vkrama.serve.chat` (stream answers). A server it started is removed when it is done.
+Stage: CLI shell over `vkrama.serve.lifecycle.reuse_or_start` (a server already serving the
+model, or one started here and removed when done) and `vkrama.serve.chat` (stream answers).
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vkrama.cli.app import App, pass_app, refuses_dry_run
-from vkrama.cli.serve import say, serve_flags, start, terminate_as_interrupt
-from vkrama.serve import containers, session
+from vkrama.cli.app import App, pass_app, refuses_dry_run, terminate_as_interrupt
+from vkrama.cli.flags import serve_flags
+from vkrama.cli.progress import reporting
+from vkrama.cli.serve import log_tail_on_failure
+from vkrama.serve import lifecycle
 from vkrama.serve.chat import Conversation
+from vkrama.serve.plan import ServeRequest
 
 if TYPE_CHECKING:
     from vkrama.backends import GpuSelection
@@ -49,42 +52,25 @@ def run(
     Uses a server already serving MODEL if there is one; otherwise starts one on a free
     port and removes it afterwards.
     """
-    from vkrama import store
-
-    local = store.ensure(app.settings, model)
-    api_key = session.read_api_key(api_key_file) if api_key_file else None
-    with terminate_as_interrupt():
-        existing = containers.find_running(app.engine, local.sha256)
-        started: session.Running | None = None
-        if existing is not None:
-            url, alias = existing.url, existing.alias
-            if app.verbose:
-                say(f"using {existing.name} at {url}")
+    request = ServeRequest(
+        model=model, backend=backend or app.settings["serve.backend"], gpu=gpu,
+        split_mode=split_mode, tensor_split=tensor_split, vk_driver=vk_driver,
+        ctx_size=ctx_size, ngl=ngl, api_key_file=api_key_file, timeout=timeout,
+    )  # fmt: skip
+    with (
+        terminate_as_interrupt(),
+        reporting(app.verbose) as reporter,
+        log_tail_on_failure(),
+        lifecycle.reuse_or_start(app.settings, app.engine, request, reporter) as server,
+    ):
+        reporter.close()
+        conversation = Conversation(
+            server.url, server.alias, server.api_key, max_tokens, temperature
+        )
+        if prompt is not None:
+            answer(conversation, prompt)
         else:
-            options = session.ServeOptions(
-                model=model,
-                backend=backend or app.settings["serve.backend"],
-                gpu=gpu,
-                split_mode=split_mode,
-                tensor_split=tensor_split,
-                vk_driver=vk_driver,
-                port="auto",
-                host="127.0.0.1",
-                ctx_size=ctx_size,
-                ngl=ngl,
-                api_key_file=api_key_file,
-            )
-            started = start(app, options, timeout)
-            url, alias = started.url, started.alias
-        conversation = Conversation(url, alias, api_key, max_tokens, temperature)
-        try:
-            if prompt is not None:
-                answer(conversation, prompt)
-            else:
-                chat_loop(conversation)
-        finally:
-            if started is not None:
-                app.engine.remove(started.id)
+            chat_loop(conversation)
 
 
 def answer(conversation: Conversation, prompt: str) -> None:
@@ -111,3 +97,7 @@ def chat_loop(conversation: Conversation) -> None:
         except KeyboardInterrupt:
             click.echo()
             say("(answer cancelled)")
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)

@@ -22,8 +22,11 @@ import yaml
 from vkrama import __version__
 from vkrama.engine.spec import LABEL_PREFIX, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.progress import NULL, Reporter
 
 if TYPE_CHECKING:
+    from vkrama.config import Settings
+    from vkrama.serve.plan import ServeRequest
     from vkrama.serve.session import Planned
 
 KINDS = ("kube", "quadlet", "compose")
@@ -108,6 +111,21 @@ def workload(
         gpu_count=max(len(planned.choice.gpu_indices), 1),
         api_key_file=api_key_file.resolve() if api_key_file else None,
     )
+
+
+def for_serve(
+    settings: Settings,
+    request: ServeRequest,
+    kind: str,
+    out_dir: Path,
+    replicas: int = 1,
+    on_progress: Reporter = NULL,
+) -> Generated:
+    """Plan exactly what `vkrama serve` would run (starting nothing) and render it as `kind`."""
+    from vkrama.serve import session
+
+    planned = session.prepare(settings, request, None, on_progress=on_progress)
+    return render(kind, workload(planned, request.model, replicas, request.api_key_file), out_dir)
 
 
 def dns_label(text: str) -> str:

@@ -1,9 +1,10 @@
 """The serve stage: a llama-server container from a model, a backend and an image.
 
-Modules, in the order a serve runs: `plan` (ServeRequest ─► ContainerSpec, pure, so
---dry-run can print it), `session` (resolve model, device and image, then start),
-`ready` (wait until the server answers), `containers` (find, follow and stop running
-servers by their labels), `chat` (talk to a server's OpenAI API). Nothing here prints
+Modules, in the order a serve runs: `plan` (ServeRequest + Resolved ─► ContainerSpec, pure,
+so --dry-run can print it), `session` (resolve model, device and image, then start),
+`ready` (wait until the server answers), `lifecycle` (start, follow in the foreground and
+its exit policy, reuse a running server or start one), `containers` (find, follow and stop
+running servers by their labels), `chat` (talk to a server's OpenAI API). Nothing here prints
 or imports click: progress goes through a Reporter; podman is reached only through the
 `Engine` it is handed.
 """

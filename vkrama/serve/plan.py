@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
 from typing import TYPE_CHECKING
@@ -21,7 +21,7 @@ from vkrama.engine.spec import ContainerSpec, Mount, PortMapping, SecretFile
 from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
-    from vkrama.backends import Choice
+    from vkrama.backends import Choice, GpuSelection
     from vkrama.store import LocalModel
 
 # llama-server listens on one fixed port inside every container; only the published host
@@ -42,27 +42,46 @@ ROLE = "serve"
 
 @dataclass(frozen=True)
 class ServeRequest:
-    """What the user asked for, already resolved to a model file, a device and an image."""
+    """What the user asked `vkrama serve` (or `run`) for, typed; the CLI builds it from flags.
+    `session.prepare` resolves it (`Resolved`) and `plan` reads both, so no field is copied."""
+
+    model: str  # a reference or a path
+    backend: str = "auto"  # or "best", or a backend's name
+    gpu: GpuSelection = None  # several: one model split over them
+    split_mode: str | None = None
+    tensor_split: tuple[float, ...] = ()
+    vk_driver: str | None = None
+    port: int | str = 8080  # or "auto"
+    host: str = "127.0.0.1"
+    name: str | None = None
+    ctx_size: int | None = None
+    ngl: int | None = None
+    parallel: int | None = None
+    alias: str | None = None
+    api_key_file: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    # What `--backend best` ranks by: "tg" (llama-bench generation t/s), "pp", or
+    # "serve:tps@N" (a serving bench's total output tokens/s at N clients).
+    rank_by: str = "tg"
+    timeout: float | None = None  # seconds until ready; None: settings serve.timeout
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A request resolved to a model file, a device, an image and a free host port."""
 
     model: LocalModel
     choice: Choice
     image: str
     port: int
-    host: str = "127.0.0.1"
-    name: str | None = None
-    alias: str | None = None
-    ctx_size: int | None = None
-    ngl: int | None = None
-    parallel: int | None = None
-    api_key: str | None = None
-    extra_args: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
     # Where the backend's compiled GPU code outlives the container (see compile_cache).
     compile_cache: CompileCache | None = None
 
 
-def plan(request: ServeRequest) -> ContainerSpec:
+def plan(request: ServeRequest, resolved: Resolved) -> ContainerSpec:
     """The llama-server container for `request`: locked down, labelled, model mounted ro."""
-    model, choice = request.model, request.choice
+    model, choice, port = resolved.model, resolved.choice, resolved.port
     alias = check_alias(request.alias) if request.alias is not None else default_alias(model.name)
     files = model.files or (model.path,)
     mounts = tuple(Mount(Path(f), f"{MODEL_DIR}/{Path(f).name}") for f in files)
@@ -81,26 +100,26 @@ def plan(request: ServeRequest) -> ContainerSpec:
         command += ["--ctx-size", str(request.ctx_size)]
     if request.parallel is not None:
         command += ["--parallel", str(request.parallel)]
-    if request.api_key:
+    if resolved.api_key:
         command += ["--api-key-file", API_KEY_FILE]
     command += list(request.extra_args)
     env = dict(choice.env)
     # Mesa and ggml want a writable cache; the root filesystem is read-only.
     env.setdefault("XDG_CACHE_HOME", "/tmp/.cache")
-    if request.compile_cache is not None:
-        cache = request.compile_cache
+    if resolved.compile_cache is not None:
+        cache = resolved.compile_cache
         mounts += (Mount(cache.host_dir, cache.target, read_only=False),)
         env[cache.variable] = cache.target
-    name = request.name or default_name(alias, request.port)
+    name = request.name or default_name(alias, port)
     secrets: tuple[SecretFile, ...] = ()
     tmpfs: tuple[str, ...] = ("/tmp",)
-    if request.api_key:
+    if resolved.api_key:
         uid, gid = (int(part) for part in CONTAINER_USER.split(":"))
         # Unique per start: two serves never share (or remove) each other's secret.
         secret_name = f"{name}-api-key-{token_hex(4)}"
         secrets = (SecretFile(secret_name, API_KEY_FILE, uid, gid),)
         tmpfs += (SECRETS_DIR,)  # the read-only root cannot take the mount point
-    url = base_url(request.host, request.port)
+    url = base_url(request.host, port)
     labels = {
         "vkrama.role": ROLE,
         "vkrama.model": model.name,
@@ -118,7 +137,7 @@ def plan(request: ServeRequest) -> ContainerSpec:
     if getattr(model, "sha256", None):
         labels["vkrama.model_sha256"] = model.sha256
     return ContainerSpec(
-        image=request.image,
+        image=resolved.image,
         command=tuple(command),
         name=name,
         labels=labels,
@@ -126,7 +145,7 @@ def plan(request: ServeRequest) -> ContainerSpec:
         devices=tuple(choice.devices),
         group_add=tuple(choice.group_add),
         mounts=mounts,
-        ports=(PortMapping(CONTAINER_PORT, request.port, request.host),),
+        ports=(PortMapping(CONTAINER_PORT, port, request.host),),
         user=CONTAINER_USER,
         cap_drop_all=True,
         no_new_privileges=True,

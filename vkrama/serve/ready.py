@@ -1,18 +1,20 @@
 """Wait until a started llama-server answers.
 
 Stage: serve, after engine.run. Only speaks HTTP to the server and asks the caller whether
-the container still runs; never prints (`on_tick` lets the CLI spin a spinner) and never
-imports podman-py.
+the container still runs; never prints (it reports `Waiting` to a `Reporter`, the CLI spins a
+spinner) and never imports podman-py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import requests
 
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.progress import NULL, Reporter, Waiting
 
 # Poll fast: readiness latency is the whole overhead of `serve -d` over a raw podman run.
 POLL_INTERVAL_S = 0.02
@@ -27,19 +29,20 @@ def wait_ready(
     alias: str,
     timeout: float,
     is_running: Callable[[], bool],
-    on_tick: Callable[[float], None] | None = None,
+    on_progress: Reporter = NULL,
     api_key: str | None = None,
+    what: str = "waiting for the server",
 ) -> float:
     """Block until `/health` is 200 and `/v1/models` lists `alias`; return seconds waited.
 
     Raises VkramaError(CONTAINER_EXITED) as soon as `is_running()` says the container is
-    gone, VkramaError(TIMEOUT) after `timeout` seconds. `on_tick(elapsed)` is called on
-    every poll (the CLI spins a spinner with it).
+    gone, VkramaError(TIMEOUT) after `timeout` seconds. Every poll reports
+    `Waiting(what, elapsed)` (the CLI spins a spinner with it).
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     start = time.monotonic()
     next_liveness = start + LIVENESS_FIRST_S
-    with requests.Session() as session:
+    with requests.Session() as session, _reporting_done(on_progress, what, start):
         while True:
             now = time.monotonic()
             elapsed = now - start
@@ -59,9 +62,17 @@ def wait_ready(
                     hint="a large model may need a longer --timeout",
                     status=ExitStatus.TIMEOUT,
                 )
-            if on_tick is not None:
-                on_tick(elapsed)
+            on_progress(Waiting(what, elapsed))
             time.sleep(POLL_INTERVAL_S)
+
+
+@contextmanager
+def _reporting_done(on_progress: Reporter, what: str, start: float) -> Iterator[None]:
+    """However the wait ends, its last report says so (the CLI erases its spinner)."""
+    try:
+        yield
+    finally:
+        on_progress(Waiting(what, time.monotonic() - start, done=True))
 
 
 def _is_ready(session: requests.Session, url: str, alias: str, headers: dict[str, str]) -> bool:

@@ -1,14 +1,13 @@
 """The serve pipeline end to end: from a model reference to a server that answers.
 
 Stage: runs store ─► backends ─► images ─► planning.plan ─► engine.run ─► planning.wait_ready.
-Must not print: steps are reported to a `Reporter`, waiting through `on_tick`.
+Must not print: steps and waiting are reported to a `Reporter`.
 Never leaves a container behind when a server fails to become ready. Servers already
 running are found and stopped by `vkrama.serve.containers`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
@@ -21,39 +20,16 @@ from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Step
 from vkrama.serve import containers, ready
 from vkrama.serve import plan as planning
+from vkrama.serve.plan import ServeRequest
 
 if TYPE_CHECKING:
-    from vkrama.backends import Choice, GpuSelection
+    from vkrama.backends import Choice
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
 
 # How much of a failed server's log the user gets to see.
 LOG_TAIL_LINES = 20
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """`vkrama serve`'s flags, typed."""
-
-    model: str
-    backend: str = "auto"
-    gpu: GpuSelection = None  # several: one model split over them
-    split_mode: str | None = None
-    tensor_split: tuple[float, ...] = ()
-    vk_driver: str | None = None
-    port: int | str = 8080  # or "auto"
-    host: str = "127.0.0.1"
-    name: str | None = None
-    ctx_size: int | None = None
-    ngl: int | None = None
-    parallel: int | None = None
-    alias: str | None = None
-    api_key_file: Path | None = None
-    extra_args: tuple[str, ...] = ()
-    # What `--backend best` ranks by: "tg" (llama-bench generation t/s), "pp", or
-    # "serve:tps@N" (a serving bench's total output tokens/s at N clients).
-    rank_by: str = "tg"
 
 
 @dataclass(frozen=True)
@@ -91,7 +67,7 @@ class ServerFailed(VkramaError):
 
 def prepare(
     settings: Settings,
-    options: ServeOptions,
+    request: ServeRequest,
     engine: Engine | None,
     on_progress: Reporter = NULL,
 ) -> Planned:
@@ -101,50 +77,36 @@ def prepare(
     `on_progress` gets the steps, the model download and the image build as events."""
     from vkrama import images, store
 
-    api_key = read_api_key(options.api_key_file) if options.api_key_file else None
+    api_key = read_api_key(request.api_key_file) if request.api_key_file else None
     model = (
-        store.resolve(settings, options.model)
+        store.resolve(settings, request.model)
         if engine is None
-        else store.ensure(settings, options.model, on_progress=on_progress)
+        else store.ensure(settings, request.model, on_progress=on_progress)
     )
-    choice = _choose(settings, options, model, on_progress)
+    choice = _choose(settings, request, model, on_progress)
     chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
     # A backend vkrama picked (auto, best) explains itself; one the user named needs no word.
-    on_progress(Step(chosen + choice.reason, detail=options.backend not in ("auto", "best")))
+    on_progress(Step(chosen + choice.reason, detail=request.backend not in ("auto", "best")))
     if engine is None:
         image = images.image_ref(choice.backend)
         # A free port makes the printed command runnable; a given one is shown unchecked.
         port = (
-            planning.pick_port(options.host, "auto")
-            if options.port == "auto"
-            else int(options.port)
+            planning.pick_port(request.host, "auto")
+            if request.port == "auto"
+            else int(request.port)
         )
     else:
         # The port is checked before the image is built, so a busy port fails fast.
-        port = planning.pick_port(options.host, options.port)
+        port = planning.pick_port(request.host, request.port)
         image = images.ensure(engine, choice.backend, settings, on_progress=on_progress).ref
     cache = compile_cache.for_backend(settings.home, choice.backend)
     if cache is not None and engine is not None:
         compile_cache.ensure(cache)
-    request = planning.ServeRequest(
-        model=model,
-        choice=choice,
-        image=image,
-        port=port,
-        host=options.host,
-        name=options.name,
-        alias=options.alias,
-        ctx_size=options.ctx_size,
-        ngl=options.ngl,
-        parallel=options.parallel,
-        api_key=api_key,
-        extra_args=options.extra_args,
-        compile_cache=cache,
-    )
-    spec = planning.plan(request)
+    resolved = planning.Resolved(model, choice, image, port, api_key, cache)
+    spec = planning.plan(request, resolved)
     return Planned(
         spec,
-        planning.base_url(options.host, port),
+        planning.base_url(request.host, port),
         spec.labels["vkrama.alias"],
         api_key,
         choice,
@@ -153,25 +115,25 @@ def prepare(
 
 
 def _choose(
-    settings: Settings, options: ServeOptions, model: LocalModel, on_progress: Reporter
+    settings: Settings, request: ServeRequest, model: LocalModel, on_progress: Reporter
 ) -> Choice:
     from vkrama import backends, hardware
 
     profile = hardware.detect_host(settings)
-    backend, driver = options.backend, options.vk_driver
+    backend, driver = request.backend, request.vk_driver
     if backend == "best":
-        one = options.gpu if isinstance(options.gpu, int) else None
-        backend, driver, reason = _best_cell(settings, options, model, profile, one)
+        one = request.gpu if isinstance(request.gpu, int) else None
+        backend, driver, reason = _best_cell(settings, request, model, profile, one)
         on_progress(Step(f"--backend best: {reason}"))
     return backends.choose(
-        profile, backend, options.gpu, driver, split_mode=options.split_mode,
-        tensor_split=options.tensor_split,
+        profile, backend, request.gpu, driver, split_mode=request.split_mode,
+        tensor_split=request.tensor_split,
     )  # fmt: skip
 
 
 def _best_cell(
     settings: Settings,
-    options: ServeOptions,
+    request: ServeRequest,
     model: LocalModel,
     profile: HardwareProfile,
     gpu: int | None,
@@ -179,7 +141,7 @@ def _best_cell(
     """The fastest (backend, driver) `vkrama bench` measured for this model and GPU."""
     from vkrama import results  # only `--backend best` pays for the results store
 
-    ref, metric = options.model, options.rank_by
+    ref, metric = request.model, request.rank_by
     try:
         key = results.gpu_key(profile, gpu)
         cell = results.best(settings, model.sha256, key, metric)
@@ -224,7 +186,7 @@ def launch(
     engine: Engine,
     planned: Planned,
     timeout: float,
-    on_tick: Callable[[float], None] | None = None,
+    on_progress: Reporter = NULL,
 ) -> Running:
     """Start the planned container and wait until it serves; on failure remove it and raise
     `ServerFailed` (TIMEOUT or CONTAINER_EXITED) carrying its last log lines."""
@@ -243,8 +205,9 @@ def launch(
             planned.alias,
             timeout,
             is_running=lambda: containers.is_running(engine, container),
-            on_tick=on_tick,
+            on_progress=on_progress,
             api_key=planned.api_key,
+            what=f"starting {planned.spec.name}",
         )
     except VkramaError as error:
         tail = containers.log_tail(engine, container, LOG_TAIL_LINES)
