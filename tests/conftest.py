@@ -17,7 +17,7 @@ import examplemodel
 import pytest
 
 from vkrama import config
-from vkrama.engine import Engine, connect
+from vkrama.engine import Podman, connect
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ def settings() -> config.Settings:
 
 
 @pytest.fixture(scope="session")
-def engine() -> Engine:
+def engine() -> Podman:
     """The real podman, found or started the way `vkrama` itself does it."""
     return connect(config.load())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from engine_fakes import NullEngine
 from fakesys import FakeHost, amd_dgpu_with_kfd
 
 from vkrama import config, images, results
@@ -118,7 +119,7 @@ def test_a_backend_whose_image_is_missing_becomes_a_failed_cell(
 ) -> None:
     monkeypatch.setattr(images, "ensure", fake_ensure({"vulkan"}))
     request = BenchRequest(str(tiny_model), backends=("vulkan", "cpu"), vk_drivers=("lavapipe",))
-    planned = prepare(settings, request, engine=object())  # type: ignore[arg-type]
+    planned = prepare(settings, request, engine=NullEngine())
     assert [c.key for c in planned.cells] == ["cpu"]
     assert planned.images == {"localhost/vkrama/cpu:latest": ("sha256:cpu", {})}
     assert [(u.backend, u.reason) for u in planned.unavailable] == [
@@ -131,6 +132,6 @@ def test_nothing_to_bench_because_of_images_says_how_to_get_them(
 ) -> None:
     monkeypatch.setattr(images, "ensure", fake_ensure({"cpu", "vulkan"}))
     with pytest.raises(VkramaError) as caught:
-        prepare(settings, BenchRequest(str(tiny_model)), engine=object())  # type: ignore[arg-type]
+        prepare(settings, BenchRequest(str(tiny_model)), engine=NullEngine())
     assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
     assert caught.value.hint == "`vkrama images build cpu`"

@@ -1,17 +1,18 @@
 """bench.run: cells one after another, failures isolated, Ctrl-C leaves nothing behind.
 
-The engine here is a recording stand-in with the `Engine` methods run.py calls; the real
+The engine here is a recording stand-in (a `NullEngine` with the methods run.py calls); the real
 podman path is covered by tests/test_bench_e2e.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from bench_fakes import CPU, LAVAPIPE, make_cell
+from engine_fakes import NullEngine
 
 from vkrama import config, results
 from vkrama.backends import Choice
@@ -29,7 +30,7 @@ DATA = Path(__file__).parent / "data" / "bench"
 Behaviour = Callable[[ContainerSpec], Completed]
 
 
-class FakeEngine:
+class FakeEngine(NullEngine):
     """Runs each spec through a behaviour keyed by backend; tracks live containers."""
 
     def __init__(self, behaviours: dict[str, Behaviour]) -> None:
@@ -39,7 +40,10 @@ class FakeEngine:
         self.removed: list[str] = []
 
     def run_to_completion(
-        self, spec: ContainerSpec, timeout: float | None = None, on_running: object = None
+        self,
+        spec: ContainerSpec,
+        timeout: float | None = None,
+        on_running: Callable[[int], None] | None = None,
     ) -> Completed:
         container = f"id-{len(self.ran)}"
         self.live[container] = spec
@@ -49,7 +53,7 @@ class FakeEngine:
         self.live.pop(container)
         return completed
 
-    def containers(self, labels: dict[str, str] | None = None) -> list[ContainerSummary]:
+    def containers(self, labels: Mapping[str, str] | None = None) -> list[ContainerSummary]:
         return [
             ContainerSummary(
                 cid, spec.name or "", spec.image, ContainerStatus.RUNNING, spec.labels, None, ()
@@ -92,7 +96,7 @@ def interrupted(_spec: ContainerSpec) -> Completed:
 def go(engine: FakeEngine, *choices: Choice) -> tuple[list[CellResult], bool]:
     cells = [make_cell(c, BenchParams(64, 16, 2), i) for i, c in enumerate(choices)]
     images = {c.image: ("sha256:img-" + c.backend, {"llama_cpp_build": "11669"}) for c in cells}
-    return run.run_cells(engine, cells, timeout=5, images=images)  # type: ignore[arg-type]
+    return run.run_cells(engine, cells, timeout=5, images=images)
 
 
 def test_two_good_cells_give_numbers_device_and_image_provenance() -> None:
@@ -161,7 +165,7 @@ def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
         images={},
         threads=2,
     )
-    outcome = session.execute(engine, settings, planned)  # type: ignore[arg-type]
+    outcome = session.execute(engine, settings, planned)
     assert outcome.interrupted and outcome.status == "interrupted"
     assert [(r.backend, r.status) for r in outcome.results] == [
         ("rocm", "failed"), ("cpu", "ok"), ("vulkan", "interrupted"),

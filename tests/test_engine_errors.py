@@ -11,7 +11,7 @@ import pytest
 import requests
 from podman import errors as podman_errors
 
-from vkrama.engine.client import Engine
+from vkrama.engine.client import Podman
 from vkrama.errors import ExitStatus, VkramaError
 
 
@@ -63,8 +63,8 @@ class Client:
     api: Api
 
 
-def engine(**answers: Response | Exception) -> Engine:
-    made = Engine.__new__(Engine)  # no socket: the client is the fake
+def engine(**answers: Response | Exception) -> Podman:
+    made = Podman.__new__(Podman)  # no socket: the client is the fake
     made.client = Client(Api(answers))  # type: ignore[assignment]
     return made
 

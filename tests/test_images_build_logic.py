@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from engine_fakes import NullEngine
 
 from vkrama import __version__, config, images
 from vkrama.cli.progress import BuildDisplay, render_line
@@ -84,7 +85,7 @@ def _settings(**env: str) -> config.Settings:
 
 def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: FakeImages) -> None:
     seen: list[Event] = []
-    image = images.build(object(), images.plan("cpu", _settings()), seen.append)  # type: ignore[arg-type]
+    image = images.build(NullEngine(), images.plan("cpu", _settings()), seen.append)
     events = [e for e in seen if isinstance(e, BuildProgress)]
     assert events == seen
     assert [(e.step, e.total, e.line) for e in events[:3]] == [
@@ -105,7 +106,7 @@ def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: Fake
 def test_failed_build_says_at_which_step(fake: FakeImages) -> None:
     fake.fail_with = 'error building at STEP "RUN y": exit status 100'
     with pytest.raises(VkramaError) as caught:
-        images.build(object(), images.plan("cpu", _settings()))  # type: ignore[arg-type]
+        images.build(NullEngine(), images.plan("cpu", _settings()))
     assert caught.value.status == ExitStatus.BUILD_FAILED
     assert caught.value.message == (
         'building cpu failed at step 2/2: error building at STEP "RUN y": exit status 100'
@@ -114,7 +115,7 @@ def test_failed_build_says_at_which_step(fake: FakeImages) -> None:
 
 def test_oneapi_fails_fast_when_intels_base_is_unreachable(fake: FakeImages) -> None:
     with pytest.raises(VkramaError) as caught:
-        images.build(object(), images.plan("oneapi", _settings()))  # type: ignore[arg-type]
+        images.build(NullEngine(), images.plan("oneapi", _settings()))
     assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
     assert caught.value.message.startswith(
         "cannot build oneapi: Intel's oneAPI base kit image docker.io/intel/oneapi-basekit:"
@@ -126,7 +127,7 @@ def test_oneapi_fails_fast_when_intels_base_is_unreachable(fake: FakeImages) -> 
 def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None:
     planned = images.plan("cpu", _settings(), base="localhost/nosuch:1")
     with pytest.raises(VkramaError, match="base image localhost/nosuch:1 is not in local storage"):
-        images.build(object(), planned)  # type: ignore[arg-type]
+        images.build(NullEngine(), planned)
     assert fake.builds == []
 
 
@@ -166,7 +167,7 @@ def test_ensure_reuses_a_built_image(fake: FakeImages) -> None:
     fake.present["localhost/vkrama/cpu:latest"] = ImageInfo(
         "c" * 64, (), 5, None, {"vkrama.image.llama_cpp_build": "11669"}
     )
-    image = images.ensure(object(), "cpu", _settings())  # type: ignore[arg-type]
+    image = images.ensure(NullEngine(), "cpu", _settings())
     assert image.id == "c" * 64 and image.provenance == {"llama_cpp_build": "11669"}
     assert fake.builds == []
 
@@ -180,7 +181,7 @@ def test_ensure_reuses_a_built_image(fake: FakeImages) -> None:
 )
 def test_ensure_does_not_build_when_forbidden(fake: FakeImages, env: dict[str, str]) -> None:
     with pytest.raises(VkramaError) as caught:
-        images.ensure(object(), "vulkan", _settings(**env))  # type: ignore[arg-type]
+        images.ensure(NullEngine(), "vulkan", _settings(**env))
     assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
     assert "vkrama images build vulkan" in (caught.value.hint or "")
     assert fake.builds == []
@@ -188,7 +189,7 @@ def test_ensure_does_not_build_when_forbidden(fake: FakeImages, env: dict[str, s
 
 def test_ensure_builds_on_first_use(fake: FakeImages) -> None:
     events: list[Event] = []
-    image = images.ensure(object(), "cpu", _settings(), events.append)  # type: ignore[arg-type]
+    image = images.ensure(NullEngine(), "cpu", _settings(), events.append)
     assert image.ref == "localhost/vkrama/cpu:latest" and len(fake.builds) == 2
     assert isinstance(events[0], BuildProgress) and events[0].step == 1
 

@@ -27,7 +27,7 @@ from test_serve_cli_e2e import (  # noqa: F401
     serve_containers,
 )
 
-from vkrama.engine import Engine
+from vkrama.engine import Engine, Podman
 from vkrama.serve import containers, plan, ready
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
@@ -174,7 +174,7 @@ class HoldingProxy:
 
 
 @pytest.fixture
-def holding_proxy(engine: Engine, tmp_path: Path) -> Iterator[HoldingProxy]:
+def holding_proxy(engine: Podman, tmp_path: Path) -> Iterator[HoldingProxy]:
     upstream = engine.endpoint.url.removeprefix("unix://")
     path = Path("/tmp") / f"vk-hold-{tmp_path.name[-20:]}.sock"  # unix socket paths are short
     proxy = HoldingProxy(path, upstream)

@@ -37,8 +37,8 @@ NEVER_STARTED_S = 30.0  # a started container still "created" after this long ne
 STARTING_POLL_S = 0.05
 
 
-class Engine:
-    """A connected podman service."""
+class Podman:
+    """A connected podman service: implements `engine.protocol.Engine`."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -281,7 +281,7 @@ class Engine:
         return [_summary(item) for item in response.json()]
 
 
-def connect(settings: Settings) -> Engine:
+def connect(settings: Settings) -> Podman:
     """Connect to podman as the settings and environment say (see `engine.socket`)."""
     endpoint = discover(
         settings.environ,
@@ -289,7 +289,7 @@ def connect(settings: Settings) -> Engine:
         settings.runtime_dir,
         settings["engine.idle_timeout"],
     )
-    return Engine(endpoint)
+    return Podman(endpoint)
 
 
 def _summary(item: Mapping[str, Any]) -> ContainerSummary:

@@ -21,7 +21,7 @@ from vkrama.engine.errors import translate_errors
 from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
-    from vkrama.engine.client import Engine
+    from vkrama.engine.protocol import Engine
 
 CHUNK = 1 << 20  # bytes per write while saving an archive
 
