@@ -3,11 +3,13 @@ finished cells and stored runs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from vkrama import config, results
 from vkrama.backends import Choice
-from vkrama.bench.plan import BenchCell, BenchParams, plan_cell
+from vkrama.backends.compile_cache import CompileCache
+from vkrama.bench.plan import BenchCell, BenchParams, Slot, plan_cell
 from vkrama.results.records import CellResult, CellStatus, Measurement
 
 CPU = Choice(backend="cpu", driver=None, gpu=None, reason="asked for")
@@ -27,19 +29,14 @@ def make_cell(
     choice: Choice,
     params: BenchParams | None = None,
     position: int = 0,
-    **kw: object,
+    *,
+    env_overrides: Mapping[str, str] | None = None,
+    env_unset: tuple[str, ...] = (),
+    compile_cache: CompileCache | None = None,
 ) -> BenchCell:
-    return plan_cell(
-        choice,
-        f"localhost/vkrama/{choice.backend}:latest",
-        MODEL,
-        "tiny",
-        params or BenchParams(),
-        threads=4,
-        run_token="abcd1234",
-        position=position,
-        **kw,  # type: ignore[arg-type]
-    )
+    image = f"localhost/vkrama/{choice.backend}:latest"
+    slot = Slot(choice, image, "abcd1234", position, env_overrides or {}, env_unset, compile_cache)
+    return plan_cell(slot, MODEL, "tiny", params or BenchParams(), threads=4)
 
 
 SHA = "ab" * 32

@@ -14,6 +14,7 @@ from bench_fakes import CPU, LAVAPIPE, SHA, info
 from vkrama import config, results
 from vkrama.bench.latency import RequestTrace, summarize
 from vkrama.bench.load import StreamRecorder, level_sizes
+from vkrama.bench.plan import Slot
 from vkrama.bench.serving import ServeParams, plan_serve_cell
 from vkrama.results import report, serve_report, store
 from vkrama.results.levels import LevelStats, Spread, percentile
@@ -133,8 +134,8 @@ def test_a_serve_cell_is_llama_server_as_serve_starts_it_with_slots_for_the_top_
 
     model = LocalModel("tiny", Path("/m/tiny.gguf"), (Path("/m/tiny.gguf"),), SHA, 1, "file", None)  # type: ignore[arg-type]
     params = ServeParams((1, 8, 32), prompt_tokens=512, gen_tokens=128)
-    planned = plan_serve_cell(LAVAPIPE, "localhost/vkrama/vulkan:latest", model, params,
-                              port=18555, run_token="feedbeef", position=1)  # fmt: skip
+    slot = Slot(LAVAPIPE, "localhost/vkrama/vulkan:latest", "feedbeef", 1)
+    planned = plan_serve_cell(slot, model, params, port=18555)
     argv = planned.spec.command
     assert argv[0] == "llama-server"
     assert argv[argv.index("--parallel") + 1] == "32"

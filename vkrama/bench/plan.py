@@ -169,27 +169,37 @@ def llama_bench_args(
     return tuple(argv)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Where a cell sits in its run and what it runs on: the part of a cell both benchmarks
+    plan alike (llama-bench's `plan_cell`, the serving bench's `serving.plan_serve_cell`)."""
+
+    choice: Choice
+    image: str
+    run_token: str
+    position: int
+    env_overrides: Mapping[str, str] = field(default_factory=dict)  # --env
+    env_unset: tuple[str, ...] = ()  # --unset-env
+    compile_cache: CompileCache | None = None
+
+    def name(self, kind: str) -> str:
+        return cell_name(kind, self.run_token, self.position, self.choice)
+
+    def env(self, env: Mapping[str, str]) -> dict[str, str]:
+        return cell_env(env, self.env_overrides, self.env_unset)
+
+
 def plan_cell(
-    choice: Choice,
-    image: str,
-    model_files: Sequence[Path],
-    model_name: str,
-    params: BenchParams,
-    *,
-    threads: int,
-    run_token: str,
-    position: int,
-    env_overrides: Mapping[str, str] | None = None,
-    env_unset: Iterable[str] = (),
-    compile_cache: CompileCache | None = None,
+    slot: Slot, model_files: Sequence[Path], model_name: str, params: BenchParams, *, threads: int
 ) -> BenchCell:
     """One cell's container: the choice's passthrough, the model read-only, llama-bench."""
+    choice, image, compile_cache = slot.choice, slot.image, slot.compile_cache
     env = dict(choice.env)
     mounts = tuple(Mount(path, f"{MODEL_DIR}/{path.name}") for path in model_files)
     if compile_cache is not None:
         mounts += (Mount(compile_cache.host_dir, compile_cache.target, read_only=False),)
         env[compile_cache.variable] = compile_cache.target
-    env = cell_env(env, env_overrides, env_unset)
+    env = slot.env(env)
     device = choice.device_label
     labels = {
         "vkrama.role": "bench",
@@ -197,7 +207,7 @@ def plan_cell(
         "vkrama.backend": choice.backend,
         "vkrama.driver": choice.driver or "",
         "vkrama.device": device,
-        "vkrama.bench-run": run_token,
+        "vkrama.bench-run": slot.run_token,
     }
     if choice.gpu_indices:
         labels["vkrama.gpus"] = ",".join(str(i) for i in choice.gpu_indices)
@@ -205,7 +215,7 @@ def plan_cell(
     spec = ContainerSpec(
         image=image,
         command=llama_bench_args(params, model_files[0].name, choice.backend, threads, split),
-        name=cell_name("bench", run_token, position, choice),
+        name=slot.name("bench"),
         labels=labels,
         env=env,
         devices=tuple(choice.devices),

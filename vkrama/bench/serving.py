@@ -11,20 +11,17 @@ print: each level's summary goes to a `Reporter`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vkrama.bench import latency, load, stderr
-from vkrama.bench.plan import BenchCell, cell_env, cell_name
+from vkrama.bench.plan import BenchCell, Slot
 from vkrama.errors import VkramaError
 from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.levels import LevelStats
 from vkrama.results.records import CellResult, CellStatus
 
 if TYPE_CHECKING:
-    from vkrama.backends import Choice
-    from vkrama.backends.compile_cache import CompileCache
     from vkrama.engine import Engine
     from vkrama.store import LocalModel
 
@@ -70,19 +67,7 @@ class ServeParams:
         }
 
 
-def plan_serve_cell(
-    choice: Choice,
-    image: str,
-    model: LocalModel,
-    params: ServeParams,
-    *,
-    port: int,
-    run_token: str,
-    position: int,
-    env_overrides: Mapping[str, str] | None = None,
-    env_unset: Iterable[str] = (),
-    compile_cache: CompileCache | None = None,
-) -> BenchCell:
+def plan_serve_cell(slot: Slot, model: LocalModel, params: ServeParams, *, port: int) -> BenchCell:
     """The container `vkrama serve --parallel SLOTS --ctx-size N` would start, renamed and
     labelled as this bench run's cell (so `vkrama ps/stop` leave it to the bench)."""
     from vkrama.serve import plan as serving
@@ -94,21 +79,16 @@ def plan_serve_cell(
             parallel=params.slots,
             extra_args=VERBOSE_ARGS,
         ),
-        serving.Resolved(model, choice, image, port, compile_cache=compile_cache),
+        serving.Resolved(model, slot.choice, slot.image, port, compile_cache=slot.compile_cache),
     )
     labels = {
         **spec.labels,
         "vkrama.role": "bench",
-        "vkrama.bench-run": run_token,
-        "vkrama.driver": choice.driver or "",
+        "vkrama.bench-run": slot.run_token,
+        "vkrama.driver": slot.choice.driver or "",
     }
-    spec = replace(
-        spec,
-        name=cell_name("serve", run_token, position, choice),
-        labels=labels,
-        env=cell_env(spec.env, env_overrides, env_unset),
-    )
-    return BenchCell.of(choice, image, spec)
+    spec = replace(spec, name=slot.name("serve"), labels=labels, env=slot.env(spec.env))
+    return BenchCell.of(slot.choice, slot.image, spec)
 
 
 def run_serve_cell(

@@ -118,34 +118,15 @@ def prepare(
         cache = compile_cache.for_backend(settings.home, choice.backend)
         if cache is not None and engine is not None:
             compile_cache.ensure(cache)
+        slot = planning.Slot(choice, image, token, position, request.env, request.unset_env, cache)
         if request.serve is not None:
             from vkrama.serve.plan import pick_port
 
-            cell = serving.plan_serve_cell(
-                choice,
-                image,
-                model,
-                request.serve,
-                port=pick_port("127.0.0.1", "auto"),
-                run_token=token,
-                position=position,
-                env_overrides=request.env,
-                env_unset=request.unset_env,
-                compile_cache=cache,
-            )
+            port = pick_port("127.0.0.1", "auto")
+            cell = serving.plan_serve_cell(slot, model, request.serve, port=port)
         else:
             cell = planning.plan_cell(
-                choice,
-                image,
-                model.files,
-                model.name,
-                request.params,
-                threads=threads,
-                run_token=token,
-                position=position,
-                env_overrides=request.env,
-                env_unset=request.unset_env,
-                compile_cache=cache,
+                slot, model.files, model.name, request.params, threads=threads
             )
         on_progress(Step(f"cell {cell.key}: {choice.reason}"))
         cells.append(cell)
