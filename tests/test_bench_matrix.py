@@ -1,4 +1,4 @@
-"""bench.session.matrix and results.gpu_key on real `backends` over given hardware profiles."""
+"""bench.matrix and results.gpu_key on real `backends` over given hardware profiles."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from engine_fakes import NullEngine
 from fakesys import FakeHost, amd_dgpu_with_kfd
 
 from vkrama import config, images, results
-from vkrama.bench.session import BenchRequest, matrix, prepare
+from vkrama.bench.matrix import BenchRequest, matrix
+from vkrama.bench.session import prepare
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu, HardwareProfile
 

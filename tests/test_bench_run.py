@@ -17,6 +17,7 @@ from engine_fakes import NullEngine
 from vkrama import config, results
 from vkrama.backends import Choice
 from vkrama.bench import run, session
+from vkrama.bench.matrix import BenchRequest, unavailable_cell
 from vkrama.bench.plan import BenchParams
 from vkrama.engine import Completed, ContainerSpec, ContainerStatus, ContainerSummary
 from vkrama.errors import ExitStatus, VkramaError
@@ -157,11 +158,11 @@ def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
     engine = FakeEngine({"cpu": ok_cpu, "vulkan": interrupted})
     cells = [make_cell(c, BenchParams(64, 16, 2), i) for i, c in enumerate((CPU, LAVAPIPE, CPU))]
     planned = session.BenchPlan(
-        request=session.BenchRequest("tiny", params=BenchParams(64, 16, 2)),
+        request=BenchRequest("tiny", params=BenchParams(64, 16, 2)),
         model=FakeModel(),  # type: ignore[arg-type]
         profile=HardwareProfile((), (), None, (), (), None),
         cells=cells,
-        unavailable=[session._unavailable("rocm", None, "no AMD GPU")],
+        unavailable=[unavailable_cell("rocm", None, "no AMD GPU")],
         images={},
         threads=2,
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vkrama.bench import session
+from vkrama.bench.matrix import BenchRequest
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.bench.serving import ServeParams
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
@@ -252,7 +253,7 @@ def bench(
         if serve_mode
         else None
     )
-    request = session.BenchRequest(
+    request = BenchRequest(
         model=model,
         backends=_list(backends),
         vk_drivers=_list(vk_drivers),
@@ -307,7 +308,7 @@ def bench(
     return int(ExitStatus.OK if outcome.status == RunStatus.OK else ExitStatus.BENCH_FAILED)
 
 
-def write_jobs(app: App, request: session.BenchRequest, out_dir: Path) -> int:
+def write_jobs(app: App, request: BenchRequest, out_dir: Path) -> int:
     """Plan the matrix as `bench` does (nothing runs here) and write it as Jobs."""
     planned = session.prepare(app.settings, request, engine=None)
     for failed in planned.unavailable:
