@@ -16,6 +16,7 @@ the OSError they are. Must not print.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import http.client
 import os
@@ -40,6 +41,7 @@ class Spliced:
         self.remaining = length  # body bytes not yet in the file
         self.timeout = sock.gettimeout()
         self.drained = False  # whether http.client's buffer has been emptied
+        self.to_file = True  # False once the file refused splice (EINVAL): copy instead
         self.read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
         # A larger pipe moves more per call; the default 64 KiB works too (pipe-max-size).
         with contextlib.suppress(OSError):
@@ -74,7 +76,17 @@ class Spliced:
         left = moved
         while left:  # the pipe holds `moved` bytes: all of them go to the file
             at = None if offset is None else offset + moved - left
-            left -= os.splice(self.read_end, fd, left, offset_dst=at)
+            if self.to_file:
+                try:
+                    left -= os.splice(self.read_end, fd, left, offset_dst=at)
+                    continue
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise  # a full disk, an I/O error: the caller's to report
+                    self.to_file = False  # a file (system) splice cannot write to
+            piece = os.read(self.read_end, left)
+            write_all(fd, memoryview(piece), at)
+            left -= len(piece)
         self.remaining -= moved
         return moved
 
