@@ -3,8 +3,10 @@
 # the llama.cpp build, the ggml version and the versions of the backend's stack, read
 # from dpkg and from llama.cpp itself at build time (not guessed later from tags).
 #
-# usage: provenance.sh BACKEND [KEY=PACKAGE_GLOB ...]
+# usage: provenance.sh BACKEND [KEY=PACKAGE_GLOB | KEY==VALUE ...]
 #   e.g. provenance.sh vulkan mesa=mesa-vulkan-drivers vulkan_loader=libvulkan1
+#   KEY==VALUE records VALUE itself (an image that compiles llama.cpp has no package to
+#   ask: its ggml_version, gfx_targets); it replaces a default key of the same name.
 set -eu
 
 backend=$1
@@ -12,7 +14,7 @@ shift
 
 # Versions and commit hashes only ever need these characters; dropping the rest keeps the
 # printf-built JSON valid whatever a tool prints.
-clean() { tr -cd 'A-Za-z0-9.+~:/_-'; }
+clean() { tr -cd 'A-Za-z0-9.+~:/_,-'; }
 
 # The version of the first installed package matching a glob (empty when none is).
 version_of() {
@@ -37,10 +39,19 @@ printf '  "llama_cpp_version": "%s",\n' "$version_line"
 printf '  "llama_cpp_build": "%s",\n' "${build:-unknown}"
 printf '  "llama_cpp_commit": "%s",\n' "${commit:-unknown}"
 printf '  "llama_cpp_package": "%s",\n' "$(version_of llama.cpp-tools)"
-printf '  "ggml_version": "%s",\n' "$(version_of 'libggml0')"
+ggml=$(version_of 'libggml0')
+for pair in "$@"; do
+    case "$pair" in ggml_version==*) ggml=$(printf '%s' "${pair#*==}" | clean) ;; esac
+done
+printf '  "ggml_version": "%s",\n' "$ggml"
 for pair in "$@"; do
     key=${pair%%=*}
-    printf '  "%s": "%s",\n' "$(printf '%s' "$key" | clean)" "$(version_of "${pair#*=}")"
+    case "$pair" in
+        ggml_version==*) ;;
+        *==*) printf '  "%s": "%s",\n' "$(printf '%s' "$key" | clean)" \
+            "$(printf '%s' "${pair#*==}" | clean)" ;;
+        *) printf '  "%s": "%s",\n' "$(printf '%s' "$key" | clean)" "$(version_of "${pair#*=}")" ;;
+    esac
 done
 printf '  "debian": "%s"\n' "$(clean < /etc/debian_version)"
 printf '}\n'

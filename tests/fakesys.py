@@ -29,6 +29,9 @@ PCI_IDS = """\
 \t73bf  Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]
 \t744c  Navi 31 [Radeon RX 7900 XT/7900 XTX/7900 GRE/7900M]
 \t\t1002 0e3b  Radeon RX 7900 XTX
+\t74a1  Aqua Vanjaram [Instinct MI300X]
+\t7550  Navi 48 [Radeon RX 9070/9070 XT/9070 GRE]
+\t1586  Strix Halo [Radeon Graphics / Radeon 8050S / 8060S Graphics]
 10de  NVIDIA Corporation
 \t2684  AD102 [GeForce RTX 4090]
 \t28e0  AD107M [GeForce RTX 4060 Max-Q / Mobile]
@@ -88,7 +91,9 @@ class FakeHost:
         render_minor: int | None = None,
         card: int | None = None,
         vram: int | None = None,
+        gtt: int | None = None,
         gfx_target_version: int | None = None,
+        kfd_cpu_cores: int = 0,
         bridge: str | None = "0000:00:01.0",
         pci_class: str = "0x030000",
     ) -> None:
@@ -103,12 +108,14 @@ class FakeHost:
         self._bind(function, "pci", driver, depth=4 if bridge else 3)
         if vram is not None:
             (function / "mem_info_vram_total").write_text(f"{vram}\n")
+        if gtt is not None:
+            (function / "mem_info_gtt_total").write_text(f"{gtt}\n")
         self._pci_link(address, bridge)
         if render_minor is not None:
             self._drm(function, f"renderD{render_minor}", card)
         if gfx_target_version is not None:
             assert render_minor is not None
-            self._kfd_node(gfx_target_version, render_minor)
+            self._kfd_node(gfx_target_version, render_minor, kfd_cpu_cores)
 
     def add_virtio_gpu(self, address: str = "0000:00:02.0", render_minor: int = 128) -> None:
         """virtio-gpu: the DRM device is virtio0, a child of the PCI function."""
@@ -126,13 +133,16 @@ class FakeHost:
         self._pci_link(address, None)
         self._drm(virtio, f"renderD{render_minor}", 0)
 
-    def add_kfd(self, mode: int = 0o660) -> None:
+    def add_kfd(self, mode: int = 0o660, cpu_nodes: int = 1) -> None:
+        """/dev/kfd and the topology's CPU nodes (one per socket: 0, 1, …); GPU nodes
+        added later are numbered after them."""
         self.node("kfd", self.render_gid, mode)
-        cpu = self._kfd_dir() / "0"
-        cpu.mkdir(parents=True, exist_ok=True)
-        (cpu / "properties").write_text(
-            "cpu_cores_count 16\nsimd_count 0\ngfx_target_version 0\ndrm_render_minor 0\n"
-        )
+        for number in range(cpu_nodes):
+            cpu = self._kfd_dir() / str(number)
+            cpu.mkdir(parents=True, exist_ok=True)
+            (cpu / "properties").write_text(
+                "cpu_cores_count 16\nsimd_count 0\ngfx_target_version 0\ndrm_render_minor 0\n"
+            )
 
     def add_nvidia_nodes(self, gpus: int = 1) -> None:
         for name in [*(f"nvidia{i}" for i in range(gpus)), "nvidiactl", "nvidia-uvm"]:
@@ -191,15 +201,15 @@ class FakeHost:
             link.symlink_to("../../devices/virtual/kfd/kfd")
         return link / "topology" / "nodes"
 
-    def _kfd_node(self, gfx_target_version: int, render_minor: int) -> None:
+    def _kfd_node(self, gfx_target_version: int, render_minor: int, cpu_cores: int = 0) -> None:
         nodes = self._kfd_dir()
         nodes.mkdir(parents=True, exist_ok=True)
         number = 1 + sum(1 for n in nodes.iterdir() if n.name != "0")  # node 0 is the CPU
         node = nodes / str(number)
         node.mkdir()
         (node / "properties").write_text(
-            f"simd_count 192\ngfx_target_version {gfx_target_version}\n"
-            f"drm_render_minor {render_minor}\n"
+            f"cpu_cores_count {cpu_cores}\nsimd_count 192\n"
+            f"gfx_target_version {gfx_target_version}\ndrm_render_minor {render_minor}\n"
         )
 
 
@@ -269,6 +279,33 @@ def amd_dgpu_with_kfd(host: FakeHost) -> None:
     host.add_gpu("0000:03:00.0", "1002", "744c", "amdgpu", render_minor=128, card=1,
                  vram=24 * GIB, gfx_target_version=110000)  # fmt: skip
     host.add_kfd()
+
+
+def rx_9070_xt(host: FakeHost) -> None:
+    """A desktop with a Radeon RX 9070 XT (RDNA4, Navi 48, gfx1201), discrete, 16 GiB."""
+    host.add_gpu("0000:03:00.0", "1002", "7550", "amdgpu", render_minor=128, card=1,
+                 vram=16 * GIB, gtt=31 * GIB, gfx_target_version=120001)  # fmt: skip
+    host.add_kfd()
+
+
+def strix_halo(host: FakeHost) -> None:
+    """A Ryzen AI Max+ 395 (Strix Halo): its Radeon 8060S (gfx1151) is on the SoC's own
+    bus with a 512 MiB VRAM carve-out; the model lives in GTT (here 96 GiB of 128)."""
+    host.add_gpu("0000:c5:00.0", "1002", "1586", "amdgpu", render_minor=128, card=0,
+                 vram=512 * 1024**2, gtt=96 * GIB, gfx_target_version=110501,
+                 bridge="0000:00:08.1")  # fmt: skip
+    host.add_kfd()
+
+
+def mi300x_server(host: FakeHost, gpus: int = 8) -> None:
+    """An 8× Instinct MI300X server (gfx942, 192 GiB each, SPX mode: one partition and
+    so one KFD node and one render node per card): two CPU nodes, then a node per GPU."""
+    host.add_kfd(cpu_nodes=2)
+    for n in range(gpus):
+        host.add_gpu(f"0000:{0x11 + 0x10 * n:02x}:00.0", "1002", "74a1", "amdgpu",
+                     render_minor=128 + n, card=1 + n, vram=192 * GIB, gtt=1024 * GIB,
+                     gfx_target_version=90402, bridge=f"0000:00:{1 + n:02x}.1",
+                     pci_class="0x0380")  # fmt: skip
 
 
 def intel_nvidia_laptop(host: FakeHost, cdi: bool = True, graphics: bool = True) -> None:

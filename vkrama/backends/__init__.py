@@ -12,7 +12,6 @@ from dataclasses import replace
 
 from vkrama.backends.cells import (
     BACKENDS,
-    HIP_TARGETS,
     MESA_ICDS,
     VK_DRIVER_OF_KERNEL,
     VK_DRIVERS,
@@ -20,11 +19,11 @@ from vkrama.backends.cells import (
     Support,
     check,
     cpu_cell,
-    hsa_override_for,
     lavapipe_cell,
     missing,
 )
 from vkrama.backends.multi import GpuSelection, check_split, merge, parse_gpus, single
+from vkrama.backends.targets import HIP_TARGETS, ROCM7_TARGETS, hsa_override_for
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu, HardwareProfile
 
@@ -32,6 +31,7 @@ __all__ = [
     "BACKENDS",
     "HIP_TARGETS",
     "MESA_ICDS",
+    "ROCM7_TARGETS",
     "VK_DRIVERS",
     "Choice",
     "GpuSelection",
@@ -236,7 +236,7 @@ def ranked(profile: HardwareProfile) -> list[Gpu]:
     """GPUs, likeliest-fastest first: NVIDIA, AMD, then Intel (mostly iGPUs); more VRAM first."""
     order = {"10de": 0, "1002": 1, "8086": 2}
     return sorted(
-        profile.gpus, key=lambda g: (order.get(g.vendor_id, 3), -(g.vram_bytes or 0), g.index)
+        profile.gpus, key=lambda g: (order.get(g.vendor_id, 3), -(g.memory_bytes or 0), g.index)
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vkrama.backends.targets import HIP_TARGETS, ROCM7_TARGETS, hsa_override_for
 from vkrama.hardware import Gpu, HardwareProfile
 from vkrama.hardware.cdi import GRAPHICS_FIX
 
@@ -35,19 +36,6 @@ VK_DRIVER_OF_KERNEL = {
     "nouveau": "nvk",
     "nvidia": "nvidia",
 }
-# Targets Debian's libggml0-backend-hip is compiled for (see ENVIRONMENT.md).
-HIP_TARGETS = (
-    "gfx803",
-    "gfx900",
-    "gfx906",
-    "gfx908",
-    "gfx90a",
-    "gfx1010",
-    "gfx1030",
-    "gfx1100",
-    "gfx1101",
-    "gfx1102",
-)
 NO_CDI_FIX = "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
 
 
@@ -74,6 +62,12 @@ class Choice:
         return tuple(g.index for g in self.gpus or ((self.gpu,) if self.gpu else ()))
 
     @property
+    def gfx_targets(self) -> tuple[str, ...]:
+        """The AMD gfx targets of the GPUs used: what a rocm image must be compiled for."""
+        gpus = self.gpus or ((self.gpu,) if self.gpu else ())
+        return tuple(dict.fromkeys(g.gfx_target for g in gpus if g.gfx_target))
+
+    @property
     def device_label(self) -> str:
         if self.driver == "lavapipe":
             return "llvmpipe (lavapipe)"
@@ -94,28 +88,6 @@ class Support:
     @property
     def ok(self) -> bool:
         return self.choice is not None
-
-
-def hsa_override_for(target: str) -> str | None:
-    """The HSA_OVERRIDE_GFX_VERSION that would make ROCm treat `target` as a supported one."""
-    major, minor, _ = _gfx_parts(target)
-    if major is None:
-        return None
-    same = [t for t in HIP_TARGETS if _gfx_parts(t)[:2] == (major, minor)]
-    # Within RDNA generations (gfx10, gfx11) the ISA is close enough that users run this way.
-    same = same or ([t for t in HIP_TARGETS if _gfx_parts(t)[0] == major] if major >= 10 else [])
-    if not same:
-        return None
-    m, n, s = _gfx_parts(same[0])
-    return f"{m}.{n}.{s}"
-
-
-def _gfx_parts(target: str) -> tuple[int | None, int, int]:
-    body = target.removeprefix("gfx")
-    try:
-        return int(body[:-2]), int(body[-2], 16), int(body[-1], 16)
-    except (ValueError, IndexError):
-        return None, 0, 0
 
 
 def check(profile: HardwareProfile, backend: str, gpu: Gpu, hsa_override: bool = False) -> Support:
@@ -178,7 +150,13 @@ def _rocm(profile: HardwareProfile, gpu: Gpu, hsa_override: bool) -> Support:
     # open: with one render node passed, that GPU is device 0.
     env = {"HIP_VISIBLE_DEVICES": "0"}
     reason = f"amdgpu, /dev/kfd and {gpu.gfx_target}, which Debian's HIP build supports"
-    if gpu.gfx_target not in HIP_TARGETS:
+    if gpu.gfx_target not in HIP_TARGETS and gpu.gfx_target in ROCM7_TARGETS:
+        # The image decides in the end (`images.check_targets`): it must be compiled for it.
+        reason = (
+            f"amdgpu, /dev/kfd and {gpu.gfx_target}: not in Debian's ROCm 6.4 HIP build, so the "
+            f"rocm image is llama.cpp compiled with ROCm 7.2.4 for {gpu.gfx_target}"
+        )
+    elif gpu.gfx_target not in HIP_TARGETS:
         override = hsa_override_for(gpu.gfx_target)
         if override is None:
             return Support(

@@ -165,14 +165,14 @@ def _visibility(backend: str, choices: Sequence[Choice]) -> dict[str, str]:
 
 
 def _integrated(gpu: Gpu) -> bool:
-    """An Intel GPU on the root PCI bus (0000:00:02.0) is the CPU's integrated one."""
-    return gpu.vendor_id == "8086" and gpu.pci_address[5:7] == "00"
+    """An AMD APU, or an Intel GPU on the root PCI bus (0000:00:02.0): the CPU's own GPU."""
+    return gpu.apu or (gpu.vendor_id == "8086" and gpu.pci_address[5:7] == "00")
 
 
 def _memory_weights(gpus: Sequence[Gpu]) -> tuple[float, ...]:
     """Proportional to each GPU's memory where the driver says it for every GPU, else ()
     (llama.cpp then splits by the free memory it finds)."""
-    sizes = [g.vram_bytes for g in gpus]
+    sizes = [g.memory_bytes for g in gpus]
     if any(size is None or size <= 0 for size in sizes):
         return ()
     return tuple(round((size or 0) / GIB, 1) for size in sizes)

@@ -29,6 +29,7 @@ from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.records import CellResult, RunStatus
 
 if TYPE_CHECKING:
+    from vkrama.backends import Choice
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.results import RunInfo
@@ -84,12 +85,14 @@ def prepare(
     image_errors: dict[str, VkramaError] = {}  # a backend whose image failed is not retried
     cells = []
     for position, choice in enumerate(choices):
+        # rocm's image may serve one GPU and lack another's gfx target: key by both.
+        image_key = f"{choice.backend} {','.join(choice.gfx_targets)}"
         try:
-            if choice.backend in image_errors:
-                raise image_errors[choice.backend]
-            image = _image(engine, settings, choice.backend, images, on_progress)
+            if image_key in image_errors:
+                raise image_errors[image_key]
+            image = _image(engine, settings, choice, images, on_progress)
         except VkramaError as error:
-            image_errors[choice.backend] = error
+            image_errors[image_key] = error
             unavailable.append(unavailable_cell(choice.backend, choice.driver, error.message))
             continue
         cache = compile_cache.for_backend(settings.home, choice.backend)
@@ -241,17 +244,22 @@ def model_facts(model: LocalModel) -> dict[str, object]:
 def _image(
     engine: Engine | None,
     settings: Settings,
-    backend: str,
+    choice: Choice,
     known: dict[str, tuple[str, dict[str, str]]],
     on_progress: Reporter,
 ) -> str:
     from vkrama import images
 
+    backend = choice.backend
     if engine is None:
         return images.image_ref(backend)
     ref = images.image_ref(backend)
     if ref not in known:
-        found = images.ensure(engine, backend, settings, on_progress=on_progress)
+        found = images.ensure(
+            engine, backend, settings, on_progress=on_progress, gfx=choice.gfx_targets
+        )
         ref = found.ref
         known[ref] = (found.id, dict(found.provenance))
+    elif backend == "rocm":
+        images.rocm.check_targets(known[ref][1], choice.gfx_targets)
     return ref

@@ -91,7 +91,7 @@ def devices(
                     g.ids,
                     g.kernel_driver or "-",
                     g.pci_address or "-",
-                    _gib(g.vram_bytes),
+                    _memory(g),
                     g.render_node or "-",
                     g.card_node or "-",
                     g.gfx_target or "-",
@@ -166,6 +166,13 @@ def doctor_command(
 
 def _gib(size: int | None) -> str:
     return f"{size / 1024**3:.1f} GiB" if size else "-"
+
+
+def _memory(gpu: hardware.Gpu) -> str:
+    """VRAM; on an APU also the GTT it can use, which is where a model mostly lives."""
+    if gpu.apu and gpu.gtt_bytes:
+        return f"{_gib(gpu.vram_bytes)} + {_gib(gpu.gtt_bytes)} GTT (APU)"
+    return _gib(gpu.vram_bytes)
 
 
 def _echo_splits(profile: HardwareProfile) -> None:

@@ -32,6 +32,11 @@ def images_group() -> None:
 @click.option("--no-cache", is_flag=True, help="Rebuild every step instead of reusing layers.")
 @click.option("--build-arg", "build_args", multiple=True, metavar="K=V", help="Extra build arg.")
 @click.option("--base", metavar="IMAGE", help="Base image (default: settings images.base).")
+@click.option(
+    "--gfx",
+    metavar="gfxN,…|all",
+    help="rocm: compile with ROCm 7 for these targets (default: the AMD GPUs found here).",
+)
 @dry_run_option
 @pass_app
 def build(
@@ -41,11 +46,14 @@ def build(
     no_cache: bool,
     build_args: tuple[str, ...],
     base: str | None,
+    gfx: str | None,
 ) -> None:
     """Build backend images, tagged localhost/vkrama/BACKEND:VERSION and :latest."""
     wanted = _backends(backends, all_)
     args = dict(_key_value(arg) for arg in build_args)
-    plans = {b: images.plan(b, app.settings, build_args=args, base=base, no_cache=no_cache)
+    targets, asked = images.rocm_targets(app.settings, gfx, wanted)
+    plans = {b: images.plan(b, app.settings, build_args=args, base=base, no_cache=no_cache,
+                            gfx=targets, gfx_asked=asked)
              for b in wanted}  # fmt: skip
     if app.dry_run:
         for planned in plans.values():

@@ -1,18 +1,19 @@
 """The hardware stage: what this host has. /sys, /dev, CDI ─► `detect()` ─► `HardwareProfile`.
 
-Modules: `profile` (GPUs and their device nodes, read from /sys and /dev), `cdi` (NVIDIA's
-CDI specs). Reads files only: never prints, never touches `os.environ`, caches nothing, and
-decides nothing about backends (that is `vkrama.backends`, the next stage).
+Modules: `profile` (GPUs and their device nodes, read from /sys and /dev), `kfd` (AMD's
+compute topology: gfx targets, APUs), `cdi` (NVIDIA's CDI specs). Reads files only: never
+prints, never touches `os.environ`, caches nothing, and decides nothing about backends (that
+is `vkrama.backends`, the next stage).
 """
 
 from vkrama.hardware.cdi import CdiSpec, read_cdi_specs
+from vkrama.hardware.kfd import gfx_name
 from vkrama.hardware.profile import (
     DeviceNode,
     Gpu,
     HardwareProfile,
     detect,
     detect_host,
-    gfx_name,
 )
 
 __all__ = [

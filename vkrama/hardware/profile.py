@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vkrama.config import Settings
 from vkrama.hardware.cdi import CdiSpec, read_cdi_specs
+from vkrama.hardware.kfd import kfd_gpu_nodes
 
 PCI_IDS_PATHS = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
@@ -49,6 +50,16 @@ class Gpu:
     render_node: str | None  # /dev/dri/renderD128
     card_node: str | None  # /dev/dri/card1
     gfx_target: str | None = None  # AMD KFD topology, e.g. "gfx1100"
+    gtt_bytes: int | None = None  # system memory the GPU can map (amdgpu's GTT)
+    apu: bool = False  # shares the CPU's memory: its VRAM is only a small carve-out
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """What a model can occupy: VRAM, plus GTT on an APU (Strix Halo: 0.5 GiB of VRAM
+        carve-out but ~100 GiB of GTT, which HIP and RADV both allocate from)."""
+        if self.apu and self.gtt_bytes:
+            return (self.vram_bytes or 0) + self.gtt_bytes
+        return self.vram_bytes
 
     @property
     def vendor(self) -> str:
@@ -104,7 +115,7 @@ def detect(
     database = next((path for path in pci_ids if path.is_file()), None)
     wanted = {(_read_id(e.ids_dir, "vendor"), _read_id(e.ids_dir, "device")) for e in found}
     names = _pci_names(database, wanted) if database else {}
-    gfx = _kfd_targets(sysfs_root)
+    kfd = kfd_gpu_nodes(sysfs_root)
 
     gpus = []
     for index, entry in enumerate(found):
@@ -113,6 +124,7 @@ def detect(
         driver = os.path.basename(os.readlink(driver_link)) if driver_link.is_symlink() else ""
         render = f"/dev/dri/{entry.render}" if entry.render else None
         minor = int(entry.render.removeprefix("renderD")) if entry.render else None
+        topology = kfd.get(minor) if minor is not None else None
         gpus.append(
             Gpu(
                 index=index,
@@ -124,19 +136,21 @@ def detect(
                 vram_bytes=_read_int(entry.driver_dir / "mem_info_vram_total"),
                 render_node=render,
                 card_node=f"/dev/dri/{entry.card}" if entry.card else None,
-                gfx_target=gfx.get(minor) if minor is not None else None,
+                gfx_target=topology.gfx_target if topology else None,
+                gtt_bytes=_read_int(entry.driver_dir / "mem_info_gtt_total"),
+                apu=bool(topology and topology.apu),
             )
         )
 
     paths = [p for g in gpus for p in (g.render_node, g.card_node) if p]
-    kfd = "/dev/kfd" if (dev_root / "kfd").exists() else None
+    kfd_node = "/dev/kfd" if (dev_root / "kfd").exists() else None
     nvidia = (
         sorted(f"/dev/{p.name}" for p in dev_root.glob("nvidia*") if not p.is_dir())
         if dev_root.is_dir()
         else []
     )
     nodes = []
-    for path in [*paths, *([kfd] if kfd else []), *nvidia]:
+    for path in [*paths, *([kfd_node] if kfd_node else []), *nvidia]:
         node = _stat_node(dev_root, path)
         if node is None:
             problems.append(f"{path}: the kernel lists it in sysfs but it is missing under /dev")
@@ -146,18 +160,12 @@ def detect(
     return HardwareProfile(
         gpus=tuple(gpus),
         nodes=tuple(nodes),
-        kfd=kfd,
+        kfd=kfd_node,
         nvidia_nodes=tuple(nvidia),
         cdi_specs=specs,
         pci_ids=database,
         problems=tuple(problems),
     )
-
-
-def gfx_name(target_version: int) -> str:
-    """KFD's gfx_target_version (110000, 90010) as the LLVM target name (gfx1100, gfx90a)."""
-    major, minor, step = target_version // 10000, target_version // 100 % 100, target_version % 100
-    return f"gfx{major}{minor:x}{step:x}"
 
 
 @dataclass
@@ -253,26 +261,6 @@ def _pci_names(database: Path, wanted: set[tuple[str, str]]) -> dict[tuple[str, 
                     short = VENDORS.get(vendor, "")
                     names[(vendor, device)] = f"{short} {line[5:].strip()}".strip()
     return names
-
-
-def _kfd_targets(sysfs_root: Path) -> dict[int, str]:
-    """render minor -> gfx target, from the KFD topology (CPU nodes have target 0)."""
-    nodes = sysfs_root / "class" / "kfd" / "kfd" / "topology" / "nodes"
-    targets: dict[int, str] = {}
-    if not nodes.is_dir():
-        return targets
-    for node in nodes.iterdir():
-        props_file = node / "properties"
-        if not props_file.is_file():
-            continue
-        props = dict(
-            line.split(maxsplit=1) for line in props_file.read_text().splitlines() if " " in line
-        )
-        version = int(props.get("gfx_target_version", "0"))
-        minor = int(props.get("drm_render_minor", "0"))
-        if version and minor:
-            targets[minor] = gfx_name(version)
-    return targets
 
 
 def _stat_node(dev_root: Path, path: str) -> DeviceNode | None:

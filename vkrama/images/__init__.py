@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from vkrama import __version__
 from vkrama.config import DEFAULTS, Settings
 from vkrama.engine import images as engine_images
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.images import rocm
 from vkrama.images.provenance import (
     PROVENANCE_PATH,
     parse_provenance_json,
@@ -67,6 +69,17 @@ class ImageStatus:
 
 
 @dataclass(frozen=True)
+class StagedContext:
+    """A build context vkrama assembles under its cache: the recipe, its scripts and a
+    llama.cpp source tarball (the rocm7 recipe compiles one; a container has no network
+    but the Debian mirror, so the source comes in through the context)."""
+
+    directory: Path
+    home: Path
+    source: rocm.LlamaSource
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     """What `build` sends to podman: enough to print the equivalent `podman build`."""
 
@@ -75,9 +88,15 @@ class BuildPlan:
     tags: tuple[str, ...]
     no_cache: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    staged: StagedContext | None = None
+
+    @property
+    def context(self) -> Path:
+        return self.staged.directory if self.staged else self.recipe.context
 
     def podman_argv(self) -> list[str]:
-        argv = ["podman", "build", "-f", str(self.recipe.path)]
+        where = self.context / self.recipe.path.name
+        argv = ["podman", "build", "-f", str(where)]
         for key, value in self.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
         for key, value in self.labels.items():
@@ -86,7 +105,7 @@ class BuildPlan:
             argv += ["-t", tag]
         if self.no_cache:
             argv.append("--no-cache")
-        return [*argv, str(self.recipe.context)]
+        return [*argv, str(self.context)]
 
 
 def image_ref(backend: str) -> str:
@@ -101,9 +120,15 @@ def plan(
     build_args: Mapping[str, str] | None = None,
     base: str | None = None,
     no_cache: bool = False,
+    gfx: tuple[str, ...] = (),
+    gfx_asked: bool = False,
 ) -> BuildPlan:
-    """Build args and tags for a backend (pure; `--dry-run` prints it)."""
-    chosen = recipe(backend)
+    """Build args and tags for a backend (pure; `--dry-run` prints it).
+
+    rocm: `gfx` are the targets it must serve (the host's AMD GPUs, or `--gfx`, then
+    `gfx_asked`); they pick Debian's recipe or the ROCm 7 source build (`rocm.recipe_for`)."""
+    variant = rocm.recipe_for(gfx, gfx_asked) if backend == "rocm" else backend
+    chosen = recipe(variant)
     if settings.offline:
         raise VkramaError(
             f"cannot build {backend} offline: the build downloads Debian packages",
@@ -119,13 +144,42 @@ def plan(
         args["APT_OPTIONS"] = settings["images.apt_options"]
     if base:
         args["BASE"] = base
+    staged = None
+    if variant == rocm.SOURCE_RECIPE:
+        source = rocm.PYPI_SOURCE
+        # Only these two args reach the compile step: the same targets hit the layer cache.
+        args["GFX_TARGETS"] = ";".join(gfx)
+        args["LLAMA_CPP_BUILD"] = source.build
+        args["LLAMA_CPP_GGML"] = source.ggml
+        args["LLAMA_CPP_SOURCE_NAME"] = source.filename
+        staged = StagedContext(settings.home / "cache" / "build" / variant, settings.home, source)
     args.update(build_args or {})
     labels = {
         "vkrama.image.vkrama_version": __version__,
         "vkrama.image.containerfile_sha256": chosen.sha256,
     }
     tags = (f"{REPOSITORY}/{backend}:{__version__}", image_ref(backend))
-    return BuildPlan(chosen, args, tags, no_cache, labels)
+    return BuildPlan(chosen, args, tags, no_cache, labels, staged)
+
+
+def rocm_targets(
+    settings: Settings, gfx: str | None, backends: Sequence[str]
+) -> tuple[tuple[str, ...], bool]:
+    """The gfx targets a rocm build serves and whether they were asked for: `--gfx`, else
+    the AMD GPUs this host has (none: Debian's image, which needs no compiling)."""
+    if gfx is not None:
+        if "rocm" not in backends:
+            raise VkramaError(
+                "--gfx applies to the rocm image only",
+                hint="vkrama images build rocm --gfx gfx1201",
+                status=ExitStatus.USAGE,
+            )
+        return rocm.parse_gfx(gfx), True
+    if "rocm" not in backends:
+        return (), False
+    from vkrama.hardware import detect_host
+
+    return rocm.host_targets(detect_host(settings)), False
 
 
 def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -> ImageRef:
@@ -140,10 +194,12 @@ def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -
             step[:] = [int(match.group(1)), int(match.group(2))]
         on_progress(BuildProgress(backend, step[0], step[1], line))
 
+    if build_plan.staged is not None:
+        _stage(build_plan, on_line)
     try:
         built = engine_images.build(
             engine,
-            build_plan.recipe.context,
+            build_plan.context,
             build_plan.recipe.path.name,
             build_args=build_plan.build_args,
             no_cache=build_plan.no_cache,
@@ -174,11 +230,20 @@ def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -
 
 
 def ensure(
-    engine: Engine, backend: str, settings: Settings, on_progress: Reporter = NULL
+    engine: Engine,
+    backend: str,
+    settings: Settings,
+    on_progress: Reporter = NULL,
+    gfx: tuple[str, ...] = (),
 ) -> ImageRef:
-    """The backend's local image, built on first use unless settings forbid it."""
+    """The backend's local image, built on first use unless settings forbid it.
+
+    rocm: `gfx` are the targets of the GPUs it will run on; a built image lacking one
+    is BACKEND_UNAVAILABLE with the build command that fixes it."""
     image = _image(engine, backend, image_ref(backend))
     if image is not None:
+        if backend == "rocm":
+            rocm.check_targets(image.provenance, gfx)
         return image
     recipe(backend)  # an unknown backend is a usage error before anything else
     if settings["images.pull"] == "never" or settings.offline:
@@ -188,7 +253,13 @@ def ensure(
             hint=f"`vkrama images build {backend}` builds it; `vkrama images load FILE` loads one",
             status=ExitStatus.IMAGE_UNAVAILABLE,
         )
-    return build(engine, plan(backend, settings), on_progress)
+    targets: tuple[str, ...] = ()
+    if backend == "rocm":
+        from vkrama.hardware import detect_host
+
+        # Every AMD GPU here, not only this cell's: one rocm image serves them all.
+        targets = rocm.targets_union(rocm.host_targets(detect_host(settings)), gfx)
+    return build(engine, plan(backend, settings, gfx=targets), on_progress)
 
 
 def list_images(engine: Engine) -> list[ImageStatus]:
@@ -286,6 +357,20 @@ def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
             )
 
 
+def _stage(build_plan: BuildPlan, on_line: Callable[[str], None]) -> None:
+    """Assemble the staged context: the recipe and its scripts, and the source tarball
+    (fetched once into the cache, sha256 checked) under the name the recipe COPYs."""
+    staged = build_plan.staged
+    assert staged is not None
+    source = rocm.fetch_source(staged.home, staged.source, on_line)
+    staged.directory.mkdir(parents=True, exist_ok=True)
+    for path in [build_plan.recipe.path, *build_plan.recipe.context.glob("*.sh")]:
+        shutil.copyfile(path, staged.directory / path.name)
+    target = staged.directory / rocm.SOURCE_NAME
+    if not target.is_file() or target.stat().st_size != source.stat().st_size:
+        shutil.copyfile(source, target)
+
+
 def _label_context(image_id: str, labels: Mapping[str, str]) -> bytes:
     """A build context whose Containerfile only adds labels to an image.
 
@@ -315,6 +400,7 @@ __all__ = [
     "load",
     "plan",
     "remove",
+    "rocm_targets",
     "save",
     "status",
 ]

@@ -20,7 +20,7 @@ PROVENANCE_PATH = "/usr/share/vkrama/provenance.json"
 STACK_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "cpu": (("ggml_version", "ggml"),),
     "vulkan": (("mesa", "Mesa"),),
-    "rocm": (("hip", "HIP"), ("rocblas", "rocBLAS")),
+    "rocm": (("hip", "HIP"), ("rocblas", "rocBLAS"), ("gfx_targets", "for")),
     "cuda": (("cuda", "CUDA"), ("cublas", "cuBLAS")),
     "oneapi": (("dpcpp", "DPC++"), ("mkl", "oneMKL")),
 }

@@ -19,6 +19,9 @@ import requests
 from vkrama.errors import ExitStatus, VkramaError
 
 SUFFIX = ".Containerfile"
+# Recipes that build another recipe's backend: rocm7 is the rocm image compiled from source
+# with Debian experimental's ROCm 7 (see `images.rocm`), not a backend of its own.
+VARIANTS = {"rocm7": "rocm"}
 # Docker Hub's short registry name is not the host that serves its API.
 REGISTRY_HOSTS = {"docker.io": "registry-1.docker.io"}
 
@@ -109,7 +112,7 @@ def containerfiles_dir() -> Path:
 def available(directory: Path | None = None) -> tuple[str, ...]:
     """Backends that have a recipe, in the order vkrama lists them."""
     root = directory or containerfiles_dir()
-    names = {path.name.removesuffix(SUFFIX) for path in root.glob(f"*{SUFFIX}")}
+    names = {path.name.removesuffix(SUFFIX) for path in root.glob(f"*{SUFFIX}")} - set(VARIANTS)
     order = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
     return tuple(sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)))
 
@@ -123,7 +126,7 @@ def recipe(backend: str, directory: Path | None = None) -> Recipe:
             hint=f"backends with an image: {', '.join(available(root))}",
             status=ExitStatus.USAGE,
         )
-    return Recipe(backend, path)
+    return Recipe(VARIANTS.get(backend, backend), path)
 
 
 def registry_of(image: str) -> str:

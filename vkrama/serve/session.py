@@ -98,7 +98,9 @@ def prepare(
     else:
         # The port is checked before the image is built, so a busy port fails fast.
         port = planning.pick_port(request.host, request.port)
-        image = images.ensure(engine, choice.backend, settings, on_progress=on_progress).ref
+        image = images.ensure(
+            engine, choice.backend, settings, on_progress=on_progress, gfx=choice.gfx_targets
+        ).ref
     cache = compile_cache.for_backend(settings.home, choice.backend)
     if cache is not None and engine is not None:
         compile_cache.ensure(cache)
