@@ -3,8 +3,10 @@ which cell wins each test.
 
 Stage: results DB ─► comparisons for `results compare`, the pick for
 `serve --backend best` and the verdict lines of a run (`verdicts`, the one place that
-decides "fastest, by what ratio, beyond noise or not"). Pure over the store's records;
-must not print.
+decides "fastest, by what ratio, beyond noise or not", and whether the cells compared ran
+one llama.cpp build). Pure over the store's records; must not print.
+Over 300 lines because compare, best and the verdicts share one noise rule, one naming of
+cells and one build check, and each must judge the same way.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Verdict:
     runner_up_stddev: float | None
     ratio: float | None  # winner / runner-up
     significant: bool  # the gap exceeds NOISE_SIGMAS combined stddevs
+    builds: str = ""  # set when winner and runner-up ran different llama.cpp builds
 
     @property
     def line(self) -> str:
@@ -100,7 +103,7 @@ class Verdict:
         if self.runner_up is None or self.ratio is None:
             return f"{head} (the only cell measured)"
         noise = "beyond noise" if self.significant else "within noise"
-        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}"
+        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}{self.builds}"
 
 
 def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
@@ -132,9 +135,38 @@ def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
                 runner_up_stddev=None if other is None else other[1].tps_stddev,
                 ratio=ratio,
                 significant=significant,
+                builds="" if other is None else different_builds(cell, other[0]),
             )
         )
     return found
+
+
+def different_builds(a: CellResult, b: CellResult) -> str:
+    """ "; not the same llama.cpp: rocm ran build 11434, vulkan/radv 11669" when two cells
+    ran different llama.cpp builds (a fair comparison needs one build), else ""."""
+    build_a, build_b = llama_build(a), llama_build(b)
+    if not build_a or not build_b or build_a == build_b:
+        return ""
+    return f"; not the same llama.cpp: {cell_name(a)} ran build {build_a}, {cell_name(b)} {build_b}"
+
+
+def mixed_builds(named: Sequence[tuple[str, str]]) -> str:
+    """A warning when (cell name, llama.cpp build) pairs hold more than one build, else ""."""
+    by_build: dict[str, list[str]] = {}
+    for name, build in named:
+        if build and name not in by_build.setdefault(build, []):
+            by_build[build].append(name)
+    if len(by_build) < 2:
+        return ""
+    listed = "; ".join(f"build {b}: {', '.join(names)}" for b, names in sorted(by_build.items()))
+    return (
+        f"warning: these cells ran different llama.cpp builds ({listed}): a gap between "
+        "them is the GPU stack and llama.cpp's own changes together"
+    )
+
+
+def llama_build(cell: CellResult) -> str:
+    return cell.provenance.get("llama_cpp_build", "")
 
 
 def gpu_key(profile: HardwareProfile, gpu: int | None = None) -> str:
@@ -272,6 +304,7 @@ def best(
         reason += f" vs {cell_name(other)} at {other_m.tps:.1f} t/s (run {other_run.run.id})"
         if other.busy_host:
             busy.setdefault(other.busy_host, cell_name(other))
+        reason += different_builds(cell, other)
     for why, name in busy.items():
         # A verdict from disturbed numbers may be wrong: say so where the choice is made.
         reason += f"; warning: {name} was measured on a busy host ({why}), rerun the bench"

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from tabulate import tabulate
 
 from vkrama.results import serve_report
-from vkrama.results.ranking import Change, verdicts
+from vkrama.results.ranking import Change, llama_build, mixed_builds, verdicts
 from vkrama.results.records import CellResult, CellStatus, expected_tests
 from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
@@ -49,6 +49,7 @@ class Row:
     busy_host: str = ""  # why the host may have slowed this cell ("" when quiet or unknown)
     host_load: dict[str, object] | None = None
     gpus: str = ""  # host GPU indices the cell used: "0", "0,1" for a split; "" cpu/unknown
+    llama_cpp_build: str = ""  # the image's llama.cpp build ("" when it did not record one)
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -72,6 +73,7 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             busy_host=cell.busy_host,
             host_load=cell.host_load.to_dict() if cell.host_load is not None else None,
             gpus=",".join(str(i) for i in cell.gpus),
+            llama_cpp_build=llama_build(cell),
         )
         if cell.ok:
             found += [
@@ -129,12 +131,16 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     A run over several GPU sets (`--gpu each`) gets a `gpus` column: which GPUs a row used."""
     sets = {r.gpus for r in found if r.gpus}
     with_gpus = len(sets) > 1 or any("," in s for s in sets)
+    # Cells of different llama.cpp builds (the rocm image compiled from source) get a
+    # column and a warning: a fair comparison is one build with different GPU stacks.
+    builds = mixed_builds([(_cell(r), r.llama_cpp_build) for r in found])
     table = tabulate(
         [
             [
                 r.backend,
                 r.driver or "-",
                 *([r.gpus or "-"] if with_gpus else []),
+                *([r.llama_cpp_build or "-"] if builds else []),
                 r.device,
                 r.test,
                 _tps(r.tps, r.tps_stddev),
@@ -148,6 +154,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
             "backend",
             "driver",
             *(["gpus"] if with_gpus else []),
+            *(["llama.cpp"] if builds else []),
             *["device", "test", "t/s", "samples", "relative", "status"],
         ],
         tablefmt=tablefmt,
@@ -155,7 +162,8 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     )
     reasons = dict.fromkeys(f"{_cell(r)}: {r.reason}" for r in found if r.reason)
     said = dict.fromkeys(r.verdict for r in found if r.verdict)
-    return "\n".join([table, *reasons, *busy_warnings(found), *(["", *said] if said else [])])
+    warnings = [*busy_warnings(found), *([builds] if builds else [])]
+    return "\n".join([table, *reasons, *warnings, *(["", *said] if said else [])])
 
 
 def busy_warnings(found: Sequence[Row]) -> list[str]:
