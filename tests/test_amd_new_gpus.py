@@ -273,3 +273,20 @@ def test_an_image_with_the_gpus_gfx_passes(
     provenance: dict[str, str], gfx: tuple[str, ...]
 ) -> None:
     rocm.check_targets(provenance, gfx)
+
+
+def test_ensure_refuses_a_built_debian_rocm_image_for_an_rx_9070_xt(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """What `vkrama bench`/`serve` meet on an RX 9070 XT host whose rocm image is sid's."""
+    import vkrama.images as images
+
+    built = images.ImageRef("rocm", images.image_ref("rocm"), "sha256:debian", DEBIAN_ROCM)
+    monkeypatch.setattr(images, "_image", lambda *_args: built)
+    with pytest.raises(VkramaError) as caught:
+        images.ensure(object(), "rocm", settings, gfx=("gfx1201",))  # type: ignore[arg-type]
+    assert caught.value.status == ExitStatus.BACKEND_UNAVAILABLE
+    assert caught.value.hint == (
+        "`vkrama images build rocm --gfx gfx1201` compiles llama.cpp with ROCm 7.2.4 for it"
+    )
+    assert images.ensure(object(), "rocm", settings, gfx=("gfx1100",)) is built  # type: ignore[arg-type]
