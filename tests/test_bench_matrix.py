@@ -102,7 +102,11 @@ def test_matrix_on_an_amd_desktop(
 
 def fake_ensure(broken: set[str]) -> object:
     def ensure(
-        _engine: object, backend: str, _settings: object, on_progress: object = None
+        _engine: object,
+        backend: str,
+        _settings: object,
+        on_progress: object = None,
+        gfx: tuple[str, ...] = (),
     ) -> images.ImageRef:
         if backend in broken:
             raise VkramaError(
