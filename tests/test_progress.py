@@ -78,6 +78,14 @@ def test_on_a_terminal_a_step_ends_the_redrawn_build_line(
     assert shown == "\r[cpu] step 1/3  FROM debian:sid\r[cpu] step 1/3  output of step 1\nready\n"
 
 
+def test_on_a_terminal_a_file_of_unknown_size_shows_its_bytes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`images save`: podman streams the archive as it makes it, so there is no total."""
+    shown = transcript(ConsoleReporter(tty=True), [Download("cpu.tar", 3 * 2**20, None)], capsys)
+    assert shown.startswith("\rcpu.tar  3.0/? MiB  ") and shown.endswith("MiB/s\n")
+
+
 def test_the_null_reporter_is_the_default_and_shows_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -39,7 +39,8 @@ class BuildProgress:
 
 @dataclass(frozen=True)
 class Download:
-    """Bytes of a model file on disk so far (`resumed_from` were there before this pull)."""
+    """Bytes of a file on disk so far: a model from its source (`resumed_from` were there
+    before this pull), an image archive from podman (`total` unknown)."""
 
     filename: str
     done: int

@@ -1,4 +1,4 @@
-"""How results reach the terminal: JSON for scripts, tables for people, progress on a TTY.
+"""How results reach the terminal: JSON for scripts, tables for people, dry-run lines.
 
 Stage: the last one (report ─► stdout). Domain code hands plain data here; nothing below
 `cli/` prints. Progress events are drawn by `cli.progress`.
@@ -10,8 +10,7 @@ import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,35 +48,6 @@ def echo_table(
 def interactive() -> bool:
     """True when progress displays make sense (stderr is a terminal)."""
     return sys.stderr.isatty()
-
-
-@contextmanager
-def byte_progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A bytes/rate/ETA bar on a TTY; a callback that does nothing otherwise.
-
-    The callback takes (bytes done so far, total bytes or None).
-    """
-    if not interactive():
-        yield lambda done, total: None
-        return
-    bar: Any = None
-    last = 0
-
-    def update(done: int, total: int | None) -> None:
-        nonlocal bar, last
-        if bar is None:
-            bar = click.progressbar(
-                length=total or 0, label=label, file=sys.stderr, show_eta=True, show_percent=True
-            )
-            bar.__enter__()
-        bar.update(done - last)
-        last = done
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
 
 
 def dry_run_prelude(spec: ContainerSpec) -> list[str]:

@@ -15,8 +15,8 @@ import click
 
 from vkrama import images
 from vkrama.cli.app import App, dry_run_option, pass_app, refuses_dry_run
-from vkrama.cli.console import byte_progress, echo_json, echo_table
-from vkrama.cli.progress import ConsoleReporter
+from vkrama.cli.console import echo_json, echo_table
+from vkrama.cli.progress import ConsoleReporter, reporting
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images.recipes import available
 
@@ -164,14 +164,8 @@ def rm(app: App, backends: tuple[str, ...]) -> None:
 @refuses_dry_run("save writes the archive as it reads the images")
 def save(app: App, backends: tuple[str, ...], output: Path) -> None:
     """Write backend images into one archive, for `images load` on an air-gapped host."""
-    with byte_progress(f"saving to {output.name}") as update:
-        done = [0]
-
-        def on_bytes(count: int) -> None:
-            done[0] += count
-            update(done[0], None)
-
-        refs = images.save(app.engine, backends, output, on_bytes)
+    with reporting(app.verbose) as reporter:
+        refs = images.save(app.engine, backends, output, reporter)
     click.echo(f"saved {', '.join(refs)} to {output} ({_mb(output.stat().st_size)})")
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vkrama.engine.errors import translate_errors
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.progress import NULL, Download, Reporter
 
 if TYPE_CHECKING:
     from vkrama.engine.protocol import Engine
@@ -169,9 +170,10 @@ def save(
     engine: Engine,
     references: Sequence[str],
     destination: Path,
-    on_bytes: Callable[[int], None] | None = None,
+    on_progress: Reporter = NULL,
 ) -> None:
-    """Write the images into one docker-archive tar (what `podman load` reads)."""
+    """Write the images into one docker-archive tar (what `podman load` reads), reporting
+    the bytes written (the total is unknown: podman streams the archive as it makes it)."""
     partial = destination.with_name(destination.name + ".partial")
     with translate_errors("save images"):
         response = engine.client.api.get(
@@ -182,10 +184,11 @@ def save(
         response.raise_for_status()
         try:
             with partial.open("wb") as out:
+                done = 0
                 for chunk in response.iter_content(CHUNK):
                     out.write(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
+                    done += len(chunk)
+                    on_progress(Download(destination.name, done, None))
             partial.replace(destination)  # a half-written archive never has the final name
         finally:
             partial.unlink(missing_ok=True)

@@ -309,11 +309,11 @@ def save(
     engine: Engine,
     backends: Sequence[str],
     destination: Path,
-    on_bytes: Callable[[int], None] | None = None,
+    on_progress: Reporter = NULL,
 ) -> list[str]:
     """Write the backends' images into one archive for `load` on another host."""
     refs = [inspect(engine, backend).ref for backend in backends]
-    engine_images.save(engine, refs, destination, on_bytes)
+    engine_images.save(engine, refs, destination, on_progress)
     return refs
 
 
