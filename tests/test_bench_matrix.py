@@ -33,9 +33,9 @@ MATRIX = [
     ("backend-list-is-taken-in-order", {"backends": ("vulkan", "cpu"), "vk_drivers": ("lavapipe",)},
      ["vulkan/lavapipe", "cpu"], []),
     ("driver-list-alone-means-vulkan", {"vk_drivers": ("lavapipe",)}, ["vulkan/lavapipe"], []),
-    ("unavailable-backends-become-failed-cells", {"backends": ("cpu", "rocm", "cuda")}, ["cpu"],
+    ("unavailable-backends-are-unavailable-cells", {"backends": ("cpu", "rocm", "cuda")}, ["cpu"],
      ["rocm", "cuda"]),
-    ("unavailable-driver-is-a-failed-cell", {"vk_drivers": ("lavapipe", "radv")},
+    ("unavailable-driver-is-an-unavailable-cell", {"vk_drivers": ("lavapipe", "radv")},
      ["vulkan/lavapipe"], ["vulkan/radv"]),
     ("all-with-driver-filter-keeps-cpu", {"every": True, "vk_drivers": ("radv",)}, ["cpu"], []),
 ]  # fmt: skip
@@ -50,7 +50,8 @@ def test_matrix_on_a_host_without_gpu(
     choices, unavailable = matrix(NO_GPU, BenchRequest("m", **asked))  # type: ignore[arg-type]
     assert [c.cell for c in choices] == cells
     assert [f"{u.backend}/{u.driver}" if u.driver else u.backend for u in unavailable] == failed
-    assert all(u.status == "failed" and u.reason.startswith("unavailable: ") for u in unavailable)
+    assert {u.status for u in unavailable} <= {results.CellStatus.UNAVAILABLE}
+    assert all(u.reason and not u.reason.startswith("unavailable") for u in unavailable)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +120,7 @@ def fake_ensure(broken: set[str]) -> object:
     return ensure
 
 
-def test_a_backend_whose_image_is_missing_becomes_a_failed_cell(
+def test_a_backend_whose_image_is_missing_becomes_an_unavailable_cell(
     monkeypatch: pytest.MonkeyPatch, tiny_model: Path, settings: config.Settings
 ) -> None:
     monkeypatch.setattr(images, "ensure", fake_ensure({"vulkan"}))
@@ -127,8 +128,12 @@ def test_a_backend_whose_image_is_missing_becomes_a_failed_cell(
     planned = prepare(settings, request, engine=NullEngine())
     assert [c.key for c in planned.cells] == ["cpu"]
     assert planned.images == {"localhost/vkrama/cpu:latest": ("sha256:cpu", {})}
-    assert [(u.backend, u.reason) for u in planned.unavailable] == [
-        ("vulkan", "unavailable: image localhost/vkrama/vulkan:latest is not built")
+    assert [(u.backend, u.status, u.reason) for u in planned.unavailable] == [
+        (
+            "vulkan",
+            results.CellStatus.UNAVAILABLE,
+            "image localhost/vkrama/vulkan:latest is not built",
+        )
     ]
 
 

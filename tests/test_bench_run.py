@@ -169,7 +169,7 @@ def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
     outcome = session.execute(engine, settings, planned)
     assert outcome.interrupted and outcome.status == "interrupted"
     assert [(r.backend, r.status) for r in outcome.results] == [
-        ("rocm", "failed"), ("cpu", "ok"), ("vulkan", "interrupted"),
+        ("rocm", "unavailable"), ("cpu", "ok"), ("vulkan", "interrupted"),
     ]  # fmt: skip
     stored = results.get_run(settings, outcome.run_id or 0)
     assert stored.run.status == "interrupted" and stored.run.info.params["threads"] == 2
@@ -181,6 +181,6 @@ def test_execute_stores_each_cell_as_it_ends_and_marks_an_interrupted_run(
         "size": 8_787_968,
     }
     assert [(c.backend, c.status) for c in stored.cells] == [
-        ("rocm", "failed"), ("cpu", "ok"), ("vulkan", "interrupted"),
+        ("rocm", "unavailable"), ("cpu", "ok"), ("vulkan", "interrupted"),
     ]  # fmt: skip
     assert engine.live == {}

@@ -124,3 +124,16 @@ def test_serve_auto_says_which_backend_it_chose_and_why(
     assert done.returncode == 0, done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith(said)
+
+
+def test_a_dry_run_bench_names_each_asked_for_cell_it_cannot_run_and_why(
+    tmp_path: Path, tiny_model: Path, vkrama: Callable[..., Any]
+) -> None:
+    host = FakeHost(tmp_path)
+    intel_nvidia_laptop(host)
+    done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu,rocm", env=roots(host))
+    assert done.returncode == ExitStatus.OK, done.stderr
+    assert done.stdout.startswith("podman run ") and "localhost/vkrama/cpu" in done.stdout
+    assert done.stderr.splitlines()[-1] == (
+        "# rocm: unavailable: rocm is unavailable here: no AMD GPU, no /dev/kfd"
+    )

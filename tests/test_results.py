@@ -14,7 +14,7 @@ from bench_fakes import SHA, cell, store_run
 from vkrama import config, results
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report, store
-from vkrama.results.records import CellResult
+from vkrama.results.records import CellResult, read_status
 from vkrama.results.records import test_name as name_of_test
 
 
@@ -193,6 +193,82 @@ def test_exports_say_why_a_cell_failed(settings: config.Settings) -> None:
     assert [r["reason"] for r in rows if r["backend"] == "cpu"] == ["", ""]
 
 
+NO_KFD = "no AMD GPU, no /dev/kfd"
+
+
+def test_an_unavailable_cell_is_its_own_status_stored_shown_and_exported(
+    settings: config.Settings,
+) -> None:
+    never_ran = CellResult("rocm", None, "-", results.CellStatus.UNAVAILABLE, NO_KFD)
+    run_id = store_run(settings, cell("cpu", None, 800, 30), never_ran)
+    detail = results.get_run(settings, run_id)
+    assert detail.cells[1] == never_ran
+    table = report.bench_table(report.rows(run_id, detail.cells, ["pp64"])).splitlines()
+    assert table[4].split() == ["rocm", "-", "-", "pp64", "-", "-", "-", "unavailable"]
+    assert table[5] == f"rocm: unavailable: {NO_KFD}"
+    assert report.export([detail], "md").splitlines()[-1] == (
+        f"- run {run_id}, rocm unavailable: {NO_KFD}"
+    )
+    rows = json.loads(report.export([detail], "json"))[0]["rows"]
+    assert [(r["status"], r["reason"]) for r in rows if r["backend"] == "rocm"] == [
+        ("unavailable", NO_KFD)
+    ] * 2  # one row per test, as for a failed cell
+
+
+def test_a_schema_6_file_reads_its_unavailable_prefixed_failures_as_unavailable(
+    settings: config.Settings,
+) -> None:
+    # Before schema 7, an unavailable cell was stored `failed` with its reason prefixed.
+    settings.home.mkdir(parents=True)
+    db = sqlite3.connect(store.db_path(settings))
+    old = "".join(store._MIGRATIONS[step] for step in (4, 5, 6))
+    db.executescript(store._SCHEMA + old + "PRAGMA user_version = 6;")
+    db.execute(
+        "INSERT INTO runs (started, status, host, kernel, gpus, gpu_key, model_name,"
+        " model_sha256, params, vkrama_version) VALUES"
+        " ('2026-01-01', 'failed', 'h', 'k', '[]', 'none', 'tiny', ?, '{}', '0.0.9')",
+        (SHA,),
+    )
+    for position, (backend, reason) in enumerate(
+        [("rocm", f"unavailable: {NO_KFD}"), ("vulkan", "exit 1: unavailable: a device")]
+    ):
+        db.execute(
+            "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
+            " image, image_id, provenance, command, stderr_tail, duration_s) VALUES"
+            " (1, ?, ?, NULL, '-', 'failed', ?, '', '', '{}', '[]', '', 0)",
+            (position, backend, reason),
+        )
+    db.commit()
+    db.close()
+    cells = results.get_run(settings, 1).cells
+    assert [(c.backend, c.status, c.reason) for c in cells] == [
+        ("rocm", results.CellStatus.UNAVAILABLE, NO_KFD),
+        ("vulkan", results.CellStatus.FAILED, "exit 1: unavailable: a device"),
+    ]
+    with sqlite3.connect(store.db_path(settings)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 7
+
+
+READ_STATUS = [
+    ("an-older-exports-prefixed-failure-is-unavailable", ("failed", f"unavailable: {NO_KFD}"),
+     (results.CellStatus.UNAVAILABLE, NO_KFD)),
+    ("a-new-export-says-unavailable-itself", ("unavailable", NO_KFD),
+     (results.CellStatus.UNAVAILABLE, NO_KFD)),
+    ("a-failure-mentioning-unavailable-later-stays-failed", ("failed", "exit 1: unavailable: x"),
+     (results.CellStatus.FAILED, "exit 1: unavailable: x")),
+    ("an-ok-cell-is-ok", ("ok", ""), (results.CellStatus.OK, "")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"), [r[1:] for r in READ_STATUS], ids=[r[0] for r in READ_STATUS]
+)
+def test_read_status_takes_what_older_vkramas_wrote(
+    stored: tuple[str, str], read: tuple[results.CellStatus, str]
+) -> None:
+    assert read_status(*stored) == read
+
+
 # The results schema as vkrama 0.1 wrote it (user_version 1), before runs kept model facts.
 SCHEMA_1_RUNS = """
 CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
@@ -241,7 +317,7 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(store.db_path(settings)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 7
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:

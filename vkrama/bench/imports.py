@@ -26,7 +26,7 @@ from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import store
-from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
+from vkrama.results.records import CellResult, Measurement, RunStatus, read_status
 
 FLEET_KEY = "vkrama_fleet"
 FLEET_VERSION = 1
@@ -134,9 +134,9 @@ def _exported(text: str, source: str) -> list[tuple[store.RunInfo, list[CellResu
                 image_id = str(p.pop("image_id", row.get("image_id", "")))
                 p.pop("backend", None)
                 p.pop("driver", None)
+                status, reason = read_status(row["status"], row.get("reason", ""))
                 cell = cells.setdefault(key, CellResult(
-                    backend=key[0], driver=key[1], device=key[2],
-                    status=CellStatus(row["status"]), reason=row.get("reason", ""),
+                    backend=key[0], driver=key[1], device=key[2], status=status, reason=reason,
                     image_id=image_id, provenance={k: str(v) for k, v in p.items()},
                     gpus=tuple(int(g) for g in key[3].split(",") if g),
                 ))  # fmt: skip

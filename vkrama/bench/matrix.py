@@ -1,7 +1,7 @@
 """Which cells a bench request asks for on this host: backends × Vulkan drivers × GPU sets.
 
 Stage: bench (request + HardwareProfile ─► the `Choice`s to run, and the asked-for ones
-that cannot run here, as failed cells with the reason). Pure: reads the profile it is
+that cannot run here, as unavailable cells with the reason). Pure: reads the profile it is
 given, never the host; never prints. `session.prepare` plans a container for each choice.
 """
 
@@ -19,8 +19,6 @@ from vkrama.results.records import CellResult, CellStatus
 if TYPE_CHECKING:
     from vkrama.backends import Choice, GpuSelection
     from vkrama.hardware import HardwareProfile
-
-UNAVAILABLE = "unavailable: "
 
 
 @dataclass(frozen=True)
@@ -147,13 +145,9 @@ def _each(
 
 
 def unavailable_cell(backend: str, driver: str | None, reason: str) -> CellResult:
-    """A requested cell that cannot run here, stored failed with the reason."""
+    """A requested cell that cannot run here, stored unavailable with the reason."""
     return CellResult(
-        backend=backend,
-        driver=driver,
-        device="-",
-        status=CellStatus.FAILED,
-        reason=UNAVAILABLE + reason,
+        backend=backend, driver=driver, device="-", status=CellStatus.UNAVAILABLE, reason=reason
     )
 
 

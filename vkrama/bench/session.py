@@ -21,7 +21,7 @@ from vkrama import __version__
 from vkrama.backends import compile_cache
 from vkrama.bench import plan as planning
 from vkrama.bench import serving
-from vkrama.bench.matrix import UNAVAILABLE, BenchRequest, matrix, unavailable_cell
+from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
@@ -114,7 +114,7 @@ def prepare(
         raise next(iter(image_errors.values()))  # its own hint says how to get the image
     if not cells and unavailable:
         raise VkramaError(
-            f"nothing to bench: {unavailable[0].reason.removeprefix(UNAVAILABLE)}",
+            f"nothing to bench: {unavailable[0].reason}",
             hint="`vkrama devices` shows what this machine can run",
             status=ExitStatus.BACKEND_UNAVAILABLE,
         )

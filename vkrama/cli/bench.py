@@ -28,7 +28,7 @@ from vkrama.cli.progress import reporting
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
-from vkrama.results.records import RunStatus
+from vkrama.results.records import RunStatus, note
 
 if TYPE_CHECKING:
     from vkrama.backends import GpuSelection
@@ -290,7 +290,7 @@ def bench(
                 click.echo(line)
             click.echo(cell.spec.podman_command())
         for failed in planned.unavailable:
-            click.echo(f"# {failed.backend}: {failed.reason}", err=True)
+            click.echo(f"# {failed.backend}: {note(failed.status, failed.reason)}", err=True)
         return int(ExitStatus.OK)
     with terminate_as_interrupt(), reporting(app.verbose) as reporter:
         planned = session.prepare(app.settings, request, app.engine, on_progress=reporter)
@@ -312,7 +312,7 @@ def write_jobs(app: App, request: BenchRequest, out_dir: Path) -> int:
     """Plan the matrix as `bench` does (nothing runs here) and write it as Jobs."""
     planned = session.prepare(app.settings, request, engine=None)
     for failed in planned.unavailable:
-        _say(f"# {failed.backend}: {failed.reason}")
+        _say(f"# {failed.backend}: {note(failed.status, failed.reason)}")
     generated = fleet.jobs(
         planned, session.run_info(planned), secrets.token_hex(4), request.model, out_dir
     )

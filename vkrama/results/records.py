@@ -22,8 +22,9 @@ class CellStatus(str, Enum):
     """How a bench cell ended (stored as its value in the results DB)."""
 
     OK = "ok"
-    FAILED = "failed"
+    FAILED = "failed"  # it ran and did not measure (the reason says why)
     INTERRUPTED = "interrupted"
+    UNAVAILABLE = "unavailable"  # asked for, but this host cannot run it (never started)
 
     def __str__(self) -> str:  # tables and messages show the word, not the member name
         return self.value
@@ -149,6 +150,21 @@ class CellResult:
     def busy_host(self) -> str:
         """Why this cell's numbers may be low because of the host ("" if quiet or unknown)."""
         return self.host_load.busy if self.host_load is not None else ""
+
+
+def read_status(status: str, reason: str) -> tuple[CellStatus, str]:
+    """A cell's status and reason as another vkrama wrote them (an export, an old results
+    file). Before `UNAVAILABLE` existed, such a cell was `failed` with its reason prefixed
+    "unavailable: "; it reads back as what it was."""
+    legacy = "unavailable: "
+    if status == CellStatus.FAILED.value and reason.startswith(legacy):
+        return CellStatus.UNAVAILABLE, reason.removeprefix(legacy)
+    return CellStatus(status), reason
+
+
+def note(status: CellStatus, reason: str) -> str:
+    """A cell's reason as the note under a table says it: one that never ran says so."""
+    return f"{status}: {reason}" if status == CellStatus.UNAVAILABLE else reason
 
 
 def test_name(n_prompt: int, n_gen: int, flash_attn: str | None = None, depth: int = 0) -> str:

@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from vkrama.results import serve_report
 from vkrama.results.ranking import Change, llama_build, mixed_builds, verdicts
-from vkrama.results.records import CellResult, CellStatus, expected_tests
+from vkrama.results.records import CellResult, CellStatus, expected_tests, note
 from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
 # The model facts a run stores (RunInfo.model), in the order exports list them.
@@ -160,7 +160,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
         tablefmt=tablefmt,
         disable_numparse=True,
     )
-    reasons = dict.fromkeys(f"{_cell(r)}: {r.reason}" for r in found if r.reason)
+    reasons = dict.fromkeys(f"{_cell(r)}: {note(r.status, r.reason)}" for r in found if r.reason)
     said = dict.fromkeys(r.verdict for r in found if r.verdict)
     warnings = [*busy_warnings(found), *([builds] if builds else [])]
     return "\n".join([table, *reasons, *warnings, *(["", *said] if said else [])])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from tabulate import tabulate
 
 from vkrama.results.levels import Spread
-from vkrama.results.records import CellResult, CellStatus
+from vkrama.results.records import CellResult, CellStatus, note
 from vkrama.results.store import RunDetail
 
 
@@ -39,7 +39,7 @@ class ServeRow:
     relative: float | None  # output_tps / the best ok cell's at this concurrency
     client_cpu_s: float | None
     server_cpu_s: float | None
-    status: str
+    status: CellStatus
     reason: str
     image_id: str
 
@@ -115,7 +115,9 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
     table = tabulate([_serve_cells(r) for r in found], headers=SERVE_HEADERS,
                      tablefmt=tablefmt, disable_numparse=True)  # fmt: skip
     reasons = dict.fromkeys(
-        f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {r.reason}" for r in found if r.reason
+        f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {note(r.status, r.reason)}"
+        for r in found
+        if r.reason
     )
     cpu = [r for r in found if r.client_cpu_s is not None and r.server_cpu_s]
     notes = [

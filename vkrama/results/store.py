@@ -27,7 +27,7 @@ from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -54,7 +54,7 @@ CREATE TABLE cells (
     backend TEXT NOT NULL,
     driver TEXT,
     device TEXT NOT NULL,
-    status TEXT NOT NULL,            -- ok | failed | interrupted
+    status TEXT NOT NULL,            -- ok | failed | interrupted | unavailable (schema 7)
     reason TEXT NOT NULL,
     image TEXT NOT NULL,
     image_id TEXT NOT NULL,
@@ -107,6 +107,13 @@ CREATE TABLE serve_levels (
     stats TEXT NOT NULL
 );
 CREATE INDEX serve_levels_by_cell ON serve_levels (cell_id);
+""",
+    # A cell the host could not run was `failed` with an "unavailable: " reason; it is now
+    # a status of its own (records.CellStatus.UNAVAILABLE), its reason the bare why.
+    # records.read_status reads exports of older vkramas the same way.
+    7: """
+UPDATE cells SET status = 'unavailable', reason = substr(reason, 14)
+ WHERE status = 'failed' AND substr(reason, 1, 13) = 'unavailable: ';
 """,
 }
 
