@@ -24,6 +24,7 @@ import pytest
 import requests
 from store_servers import self_signed
 
+from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import splice
 from vkrama.store.download import Http, RemoteFile
 
@@ -190,11 +191,11 @@ def test_a_body_cut_short_is_a_dropped_connection_after_what_did_come(tmp_path: 
         with (
             kernel,
             open(tmp_path / "m.part", "wb", buffering=0) as f,
-            pytest.raises(requests.ConnectionError, match="bytes early"),
+            pytest.raises(splice.ConnectionLost, match="bytes early") as lost,
         ):
             while count := kernel.into(f.fileno(), MiB):
                 moved += count
-    assert moved == MiB + 1
+    assert moved == MiB + 1 and not lost.value.timed_out
     assert (tmp_path / "m.part").read_bytes() == BODY[: MiB + 1]
 
 
@@ -202,6 +203,33 @@ def test_a_server_gone_silent_mid_body_times_out(tmp_path: Path) -> None:
     with raw_server(stalled) as url, get(url, timeout=0.5) as response:
         kernel = splice.spliced(response)
         assert kernel is not None
-        with pytest.raises(requests.exceptions.ReadTimeout):
+        with pytest.raises(splice.ConnectionLost) as lost:
             splice_all(kernel, tmp_path / "m.part")
+    assert lost.value.timed_out
     assert (tmp_path / "m.part").read_bytes() == BODY[:MiB]
+
+
+LOST = [
+    ("a-spliced-body-cut-short", cut_short, False,
+     "connection failed or dropped (1048577 bytes kept; pulling again resumes)"),
+    ("a-spliced-body-gone-silent", stalled, False,
+     "timed out (1048576 bytes kept; pulling again resumes)"),
+    ("a-body-read-over-tls-cut-short", cut_short, True, "connection failed or dropped ("),
+    ("a-body-read-over-tls-gone-silent", stalled, True, "timed out ("),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("script", "tls", "said"), [c[1:] for c in LOST], ids=[c[0] for c in LOST])
+def test_a_lost_body_is_a_network_error_that_says_how_and_keeps_the_bytes(
+    tmp_path: Path, script: Script, tls: bool, said: str
+) -> None:
+    # The bodies vkrama reads itself (splice, http.client's readinto) raise its own
+    # ConnectionLost; the user reads the words requests' own failures get.
+    cert, key = self_signed(tmp_path, "127.0.0.1")
+    with raw_server(script, tls=(cert, key) if tls else None) as url:
+        http = Http(retries=0, timeout=0.5, verify=str(cert))
+        with pytest.raises(VkramaError) as caught:
+            http.fetch(RemoteFile("m.gguf", url, size=len(BODY)), tmp_path / "m.part")
+    assert caught.value.status == ExitStatus.NETWORK
+    assert caught.value.message.startswith(f"download of m.gguf failed: {said}")
+    assert (tmp_path / "m.part").stat().st_size >= MiB

@@ -37,7 +37,7 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import Download, Reporter, Retry
 from vkrama.store.hf_cache import CacheSlot
-from vkrama.store.splice import spliced, write_all
+from vkrama.store.splice import ConnectionLost, socket_error, spliced, write_all
 
 T = TypeVar("T", dict[str, Any], list[Any])
 MAPPED = 4 << 20  # most bytes hashed from one mapping of the file (close() waits for that)
@@ -129,7 +129,7 @@ class Http:
                     raise network_error(what, exc) from None
                 self.sleep(attempt, what, _reason(exc))
                 continue
-            except (requests.RequestException, _StreamEnded) as exc:
+            except requests.RequestException as exc:
                 if attempt == self.retries:
                     raise network_error(what, exc) from None
                 self.sleep(attempt, what, _reason(exc))
@@ -254,7 +254,7 @@ class Http:
                 if remote.size is not None and have < remote.size:
                     raise _StreamEnded(have)
                 break
-            except (requests.RequestException, _StreamEnded) as exc:
+            except (requests.RequestException, ConnectionLost, _StreamEnded) as exc:
                 # A connection that keeps delivering is worth following; one that stalls is not.
                 failures = 1 if have - progress_at_failure >= RESET_AFTER else failures + 1
                 progress_at_failure = have
@@ -294,12 +294,12 @@ def _copy_body(response: requests.Response, fd: int, hasher: _Hasher, have: int)
 
 
 def body_reader(response: requests.Response) -> Callable[[memoryview], int]:
-    """`readinto` for a response's body: 0 at its end; socket failures as requests errors.
+    """`readinto` for a response's body: 0 at its end; socket failures as ConnectionLost.
 
     Straight from http.client when nothing has to be decoded: the kernel copies the bytes
     into our buffer and no Python object is made per chunk (requests' iter_content makes
     one bytes per chunk and urllib3 copies them once more). It honours Content-Length and
-    chunked encoding; a connection that ends early is a ConnectionError.
+    chunked encoding; a connection that ends early is a ConnectionLost.
     """
     fp = getattr(response.raw, "_fp", None)
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -309,12 +309,12 @@ def body_reader(response: requests.Response) -> Callable[[memoryview], int]:
         def readinto(view: memoryview) -> int:
             try:
                 count = direct(view)
-            except TimeoutError as exc:
-                raise requests.exceptions.ReadTimeout(str(exc)) from exc
-            except (http.client.HTTPException, OSError) as exc:  # the socket side only
-                raise requests.ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            except OSError as exc:  # the socket side only
+                raise socket_error(exc) from exc
+            except http.client.HTTPException as exc:
+                raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
             if not count and view and fp.length:  # http.client's readinto does not say
-                raise requests.ConnectionError(f"connection closed {fp.length} bytes early")
+                raise ConnectionLost(f"connection closed {fp.length} bytes early")
             return count
 
         return readinto
@@ -505,9 +505,12 @@ def _short(filename: str, have: int, size: int) -> VkramaError:
 
 
 def _reason(exc: Exception) -> str:
-    """What went wrong with a request, in words (never its headers: they carry tokens)."""
+    """What went wrong with a request or a body, in words (never its headers: they carry
+    tokens): requests' own exceptions and the ConnectionLost of the bodies vkrama reads."""
     if isinstance(exc, requests.exceptions.SSLError):
         return "the TLS handshake failed"
+    if isinstance(exc, ConnectionLost):
+        return "timed out" if exc.timed_out else "connection failed or dropped"
     if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         return "connection failed or dropped"
     if isinstance(exc, requests.Timeout):

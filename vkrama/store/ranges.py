@@ -44,7 +44,7 @@ from vkrama.store.download import (
     body_reader,
     network_error,
 )
-from vkrama.store.splice import spliced, write_all
+from vkrama.store.splice import ConnectionLost, spliced, write_all
 
 PARALLEL_FROM = 32 << 20  # smaller files gain little from more connections
 SEGMENT = 16 << 20  # most a stream fetches per request, and re-fetches after a kill -9
@@ -292,11 +292,11 @@ class _Download:
                             offset = begin + state.done[k]
                             count = into(fd, min(CHUNK, end - offset), offset)
                             if not count:
-                                raise requests.ConnectionError(f"range ended at {offset}")
+                                raise ConnectionLost(f"range ended at {offset}")
                             state.done[k] += count  # after the write: the record never runs ahead
                     if begin + state.done[k] == last + 1:
                         _keep_alive(response)
-            except requests.RequestException as exc:
+            except (requests.RequestException, ConnectionLost) as exc:
                 # A connection that keeps delivering is worth following; one that stalls is not.
                 failures = 1 if state.done[k] - mark >= RESET_AFTER else failures + 1
                 mark = state.done[k]

@@ -9,8 +9,8 @@ the copy saved is most of the CPU a download costs besides sha256.
 Only for what the kernel can pass through untouched: plain http (TLS must be decrypted in
 user space), a body of known length that is not chunked and not compressed, on a system
 with os.splice. Everything else returns None and is read the ordinary way. Socket
-failures surface as requests errors (as from body_reader), file failures (a full disk) as
-the OSError they are. Must not print.
+failures surface as `ConnectionLost` (as from download.body_reader), file failures (a full
+disk) as the OSError they are. Must not print.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ PIPE = 1 << 20  # the pipe's capacity: bytes moved per pair of splice calls
 # Never block in splice: a full pipe would wait forever for the reader that we are. The
 # socket's timeout is kept by polling (a socket with a timeout is non-blocking anyway).
 FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
+
+
+class ConnectionLost(Exception):
+    """The connection under a body that vkrama reads itself (http.client's readinto, splice)
+    failed: `lost` says how, in words without headers; `timed_out` when no byte came in
+    time. download.Http retries it and reports it as it does requests' own exceptions.
+    (Here, below download.py and ranges.py, because all three raise it.)"""
+
+    def __init__(self, lost: str, *, timed_out: bool = False) -> None:
+        super().__init__(lost)
+        self.lost = lost
+        self.timed_out = timed_out
 
 
 class Spliced:
@@ -94,13 +106,13 @@ class Spliced:
         """Bytes of the body that http.client's buffered reader took in with the headers."""
         reader = self.fp.fp
         if reader is None:
-            raise requests.ConnectionError("the connection was closed")
+            raise ConnectionLost("the connection was closed")
         try:
             # With bytes held, peek returns them without reading; with none it reads the
             # socket once (at most its buffer's size), which is a read we needed anyway.
             held = reader.peek(1)
         except OSError as exc:
-            raise _socket_error(exc) from exc
+            raise socket_error(exc) from exc
         take = min(len(held), want)
         self.drained = take == len(held)
         return reader.read(take) if take else b""
@@ -120,11 +132,11 @@ class Spliced:
                 self._wait()
                 continue
             except OSError as exc:
-                raise _socket_error(exc) from exc
+                raise socket_error(exc) from exc
             if not count:
                 if moved:
                     break
-                raise requests.ConnectionError(f"connection closed {self.remaining} bytes early")
+                raise ConnectionLost(f"connection closed {self.remaining} bytes early")
             moved += count
         return moved
 
@@ -133,7 +145,7 @@ class Spliced:
         poller.register(self.sock.fileno(), select.POLLIN)
         timeout_ms = None if self.timeout is None else int(self.timeout * 1000)
         if not poller.poll(timeout_ms):
-            raise requests.exceptions.ReadTimeout(f"no data for {self.timeout} s")
+            raise ConnectionLost(f"no data for {self.timeout} s", timed_out=True)
 
 
 def write_all(fd: int, view: memoryview, offset: int | None = None) -> None:
@@ -161,7 +173,8 @@ def spliced(response: requests.Response) -> Spliced | None:
     return Spliced(fp, sock, fp.length)
 
 
-def _socket_error(exc: OSError) -> requests.RequestException:
+def socket_error(exc: OSError) -> ConnectionLost:
+    """What a failed socket read lost, for the download's retries."""
     if isinstance(exc, TimeoutError):
-        return requests.exceptions.ReadTimeout(str(exc))
-    return requests.ConnectionError(f"{type(exc).__name__}: {exc}")
+        return ConnectionLost(str(exc), timed_out=True)
+    return ConnectionLost(f"{type(exc).__name__}: {exc}")
