@@ -113,3 +113,13 @@ def test_gguf_and_numpy_are_not_runtime_dependencies() -> None:
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split(";")[0].strip() for d in project["dependencies"]}
     assert not names & {"gguf", "numpy"}
+
+
+def test_local_model_has_a_module_of_its_own_and_the_store_hands_it_out() -> None:
+    # blobs.py is the disk layout; the type every later stage reads is not its business.
+    from vkrama import store
+    from vkrama.store import blobs, local_model
+
+    assert store.LocalModel is local_model.LocalModel
+    assert store.LocalModel.__module__ == "vkrama.store.local_model"
+    assert "class LocalModel" not in Path(blobs.__file__).read_text(encoding="utf-8")

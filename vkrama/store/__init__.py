@@ -6,8 +6,8 @@ Stage: store (model ref ─► store.resolve / store.pull ─► LocalModel). Ot
 
 from __future__ import annotations
 
-from vkrama.store.blobs import LocalModel
 from vkrama.store.gguf_info import GgufInfo
+from vkrama.store.local_model import LocalModel
 from vkrama.store.pull import corrupt_records, ensure, models, pull, remove, resolve
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The model store on disk: content-addressed blobs plus named references.
 
-Stage: store (─► LocalModel). Layout under `settings.home / "models"`:
+Stage: store (verified files ─► LocalModel). Layout under `settings.home / "models"`:
 
     blobs/sha256-HEX           each distinct file once, read-only (a hard link to the same
                                file in the Hugging Face cache where there is one)
@@ -35,38 +35,11 @@ from typing import Any
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import names
 from vkrama.store.gguf_info import GgufInfo
+from vkrama.store.local_model import LocalModel
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 KEY = re.compile(r"[0-9a-f]{1,64}")
 BLOBS_LOCK = "blobs"  # a name no model reference can take (they all have a scheme)
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A model on this host, ready to mount: `path` is the (first) GGUF file."""
-
-    name: str
-    path: Path
-    files: tuple[Path, ...]  # every part of a split GGUF, `path` first
-    sha256: str  # of `path`
-    size: int  # of all files together
-    source: str  # hf, ollama, oci, http, https, file
-    metadata: GgufInfo
-    origin: str = ""  # where it was fetched from (URL, repository@commit)
-    sha256s: tuple[str, ...] = ()  # one per file
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "origin": self.origin,
-            "path": str(self.path),
-            "files": [str(f) for f in self.files],
-            "sha256": self.sha256,
-            "sha256s": list(self.sha256s),
-            "size": self.size,
-            "metadata": self.metadata.to_dict(),
-        }
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.progress import Download, Reporter
 from vkrama.store import gguf_info, ranges
-from vkrama.store.blobs import SHA256_HEX, LocalModel, Store, StoredFile, file_sha256, key_for
+from vkrama.store.blobs import SHA256_HEX, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, RemoteFile
 from vkrama.store.file_index import FileIndex, Signature
+from vkrama.store.local_model import LocalModel
 from vkrama.store.refs import ModelRef, parse, split_parts
 from vkrama.store.sources import hf, oci, ollama, url
 
