@@ -154,7 +154,10 @@ def test_plan_build_args(
 ) -> None:
     planned = images.plan(backend, _settings(**env), build_args=args, base=base)
     assert planned.build_args == expected
-    assert planned.podman_argv()[:4] == ["podman", "build", "-f", str(planned.recipe.path)]
+    assert planned.podman_argv()[:6] == [
+        *("podman", "build", "--format", "docker", "-f"),
+        str(planned.recipe.path),
+    ]
 
 
 def test_plan_refuses_offline() -> None:

@@ -15,7 +15,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,8 @@ def builder(built: dict[str, Any], home: Path) -> Iterator[str]:
     recipe = argv[argv.index("-f") + 1]
     args = [a for flag, value in itertools.pairwise(argv) if flag == "--build-arg"
             for a in ("--build-arg", value)]  # fmt: skip
-    command = ["podman", "build", "-f", recipe, *args, "--target", "builder", "-t", BUILDER]
+    form = ["--format", argv[argv.index("--format") + 1]]  # the cache matches one format only
+    command = ["podman", "build", *form, "-f", recipe, *args, "--target", "builder", "-t", BUILDER]
     done = subprocess.run([*command, argv[-1]], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     yield BUILDER
@@ -160,10 +160,8 @@ def test_llama_bench_loads_the_hip_backend_and_finds_no_gpu_without_crashing(
 def test_a_rebuild_for_the_same_target_hits_the_layer_cache(
     built: dict[str, Any], home: Path
 ) -> None:
-    started = time.monotonic()
     done = run_vkrama(home, "images", "build", "rocm", "--gfx", "gfx1201", timeout=900)
-    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-2000:]
     again = json.loads(run_vkrama(home, "images", "inspect", "rocm", "--json", timeout=60).stdout)
+    # Every step came from the cache, so the image is the very same one, not a fresh compile.
     assert again["id"] == built["id"]
-    assert elapsed < 120

@@ -281,7 +281,6 @@ def test_rocm_without_an_amd_gpu_is_refused(
 def test_server_that_exits_early_is_reported_and_removed(
     vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
 ) -> None:
-    started = time.monotonic()
     done = vkrama(
         "serve",
         str(tiny_model),
@@ -293,9 +292,9 @@ def test_server_that_exits_early_is_reported_and_removed(
         "--",
         "--no-such-llama-flag",
     )
+    # 7, not the readiness timeout's own code: the exit was seen, not waited out.
     assert done.returncode == 7, done.stderr
     assert "no-such-llama-flag" in done.stderr  # the log tail
-    assert time.monotonic() - started < 30
     assert serve_containers(engine) == []
 
 

@@ -96,7 +96,10 @@ class BuildPlan:
 
     def podman_argv(self) -> list[str]:
         where = self.context / self.recipe.path.name
-        argv = ["podman", "build", "-f", str(where)]
+        # vkrama builds through the Docker-compatible endpoint, which commits docker-format
+        # images, and buildah only takes cache candidates of the format it is building: the
+        # printed command says so, or it would miss every layer vkrama's own build made.
+        argv = ["podman", "build", "--format", "docker", "-f", str(where)]
         for key, value in self.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
         for key, value in self.labels.items():
