@@ -37,6 +37,12 @@ def images_group() -> None:
     metavar="gfxN,…|all",
     help="rocm: compile with ROCm 7 for these targets (default: the AMD GPUs found here).",
 )
+@click.option(
+    "--llama-source",
+    metavar="URL|FILE",
+    help="rocm: compile this llama.cpp release tarball (e.g. upstream's b11669, the other "
+    "images' build) instead of PyPI's 11434.",
+)
 @dry_run_option
 @pass_app
 def build(
@@ -47,13 +53,15 @@ def build(
     build_args: tuple[str, ...],
     base: str | None,
     gfx: str | None,
+    llama_source: str | None,
 ) -> None:
     """Build backend images, tagged localhost/vkrama/BACKEND:VERSION and :latest."""
     wanted = _backends(backends, all_)
     args = dict(_key_value(arg) for arg in build_args)
     targets, asked = images.rocm_targets(app.settings, gfx, wanted)
+    source = images.llama_source(llama_source, wanted, args.get("LLAMA_CPP_BUILD"))
     plans = {b: images.plan(b, app.settings, build_args=args, base=base, no_cache=no_cache,
-                            gfx=targets, gfx_asked=asked)
+                            gfx=targets, gfx_asked=asked, source=source)
              for b in wanted}  # fmt: skip
     if app.dry_run:
         for planned in plans.values():

@@ -125,12 +125,22 @@ def plan(
     no_cache: bool = False,
     gfx: tuple[str, ...] = (),
     gfx_asked: bool = False,
+    source: rocm.LlamaSource | None = None,
 ) -> BuildPlan:
     """Build args and tags for a backend (pure; `--dry-run` prints it).
 
     rocm: `gfx` are the targets it must serve (the host's AMD GPUs, or `--gfx`, then
-    `gfx_asked`); they pick Debian's recipe or the ROCm 7 source build (`rocm.recipe_for`)."""
-    variant = rocm.recipe_for(gfx, gfx_asked) if backend == "rocm" else backend
+    `gfx_asked`); they pick Debian's recipe or the ROCm 7 source build (`rocm.recipe_for`).
+    `source` (`--llama-source`) is the llama.cpp the source build compiles instead of
+    PyPI's, and asks for that build."""
+    if source is not None and not gfx:
+        raise VkramaError(
+            "--llama-source: no AMD GPU found here to compile it for",
+            hint="name the targets: --gfx gfx1151,gfx1201 (or --gfx all)",
+            status=ExitStatus.USAGE,
+        )
+    asked = gfx_asked or source is not None
+    variant = rocm.recipe_for(gfx, asked) if backend == "rocm" else backend
     chosen = recipe(variant)
     if settings.offline:
         raise VkramaError(
@@ -149,12 +159,12 @@ def plan(
         args["BASE"] = base
     staged = None
     if variant == rocm.SOURCE_RECIPE:
-        source = rocm.PYPI_SOURCE
-        # Only these two args reach the compile step: the same targets hit the layer cache.
+        source = source or rocm.PYPI_SOURCE
+        # Only these args (and the source's bytes) reach the compile step: the same
+        # targets and source hit the layer cache.
         args["GFX_TARGETS"] = ";".join(gfx)
         args["LLAMA_CPP_BUILD"] = source.build
-        args["LLAMA_CPP_GGML"] = source.ggml
-        args["LLAMA_CPP_SOURCE_NAME"] = source.filename
+        args["LLAMA_CPP_SOURCE_NAME"] = source.recorded_as
         staged = StagedContext(settings.home / "cache" / "build" / variant, settings.home, source)
     args.update(build_args or {})
     labels = {
@@ -185,6 +195,21 @@ def rocm_targets(
     return rocm.host_targets(detect_host(settings)), False
 
 
+def llama_source(
+    spec: str | None, backends: Sequence[str], build: str | None = None
+) -> rocm.LlamaSource | None:
+    """`--llama-source URL|FILE` for the backends being built (rocm's only)."""
+    if spec is None:
+        return None
+    if "rocm" not in backends:
+        raise VkramaError(
+            "--llama-source applies to the rocm image only",
+            hint="vkrama images build rocm --gfx gfx1201 --llama-source URL",
+            status=ExitStatus.USAGE,
+        )
+    return rocm.user_source(spec, build)
+
+
 def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -> ImageRef:
     """Build the planned image, record its provenance as labels, tag it; the image."""
     backend = build_plan.recipe.backend
@@ -198,7 +223,7 @@ def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -
         on_progress(BuildProgress(backend, step[0], step[1], line))
 
     if build_plan.staged is not None:
-        _stage(build_plan, on_line)
+        stage(build_plan, on_line)
     try:
         built = engine_images.build(
             engine,
@@ -360,7 +385,7 @@ def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
             )
 
 
-def _stage(build_plan: BuildPlan, on_line: Callable[[str], None]) -> None:
+def stage(build_plan: BuildPlan, on_line: Callable[[str], None]) -> None:
     """Assemble the staged context: the recipe and its scripts, and the source tarball
     (fetched once into the cache, sha256 checked) under the name the recipe COPYs."""
     staged = build_plan.staged

