@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sqlite3
 from dataclasses import replace
 
@@ -12,6 +11,7 @@ import pytest
 from bench_fakes import SHA, cell, store_run
 
 from vkrama import config, results
+from vkrama.cli.console import to_json
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report, store
 from vkrama.results.records import CellResult, read_status
@@ -168,7 +168,7 @@ def test_exports(settings: config.Settings) -> None:
     assert "| vulkan" in md[4] and "230.00" in md[4] and "Mesa 26.2.6-1" in md[4]
     rows = list(csv.DictReader(io.StringIO(report.export(detail, "csv"))))
     assert [r["test"] for r in rows] == ["pp64", "tg16", "pp64", "tg16"]
-    data = json.loads(report.export(detail, "json"))
+    data = to_json(report.export_document(detail))
     assert data[0]["run"]["model_sha256"] == SHA
     assert data[0]["provenance"][1]["llama_cpp_build"] == "11669"
     assert data[0]["rows"][2]["samples"] == [229.0, 231.0]
@@ -209,7 +209,7 @@ def test_an_unavailable_cell_is_its_own_status_stored_shown_and_exported(
     assert report.export([detail], "md").splitlines()[-1] == (
         f"- run {run_id}, rocm unavailable: {NO_KFD}"
     )
-    rows = json.loads(report.export([detail], "json"))[0]["rows"]
+    rows = to_json(report.export_document([detail]))[0]["rows"]
     assert [(r["status"], r["reason"]) for r in rows if r["backend"] == "rocm"] == [
         ("unavailable", NO_KFD)
     ] * 2  # one row per test, as for a failed cell
@@ -329,7 +329,7 @@ def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> No
     assert (row["architecture"], row["parameters"], row["quantization"], row["model bytes"]) == (
         "llama", "3934464", "F16", "7873536",
     )  # fmt: skip
-    assert json.loads(report.export([detail], "json"))[0]["run"]["model"]["size"] == 7_873_536
+    assert to_json(report.export_document([detail]))[0]["run"]["model"]["size"] == 7_873_536
 
 
 VERDICTS = [
@@ -408,7 +408,7 @@ def test_depth_is_stored_shown_and_exported(settings: config.Settings) -> None:
     md = report.export([detail], "md").splitlines()
     assert md[0].split("|")[7].strip() == "depth" and md[4].split("|")[7].strip() == "4096"
     assert "tg16 @ d4096" in report.bench_table(report.rows_of(detail))
-    assert json.loads(report.export([detail], "json"))[0]["rows"][3]["depth"] == 4096
+    assert to_json(report.export_document([detail]))[0]["rows"][3]["depth"] == 4096
     assert "d0,4096" in report.runs_table(results.list_runs(settings))
 
 
@@ -462,7 +462,7 @@ def test_each_depth_gets_its_own_verdict_and_rows_carry_their_tests_verdict(
     assert {r.test: r.verdict for r in rows} == {v.test: v.line for v in found}
     assert report.bench_table(rows).splitlines()[-4:] == [v.line for v in found]
     run_id = store_run(settings, cuda, vulkan)
-    data = json.loads(report.export([results.get_run(settings, run_id)], "json"))[0]
+    data = to_json(report.export_document([results.get_run(settings, run_id)]))[0]
     assert [v["line"] for v in data["verdicts"]] == [v.line for v in found]
     assert data["verdicts"][3]["test"] == "tg16 @ d4096" and data["verdicts"][3]["ratio"] == 2.0
     md = report.export([results.get_run(settings, run_id)], "md").splitlines()

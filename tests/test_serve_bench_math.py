@@ -16,6 +16,7 @@ from vkrama.bench.latency import RequestTrace, summarize
 from vkrama.bench.load import StreamRecorder, level_sizes
 from vkrama.bench.plan import Slot
 from vkrama.bench.serving import ServeParams, plan_serve_cell
+from vkrama.cli.console import to_json
 from vkrama.results import report, serve_report, store
 from vkrama.results.levels import LevelStats, Spread, percentile
 from vkrama.results.records import CellResult, CellStatus, RunStatus
@@ -132,7 +133,8 @@ def test_level_sizes_default_to_four_requests_per_client_and_at_least_eight() ->
 def test_a_serve_cell_is_llama_server_as_serve_starts_it_with_slots_for_the_top_level() -> None:
     from vkrama.store import LocalModel
 
-    model = LocalModel("tiny", Path("/m/tiny.gguf"), (Path("/m/tiny.gguf"),), SHA, 1, "file", None)  # type: ignore[arg-type]
+    path = Path("/m/tiny.gguf")
+    model = LocalModel("tiny", "file", "", path, (path,), SHA, (SHA,), 1, None)  # type: ignore[arg-type]
     params = ServeParams((1, 8, 32), prompt_tokens=512, gen_tokens=128)
     slot = Slot(LAVAPIPE, "localhost/vkrama/vulkan:latest", "feedbeef", 1)
     planned = plan_serve_cell(slot, model, params, port=18555)
@@ -249,7 +251,7 @@ def test_serve_table_and_exports_show_percentiles_per_level(settings: config.Set
     csv_text = report.export([detail], "csv")
     assert csv_text.splitlines()[0].startswith("run,model,backend,driver,device,clients")
     assert len(csv_text.splitlines()) == 5
-    exported = json.loads(report.export([detail], "json"))[0]
+    exported = to_json(report.export_document([detail]))[0]
     assert exported["run"]["params"]["mode"] == "serve"
     assert exported["serving"][3]["output_tps"] == 20.0
     assert report.export([detail], "md").startswith("| run ")

@@ -12,6 +12,7 @@ import pytest
 
 from vkrama import __version__
 from vkrama.cli import servers as serve_cli
+from vkrama.cli.console import to_json
 from vkrama.engine import ContainerStatus
 from vkrama.engine.spec import clamped_ulimits
 from vkrama.serve import containers as servers
@@ -237,8 +238,8 @@ def test_device_text(overrides: dict[str, Any], text: str) -> None:
 
 def test_ps_json_row_has_every_field_and_uptime() -> None:
     started = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    item = serve_cli.server_json(row(started_at=started))
-    assert set(item) == {
+    item = to_json(row(started_at=started, state=ContainerStatus.RUNNING))
+    assert list(item) == [
         "name",
         "id",
         "model",
@@ -250,7 +251,9 @@ def test_ps_json_row_has_every_field_and_uptime() -> None:
         "state",
         "started_at",
         "uptime_s",
-    }
+    ]
     assert item["started_at"] == "2026-01-01T00:00:00+00:00"
+    assert isinstance(item["uptime_s"], float) and item["state"] == "running"
     assert row(started_at=started).uptime_s(started + timedelta(seconds=90)) == 90
-    assert serve_cli.server_json(row(state=ContainerStatus.EXITED))["uptime_s"] is None
+    exited = to_json(row(state=ContainerStatus.EXITED, driver=""))
+    assert (exited["uptime_s"], exited["driver"], exited["state"]) == (None, None, "exited")

@@ -10,7 +10,6 @@ logic below the flags stays a few lines.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -297,7 +296,7 @@ def bench(
         outcome = session.execute(app.engine, app.settings, planned, on_progress=reporter)
     found = report.outcome_rows(outcome.run_id, outcome.results, outcome.tests, serve is not None)
     if as_json:
-        echo_json([dataclasses.asdict(row) for row in found])
+        echo_json(found)
     else:
         click.echo(report.table(found))
         if outcome.run_id is not None:

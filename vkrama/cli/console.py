@@ -10,9 +10,10 @@ import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
+from enum import Enum
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,19 +23,36 @@ if TYPE_CHECKING:
     from vkrama.engine.spec import ContainerSpec
 
 
-def _default(value: Any) -> Any:
+def to_json(value: Any) -> Any:
+    """`value` as plain JSON data: the one way every `--json` document is shaped.
+
+    A dataclass becomes its fields in order, then what its `json_fields()` returns (the
+    derived properties a script needs, e.g. `Gpu.vendor`; a key there replaces the field of
+    that name in place); an enum its value; a path its text; a date its ISO 8601 form;
+    tuples and sets lists. Anything else JSON cannot hold is a bug: json.dumps says so.
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (Path, datetime)):
+        shaped = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        extra = getattr(value, "json_fields", None)
+        if extra is not None:
+            shaped.update(extra())
+        return {key: to_json(item) for key, item in shaped.items()}
+    if isinstance(value, Enum):
+        return to_json(value.value)
+    if isinstance(value, PurePath):
         return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(item) for item in value]
+    return value
 
 
 def echo_json(data: Any) -> None:
-    """Print data as indented JSON on stdout (dataclasses, paths and dates included)."""
-    click.echo(json.dumps(data, indent=2, default=_default))
+    """Print data (see `to_json`) as indented JSON on stdout."""
+    click.echo(json.dumps(to_json(data), indent=2))
 
 
 def echo_table(

@@ -6,7 +6,6 @@ their data; both outputs are meant to be pasted into bug reports.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +52,11 @@ def devices(
     if as_json:
         echo_json(
             {
-                "gpus": [
-                    {**dataclasses.asdict(g), "ids": g.ids, "vendor": g.vendor}
-                    for g in profile.gpus
-                ],
+                "gpus": profile.gpus,
                 "nodes": profile.nodes,
                 "kfd": profile.kfd,
                 "nvidia_nodes": profile.nvidia_nodes,
-                "cdi_specs": [
-                    {**dataclasses.asdict(s), "injects_vulkan": s.injects_vulkan}
-                    for s in profile.cdi_specs
-                ],
+                "cdi_specs": profile.cdi_specs,
                 "pci_ids": profile.pci_ids,
                 "problems": profile.problems,
                 "gpu_key": backends.gpu_key(profile),

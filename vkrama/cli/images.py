@@ -103,7 +103,7 @@ def list_(app: App, as_json: bool) -> None:
     """Every backend's image, with llama.cpp build and stack versions."""
     found = images.list_images(app.engine)
     if as_json:
-        echo_json([_as_dict(status) for status in found])
+        echo_json([_document(status) for status in found])
         return
     rows = [
         (s.backend, s.ref, s.image.id[:12], _mb(s.size or 0), _when(s), _build(s), s.stack)
@@ -122,7 +122,7 @@ def inspect(app: App, backend: str, as_json: bool) -> None:
     """One backend's image: tags, size and everything it recorded at build time."""
     status = images.inspect(app.engine, backend)
     if as_json:
-        echo_json(_as_dict(status))
+        echo_json(_document(status))
         return
     assert status.image is not None
     rows = [
@@ -203,19 +203,20 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _as_dict(status: images.ImageStatus) -> dict[str, Any]:
+def _document(status: images.ImageStatus) -> dict[str, Any]:
+    """The `images list` / `inspect` document of one image (encoded by console.to_json)."""
     image = status.image
     return {
         "backend": status.backend,
         "image": status.ref,
         "built": image is not None,
         "id": image.id if image else None,
-        "tags": list(status.tags),
+        "tags": status.tags,
         "size": status.size,
-        "created": status.created.isoformat() if status.created else None,
+        "created": status.created,
         "llama_cpp_build": image.provenance.get("llama_cpp_build") if image else None,
         "stack": status.stack if image else None,
-        "provenance": dict(image.provenance) if image else {},
+        "provenance": image.provenance if image else {},
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 from vkrama import __version__
@@ -20,7 +18,7 @@ def info(app: App, as_json: bool) -> None:
     config_files = [str(path) for path in app.settings.files_read]
     data = {
         "vkrama": __version__,
-        "engine": dataclasses.asdict(engine),
+        "engine": engine,
         "config_files": config_files,
         "home": str(app.settings.home),
         "offline": app.settings.offline,

@@ -12,7 +12,7 @@ import click
 
 from vkrama import store
 from vkrama.cli.app import App, pass_app, refuses_dry_run
-from vkrama.cli.console import echo_json, echo_table
+from vkrama.cli.console import echo_json, echo_table, to_json
 from vkrama.cli.progress import reporting
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import LocalModel
@@ -62,7 +62,7 @@ def list_(app: App, as_json: bool) -> None:
     for path in store.corrupt_records(app.settings):
         click.echo(f"Warning: {path} is corrupt and left out; `vkrama pull` it again", err=True)
     if as_json:
-        echo_json([m.to_dict() for m in found])
+        echo_json(found)
         return
     if not found:
         click.echo("No models yet; `vkrama pull REF` fetches one.", err=True)
@@ -77,7 +77,7 @@ def list_(app: App, as_json: bool) -> None:
 def inspect(app: App, ref: str, as_json: bool) -> None:
     """Show one model (stored, or a GGUF file): files, sha256, GGUF metadata."""
     model = store.resolve(app.settings, ref)
-    data = model.to_dict()
+    data = to_json(model)
     if as_json:
         echo_json(data)
         return

@@ -5,7 +5,6 @@ Stage: CLI shell over `vkrama.results` (the SQLite store) and `vkrama.results.re
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def list_runs(app: App, as_json: bool) -> None:
                     "finished": r.finished,
                     "cells": r.cell_count,
                     "cells_ok": r.ok_count,
-                    **dataclasses.asdict(r.info),
+                    **vars(r.info),
                 }
                 for r in records
             ]
@@ -64,7 +63,7 @@ def show(app: App, run: str, as_json: bool) -> None:
     results.abandon_dead_runs(app.settings)
     detail = results.get_run(app.settings, run)
     if as_json:
-        click.echo(report.export([detail], "json"))
+        echo_json(report.export_document([detail]))
         return
     for line in report.run_header(detail):
         click.echo(line)
@@ -85,7 +84,7 @@ def compare(app: App, run_a: str, run_b: str, as_json: bool) -> None:
     b = results.get_run(app.settings, run_b)
     changes = results.compare(a, b)
     if as_json:
-        echo_json([{**dataclasses.asdict(c), "verdict": c.verdict} for c in changes])
+        echo_json(changes)
         return
     click.echo(
         f"A = run {a.run.id} ({a.run.info.started}), B = run {b.run.id} ({b.run.info.started})"
@@ -102,7 +101,7 @@ def import_runs(app: App, source: str, as_json: bool) -> None:
     text = sys.stdin.read() if source == "-" else read_text(Path(source))
     found = imports.import_text(app.settings, text, "stdin" if source == "-" else source)
     if as_json:
-        echo_json([dataclasses.asdict(run) for run in found])
+        echo_json(found)
         return
     for run in found:
         click.echo(f"stored run {run.run_id} from {run.host}: {run.ok}/{run.cells} cells ok")
@@ -129,6 +128,9 @@ def export(app: App, runs: tuple[str, ...], fmt: str) -> None:
     details = [results.get_run(app.settings, run) for run in runs]
     if fmt == "scoreboard":
         click.echo("\n\n".join(scoreboard(d) for d in details))
+        return
+    if fmt == "json":
+        echo_json(report.export_document(details))
         return
     try:
         click.echo(report.export(details, fmt).rstrip("\n"))

@@ -29,7 +29,7 @@ def ps(app: App, as_json: bool) -> None:
     """List vkrama servers (from container labels)."""
     rows = containers.list_servers(app.engine)
     if as_json:
-        console.echo_json([server_json(row) for row in rows])
+        console.echo_json(rows)
         return
     if not rows:
         say("No vkrama containers. Start one with `vkrama serve MODEL -d`.")
@@ -41,22 +41,6 @@ def ps(app: App, as_json: bool) -> None:
     ]  # fmt: skip
     headers = ["NAME", "MODEL", "BACKEND", "DEVICE", "URL", "STATE", "UPTIME"]
     console.echo_table(table, headers=headers, tablefmt="plain")
-
-
-def server_json(row: containers.ServerRow) -> dict[str, object]:
-    return {
-        "name": row.name,
-        "id": row.id,
-        "model": row.model,
-        "alias": row.alias,
-        "backend": row.backend,
-        "driver": row.driver or None,
-        "device": row.device,
-        "url": row.url,
-        "state": row.state,
-        "started_at": row.started_at.isoformat() if row.started_at else None,
-        "uptime_s": round(uptime, 1) if (uptime := row.uptime_s()) is not None else None,
-    }
 
 
 def device_text(row: containers.ServerRow) -> str:

@@ -51,6 +51,10 @@ class CdiSpec:
         """Everything NVIDIA's Vulkan driver loads from the host is injected."""
         return self.vulkan_icd is not None and not self.vulkan_missing
 
+    def json_fields(self) -> dict[str, object]:
+        """What `devices --json` adds to the fields (cli.console.to_json)."""
+        return {"injects_vulkan": self.injects_vulkan}
+
     def vulkan_gap(self) -> str:
         """'does not inject 10_nvidia.json, libEGL_nvidia.so…' for a problem line."""
         names = ", ".join(f"{n}*" if n.endswith(".so") else n for n in self.vulkan_missing)

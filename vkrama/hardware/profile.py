@@ -69,6 +69,10 @@ class Gpu:
     def ids(self) -> str:
         return f"{self.vendor_id}:{self.device_id}"
 
+    def json_fields(self) -> dict[str, object]:
+        """What `devices --json` adds to the fields (cli.console.to_json)."""
+        return {"ids": self.ids, "vendor": self.vendor}
+
 
 @dataclass(frozen=True)
 class HardwareProfile:

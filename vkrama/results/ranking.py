@@ -63,6 +63,10 @@ class Change:
             return "within noise"
         return "faster" if self.change_pct > 0 else "slower"
 
+    def json_fields(self) -> dict[str, object]:
+        """What `results compare --json` adds to the fields (cli.console.to_json)."""
+        return {"verdict": self.verdict}
+
 
 @dataclass(frozen=True)
 class BestCell:
@@ -104,6 +108,10 @@ class Verdict:
             return f"{head} (the only cell measured)"
         noise = "beyond noise" if self.significant else "within noise"
         return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}{self.builds}"
+
+    def json_fields(self) -> dict[str, object]:
+        """What the JSON export adds to the fields (cli.console.to_json)."""
+        return {"line": self.line}
 
 
 def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from tabulate import tabulate
 
 from vkrama.results import serve_report
 from vkrama.results.ranking import Change, llama_build, mixed_builds, verdicts
-from vkrama.results.records import CellResult, CellStatus, expected_tests, note
+from vkrama.results.records import CellResult, CellStatus, HostLoad, expected_tests, note
 from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
 # The model facts a run stores (RunInfo.model), in the order exports list them.
@@ -47,7 +47,7 @@ class Row:
     image_id: str
     verdict: str | None = None  # the verdict line of this row's test
     busy_host: str = ""  # why the host may have slowed this cell ("" when quiet or unknown)
-    host_load: dict[str, object] | None = None
+    host_load: HostLoad | None = None
     gpus: str = ""  # host GPU indices the cell used: "0", "0,1" for a split; "" cpu/unknown
     llama_cpp_build: str = ""  # the image's llama.cpp build ("" when it did not record one)
 
@@ -71,7 +71,7 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             reason=cell.reason,
             image_id=cell.image_id,
             busy_host=cell.busy_host,
-            host_load=cell.host_load.to_dict() if cell.host_load is not None else None,
+            host_load=cell.host_load,
             gpus=",".join(str(i) for i in cell.gpus),
             llama_cpp_build=llama_build(cell),
         )
@@ -108,10 +108,6 @@ def _depth(test: str) -> int:
 def verdict_lines(cells: Sequence[CellResult]) -> list[str]:
     """After every bench: one line per test, the fastest cell and its ratio over the next."""
     return [v.line for v in verdicts(cells)]
-
-
-def verdicts_json(cells: Sequence[CellResult]) -> list[dict[str, object]]:
-    return [{**asdict(v), "line": v.line} for v in verdicts(cells)]
 
 
 def _relative(row: Row, best: dict[str, float]) -> float | None:
@@ -330,12 +326,32 @@ def run_table(detail: RunDetail) -> str:
     return bench_table(rows_of(detail))
 
 
+def export_document(details: Sequence[RunDetail]) -> list[dict[str, Any]]:
+    """Runs as `results export --format json` and `results show --json` give them (the
+    CLI encodes it, cli.console.to_json); `results import` reads it back."""
+    return [
+        {
+            "run": {"id": d.run.id, "status": d.run.status, **vars(d.run.info)},
+            "rows": rows_of(d),
+            "verdicts": verdicts(d.cells),
+            "serving": serve_report.serve_rows(d.run.id, d.cells)
+            if serve_report.is_serve_run(d)
+            else [],
+            "provenance": [
+                {"backend": c.backend, "driver": c.driver, "image_id": c.image_id, **c.provenance}
+                for c in d.cells
+            ],
+        }
+        for d in details
+    ]
+
+
 def export(details: Sequence[RunDetail], fmt: str) -> str:
-    """Runs as a markdown table (for a blog post), CSV or JSON; serving runs get the
-    serving columns (a markdown export of both kinds shows two tables)."""
+    """Runs as a markdown table (for a blog post) or CSV (JSON: `export_document`); serving
+    runs get the serving columns (a markdown export of both kinds shows two tables)."""
     serve = [d for d in details if serve_report.is_serve_run(d)]
     bench = [d for d in details if not serve_report.is_serve_run(d)]
-    if fmt != "json" and serve:
+    if serve:
         if fmt == "csv" and bench:
             raise ValueError("serving and llama-bench runs have different columns")
         parts = [serve_report.export(serve, fmt)]
@@ -346,30 +362,6 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
 
 
 def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(
-            [
-                {
-                    "run": {"id": d.run.id, "status": d.run.status, **asdict(d.run.info)},
-                    "rows": [asdict(r) for r in rows_of(d)],
-                    "verdicts": verdicts_json(d.cells),
-                    "serving": [asdict(r) for r in serve_report.serve_rows(d.run.id, d.cells)]
-                    if serve_report.is_serve_run(d)
-                    else [],
-                    "provenance": [
-                        {
-                            "backend": c.backend,
-                            "driver": c.driver,
-                            "image_id": c.image_id,
-                            **c.provenance,
-                        }
-                        for c in d.cells
-                    ],
-                }
-                for d in details
-            ],
-            indent=2,
-        )
     headers = ["run", "model", "backend", "driver", "device", "test", "depth", "t/s", "±",
                "relative", "status", "llama.cpp", "stack"]  # fmt: skip
     csv_model = ["architecture", "parameters", "quantization", "model bytes"]

@@ -84,6 +84,15 @@ class ServerRow:
             return None
         return ((now or datetime.now(timezone.utc)) - self.started_at).total_seconds()
 
+    def json_fields(self) -> dict[str, object]:
+        """What `ps --json` says beyond the fields (cli.console.to_json): no driver is
+        null, and the uptime is rounded to a tenth of a second."""
+        uptime = self.uptime_s()
+        return {
+            "driver": self.driver or None,
+            "uptime_s": None if uptime is None else round(uptime, 1),
+        }
+
 
 def list_servers(engine: Engine) -> list[ServerRow]:
     """Every vkrama serve container, running or not, by name."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vkrama.store.gguf_info import GgufInfo
 
@@ -18,25 +17,13 @@ from vkrama.store.gguf_info import GgufInfo
 class LocalModel:
     """A model on this host, ready to mount: `path` is the (first) GGUF file."""
 
+    # In the order `list --json` and `inspect` show them (cli.console.to_json).
     name: str
+    source: str  # hf, ollama, oci, http, https, file
+    origin: str  # where it was fetched from (URL, repository@commit, the file's path)
     path: Path
     files: tuple[Path, ...]  # every part of a split GGUF, `path` first
     sha256: str  # of `path`
+    sha256s: tuple[str, ...]  # one per file
     size: int  # of all files together
-    source: str  # hf, ollama, oci, http, https, file
     metadata: GgufInfo
-    origin: str = ""  # where it was fetched from (URL, repository@commit)
-    sha256s: tuple[str, ...] = ()  # one per file
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "origin": self.origin,
-            "path": str(self.path),
-            "files": [str(f) for f in self.files],
-            "sha256": self.sha256,
-            "sha256s": list(self.sha256s),
-            "size": self.size,
-            "metadata": self.metadata.to_dict(),
-        }
