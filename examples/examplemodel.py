@@ -1,22 +1,24 @@
 """Random-weight llama GGUF files for tests, demos and benchmarks (there is no model hub here).
 
 Stage: outside the pipeline; it produces inputs for it. Writes only the file it is asked to
-write (plus `llama-quantize`'s output when quantizing); must not print and must not touch
-the network. Random weights run at the speed of real ones of the same shape, which is all a
-benchmark or a server smoke test needs.
+write (plus `llama-quantize`'s output when quantizing, in a container run through vkrama's
+engine like every other); must not print and must not touch the network. Random weights
+run at the speed of real ones of the same shape, which is all a benchmark or a server
+smoke test needs.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 import numpy as np
+
+from vkrama import config
+from vkrama.engine import ContainerSpec, Engine, Mount, connect
 
 # SentencePiece-style ids llama.cpp expects for a "llama" tokenizer.
 UNK, BOS, EOS = 0, 1, 2
@@ -182,24 +184,32 @@ def write(
     return path
 
 
-def quantize(src: Path, dst: Path, kind: str = "q4_0", image: str = CPU_IMAGE) -> Path:
-    """Quantize `src` into `dst` with llama-quantize from the cpu image (needs podman)."""
-    podman = shutil.which("podman")
-    if podman is None:
-        raise FileNotFoundError("podman is not installed; it runs llama-quantize from the image")
+def quantize(
+    src: Path,
+    dst: Path,
+    kind: str = "q4_0",
+    image: str = CPU_IMAGE,
+    engine: Engine | None = None,
+) -> Path:
+    """Quantize `src` into `dst` with llama-quantize from the cpu image, run by vkrama's
+    engine (the podman service vkrama itself finds or starts, unless one is given)."""
     src, dst = Path(src).resolve(), Path(dst).resolve()
+    engine = engine or connect(config.load())
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-") as work:
-        argv = [
-            podman, "run", "--rm", "--network=none", "--cap-drop=all",
-            "--security-opt=no-new-privileges",
-            # uid 0 in the container: the invoking user under rootless podman, and the owner of
-            # the output directory under rootful podman run as root.
-            "--user=0:0",
-            "-v", f"{src.parent}:/in:ro", "-v", f"{work}:/out",
-            image, "llama-quantize", f"/in/{src.name}", f"/out/{dst.name}", kind,
-            str(os.cpu_count() or 1),
-        ]  # fmt: skip
-        subprocess.run(argv, check=True, capture_output=True)
+        spec = ContainerSpec(
+            image=image,
+            command=("llama-quantize", f"/in/{src.name}", f"/out/{dst.name}", kind,
+                     str(os.cpu_count() or 1)),
+            mounts=(Mount(src.parent, "/in"), Mount(Path(work), "/out", read_only=False)),
+            network="none",  # it reads one file and writes another: no network at all
+            # uid 0 in the container: the invoking user under rootless podman, and the owner
+            # of the output directory under rootful podman run as root. Capabilities stay
+            # dropped and no-new-privileges set (ContainerSpec's defaults).
+            user="0:0",
+        )  # fmt: skip
+        done = engine.run_to_completion(spec)
+        if done.exit_code != 0:
+            raise RuntimeError(f"llama-quantize exited {done.exit_code}: {done.stderr[-2000:]}")
         os.replace(Path(work) / dst.name, dst)
     return dst
 

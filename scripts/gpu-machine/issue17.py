@@ -6,7 +6,8 @@ random-weight models on the GPU machine and turns what `vkrama --dry-run bench -
 prints into the raw `podman run` commands that check vkrama against itself (vulkaninfo with
 the vulkan/nvidia cell's exact passthrough; llama-bench without vkrama). It never changes
 those commands beyond `--rm` and a fresh `--name`, so what runs is what the dry run printed.
-Standard library only, except `model`, which needs examples/examplemodel.py (gguf, numpy).
+Standard library only, except `model`, which needs examples/examplemodel.py (gguf, numpy, and
+vkrama's engine, which runs llama-quantize).
 
     issue17.py model 7b|8b OUT.gguf         F16 with a capped random pool, then llama-quantize
     issue17.py argv DRY.json CELL [CMD...]  the dry run's argv for CELL (cuda, vulkan/nvidia),
