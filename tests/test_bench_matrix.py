@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from engine_fakes import NullEngine
 from fakesys import FakeHost, amd_dgpu_with_kfd
+from test_devices_cli import roots
 
 from vkrama import config, images, results
 from vkrama.bench.matrix import BenchRequest, matrix
@@ -145,3 +146,24 @@ def test_nothing_to_bench_because_of_images_says_how_to_get_them(
         prepare(settings, BenchRequest(str(tiny_model)), engine=NullEngine())
     assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
     assert caught.value.hint == "`vkrama images build cpu`"
+
+
+def test_an_unavailable_cell_keeps_the_reason_alone() -> None:
+    """Its status says "unavailable"; the reason does not say it again."""
+    _, unavailable = matrix(NO_GPU, BenchRequest("m", backends=("rocm",), vk_drivers=()))
+    assert [(u.backend, u.reason) for u in unavailable] == [("rocm", "no AMD GPU, no /dev/kfd")]
+
+
+def test_nothing_to_bench_names_the_backend_and_why(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost(tmp_path)  # no GPU
+    for key, value in roots(host).items():
+        monkeypatch.setenv(key, value)
+    request = BenchRequest(str(tiny_model), backends=("vulkan",), vk_drivers=("radv",))
+    with pytest.raises(VkramaError) as caught:
+        prepare(config.load(), request, engine=NullEngine())
+    assert caught.value.status == ExitStatus.BACKEND_UNAVAILABLE
+    assert caught.value.message == (
+        "nothing to bench: vulkan/radv is unavailable here: no GPU on amdgpu for radv"
+    )

@@ -134,6 +134,4 @@ def test_a_dry_run_bench_names_each_asked_for_cell_it_cannot_run_and_why(
     done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu,rocm", env=roots(host))
     assert done.returncode == ExitStatus.OK, done.stderr
     assert done.stdout.startswith("podman run ") and "localhost/vkrama/cpu" in done.stdout
-    assert done.stderr.splitlines()[-1] == (
-        "# rocm: unavailable: rocm is unavailable here: no AMD GPU, no /dev/kfd"
-    )
+    assert done.stderr.splitlines()[-1] == "# rocm: unavailable: no AMD GPU, no /dev/kfd"

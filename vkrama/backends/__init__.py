@@ -36,6 +36,7 @@ __all__ = [
     "Choice",
     "GpuSelection",
     "Support",
+    "Unavailable",
     "check",
     "check_split",
     "choose",
@@ -211,11 +212,20 @@ def _choose_one(
         why = f"GPU {gpu}: {cells[0].reason}"
     else:
         why = missing(profile, backend)
-    raise VkramaError(
-        f"{backend} is unavailable here: {why}",
-        hint="`vkrama devices` shows what works here; cpu and --vk-driver lavapipe need no GPU",
-        status=ExitStatus.BACKEND_UNAVAILABLE,
-    )
+    raise Unavailable(backend, why)
+
+
+class Unavailable(VkramaError):
+    """A backend this host cannot run; `why` is the reason alone, for a bench cell that
+    records it under its own status."""
+
+    def __init__(self, backend: str, why: str) -> None:
+        super().__init__(
+            f"{backend} is unavailable here: {why}",
+            hint="`vkrama devices` shows what works here; cpu and --vk-driver lavapipe need no GPU",
+            status=ExitStatus.BACKEND_UNAVAILABLE,
+        )
+        self.why = why
 
 
 def splits(profile: HardwareProfile) -> list[Choice]:

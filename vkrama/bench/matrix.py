@@ -93,7 +93,9 @@ def matrix(
                     )
                 )
         except VkramaError as error:
-            unavailable.append(unavailable_cell(backend, driver, error.message))
+            # The cell's status already says "unavailable": keep the reason alone.
+            why = error.why if isinstance(error, backends.Unavailable) else error.message
+            unavailable.append(unavailable_cell(backend, driver, why))
     return choices, unavailable
 
 

@@ -113,8 +113,10 @@ def prepare(
     if not cells and image_errors:
         raise next(iter(image_errors.values()))  # its own hint says how to get the image
     if not cells and unavailable:
+        first = unavailable[0]
+        name = f"{first.backend}/{first.driver}" if first.driver else first.backend
         raise VkramaError(
-            f"nothing to bench: {unavailable[0].reason}",
+            f"nothing to bench: {name} is unavailable here: {first.reason}",
             hint="`vkrama devices` shows what this machine can run",
             status=ExitStatus.BACKEND_UNAVAILABLE,
         )
