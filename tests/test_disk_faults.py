@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,8 @@ from typing import Any
 import pytest
 from store_servers import LoopbackServer, Resource
 
-from vkrama.errors import ExitStatus
+from vkrama.backends import compile_cache
+from vkrama.errors import ExitStatus, VkramaError
 
 MiB = 1 << 20
 
@@ -160,6 +160,36 @@ def test_a_pull_that_cannot_publish_gives_its_blob_back(
             subprocess.run(["umount", str(home)], check=False)
 
 
+def as_nobody(action: Callable[[], object]) -> tuple[int, str]:
+    """Run `action` in a forked child that has become `nobody` (uid and gid 65534, no
+    groups), so that the kernel's permission checks apply as they do to a user; the
+    VkramaError it raises as (status, message), or (0, "") when it raises none.
+
+    Forked, not started anew: a new interpreter as nobody could not import vkrama from a
+    checkout under a folder only root may enter (mktemp -d makes such folders)."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: never returns into pytest
+        outcome = "0 "
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            action()
+        except VkramaError as error:
+            outcome = f"{int(error.status)} {error.message}"
+        except BaseException as error:  # reported to the parent, whose asserts fail on it
+            outcome = f"-1 {type(error).__name__}: {error}"
+        os.write(write_end, outcome.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        said = reader.read().decode()
+    os.waitpid(child, 0)
+    status, message = said.split(" ", 1)
+    return int(status), message
+
+
 @pytest.fixture
 def roots_folder() -> Iterator[Path]:
     """A folder root owns that every user may enter and read, but not write."""
@@ -178,19 +208,9 @@ def test_a_compile_cache_the_user_may_not_create_is_a_disk_error(
     the folder, with the DISK status, never a traceback."""
     shared = roots_folder / "shared"
     shared.mkdir(mode=0o755 if enter else 0o700)
-    code = (
-        "from pathlib import Path\n"
-        "from vkrama.backends import compile_cache\n"
-        "from vkrama.errors import VkramaError\n"
-        "try:\n"
-        f"    compile_cache.ensure(compile_cache.for_backend(Path({str(shared)!r}), 'vulkan'))\n"
-        "except VkramaError as error:\n"
-        "    print(int(error.status), error.message)\n"
-    )
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    done = subprocess.run([*nobody, sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stderr == ""
-    status, message = done.stdout.split(" ", 1)
+    cache = compile_cache.for_backend(shared, "vulkan")
+    assert cache is not None
+    status, message = as_nobody(lambda: compile_cache.ensure(cache))
     assert int(status) == ExitStatus.DISK
     assert f"cannot write {shared}/cache{'' if enter else '/mesa'} (permission denied)" in message
     assert not (shared / "cache").exists()
