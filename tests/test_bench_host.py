@@ -42,7 +42,9 @@ def busy_loop() -> Iterator[subprocess.Popen[bytes]]:
 def test_a_cell_beside_a_busy_loop_is_stored_and_reported_as_on_a_busy_host(
     vkrama: Callable[..., Any], tiny_model: Path, busy_loop: subprocess.Popen[bytes]
 ) -> None:
-    done = vkrama("bench", str(tiny_model), "--backend", "cpu", "-p", "32", "-n", "8", "-r", "2")
+    # Long enough for several of the watch's samples (4 a second): a cell over before the
+    # second sample has no figure for other processes, and so no warning.
+    done = vkrama("bench", str(tiny_model), "--backend", "cpu", "-p", "512", "-n", "16", "-r", "3")
     assert done.returncode == 0, done.stderr
     warning = [line for line in done.stdout.splitlines() if line.startswith("warning: cpu ran")]
     assert len(warning) == 1 and "busy host (other processes kept" in warning[0], done.stdout
