@@ -13,12 +13,15 @@ server's own tokenizer counts them (chat template included), exactly M output to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -104,14 +107,83 @@ def request_body(target: Target, prompt: str, gen_tokens: int) -> dict[str, Any]
     }
 
 
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (then raise as usual): an interrupt
+    that lands while an event loop is half made or half closed leaves an object whose
+    finalizer prints a traceback."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+class EventLoop:
+    """One event loop for a cell's levels, made and closed whole whatever interrupts."""
+
+    def __enter__(self) -> EventLoop:
+        with _signals_held():
+            self.loop = asyncio.new_event_loop()
+        return self
+
+    def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Run `work` to its end. Ctrl-C and SIGTERM reach the loop as events while it
+        runs (asyncio's own way): they cancel `work`, which closes its streams, and then
+        raise KeyboardInterrupt here. Raised by a signal handler instead, the interrupt
+        could land in a finalizer of asyncio's, which swallows it and runs on."""
+        task = self.loop.create_task(work)
+        caught: list[int] = []
+
+        def interrupt(signum: int) -> None:
+            caught.append(signum)
+            task.cancel()
+
+        kept: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # where signals arrive
+            with _signals_held():
+                kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+                for number in kept:
+                    self.loop.add_signal_handler(number, interrupt, number)
+        try:
+            result = self.loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if caught:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            with _signals_held():
+                for number, handler in kept.items():
+                    self.loop.remove_signal_handler(number)
+                    signal.signal(number, handler)
+        if caught:
+            raise KeyboardInterrupt
+        return result
+
+    def __exit__(self, *exc: object) -> None:
+        with _signals_held():
+            # An interrupt leaves the level's tasks pending: cancel them and let them run
+            # their cleanup (httpx closes its streams) before the loop goes.
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+
 def run_level(
-    target: Target, body: dict[str, Any], concurrency: int, requests: int
+    loop: EventLoop, target: Target, body: dict[str, Any], concurrency: int, requests: int
 ) -> tuple[list[RequestTrace], float, float]:
     """Send `requests` requests, at most `concurrency` at a time (a closed loop: a client
     sends its next request when its last one ended). (traces, wall seconds, the generator's
     own CPU seconds)."""
     cpu = time.process_time()
-    traces, wall = asyncio.run(_drive(target, body, concurrency, requests))
+    traces, wall = loop.run(_drive(target, body, concurrency, requests))
     return traces, wall, time.process_time() - cpu
 
 

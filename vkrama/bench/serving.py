@@ -130,19 +130,21 @@ def run_serve_cell(
         target = load.Target(url, alias, timeout=max(timeout, 60.0))
         body = load.request_body(target, load.make_prompt(target, params.prompt_tokens),
                                  params.gen_tokens)  # fmt: skip
-        for concurrency, requests in params.levels():
-            # A warm-up round per level, not counted: each new batch size makes Vulkan
-            # compile pipelines (lavapipe: for many seconds on the CPU), and those
-            # compiles landed inside the first measured requests, between a slot's first
-            # token and its stream, so client and server disagreed on its decode rate.
-            load.run_level(target, body, concurrency, concurrency)
-            before = engine.cpu_seconds(container)
-            traces, wall, client_cpu = load.run_level(target, body, concurrency, requests)
-            server_cpu = engine.cpu_seconds(container) - before
-            stats = latency.summarize(traces, concurrency, wall, client_cpu, server_cpu)
-            levels.append(stats)
-            brief = latency.brief(stats)
-            on_progress(Step(f"  {cell.key} concurrency {stats.concurrency}: {brief}"))
+        with load.EventLoop() as loop:
+            for concurrency, requests in params.levels():
+                # A warm-up round per level, not counted: each new batch size makes Vulkan
+                # compile pipelines (lavapipe: for many seconds on the CPU), and those
+                # compiles landed inside the first measured requests, between a slot's
+                # first token and its stream: client and server disagreed on its decode.
+                load.run_level(loop, target, body, concurrency, concurrency)
+                before = engine.cpu_seconds(container)
+                traces, wall, client_cpu = load.run_level(loop, target, body, concurrency,
+                                                          requests)  # fmt: skip
+                server_cpu = engine.cpu_seconds(container) - before
+                stats = latency.summarize(traces, concurrency, wall, client_cpu, server_cpu)
+                levels.append(stats)
+                brief = latency.brief(stats)
+                on_progress(Step(f"  {cell.key} concurrency {stats.concurrency}: {brief}"))
     except VkramaError as error:
         if not log:
             # The server's last words say why it never became ready.
