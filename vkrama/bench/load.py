@@ -8,6 +8,8 @@ arithmetic to `latency`. Must not print, start containers or log the API key.
 Every request asks for the same work on every stack: a prompt of exactly N tokens as the
 server's own tokenizer counts them (chat template included), exactly M output tokens
 (`ignore_eos`), and no reuse of an earlier request's prompt cache (`cache_prompt: false`).
+Over 300 lines because the event loop that drives the requests must also own how Ctrl-C
+and SIGTERM reach them (`EventLoop`), and the two are tested together.
 """
 
 from __future__ import annotations
