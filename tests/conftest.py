@@ -49,6 +49,24 @@ def engine() -> Podman:
 
 
 @pytest.fixture(scope="session")
+def backend_image(engine: Podman) -> Callable[[str], str]:
+    """`backend_image("vulkan")`: that backend's image, built here if this machine lacks it.
+
+    A test that runs an image must not pass only because an earlier test (or an earlier
+    run of the suite) happened to build it: a fresh machine has none."""
+    refs: dict[str, str] = {}
+
+    def ensure(backend: str) -> str:
+        if backend not in refs:
+            from vkrama import images
+
+            refs[backend] = images.ensure(engine, backend, config.load()).ref
+        return refs[backend]
+
+    return ensure
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random-weight llama GGUF (F16, ~4 M parameters), made once per session."""
     return examplemodel.make("tiny", tmp_path_factory.mktemp("models") / "tiny.gguf", 0, None)

@@ -262,12 +262,9 @@ def test_doctor_on_this_machine_finds_podman_and_its_runtime(vkrama: Callable[..
 @pytest.mark.podman
 @pytest.mark.slow
 def test_lavapipe_profile_shows_exactly_one_vulkan_device_llvmpipe(
-    tmp_path: Path, engine: Engine
+    engine: Engine, backend_image: Callable[[str], str]
 ) -> None:
-    from vkrama.engine import images as engine_images
-
-    image = "localhost/vkrama/vulkan:latest"
-    assert engine_images.inspect(engine, image) is not None, "build it: vkrama images build vulkan"
+    image = backend_image("vulkan")
     profile = detect()  # the real host: lavapipe passes no device whatever it has
     choice = choose(profile, vk_driver="lavapipe")
     spec = ContainerSpec(

@@ -235,16 +235,10 @@ def test_vkrama_reads_the_written_spec_as_a_gpu_with_nvidias_vulkan_driver(tmp_p
 
 @pytest.mark.podman
 def test_podman_injects_the_spec_and_a_mount_covers_a_symlinked_library_in_the_image(
-    tmp_path: Path,
+    tmp_path: Path, backend_image: Callable[[str], str]
 ) -> None:
     """Podman 4.3 reads only /etc/cdi and /var/run/cdi, so a uniquely named spec goes there."""
-    image = "localhost/vkrama/cpu:latest"
-    if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
-        subprocess.run(
-            [sys.executable, "-m", "vkrama", "images", "build", "cpu"],
-            check=True,
-            capture_output=True,
-        )
+    image = backend_image("cpu")
     lib = tmp_path / "libggml.so.9.9.9"
     lib.write_text("HOST LIBRARY\n")
     kind = f"test-{os.getpid()}.vkrama.example/gpu"

@@ -2,14 +2,14 @@
 
 The podman step is checked twice: against a temporary root (every case of what a user's
 files may set), and for real, with the whole of scripts/setup.sh run twice in a private
-mount namespace whose /etc/containers holds a user's own containers.conf; there, podman
-must still get runc and vkrama's ulimits from vkrama's drop-in.
+mount namespace whose /etc/containers the test states itself (empty, as on a fresh machine,
+or holding a user's own files); there, podman must still get runc and vkrama's ulimits from
+vkrama's drop-in, and nothing the test put there may change.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,15 +116,40 @@ podman --log-level=debug info 2>&1 | grep -o 'Merged system config [^ ]*conf' | 
 podman info --format 'runtime={{.Host.OCIRuntime.Name}}'
 """
 
+# The /etc/containers each case starts from, stated here rather than copied from the host:
+# what an earlier set-up or package left on this machine must not decide the outcome.
+POLICY = b'{"default": [{"type": "insecureAcceptAnything"}]}\n'
+SITE_DROP_IN = b'[containers]\nlog_driver = "k8s-file"\n'
+STARTING_TREES: dict[str, dict[str, bytes]] = {
+    "a-fresh-machine-with-an-empty-etc-containers": {},
+    "a-machine-with-the-users-own-containers-conf-and-drop-in": {
+        "containers.conf": USERS_OWN,
+        "policy.json": POLICY,
+        "containers.conf.d/10-site.conf": SITE_DROP_IN,
+    },
+}
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under root: its bytes, mtime and inode (a rewrite changes the last two)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
 
 @pytest.mark.podman
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
-def test_setup_sh_twice_on_a_machine_with_its_own_containers_conf(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tree", list(STARTING_TREES), ids=list(STARTING_TREES))
+def test_setup_sh_twice_in_a_private_etc_containers(tmp_path: Path, tree: str) -> None:
     fake_etc = tmp_path / "etc-containers"
-    shutil.copytree("/etc/containers", fake_etc, symlinks=True)
-    shutil.rmtree(fake_etc / "containers.conf.d", ignore_errors=True)
-    (fake_etc / "containers.conf").write_bytes(USERS_OWN)
+    fake_etc.mkdir()
+    for name, data in STARTING_TREES[tree].items():
+        (fake_etc / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake_etc / name).write_bytes(data)
+    before = snapshot(fake_etc)
     done = subprocess.run(
         ["unshare", "--mount", "bash", "-c", NAMESPACE_SCRIPT],
         cwd=REPO,
@@ -134,15 +159,20 @@ def test_setup_sh_twice_on_a_machine_with_its_own_containers_conf(tmp_path: Path
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    assert (fake_etc / "containers.conf").read_bytes() == USERS_OWN
+    after = snapshot(fake_etc)
+    added = "containers.conf.d/50-vkrama.conf"
+    # Set-up added its drop-in and nothing else, and left every file it found as it was.
+    assert set(after) == set(before) | {added}
+    assert {name: after[name] for name in before} == before
     assert done.stdout.count("setup: wrote /etc/containers/containers.conf.d/50-vkrama.conf") == 1
     nofile = int(subprocess.run(["bash", "-c", "ulimit -Hn"], capture_output=True).stdout)
     assert f"nofile={min(nofile, 65536)}" in done.stdout.splitlines()
-    merged = [line for line in done.stdout.splitlines() if line.startswith("Merged")]
-    assert merged[-2:] == [
-        "Merged system config /etc/containers/containers.conf",
-        "Merged system config /etc/containers/containers.conf.d/50-vkrama.conf",
+    merged = [
+        line
+        for line in done.stdout.splitlines()
+        if line.startswith("Merged system config /etc/containers/")
     ]
+    assert merged == [f"Merged system config /etc/containers/{name}" for name in sorted(after)
+                      if name.endswith(".conf")]  # fmt: skip
+    assert merged[-1] == f"Merged system config /etc/containers/{added}"
     assert "runtime=runc" in done.stdout
-    theirs = {p.name for p in Path("/etc/containers").iterdir()} - {"containers.conf.d"}
-    assert {p.name for p in fake_etc.iterdir()} == theirs | {"containers.conf.d"}
