@@ -14,11 +14,11 @@ from vkrama.engine import Completed, ContainerSpec
 from vkrama.store import gguf_info
 
 
-def _bench(model: Path) -> str:
+def _bench(model: Path, image: str) -> str:
     # The file is mounted, not its directory: pytest's 0700 temp dirs stop the image's uid 1000.
     done = subprocess.run(
         ["podman", "run", "--rm", "--network=none", "-v", f"{model}:/m/{model.name}:ro",
-         examplemodel.CPU_IMAGE, "llama-bench", "-m", f"/m/{model.name}", "-p", "16", "-n", "4",
+         image, "llama-bench", "-m", f"/m/{model.name}", "-p", "16", "-n", "4",
          "-r", "1", "-o", "json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -28,19 +28,24 @@ def _bench(model: Path) -> str:
 
 @pytest.mark.podman
 @pytest.mark.slow
-def test_tiny_model_runs_in_llama_bench(tiny_model: Path) -> None:
-    assert '"n_gen": 4' in _bench(tiny_model)
+def test_tiny_model_runs_in_llama_bench(
+    tiny_model: Path, backend_image: Callable[[str], str]
+) -> None:
+    assert '"n_gen": 4' in _bench(tiny_model, backend_image("cpu"))
 
 
 @pytest.mark.podman
 @pytest.mark.slow
-def test_quantize_with_the_cpu_image_gives_a_q4_0_model(tmp_path: Path) -> None:
+def test_quantize_with_the_cpu_image_gives_a_q4_0_model(
+    tmp_path: Path, backend_image: Callable[[str], str]
+) -> None:
+    image = backend_image("cpu")  # examplemodel quantizes with it
     out = examplemodel.make("tiny", tmp_path / "tiny-q4_0.gguf", seed=0, quantize_to="q4_0")
     info = gguf_info.read(out)
     assert info.quantization == "Q4_0"
     assert info.parameter_count == examplemodel.SHAPES["tiny"].parameter_count
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-q4_0.gguf"]  # no F16 left over
-    assert '"n_gen": 4' in _bench(out)
+    assert '"n_gen": 4' in _bench(out, image)
 
 
 def test_make_creates_missing_folders(tmp_path: Path) -> None:
