@@ -1,4 +1,4 @@
-"""The results file (JSON) and the markdown table the README's Performance section shows.
+"""The results file (JSON) and the markdown table docs/benchmarks.md shows.
 
 Stage: benchmarks (not part of vkrama). Turns rows into text; must not measure anything.
 """

@@ -9,7 +9,8 @@ bash scripts/setup.sh
 .venv/bin/ruff format --check vkrama tests examples benchmarks
 .venv/bin/mypy
 # The rocm image compiled with ROCm 7 takes longer to build on CI's 2 cores than CI has to
-# spare (README "The ROCm 7 image"): its tests run on request, never counted as passed here.
+# spare (docs/images.md, "The ROCm 7 image"): its tests run on request, never counted as
+# passed here.
 if [ "${VKRAMA_TEST_ROCM7:-0}" != 1 ]; then
   set -- -m "not rocm7" "$@"
 fi

@@ -2,8 +2,8 @@
 (`vkrama images build rocm --gfx gfx1201`), and what must be inside it. No AMD GPU here:
 every check reads the built image itself.
 
-Compiling ggml's HIP backend takes long on 2 cores (see README "The ROCm 7 image"), so these
-tests carry the `rocm7` marker: `bash scripts/test.sh` deselects them unless
+Compiling ggml's HIP backend takes long on 2 cores (see docs/images.md, "The ROCm 7 image"),
+so these tests carry the `rocm7` marker: `bash scripts/test.sh` deselects them unless
 `VKRAMA_TEST_ROCM7=1`; `.venv/bin/pytest -m rocm7` runs them alone.
 """
 

@@ -231,7 +231,7 @@ def serve(work: Workload, out_dir: Path) -> Generated:
         + (
             f"OCI image volume {work.oci_model} (Kubernetes 1.31+ with ImageVolume)"
             if work.oci_model
-            else "hostPath of this machine's file (single node; see the README for clusters)"
+            else "hostPath of this machine's file (single node; clusters: vkrama's docs/deploy.md)"
         ),
     ]
     if gpu:
