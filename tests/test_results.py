@@ -13,7 +13,7 @@ from bench_fakes import SHA, cell, store_run
 from vkrama import config, results
 from vkrama.cli.console import to_json
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import report, store
+from vkrama.results import db, report
 from vkrama.results.records import CellResult, read_status
 from vkrama.results.records import test_name as name_of_test
 
@@ -28,7 +28,7 @@ def test_a_stored_run_reads_back_with_every_sample_provenance_and_raw_json(
     assert [c.backend for c in detail.cells] == ["cpu", "vulkan"]
     assert detail.cells[1] == cell("vulkan", "lavapipe", 230, 118)
     assert results.get_run(settings, "latest").run.id == run_id
-    assert (store.db_path(settings)).parent == settings.home
+    assert (db.db_path(settings)).parent == settings.home
 
 
 def test_list_is_newest_first_with_cell_counts(settings: config.Settings) -> None:
@@ -58,9 +58,9 @@ def test_show_without_any_store_says_how_to_make_one(settings: config.Settings) 
 
 def test_a_database_from_a_newer_schema_is_refused_not_rewritten(settings: config.Settings) -> None:
     settings.home.mkdir(parents=True)
-    db = sqlite3.connect(store.db_path(settings))
-    db.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
-    db.close()
+    conn = sqlite3.connect(db.db_path(settings))
+    conn.execute(f"PRAGMA user_version = {db.SCHEMA_VERSION + 1}")
+    conn.close()
     with pytest.raises(VkramaError) as caught:
         results.list_runs(settings)
     assert caught.value.status == ExitStatus.CONFIG
@@ -220,10 +220,10 @@ def test_a_schema_6_file_reads_its_unavailable_prefixed_failures_as_unavailable(
 ) -> None:
     # Before schema 7, an unavailable cell was stored `failed` with its reason prefixed.
     settings.home.mkdir(parents=True)
-    db = sqlite3.connect(store.db_path(settings))
-    old = "".join(store._MIGRATIONS[step] for step in (4, 5, 6))
-    db.executescript(store._SCHEMA + old + "PRAGMA user_version = 6;")
-    db.execute(
+    conn = sqlite3.connect(db.db_path(settings))
+    old = "".join(db._MIGRATIONS[step] for step in (4, 5, 6))
+    conn.executescript(db._SCHEMA + old + "PRAGMA user_version = 6;")
+    conn.execute(
         "INSERT INTO runs (started, status, host, kernel, gpus, gpu_key, model_name,"
         " model_sha256, params, vkrama_version) VALUES"
         " ('2026-01-01', 'failed', 'h', 'k', '[]', 'none', 'tiny', ?, '{}', '0.0.9')",
@@ -232,21 +232,21 @@ def test_a_schema_6_file_reads_its_unavailable_prefixed_failures_as_unavailable(
     for position, (backend, reason) in enumerate(
         [("rocm", f"unavailable: {NO_KFD}"), ("vulkan", "exit 1: unavailable: a device")]
     ):
-        db.execute(
+        conn.execute(
             "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
             " image, image_id, provenance, command, stderr_tail, duration_s) VALUES"
             " (1, ?, ?, NULL, '-', 'failed', ?, '', '', '{}', '[]', '', 0)",
             (position, backend, reason),
         )
-    db.commit()
-    db.close()
+    conn.commit()
+    conn.close()
     cells = results.get_run(settings, 1).cells
     assert [(c.backend, c.status, c.reason) for c in cells] == [
         ("rocm", results.CellStatus.UNAVAILABLE, NO_KFD),
         ("vulkan", results.CellStatus.FAILED, "exit 1: unavailable: a device"),
     ]
-    with sqlite3.connect(store.db_path(settings)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 7
+    with sqlite3.connect(db.db_path(settings)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
 
 
 READ_STATUS = [
@@ -284,29 +284,29 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     # Build the old file from schema 2 minus its one new column, so cells and measurements
     # stay exactly what both versions share.
     settings.home.mkdir(parents=True)
-    db = sqlite3.connect(store.db_path(settings))
-    shared = store._SCHEMA.split("CREATE TABLE cells", 1)[1]
+    conn = sqlite3.connect(db.db_path(settings))
+    shared = db._SCHEMA.split("CREATE TABLE cells", 1)[1]
     shared = shared.replace(
         ",\n    n_depth INTEGER NOT NULL DEFAULT 0  -- llama-bench -d (schema 3)", ""
     )
     assert "n_depth" not in shared
-    db.executescript(f"{SCHEMA_1_RUNS}CREATE TABLE cells{shared}")
-    db.execute(
+    conn.executescript(f"{SCHEMA_1_RUNS}CREATE TABLE cells{shared}")
+    conn.execute(
         "INSERT INTO runs (started, finished, status, host, kernel, gpus, gpu_key, model_name,"
         " model_sha256, params, vkrama_version) VALUES ('2026-11-01T10:00:00+00:00', NULL,"
         " 'ok', 'old', '6.1', '[]', 'none', 'tiny', ?, '{}', '0.1.0')",
         (SHA,),
     )
-    db.execute(
+    conn.execute(
         "INSERT INTO cells VALUES (1, 1, 0, 'cuda', NULL, 'NVIDIA H100 80GB HBM3', 'ok', '',"
         " 'localhost/vkrama/cuda:latest', 'sha256:c', '{}', '[]', NULL, '', 24.4)"
     )
-    db.execute(
+    conn.execute(
         "INSERT INTO measurements VALUES (1, 1, 'tg128', 0, 128, 290.8, 0.7, '[290.8]', 'CUDA', '')"
     )
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
 
     old = results.get_run(settings, 1)
     assert old.run.info.model == {} and old.run.info.host == "old"
@@ -316,8 +316,8 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     assert report.run_header(old)[1].startswith("model  tiny (no header facts: stored by an older")
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
-    with sqlite3.connect(store.db_path(settings)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 7
+    with sqlite3.connect(db.db_path(settings)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:

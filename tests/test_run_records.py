@@ -14,7 +14,7 @@ from bench_fakes import cell, info
 
 from vkrama import config, results
 from vkrama.bench.hostload import LoadWatch
-from vkrama.results import owner, report, store
+from vkrama.results import db, owner, report
 from vkrama.results.records import HostLoad
 
 BUSY = HostLoad(cpus=2, load_before=1.02, load_after=1.97, others_cpus=0.93)
@@ -47,17 +47,17 @@ PRAGMA user_version = 1;
 def test_a_version_1_results_file_is_migrated_in_place_and_reads_back(
     settings: config.Settings,
 ) -> None:
-    path = store.db_path(settings)
+    path = db.db_path(settings)
     path.parent.mkdir(parents=True)
-    with sqlite3.connect(path) as db:
-        db.executescript(V1_SCHEMA)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SCHEMA)
     detail = results.get_run(settings, 1)
     assert detail.run.status == "running" and detail.run.info.owner is None
     assert detail.cells[0].measurements[0].tps == 2900.0
     assert detail.cells[0].host_load is None and detail.cells[0].busy_host == ""
     assert results.abandon_dead_runs(settings, host="box") == []  # no owner: never judged
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
 
 
 def dead_pid() -> int:

@@ -17,7 +17,7 @@ from vkrama.bench.load import StreamRecorder, level_sizes
 from vkrama.bench.plan import Slot
 from vkrama.bench.serving import ServeParams, plan_serve_cell
 from vkrama.cli.console import to_json
-from vkrama.results import report, serve_report, store
+from vkrama.results import db, report, serve_report
 from vkrama.results.levels import LevelStats, Spread, percentile
 from vkrama.results.records import CellResult, CellStatus, RunStatus
 
@@ -186,23 +186,23 @@ def test_a_results_file_from_before_serving_is_migrated_and_keeps_its_runs(
     settings: config.Settings,
 ) -> None:
     settings.home.mkdir(parents=True)
-    db = sqlite3.connect(store.db_path(settings))
+    conn = sqlite3.connect(db.db_path(settings))
     # A file as the vkrama before serving made it: schema 5, no serve_levels table.
-    before = store._SCHEMA + store._MIGRATIONS[4] + store._MIGRATIONS[5]
-    db.executescript(before + "PRAGMA user_version = 5;")
-    db.execute(
+    before = db._SCHEMA + db._MIGRATIONS[4] + db._MIGRATIONS[5]
+    conn.executescript(before + "PRAGMA user_version = 5;")
+    conn.execute(
         "INSERT INTO runs (started, status, host, kernel, gpus, gpu_key, model_name,"
         " model_sha256, params, vkrama_version) VALUES"
         " ('2026-01-01', 'ok', 'h', 'k', '[]', 'none', 'tiny', ?, '{}', '0.0.9')",
         (SHA,),
     )
-    db.commit()
-    db.close()
+    conn.commit()
+    conn.close()
     assert [r.info.vkrama_version for r in results.list_runs(settings)] == ["0.0.9"]
     run_id = _serve_run(settings, _serve_cell(CPU, 40.0))
     assert results.get_run(settings, run_id).cells[0].serving[1].output_tps == 40.0
-    version = sqlite3.connect(store.db_path(settings)).execute("PRAGMA user_version").fetchone()
-    assert version == (store.SCHEMA_VERSION,)
+    version = sqlite3.connect(db.db_path(settings)).execute("PRAGMA user_version").fetchone()
+    assert version == (db.SCHEMA_VERSION,)
 
 
 def test_backend_best_can_rank_by_serving_throughput_at_a_concurrency(

@@ -25,7 +25,7 @@ from vkrama.bench.run import judge
 from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import store
+from vkrama.results import db
 from vkrama.results.records import CellResult, Measurement, RunStatus, read_status
 
 FLEET_KEY = "vkrama_fleet"
@@ -45,7 +45,7 @@ def import_text(settings: Settings, text: str, source: str) -> list[Imported]:
     stripped = text.strip()
     if stripped.startswith("["):
         return [_store(settings, info, cells) for info, cells in _exported(stripped, source)]
-    runs: dict[tuple[str, str], tuple[store.RunInfo, list[CellResult]]] = {}
+    runs: dict[tuple[str, str], tuple[db.RunInfo, list[CellResult]]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip().startswith("{"):
             continue  # kubectl/podman may interleave their own lines
@@ -68,17 +68,17 @@ def import_text(settings: Settings, text: str, source: str) -> list[Imported]:
     return [_store(settings, info, cells) for info, cells in runs.values()]
 
 
-def _store(settings: Settings, info: store.RunInfo, cells: list[CellResult]) -> Imported:
-    run_id = store.start_run(settings, info)
+def _store(settings: Settings, info: db.RunInfo, cells: list[CellResult]) -> Imported:
+    run_id = db.start_run(settings, info)
     for position, cell in enumerate(cells):
-        store.add_cell(settings, run_id, position, cell)
+        db.add_cell(settings, run_id, position, cell)
     ok = sum(cell.ok for cell in cells)
     status = RunStatus.OK if cells and ok == len(cells) else RunStatus.FAILED
-    store.finish_run(settings, run_id, status)
+    db.finish_run(settings, run_id, status)
     return Imported(run_id, info.host, len(cells), ok)
 
 
-def _fleet(record: dict[str, Any], where: str) -> tuple[store.RunInfo, CellResult]:
+def _fleet(record: dict[str, Any], where: str) -> tuple[db.RunInfo, CellResult]:
     on: Callable[[str], Any] = _field(record, where)
     if on(FLEET_KEY) != FLEET_VERSION:
         raise _bad(where, f"record version {record[FLEET_KEY]!r}; this vkrama reads 1")
@@ -100,7 +100,7 @@ def _fleet(record: dict[str, Any], where: str) -> tuple[store.RunInfo, CellResul
     )
     provenance = record.get("provenance") or {}
     judged = replace(judged, provenance={k: str(v) for k, v in provenance.items() if v})
-    info = store.RunInfo(
+    info = db.RunInfo(
         host=str(on("node")),
         kernel=str(record.get("kernel", "")),
         gpus=list(cell.get("gpus") or []),
@@ -113,7 +113,7 @@ def _fleet(record: dict[str, Any], where: str) -> tuple[store.RunInfo, CellResul
     return info, judged
 
 
-def _exported(text: str, source: str) -> list[tuple[store.RunInfo, list[CellResult]]]:
+def _exported(text: str, source: str) -> list[tuple[db.RunInfo, list[CellResult]]]:
     """Runs from `vkrama results export --format json` (or `results show --json`)."""
     runs = []
     for n, entry in enumerate(_json(text, source) if text else [], 1):
@@ -122,7 +122,7 @@ def _exported(text: str, source: str) -> list[tuple[store.RunInfo, list[CellResu
             run = dict(entry["run"])
             required = ("host", "kernel", "gpus", "gpu_key", "model_name", "model_sha256",
                         "params", "vkrama_version", "started")  # fmt: skip
-            info = store.RunInfo(**{k: run[k] for k in required}, model=run.get("model") or {})
+            info = db.RunInfo(**{k: run[k] for k in required}, model=run.get("model") or {})
             provenance = {(p["backend"], p.get("driver")): p for p in entry.get("provenance", [])}
             cells: dict[tuple[str, str | None, str, str], CellResult] = {}
             for row in entry["rows"]:

@@ -1,12 +1,24 @@
 """The results stage: bench records, stored in SQLite, compared, ranked, reported.
 
 Modules: `records` (CellResult, Measurement, the Status enums: what bench writes),
-`store` (the SQLite file), `ranking` (compare, best), `report` (tables and exports).
+`db` (the SQLite file), `ranking` (compare, best), `report` (tables and exports).
 `best(settings, model_sha256, gpu_key, metric)` is what `serve --backend best` calls;
 `gpu_key(profile, gpu)` computes the key the same way bench stores it. Must not import
 bench or serve (they import this), print, or talk to podman.
 """
 
+from vkrama.results.db import (
+    RunDetail,
+    RunInfo,
+    RunRecord,
+    abandon_dead_runs,
+    abandoned_tokens,
+    add_cell,
+    finish_run,
+    get_run,
+    list_runs,
+    start_run,
+)
 from vkrama.results.owner import RunOwner
 from vkrama.results.owner import current as current_owner
 from vkrama.results.ranking import (
@@ -20,18 +32,6 @@ from vkrama.results.ranking import (
     verdicts,
 )
 from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
-from vkrama.results.store import (
-    RunDetail,
-    RunInfo,
-    RunRecord,
-    abandon_dead_runs,
-    abandoned_tokens,
-    add_cell,
-    finish_run,
-    get_run,
-    list_runs,
-    start_run,
-)
 
 __all__ = [
     "SERVE_METRIC",

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.db import RunDetail
 from vkrama.results.ranking import cell_name
 from vkrama.results.records import Measurement
-from vkrama.results.store import RunDetail
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -16,9 +16,9 @@ from html import escape
 from vkrama import __version__
 from vkrama.errors import VkramaError
 from vkrama.results import chart
+from vkrama.results.db import RunDetail
 from vkrama.results.ranking import cell_name, verdicts
 from vkrama.results.report import model_facts, rows_of, stack
-from vkrama.results.store import RunDetail
 
 # default-src 'none': no script, font, image or stylesheet may be fetched from anywhere;
 # the page's own <style> and the inline SVG are all it needs.

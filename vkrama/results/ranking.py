@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vkrama.config import Settings
-from vkrama.results import store
+from vkrama.results import db
 from vkrama.results.records import CellResult, CellStatus, Measurement
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def gpu_key(profile: HardwareProfile, gpu: int | None = None) -> str:
     return chosen[0].ids if chosen else host_gpu_key(profile)
 
 
-def compare(a: store.RunDetail, b: store.RunDetail) -> list[Change]:
+def compare(a: db.RunDetail, b: db.RunDetail) -> list[Change]:
     """Per-cell, per-test change from run A to run B.
 
     Cells match by backend, driver and their order among cells of that backend/driver
@@ -221,7 +221,7 @@ def _difference(ta: float, sa: float, tb: float, sb: float) -> tuple[float, floa
 _Entry = tuple[float | None, float | None, CellStatus | None, str]
 
 
-def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str, int, str], _Entry]:
+def _index(run: db.RunDetail, other: db.RunDetail) -> dict[tuple[str, str, int, str], _Entry]:
     tests = _tests(run) | _tests(other)
     found: dict[tuple[str, str, int, str], _Entry] = {}
     seen: dict[tuple[str, str], int] = {}
@@ -237,7 +237,7 @@ def _index(run: store.RunDetail, other: store.RunDetail) -> dict[tuple[str, str,
     return found
 
 
-def _tests(run: store.RunDetail) -> set[str]:
+def _tests(run: db.RunDetail) -> set[str]:
     return {test for cell in run.cells for test, _, _ in figures(cell)}
 
 
@@ -276,11 +276,11 @@ def best(
     if metric not in METRICS and not SERVE_METRIC.fullmatch(metric):
         raise ValueError(f"metric must be one of {METRICS} or serve:tps@N")
     measured: list[_Candidate] = []
-    for record in store.list_runs(settings):  # newest first
+    for record in db.list_runs(settings):  # newest first
         info = record.info
         if info.model_sha256 != model_sha256 or info.gpu_key != gpu_key or not record.ok_count:
             continue
-        detail = store.get_run(settings, record.id)
+        detail = db.get_run(settings, record.id)
         measured += [
             (m.tps, detail, cell, m)
             for cell in detail.cells
@@ -330,7 +330,7 @@ def best(
     )
 
 
-_Candidate = tuple[float, store.RunDetail, CellResult, Measurement]
+_Candidate = tuple[float, db.RunDetail, CellResult, Measurement]
 
 
 def cell_name(cell: CellResult) -> str:

@@ -18,9 +18,9 @@ from typing import Any
 from tabulate import tabulate
 
 from vkrama.results import serve_report
+from vkrama.results.db import RunDetail, RunInfo, RunRecord
 from vkrama.results.ranking import Change, llama_build, mixed_builds, verdicts
 from vkrama.results.records import CellResult, CellStatus, HostLoad, expected_tests, note
-from vkrama.results.store import RunDetail, RunInfo, RunRecord
 
 # The model facts a run stores (RunInfo.model), in the order exports list them.
 MODEL_KEYS = ("architecture", "parameter_count", "quantization", "size")

@@ -15,10 +15,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vkrama.results.db import RunDetail
 from vkrama.results.ranking import cell_name
 from vkrama.results.records import CellResult, Measurement, test_name
 from vkrama.results.report import model_facts, params_text, size_text, stack
-from vkrama.results.store import RunDetail
 
 HEADERS = ("model", "size", "params", "backend", "ngl", "fa", "test", "t/s")
 # llama-bench right-aligns its numbers; the pipe format marks it with colons, as it does.

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 
 from tabulate import tabulate
 
+from vkrama.results.db import RunDetail
 from vkrama.results.levels import Spread
 from vkrama.results.records import CellResult, CellStatus, note
-from vkrama.results.store import RunDetail
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The results store: bench runs and their cells in one SQLite file under VKRAMA_HOME.
+"""The results database: bench runs and their cells in one SQLite file under VKRAMA_HOME.
 
 Stage: parse llama-bench JSON ─► results DB. Stores what a reader needs to trust a number
 later (host, kernel, GPUs, model sha256, parameters, image id and provenance, every sample,
