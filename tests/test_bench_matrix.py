@@ -1,4 +1,4 @@
-"""bench.matrix and results.gpu_key on real `backends` over given hardware profiles."""
+"""bench.matrix and HardwareProfile.gpu_key on real `backends` over given hardware profiles."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_unknown_names_are_usage_errors(asked: dict[str, object]) -> None:
     ids=["no-gpu", "one-gpu", "chosen-gpu-of-two", "the-set-of-two"],
 )
 def test_gpu_key(gpus: tuple[Gpu, ...], index: int | None, key: str) -> None:
-    assert results.gpu_key(profile(*gpus), index) == key
+    assert profile(*gpus).gpu_key(index) == key
 
 
 AMD_MATRIX = [

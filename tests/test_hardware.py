@@ -19,7 +19,6 @@ from fakesys import (
     virtio_gpu,
 )
 
-from vkrama.backends import gpu_key
 from vkrama.hardware import detect, gfx_name
 
 # (index, ids, kernel driver, pci address, name, vram, render node, card node, gfx target)
@@ -204,4 +203,4 @@ def test_gpu_key_names_the_gpu_set_stably(
 ) -> None:
     host = FakeHost(tmp_path)
     build(host)
-    assert gpu_key(host.detect()) == key
+    assert host.detect().gpu_key() == key

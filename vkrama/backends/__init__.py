@@ -40,7 +40,6 @@ __all__ = [
     "check",
     "check_split",
     "choose",
-    "gpu_key",
     "hsa_override_for",
     "merge",
     "parse_gpus",
@@ -248,11 +247,6 @@ def ranked(profile: HardwareProfile) -> list[Gpu]:
     return sorted(
         profile.gpus, key=lambda g: (order.get(g.vendor_id, 3), -(g.memory_bytes or 0), g.index)
     )
-
-
-def gpu_key(profile: HardwareProfile) -> str:
-    """A stable short name for this host's GPU set: "none", "1002:744c", "10de:28e0+8086:a7a0"."""
-    return "+".join(sorted(g.ids for g in profile.gpus)) or "none"
 
 
 def _auto(

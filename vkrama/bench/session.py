@@ -220,7 +220,7 @@ def run_info(bench_plan: BenchPlan) -> RunInfo:
             {"index": g.index, "ids": g.ids, "name": g.name, "kernel_driver": g.kernel_driver}
             for g in profile.gpus
         ],
-        gpu_key=results.gpu_key(profile, request.gpu if isinstance(request.gpu, int) else None),
+        gpu_key=profile.gpu_key(request.gpu if isinstance(request.gpu, int) else None),
         model_name=bench_plan.model.name,
         model_sha256=bench_plan.model.sha256,
         params=params,

@@ -59,7 +59,7 @@ def devices(
                 "cdi_specs": profile.cdi_specs,
                 "pci_ids": profile.pci_ids,
                 "problems": profile.problems,
-                "gpu_key": backends.gpu_key(profile),
+                "gpu_key": profile.gpu_key(),
                 "backends": [
                     {
                         "backend": c.backend,

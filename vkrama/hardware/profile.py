@@ -91,6 +91,13 @@ class HardwareProfile:
         """Fully qualified CDI device names of one kind, e.g. nvidia.com/gpu=0."""
         return tuple(name for spec in self.cdi_specs if spec.kind == kind for name in spec.devices)
 
+    def gpu_key(self, gpu: int | None = None) -> str:
+        """What identifies "this GPU" across runs (bench stores it, `serve --backend best`
+        matches on it): the ids of GPU `gpu` when one is asked for by index, else the
+        host's GPU set, sorted: "none", "1002:744c", "10de:28e0+8086:a7a0"."""
+        chosen = [g for g in self.gpus if g.index == gpu] if gpu is not None else []
+        return chosen[0].ids if chosen else "+".join(sorted(g.ids for g in self.gpus)) or "none"
+
 
 def detect_host(settings: Settings) -> HardwareProfile:
     """`detect()` on the roots the settings name (the real /sys and /dev by default)."""

@@ -2,8 +2,8 @@
 
 Modules: `records` (CellResult, Measurement, the Status enums: what bench writes),
 `db` (the SQLite file), `ranking` (compare, best), `report` (tables and exports).
-`best(settings, model_sha256, gpu_key, metric)` is what `serve --backend best` calls;
-`gpu_key(profile, gpu)` computes the key the same way bench stores it. Must not import
+`best(settings, model_sha256, gpu_key, metric)` is what `serve --backend best` calls, with
+the key `HardwareProfile.gpu_key(gpu)` gives, as bench stores it. Must not import
 bench or serve (they import this), print, or talk to podman.
 """
 
@@ -28,7 +28,6 @@ from vkrama.results.ranking import (
     Verdict,
     best,
     compare,
-    gpu_key,
     verdicts,
 )
 from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
@@ -54,7 +53,6 @@ __all__ = [
     "current_owner",
     "finish_run",
     "get_run",
-    "gpu_key",
     "list_runs",
     "start_run",
     "verdicts",

@@ -15,14 +15,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vkrama.config import Settings
 from vkrama.results import db
 from vkrama.results.records import CellResult, CellStatus, Measurement
-
-if TYPE_CHECKING:
-    from vkrama.hardware import HardwareProfile
 
 # A change counts as more than noise when it exceeds this many combined standard
 # deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
@@ -175,15 +171,6 @@ def mixed_builds(named: Sequence[tuple[str, str]]) -> str:
 
 def llama_build(cell: CellResult) -> str:
     return cell.provenance.get("llama_cpp_build", "")
-
-
-def gpu_key(profile: HardwareProfile, gpu: int | None = None) -> str:
-    """What identifies "this GPU" across runs: `backends.gpu_key` (the host's GPU set, "none"
-    without one), or the ids of GPU `gpu` when a run or a server asks for one by index."""
-    from vkrama.backends import gpu_key as host_gpu_key
-
-    chosen = [g for g in profile.gpus if g.index == gpu] if gpu is not None else []
-    return chosen[0].ids if chosen else host_gpu_key(profile)
 
 
 def compare(a: db.RunDetail, b: db.RunDetail) -> list[Change]:

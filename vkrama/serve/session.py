@@ -145,7 +145,7 @@ def _best_cell(
 
     ref, metric = request.model, request.rank_by
     try:
-        key = results.gpu_key(profile, gpu)
+        key = profile.gpu_key(gpu)
         cell = results.best(settings, model.sha256, key, metric)
     except ValueError:
         raise VkramaError(
