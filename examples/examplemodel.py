@@ -28,6 +28,18 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+# A Llama-3-style header template: different markers, no system default, "\n\n" after the
+# role; with the BPE vocabulary it makes a model whose prompts tokenize unlike the SPM one.
+HEADERS = (
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+BPE_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|eot_id|>")  # fmt: skip
 CPU_IMAGE = "localhost/vkrama/cpu:latest"
 
 
@@ -43,12 +55,18 @@ class Shape:
     n_ff: int
     n_vocab: int
     n_ctx: int
+    # "llama" or "qwen2" (llama's tensors plus q/k/v biases); "spm" (SentencePiece with byte
+    # tokens, ChatML) or "bpe" (GPT-2 byte-level BPE with merges, Llama-3-style headers).
+    arch: str = "llama"
+    vocab: str = "spm"
 
     @property
     def parameter_count(self) -> int:
         head_dim = self.n_embd // self.n_head
         attn = 2 * self.n_embd * self.n_embd + 2 * self.n_embd * head_dim * self.n_head_kv
         per_layer = attn + 3 * self.n_embd * self.n_ff + 2 * self.n_embd
+        if self.arch == "qwen2":
+            per_layer += self.n_embd + 2 * head_dim * self.n_head_kv
         return self.n_layer * per_layer + 2 * self.n_vocab * self.n_embd + self.n_embd
 
 
@@ -57,6 +75,8 @@ SHAPES: dict[str, Shape] = {
     "tiny": Shape("vkrama-tiny", 256, 4, 4, 4, 768, 1024, 2048),
     # ~0.66 B parameters: 1.3 GB in F16 (~6 s), ~0.38 GB as Q4_0 (TinyLlama-like, fewer layers).
     "bench": Shape("vkrama-bench", 2048, 12, 32, 4, 5632, 32000, 4096),
+    # ~2 M parameters: another architecture, tokenizer and chat template than "tiny".
+    "tiny-bpe": Shape("vkrama-tiny-bpe", 256, 2, 4, 2, 512, 2048, 2048, "qwen2", "bpe"),
 }
 
 
@@ -73,6 +93,44 @@ def vocabulary(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
     # Shorter pieces first with higher scores: a plausible SPM merge order.
     scores = [0.0] * (n_vocab - len(pieces)) + [-float(i) for i in range(len(pieces))]
     return tokens, scores, [int(t) for t in types]
+
+
+def byte_chars() -> list[str]:
+    """GPT-2's byte-level alphabet: each byte as one printable character, in byte order
+    (printable Latin-1 bytes stand for themselves, the others move to U+0100 and up)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    moved = iter(range(0x100, 0x200))
+    return [chr(b) if b in kept else chr(next(moved)) for b in range(256)]
+
+
+def bpe_vocabulary(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
+    """A byte-level BPE vocabulary: the 256 byte characters, merged letter pieces (with and
+    without the leading-space mark "Ġ") each made by one merge of two earlier tokens, then
+    the special tokens. (tokens, token types, merges)."""
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    space = byte_chars()[ord(" ")]
+    tokens = byte_chars()
+    known = set(tokens)
+    merges: list[str] = []
+    room = n_vocab - len(BPE_SPECIALS)
+    # Breadth first: every piece one letter longer than one already made, spaced or not.
+    level = [space, *letters]
+    while len(tokens) < room:
+        grown = []
+        for left in level:
+            for c in letters:
+                if len(tokens) >= room:
+                    break
+                if left + c not in known:
+                    merges.append(f"{left} {c}")
+                    tokens.append(left + c)
+                    known.add(left + c)
+                    grown.append(left + c)
+        level = grown
+    types = [int(gguf.TokenType.NORMAL)] * len(tokens)
+    tokens += BPE_SPECIALS
+    types += [int(gguf.TokenType.CONTROL)] * len(BPE_SPECIALS)
+    return tokens, types, merges
 
 
 def _pieces(count: int) -> list[str]:
@@ -135,7 +193,7 @@ def write(
     def norm() -> np.ndarray:
         return np.ones(shape.n_embd, dtype=np.float32)
 
-    writer = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
+    writer = gguf.GGUFWriter(path, shape.arch, split_max_tensors=split_max_tensors)
     writer.add_name(shape.name)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     writer.add_context_length(shape.n_ctx)
@@ -148,16 +206,7 @@ def write(
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(shape.n_vocab)
-    tokens, scores, types = vocabulary(shape.n_vocab)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_unk_token_id(UNK)
-    writer.add_bos_token_id(BOS)
-    writer.add_eos_token_id(EOS)
-    writer.add_add_bos_token(True)
-    writer.add_chat_template(CHATML)
+    _tokenizer(writer, shape)
 
     writer.add_tensor("token_embd.weight", weight(shape.n_vocab, shape.n_embd))
     for i in range(shape.n_layer):
@@ -167,6 +216,10 @@ def write(
         writer.add_tensor(f"{blk}.attn_k.weight", weight(n_embd_kv, shape.n_embd))
         writer.add_tensor(f"{blk}.attn_v.weight", weight(n_embd_kv, shape.n_embd))
         writer.add_tensor(f"{blk}.attn_output.weight", weight(shape.n_embd, shape.n_embd))
+        if shape.arch == "qwen2":
+            writer.add_tensor(f"{blk}.attn_q.bias", np.zeros(shape.n_embd, dtype=np.float32))
+            writer.add_tensor(f"{blk}.attn_k.bias", np.zeros(n_embd_kv, dtype=np.float32))
+            writer.add_tensor(f"{blk}.attn_v.bias", np.zeros(n_embd_kv, dtype=np.float32))
         writer.add_tensor(f"{blk}.ffn_norm.weight", norm())
         writer.add_tensor(f"{blk}.ffn_gate.weight", weight(shape.n_ff, shape.n_embd))
         writer.add_tensor(f"{blk}.ffn_up.weight", weight(shape.n_ff, shape.n_embd))
@@ -182,6 +235,32 @@ def write(
         first = sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))
         return first[0]
     return path
+
+
+def _tokenizer(writer: gguf.GGUFWriter, shape: Shape) -> None:
+    if shape.vocab == "bpe":
+        tokens, types, merges = bpe_vocabulary(shape.n_vocab)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("llama-bpe")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        first = len(tokens) - len(BPE_SPECIALS)
+        writer.add_bos_token_id(first)  # <|begin_of_text|>
+        writer.add_eos_token_id(first + 4)  # <|eot_id|>
+        writer.add_add_bos_token(True)
+        writer.add_chat_template(HEADERS)
+        return
+    tokens, scores, spm_types = vocabulary(shape.n_vocab)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(spm_types)
+    writer.add_unk_token_id(UNK)
+    writer.add_bos_token_id(BOS)
+    writer.add_eos_token_id(EOS)
+    writer.add_add_bos_token(True)
+    writer.add_chat_template(CHATML)
 
 
 def quantize(

@@ -73,6 +73,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bpe_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another architecture (qwen2), tokenizer (GPT-2 byte-level BPE) and chat template
+    (Llama-3-style headers) than `tiny_model`, as small."""
+    path = tmp_path_factory.mktemp("models") / "tiny-bpe.gguf"
+    return examplemodel.make("tiny-bpe", path, 0, None)
+
+
+@pytest.fixture(scope="session")
 def ranged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ~44 MB random-weight llama GGUF: large enough for a pull in parallel ranges."""
     shape = examplemodel.Shape("vkrama-ranged", 512, 4, 8, 8, 1536, 8000, 512)

@@ -48,6 +48,19 @@ def test_quantize_with_the_cpu_image_gives_a_q4_0_model(
     assert '"n_gen": 4' in _bench(out, image)
 
 
+def test_the_bpe_model_is_another_architecture_vocabulary_and_template(tmp_path: Path) -> None:
+    made = examplemodel.make("tiny-bpe", tmp_path / "bpe.gguf")
+    info = gguf_info.read(made)
+    assert info.architecture == "qwen2"
+    assert info.parameter_count == examplemodel.SHAPES["tiny-bpe"].parameter_count
+    tokens, _, merges = examplemodel.bpe_vocabulary(2048)
+    assert len(tokens) == 2048 and tokens[-1] == "<|eot_id|>"
+    # Every merge joins two tokens the vocabulary has into one it has.
+    known = set(tokens)
+    assert all(left in known and right in known and left + right in known
+               for left, right in (m.split(" ") for m in merges))  # fmt: skip
+
+
 def test_make_creates_missing_folders(tmp_path: Path) -> None:
     made = examplemodel.make("tiny", tmp_path / "new" / "folder" / "tiny.gguf")
     assert made.is_file() and made.stat().st_size > 1_000_000

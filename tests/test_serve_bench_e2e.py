@@ -80,6 +80,26 @@ def test_every_request_is_answered_at_1_and_4_clients_and_agrees_with_the_server
     assert len(exported) == 3 and ",ok," in exported[1]
 
 
+def test_a_model_with_another_tokenizer_template_and_architecture_gets_its_prompts(
+    vkrama: Callable[..., Any], tiny_bpe_model: Path, engine: Engine
+) -> None:
+    # The reported failure's command, on a model whose vocabulary, template and
+    # architecture the other tests never use: the default prompt length must work.
+    cpu = ("bench", str(tiny_bpe_model), "--serve", "--backend", "cpu", "--json")
+    done = vkrama(*cpu, "--concurrency", "1,2", "--gen-tokens", "8", "--requests", "2")
+    assert done.returncode == 0, done.stderr
+    assert "cpu: prompt 128 tokens" in done.stderr
+    (cell,) = results.get_run(config.load(), "latest").cells
+    # What the server counted for each request, summed per level: the prompt it was built for.
+    assert [(s.requests, s.prompt_tokens) for s in cell.serving] == [(2, 256), (2, 256)]
+
+    # Shorter than the template: the cell fails saying what length works.
+    done = vkrama(*cpu, "--concurrency", "1", "--prompt-tokens", "5", "--requests", "1")
+    assert done.returncode == ExitStatus.BENCH_FAILED
+    assert "with a one-word message" in json.loads(done.stdout)[0]["reason"]
+    assert serve_bench_containers(engine, tiny_bpe_model) == []
+
+
 # Moments to interrupt at: the stderr line after which the signal goes out.
 MOMENTS = [
     pytest.param("cell cpu:", id="while-planning"),

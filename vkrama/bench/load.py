@@ -5,11 +5,11 @@ event loop holds every open stream, so the generator costs little CPU next to th
 and no thread per client); records timestamps into `RequestTrace`s and leaves the
 arithmetic to `latency`. Must not print, start containers or log the API key.
 
-Every request asks for the same work on every stack: a prompt of exactly N tokens as the
-server's own tokenizer counts them (chat template included), exactly M output tokens
-(`ignore_eos`), and no reuse of an earlier request's prompt cache (`cache_prompt: false`).
-Over 300 lines because the event loop that drives the requests must also own how Ctrl-C
-and SIGTERM reach them (`EventLoop`), and the two are tested together.
+Every request asks for the same work on every stack: the same prompt (`prompts`: the
+length nearest N that the server's own tokenizer allows, chat template included), exactly M
+output tokens (`ignore_eos`), and no reuse of an earlier request's prompt cache
+(`cache_prompt: false`). The event loop that drives the requests also owns how Ctrl-C and
+SIGTERM reach them (`EventLoop`): the two are tested together.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import signal
 import threading
 import time
@@ -27,19 +26,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from vkrama.bench import prompts
 from vkrama.bench.latency import RequestTrace
-from vkrama.errors import ExitStatus, VkramaError
 
 CHAT_PATH = "/v1/chat/completions"
-# Words the filler prompt is drawn from: plain English, so any tokenizer splits it into
-# ordinary tokens; seeded, so every stack and every run gets the same text.
-_WORDS_TEXT = (
-    "the of and to in is was for on that with as by at from his her it an were are which "
-    "this be or has had not but one all their new first time city two more other year may "
-    "after school during under world river village north music local house series history"
-)
-PROMPT_SEED = 18
-PROMPT_TRIES = 12
 
 
 @dataclass(frozen=True)
@@ -56,51 +46,10 @@ class Target:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
-def make_prompt(target: Target, n_tokens: int) -> str:
-    """A user message whose chat prompt is exactly `n_tokens` tokens for this server.
-
-    The server applies its chat template (`/apply-template`) and tokenizes the result
-    (`/tokenize`, special tokens parsed, BOS added) the way a chat request does; the filler
-    is cut to a token count and corrected until the whole prompt has the wanted length.
-    """
-    with httpx.Client(base_url=target.url, headers=target.headers, timeout=60) as client:
-        rng, words = random.Random(PROMPT_SEED), _WORDS_TEXT.split()
-        filler = " ".join(rng.choice(words) for _ in range(n_tokens * 2 + 64))
-        tokens = _post(client, "/tokenize", {"content": filler})["tokens"]
-        take = n_tokens
-        counts = []
-        for _ in range(PROMPT_TRIES):
-            take = max(0, min(take, len(tokens)))
-            text = _post(client, "/detokenize", {"tokens": tokens[:take]})["content"].strip()
-            counted = count_chat_tokens(client, text)
-            counts.append(counted)
-            if counted == n_tokens:
-                return str(text)
-            take += n_tokens - counted
-            if take > len(tokens):
-                break
-    shortest = min(counts)
-    raise VkramaError(
-        f"cannot build a prompt of exactly {n_tokens} tokens (the chat template alone makes "
-        f"{shortest - take if take <= 0 else shortest}, tried {counts})",
-        hint="pick another --prompt-tokens (larger than the chat template's own tokens)",
-        status=ExitStatus.USAGE,
-    )
-
-
-def count_chat_tokens(client: httpx.Client, content: str) -> int:
-    """Tokens of the prompt the server builds for one user message `content`."""
-    prompt = _post(client, "/apply-template", {"messages": _messages(content)})["prompt"]
-    found = _post(
-        client, "/tokenize", {"content": prompt, "add_special": True, "parse_special": True}
-    )
-    return len(found["tokens"])
-
-
 def request_body(target: Target, prompt: str, gen_tokens: int) -> dict[str, Any]:
     return {
         "model": target.alias,
-        "messages": _messages(prompt),
+        "messages": prompts.messages(prompt),
         "stream": True,
         "max_tokens": gen_tokens,
         "ignore_eos": True,  # exactly gen_tokens tokens, whatever the model would say
@@ -280,29 +229,6 @@ class StreamRecorder:
             prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
             server={k: float(v) for k, v in self.timings.items() if isinstance(v, (int, float))},
         )
-
-
-def _messages(content: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": content}]
-
-
-def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> Any:
-    try:
-        response = client.post(path, json=body)
-    except httpx.HTTPError as error:
-        raise VkramaError(
-            f"{path} on {client.base_url} failed ({type(error).__name__})",
-            hint="is the server still running?",
-            status=ExitStatus.NETWORK,
-        ) from None
-    if response.status_code != 200:
-        raise VkramaError(
-            f"{path} answered HTTP {response.status_code}: {response.text[:160]}",
-            hint="the serving benchmark needs llama-server's /tokenize, /detokenize and "
-            "/apply-template",
-            status=ExitStatus.ERROR,
-        )
-    return response.json()
 
 
 def level_sizes(concurrency: Sequence[int], requests: int | None) -> list[tuple[int, int]]:

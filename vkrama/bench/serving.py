@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from vkrama.bench import latency, load, stderr
+from vkrama.bench import latency, load, prompts, stderr
 from vkrama.bench.plan import BenchCell, Slot
 from vkrama.errors import VkramaError
 from vkrama.progress import NULL, Reporter, Step
@@ -128,8 +128,9 @@ def run_serve_cell(
         if reason is not None:
             return _ended(base, started, log, reason=reason)
         target = load.Target(url, alias, timeout=max(timeout, 60.0))
-        body = load.request_body(target, load.make_prompt(target, params.prompt_tokens),
-                                 params.gen_tokens)  # fmt: skip
+        prompt = prompts.build(url, target.headers, params.prompt_tokens)
+        on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
+        body = load.request_body(target, prompt.text, params.gen_tokens)
         with load.EventLoop() as loop:
             for concurrency, requests in params.levels():
                 # A warm-up round per level, not counted: each new batch size makes Vulkan
