@@ -28,6 +28,7 @@ import httpx
 
 from vkrama.bench import prompts
 from vkrama.bench.latency import RequestTrace
+from vkrama.serve import api
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -170,7 +171,8 @@ async def _one(client: httpx.AsyncClient, payload: bytes, headers: dict[str, str
         async with client.stream("POST", CHAT_PATH, content=payload, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
-                return RequestTrace(error=f"HTTP {response.status_code}: {response.text[:120]}")
+                detail = api.body_detail(response.text)[:120]
+                return RequestTrace(error=f"HTTP {response.status_code}: {detail}")
             async for line in response.aiter_lines():
                 if not recorder.feed(line, clock() - sent):
                     break
@@ -192,25 +194,23 @@ class StreamRecorder:
 
     def feed(self, line: str, now: float) -> bool:
         """Take one line that arrived `now` seconds after sending; False once it is over."""
-        if not line.startswith("data:"):
-            return True  # blank separators, comments, `event:` lines
-        data = line[5:].strip()
-        if data == "[DONE]":
+        found = api.event(line)
+        if found is None:
+            return True
+        if found.done:
             self.done = True
             return False
-        try:
-            event = json.loads(data)
-        except ValueError:
-            self.error = f"not JSON in the stream: {data[:80]}"
+        if found.garbled is not None or found.server_error is not None:
+            self.error = (
+                f"server error: {found.server_error[:120]}"
+                if found.server_error is not None
+                else f"not JSON in the stream: {found.garbled}"
+            )
             return False
-        if "error" in event:
-            self.error = f"server error: {str(event['error'])[:120]}"
-            return False
-        choices = event.get("choices") or [{}]
-        if (choices[0].get("delta") or {}).get("content"):
+        if found.text:
             self.chunks.append(now)
-        self.usage = event.get("usage") or self.usage
-        self.timings = event.get("timings") or self.timings
+        self.usage = found.payload.get("usage") or self.usage
+        self.timings = found.payload.get("timings") or self.timings
         return True
 
     def trace(self, end: float) -> RequestTrace:

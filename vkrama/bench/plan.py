@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount
-from vkrama.results.records import expected_tests
+from vkrama.results.records import CellResult, CellStatus, expected_tests
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice
@@ -72,6 +72,24 @@ class BenchCell:
     @property
     def key(self) -> str:
         return f"{self.backend}/{self.driver}" if self.driver else self.backend
+
+    def failed(
+        self, reason: str = "", status: CellStatus = CellStatus.FAILED, duration_s: float = 0.0
+    ) -> CellResult:
+        """This cell's record when it measured nothing to count: the one place a cell's
+        identity (backend, driver, device, image, command, GPUs) becomes a `CellResult`;
+        runners add what they did measure with `dataclasses.replace`."""
+        return CellResult(
+            backend=self.backend,
+            driver=self.driver,
+            device=self.device,
+            status=status,
+            reason=reason,
+            image=self.image,
+            command=self.spec.command,
+            duration_s=round(duration_s, 3),
+            gpus=self.gpus,
+        )
 
     @classmethod
     def of(cls, choice: Choice, image: str, spec: ContainerSpec) -> BenchCell:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve import api
 
 # Words the filler prompt is drawn from: plain English, so any tokenizer splits it into
 # ordinary tokens; seeded, so every stack and every run gets the same text.
@@ -128,15 +129,12 @@ def post(client: httpx.Client, path: str, body: dict[str, Any]) -> Any:
     try:
         response = client.post(path, json=body)
     except httpx.HTTPError as error:
-        raise VkramaError(
-            f"{path} on {client.base_url} failed ({type(error).__name__})",
-            hint="is the server still running?",
-            status=ExitStatus.NETWORK,
-        ) from None
+        raise api.unreachable(f"{path} on {client.base_url}", error) from None
     if response.status_code != 200:
-        raise VkramaError(
-            f"{path} answered HTTP {response.status_code}: {response.text[:160]}",
+        raise api.refused(
+            f"{path} on {client.base_url}",
+            response.status_code,
+            response.text,
             hint="the serving benchmark needs llama-server's /tokenize and /apply-template",
-            status=ExitStatus.ERROR,
         )
     return response.json()

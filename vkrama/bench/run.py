@@ -64,7 +64,9 @@ def run_cells(
                 )
         except KeyboardInterrupt:
             interrupted = True
-            result = _failed(cell, "interrupted (Ctrl-C)", started, status=CellStatus.INTERRUPTED)
+            result = cell.failed(
+                "interrupted (Ctrl-C)", CellStatus.INTERRUPTED, time.monotonic() - started
+            )
         finally:
             # Whatever happened (timeout, engine error, Ctrl-C while creating), no container
             # of this cell may outlive it.
@@ -99,7 +101,8 @@ def run_cell(
     finally:
         load = watch.finish()  # stops the sampling thread on every way out, Ctrl-C included
     if error is not None:
-        return replace(_failed(cell, error.message, started), host_load=load)
+        failed = cell.failed(error.message, duration_s=time.monotonic() - started)
+        return replace(failed, host_load=load)
     result = judge(
         cell,
         completed.exit_code,
@@ -121,17 +124,7 @@ def judge(
     duration_s: float = 0.0,
 ) -> CellResult:
     """Accept a cell's numbers only if llama-bench succeeded on what the cell asked for."""
-    base = CellResult(
-        backend=cell.backend,
-        driver=cell.driver,
-        device=cell.device,
-        status=CellStatus.FAILED,
-        image=cell.image,
-        stderr_tail=stderr_text[-STDERR_KEPT:],
-        command=cell.spec.command,
-        duration_s=round(duration_s, 3),
-        gpus=cell.gpus,
-    )
+    base = replace(cell.failed(duration_s=duration_s), stderr_tail=stderr_text[-STDERR_KEPT:])
     if exit_code != 0:
         why = f"llama-bench exited with {exit_code}: {_last_line(stderr_text)}"
         return replace(base, reason=why)
@@ -153,22 +146,6 @@ def judge(
         return replace(base, device=label, reason=reason, raw_json=raw)
     return replace(
         base, device=label, status=CellStatus.OK, measurements=tuple(found), raw_json=raw
-    )
-
-
-def _failed(
-    cell: BenchCell, reason: str, started: float, status: CellStatus = CellStatus.FAILED
-) -> CellResult:
-    return CellResult(
-        backend=cell.backend,
-        driver=cell.driver,
-        device=cell.device,
-        status=status,
-        reason=reason,
-        image=cell.image,
-        command=cell.spec.command,
-        duration_s=round(time.monotonic() - started, 3),
-        gpus=cell.gpus,
     )
 
 

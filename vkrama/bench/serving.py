@@ -105,14 +105,7 @@ def run_serve_cell(
     from vkrama.serve import containers, ready
 
     started = time.monotonic()
-    base = CellResult(
-        backend=cell.backend,
-        driver=cell.driver,
-        device=cell.device,
-        status=CellStatus.FAILED,
-        image=cell.image,
-        command=cell.spec.command,
-    )
+    base = cell.failed()
     url, alias = cell.spec.labels["vkrama.url"], cell.spec.labels["vkrama.alias"]
     levels: list[LevelStats] = []
     log = ""

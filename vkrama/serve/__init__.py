@@ -4,7 +4,8 @@ Modules, in the order a serve runs: `plan` (ServeRequest + Resolved ─► Conta
 so --dry-run can print it), `session` (resolve model, device and image, then start),
 `ready` (wait until the server answers), `lifecycle` (start, follow in the foreground and
 its exit policy, reuse a running server or start one), `containers` (find, follow and stop
-running servers by their labels), `chat` (talk to a server's OpenAI API). Nothing here prints
+running servers by their labels), `chat` (talk to a server's OpenAI API), `api` (read its
+streamed events and word its failures, for `chat` and the serving bench alike). Nothing here prints
 or imports click: progress goes through a Reporter; podman is reached only through the
 `Engine` it is handed.
 """

@@ -1,18 +1,19 @@
 """A minimal OpenAI chat-completions client for `vkrama run`, streaming over requests.
 
 Stage: after serving (a client of a ready llama-server). Speaks HTTP to one base URL and
-yields text; must not print, start containers or log the API key.
+yields text (reading the stream and wording failures is `api`'s); must not print, start
+containers or log the API key.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import requests
 
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.serve import api
 
 
 @dataclass
@@ -71,58 +72,21 @@ def stream_chat(
             f"{url}/v1/chat/completions", json=body, headers=headers, stream=True, timeout=timeout
         ) as response:
             if response.status_code != 200:
-                raise _http_error(response)
+                raise api.refused("chat request", response.status_code, response.text)
             for line in response.iter_lines(decode_unicode=False):
-                piece = _delta(line)
-                if piece is None:
+                found = api.event(line)
+                if found is None or found.garbled is not None:
+                    continue
+                if found.done:
                     break
-                if piece:
-                    yield piece
+                if found.server_error is not None:
+                    raise VkramaError(
+                        f"the server failed mid-answer: {found.server_error}",
+                        status=ExitStatus.ERROR,
+                    )
+                if found.text:
+                    yield found.text
     except requests.RequestException as exc:
-        raise VkramaError(
-            f"chat request to {url} failed ({exc.__class__.__name__})",
-            hint="is the server still running? `vkrama ps` shows it",
-            status=ExitStatus.NETWORK,
+        raise api.unreachable(
+            f"chat request to {url}", exc, hint="is the server still running? `vkrama ps` shows it"
         ) from None
-
-
-def _delta(line: bytes) -> str | None:
-    """The text in one server-sent-events line; "" for other lines, None at the end."""
-    if not line.startswith(b"data:"):
-        return ""
-    data = line[5:].strip()
-    if data == b"[DONE]":
-        return None
-    try:
-        event = json.loads(data)
-    except ValueError:
-        return ""
-    if "error" in event:
-        raise VkramaError(
-            f"the server failed mid-answer: {_message(event['error'])}",
-            status=ExitStatus.ERROR,
-        )
-    choices = event.get("choices") or [{}]
-    return str((choices[0].get("delta") or {}).get("content") or "")
-
-
-def _http_error(response: requests.Response) -> VkramaError:
-    try:
-        detail = _message(response.json().get("error", response.text))
-    except ValueError:
-        detail = response.text.strip()[:200]
-    if response.status_code == 401:
-        return VkramaError(
-            "the server wants an API key",
-            hint="pass the same --api-key-file the server was started with",
-            status=ExitStatus.AUTH,
-        )
-    return VkramaError(
-        f"chat request failed: HTTP {response.status_code}: {detail}", status=ExitStatus.ERROR
-    )
-
-
-def _message(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message", error))
-    return " ".join(str(error).split())[:200]
