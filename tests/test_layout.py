@@ -23,6 +23,7 @@ STAGES = [
     "backends",
     "images",
     "store",
+    "stack",  # model + host + choices + images, resolved once for bench, serve and tune
     "results",
     "serve",
     "bench",

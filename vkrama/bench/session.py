@@ -1,9 +1,9 @@
 """One bench run end to end: model, hardware, matrix, images, cells, results store.
 
 Stage: the bench pipeline's driver (store ─► hardware ─► backends ─► images ─► bench.plan
-─► bench.run ─► results). `prepare` with `engine=None` is the dry-run: it names images and
-plans every cell but pulls, builds and starts nothing. Which cells a request asks for is
-`bench.matrix`'s. Must not print: steps go to a `Reporter`.
+─► bench.run ─► results). `plan` is the dry-run (names images and plans every cell, pulls,
+builds and starts nothing), `prepare` the real thing; both resolve through `vkrama.stack`.
+Which cells a request asks for is `bench.matrix`'s. Must not print: steps go to a `Reporter`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vkrama import __version__
-from vkrama.backends import compile_cache
+from vkrama import __version__, stack
 from vkrama.bench import plan as planning
 from vkrama.bench import serving
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
@@ -63,42 +62,41 @@ class BenchOutcome:
         return RunStatus.OK if ok else RunStatus.FAILED
 
 
-def prepare(
-    settings: Settings,
-    request: BenchRequest,
-    engine: Engine | None,
-    on_progress: Reporter = NULL,
-) -> BenchPlan:
-    """Model, hardware, the matrix and its images; one planned cell per runnable choice."""
-    from vkrama import hardware, store
+def plan(settings: Settings, request: BenchRequest, on_progress: Reporter = NULL) -> BenchPlan:
+    """The --dry-run: every cell planned from what the store and the host have; nothing is
+    pulled, built or created."""
+    return _prepare(settings, request, stack.PLAN, on_progress)
 
-    model = (
-        store.resolve(settings, request.model)
-        if engine is None
-        else store.ensure(settings, request.model, on_progress=on_progress)
-    )
-    profile = hardware.detect_host(settings)
-    choices, unavailable = matrix(profile, request)
+
+def prepare(
+    settings: Settings, request: BenchRequest, engine: Engine, on_progress: Reporter = NULL
+) -> BenchPlan:
+    """Model, hardware, the matrix and its images (pulled or built); one cell per choice."""
+    return _prepare(settings, request, stack.Fetch(engine), on_progress)
+
+
+def _prepare(
+    settings: Settings, request: BenchRequest, supply: stack.Supply, on_progress: Reporter
+) -> BenchPlan:
+    unavailable: list[CellResult] = []
+
+    def choose(model: LocalModel, profile: HardwareProfile) -> list[Choice]:
+        choices, cannot = matrix(profile, request)
+        unavailable.extend(cannot)
+        return choices
+
+    resolution = stack.resolve(settings, request.model, choose, supply, on_progress)
+    model = resolution.model
+    for choice, error in resolution.failed:
+        unavailable.append(unavailable_cell(choice.backend, choice.driver, error.message))
     threads = request.params.threads or planning.physical_cores()
     token = secrets.token_hex(4)
-    images: dict[str, tuple[str, dict[str, str]]] = {}
-    image_errors: dict[str, VkramaError] = {}  # a backend whose image failed is not retried
     cells = []
-    for position, choice in enumerate(choices):
-        # rocm's image may serve one GPU and lack another's gfx target: key by both.
-        image_key = f"{choice.backend} {','.join(choice.gfx_targets)}"
-        try:
-            if image_key in image_errors:
-                raise image_errors[image_key]
-            image = _image(engine, settings, choice, images, on_progress)
-        except VkramaError as error:
-            image_errors[image_key] = error
-            unavailable.append(unavailable_cell(choice.backend, choice.driver, error.message))
-            continue
-        cache = compile_cache.for_backend(settings.home, choice.backend)
-        if cache is not None and engine is not None:
-            compile_cache.ensure(cache)
-        slot = planning.Slot(choice, image, token, position, request.env, request.unset_env, cache)
+    for position, ready in enumerate(resolution.stacks):
+        choice = ready.choice
+        slot = planning.Slot(
+            choice, ready.image, token, position, request.env, request.unset_env, ready.cache
+        )
         if request.serve is not None:
             from vkrama.serve.plan import pick_port
 
@@ -110,8 +108,8 @@ def prepare(
             )
         on_progress(Step(f"cell {cell.key}: {choice.reason}"))
         cells.append(cell)
-    if not cells and image_errors:
-        raise next(iter(image_errors.values()))  # its own hint says how to get the image
+    if not cells and resolution.failed:
+        raise resolution.failed[0][1]  # its own hint says how to get the image
     if not cells and unavailable:
         first = unavailable[0]
         name = f"{first.backend}/{first.driver}" if first.driver else first.backend
@@ -120,7 +118,9 @@ def prepare(
             hint="`vkrama devices` shows what this machine can run",
             status=ExitStatus.BACKEND_UNAVAILABLE,
         )
-    return BenchPlan(request, model, profile, cells, unavailable, images, threads, token)
+    return BenchPlan(
+        request, model, resolution.profile, cells, unavailable, resolution.images, threads, token
+    )
 
 
 def execute(
@@ -241,27 +241,3 @@ def model_facts(model: LocalModel) -> dict[str, object]:
         "quantization": meta.quantization,
         "size": model.size,
     }
-
-
-def _image(
-    engine: Engine | None,
-    settings: Settings,
-    choice: Choice,
-    known: dict[str, tuple[str, dict[str, str]]],
-    on_progress: Reporter,
-) -> str:
-    from vkrama import images
-
-    backend = choice.backend
-    if engine is None:
-        return images.image_ref(backend)
-    ref = images.image_ref(backend)
-    if ref not in known:
-        found = images.ensure(
-            engine, backend, settings, on_progress=on_progress, gfx=choice.gfx_targets
-        )
-        ref = found.ref
-        known[ref] = (found.id, dict(found.provenance))
-    elif backend == "rocm":
-        images.rocm.check_targets(known[ref][1], choice.gfx_targets)
-    return ref

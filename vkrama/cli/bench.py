@@ -270,7 +270,7 @@ def bench(
     if generate:
         return write_jobs(app, request, out_dir)
     if app.dry_run:
-        planned = session.prepare(app.settings, request, engine=None)
+        planned = session.plan(app.settings, request)
         if as_json:
             echo_json(
                 [
@@ -309,7 +309,7 @@ def bench(
 
 def write_jobs(app: App, request: BenchRequest, out_dir: Path) -> int:
     """Plan the matrix as `bench` does (nothing runs here) and write it as Jobs."""
-    planned = session.prepare(app.settings, request, engine=None)
+    planned = session.plan(app.settings, request)
     for failed in planned.unavailable:
         _say(f"# {failed.backend}: {note(failed.status, failed.reason)}")
     generated = fleet.jobs(

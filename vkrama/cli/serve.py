@@ -106,7 +106,7 @@ def serve(
         return
     if app.dry_run:
         with reporting(app.verbose) as reporter:
-            planned = session.prepare(settings, request, None, on_progress=reporter)
+            planned = session.plan(settings, request, on_progress=reporter)
         echo_dry_run(planned, request)
         return
     with terminate_as_interrupt(), reporting(app.verbose) as reporter, log_tail_on_failure():

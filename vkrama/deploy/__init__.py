@@ -124,7 +124,7 @@ def for_serve(
     """Plan exactly what `vkrama serve` would run (starting nothing) and render it as `kind`."""
     from vkrama.serve import session
 
-    planned = session.prepare(settings, request, None, on_progress=on_progress)
+    planned = session.plan(settings, request, on_progress=on_progress)
     return render(kind, workload(planned, request.model, replicas, request.api_key_file), out_dir)
 
 

@@ -1,6 +1,7 @@
 """The serve pipeline end to end: from a model reference to a server that answers.
 
-Stage: runs store ─► backends ─► images ─► planning.plan ─► engine.run ─► planning.wait_ready.
+Stage: runs `vkrama.stack.resolve` (store ─► backends ─► images) ─► planning.plan ─► engine.run
+─► planning.wait_ready. `plan` is the --dry-run, `prepare` the real thing.
 Must not print: steps and waiting are reported to a `Reporter`.
 Never leaves a container behind when a server fails to become ready. Servers already
 running are found and stopped by `vkrama.serve.containers`.
@@ -13,7 +14,7 @@ from pathlib import Path
 from secrets import token_hex
 from typing import TYPE_CHECKING
 
-from vkrama.backends import compile_cache
+from vkrama import stack
 from vkrama.config import Settings
 from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
@@ -65,46 +66,47 @@ class ServerFailed(VkramaError):
         self.log_tail = log_tail
 
 
+def plan(settings: Settings, request: ServeRequest, on_progress: Reporter = NULL) -> Planned:
+    """The --dry-run: nothing is pulled, built or bound; the image is named, not checked, and
+    a given port is shown unchecked (`auto` still picks a free one, so the printed command
+    runs)."""
+    port = planning.pick_port(request.host, "auto") if request.port == "auto" else int(request.port)
+    return _prepare(settings, request, stack.PLAN, port, on_progress)
+
+
 def prepare(
-    settings: Settings,
-    request: ServeRequest,
-    engine: Engine | None,
-    on_progress: Reporter = NULL,
+    settings: Settings, request: ServeRequest, engine: Engine, on_progress: Reporter = NULL
 ) -> Planned:
-    """Resolve model, device and image, then plan. `engine=None` means dry-run: nothing is
-    pulled, built or bound, the image is named but not checked.
+    """Resolve model, device and image (pulled or built), then plan.
 
     `on_progress` gets the steps, the model download and the image build as events."""
-    from vkrama import images, store
+    # The port is checked before anything is pulled or built, so a busy port fails fast.
+    port = planning.pick_port(request.host, request.port)
+    return _prepare(settings, request, stack.Fetch(engine), port, on_progress)
 
+
+def _prepare(
+    settings: Settings,
+    request: ServeRequest,
+    supply: stack.Supply,
+    port: int,
+    on_progress: Reporter,
+) -> Planned:
     api_key = read_api_key(request.api_key_file) if request.api_key_file else None
-    model = (
-        store.resolve(settings, request.model)
-        if engine is None
-        else store.ensure(settings, request.model, on_progress=on_progress)
-    )
-    choice = _choose(settings, request, model, on_progress)
-    chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
-    # A backend vkrama picked (auto, best) explains itself; one the user named needs no word.
-    on_progress(Step(chosen + choice.reason, detail=request.backend not in ("auto", "best")))
-    if engine is None:
-        image = images.image_ref(choice.backend)
-        # A free port makes the printed command runnable; a given one is shown unchecked.
-        port = (
-            planning.pick_port(request.host, "auto")
-            if request.port == "auto"
-            else int(request.port)
-        )
-    else:
-        # The port is checked before the image is built, so a busy port fails fast.
-        port = planning.pick_port(request.host, request.port)
-        image = images.ensure(
-            engine, choice.backend, settings, on_progress=on_progress, gfx=choice.gfx_targets
-        ).ref
-    cache = compile_cache.for_backend(settings.home, choice.backend)
-    if cache is not None and engine is not None:
-        compile_cache.ensure(cache)
-    resolved = planning.Resolved(model, choice, image, port, api_key, cache)
+
+    def choose(model: LocalModel, profile: HardwareProfile) -> list[Choice]:
+        choice = _choose(settings, request, model, profile, on_progress)
+        chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
+        # A backend vkrama picked (auto, best) explains itself; one the user named needs none.
+        on_progress(Step(chosen + choice.reason, detail=request.backend not in ("auto", "best")))
+        return [choice]
+
+    resolution = stack.resolve(settings, request.model, choose, supply, on_progress)
+    if resolution.failed:
+        raise resolution.failed[0][1]
+    ready = resolution.stacks[0]
+    model, choice = resolution.model, ready.choice
+    resolved = planning.Resolved(model, choice, ready.image, port, api_key, ready.cache)
     spec = planning.plan(request, resolved)
     return Planned(
         spec,
@@ -117,11 +119,14 @@ def prepare(
 
 
 def _choose(
-    settings: Settings, request: ServeRequest, model: LocalModel, on_progress: Reporter
+    settings: Settings,
+    request: ServeRequest,
+    model: LocalModel,
+    profile: HardwareProfile,
+    on_progress: Reporter,
 ) -> Choice:
-    from vkrama import backends, hardware
+    from vkrama import backends
 
-    profile = hardware.detect_host(settings)
     backend, driver = request.backend, request.vk_driver
     if backend == "best":
         one = request.gpu if isinstance(request.gpu, int) else None
