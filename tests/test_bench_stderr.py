@@ -141,6 +141,27 @@ def test_flash_attn_values_name_the_tests_when_varied() -> None:
     assert [m.test for m in found] == ["pp64 fa=on", "tg16 fa=on", "pp64 fa=off", "tg16 fa=off"]
 
 
+def test_every_swept_setting_is_part_of_the_row_and_its_name() -> None:
+    # `-ub 32,64 -b 64 -ctk f16,q8_0 -fa 1`: four rows that once all read "pp64".
+    found, _ = measurements.parse(read("cpu-ub-ctk-sweep.json"))
+    assert [m.test for m in found] == [
+        "pp64 ub=32 ctk=f16",
+        "pp64 ub=32 ctk=q8_0",
+        "pp64 ub=64 ctk=f16",
+        "pp64 ub=64 ctk=q8_0",
+    ]
+    assert found[1].flags == {
+        "ub": "32", "b": "64", "fa": "on", "ctk": "q8_0", "ctv": "f16", "t": "2",
+        "ngl": "-1", "ncmoe": "0", "sm": "layer",
+    }  # fmt: skip
+
+
+def test_settings_are_kept_but_not_named_when_nothing_was_swept() -> None:
+    found, _ = measurements.parse(read("vulkan-llvmpipe.json"))
+    assert [m.test for m in found] == ["pp64", "tg16"]
+    assert found[0].flags["ub"] == "512" and found[0].flags["fa"] in ("off", "auto")
+
+
 @pytest.mark.parametrize(
     ("stdout", "reason"),
     [

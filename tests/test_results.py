@@ -246,7 +246,7 @@ def test_a_schema_6_file_reads_its_unavailable_prefixed_failures_as_unavailable(
         ("vulkan", results.CellStatus.FAILED, "exit 1: unavailable: a device"),
     ]
     with sqlite3.connect(db.db_path(settings)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
 
 
 READ_STATUS = [
@@ -311,13 +311,13 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     old = results.get_run(settings, 1)
     assert old.run.info.model == {} and old.run.info.host == "old"
     (m,) = old.cells[0].measurements  # measured before depth existed: at depth 0
-    assert (m.test, m.tps, m.n_depth) == ("tg128", 290.8, 0)
+    assert (m.test, m.tps, m.n_depth, m.flags) == ("tg128", 290.8, 0, {})
     assert old.cells[0].gpus == ()  # stored before GPU sets were: not known
     assert report.run_header(old)[1].startswith("model  tiny (no header facts: stored by an older")
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(db.db_path(settings)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:
@@ -467,3 +467,15 @@ def test_each_depth_gets_its_own_verdict_and_rows_carry_their_tests_verdict(
     assert data["verdicts"][3]["test"] == "tg16 @ d4096" and data["verdicts"][3]["ratio"] == 2.0
     md = report.export([results.get_run(settings, run_id)], "md").splitlines()
     assert f"- run {run_id}, {found[-1].line}" in md and md[-1].startswith(f"- run {run_id} model")
+
+
+def test_each_rows_llama_bench_settings_are_stored_and_read_back(
+    settings: config.Settings,
+) -> None:
+    swept = cell("cpu", None, 800, 30)
+    flags = {"ub": "256", "b": "2048", "fa": "on", "ctk": "q8_0", "ctv": "q8_0"}
+    first = replace(swept.measurements[0], test="pp64 ub=256", flags=flags)
+    run_id = store_run(settings, replace(swept, measurements=(first, swept.measurements[1])))
+    back = results.get_run(settings, run_id).cells[0].measurements
+    assert (back[0].test, back[0].flags) == ("pp64 ub=256", flags)
+    assert back[1].flags == {}

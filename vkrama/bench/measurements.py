@@ -12,9 +12,26 @@ from typing import Any
 
 from vkrama.results.records import Measurement, test_name
 
+# llama-bench's JSON fields for the settings a run may sweep, by the flag that sets them.
+FLAG_FIELDS = {
+    "n_ubatch": "ub",
+    "n_batch": "b",
+    "flash_attn": "fa",
+    "type_k": "ctk",
+    "type_v": "ctv",
+    "n_threads": "t",
+    "n_gpu_layers": "ngl",
+    "n_cpu_moe": "ncmoe",
+    "split_mode": "sm",
+}
+
 
 def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measurement], list[Any]]:
-    """(measurements, the raw JSON array) from llama-bench's stdout."""
+    """(measurements, the raw JSON array) from llama-bench's stdout.
+
+    Every row keeps its settings (`Measurement.flags`), and a setting that differs between
+    the rows of one run (`-- -ub 128,256` swept it) is part of each row's test name
+    ("pp2048 ub=256"): rows that ran differently never share a name."""
     text = stdout.strip()
     # Some builds print a banner line before the array; the array is what counts.
     start = text.find("[")
@@ -26,17 +43,20 @@ def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measuremen
         raise ValueError(f"llama-bench output is not valid JSON ({error.msg})") from None
     if not isinstance(raw, list) or not raw:
         raise ValueError("llama-bench printed no results")
+    if not all(isinstance(entry, dict) and "avg_ts" in entry for entry in raw):
+        raise ValueError("llama-bench result lacks avg_ts")
+    settings = [row_flags(entry) for entry in raw]
+    varied = [f for f in FLAG_FIELDS.values() if len({s.get(f) for s in settings}) > 1]
     measurements = []
-    for entry in raw:
-        if not isinstance(entry, dict) or "avg_ts" not in entry:
-            raise ValueError("llama-bench result lacks avg_ts")
+    for entry, flags in zip(raw, settings, strict=True):
         n_prompt = int(entry.get("n_prompt", 0))
         n_gen = int(entry.get("n_gen", 0))
         depth = int(entry.get("n_depth", 0) or 0)  # builds before -d have no such field
-        fa = _flash_attn_word(entry.get("flash_attn")) if flash_attn_varied else None
+        fa = flags.get("fa") if flash_attn_varied or "fa" in varied else None
+        swept = "".join(f" {f}={flags[f]}" for f in varied if f != "fa")
         measurements.append(
             Measurement(
-                test=test_name(n_prompt, n_gen, fa, depth),
+                test=test_name(n_prompt, n_gen, fa, depth) + swept,
                 n_prompt=n_prompt,
                 n_gen=n_gen,
                 tps=float(entry["avg_ts"]),
@@ -45,9 +65,20 @@ def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measuremen
                 backends=str(entry.get("backends", "")),
                 gpu_info=str(entry.get("gpu_info", "")),
                 n_depth=depth,
+                flags=flags,
             )
         )
     return measurements, raw
+
+
+def row_flags(entry: dict[str, Any]) -> dict[str, str]:
+    """One JSON row's settings by flag, as llama-bench's own flags spell the values."""
+    flags = {
+        flag: str(entry[name]) for name, flag in FLAG_FIELDS.items() if entry.get(name) is not None
+    }
+    if "fa" in flags:
+        flags["fa"] = _flash_attn_word(entry["flash_attn"])
+    return flags
 
 
 def _flash_attn_word(value: Any) -> str:

@@ -27,7 +27,7 @@ from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -115,6 +115,9 @@ CREATE INDEX serve_levels_by_cell ON serve_levels (cell_id);
 UPDATE cells SET status = 'unavailable', reason = substr(reason, 14)
  WHERE status = 'failed' AND substr(reason, 1, 13) = 'unavailable: ';
 """,
+    # Each row's llama-bench settings (ub, b, fa, ctk, ctv, t, ngl, ...) as JSON: what
+    # `vkrama tune` compares. Older rows read back as {} (their settings were not kept).
+    8: "ALTER TABLE measurements ADD COLUMN flags TEXT NOT NULL DEFAULT '{}';",
 }
 
 
@@ -328,7 +331,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         for m in cell.measurements:
             db.execute(
                 "INSERT INTO measurements (cell_id, test, n_prompt, n_gen, tps, tps_stddev,"
-                " samples, backends, gpu_info, n_depth) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " samples, backends, gpu_info, n_depth, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     cursor.lastrowid,
                     m.test,
@@ -340,6 +343,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                     m.backends,
                     m.gpu_info,
                     m.n_depth,
+                    json.dumps(m.flags),
                 ),
             )
 
@@ -426,7 +430,8 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
      provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus) = row  # fmt: skip
     found = db.execute(
-        "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth"
+        "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth,"
+        " flags"
         " FROM measurements WHERE cell_id = ? ORDER BY id",
         (cell_id,),
     ).fetchall()
@@ -444,8 +449,8 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         image_id=image_id,
         provenance=json.loads(provenance),
         measurements=tuple(
-            Measurement(t, p, g, tps, sd, tuple(json.loads(s)), b, gi, d)
-            for t, p, g, tps, sd, s, b, gi, d in found
+            Measurement(t, p, g, tps, sd, tuple(json.loads(s)), b, gi, d, json.loads(fl))
+            for t, p, g, tps, sd, s, b, gi, d, fl in found
         ),
         raw_json=None if raw_json is None else json.loads(raw_json),
         stderr_tail=stderr_tail,

@@ -112,6 +112,9 @@ class Measurement:
     backends: str = ""  # llama-bench's `backends` field, e.g. "Vulkan"
     gpu_info: str = ""
     n_depth: int = 0  # context tokens already in the KV cache (llama-bench -d)
+    # The llama-bench settings this row ran with, by llama-bench's flag ("ub": "256",
+    # "fa": "on", "ctk": "q8_0", ...): what `vkrama tune` searches. {} in rows before schema 8.
+    flags: dict[str, str] = field(default_factory=dict)
 
     @property
     def metric(self) -> str:
