@@ -12,17 +12,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vkrama"
 
-# The pipeline, first to last (STYLE.md). A module may import its own stage and the ones
-# before it, never one after it. The engine comes first of the working stages: it is the
-# podman service every later stage is handed. results comes before serve and bench:
-# bench writes its records and `serve --backend best` reads them.
+# The pipeline, first to last, as ../shared/STYLE.md states it ("Where things live"):
+# errors/config/progress → hardware → engine → store → backends → images → results → serve
+# → bench → deploy → cli. A module may import its own stage and the ones before it, never
+# one after it. hardware is pure (files in, data out) and needs no engine; the engine is
+# the podman service every later stage is handed; the store hands backends, images and the
+# rest a LocalModel; results comes before serve and bench: bench writes its records
+# (results/records.py, results/levels.py) and `serve --backend best` reads them.
 STAGES = [
     "errors config progress",  # shared by all, the flags/env/toml ─► Settings stage
-    "engine",
     "hardware",
+    "engine",
+    "store",
     "backends",
     "images",
-    "store",
     "stack",  # model + host + choices + images, resolved once for bench, serve and tune
     "results",
     "serve",

@@ -3,7 +3,7 @@
 Modules: `profile` (GPUs and their device nodes, read from /sys and /dev), `kfd` (AMD's
 compute topology: gfx targets, APUs), `cdi` (NVIDIA's CDI specs). Reads files only: never
 prints, never touches `os.environ`, caches nothing, and decides nothing about backends (that
-is `vkrama.backends`, the next stage).
+is `vkrama.backends`, a later stage).
 """
 
 from vkrama.hardware.cdi import CdiSpec, read_cdi_specs

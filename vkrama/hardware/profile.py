@@ -2,7 +2,7 @@
 
 Stage: /sys, /dev, CDI ─► `detect()` ─► `HardwareProfile`. A pure function of the roots it
 is given: it only reads files, never prints, never touches `os.environ`, caches nothing, and
-decides nothing about backends (that is `backends.py`). Anything odd it meets becomes a line
+decides nothing about backends (that is `vkrama.backends`). Anything odd it meets becomes a line
 in `HardwareProfile.problems`, not an exception.
 """
 
