@@ -1,7 +1,8 @@
 """The compatibility table cell by cell: can a backend drive a GPU, with what passthrough.
 
 Stage: part of HardwareProfile ─► Choice. Pure: reads only the profile it is given; never
-looks at the host, never prints. Every yes and every no carries a reason; a yes carries the
+looks at the host, never prints. `Split` (how one model spreads over several GPUs) is part
+of a `Choice`; `multi` decides it. Every yes and every no carries a reason; a yes carries the
 exact devices, numeric groups and environment a container needs to use that GPU and no other.
 """
 
@@ -9,14 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from vkrama.backends.targets import HIP_TARGETS, ROCM7_TARGETS, hsa_override_for
 from vkrama.hardware import Gpu, HardwareProfile
 from vkrama.hardware.cdi import GRAPHICS_FIX
-
-if TYPE_CHECKING:
-    from vkrama.backends.multi import Split
 
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
 VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")
@@ -37,6 +34,28 @@ VK_DRIVER_OF_KERNEL = {
     "nvidia": "nvidia",
 }
 NO_CDI_FIX = "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
+
+
+@dataclass(frozen=True)
+class Split:
+    """How llama.cpp spreads one model over several GPUs (its --split-mode, --tensor-split)."""
+
+    mode: str = "layer"  # layer | row | none (llama.cpp's default is layer)
+    weights: tuple[float, ...] = ()  # one per GPU, in ggml's device order; (): llama.cpp's own
+
+    def server_args(self) -> tuple[str, ...]:
+        """llama-server's spelling: --tensor-split 16,24."""
+        ts = ("--tensor-split", ",".join(_number(w) for w in self.weights)) if self.weights else ()
+        return ("--split-mode", self.mode, *ts)
+
+    def bench_args(self) -> tuple[str, ...]:
+        """llama-bench's spelling: -ts 16/24 (its commas separate values to sweep)."""
+        ts = ("-ts", "/".join(_number(w) for w in self.weights)) if self.weights else ()
+        return ("-sm", self.mode, *ts)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ devices exist there, renumbered from 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
-from vkrama.backends.cells import Choice
+from vkrama.backends.cells import Choice, Split
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu
 
@@ -23,28 +23,6 @@ GpuSelection = int | tuple[int, ...] | Literal["all", "each"] | None
 
 GIB = 1024**3
 SPLIT_MODES = ("layer", "row", "none")
-
-
-@dataclass(frozen=True)
-class Split:
-    """How llama.cpp spreads one model over several GPUs (its --split-mode, --tensor-split)."""
-
-    mode: str = "layer"  # layer | row | none (llama.cpp's default is layer)
-    weights: tuple[float, ...] = ()  # one per GPU, in ggml's device order; (): llama.cpp's own
-
-    def server_args(self) -> tuple[str, ...]:
-        """llama-server's spelling: --tensor-split 16,24."""
-        ts = ("--tensor-split", ",".join(_number(w) for w in self.weights)) if self.weights else ()
-        return ("--split-mode", self.mode, *ts)
-
-    def bench_args(self) -> tuple[str, ...]:
-        """llama-bench's spelling: -ts 16/24 (its commas separate values to sweep)."""
-        ts = ("-ts", "/".join(_number(w) for w in self.weights)) if self.weights else ()
-        return ("-sm", self.mode, *ts)
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
 
 
 def parse_gpus(text: str | None, *, allow_each: bool = False) -> GpuSelection:
