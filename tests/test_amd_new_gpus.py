@@ -280,9 +280,10 @@ def test_ensure_refuses_a_built_debian_rocm_image_for_an_rx_9070_xt(
 ) -> None:
     """What `vkrama bench`/`serve` meet on an RX 9070 XT host whose rocm image is sid's."""
     import vkrama.images as images
+    from vkrama.images import local
 
     built = images.ImageRef("rocm", images.image_ref("rocm"), "sha256:debian", DEBIAN_ROCM)
-    monkeypatch.setattr(images, "_image", lambda *_args: built)
+    monkeypatch.setattr(local, "built", lambda *_args: built)
     with pytest.raises(VkramaError) as caught:
         images.ensure(object(), "rocm", settings, gfx=("gfx1201",))  # type: ignore[arg-type]
     assert caught.value.status == ExitStatus.BACKEND_UNAVAILABLE

@@ -18,6 +18,7 @@ from vkrama.cli.progress import BuildDisplay, render_line
 from vkrama.engine import images as engine_images
 from vkrama.engine.images import BuildOutput, ImageInfo
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.images import recipes
 from vkrama.progress import BuildProgress, Event
 
 PROVENANCE = {"backend": "cpu", "llama_cpp_build": "11669", "ggml_version": "0.27.0-1"}
@@ -75,7 +76,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeImages:
     store.present["docker.io/library/debian:sid"] = ImageInfo("b" * 64, (), 1, None, {})
     for name in ("inspect", "build", "read_file"):
         monkeypatch.setattr(engine_images, name, getattr(store, name))
-    monkeypatch.setattr(images, "registry_reachable", lambda registry: False)
+    monkeypatch.setattr(recipes, "registry_reachable", lambda registry: False)
     return store
 
 
