@@ -18,13 +18,13 @@ from fakesys import (
     two_amd_gpus,
 )
 
+from vkrama import doctor
 from vkrama.backends import choose
 from vkrama.engine import ContainerSpec, Engine
 from vkrama.engine.records import EngineInfo
 from vkrama.errors import ExitStatus
 from vkrama.hardware import detect
 from vkrama.hardware.cdi import GRAPHICS_FIX
-from vkrama.images import doctor
 
 NO_GPU_TRANSCRIPT = """\
 No GPU found: vkrama runs on the CPU here, or Vulkan through lavapipe (software).

@@ -18,13 +18,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vkrama"
 # one after it. hardware is pure (files in, data out) and needs no engine; the engine is
 # the podman service every later stage is handed; the store hands backends, images and the
 # rest a LocalModel; results comes before serve and bench: bench writes its records
-# (results/records.py, results/levels.py) and `serve --backend best` reads them.
+# (results/records.py, results/levels.py) and `serve --backend best` reads them. doctor,
+# a room STYLE.md does not list, checks the host (podman, CDI, ulimits): it reads the
+# hardware, the engine and the backends' list, and only the CLI reads it.
 STAGES = [
     "errors config progress",  # shared by all, the flags/env/toml ─► Settings stage
     "hardware",
     "engine",
     "store",
     "backends",
+    "doctor",
     "images",
     "stack",  # model + host + choices + images, resolved once for bench, serve and tune
     "results",

@@ -11,13 +11,12 @@ from typing import Any
 
 import click
 
-from vkrama import backends, hardware
+from vkrama import backends, doctor, hardware
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json, echo_table
 from vkrama.cli.flags import gpu_type
 from vkrama.errors import ExitStatus
 from vkrama.hardware import HardwareProfile
-from vkrama.images import doctor
 
 
 @click.command()

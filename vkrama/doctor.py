@@ -1,9 +1,10 @@
 """`vkrama doctor`: is this machine ready to run vkrama's containers, and if not, what to do.
 
-Stage: beside the pipeline: HardwareProfile + facts about podman ─► list of `Check`s. Split
-in two so the judging is pure: `gather()` collects facts (podman info, images, rlimits,
-containers.conf) and `diagnose()` turns facts into checks, each problem with a fix. Never
-prints and never changes anything on the host.
+Stage: doctor, a room of its own after backends (it reads the hardware profile, podman's
+facts and the backends' list; it checks the host, not images). HardwareProfile + facts
+about podman ─► list of `Check`s. Split in two so the judging is pure: `gather()` collects
+facts (podman info, images, rlimits, containers.conf) and `diagnose()` turns facts into
+checks, each problem with a fix. Never prints and never changes anything on the host.
 """
 
 from __future__ import annotations
