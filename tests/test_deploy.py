@@ -219,7 +219,8 @@ def test_an_unavailable_backend_fails_before_anything_is_written(
 
 
 def test_an_oci_model_reaches_the_pod_as_an_image_volume_not_a_host_path() -> None:
-    from vkrama.deploy import Workload, kube
+    from vkrama.deploy import kube
+    from vkrama.deploy.workloads import Workload
     from vkrama.engine.spec import ContainerSpec, Mount, PortMapping
 
     spec = ContainerSpec(

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vkrama.deploy import HEALTH_PROBE, Generated, Workload, writable_sources, yaml_text
+from vkrama.deploy.files import Generated, yaml_text
+from vkrama.deploy.workloads import HEALTH_PROBE, Workload, writable_sources
 
 
 def serve(work: Workload, out_dir: Path) -> Generated:

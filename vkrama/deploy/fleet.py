@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vkrama.bench.imports import FLEET_KEY, FLEET_VERSION
-from vkrama.deploy import Generated, dns_label, kube, writable_sources, yaml_text
+from vkrama.deploy import kube
+from vkrama.deploy.files import Generated, yaml_text
+from vkrama.deploy.workloads import dns_label, writable_sources
 from vkrama.images.provenance import PROVENANCE_PATH
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vkrama.deploy import HEALTH_PATH, Generated, Workload, writable_sources, yaml_text
+from vkrama.deploy.files import Generated, yaml_text
+from vkrama.deploy.workloads import HEALTH_PATH, Workload, writable_sources
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve.plan import CONTAINER_PORT, MODEL_DIR

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vkrama.deploy import HEALTH_PROBE, Generated, Workload, writable_sources
+from vkrama.deploy.files import Generated
+from vkrama.deploy.workloads import HEALTH_PROBE, Workload, writable_sources
 
 
 def quote(word: str) -> str:
