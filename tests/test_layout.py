@@ -33,6 +33,7 @@ STAGES = [
     "results",
     "serve",
     "bench",
+    "tune",  # each stack's best flags, searched by bench's cells; serve reads them from results
     "deploy",
     "cli __main__",
 ]

@@ -41,6 +41,8 @@ class ExitStatus(IntEnum):
     UNSAFE_NAME = 20  # a reference or a server named a path that could leave the store
     DISK = 21  # the disk is full, or vkrama's home is not writable
     MISSING_EXTRA = 22  # an optional extra (e.g. vkrama[charts]) is not installed
+    BUDGET = 23  # `vkrama tune --budget` is too small for one trial
+    NOTHING_FITS = 24  # `vkrama tune`: no candidate configuration runs the model
     INTERRUPTED = 130
 
 

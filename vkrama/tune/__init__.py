@@ -1,0 +1,7 @@
+"""Stage tune: each stack's fastest llama-bench settings, searched within a budget
+(`vkrama tune`), stored per GPU, driver, image and model, and used by `bench --tuned` and
+`serve --backend best`.
+
+Modules: space (which flags and values a stack accepts, pure), search (the search, pure),
+session (runs the trials as bench cells and stores the outcome).
+"""

@@ -1,0 +1,239 @@
+"""The search for one stack's fastest llama-bench settings: coordinate search with
+successive halving and noise-aware dropping, within a time budget.
+
+Stage: tune. Pure: it calls the `Measure` it is given (the session runs llama-bench; tests
+give a deterministic response surface) and a clock, and decides; it runs, reads and prints
+nothing itself.
+
+How it goes:
+1. The defaults alone, once: the baseline, and how long one configuration's repetition
+   takes, which prices every later trial against the budget.
+2. One flag at a time (space.ORDER), every allowed value of it with the others held at the
+   best so far, in one trial (one llama-bench process: a comma list). Values slower than the
+   leader beyond noise are dropped, then the slower half; the rest run again at twice the
+   repetitions, their samples pooled, until one is left or `rounds` are done. The flag moves
+   only to a value faster than the current one beyond noise.
+3. Defaults against the best, side by side, for the gain. A best that is slower than the
+   defaults beyond noise there is dropped for the defaults: never worse than defaults.
+A trial starts only if it and that final comparison fit in what is left of the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.ranking import NOISE_SIGMAS
+from vkrama.tune.space import Flags, Space
+
+
+@dataclass(frozen=True)
+class Score:
+    """Objective samples (tokens/s), one per repetition, of one configuration."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples)
+
+    @property
+    def stddev(self) -> float:
+        return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
+
+    def pooled(self, other: Score | None) -> Score:
+        return self if other is None else Score(other.samples + self.samples)
+
+
+def faster_beyond_noise(a: Score, b: Score) -> bool:
+    """a is faster than b by more than noise: vkrama's one rule (results.ranking), the gap
+    above NOISE_SIGMAS combined standard deviations."""
+    return a.mean - b.mean > NOISE_SIGMAS * math.hypot(a.stddev, b.stddev)
+
+
+# One trial: configurations measured together, at `repetitions` each; per configuration a
+# Score, or the reason the stack refused it (a str).
+Measure = Callable[[Sequence[Flags], int], Sequence["Score | str"]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One flag's sweep: what each value scored (or why it was refused), and what was kept."""
+
+    flag: str
+    tried: dict[str, Score | str]
+    kept: str
+
+
+@dataclass(frozen=True)
+class Tuned:
+    defaults: dict[str, str]
+    best: dict[str, str]
+    default_score: Score
+    best_score: Score
+    steps: list[Step] = field(default_factory=list)
+    trials: int = 0
+    spent_s: float = 0.0
+    stopped_by_budget: bool = False
+
+    @property
+    def gain(self) -> float:
+        return self.best_score.mean / self.default_score.mean
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.best != self.defaults and faster_beyond_noise(
+            self.best_score, self.default_score
+        )
+
+    @property
+    def changed(self) -> dict[str, str]:
+        """The flags the best sets differently from the defaults."""
+        return {f: v for f, v in self.best.items() if self.defaults.get(f) != v}
+
+
+class _Clocked:
+    """Trials against the budget: each priced from the slowest seen per configuration and
+    repetition (a container start included), so the estimate errs long."""
+
+    def __init__(self, measure: Measure, clock: Callable[[], float], budget_s: float) -> None:
+        self.measure, self.clock, self.budget_s = measure, clock, budget_s
+        self.start = clock()
+        self.unit_s = 0.0
+        self.trials = 0
+
+    @property
+    def spent_s(self) -> float:
+        return self.clock() - self.start
+
+    def affords(self, configs: int, repetitions: int, reserve: float = 0.0) -> bool:
+        return self.spent_s + self.unit_s * configs * repetitions + reserve <= self.budget_s
+
+    def run(self, configs: Sequence[Flags], repetitions: int) -> Sequence[Score | str]:
+        began = self.clock()
+        found = self.measure(configs, repetitions)
+        self.trials += 1
+        self.unit_s = max(self.unit_s, (self.clock() - began) / (len(configs) * repetitions))
+        return found
+
+
+def search(
+    space: Space,
+    measure: Measure,
+    clock: Callable[[], float],
+    budget_s: float,
+    repetitions: int = 3,
+    rounds: int = 3,
+) -> Tuned:
+    """The best configuration `space` holds within `budget_s` (see the module's steps)."""
+    clocked = _Clocked(measure, clock, budget_s)
+    defaults = dict(space.defaults)
+    (first,) = clocked.run([defaults], repetitions)
+    if isinstance(first, str):
+        raise VkramaError(
+            f"the stack does not run the model even at llama-bench's defaults: {first}",
+            hint="no candidate fits; try a smaller model or quantization, or another backend",
+            status=ExitStatus.NOTHING_FITS,
+        )
+    if clocked.spent_s > budget_s:
+        raise VkramaError(
+            f"--budget {budget_s:g}s is too small for one trial: the defaults alone took"
+            f" {clocked.spent_s:.0f}s",
+            hint=f"give --budget of at least {math.ceil(clocked.spent_s * 8 / 60)}m,"
+            " or smaller --prompt/--gen sizes",
+            status=ExitStatus.BUDGET,
+        )
+    best, scores = dict(defaults), {_key(defaults): first}
+    steps: list[Step] = []
+    reserve = clocked.unit_s * 2 * repetitions  # the final side-by-side comparison
+    stopped = False
+    for flag in space.flags:
+        values = space.values(flag, best)
+        if len(values) < 2:
+            continue
+        step, stopped = _sweep(clocked, flag, values, best, scores, repetitions, rounds, reserve)
+        if step is not None:
+            steps.append(step)
+            best[flag] = step.kept
+        if stopped:
+            break
+    default_score, best_score = scores[_key(defaults)], scores[_key(best)]
+    if best != defaults:
+        side = clocked.run([defaults, best], repetitions)
+        if all(isinstance(s, Score) for s in side):
+            default_score, best_score = side  # type: ignore[assignment]
+            if faster_beyond_noise(default_score, best_score):
+                best, best_score = dict(defaults), default_score
+    return Tuned(
+        defaults, best, default_score, best_score, steps, clocked.trials, clocked.spent_s, stopped
+    )
+
+
+def _sweep(
+    clocked: _Clocked,
+    flag: str,
+    values: tuple[str, ...],
+    best: dict[str, str],
+    scores: dict[tuple[tuple[str, str], ...], Score],
+    repetitions: int,
+    rounds: int,
+    reserve: float,
+) -> tuple[Step | None, bool]:
+    """One flag's successive halving; (its step or None if nothing ran, out of budget?)."""
+    own = best[flag]
+    tried: dict[str, Score | str] = {}
+    alive = list(values)
+    reps = repetitions
+    for _ in range(rounds):
+        if not clocked.affords(len(alive), reps, reserve):
+            return (_kept(flag, own, tried, best, scores) if tried else None), True
+        configs = [{**best, flag: v} for v in alive]
+        for value, found in zip(alive, clocked.run(configs, reps), strict=True):
+            if isinstance(found, str):
+                tried[value] = found
+            else:
+                earlier = tried.get(value)
+                tried[value] = found.pooled(earlier if isinstance(earlier, Score) else None)
+        alive = [v for v in alive if isinstance(tried[v], Score)]
+        if not alive:
+            break
+        ranked = sorted(alive, key=lambda v: _score(tried, v).mean, reverse=True)
+        leader = _score(tried, ranked[0])
+        ranked = [v for v in ranked if not faster_beyond_noise(leader, _score(tried, v))]
+        alive = ranked[: max(1, math.ceil(len(ranked) / 2))] if len(ranked) > 2 else ranked
+        if len(alive) == 1:
+            break
+        reps *= 2
+    return _kept(flag, own, tried, best, scores), False
+
+
+def _kept(
+    flag: str,
+    own: str,
+    tried: dict[str, Score | str],
+    best: dict[str, str],
+    scores: dict[tuple[tuple[str, str], ...], Score],
+) -> Step:
+    """Keep `own` unless the fastest value beats it beyond noise; the kept value's pooled
+    score is remembered for the end."""
+    measured = {v: s for v, s in tried.items() if isinstance(s, Score)}
+    kept = own
+    if own in measured:
+        leader = max(measured, key=lambda v: measured[v].mean)
+        if faster_beyond_noise(measured[leader], measured[own]):
+            kept = leader
+        scores[_key({**best, flag: kept})] = measured[kept]
+    return Step(flag, tried, kept)
+
+
+def _score(tried: dict[str, Score | str], value: str) -> Score:
+    found = tried[value]
+    assert isinstance(found, Score)
+    return found
+
+
+def _key(flags: Flags) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(flags.items()))
