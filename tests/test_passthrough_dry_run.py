@@ -5,6 +5,7 @@ stack to it. Detection reads fake /sys and /dev trees laid out as real kernels l
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -135,3 +136,25 @@ def test_a_dry_run_bench_names_each_asked_for_cell_it_cannot_run_and_why(
     assert done.returncode == ExitStatus.OK, done.stderr
     assert done.stdout.startswith("podman run ") and "localhost/vkrama/cpu" in done.stdout
     assert done.stderr.splitlines()[-1] == "# rocm: unavailable: no AMD GPU, no /dev/kfd"
+
+
+@pytest.mark.parametrize("command", ["serve", "bench"])
+def test_vulkan_on_nvidia_keeps_its_pipelines_in_vkramas_cache(
+    command: str, tmp_path: Path, tiny_model: Path, vkrama: Callable[..., Any]
+) -> None:
+    """NVIDIA's driver caches Vulkan pipelines in its own folder, not Mesa's: without a mount
+    every vulkan/nvidia container started cold (issue 26: a first repetition at a third)."""
+    host = FakeHost(tmp_path)
+    intel_nvidia_laptop(host)
+    flags = ["--backend", "vulkan", "--vk-driver", "nvidia"]
+    done = vkrama("--dry-run", command, str(tiny_model), *flags, env=roots(host))
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("podman run ")]
+    argv = shlex.split(line)
+    home = Path(os.environ["VKRAMA_HOME"])
+    mount = f"type=bind,src={home / 'cache' / 'nvidia'},dst=/cache/nvidia"
+    assert mount in [value for flag, value in itertools.pairwise(argv) if flag == "--mount"]
+    env = parse(argv)[2]
+    assert env["__GL_SHADER_DISK_CACHE_PATH"] == "/cache/nvidia"
+    assert env["__GL_SHADER_DISK_CACHE_SKIP_CLEANUP"] == "1"
+    assert "MESA_SHADER_CACHE_DIR" not in env

@@ -299,22 +299,39 @@ def test_wait_ready_stops_when_the_container_exits() -> None:
 HOME = Path("/home/u/.local/share/vkrama")
 
 
+NV_PATH, NV_KEEP = "__GL_SHADER_DISK_CACHE_PATH", "__GL_SHADER_DISK_CACHE_SKIP_CLEANUP"
+
+
 @pytest.mark.parametrize(
-    ("backend", "host_dir", "variable"),
+    ("backend", "driver", "host_dir", "env"),
     [
-        ("vulkan", HOME / "cache" / "mesa", "MESA_SHADER_CACHE_DIR"),
-        ("cuda", HOME / "cache" / "cuda", "CUDA_CACHE_PATH"),
+        ("vulkan", "lavapipe", HOME / "cache" / "mesa", {"MESA_SHADER_CACHE_DIR": "/cache/mesa"}),
+        ("cuda", None, HOME / "cache" / "cuda", {"CUDA_CACHE_PATH": "/cache/cuda"}),
+        ("vulkan", "nvidia", HOME / "cache" / "nvidia", {NV_PATH: "/cache/nvidia", NV_KEEP: "1"}),
+        (
+            "vulkan",
+            "radv+nvidia",
+            HOME / "cache" / "mesa",
+            {"MESA_SHADER_CACHE_DIR": "/cache/mesa", NV_PATH: "/cache/mesa", NV_KEEP: "1"},
+        ),
     ],
-    ids=["vulkan-keeps-mesa-shaders", "cuda-keeps-jit-kernels"],
+    ids=[
+        "vulkan-keeps-mesa-shaders",
+        "cuda-keeps-jit-kernels",
+        "vulkan-on-nvidia-keeps-nvidia-pipelines-uncleaned",
+        "vulkan-split-over-mesa-and-nvidia-keeps-both",
+    ],
 )
 def test_gpu_backends_get_a_writable_compile_cache(
-    backend: str, host_dir: Path, variable: str
+    backend: str, driver: str | None, host_dir: Path, env: dict[str, str]
 ) -> None:
-    cache = compile_cache.for_backend(HOME, backend)
+    cache = compile_cache.for_backend(HOME, backend, driver)
     assert cache is not None and cache.host_dir == host_dir
-    spec = server.plan(*request(choice=replace(LAVAPIPE, backend=backend), compile_cache=cache))
+    choice = replace(LAVAPIPE, backend=backend, driver=driver)
+    spec = server.plan(*request(choice=choice, compile_cache=cache))
     assert Mount(host_dir, cache.target, read_only=False) in spec.mounts
-    assert spec.env[variable] == cache.target
+    cache_vars = ("MESA_SHADER_CACHE_DIR", "CUDA_CACHE_PATH", NV_PATH, NV_KEEP)
+    assert {k: v for k, v in spec.env.items() if k in cache_vars} == env
     assert [m.read_only for m in spec.mounts if m.target.startswith("/models/")] == [True]
 
 

@@ -141,7 +141,7 @@ def resolve(
             errors[key] = error
             failed.append((choice, error))
             continue
-        cache = compile_cache.for_backend(settings.home, choice.backend)
+        cache = compile_cache.for_backend(settings.home, choice.backend, choice.driver)
         if cache is not None and supply.live:
             compile_cache.ensure(cache)
         stacks.append(Stack(choice, image, cache))

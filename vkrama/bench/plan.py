@@ -216,7 +216,7 @@ def plan_cell(
     mounts = tuple(Mount(path, f"{MODEL_DIR}/{path.name}") for path in model_files)
     if compile_cache is not None:
         mounts += (Mount(compile_cache.host_dir, compile_cache.target, read_only=False),)
-        env[compile_cache.variable] = compile_cache.target
+        env.update(compile_cache.env)
     env = slot.env(env)
     device = choice.device_label
     labels = {

@@ -109,7 +109,7 @@ def plan(request: ServeRequest, resolved: Resolved) -> ContainerSpec:
     if resolved.compile_cache is not None:
         cache = resolved.compile_cache
         mounts += (Mount(cache.host_dir, cache.target, read_only=False),)
-        env[cache.variable] = cache.target
+        env.update(cache.env)
     name = request.name or default_name(alias, port)
     secrets: tuple[SecretFile, ...] = ()
     tmpfs: tuple[str, ...] = ("/tmp",)
