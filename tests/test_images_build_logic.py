@@ -6,7 +6,6 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ from vkrama.engine import images as engine_images
 from vkrama.engine.images import BuildOutput, ImageInfo
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images import recipes
-from vkrama.progress import BuildProgress, Event
+from vkrama.progress import NULL, BuildProgress, Event, Reporter
 
 PROVENANCE = {"backend": "cpu", "llama_cpp_build": "11669", "ggml_version": "0.27.0-1"}
 
@@ -29,8 +28,13 @@ class FakeImages:
     """podman's image store as `vkrama.engine.images` sees it."""
 
     present: dict[str, ImageInfo] = field(default_factory=dict)
-    output: list[str] = field(
-        default_factory=lambda: ["STEP 1/2: FROM x", "hello", "STEP 2/2: RUN y"]
+    # (step, total, line) as the engine reports them: it reads the steps from buildah's lines.
+    output: list[tuple[int, int, str]] = field(
+        default_factory=lambda: [
+            (1, 2, "STEP 1/2: FROM x"),
+            (1, 2, "hello"),
+            (2, 2, "STEP 2/2: RUN y"),
+        ]
     )
     fail_with: str | None = None
     builds: list[dict[str, Any]] = field(default_factory=list)
@@ -41,13 +45,12 @@ class FakeImages:
     def build(self, engine: object, context: object, containerfile: str, *,
               tags: tuple[str, ...] = (), build_args: dict[str, str] | None = None,
               labels: dict[str, str] | None = None, no_cache: bool = False,
-              on_line: Callable[[str], None] | None = None) -> str:  # fmt: skip
+              on_progress: Reporter = NULL, what: str = "") -> str:  # fmt: skip
         self.builds.append({"containerfile": containerfile, "tags": tuple(tags),
                             "build_args": build_args, "labels": labels})  # fmt: skip
         if len(self.builds) == 1:
-            for line in self.output:
-                if on_line:
-                    on_line(line)
+            for step, total, line in self.output:
+                on_progress(BuildProgress(what, step, total, line))
             if self.fail_with:
                 raise VkramaError(f"build failed: {self.fail_with}", status=ExitStatus.BUILD_FAILED)
             return "a" * 64
@@ -286,13 +289,19 @@ def test_engine_build_streams_lines_and_returns_the_id() -> None:
         {"aux": {"ID": "sha256:" + "e" * 64}},
         {"stream": "Successfully built eeeeeeeeeeee\n"},
     ])  # fmt: skip
-    lines: list[str] = []
-    image = engine_images.build(engine, b"tar", "cpu.Containerfile", on_line=lines.append)  # type: ignore[arg-type]
+    seen: list[Event] = []
+    image = engine_images.build(
+        engine,  # type: ignore[arg-type]
+        b"tar",
+        "cpu.Containerfile",
+        on_progress=seen.append,
+        what="cpu",
+    )
     assert image == "e" * 64
-    assert lines == [
-        "STEP 1/2: FROM x",
-        "Get:1 http://deb.debian.org sid InRelease",
-        "Successfully built eeeeeeeeeeee",
+    assert seen == [
+        BuildProgress("cpu", 1, 2, "STEP 1/2: FROM x"),
+        BuildProgress("cpu", 1, 2, "Get:1 http://deb.debian.org sid InRelease"),
+        BuildProgress("cpu", 1, 2, "Successfully built eeeeeeeeeeee"),
     ]
     call = engine.client.api.calls[0]
     assert call["compatible"] is True and call["stream"] is True  # cache-reusing endpoint

@@ -24,6 +24,7 @@ from test_devices_cli import roots
 from vkrama import config, images
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images import rocm
+from vkrama.progress import BuildProgress, Event
 
 UPSTREAM = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/b11669.tar.gz"
 
@@ -167,9 +168,9 @@ def test_the_named_tarball_is_fetched_once_and_staged_as_the_recipe_copies_it(
     body = tarball()
     url = server.add("/ggml-org/llama.cpp/archive/refs/tags/b11669.tar.gz", Resource(body=body))
     planned = plan_for(url, isolated_state)
-    lines: list[str] = []
-    images.stage(planned, lines.append)
-    images.stage(planned, lines.append)
+    seen: list[Event] = []
+    images.stage(planned, seen.append)
+    images.stage(planned, seen.append)
     staged = planned.context
     assert (staged / rocm.SOURCE_NAME).read_bytes() == body
     assert (staged / "rocm7.Containerfile").is_file() and (staged / "provenance.sh").is_file()
@@ -177,7 +178,7 @@ def test_the_named_tarball_is_fetched_once_and_staged_as_the_recipe_copies_it(
     assert [r[1] for r in server.requests] == [
         "/ggml-org/llama.cpp/archive/refs/tags/b11669.tar.gz"
     ]
-    assert lines == [f"fetching llama.cpp source {url}"]
+    assert seen == [BuildProgress("rocm", 0, 0, f"fetching llama.cpp source {url}")]
 
 
 def test_two_addresses_with_the_same_file_name_are_two_sources(
@@ -223,6 +224,6 @@ def test_a_local_tarball_is_staged_from_where_it_is(tmp_path: Path, isolated_sta
     source.write_bytes(tarball())
     planned = plan_for(str(source), isolated_state)
     assert planned.build_args["LLAMA_CPP_SOURCE_NAME"] == str(source)
-    images.stage(planned, lambda line: None)
+    images.stage(planned)
     assert (planned.context / rocm.SOURCE_NAME).read_bytes() == source.read_bytes()
     assert not (isolated_state / "cache" / "llama.cpp").exists()  # nothing copied to the cache

@@ -2,7 +2,7 @@
 
 Stage: engine (with `engine.client`, the only importers of podman-py). Speaks podman's
 REST API and turns its failures into `VkramaError`s; knows nothing of backends, recipes
-or provenance, and never prints (build output goes to an `on_line` callback).
+or provenance, and never prints (build output goes to a `Reporter` as `BuildProgress`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from vkrama.engine.errors import translate_errors
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.progress import NULL, Download, Reporter
+from vkrama.progress import NULL, BuildProgress, Download, Reporter
 
 if TYPE_CHECKING:
     from vkrama.engine.protocol import Engine
 
 CHUNK = 1 << 20  # bytes per write while saving an archive
+# buildah's step header, "STEP 3/11: RUN apt-get ...": every line after it belongs to it.
+_STEP = re.compile(r"^STEP (\d+)/(\d+): ")
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,13 @@ def build(
     build_args: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     no_cache: bool = False,
-    on_line: Callable[[str], None] | None = None,
+    on_progress: Reporter = NULL,
+    what: str = "",
 ) -> str:
-    """Build an image, handing each output line to `on_line` as it arrives; its id.
+    """Build an image, reporting each output line as it arrives; its id.
+
+    Each line is a `BuildProgress` named `what` (the caller's name for the image), with
+    the step it belongs to (0/0 before the first).
 
     `context` is a directory (sent as a tar) or a ready tar archive. Raises
     BUILD_FAILED with podman's own reason when a step fails.
@@ -84,12 +90,14 @@ def build(
     output = BuildOutput()
     image_id: str | None = None
     last: list[str] = []
+    step = [0, 0]
 
     def emit(lines: Iterable[str]) -> None:
         for line in lines:
             last[:] = [*last[-4:], line]
-            if on_line is not None:
-                on_line(line)
+            if match := _STEP.match(line):
+                step[:] = [int(match.group(1)), int(match.group(2))]
+            on_progress(BuildProgress(what, step[0], step[1], line))
 
     with translate_errors(f"build {containerfile}"):
         # The Docker-compatible endpoint: podman 4.3's libpod /build never reuses cached

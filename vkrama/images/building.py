@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shutil
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from vkrama.config import Settings
@@ -22,28 +21,27 @@ from vkrama.images import local, recipes, rocm
 from vkrama.images.local import ImageRef
 from vkrama.images.planning import BuildPlan, image_ref, plan
 from vkrama.images.provenance import PROVENANCE_PATH, parse_provenance_json, provenance_labels
-from vkrama.progress import NULL, BuildProgress, Reporter
+from vkrama.progress import NULL, BuildProgress, Event, Reporter
 
 if TYPE_CHECKING:
     from vkrama.engine import Engine
-
-_STEP = re.compile(r"^STEP (\d+)/(\d+): ")
 
 
 def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -> ImageRef:
     """Build the planned image, record its provenance as labels, tag it; the image."""
     backend = build_plan.recipe.backend
     _check_bases(engine, build_plan)
-    step = [0, 0]
+    last = BuildProgress(backend, 0, 0, "")
 
-    def on_line(line: str) -> None:
-        match = _STEP.match(line)
-        if match:
-            step[:] = [int(match.group(1)), int(match.group(2))]
-        on_progress(BuildProgress(backend, step[0], step[1], line))
+    def relay(event: Event) -> None:
+        # Remembers the step reached: a failure and the provenance line name it.
+        nonlocal last
+        if isinstance(event, BuildProgress):
+            last = event
+        on_progress(event)
 
     if build_plan.staged is not None:
-        stage(build_plan, on_line)
+        stage(build_plan, relay)
     try:
         built = engine_images.build(
             engine,
@@ -51,10 +49,11 @@ def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -
             build_plan.recipe.path.name,
             build_args=build_plan.build_args,
             no_cache=build_plan.no_cache,
-            on_line=on_line,
+            on_progress=relay,
+            what=backend,
         )
     except VkramaError as error:
-        where = f" at step {step[0]}/{step[1]}" if step[1] else ""
+        where = f" at step {last.step}/{last.total}" if last.total else ""
         raise VkramaError(
             f"building {backend} failed{where}: {error.message.removeprefix('build failed: ')}",
             hint=error.hint,
@@ -68,7 +67,7 @@ def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -
     )
     labels = {**provenance_labels(recorded), **build_plan.labels}
     summary = ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "llama_cpp_version")
-    on_progress(BuildProgress(backend, step[0], step[1], f"provenance: {summary}"))
+    on_progress(BuildProgress(backend, last.step, last.total, f"provenance: {summary}"))
     final = engine_images.build(
         engine, _label_context(built, labels), "Containerfile", tags=build_plan.tags
     )
@@ -136,12 +135,12 @@ def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
             )
 
 
-def stage(build_plan: BuildPlan, on_line: Callable[[str], None]) -> None:
+def stage(build_plan: BuildPlan, on_progress: Reporter = NULL) -> None:
     """Assemble the staged context: the recipe and its scripts, and the source tarball
     (fetched once into the cache, sha256 checked) under the name the recipe COPYs."""
     staged = build_plan.staged
     assert staged is not None
-    source = rocm.fetch_source(staged.home, staged.source, on_line)
+    source = rocm.fetch_source(staged.home, staged.source, on_progress)
     staged.directory.mkdir(parents=True, exist_ok=True)
     for path in [build_plan.recipe.path, *build_plan.recipe.context.glob("*.sh")]:
         shutil.copyfile(path, staged.directory / path.name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import requests
 from vkrama.backends import HIP_TARGETS, ROCM7_TARGETS
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import HardwareProfile
+from vkrama.progress import NULL, BuildProgress, Reporter
 
 DEBIAN_RECIPE = "rocm"
 SOURCE_RECIPE = "rocm7"
@@ -185,7 +186,7 @@ def check_targets(provenance: Mapping[str, str], gfx: Iterable[str]) -> None:
 
 
 def fetch_source(
-    home: Path, source: LlamaSource = PYPI_SOURCE, on_line: Callable[[str], object] | None = None
+    home: Path, source: LlamaSource = PYPI_SOURCE, on_progress: Reporter = NULL
 ) -> Path:
     """The source tarball: a local one where it is, else in vkrama's cache, downloaded once
     (and checked against its sha256 where one is pinned)."""
@@ -200,8 +201,8 @@ def fetch_source(
         return path
     directory.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.part")
-    if on_line is not None:
-        on_line(f"fetching llama.cpp source {source.url}")
+    # Before the build's first step: a line of the rocm image's build.
+    on_progress(BuildProgress("rocm", 0, 0, f"fetching llama.cpp source {source.url}"))
     digest = hashlib.sha256()
     host = source.url.split("/")[2]
     try:

@@ -35,7 +35,7 @@ import requests
 from vkrama import __version__
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.progress import Download, Reporter, Retry
+from vkrama.progress import NULL, Download, Reporter, Retry
 from vkrama.store.hf_cache import CacheSlot
 from vkrama.store.splice import ConnectionLost, socket_error, spliced, write_all
 
@@ -71,7 +71,7 @@ class Http:
         timeout: float = 30.0,
         verify: bool | str = True,
         insecure: tuple[str, ...] = (),
-        on_progress: Reporter | None = None,
+        on_progress: Reporter = NULL,
         streams: int = 1,
     ) -> None:
         self.session = requests.Session()
@@ -85,7 +85,7 @@ class Http:
         self.streams = streams  # connections one large file may use (store/ranges.py)
 
     @classmethod
-    def for_settings(cls, settings: Settings, on_progress: Reporter | None = None) -> Http:
+    def for_settings(cls, settings: Settings, on_progress: Reporter = NULL) -> Http:
         return cls(
             retries=int(settings["models.retries"]),
             verify=ca_bundle(settings),
@@ -159,11 +159,10 @@ class Http:
     def sleep(self, attempt: int, what: str, reason: str) -> None:
         """Wait before retry number `attempt + 1`, and say so."""
         wait = self.backoff * (2**attempt)
-        if self.on_progress is not None:
-            self.on_progress(Retry(what, reason, attempt + 1, self.retries, wait))
+        self.on_progress(Retry(what, reason, attempt + 1, self.retries, wait))
         time.sleep(wait)
 
-    def fetch(self, remote: RemoteFile, part: Path, on_progress: Reporter | None = None) -> str:
+    def fetch(self, remote: RemoteFile, part: Path, on_progress: Reporter = NULL) -> str:
         """Download `remote` into `part`, resuming what is there; return the sha256."""
         from vkrama.store import ranges  # it builds on this module
 
@@ -179,7 +178,7 @@ class Http:
             )
         return sha256
 
-    def _transfer(self, remote: RemoteFile, part: Path, on_progress: Reporter | None) -> str:
+    def _transfer(self, remote: RemoteFile, part: Path, on_progress: Reporter) -> str:
         from vkrama.store import ranges
 
         have = part.stat().st_size if part.exists() else 0
@@ -195,7 +194,7 @@ class Http:
         part: Path,
         have: int,
         hasher: _Hasher,
-        on_progress: Reporter | None,
+        on_progress: Reporter,
         ranges: Any,
     ) -> str:
         resumed_from = have
@@ -247,8 +246,7 @@ class Http:
                         out.seek(0, os.SEEK_END)
                         for held in _copy_body(response, out.fileno(), hasher, have):
                             have = held
-                            if on_progress is not None:
-                                on_progress(Download(remote.filename, have, total, resumed_from))
+                            on_progress(Download(remote.filename, have, total, resumed_from))
                     if response.status_code == 206 and total is not None and began < have < total:
                         continue  # the probe's range (or a short one) is done: ask for the rest
                 if remote.size is not None and have < remote.size:

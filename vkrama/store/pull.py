@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
-from vkrama.progress import Download, Reporter
+from vkrama.progress import NULL, Download, Reporter
 from vkrama.store import gguf_info, ranges
 from vkrama.store.blobs import SHA256_HEX, Store, StoredFile, file_sha256, key_for
 from vkrama.store.download import Http, RemoteFile
@@ -24,7 +24,7 @@ from vkrama.store.sources import hf, oci, ollama, url
 
 
 def pull(
-    settings: Settings, ref: str, on_progress: Reporter | None = None, sha256: str | None = None
+    settings: Settings, ref: str, on_progress: Reporter = NULL, sha256: str | None = None
 ) -> LocalModel:
     """Fetch `ref` into the store (or return it if already there) and return it."""
     model_ref = parse(ref, settings["models.shortnames"])
@@ -40,7 +40,7 @@ def pull(
 
 
 def _pull(
-    settings: Settings, model_ref: ModelRef, on_progress: Reporter | None, sha256: str | None
+    settings: Settings, model_ref: ModelRef, on_progress: Reporter, sha256: str | None
 ) -> LocalModel:
     store = Store(settings.home)
     if model_ref.scheme == "file":
@@ -105,7 +105,7 @@ def resolve(settings: Settings, ref: str) -> LocalModel:
     return found
 
 
-def ensure(settings: Settings, ref: str, on_progress: Reporter | None = None) -> LocalModel:
+def ensure(settings: Settings, ref: str, on_progress: Reporter = NULL) -> LocalModel:
     """`resolve`, else `pull` unless offline."""
     try:
         return resolve(settings, ref)
@@ -164,7 +164,7 @@ def _remote_files(
 
 
 def _stage(
-    store: Store, session: Http | None, remote: RemoteFile, on_progress: Reporter | None
+    store: Store, session: Http | None, remote: RemoteFile, on_progress: Reporter
 ) -> tuple[Path, str]:
     """Where the verified bytes of `remote` are, and their sha256."""
     if remote.local is not None:
@@ -175,17 +175,15 @@ def _stage(
                 hint="delete the damaged file from the Hugging Face cache and pull again",
                 status=ExitStatus.CHECKSUM,
             )
-        if on_progress is not None:
-            size = remote.local.stat().st_size
-            on_progress(Download(remote.filename, size, size, size))
+        size = remote.local.stat().st_size
+        on_progress(Download(remote.filename, size, size, size))
         return remote.local, digest
     if remote.sha256 is not None and store.blob(remote.sha256).is_file():
         # The store holds these bytes already (under another name): no transfer. Blobs were
         # verified on the way in and are read-only.
         blob = store.blob(remote.sha256)
-        if on_progress is not None:
-            size = blob.stat().st_size
-            on_progress(Download(remote.filename, size, size, size))
+        size = blob.stat().st_size
+        on_progress(Download(remote.filename, size, size, size))
         return blob, remote.sha256
     assert session is not None  # offline sources only ever give local files
     part = _partial(store, remote)

@@ -113,7 +113,7 @@ def start(
     remote: RemoteFile,
     part: Path,
     response: requests.Response,
-    on_progress: Reporter | None,
+    on_progress: Reporter,
 ) -> str | None:
     """Fetch `remote` as ranges, `response` (206 to the probe) serving the first; return the
     sha256, or None when the server stopped answering ranges (the finished prefix is kept
@@ -134,7 +134,7 @@ def start(
     return _Download(http, remote, part, state, on_progress).run(response)
 
 
-def resume(http: Http, remote: RemoteFile, part: Path, on_progress: Reporter | None) -> str | None:
+def resume(http: Http, remote: RemoteFile, part: Path, on_progress: Reporter) -> str | None:
     """Go on with a ranged download a killed or failed pull left; None when there is none
     (or the server no longer answers ranges: then `part` holds the finished prefix)."""
     state = _load(part)
@@ -150,7 +150,7 @@ class _Download:
         remote: RemoteFile,
         part: Path,
         state: _State,
-        on_progress: Reporter | None,
+        on_progress: Reporter,
     ) -> None:
         self.http = http
         self.remote = remote
@@ -192,9 +192,8 @@ class _Download:
                 if prefix > hashed_to:
                     hasher.upto(prefix)
                     hashed_to = prefix
-                if self.on_progress is not None:
-                    done = sum(state.done)
-                    self.on_progress(Download(self.remote.filename, done, state.size, resumed_from))
+                done = sum(state.done)
+                self.on_progress(Download(self.remote.filename, done, state.size, resumed_from))
                 if time.monotonic() - saved >= SAVE_EVERY:
                     self.save()
                     saved = time.monotonic()
