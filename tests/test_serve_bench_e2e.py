@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from vkrama import config, results
+from vkrama.bench.slo import next_rate
 from vkrama.engine import Engine
 from vkrama.errors import ExitStatus
+from vkrama.results.levels import goodput, judged
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -98,6 +100,55 @@ def test_a_model_with_another_tokenizer_template_and_architecture_gets_its_promp
     assert done.returncode == ExitStatus.BENCH_FAILED
     assert "with a one-word message" in json.loads(done.stdout)[0]["reason"]
     assert serve_bench_containers(engine, tiny_bpe_model) == []
+
+
+@pytest.mark.parametrize(
+    ("cells", "rates"),
+    [
+        (("--backend", "cpu"), "4,inf"),
+        (("--backend", "vulkan", "--vk-driver", "lavapipe"), "2"),
+    ],
+    ids=["cpu", "vulkan-lavapipe"],
+)
+def test_open_loop_levels_send_at_their_rate_and_agree_with_the_server(
+    cells: tuple[str, ...], rates: str, vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    done = vkrama("bench", str(tiny_model), "--serve", *cells, "--request-rate", rates,
+                  "--arrival", "constant", "--requests", "6", "--gen-tokens", "16",
+                  "--slo", "e2e_p99=600s", "--json", timeout=2400)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (cell,) = results.get_run(config.load(), "latest").cells
+    wanted = {"4": "4/s constant", "inf": "burst", "2": "2/s constant"}
+    assert [s.load for s in cell.serving] == [wanted[r] for r in rates.split(",")]
+    for level in cell.serving:
+        assert (level.requests, level.failures, level.concurrency) == (6, 0, 0), level.load
+        assert level.slo_met is True and level.send_lag_ms is not None
+        assert level.decode_vs_server is not None
+        assert abs(level.decode_vs_server - 1) < AGREEMENT, level.load
+        assert level.client_cpu_s is not None and level.server_cpu_s
+    assert '"load": "burst"' in done.stdout or "inf" not in rates
+
+
+def test_a_sweep_raises_the_rate_until_the_slo_breaks_and_reports_goodput(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    # A target this 2-core machine meets at 1 request/s and breaks well before 256/s.
+    done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--sweep",
+                  "--slo", "ttft_p90=400ms", "--request-rate", "1", "--requests", "8",
+                  "--gen-tokens", "8", "--parallel", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (cell,) = results.get_run(config.load(), "latest").cells
+    tried = judged(cell.serving)
+    assert len(tried) == len(cell.serving)
+    # The rates are the sweep's own steps, and it stopped where next_rate says it is over.
+    for n, (rate, _) in enumerate(tried):
+        assert next_rate(tried[:n], 1.0) == rate
+    assert next_rate(tried, 1.0) is None
+    assert any(not met for _, met in tried)
+    best = goodput(tried)
+    said = "none" if best is None else f"{best:.3g} requests/s"
+    assert f"cpu: goodput {said} within ttft_p90=400ms" in done.stderr
+    assert "goodput within the SLO, cpu:" in done.stdout
 
 
 # Moments to interrupt at: the stderr line after which the signal goes out.

@@ -4,6 +4,7 @@ level summary, its storage (old results files stay readable), ranking and tables
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from bench_fakes import CPU, LAVAPIPE, SHA, info
 
 from vkrama import config, results
 from vkrama.bench.latency import RequestTrace, summarize
-from vkrama.bench.load import StreamRecorder, level_sizes
+from vkrama.bench.load import StreamRecorder
 from vkrama.bench.plan import Slot
 from vkrama.bench.serving import ServeParams, plan_serve_cell
 from vkrama.cli.console import to_json
@@ -126,8 +127,14 @@ def test_a_level_where_everything_failed_has_no_latencies() -> None:
 
 
 def test_level_sizes_default_to_four_requests_per_client_and_at_least_eight() -> None:
-    assert level_sizes((1, 4, 32), None) == [(1, 8), (4, 16), (32, 128)]
-    assert level_sizes((1, 8), 5) == [(1, 5), (8, 5)]
+    assert [lv.requests for lv in ServeParams((1, 4, 32)).levels()] == [8, 16, 128]
+    assert [lv.requests for lv in ServeParams((1, 8), requests=5).levels()] == [5, 5]
+    # Open loop: four seconds' worth at the rate (at least 8); a burst, 4 per slot.
+    rated = ServeParams((), rates=(0.5, 10.0, math.inf), parallel=4).levels()
+    assert [lv.requests for lv in rated] == [8, 40, 16]
+    assert [lv.label() for lv in rated] == ["0.5/s poisson", "10/s poisson", "burst"]
+    timed = ServeParams((2,), duration=30.0).levels()
+    assert [(lv.requests, lv.duration) for lv in timed] == [(None, 30.0)]
 
 
 def test_a_serve_cell_is_llama_server_as_serve_starts_it_with_slots_for_the_top_level() -> None:

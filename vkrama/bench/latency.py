@@ -60,8 +60,13 @@ def summarize(
     wall_s: float,
     client_cpu_s: float | None = None,
     server_cpu_s: float | None = None,
+    *,
+    rate: float | None = None,
+    arrival: str | None = None,
+    lags: Sequence[float] = (),
 ) -> LevelStats:
-    """One level's figures from its traces; failed requests count only as failures."""
+    """One level's figures from its traces; failed requests count only as failures.
+    An open-loop level names its `rate` and `arrival` and how late each request left."""
     done = [t for t in traces if t.ok]
     ms = 1000.0
     output_tokens = sum(t.output_tokens for t in done)
@@ -96,6 +101,9 @@ def summarize(
         client_cpu_s=client_cpu_s,
         server_cpu_s=server_cpu_s,
         errors=tuple(dict.fromkeys(t.error for t in traces if t.error))[:5],
+        rate=rate,
+        arrival=arrival,
+        send_lag_ms=Spread.of([lag * ms for lag in lags]),
     )
 
 
@@ -111,6 +119,8 @@ def _server(traces: Sequence[RequestTrace], key: str) -> list[float]:
 def brief(stats: LevelStats) -> str:
     """One progress line: answered requests, TTFT and ITL medians, total throughput."""
     text = f"{stats.requests - stats.failures}/{stats.requests} answered"
+    if stats.send_lag_ms is not None and stats.send_lag_ms.p90 >= 1:
+        text += f" (sent up to {stats.send_lag_ms.p90:.0f} ms late, p90)"
     if stats.ttft_ms is not None and stats.itl_ms is not None:
         text += f", TTFT p50 {stats.ttft_ms.p50:.0f} ms, ITL p50 {stats.itl_ms.p50:.1f} ms"
     text += f", {stats.output_tps:.1f} tok/s total"

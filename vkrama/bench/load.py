@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import threading
 import time
 from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
 
-from vkrama.bench import prompts
+from vkrama.bench import arrivals, prompts
+from vkrama.bench.arrivals import Pace
 from vkrama.bench.latency import RequestTrace
 from vkrama.serve import api
 
@@ -128,39 +130,82 @@ class EventLoop:
             self.loop.close()
 
 
+@dataclass(frozen=True)
+class Level:
+    """One level of load: a closed loop of `concurrency` clients (each sends its next
+    request when its last one ended), or an open loop sending at `pace` whatever the server
+    does. It ends after `requests` requests or, with `duration`, once no new one is due."""
+
+    concurrency: int = 0
+    pace: Pace | None = None
+    requests: int | None = None
+    duration: float | None = None
+
+    def label(self) -> str:
+        if self.pace is not None:
+            return self.pace.label()
+        return f"concurrency {self.concurrency}"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one level sent and saw: the traces, its wall time, the generator's own CPU
+    seconds, and (open loop) how late each request left against its schedule."""
+
+    traces: list[RequestTrace]
+    wall_s: float
+    client_cpu_s: float
+    lags: list[float] = field(default_factory=list)
+
+
 def run_level(
-    loop: EventLoop, target: Target, body: dict[str, Any], concurrency: int, requests: int
-) -> tuple[list[RequestTrace], float, float]:
-    """Send `requests` requests, at most `concurrency` at a time (a closed loop: a client
-    sends its next request when its last one ended). (traces, wall seconds, the generator's
-    own CPU seconds)."""
+    loop: EventLoop, target: Target, bodies: Sequence[dict[str, Any]], level: Level
+) -> Sent:
+    """Drive one level; request i carries bodies[i % len(bodies)]."""
     cpu = time.process_time()
-    traces, wall = loop.run(_drive(target, body, concurrency, requests))
-    return traces, wall, time.process_time() - cpu
+    sent = loop.run(_drive(target, [json.dumps(b).encode() for b in bodies], level))
+    return replace(sent, client_cpu_s=time.process_time() - cpu)
 
 
-async def _drive(
-    target: Target, body: dict[str, Any], concurrency: int, requests: int
-) -> tuple[list[RequestTrace], float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    payload = json.dumps(body).encode()
+async def _drive(target: Target, payloads: Sequence[bytes], level: Level) -> Sent:
+    # An open loop holds as many connections as requests are in flight; a closed one, one
+    # per client.
+    size = level.concurrency or None
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     headers = {**target.headers, "content-type": "application/json"}
     traces: list[RequestTrace] = []
-    remaining = [requests]
+    count = [0]
+    clock = time.perf_counter
 
     async with httpx.AsyncClient(
         base_url=target.url, timeout=target.timeout, limits=limits
     ) as client:
 
-        async def client_loop() -> None:
-            while remaining[0] > 0:
-                remaining[0] -= 1  # one event loop: no lock needed between the awaits
-                traces.append(await _one(client, payload, headers))
+        async def send() -> None:
+            payload = payloads[count[0] % len(payloads)]
+            count[0] += 1  # one event loop: no lock needed between the awaits
+            traces.append(await _one(client, payload, headers))
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop() for _ in range(min(concurrency, requests))))
-        wall = time.perf_counter() - started
-    return traces, wall
+        started = clock()
+        lags: list[float] = []
+        if level.pace is not None:
+            times = arrivals.schedule(level.pace, level.requests, level.duration)
+            lags = await arrivals.dispatch(times, send, clock, asyncio.sleep)
+        else:
+            deadline = None if level.duration is None else started + level.duration
+
+            def due() -> bool:
+                more = level.requests is None or count[0] < level.requests
+                return more and (deadline is None or clock() < deadline)
+
+            async def client_loop() -> None:
+                while due():
+                    await send()
+
+            clients = min(level.concurrency, level.requests or level.concurrency)
+            await asyncio.gather(*(client_loop() for _ in range(clients)))
+        wall = clock() - started
+    return Sent(traces, wall, 0.0, lags)
 
 
 async def _one(client: httpx.AsyncClient, payload: bytes, headers: dict[str, str]) -> RequestTrace:
@@ -231,7 +276,12 @@ class StreamRecorder:
         )
 
 
-def level_sizes(concurrency: Sequence[int], requests: int | None) -> list[tuple[int, int]]:
-    """(concurrency, requests) per level: by default 4 requests per client, at least 8, so
-    that every level has several rounds and its percentiles mean something."""
-    return [(c, requests if requests is not None else max(8, 4 * c)) for c in concurrency]
+def default_requests(level: Level, slots: int) -> int:
+    """Requests of a level given neither --requests nor --duration: 4 per client (a burst:
+    per slot) or 4 seconds' worth at its rate, at least 8, so that every level has several
+    rounds and its percentiles mean something."""
+    if level.pace is None:
+        return max(8, 4 * level.concurrency)
+    if math.isinf(level.pace.rate):
+        return max(8, 4 * slots)
+    return max(8, math.ceil(4 * level.pace.rate))

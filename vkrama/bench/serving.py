@@ -10,15 +10,17 @@ print: each level's summary goes to a `Reporter`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from vkrama.bench import latency, load, prompts, stderr
+from vkrama.bench import arrivals, latency, load, prompts, slo, stderr
+from vkrama.bench.arrivals import Pace
 from vkrama.bench.plan import BenchCell, Slot
 from vkrama.errors import VkramaError
 from vkrama.progress import NULL, Reporter, Step
-from vkrama.results.levels import LevelStats
+from vkrama.results.levels import LevelStats, goodput
 from vkrama.results.records import CellResult, CellStatus
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ CTX_MARGIN = 32
 # how a cell proves its backend really ran. It adds ~30 log lines per request, none per token.
 VERBOSE_ARGS = ("-lv", "4")
 LOG_KEPT = 4000
+DEFAULT_SLOTS = 4  # llama-server slots for open-loop levels alone, without --parallel
 
 
 @dataclass(frozen=True)
@@ -41,30 +44,55 @@ class ServeParams:
     concurrency: tuple[int, ...] = (1, 4)
     prompt_tokens: int = 128
     gen_tokens: int = 64
-    requests: int | None = None  # per level; None: max(8, 4 x concurrency)
+    requests: int | None = None  # per level; None: `load.default_requests` (or --duration)
+    rates: tuple[float, ...] = ()  # open-loop levels, requests/s (inf: a burst)
+    arrival: str = "poisson"
+    duration: float | None = None  # seconds per level, instead of a request count
+    parallel: int | None = None  # llama-server slots; None: the largest level's clients
+    slo: tuple[slo.Objective, ...] = ()
+    sweep: bool = False  # raise the rate from rates[0] (or 1/s) until the SLO breaks
 
     @property
     def slots(self) -> int:
         """llama-server's --parallel: one slot per client of the largest level."""
-        return max(self.concurrency)
+        return self.parallel or max(self.concurrency, default=DEFAULT_SLOTS)
 
     @property
     def ctx_size(self) -> int:
         return self.slots * (self.prompt_tokens + self.gen_tokens + CTX_MARGIN)
 
-    def levels(self) -> list[tuple[int, int]]:
-        return load.level_sizes(self.concurrency, self.requests)
+    def level(self, concurrency: int = 0, rate: float | None = None) -> load.Level:
+        pace = None if rate is None else Pace(rate, self.arrival)
+        level = load.Level(concurrency, pace, self.requests, self.duration)
+        if self.requests is None and self.duration is None:
+            level = replace(level, requests=load.default_requests(level, self.slots))
+        return level
+
+    def levels(self) -> list[load.Level]:
+        """The levels measured as asked (a sweep's rates come one by one, later)."""
+        rates = () if self.sweep else self.rates
+        return [self.level(c) for c in self.concurrency] + [self.level(rate=r) for r in rates]
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        found: dict[str, object] = {
             "mode": "serve",
             "concurrency": list(self.concurrency),
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
-            "requests": [k for _, k in self.levels()],
+            "requests": [level.requests for level in self.levels()],
             "parallel": self.slots,
             "ctx_size": self.ctx_size,
         }
+        if self.rates or self.sweep:
+            found["request_rate"] = [str(r) for r in self.rates]  # "inf" stays valid JSON
+            found["arrival"] = self.arrival
+        if self.duration is not None:
+            found["duration_s"] = self.duration
+        if self.slo:
+            found["slo"] = ",".join(str(o) for o in self.slo)
+        if self.sweep:
+            found["sweep"] = True
+        return found
 
 
 def plan_serve_cell(slot: Slot, model: LocalModel, params: ServeParams, *, port: int) -> BenchCell:
@@ -108,6 +136,7 @@ def run_serve_cell(
     base = cell.failed()
     url, alias = cell.spec.labels["vkrama.url"], cell.spec.labels["vkrama.alias"]
     levels: list[LevelStats] = []
+    fixed = 0
     log = ""
     try:
         container = engine.run(cell.spec)
@@ -123,34 +152,90 @@ def run_serve_cell(
         target = load.Target(url, alias, timeout=max(timeout, 60.0))
         prompt = prompts.build(url, target.headers, params.prompt_tokens)
         on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
-        body = load.request_body(target, prompt.text, params.gen_tokens)
+        bodies = [load.request_body(target, prompt.text, params.gen_tokens)]
         with load.EventLoop() as loop:
-            for concurrency, requests in params.levels():
-                # A warm-up round per level, not counted: each new batch size makes Vulkan
-                # compile pipelines (lavapipe: for many seconds on the CPU), and those
-                # compiles landed inside the first measured requests, between a slot's
-                # first token and its stream: client and server disagreed on its decode.
-                load.run_level(loop, target, body, concurrency, concurrency)
-                before = engine.cpu_seconds(container)
-                traces, wall, client_cpu = load.run_level(loop, target, body, concurrency,
-                                                          requests)  # fmt: skip
-                server_cpu = engine.cpu_seconds(container) - before
-                stats = latency.summarize(traces, concurrency, wall, client_cpu, server_cpu)
-                levels.append(stats)
-                brief = latency.brief(stats)
-                on_progress(Step(f"  {cell.key} concurrency {stats.concurrency}: {brief}"))
+            driver = _Levels(engine, container, loop, target, bodies, params)
+            for level in params.levels():
+                levels.append(driver.measure(level))
+                on_progress(Step(f"  {cell.key} {level.label()}: {latency.brief(levels[-1])}"))
+            fixed = len(levels)
+            if params.sweep:
+                start = params.rates[0] if params.rates else slo.SWEEP_START
+                tried = [(s.rate, bool(s.slo_met)) for s in levels if s.rate is not None]
+                while (rate := slo.next_rate(tried, start)) is not None:
+                    levels.append(driver.measure(params.level(rate=rate)))
+                    tried.append((rate, bool(levels[-1].slo_met)))
+                    brief = latency.brief(levels[-1])
+                    on_progress(Step(f"  {cell.key} sweep {levels[-1].load}: {brief}"))
+                best = goodput(tried)
+                said = "none" if best is None else f"{best:.3g} requests/s"
+                on_progress(Step(f"  {cell.key}: goodput {said} within {params.as_dict()['slo']}"))
     except VkramaError as error:
         if not log:
             # The server's last words say why it never became ready.
             log = "\n".join(_tail(engine, cell))
         return _ended(base, started, log, levels, reason=error.message)
-    failed = [s for s in levels if s.failures]
+    # A sweep drives the server past what it serves: failures there break the SLO, not the cell.
+    failed = [s for s in levels[:fixed] if s.failures]
     if failed:
         first = failed[0]
-        why = (f"{first.failures} of {first.requests} requests failed at concurrency "
-               f"{first.concurrency}: {first.errors[0] if first.errors else '?'}")  # fmt: skip
+        why = (f"{first.failures} of {first.requests} requests failed at {first.load}: "
+               f"{first.errors[0] if first.errors else '?'}")  # fmt: skip
         return _ended(base, started, log, levels, reason=why)
     return _ended(base, started, log, levels, status=CellStatus.OK)
+
+
+class _Levels:
+    """Measures one level at a time against one running server, warm-up included."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        container: str,
+        loop: load.EventLoop,
+        target: load.Target,
+        bodies: list[dict[str, Any]],
+        params: ServeParams,
+    ) -> None:
+        self.engine, self.container, self.loop = engine, container, loop
+        self.target, self.bodies, self.params = target, bodies, params
+        self.cost: float | None = None  # the generator's CPU seconds per request
+
+    def warm(self, clients: int) -> None:
+        # A warm-up round, not counted: each new batch size makes Vulkan compile pipelines
+        # (lavapipe: for many seconds on the CPU), and those compiles landed inside the
+        # first measured requests, between a slot's first token and its stream: client and
+        # server disagreed on its decode.
+        sent = load.run_level(
+            self.loop, self.target, self.bodies, load.Level(clients, None, clients)
+        )
+        self.cost = sent.client_cpu_s / max(len(sent.traces), 1)
+
+    def measure(self, level: load.Level) -> LevelStats:
+        if level.pace is None:
+            self.warm(level.concurrency)
+        else:
+            if self.cost is None:  # open loop: once, at every slot
+                self.warm(self.params.slots)
+            arrivals.check_rate(level.pace.rate, self.cost or 0.0)
+        before = self.engine.cpu_seconds(self.container)
+        sent = load.run_level(self.loop, self.target, self.bodies, level)
+        server_cpu = self.engine.cpu_seconds(self.container) - before
+        pace = level.pace
+        stats = latency.summarize(
+            sent.traces,
+            level.concurrency,
+            sent.wall_s,
+            sent.client_cpu_s,
+            server_cpu,
+            rate=None if pace is None or math.isinf(pace.rate) else pace.rate,
+            arrival=None if pace is None else pace.pattern,
+            lags=sent.lags,
+        )
+        if not self.params.slo:
+            return stats
+        why = slo.broken(stats, self.params.slo)
+        return replace(stats, slo_met=not why, slo_broken=tuple(why))
 
 
 def _ended(

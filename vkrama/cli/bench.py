@@ -4,8 +4,8 @@ Stage: CLI shell over `vkrama.bench.session`. Parses flags into a `BenchRequest`
 each cell's podman command on --dry-run, progress on stderr, then the table or JSON.
 
 Over 300 lines because one command carries two benchmarks' flags: llama-bench's and the
-serving bench's (--serve, --concurrency, --prompt-tokens, --gen-tokens, --requests); the
-logic below the flags stays a few lines.
+serving bench's (--serve, --concurrency, --request-rate, --slo, --sweep, ...); the logic
+below the flags stays a few lines.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
 from vkrama.cli.console import dry_run_prelude, echo_generated, echo_json
 from vkrama.cli.flags import gpu_flags
 from vkrama.cli.progress import reporting
+from vkrama.cli.serve_flags import serving_flags
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
@@ -153,42 +154,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     metavar="KEY",
     help="Drop a variable from every cell's environment.",
 )
-@click.option(
-    "--serve",
-    "serve_mode",
-    is_flag=True,
-    help="Serving benchmark: llama-server as `vkrama serve` starts it, under concurrent "
-    "streaming chat requests (TTFT, inter-token latency, throughput).",
-)
-@click.option(
-    "--concurrency",
-    metavar="C1,C2",
-    default="1,4",
-    show_default=True,
-    help="--serve: clients at once, per level (slots = the largest).",
-)
-@click.option(
-    "--prompt-tokens",
-    type=click.IntRange(min=1),
-    default=128,
-    show_default=True,
-    metavar="N",
-    help="--serve: prompt length, counted by the server's tokenizer.",
-)
-@click.option(
-    "--gen-tokens",
-    type=click.IntRange(min=2),
-    default=64,
-    show_default=True,
-    metavar="M",
-    help="--serve: tokens generated per request.",
-)
-@click.option(
-    "--requests",
-    type=click.IntRange(min=1),
-    metavar="K",
-    help="--serve: requests per level (default: 4 per client, at least 8).",
-)
+@serving_flags
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not store the run.")
 @click.option(
@@ -221,11 +187,7 @@ def bench(
     timeout: float | None,
     env: tuple[str, ...],
     unset_env: tuple[str, ...],
-    serve_mode: bool,
-    concurrency: str,
-    prompt_tokens: int,
-    gen_tokens: int,
-    requests: int | None,
+    serve: ServeParams | None,
     as_json: bool,
     no_save: bool,
     generate: str | None,
@@ -247,11 +209,6 @@ def bench(
         )
     depths = _depths(depth)
     params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depths)
-    serve = (
-        ServeParams(_levels(concurrency), prompt_tokens, gen_tokens, requests)
-        if serve_mode
-        else None
-    )
     request = BenchRequest(
         model=model,
         backends=_list(backends),
@@ -317,20 +274,6 @@ def write_jobs(app: App, request: BenchRequest, out_dir: Path) -> int:
     )
     echo_generated(generated, out_dir, app.dry_run, "run it and collect the results with:")
     return int(ExitStatus.OK)
-
-
-def _levels(value: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(v) for v in _list(value))
-    except ValueError:
-        levels = ()
-    if not levels or min(levels) < 1:
-        raise VkramaError(
-            f"--concurrency {value!r} is not a list of positive numbers",
-            hint="e.g. --concurrency 1,4,16",
-            status=ExitStatus.USAGE,
-        )
-    return levels
 
 
 def _say(message: str) -> None:

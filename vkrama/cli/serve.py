@@ -53,8 +53,9 @@ if TYPE_CHECKING:
     default="tg",
     show_default=True,
     metavar="METRIC",
-    help="What --backend best ranks stored results by: tg, pp (llama-bench t/s) or "
-    "serve:tps@N (`bench --serve` total tokens/s at N clients).",
+    help="What --backend best ranks stored results by: tg, pp (llama-bench t/s), "
+    "serve:tps@N (`bench --serve` total tokens/s at N clients) or goodput (requests/s "
+    "within `bench --serve --slo`).",
 )
 @click.option(
     "--api-key-file",

@@ -22,6 +22,7 @@ from vkrama.results.db import (
 from vkrama.results.owner import RunOwner
 from vkrama.results.owner import current as current_owner
 from vkrama.results.ranking import (
+    GOODPUT,
     SERVE_METRIC,
     BestCell,
     Change,
@@ -33,6 +34,7 @@ from vkrama.results.ranking import (
 from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
 
 __all__ = [
+    "GOODPUT",
     "SERVE_METRIC",
     "BestCell",
     "CellResult",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +36,8 @@ class Spread:
 
 @dataclass(frozen=True)
 class LevelStats:
-    """Everything measured at one concurrency level of one cell."""
+    """Everything measured at one level of load of one cell: a closed loop of
+    `concurrency` clients, or an open loop at `rate` requests/s (`concurrency` 0)."""
 
     concurrency: int
     requests: int  # sent
@@ -62,6 +63,22 @@ class LevelStats:
     client_cpu_s: float | None = None  # the load generator's own CPU time during the level
     server_cpu_s: float | None = None  # the server container's CPU time during the level
     errors: tuple[str, ...] = ()  # distinct failure reasons, a few
+    # Open loop (`--request-rate`): the rate asked for (None for a burst) and the pattern
+    # (poisson, constant, burst); how late the generator sent each request against its
+    # schedule. Closed-loop levels have neither (arrival None).
+    rate: float | None = None
+    arrival: str | None = None
+    send_lag_ms: Spread | None = None
+    # Against `--slo`: met (None when no SLO was set) and, if not, what broke.
+    slo_met: bool | None = None
+    slo_broken: tuple[str, ...] = ()
+
+    @property
+    def load(self) -> str:
+        """The level as a reader names it: "4 clients", "2/s poisson", "burst"."""
+        if self.arrival is None:
+            return f"{self.concurrency} client{'s' if self.concurrency != 1 else ''}"
+        return "burst" if self.rate is None else f"{self.rate:g}/s {self.arrival}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,10 +87,25 @@ class LevelStats:
     def from_dict(cls, data: Mapping[str, Any]) -> LevelStats:
         values = dict(data)
         for name in ("ttft_ms", "itl_ms", "e2e_ms", "decode_tps", "prompt_tps",
-                     "server_prompt_tps", "server_decode_tps"):  # fmt: skip
+                     "server_prompt_tps", "server_decode_tps", "send_lag_ms"):  # fmt: skip
             values[name] = Spread(**values[name]) if values.get(name) else None
         values["errors"] = tuple(values.get("errors") or ())
+        values["slo_broken"] = tuple(values.get("slo_broken") or ())
         return cls(**values)
+
+
+def goodput(judged: Iterable[tuple[float, bool]]) -> float | None:
+    """The highest request rate that met the SLO below every rate that broke it, from
+    (rate, met?) pairs (a rate that held above one that broke was luck, not capacity);
+    None without such a rate."""
+    judged = list(judged)
+    broke = min((rate for rate, met in judged if not met), default=math.inf)
+    return max((rate for rate, met in judged if met and rate < broke), default=None)
+
+
+def judged(levels: Iterable[LevelStats]) -> list[tuple[float, bool]]:
+    """(rate, met the SLO?) of the open-loop levels that were judged against one."""
+    return [(s.rate, s.slo_met) for s in levels if s.rate is not None and s.slo_met is not None]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

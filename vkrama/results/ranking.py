@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from vkrama.config import Settings
 from vkrama.results import db
+from vkrama.results.levels import goodput, judged
 from vkrama.results.records import CellResult, CellStatus, Measurement
 
 # A change counts as more than noise when it exceeds this many combined standard
@@ -26,6 +27,9 @@ NOISE_SIGMAS = 2.0
 METRICS = ("tg", "pp")
 # A serving bench's ranking metric: total output tokens/s at N concurrent clients.
 SERVE_METRIC = re.compile(r"serve:tps@(\d+)")
+# The highest request rate a stack sustained within `bench --serve --slo` (a --sweep's
+# result); `--rank-by goodput` for short.
+GOODPUT = "serve:goodput"
 
 
 @dataclass(frozen=True)
@@ -238,13 +242,17 @@ def figures(cell: CellResult) -> list[tuple[str, float, float]]:
         spread = level.decode_tps
         relative = spread.stdev / spread.mean if spread and spread.mean else 0.0
         error = level.output_tps * relative / math.sqrt(answered) if answered else 0.0
-        found.append((f"serve:tps@{level.concurrency}", level.output_tps, error))
+        if level.arrival is None:  # closed loop: open-loop levels differ in rate per stack
+            found.append((f"serve:tps@{level.concurrency}", level.output_tps, error))
+    sustained = goodput(judged(cell.serving))
+    if sustained is not None:
+        found.append((GOODPUT, sustained, 0.0))
     return found
 
 
 def _ranked(cell: CellResult, metric: str) -> list[Measurement]:
     """The cell's figures of `metric`, as measurements (a serving level's test by name)."""
-    if SERVE_METRIC.fullmatch(metric):
+    if SERVE_METRIC.fullmatch(metric) or metric == GOODPUT:
         return [Measurement(t, 0, 0, v, sd, ()) for t, v, sd in figures(cell) if t == metric]
     return [m for m in cell.measurements if m.metric == metric]
 
@@ -258,10 +266,12 @@ def best(
     measurements of the same test as the newest one (e.g. tg128) are ranked, so a later run
     with other parameters or a failed cell never compares unlike numbers. Runs with
     `--depth` are ranked at their shallowest depth (0 when measured): a new chat's context.
-    `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients.
+    `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients;
+    "goodput" by the highest request rate sustained within their --slo.
     """
-    if metric not in METRICS and not SERVE_METRIC.fullmatch(metric):
-        raise ValueError(f"metric must be one of {METRICS} or serve:tps@N")
+    metric = GOODPUT if metric == "goodput" else metric
+    if metric not in (*METRICS, GOODPUT) and not SERVE_METRIC.fullmatch(metric):
+        raise ValueError(f"metric must be one of {METRICS}, goodput or serve:tps@N")
     measured: list[_Candidate] = []
     for record in db.list_runs(settings):  # newest first
         info = record.info
@@ -291,12 +301,13 @@ def best(
     _, detail, cell, m = ranked[0]
     # A test at depth says so in its name (tg128 @ d4096); depth 0 is said here.
     at = "" if m.n_depth else " at depth 0"
+    unit = "requests/s within the SLO" if m.test == GOODPUT else "t/s"
     reason = f"fastest {m.test}{at}: {cell_name(cell)} on {cell.device} at {m.tps:.1f} ± "
-    reason += f"{m.tps_stddev:.1f} t/s (bench run {detail.run.id}, {detail.run.info.started})"
+    reason += f"{m.tps_stddev:.1f} {unit} (bench run {detail.run.id}, {detail.run.info.started})"
     busy = {cell.busy_host: cell_name(cell)} if cell.busy_host else {}
     if len(ranked) > 1:
         _, other_run, other, other_m = ranked[1]
-        reason += f" vs {cell_name(other)} at {other_m.tps:.1f} t/s (run {other_run.run.id})"
+        reason += f" vs {cell_name(other)} at {other_m.tps:.1f} {unit} (run {other_run.run.id})"
         if other.busy_host:
             busy.setdefault(other.busy_host, cell_name(other))
         reason += different_builds(cell, other)

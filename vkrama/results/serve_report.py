@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from tabulate import tabulate
 
 from vkrama.results.db import RunDetail
-from vkrama.results.levels import Spread
+from vkrama.results.levels import Spread, goodput
 from vkrama.results.records import CellResult, CellStatus, note
 
 
@@ -42,6 +42,11 @@ class ServeRow:
     status: CellStatus
     reason: str
     image_id: str
+    load: str = "-"  # "4 clients", "2/s poisson", "burst"
+    rate: float | None = None  # open loop: requests/s asked (None: closed loop or a burst)
+    arrival: str | None = None
+    slo_met: bool | None = None  # against --slo; None without one
+    slo_broken: tuple[str, ...] = ()
 
 
 def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow]:
@@ -65,22 +70,27 @@ def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow
                 requests_per_s=s.requests_per_s,
                 client_cpu_s=s.client_cpu_s,
                 server_cpu_s=s.server_cpu_s,
+                load=s.load,
+                rate=s.rate,
+                arrival=s.arrival,
+                slo_met=s.slo_met,
+                slo_broken=s.slo_broken,
             )
             for s in cell.serving
         ] or [base]
-    best: dict[int | None, float] = {}
+    best: dict[str, float] = {}
     for row in found:
         if row.status == CellStatus.OK and row.output_tps:
-            best[row.concurrency] = max(best.get(row.concurrency, 0.0), row.output_tps)
+            best[row.load] = max(best.get(row.load, 0.0), row.output_tps)
     return [
-        replace(row, relative=round(row.output_tps / best[row.concurrency], 4))
-        if row.status == CellStatus.OK and row.output_tps and best.get(row.concurrency)
+        replace(row, relative=round(row.output_tps / best[row.load], 4))
+        if row.status == CellStatus.OK and row.output_tps and best.get(row.load)
         else row
         for row in found
     ]
 
 
-SERVE_HEADERS = ["backend", "driver", "device", "clients", "answered", "TTFT ms p50/p90/p99",
+SERVE_HEADERS = ["backend", "driver", "device", "load", "answered", "TTFT ms p50/p90/p99",
                  "ITL ms p50/p90/p99", "E2E ms p50/p99", "tok/s/req", "tok/s total", "req/s",
                  "relative", "status"]  # fmt: skip
 
@@ -97,7 +107,7 @@ def _serve_cells(r: ServeRow) -> list[object]:
         r.backend,
         r.driver or "-",
         r.device,
-        r.concurrency or "-",
+        (r.concurrency or "-") if r.arrival is None else r.load,
         f"{r.requests - r.failures}/{r.requests}" if r.requests else "-",
         _spread(r.ttft_ms),
         _spread(r.itl_ms, 1),
@@ -111,9 +121,12 @@ def _serve_cells(r: ServeRow) -> list[object]:
 
 
 def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
-    """The serving bench's table (percentiles p50/p90/p99), failure reasons under it."""
-    table = tabulate([_serve_cells(r) for r in found], headers=SERVE_HEADERS,
-                     tablefmt=tablefmt, disable_numparse=True)  # fmt: skip
+    """The serving bench's table (percentiles p50/p90/p99), failure reasons under it; with
+    an SLO, whether each level met it and each stack's goodput."""
+    judged = any(r.slo_met is not None for r in found)
+    headers = [*SERVE_HEADERS, "SLO"] if judged else SERVE_HEADERS
+    shown = [[*_serve_cells(r), _slo(r)] if judged else _serve_cells(r) for r in found]
+    table = tabulate(shown, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     reasons = dict.fromkeys(
         f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {note(r.status, r.reason)}"
         for r in found
@@ -126,14 +139,36 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
         f"{r.server_cpu_s:.2f} s ({100 * (r.client_cpu_s or 0) / (r.server_cpu_s or 1):.1f} %)"
         for r in cpu[:1]
     ]
-    return "\n".join([table, *reasons, *notes])
+    return "\n".join([table, *reasons, *notes, *goodput_lines(found)])
+
+
+def _slo(row: ServeRow) -> str:
+    if row.slo_met is None:
+        return "-"
+    return "met" if row.slo_met else f"broke: {'; '.join(row.slo_broken)}"
+
+
+def goodput_lines(found: Sequence[ServeRow]) -> list[str]:
+    """Per stack judged against an SLO: the highest request rate it sustained within it."""
+    stacks: dict[str, list[tuple[float, bool]]] = {}
+    for r in found:
+        if r.rate is not None and r.slo_met is not None:
+            name = f"{r.backend}{f'/{r.driver}' if r.driver else ''}"
+            stacks.setdefault(name, []).append((r.rate, r.slo_met))
+    lines = []
+    for name, judged in stacks.items():
+        best = goodput(judged)
+        said = "none (every rate tried broke it)" if best is None else f"{best:.3g} requests/s"
+        lines.append(f"goodput within the SLO, {name}: {said}")
+    return lines
 
 
 def is_serve_run(detail: RunDetail) -> bool:
     return detail.run.info.params.get("mode") == "serve"
 
 
-SERVE_EXPORT_HEADERS = ["run", "model", "backend", "driver", "device", "clients", "requests",
+SERVE_EXPORT_HEADERS = ["run", "model", "backend", "driver", "device", "clients", "load",
+                        "requests",
                         "failures", "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "itl_ms_p50",
                         "itl_ms_p90", "itl_ms_p99", "e2e_ms_p50", "e2e_ms_p90", "e2e_ms_p99",
                         "tps_per_request_p50", "tps_total", "requests_per_s", "status",
@@ -153,7 +188,7 @@ def export(details: Sequence[RunDetail], fmt: str) -> str:
             ]
             table.append([
                 d.run.id, d.run.info.model_name, r.backend, r.driver or "", r.device,
-                r.concurrency or "", r.requests, r.failures, *spreads,
+                r.concurrency or "", r.load, r.requests, r.failures, *spreads,
                 "" if r.decode_tps is None else f"{r.decode_tps.p50:.2f}",
                 "" if r.output_tps is None else f"{r.output_tps:.2f}",
                 "" if r.requests_per_s is None else f"{r.requests_per_s:.3f}",

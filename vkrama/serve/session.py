@@ -155,15 +155,18 @@ def _best_cell(
     except ValueError:
         raise VkramaError(
             f"--rank-by {metric!r} is not a metric",
-            hint="tg, pp, or serve:tps@N (total tokens/s of `vkrama bench --serve` at N clients)",
+            hint="tg, pp, goodput (requests/s within `vkrama bench --serve --slo`), or "
+            "serve:tps@N (total tokens/s of `vkrama bench --serve` at N clients)",
             status=ExitStatus.USAGE,
         ) from None
     if cell is None:
         serve = results.SERVE_METRIC.fullmatch(metric)
         how = f"bench --serve --concurrency {serve.group(1)}" if serve else "bench"
+        if metric in ("goodput", results.GOODPUT):
+            how = "bench --serve --sweep --slo ttft_p90=500ms,itl_p90=50ms"
         raise VkramaError(
             f"no bench results for {ref} on this machine yet"
-            + (f" (none measured {metric})" if serve else ""),
+            + (f" (none measured {metric})" if serve or how != "bench" else ""),
             hint=f"run `vkrama {how} {ref}` first, or pick --backend yourself",
             status=ExitStatus.NOT_FOUND,
         )

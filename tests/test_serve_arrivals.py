@@ -1,0 +1,122 @@
+"""Open-loop load: arrival schedules, their dispatch on a fake clock, and the rate the
+generator refuses (the real sends are end to end in test_serve_bench_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import statistics
+
+import pytest
+
+from vkrama.bench.arrivals import Pace, check_rate, dispatch, parse_rates, schedule
+from vkrama.errors import ExitStatus, VkramaError
+
+
+def test_poisson_arrivals_have_the_rate_as_mean_and_exponential_spread() -> None:
+    times = schedule(Pace(4.0), requests=20_000)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Exponential gaps of rate 4: mean 0.25 s, standard deviation equal to the mean,
+    # a median of ln 2 / 4; 20000 draws put each within a few percent.
+    assert statistics.fmean(gaps) == pytest.approx(0.25, rel=0.03)
+    assert statistics.stdev(gaps) == pytest.approx(0.25, rel=0.05)
+    assert statistics.median(gaps) == pytest.approx(math.log(2) / 4, rel=0.05)
+    # Counts per second are Poisson: variance equal to the mean.
+    per_second = [0] * math.ceil(times[-1])
+    for t in times:
+        per_second[int(t)] += 1
+    assert statistics.fmean(per_second) == pytest.approx(4.0, rel=0.03)
+    assert statistics.pvariance(per_second) == pytest.approx(4.0, rel=0.1)
+
+
+def test_every_stack_gets_the_same_arrivals() -> None:
+    assert schedule(Pace(2.0), 50) == schedule(Pace(2.0), 50)
+    assert schedule(Pace(2.0), 50) != schedule(Pace(2.0), 50, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("pace", "requests", "duration", "expected"),
+    [
+        (Pace(2.0, "constant"), 4, None, [0.0, 0.5, 1.0, 1.5]),
+        (Pace(2.0, "constant"), None, 2.0, [0.0, 0.5, 1.0, 1.5]),
+        (Pace(2.0, "constant"), 3, 10.0, [0.0, 0.5, 1.0]),
+        (Pace(math.inf), 3, None, [0.0, 0.0, 0.0]),
+    ],
+    ids=["constant-by-count", "constant-by-duration", "count-ends-before-duration",
+         "a-burst-sends-everything-at-once"],
+)  # fmt: skip
+def test_schedules_end_at_their_count_or_duration(
+    pace: Pace, requests: int | None, duration: float | None, expected: list[float]
+) -> None:
+    assert schedule(pace, requests, duration) == expected
+
+
+def test_a_poisson_level_by_duration_sends_about_rate_times_duration() -> None:
+    times = schedule(Pace(5.0), None, 400.0)
+    assert len(times) == pytest.approx(2000, rel=0.05) and times[-1] < 400.0
+
+
+class FakeClock:
+    """Time moves only when the dispatcher sleeps or a send takes its time."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sent: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        # As asyncio's: other tasks run meanwhile, and a busy loop wakes it late.
+        wake = self.now + seconds
+        await asyncio.sleep(0)
+        self.now = max(self.now, wake)
+
+    async def send(self) -> None:
+        self.sent.append(self.now)
+        await asyncio.sleep(0)  # a real send yields to the loop; it must not hold the pace
+
+
+def test_dispatch_sends_each_request_at_its_time_without_waiting_for_the_last() -> None:
+    clock = FakeClock()
+    times = schedule(Pace(3.0), 30)
+    lags = asyncio.run(dispatch(times, clock.send, clock.time, clock.sleep))
+    assert [t - 100.0 for t in clock.sent] == pytest.approx(times)
+    assert lags == pytest.approx([0.0] * 30)
+
+
+def test_dispatch_reports_how_late_a_busy_generator_sent() -> None:
+    clock = FakeClock()
+
+    async def slow_send() -> None:
+        clock.now += 0.3  # costs the generator 0.3 s of its loop before the next can go
+        await clock.send()
+
+    lags = asyncio.run(dispatch([0.0, 0.1, 0.2], slow_send, clock.time, clock.sleep))
+    # The first send held the loop until 0.3: the second left 0.2 s late, the third 0.1 s.
+    assert lags == pytest.approx([0.0, 0.2, 0.1])
+
+
+def test_a_rate_the_generator_cannot_keep_is_refused_with_the_most_it_can() -> None:
+    check_rate(50.0, 0.002)  # 10 % of a core: fine
+    check_rate(math.inf, 1.0)  # a burst is not paced
+    with pytest.raises(VkramaError) as caught:
+        check_rate(400.0, 0.002)
+    assert caught.value.message == (
+        "the load generator cannot send 400 requests/s on this machine: each costs it 2.0 ms "
+        "of CPU, 80 % of a core at that rate"
+    )
+    assert caught.value.hint is not None and caught.value.hint.startswith("at most 250 ")
+    assert caught.value.status == ExitStatus.USAGE
+
+
+@pytest.mark.parametrize("text", ["0", "-1,2", "fast", "", "nan"])
+def test_rates_must_be_positive_numbers(text: str) -> None:
+    with pytest.raises(VkramaError) as caught:
+        parse_rates(text)
+    assert caught.value.status == ExitStatus.USAGE
+
+
+def test_rates_parse_with_inf_for_a_burst() -> None:
+    assert parse_rates("0.5,2,inf,2") == (0.5, 2.0, math.inf)

@@ -1,0 +1,70 @@
+"""Goodput in the records: each level judged against the SLO, the table's SLO column and
+goodput line, and `serve --backend best --rank-by goodput` picking the stack that sustained
+the higher rate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bench_fakes import CPU, LAVAPIPE, SHA, info
+
+from vkrama import config, results
+from vkrama.bench.serving import ServeParams
+from vkrama.bench.slo import parse
+from vkrama.results import serve_report
+from vkrama.results.levels import LevelStats, Spread
+from vkrama.results.records import CellResult, CellStatus, RunStatus
+
+
+def _rate_level(rate: float, met: bool) -> LevelStats:
+    spread = Spread(100.0, 200.0, 300.0, 120.0, 10.0)
+    level = LevelStats(0, 8, 0, 4.0, spread, spread, spread, spread, spread, 30.0, 2.0, 64,
+                       1024, rate=rate, arrival="poisson")  # fmt: skip
+    return replace(level, slo_met=met, slo_broken=() if met else ("ttft p90 900 ms > 500 ms",))
+
+
+def _swept(choice: object, breaks_at: float) -> CellResult:
+    rates = (1.0, 2.0, 4.0, 8.0)
+    return CellResult(
+        backend=choice.backend,  # type: ignore[attr-defined]
+        driver=choice.driver,  # type: ignore[attr-defined]
+        device="CPU",
+        status=CellStatus.OK,
+        image_id="sha256:x",
+        serving=tuple(_rate_level(r, r < breaks_at) for r in rates),
+    )
+
+
+def _run(settings: config.Settings, *cells: CellResult) -> int:
+    params = ServeParams((), rates=(1.0,), slo=parse("ttft_p90=500ms"), sweep=True).as_dict()
+    assert params["slo"] == "ttft_p90=500ms" and params["sweep"] is True
+    run_id = results.start_run(settings, info(params=params))
+    for n, cell in enumerate(cells):
+        results.add_cell(settings, run_id, n, cell)
+    results.finish_run(settings, run_id, RunStatus.OK)
+    return run_id
+
+
+def test_the_table_says_which_levels_met_the_slo_and_each_stacks_goodput(
+    settings: config.Settings,
+) -> None:
+    detail = results.get_run(settings, _run(settings, _swept(CPU, 3.0), _swept(LAVAPIPE, 9.0)))
+    rows = serve_report.serve_rows(detail.run.id, detail.cells)
+    assert [(r.load, r.slo_met) for r in rows[:4]] == [
+        ("1/s poisson", True), ("2/s poisson", True), ("4/s poisson", False),
+        ("8/s poisson", False),
+    ]  # fmt: skip
+    table = serve_report.serve_table(rows)
+    assert "broke: ttft p90 900 ms > 500 ms" in table
+    assert "goodput within the SLO, cpu: 2 requests/s" in table
+    assert "goodput within the SLO, vulkan/lavapipe: 8 requests/s" in table
+
+
+def test_backend_best_ranks_by_goodput(settings: config.Settings) -> None:
+    _run(settings, _swept(CPU, 3.0), _swept(LAVAPIPE, 9.0))
+    best = results.best(settings, SHA, "none", "goodput")
+    assert best is not None and (best.backend, best.driver) == ("vulkan", "lavapipe")
+    assert "8.0 ± 0.0 requests/s within the SLO" in best.reason
+    assert "vs cpu at 2.0 requests/s within the SLO" in best.reason
+    # Open-loop levels are not ranked as serve:tps@0.
+    assert results.best(settings, SHA, "none", "serve:tps@0") is None

@@ -1,0 +1,88 @@
+"""Latency targets: parsing `--slo`, judging a level against it, and the rate sweep's steps
+and end (the real sweep is end to end in test_serve_bench_e2e.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vkrama.bench import slo
+from vkrama.bench.slo import Objective, next_rate
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.levels import LevelStats, Spread
+from vkrama.results.levels import goodput as sustained
+
+
+def level(ttft_p90: float, itl_p90: float, failures: int = 0) -> LevelStats:
+    ttft = Spread(ttft_p90 / 2, ttft_p90, ttft_p90 * 2, ttft_p90 / 2)
+    itl = Spread(itl_p90 / 2, itl_p90, itl_p90 * 2, itl_p90 / 2)
+    return LevelStats(0, 10, failures, 5.0, ttft, itl, ttft, None, None, 10.0, 2.0, 100, 1000)
+
+
+def test_an_slo_parses_into_targets_in_milliseconds() -> None:
+    assert slo.parse("ttft_p90=500ms, itl_p99=0.05s,e2e_p50=2s") == (
+        Objective("ttft", 90, 500.0), Objective("itl", 99, 50.0), Objective("e2e", 50, 2000.0),
+    )  # fmt: skip
+    assert str(Objective("ttft", 90, 500.0)) == "ttft_p90=500ms"
+
+
+@pytest.mark.parametrize("text", ["ttft=500ms", "ttft_p95=1s", "tpot_p90=5ms", "ttft_p90=5", ""])
+def test_an_slo_that_is_not_figure_percentile_limit_is_a_usage_error(text: str) -> None:
+    with pytest.raises(VkramaError) as caught:
+        slo.parse(text)
+    assert caught.value.status == ExitStatus.USAGE
+
+
+TARGETS = slo.parse("ttft_p90=500ms,itl_p90=50ms")
+
+
+@pytest.mark.parametrize(
+    ("stats", "why"),
+    [
+        (level(400, 40), []),
+        (level(500, 50), []),  # at the limit is within it
+        (level(600, 40), ["ttft p90 600 ms > 500 ms"]),
+        (level(900, 70), ["ttft p90 900 ms > 500 ms", "itl p90 70 ms > 50 ms"]),
+        (level(100, 10, failures=1), ["1 of 10 requests failed"]),
+    ],
+    ids=["within", "at-the-limit", "ttft-over", "both-over", "a-failed-request-breaks-it"],
+)
+def test_a_level_meets_the_slo_only_within_every_target(stats: LevelStats, why: list[str]) -> None:
+    assert slo.broken(stats, TARGETS) == why
+
+
+def sweep(breaks_at: float, start: float = 1.0) -> list[float]:
+    """The rates a sweep tries against a server that holds the SLO below `breaks_at`."""
+    tried: list[tuple[float, bool]] = []
+    while (rate := next_rate(tried, start)) is not None:
+        tried.append((rate, rate < breaks_at))
+    return [rate for rate, _ in tried]
+
+
+def test_the_sweep_doubles_until_the_slo_breaks_then_narrows_and_stops() -> None:
+    rates = sweep(breaks_at=5.0)
+    assert rates[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert len(rates) <= slo.SWEEP_LEVELS and len(set(rates)) == len(rates)
+    tried = [(r, r < 5.0) for r in rates]
+    best = sustained(tried)
+    assert best is not None and 4.0 <= best < 5.0
+    broke = min(r for r, met in tried if not met)
+    assert broke / best <= 1 + slo.SWEEP_PRECISION
+
+
+def test_a_server_that_breaks_at_the_start_is_swept_downwards_and_may_sustain_nothing() -> None:
+    assert sweep(breaks_at=0.3)[:3] == [1.0, 0.5, 0.25]
+    best = sustained([(r, r < 0.3) for r in sweep(breaks_at=0.3)])
+    assert best is not None and 0.25 <= best < 0.3
+    never = sweep(breaks_at=0.0)
+    assert never == [1.0, 0.5, 0.25, 0.125, 0.0625]
+    assert sustained([(r, False) for r in never]) is None
+
+
+def test_a_server_that_never_breaks_stops_after_the_most_levels() -> None:
+    rates = sweep(breaks_at=1e9, start=2.0)
+    assert rates == [2.0 * 2**k for k in range(slo.SWEEP_LEVELS)]
+
+
+def test_goodput_ignores_a_rate_that_held_above_one_that_broke() -> None:
+    # Noise: 8/s held after 4/s broke; the stack does not sustain 8/s.
+    assert sustained([(1.0, True), (2.0, True), (4.0, False), (8.0, True)]) == 2.0

@@ -1,0 +1,109 @@
+"""Latency targets (SLOs), whether a level met them, and the rate sweep that finds goodput.
+
+Stage: bench (serving), between the levels of a cell. `--slo ttft_p90=500ms,itl_p90=50ms`
+names percentiles of a level's figures and their limits; a level meets the SLO when every
+request was answered and every named percentile is within its limit. `--sweep` raises the
+request rate until a level breaks the SLO, then narrows between the last rate that met it
+and the first that broke it; the highest rate that met it is the stack's goodput
+(`results.levels.goodput`). Pure:
+figures in, verdicts and the next rate out; must not send requests or print.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results.levels import LevelStats, Spread
+
+FIGURES = {"ttft": "ttft_ms", "itl": "itl_ms", "e2e": "e2e_ms"}
+_TERM = re.compile(r"(ttft|itl|e2e)_p(50|90|99)=(\d+(?:\.\d+)?)(ms|s)")
+SWEEP_START = 1.0  # requests/s, unless --request-rate names where to start
+SWEEP_FACTOR = 2.0  # each level's rate over the last one's, until the SLO breaks
+SWEEP_LEVELS = 8  # at most, the narrowing included
+SWEEP_PRECISION = (
+    0.25  # stop narrowing once the rate that broke is within 25 % of the one that met it
+)
+SWEEP_FLOOR = 1 / 16  # going down from the start: no lower than this share of it
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One target: the `quantile`-th percentile of `figure` (ttft, itl, e2e) within `limit_ms`."""
+
+    figure: str
+    quantile: int
+    limit_ms: float
+
+    def __str__(self) -> str:
+        return f"{self.figure}_p{self.quantile}={self.limit_ms:g}ms"
+
+    def measured(self, stats: LevelStats) -> float | None:
+        spread: Spread | None = getattr(stats, FIGURES[self.figure])
+        return None if spread is None else float(getattr(spread, f"p{self.quantile}"))
+
+
+def parse(text: str) -> tuple[Objective, ...]:
+    """`ttft_p90=500ms,itl_p90=50ms` ─► objectives; a usage error for anything else."""
+    found = []
+    for term in (t.strip() for t in text.split(",") if t.strip()):
+        match = _TERM.fullmatch(term)
+        if match is None:
+            raise VkramaError(
+                f"--slo {term!r} is not FIGURE_pQ=LIMIT",
+                hint="figures ttft, itl, e2e; percentiles p50, p90, p99; limits in ms or s, "
+                "e.g. --slo ttft_p90=500ms,itl_p90=50ms",
+                status=ExitStatus.USAGE,
+            )
+        figure, quantile, value, unit = match.groups()
+        limit = float(value) * (1000.0 if unit == "s" else 1.0)
+        found.append(Objective(figure, int(quantile), limit))
+    if not found:
+        raise VkramaError("--slo names no target", hint="e.g. --slo ttft_p90=500ms",
+                          status=ExitStatus.USAGE)  # fmt: skip
+    return tuple(found)
+
+
+def broken(stats: LevelStats, objectives: Sequence[Objective]) -> list[str]:
+    """What of the SLO this level broke, one phrase each; [] when it met every target."""
+    why = []
+    if stats.failures or stats.requests == 0:
+        why.append(f"{stats.failures} of {stats.requests} requests failed")
+    for objective in objectives:
+        value = objective.measured(stats)
+        if value is None:
+            why.append(f"no {objective.figure} measured")
+        elif value > objective.limit_ms:
+            why.append(f"{objective.figure} p{objective.quantile} {value:.0f} ms > "
+                       f"{objective.limit_ms:g} ms")  # fmt: skip
+    return why
+
+
+def next_rate(tried: Sequence[tuple[float, bool]], start: float = SWEEP_START) -> float | None:
+    """The sweep's next rate given the (rate, met the SLO?) levels so far; None: it is over.
+
+    Doubles from `start` while the SLO holds. Once a rate breaks it, tries the geometric
+    middle of the highest rate below it that held and the lowest that broke, until they
+    are within SWEEP_PRECISION; if even `start` breaks it, halves down to SWEEP_FLOOR of
+    it. Never more than SWEEP_LEVELS levels, never a rate twice.
+    """
+    if not tried:
+        return start
+    if len(tried) >= SWEEP_LEVELS:
+        return None
+    broke = [rate for rate, met in tried if not met]
+    if not broke:
+        return max(rate for rate, _ in tried) * SWEEP_FACTOR
+    high = min(broke)
+    held = [rate for rate, met in tried if met and rate < high]
+    if not held:
+        lower = high / SWEEP_FACTOR
+        return lower if lower >= start * SWEEP_FLOOR else None
+    low = max(held)
+    if high / low <= 1 + SWEEP_PRECISION:
+        return None
+    middle = math.sqrt(low * high)
+    return None if any(math.isclose(middle, rate) for rate, _ in tried) else middle

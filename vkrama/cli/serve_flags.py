@@ -1,0 +1,160 @@
+"""The serving bench's flags (`vkrama bench --serve`), declared once and handed to the
+command as one `ServeParams` (or None without --serve).
+
+Stage: CLI (flags ─► typed values). Parses and cross-checks only; a contradiction between
+flags is a usage error here, before anything starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from vkrama.bench import slo
+from vkrama.bench.arrivals import ARRIVALS, parse_rates
+from vkrama.bench.serving import ServeParams
+from vkrama.errors import ExitStatus, VkramaError
+
+OPTIONS = [
+    click.option(
+        "--serve",
+        "serve_mode",
+        is_flag=True,
+        help="Serving benchmark: llama-server as `vkrama serve` starts it, under concurrent "
+        "streaming chat requests (TTFT, inter-token latency, throughput).",
+    ),
+    click.option(
+        "--concurrency",
+        metavar="C1,C2",
+        help="--serve: closed-loop levels, clients at once (default 1,4 unless --request-rate).",
+    ),
+    click.option(
+        "--request-rate",
+        "request_rate",
+        metavar="R1,R2",
+        help="--serve: open-loop levels, requests/s whatever the server does (inf: all at once).",
+    ),
+    click.option(
+        "--arrival",
+        type=click.Choice(ARRIVALS),
+        default="poisson",
+        show_default=True,
+        help="--serve: how --request-rate spaces requests.",
+    ),
+    click.option(
+        "--duration",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="S",
+        help="--serve: seconds per level instead of --requests.",
+    ),
+    click.option(
+        "--parallel",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="--serve: llama-server slots (default: the largest --concurrency, else 4).",
+    ),
+    click.option(
+        "--slo",
+        "slo_text",
+        metavar="FIG_pQ=LIMIT,...",
+        help="--serve: latency targets a level must meet, e.g. ttft_p90=500ms,itl_p90=50ms.",
+    ),
+    click.option(
+        "--sweep",
+        is_flag=True,
+        help="--serve: raise the request rate (from --request-rate's first, else 1/s) until "
+        "--slo breaks; reports the highest rate each stack sustains (goodput).",
+    ),
+    click.option(
+        "--prompt-tokens",
+        type=click.IntRange(min=1),
+        default=128,
+        show_default=True,
+        metavar="N",
+        help="--serve: prompt length, counted by the server's tokenizer.",
+    ),
+    click.option(
+        "--gen-tokens",
+        type=click.IntRange(min=2),
+        default=64,
+        show_default=True,
+        metavar="M",
+        help="--serve: tokens generated per request.",
+    ),
+    click.option(
+        "--requests",
+        type=click.IntRange(min=1),
+        metavar="K",
+        help="--serve: requests per level (default: 4 per client or 4 s at the rate, at least 8).",
+    ),
+]
+NAMES = ("serve_mode", "concurrency", "request_rate", "arrival", "duration", "parallel",
+         "slo_text", "sweep", "prompt_tokens", "gen_tokens", "requests")  # fmt: skip
+
+
+def serving_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options above on `command`, which receives them as `serve=ServeParams | None`."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in NAMES}
+        serve_mode = given.pop("serve_mode")
+        kwargs["serve"] = serve_params(**given) if serve_mode else None
+        return command(*args, **kwargs)
+
+    for option in reversed(OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def serve_params(
+    concurrency: str | None,
+    request_rate: str | None,
+    arrival: str,
+    duration: float | None,
+    parallel: int | None,
+    slo_text: str | None,
+    sweep: bool,
+    prompt_tokens: int,
+    gen_tokens: int,
+    requests: int | None,
+) -> ServeParams:
+    """The serving bench's flags as one ServeParams; contradictions are usage errors."""
+    rates = parse_rates(request_rate) if request_rate else ()
+    levels: tuple[int, ...] = () if rates or sweep else (1, 4)
+    if concurrency is not None:
+        levels = _levels(concurrency)
+    if duration is not None and requests is not None:
+        raise VkramaError("--duration and --requests both end a level: pass one",
+                          status=ExitStatus.USAGE)  # fmt: skip
+    if sweep and not slo_text:
+        raise VkramaError("--sweep raises the rate until the SLO breaks: it needs --slo",
+                          hint="e.g. --sweep --slo ttft_p90=500ms,itl_p90=50ms",
+                          status=ExitStatus.USAGE)  # fmt: skip
+    if sweep and any(math.isinf(r) for r in rates[:1]):
+        raise VkramaError("--sweep starts at --request-rate's first rate: not inf",
+                          status=ExitStatus.USAGE)  # fmt: skip
+    if duration is not None and any(math.isinf(r) for r in rates):
+        raise VkramaError("a burst (--request-rate inf) sends everything at once: it takes "
+                          "--requests, not --duration", status=ExitStatus.USAGE)  # fmt: skip
+    objectives = slo.parse(slo_text) if slo_text else ()
+    return ServeParams(levels, prompt_tokens, gen_tokens, requests, rates, arrival, duration,
+                       parallel, objectives, sweep)  # fmt: skip
+
+
+def _levels(value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise VkramaError(
+            f"--concurrency {value!r} is not a list of positive numbers",
+            hint="e.g. --concurrency 1,4,16",
+            status=ExitStatus.USAGE,
+        )
+    return levels
