@@ -1,4 +1,4 @@
-"""The downloader's hashing thread: prefix on disk first, then chunks in order; never hangs."""
+"""The transfer's hashing thread: prefix on disk first, then chunks in order; never hangs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.store import download
-from vkrama.store.download import _Hasher
+from vkrama.store import transfer
+from vkrama.store.http import Http
+from vkrama.store.transfer import Hasher
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,7 @@ from vkrama.store.download import _Hasher
     [
         pytest.param(0, [b"GGUF", b"more"], id="a-fresh-download-hashes-only-the-chunks"),
         pytest.param(10, [b"tail"], id="a-resumed-download-hashes-the-prefix-first"),
-        pytest.param(3 * download.CHUNK + 5, [os.urandom(download.CHUNK)] * 3,
+        pytest.param(3 * transfer.CHUNK + 5, [os.urandom(transfer.CHUNK)] * 3,
                      id="a-prefix-of-several-reads-then-full-chunks"),
         pytest.param(7, [], id="nothing-new-after-the-prefix"),
     ],
@@ -34,7 +35,7 @@ def test_the_digest_is_of_the_prefix_then_the_chunks(
     part = tmp_path / "m.part"
     on_disk = os.urandom(prefix)
     part.write_bytes(on_disk + b"bytes after the prefix are not hashed")
-    hasher = _Hasher(part, prefix)
+    hasher = Hasher(part, prefix)
     for chunk in chunks:
         hasher.feed(chunk)
     assert hasher.hexdigest() == hashlib.sha256(on_disk + b"".join(chunks)).hexdigest()
@@ -44,8 +45,8 @@ def test_the_digest_is_of_the_prefix_then_the_chunks(
 def test_more_chunks_than_the_queue_holds_after_a_failure_never_block(tmp_path: Path) -> None:
     part = tmp_path / "m.part"
     part.write_bytes(b"short")
-    hasher = _Hasher(part, 100)  # claims more than the file has: the thread fails at once
-    for _ in range(download.QUEUED * 3):
+    hasher = Hasher(part, 100)  # claims more than the file has: the thread fails at once
+    for _ in range(transfer.QUEUED * 3):
         hasher.feed(b"x" * 4096)
     with pytest.raises(OSError, match="shrank"):
         hasher.hexdigest()
@@ -53,10 +54,10 @@ def test_more_chunks_than_the_queue_holds_after_a_failure_never_block(tmp_path: 
 
 def test_close_ends_the_thread_while_it_still_hashes_the_prefix(tmp_path: Path) -> None:
     part = tmp_path / "m.part"
-    size = 64 * download.CHUNK
+    size = 64 * transfer.CHUNK
     with open(part, "wb") as f:
         f.truncate(size)  # sparse: cheap to make, still hashed block by block
-    hasher = _Hasher(part, size)
+    hasher = Hasher(part, size)
     hasher.feed(b"never hashed")
     hasher.close()
     assert not hasher.thread.is_alive()
@@ -73,7 +74,7 @@ def silent_server() -> Iterator[str]:
 
 def test_each_retry_of_a_server_that_never_answers_is_reported(silent_server: str) -> None:
     seen: list[object] = []
-    http = download.Http(retries=2, backoff=0.01, timeout=0.2, on_progress=seen.append)
+    http = Http(retries=2, backoff=0.01, timeout=0.2, on_progress=seen.append)
     with pytest.raises(VkramaError) as caught:
         http.request("GET", silent_server, what="model.gguf")
     assert caught.value.status == ExitStatus.NETWORK

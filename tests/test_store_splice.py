@@ -26,7 +26,9 @@ from store_servers import self_signed
 
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import splice
-from vkrama.store.download import Http, RemoteFile
+from vkrama.store.download import fetch
+from vkrama.store.http import Http
+from vkrama.store.transfer import RemoteFile
 
 MiB = 1 << 20
 BODY = os.urandom(3 * MiB + 12345)  # not a multiple of a page or of the pipe
@@ -137,7 +139,7 @@ def test_bodies_the_kernel_cannot_pass_through_are_read_and_still_right(
         assert splice.spliced(response) is None
     with raw_server(script) as url:
         remote = RemoteFile("m.gguf", url)
-        assert Http().fetch(remote, tmp_path / "m.part") == hashlib.sha256(BODY).hexdigest()
+        assert fetch(Http(), remote, tmp_path / "m.part") == hashlib.sha256(BODY).hexdigest()
     assert (tmp_path / "m.part").read_bytes() == BODY
 
 
@@ -147,7 +149,7 @@ def test_https_is_decrypted_in_python_and_still_right(tmp_path: Path) -> None:
         assert splice.spliced(response) is None
     with raw_server(whole, tls=(cert, key)) as url:
         remote = RemoteFile("m.gguf", url)
-        digest = Http(verify=str(cert)).fetch(remote, tmp_path / "m.part")
+        digest = fetch(Http(verify=str(cert)), remote, tmp_path / "m.part")
     assert digest == hashlib.sha256(BODY).hexdigest()
 
 
@@ -229,7 +231,7 @@ def test_a_lost_body_is_a_network_error_that_says_how_and_keeps_the_bytes(
     with raw_server(script, tls=(cert, key) if tls else None) as url:
         http = Http(retries=0, timeout=0.5, verify=str(cert))
         with pytest.raises(VkramaError) as caught:
-            http.fetch(RemoteFile("m.gguf", url, size=len(BODY)), tmp_path / "m.part")
+            fetch(http, RemoteFile("m.gguf", url, size=len(BODY)), tmp_path / "m.part")
     assert caught.value.status == ExitStatus.NETWORK
     assert caught.value.message.startswith(f"download of m.gguf failed: {said}")
     assert (tmp_path / "m.part").stat().st_size >= MiB

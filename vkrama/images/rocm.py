@@ -24,6 +24,7 @@ from vkrama.backends import HIP_TARGETS, ROCM7_TARGETS
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import HardwareProfile
 from vkrama.progress import NULL, BuildProgress, Reporter
+from vkrama.store.http import reason
 
 DEBIAN_RECIPE = "rocm"
 SOURCE_RECIPE = "rocm7"
@@ -221,7 +222,7 @@ def fetch_source(
         partial.replace(path)
     except requests.RequestException as error:
         raise VkramaError(
-            f"cannot fetch the llama.cpp source for the rocm image from {host}: {_why(error)}",
+            f"cannot fetch the llama.cpp source for the rocm image from {host}: {reason(error)}",
             hint=f"the ROCm 7 build needs {host} once; later builds use the cache",
             status=ExitStatus.NETWORK,
         ) from None
@@ -229,14 +230,6 @@ def fetch_source(
         # Whatever ended the download (an error, Ctrl-C), no partial file stays behind.
         partial.unlink(missing_ok=True)
     return path
-
-
-def _why(error: requests.RequestException) -> str:
-    if isinstance(error, requests.HTTPError) and error.response is not None:
-        return f"HTTP {error.response.status_code}"
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    return "connection failed"
 
 
 def _ordered(targets: set[str]) -> tuple[str, ...]:

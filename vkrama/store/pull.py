@@ -14,13 +14,14 @@ from pathlib import Path
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.progress import NULL, Download, Reporter
-from vkrama.store import gguf_info, ranges
+from vkrama.store import download, gguf_info, ranges
 from vkrama.store.blobs import SHA256_HEX, Store, StoredFile, file_sha256, key_for
-from vkrama.store.download import Http, RemoteFile
 from vkrama.store.file_index import FileIndex, Signature
+from vkrama.store.http import Http
 from vkrama.store.local_model import LocalModel
 from vkrama.store.refs import ModelRef, parse, split_parts
 from vkrama.store.sources import hf, oci, ollama, url
+from vkrama.store.transfer import RemoteFile
 
 
 def pull(
@@ -187,7 +188,7 @@ def _stage(
         return blob, remote.sha256
     assert session is not None  # offline sources only ever give local files
     part = _partial(store, remote)
-    return part, session.fetch(remote, part, on_progress)
+    return part, download.fetch(session, remote, part, on_progress)
 
 
 def _partial_key(remote: RemoteFile) -> str:

@@ -1,8 +1,10 @@
 """Parallel ranged downloads: one large file as several HTTP range streams into one partial file.
 
-Stage: store (source ─► verified file in partial/), called by download.Http when a server
-answers a first short range (download.PROBE) with 206 for a file of PARALLEL_FROM bytes or
-more. Hubs and CDNs cap each connection; several connections multiply what one gets.
+Stage: store (source ─► verified file in partial/), called by `download.fetch` when a
+server answers a first short range (download.PROBE) with 206 for a file of PARALLEL_FROM
+bytes or more; builds on store/http.py (the session, its retries, the failures' wording)
+and store/transfer.py (the body reader, the hasher), never on download.py. Hubs and CDNs
+cap each connection; several connections multiply what one gets.
 
 The file is cut into segments (at most SEGMENT bytes, at least two per stream) that
 `models.streams` threads take in order; each thread reads its segment's body straight into
@@ -34,17 +36,9 @@ from pathlib import Path
 import requests
 
 from vkrama.progress import Download, Reporter
-from vkrama.store.download import (
-    CHUNK,
-    RESET_AFTER,
-    Http,
-    RemoteFile,
-    _Hasher,
-    _reason,
-    body_reader,
-    network_error,
-)
+from vkrama.store.http import Http, network_error, reason
 from vkrama.store.splice import ConnectionLost, spliced, write_all
+from vkrama.store.transfer import CHUNK, RESET_AFTER, Hasher, RemoteFile, body_reader
 
 PARALLEL_FROM = 32 << 20  # smaller files gain little from more connections
 SEGMENT = 16 << 20  # most a stream fetches per request, and re-fetches after a kill -9
@@ -167,7 +161,7 @@ class _Download:
         state = self.state
         resumed_from = sum(state.done)
         pending = sum(1 for k in range(len(state.done)) if state.done[k] < state.length(k))
-        hasher = _Hasher(self.part, 0)
+        hasher = Hasher(self.part, 0)
         hashed_to = 0
         fd = os.open(self.part, os.O_WRONLY)
         if first is not None:
@@ -301,7 +295,7 @@ class _Download:
                 mark = state.done[k]
                 if failures > http.retries:
                     raise network_error(remote.filename, exc, sum(state.done)) from None
-                http.sleep(failures - 1, remote.filename, _reason(exc))
+                http.sleep(failures - 1, remote.filename, reason(exc))
             finally:
                 response = None
 

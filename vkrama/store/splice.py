@@ -1,6 +1,6 @@
 """A response body moved from the socket to the file by the kernel (Linux splice(2)).
 
-Stage: store (source ─► verified file in partial/), the fast path of download.Http's one
+Stage: store (source ─► verified file in partial/), the fast path of download.py's one
 stream and of each stream of ranges.py. A body read into Python is copied twice per byte
 (socket → our buffer → page cache); spliced through a pipe it is copied once, socket pages
 → page cache, and the hashing thread reads it back from the page cache. On a small machine
@@ -9,7 +9,7 @@ the copy saved is most of the CPU a download costs besides sha256.
 Only for what the kernel can pass through untouched: plain http (TLS must be decrypted in
 user space), a body of known length that is not chunked and not compressed, on a system
 with os.splice. Everything else returns None and is read the ordinary way. Socket
-failures surface as `ConnectionLost` (as from download.body_reader), file failures (a full
+failures surface as `ConnectionLost` (as from transfer.body_reader), file failures (a full
 disk) as the OSError they are. Must not print.
 """
 
@@ -35,8 +35,9 @@ FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
 class ConnectionLost(Exception):
     """The connection under a body that vkrama reads itself (http.client's readinto, splice)
     failed: `lost` says how, in words without headers; `timed_out` when no byte came in
-    time. download.Http retries it and reports it as it does requests' own exceptions.
-    (Here, below download.py and ranges.py, because all three raise it.)"""
+    time. The transfers retry it and http.reason words it as it does requests' own
+    exceptions. (Here, below http.py, transfer.py, download.py and ranges.py, as all of
+    them meet it.)"""
 
     def __init__(self, lost: str, *, timed_out: bool = False) -> None:
         super().__init__(lost)

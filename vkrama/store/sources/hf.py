@@ -19,9 +19,10 @@ from urllib.parse import quote
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import names
-from vkrama.store.download import Http, RemoteFile, json_of
 from vkrama.store.hf_cache import CacheSlot, hf_home, repo_dir, snapshot
+from vkrama.store.http import Http, json_of
 from vkrama.store.refs import SPLIT, ModelRef, split_parts
+from vkrama.store.transfer import RemoteFile
 
 # The order llama.cpp's -hf falls back through when no quantization is named.
 DEFAULT_QUANTS = ("Q4_K_M", "Q4_0", "Q8_0")

@@ -21,8 +21,9 @@ from urllib.parse import urlencode, urlsplit
 
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.store import names
-from vkrama.store.download import Http, RemoteFile, json_of
+from vkrama.store.http import Http, json_of
 from vkrama.store.refs import ModelRef
+from vkrama.store.transfer import RemoteFile
 
 MANIFESTS = ", ".join(
     (

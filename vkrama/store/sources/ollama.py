@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.store.download import Http, RemoteFile
+from vkrama.store.http import Http
 from vkrama.store.refs import ModelRef
 from vkrama.store.sources import oci
+from vkrama.store.transfer import RemoteFile
 
 MODEL_LAYER = "application/vnd.ollama.image.model"
 

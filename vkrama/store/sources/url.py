@@ -9,8 +9,8 @@ from __future__ import annotations
 from urllib.parse import quote, unquote, urlsplit
 
 from vkrama.store import names
-from vkrama.store.download import RemoteFile
 from vkrama.store.refs import ModelRef, split_parts
+from vkrama.store.transfer import RemoteFile
 
 
 def remote_files(ref: ModelRef, sha256: str | None) -> tuple[list[RemoteFile], str]:
