@@ -6,6 +6,7 @@ cpu and vulkan images on this machine (lavapipe with and without GGML_VK_VISIBLE
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,51 @@ def test_llama_bench_json_gives_pp_and_tg_with_every_sample() -> None:
         "llvmpipe (LLVM 22.1.8, 256 bits)",
     )
     assert raw[0]["build_number"] == 11669
+
+
+def row_of(samples: list[float]) -> str:
+    """A one-row llama-bench JSON whose avg/stddev are llama-bench's over every sample."""
+    mean = sum(samples) / len(samples)
+    return json.dumps([{"n_prompt": 512, "n_gen": 0, "avg_ts": mean, "stddev_ts": 99.0,
+                        "samples_ts": samples, "backends": "Vulkan"}])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("samples", "cold_reps", "tps", "stddev", "counted", "cold", "cold_counted"),
+    [
+        (
+            [3568.0, 10700.0, 10600.0, 10800.0],
+            1,
+            10700.0,
+            100.0,
+            (10700.0, 10600.0, 10800.0),
+            (3568.0,),
+            False,
+        ),
+        ([3568.0, 10700.0], 1, 10700.0, 0.0, (10700.0,), (3568.0,), False),
+        ([3568.0], 1, 3568.0, 99.0, (3568.0,), (), True),
+        ([3568.0, 10700.0, 10600.0], 0, 8289.333333, 99.0, (3568.0, 10700.0, 10600.0), (), False),
+    ],
+    ids=[
+        "vulkan-first-repetition-is-kept-aside-and-the-rest-averaged",
+        "two-repetitions-leave-one-counted-with-no-spread",
+        "one-repetition-is-counted-and-said-to-be-cold",
+        "a-stack-that-compiles-nothing-on-first-use-counts-every-repetition",
+    ],
+)
+def test_a_cold_first_repetition_is_not_counted(
+    samples: list[float],
+    cold_reps: int,
+    tps: float,
+    stddev: float,
+    counted: tuple[float, ...],
+    cold: tuple[float, ...],
+    cold_counted: bool,
+) -> None:
+    (found,), raw = measurements.parse(row_of(samples), cold_reps=cold_reps)
+    assert found.tps == pytest.approx(tps) and found.tps_stddev == pytest.approx(stddev)
+    assert (found.samples, found.cold_samples, found.cold_counted) == (counted, cold, cold_counted)
+    assert raw[0]["samples_ts"] == samples  # llama-bench's own record stays whole
 
 
 def test_flash_attn_values_name_the_tests_when_varied() -> None:

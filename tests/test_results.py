@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ import pytest
 from bench_fakes import SHA, cell, store_run
 
 from vkrama import config, results
+from vkrama.bench import imports
 from vkrama.cli.console import to_json
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db, report
@@ -246,7 +248,7 @@ def test_a_schema_6_file_reads_its_unavailable_prefixed_failures_as_unavailable(
         ("vulkan", results.CellStatus.FAILED, "exit 1: unavailable: a device"),
     ]
     with sqlite3.connect(db.db_path(settings)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 9
 
 
 READ_STATUS = [
@@ -312,12 +314,13 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     assert old.run.info.model == {} and old.run.info.host == "old"
     (m,) = old.cells[0].measurements  # measured before depth existed: at depth 0
     assert (m.test, m.tps, m.n_depth, m.flags) == ("tg128", 290.8, 0, {})
+    assert (m.cold_samples, m.cold_counted) == ((), False)  # counted every repetition, unsaid
     assert old.cells[0].gpus == ()  # stored before GPU sets were: not known
     assert report.run_header(old)[1].startswith("model  tiny (no header facts: stored by an older")
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(db.db_path(settings)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 9
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:
@@ -479,3 +482,32 @@ def test_each_rows_llama_bench_settings_are_stored_and_read_back(
     back = results.get_run(settings, run_id).cells[0].measurements
     assert (back[0].test, back[0].flags) == ("pp64 ub=256", flags)
     assert back[1].flags == {}
+
+
+def test_a_cold_repetition_is_stored_and_a_counted_one_is_said_everywhere(
+    settings: config.Settings,
+) -> None:
+    vulkan = cell("vulkan", "lavapipe", 800, 30)
+    pp, tg = vulkan.measurements
+    dropped = replace(pp, samples=(800.0, 810.0), cold_samples=(260.0,))
+    counted = replace(tg, samples=(12.0,), cold_counted=True)  # `-r 1` given through
+    run_id = store_run(settings, replace(vulkan, measurements=(dropped, counted)))
+    detail = results.get_run(settings, run_id)
+    back = detail.cells[0].measurements
+    assert [(m.samples, m.cold_samples, m.cold_counted) for m in back] == [
+        ((800.0, 810.0), (260.0,), False),
+        ((12.0,), (), True),
+    ]
+    table = report.run_table(detail).splitlines()
+    assert [line.split()[-3] for line in table[2:4]] == ["2", "(cold)"]
+    warning = "warning: vulkan/lavapipe: its samples include the cold first repetition"
+    assert any(line.startswith(warning) for line in table)
+    rows = to_json(report.export_document([detail]))[0]["rows"]
+    assert [(r["cold_samples"], r["cold_counted"]) for r in rows] == [([260.0], False), ([], True)]
+    assert f"- warning: run {run_id}, vulkan/lavapipe: its samples" in report.export([detail], "md")
+    csv_rows = list(csv.DictReader(io.StringIO(report.export([detail], "csv"))))
+    assert [r["cold counted"] for r in csv_rows] == ["", "yes"]
+    document = json.dumps(to_json(report.export_document([detail])))
+    (imported,) = imports.import_text(settings, document, "export.json")
+    again = results.get_run(settings, imported.run_id).cells[0].measurements
+    assert [(m.cold_samples, m.cold_counted) for m in again] == [((260.0,), False), ((), True)]

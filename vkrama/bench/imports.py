@@ -89,6 +89,7 @@ def _fleet(record: dict[str, Any], where: str) -> tuple[db.RunInfo, CellResult]:
         device=cell.get("device", "-"),
         image=cell.get("image", ""),
         spec=ContainerSpec(image=cell.get("image", ""), command=tuple(cell.get("command", ()))),
+        cold_reps=int(cell.get("cold_reps") or 0),
     )
     judged = judge(
         planned,
@@ -144,7 +145,9 @@ def _exported(text: str, source: str) -> list[tuple[db.RunInfo, list[CellResult]
                     n_prompt, n_gen, n_depth = _shape(row["test"], row.get("depth"))
                     measured = Measurement(row["test"], n_prompt, n_gen, row["tps"],
                                            row["tps_stddev"] or 0, tuple(row.get("samples") or ()),
-                                           "", "", n_depth)  # fmt: skip
+                                           "", "", n_depth,
+                                           cold_samples=tuple(row.get("cold_samples") or ()),
+                                           cold_counted=bool(row.get("cold_counted")))  # fmt: skip
                     cells[key] = replace(cell, measurements=(*cell.measurements, measured))
         except (KeyError, TypeError, ValueError) as error:
             raise _bad(where, f"not a vkrama export ({error})") from None

@@ -8,6 +8,8 @@ that into a failed cell).
 from __future__ import annotations
 
 import json
+import statistics
+from dataclasses import replace
 from typing import Any
 
 from vkrama.results.records import Measurement, test_name
@@ -26,12 +28,15 @@ FLAG_FIELDS = {
 }
 
 
-def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measurement], list[Any]]:
+def parse(
+    stdout: str, flash_attn_varied: bool = False, cold_reps: int = 0
+) -> tuple[list[Measurement], list[Any]]:
     """(measurements, the raw JSON array) from llama-bench's stdout.
 
     Every row keeps its settings (`Measurement.flags`), and a setting that differs between
     the rows of one run (`-- -ub 128,256` swept it) is part of each row's test name
-    ("pp2048 ub=256"): rows that ran differently never share a name."""
+    ("pp2048 ub=256"): rows that ran differently never share a name. `cold_reps`: the
+    first repetitions of each row that ran cold (see `warm`)."""
     text = stdout.strip()
     # Some builds print a banner line before the array; the array is what counts.
     start = text.find("[")
@@ -54,21 +59,45 @@ def parse(stdout: str, flash_attn_varied: bool = False) -> tuple[list[Measuremen
         depth = int(entry.get("n_depth", 0) or 0)  # builds before -d have no such field
         fa = flags.get("fa") if flash_attn_varied or "fa" in varied else None
         swept = "".join(f" {f}={flags[f]}" for f in varied if f != "fa")
-        measurements.append(
-            Measurement(
-                test=test_name(n_prompt, n_gen, fa, depth) + swept,
-                n_prompt=n_prompt,
-                n_gen=n_gen,
-                tps=float(entry["avg_ts"]),
-                tps_stddev=float(entry.get("stddev_ts", 0.0)),
-                samples=tuple(float(s) for s in entry.get("samples_ts", ())),
-                backends=str(entry.get("backends", "")),
-                gpu_info=str(entry.get("gpu_info", "")),
-                n_depth=depth,
-                flags=flags,
-            )
+        measured = Measurement(
+            test=test_name(n_prompt, n_gen, fa, depth) + swept,
+            n_prompt=n_prompt,
+            n_gen=n_gen,
+            tps=float(entry["avg_ts"]),
+            tps_stddev=float(entry.get("stddev_ts", 0.0)),
+            samples=tuple(float(s) for s in entry.get("samples_ts", ())),
+            backends=str(entry.get("backends", "")),
+            gpu_info=str(entry.get("gpu_info", "")),
+            n_depth=depth,
+            flags=flags,
         )
+        measurements.append(warm(measured, cold_reps) if cold_reps else measured)
     return measurements, raw
+
+
+def warm(measured: Measurement, cold_reps: int) -> Measurement:
+    """The row without its first `cold_reps` samples: mean and stddev of the rest.
+
+    A stack that compiles GPU code on first use (ggml's Vulkan backend builds each pipeline
+    the first time a shape needs it) can run its first repetition cold: llama-bench's own
+    warm-up run does not meet every shape a test does (issue 26: on an H200 the first
+    repetition of flash-attention and deep tests ran at a third of the rest). The planner
+    asked for `cold_reps` more repetitions than the user did, and those first ones are
+    dropped by position, not by judging which sample looks slow: with 3-5 samples no
+    outlier test can tell, and a rule that depends on the numbers could also drop a fair
+    slow one; the cost is one repetition per test. When too few samples came back (`-r 1`
+    given through to llama-bench), each is counted and the row says a cold one is among them."""
+    if len(measured.samples) <= cold_reps:
+        return replace(measured, cold_counted=True)
+    kept = measured.samples[cold_reps:]
+    return replace(
+        measured,
+        tps=statistics.fmean(kept),
+        # llama-bench's stddev_ts is the sample standard deviation; 0 for one sample.
+        tps_stddev=statistics.stdev(kept) if len(kept) > 1 else 0.0,
+        samples=kept,
+        cold_samples=measured.samples[:cold_reps],
+    )
 
 
 def row_flags(entry: dict[str, Any]) -> dict[str, str]:

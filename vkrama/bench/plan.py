@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 
 MODEL_DIR = "/models"
 FLASH_ATTN_VALUES = ("on", "off", "auto")
+# Backends whose stack compiles GPU code the first time a shape needs it (ggml's Vulkan
+# pipelines, through Mesa or NVIDIA's driver): their cells run one repetition more than
+# asked and the first is not counted (bench.measurements.warm says why). cpu, rocm and
+# cuda run code compiled into the image for the GPU's target.
+COLD_FIRST = {"vulkan": 1}
+
+
+def cold_reps(backend: str) -> int:
+    """Repetitions a cell of `backend` runs first, cold, and does not count."""
+    return COLD_FIRST.get(backend, 0)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class BenchCell:
     gpu_index: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     gpus: tuple[int, ...] = ()  # host indices of every GPU the cell uses, in ggml's order
+    cold_reps: int = 0  # leading repetitions of each test run cold and not counted
 
     @property
     def key(self) -> str:
@@ -92,7 +103,7 @@ class BenchCell:
         )
 
     @classmethod
-    def of(cls, choice: Choice, image: str, spec: ContainerSpec) -> BenchCell:
+    def of(cls, choice: Choice, image: str, spec: ContainerSpec, cold: int = 0) -> BenchCell:
         return cls(
             backend=choice.backend,
             driver=choice.driver,
@@ -102,6 +113,7 @@ class BenchCell:
             gpu_index=choice.gpu.index if choice.gpu is not None else None,
             labels=spec.labels,
             gpus=choice.gpu_indices,
+            cold_reps=cold,
         )
 
 
@@ -171,7 +183,7 @@ def llama_bench_args(
         "-n",
         str(params.n_gen),
         "-r",
-        str(params.repetitions),
+        str(params.repetitions + cold_reps(backend)),
         "-ngl",
         str(ngl),
         "-t",
@@ -241,7 +253,7 @@ def plan_cell(
         mounts=mounts,
         network="none",  # llama-bench reads a mounted file and talks to nobody
     )
-    return BenchCell.of(choice, image, spec)
+    return BenchCell.of(choice, image, spec, cold_reps(choice.backend))
 
 
 def cell_name(kind: str, run_token: str, position: int, choice: Choice) -> str:

@@ -129,7 +129,7 @@ def judge(
         why = f"llama-bench exited with {exit_code}: {_last_line(stderr_text)}"
         return replace(base, reason=why)
     try:
-        found, raw = measurements.parse(stdout, flash_attn_varied)
+        found, raw = measurements.parse(stdout, flash_attn_varied, cell.cold_reps)
     except ValueError as error:
         return replace(base, reason=str(error))
     reason, device = stderr.verify(

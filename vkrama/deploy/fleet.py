@@ -67,6 +67,8 @@ def cell_record(plan: BenchPlan, info: RunInfo, token: str, cell: BenchCell) -> 
         "params": info.params,
         "vkrama_version": info.vkrama_version,
         "flash_attn_varied": bool(plan.request.params.flash_attn),
+        # Repetitions the command runs cold and the import does not count (vulkan cells).
+        **({"cold_reps": cell.cold_reps} if cell.cold_reps else {}),
     }
 
 

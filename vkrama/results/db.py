@@ -27,7 +27,7 @@ from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -118,6 +118,13 @@ UPDATE cells SET status = 'unavailable', reason = substr(reason, 14)
     # Each row's llama-bench settings (ub, b, fa, ctk, ctv, t, ngl, ...) as JSON: what
     # `vkrama tune` compares. Older rows read back as {} (their settings were not kept).
     8: "ALTER TABLE measurements ADD COLUMN flags TEXT NOT NULL DEFAULT '{}';",
+    # First repetitions run while the stack compiled on first use, not counted in tps
+    # (JSON list), and whether the counted samples still hold one. Older rows counted
+    # every repetition and did not know: [] and 0.
+    9: """
+ALTER TABLE measurements ADD COLUMN cold_samples TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE measurements ADD COLUMN cold_counted INTEGER NOT NULL DEFAULT 0;
+""",
 }
 
 
@@ -331,7 +338,8 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         for m in cell.measurements:
             db.execute(
                 "INSERT INTO measurements (cell_id, test, n_prompt, n_gen, tps, tps_stddev,"
-                " samples, backends, gpu_info, n_depth, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " samples, backends, gpu_info, n_depth, flags, cold_samples, cold_counted)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     cursor.lastrowid,
                     m.test,
@@ -344,6 +352,8 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                     m.gpu_info,
                     m.n_depth,
                     json.dumps(m.flags),
+                    json.dumps(list(m.cold_samples)),
+                    int(m.cold_counted),
                 ),
             )
 
@@ -431,7 +441,7 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
      provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth,"
-        " flags"
+        " flags, cold_samples, cold_counted"
         " FROM measurements WHERE cell_id = ? ORDER BY id",
         (cell_id,),
     ).fetchall()
@@ -449,8 +459,21 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         image_id=image_id,
         provenance=json.loads(provenance),
         measurements=tuple(
-            Measurement(t, p, g, tps, sd, tuple(json.loads(s)), b, gi, d, json.loads(fl))
-            for t, p, g, tps, sd, s, b, gi, d, fl in found
+            Measurement(
+                t,
+                p,
+                g,
+                tps,
+                sd,
+                tuple(json.loads(s)),
+                b,
+                gi,
+                d,
+                json.loads(fl),
+                tuple(json.loads(cs)),
+                bool(cc),
+            )
+            for t, p, g, tps, sd, s, b, gi, d, fl, cs, cc in found
         ),
         raw_json=None if raw_json is None else json.loads(raw_json),
         stderr_tail=stderr_tail,

@@ -115,6 +115,11 @@ class Measurement:
     # The llama-bench settings this row ran with, by llama-bench's flag ("ub": "256",
     # "fa": "on", "ctk": "q8_0", ...): what `vkrama tune` searches. {} in rows before schema 8.
     flags: dict[str, str] = field(default_factory=dict)
+    # Repetitions run while the stack still compiled its GPU code on first use, kept but not
+    # counted in tps and tps_stddev (`samples` are the counted ones); () before schema 9.
+    cold_samples: tuple[float, ...] = ()
+    # The counted samples still include such a cold one: none could be dropped.
+    cold_counted: bool = False
 
     @property
     def metric(self) -> str:

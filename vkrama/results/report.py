@@ -12,7 +12,7 @@ import csv
 import io
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tabulate import tabulate
@@ -50,6 +50,8 @@ class Row:
     host_load: HostLoad | None = None
     gpus: str = ""  # host GPU indices the cell used: "0", "0,1" for a split; "" cpu/unknown
     llama_cpp_build: str = ""  # the image's llama.cpp build ("" when it did not record one)
+    cold_samples: list[float] = field(default_factory=list)  # first-use repetitions, not counted
+    cold_counted: bool = False  # `samples` still hold a first-use (cold) repetition
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -84,6 +86,8 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
                     tps=m.tps,
                     tps_stddev=m.tps_stddev,
                     samples=list(m.samples),
+                    cold_samples=list(m.cold_samples),
+                    cold_counted=m.cold_counted,
                 )
                 for m in cell.measurements
             ]
@@ -140,7 +144,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
                 r.device,
                 r.test,
                 _tps(r.tps, r.tps_stddev),
-                len(r.samples) or "-",
+                _samples(r),
                 f"{r.relative:.2f}x" if r.relative is not None else "-",
                 r.status,
             ]
@@ -158,8 +162,27 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     )
     reasons = dict.fromkeys(f"{_cell(r)}: {note(r.status, r.reason)}" for r in found if r.reason)
     said = dict.fromkeys(r.verdict for r in found if r.verdict)
-    warnings = [*busy_warnings(found), *([builds] if builds else [])]
+    warnings = [*busy_warnings(found), *cold_warnings(found), *([builds] if builds else [])]
     return "\n".join([table, *reasons, *warnings, *(["", *said] if said else [])])
+
+
+COLD_NOTE = (
+    "its samples include the cold first repetition (the stack compiles on first use); "
+    "ask for 2 or more repetitions"
+)
+
+
+def _samples(row: Row) -> str:
+    """The samples column: how many were counted, "(cold)" when a first-use one is among
+    them (llama-bench ran too few repetitions for the cold one to be dropped)."""
+    if not row.samples:
+        return "-"
+    return f"{len(row.samples)} (cold)" if row.cold_counted else str(len(row.samples))
+
+
+def cold_warnings(found: Sequence[Row]) -> list[str]:
+    """One line per cell whose counted samples include a cold first repetition."""
+    return list(dict.fromkeys(f"warning: {_cell(r)}: {COLD_NOTE}" for r in found if r.cold_counted))
 
 
 def busy_warnings(found: Sequence[Row]) -> list[str]:
@@ -368,6 +391,7 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
     table = []
     failures: dict[str, str] = {}  # one note per failed cell, in table order
     busy: dict[str, str] = {}  # one warning per cell measured on a busy host
+    cold: dict[str, str] = {}  # one warning per cell that counted a cold repetition
     for d in details:
         provenance = {(c.backend, c.driver): c.provenance for c in d.cells}
         for r in rows_of(d):
@@ -379,9 +403,12 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.relative is None else f"{r.relative:.2f}",
                 r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
                 *(d.run.info.model.get(k, "") for k in MODEL_KEYS), r.reason, r.busy_host,
+                "yes" if r.cold_counted else "",
             ])  # fmt: skip
             if r.reason:
                 failures.setdefault(f"run {d.run.id}, {_cell(r)}", f"{r.status}: {r.reason}")
+            if r.cold_counted:
+                cold.setdefault(f"run {d.run.id}, {_cell(r)}", COLD_NOTE)
             if r.busy_host:
                 busy.setdefault(
                     f"run {d.run.id}, {_cell(r)}",
@@ -391,7 +418,7 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         names = ("t/s stddev" if h == "±" else h for h in headers)
-        writer.writerow([*names, *csv_model, "reason", "busy host"])
+        writer.writerow([*names, *csv_model, "reason", "busy host", "cold counted"])
         writer.writerows(table)
         return out.getvalue()
     # Reasons are long: the table keeps its width, each failed or disturbed cell gets a
@@ -404,6 +431,7 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
     notes = [f"- run {d.run.id} model {model_facts(d.run.info)}" for d in details]
     notes += [f"- {where} {what}" for where, what in failures.items()]
     notes += [f"- warning: {where} {what}" for where, what in busy.items()]
+    notes += [f"- warning: {where}: {what}" for where, what in cold.items()]
     return "\n".join([text, "", *said, *notes])
 
 
