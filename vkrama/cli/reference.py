@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from vkrama.cli import cli
+from vkrama.cli.root import cli
 
 # The width `--help` prints at on any terminal 80 columns or wider (click: min(columns, 80) - 2),
 # whatever the terminal that generates the page is.
