@@ -41,8 +41,8 @@ RANK = {name: rank for rank, names in enumerate(STAGES) for name in names.split(
 LONG = 300
 
 
-def modules() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
+def modules(package: Path = PACKAGE) -> list[Path]:
+    return sorted(package.rglob("*.py"))
 
 
 def stage(module: str) -> str:
@@ -52,8 +52,8 @@ def stage(module: str) -> str:
     return parts[1] if len(parts) > 1 and parts[1] in RANK else "errors"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -69,6 +69,84 @@ def vkrama_imports(path: Path) -> set[str]:
     return found
 
 
+def upward(path: Path, package: Path = PACKAGE) -> list[str]:
+    """The vkrama modules `path` imports from stages after its own."""
+    importer = stage(module_name(path, package))
+    return sorted(name for name in vkrama_imports(path) if RANK[stage(name)] > RANK[importer])
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module ─► the modules of the package it imports (at the top, lazily or for type
+    checking: a cycle held apart by a lazy import is still a cycle). `from p import x` is
+    an edge to the module p.x where there is one, else to p (x is one of p's names)."""
+    paths = {module_name(path, package): path for path in modules(package)}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package this module is in
+                    parent = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*parent, *([base] if base else [])])
+                found |= {
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base
+                    for alias in node.names
+                }
+        graph[name] = {target for target in found if target in paths and target != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each group of modules that import each other, directly or round a longer loop
+    (the strongly connected components of more than one module, Tarjan's walk)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = stack[stack.index(node) :]
+            del stack[stack.index(node) :]
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def logic(init: Path) -> list[str]:
+    """What an `__init__.py` holds beyond a docstring, imports and `__all__`, by line;
+    the top package may also say its `__version__` (the build reads it there)."""
+    allowed = {"__all__", "__version__"} if init.parent.name == PACKAGE.name else {"__all__"}
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    extra = []
+    for number, node in enumerate(tree.body):
+        if number == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if len(targets) == 1 and isinstance(targets[0], ast.Name) and targets[0].id in allowed:
+            continue
+        extra.append(f"line {node.lineno}: {type(node).__name__}")
+    return extra
+
+
 def test_every_stage_is_a_room_of_the_package() -> None:
     rooms = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
     rooms |= {p.stem for p in PACKAGE.glob("*.py")}
@@ -77,9 +155,7 @@ def test_every_stage_is_a_room_of_the_package() -> None:
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_run_down_the_pipeline(path: Path) -> None:
-    importer = stage(module_name(path))
-    upward = sorted(name for name in vkrama_imports(path) if RANK[stage(name)] > RANK[importer])
-    assert upward == [], f"{importer} must not import later stages"
+    assert upward(path) == [], f"{stage(module_name(path))} must not import later stages"
 
 
 @pytest.mark.parametrize(
@@ -90,6 +166,55 @@ def test_imports_run_down_the_pipeline(path: Path) -> None:
 def test_each_package_docstring_names_its_stage(path: Path) -> None:
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     assert path.parent.name in doc.lower() and "stage" in doc.lower()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if p.name == "__init__.py" and p.parent != PACKAGE],
+    ids=lambda p: str(p.parent.relative_to(PACKAGE)),
+)
+def test_each_package_docstring_lists_its_modules(path: Path) -> None:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    rooms = [p.stem for p in path.parent.glob("*.py") if p.name != "__init__.py"]
+    rooms += [p.name for p in path.parent.iterdir() if (p / "__init__.py").is_file()]
+    unlisted = sorted(room for room in rooms if f"`{room}`" not in doc)
+    assert unlisted == [], "name each module in the package docstring, as `module`"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if p.name == "__init__.py"],
+    ids=lambda p: str(p.parent.relative_to(PACKAGE.parent)),
+)
+def test_a_package_init_only_re_exports(path: Path) -> None:
+    assert logic(path) == [], "move it into a module of the package and re-export it"
+
+
+def test_no_modules_import_each_other() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_checks_catch_a_cycle_an_upward_import_and_logic_in_an_init(tmp_path: Path) -> None:
+    """The checks above, on a small package that breaks each rule once."""
+    package = tmp_path / "vkrama"
+    files = {
+        "__init__.py": '"""Top."""\n\n__version__ = "1"\n',
+        "serve/__init__.py": '"""Serve."""\n\nfrom vkrama.serve.a import A\n\nX = A()\n',
+        "serve/a.py": "from vkrama.serve import b\n\nclass A: ...\n",
+        "serve/b.py": "def f() -> None:\n    from vkrama.serve.a import A  # lazy: still a cycle\n",
+        "store/c.py": "from vkrama.serve import a\n",
+        "bench/d.py": "from vkrama.serve import b\n",  # runs down the order: fine
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text, encoding="utf-8")
+    assert cycles(import_graph(package)) == [["vkrama.serve.a", "vkrama.serve.b"]]
+    assert logic(package / "serve/__init__.py") == ["line 5: Assign"]
+    assert logic(package / "__init__.py") == []
+    found = {module_name(path, package): upward(path, package) for path in modules(package)}
+    assert {name: names for name, names in found.items() if names} == {
+        "vkrama.store.c": ["vkrama.serve"]
+    }
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

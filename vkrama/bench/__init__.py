@@ -2,8 +2,12 @@
 its own image with identical parameters, judged by what ggml says actually ran.
 
 Modules: `matrix` (which cells a request asks for here), `plan` (cells and their
-ContainerSpecs, pure), `stderr` (what ran), `measurements`
-(llama-bench JSON), `run` (cells one after another), `session` (the whole run, stored).
+ContainerSpecs, pure), `stderr` (what ran), `measurements` (llama-bench JSON), `run`
+(cells one after another), `hostload` (how busy the host was meanwhile), `session` (the
+whole run, stored), `imports` (runs from other machines, into this store). The serving
+bench (`--serve`): `serving` (its cells), `load` (the load generator), `arrivals` (when
+each request is sent), `prompts` (prompts of a wanted length), `latency` (a level's
+figures), `slo` (latency targets and the goodput sweep).
 Its records (CellResult, Measurement, statuses) live in `vkrama.results.records`, which
 bench writes to; results never imports bench. Nothing here prints.
 """

@@ -3,6 +3,13 @@
 `connect(settings)` finds or starts a podman service and returns a `Podman`, which
 implements the `Engine` protocol the later stages are typed against; planning stages
 describe containers as `ContainerSpec`s and hand them to it.
+
+Modules: `spec` (ContainerSpec, rendered as the podman argv and as the API body),
+`protocol` (the `Engine` the later stages are typed against), `client` (`Podman`:
+containers through podman's REST API), `images` (builds, inspect, list, remove, save,
+load), `socket` (find or start the API socket), `records` (what podman says back, typed),
+`errors` (podman-py's and the transport's exceptions as `VkramaError`s). This file only
+re-exports.
 """
 
 from vkrama.engine.client import Podman, connect

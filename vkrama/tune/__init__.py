@@ -2,6 +2,6 @@
 (`vkrama tune`), stored per GPU, driver, image and model, and used by `bench --tuned` and
 `serve --backend best`.
 
-Modules: space (which flags and values a stack accepts, pure), search (the search, pure),
-session (runs the trials as bench cells and stores the outcome).
+Modules: `space` (which flags and values a stack accepts, pure), `search` (the search,
+pure), `session` (runs the trials as bench cells and stores the outcome).
 """
