@@ -151,6 +151,26 @@ def test_a_sweep_raises_the_rate_until_the_slo_breaks_and_reports_goodput(
     assert "goodput within the SLO, cpu:" in done.stdout
 
 
+def test_a_shared_prefix_is_measured_with_the_prompt_cache_off_and_on(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--concurrency", "2",
+                  "--prompt-tokens", "256", "--prefix-tokens", "192", "--requests", "4",
+                  "--gen-tokens", "8")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "cpu: prompt 256 tokens, the first 192 shared by every request" in done.stderr
+    (cell,) = results.get_run(config.load(), "latest").cells
+    off, on = cell.serving
+    assert (off.load, on.load) == ("2 clients, cache off", "2 clients, cache on")
+    # llama-server's own accounting: nothing reused with the cache off; with it on, every
+    # request (the warm-up filled both slots) reused the shared prefix and no more.
+    assert (off.cache_hits, off.cached_tokens) == (0, 0)
+    assert on.cache_hits == 4
+    assert 4 * 180 <= on.cached_tokens <= 4 * 192, on.cached_tokens
+    assert off.decode_vs_server is not None and abs(off.decode_vs_server - 1) < AGREEMENT
+    assert "prompt cache, cpu at 2 clients, cache on: 4 of 4 requests hit it" in done.stdout
+
+
 # Moments to interrupt at: the stderr line after which the signal goes out.
 MOMENTS = [
     pytest.param("cell cpu:", id="while-planning"),

@@ -1,14 +1,16 @@
-"""Goodput in the records: each level judged against the SLO, the table's SLO column and
-goodput line, and `serve --backend best --rank-by goodput` picking the stack that sustained
-the higher rate."""
+"""Goodput and prompt-cache hits in the records: each level judged against the SLO, the
+table's SLO column and goodput line, `serve --backend best --rank-by goodput` picking the
+stack that sustained the higher rate, and cache hits counted from llama-server's timings."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from bench_fakes import CPU, LAVAPIPE, SHA, info
 
 from vkrama import config, results
+from vkrama.bench.latency import RequestTrace, summarize
 from vkrama.bench.serving import ServeParams
 from vkrama.bench.slo import parse
 from vkrama.results import serve_report
@@ -68,3 +70,32 @@ def test_backend_best_ranks_by_goodput(settings: config.Settings) -> None:
     assert "vs cpu at 2.0 requests/s within the SLO" in best.reason
     # Open-loop levels are not ranked as serve:tps@0.
     assert results.best(settings, SHA, "none", "serve:tps@0") is None
+
+
+def _cached(ttft: float, cache_n: int) -> RequestTrace:
+    # llama-server's timings: cache_n prompt tokens reused, prompt_n computed.
+    server = {"cache_n": float(cache_n), "prompt_n": float(500 - cache_n)}
+    return RequestTrace((ttft, ttft + 0.1), ttft + 0.2, 2, 500, server=server)
+
+
+def test_cache_hits_are_counted_from_the_servers_own_timings() -> None:
+    traces = [_cached(0.05, 448), _cached(0.06, 440), _cached(0.4, 0), RequestTrace(error="x")]
+    stats = summarize(traces, 2, 1.0, prompt_cache=True)
+    assert (stats.cache_hits, stats.cached_tokens, stats.prompt_tokens) == (2, 888, 1500)
+    assert stats.ttft_hit_ms is not None and stats.ttft_hit_ms.p50 == pytest.approx(55)
+    assert stats.ttft_miss_ms is not None and stats.ttft_miss_ms.p50 == pytest.approx(400)
+    assert stats.load == "2 clients, cache on"
+    off = summarize([_cached(0.3, 0)], 2, 1.0, prompt_cache=False)
+    assert (off.cache_hits, off.cached_tokens, off.ttft_hit_ms) == (0, 0, None)
+
+    lines = serve_report.cache_lines(
+        serve_report.serve_rows(None, [
+            CellResult(backend="cpu", driver=None, device="CPU", status=CellStatus.OK,
+                       serving=(off, stats)),
+        ])
+    )  # fmt: skip
+    assert lines == [
+        "prompt cache, cpu at 2 clients, cache on: 2 of 3 requests hit it, 888 of 1500 prompt "
+        "tokens came from it; TTFT p50 55 ms on a hit, 400 ms on a miss, 300 ms with the "
+        "cache off"
+    ]

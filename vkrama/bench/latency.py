@@ -12,6 +12,8 @@ Definitions (per request, times from the moment the request was sent):
 - decode tok/s: (output tokens - 1) / (last chunk - first chunk), the rate after the first
   token; the same quantity as llama-server's own `predicted_per_second`.
 - prompt tok/s: prompt tokens / TTFT (queueing and HTTP included: what a client sees).
+- cache hit: llama-server's `timings.cache_n` > 0, the prompt tokens it reused from a
+  slot's KV cache instead of computing them (`timings.prompt_n` are the ones it computed).
 Level totals: output tok/s = all output tokens / wall time of the level; requests/s =
 answered requests / wall time.
 """
@@ -49,6 +51,11 @@ class RequestTrace:
         return [b - a for a, b in itertools.pairwise(self.chunks)]
 
     @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the server took from its cache (`timings.cache_n`), not computed."""
+        return int(self.server.get("cache_n", 0))
+
+    @property
     def decode_tps(self) -> float | None:
         span = self.chunks[-1] - self.chunks[0]
         return (self.output_tokens - 1) / span if self.output_tokens > 1 and span > 0 else None
@@ -64,6 +71,7 @@ def summarize(
     rate: float | None = None,
     arrival: str | None = None,
     lags: Sequence[float] = (),
+    prompt_cache: bool | None = None,
 ) -> LevelStats:
     """One level's figures from its traces; failed requests count only as failures.
     An open-loop level names its `rate` and `arrival` and how late each request left."""
@@ -104,6 +112,11 @@ def summarize(
         rate=rate,
         arrival=arrival,
         send_lag_ms=Spread.of([lag * ms for lag in lags]),
+        prompt_cache=prompt_cache,
+        cache_hits=sum(1 for t in done if t.cached_tokens),
+        cached_tokens=sum(t.cached_tokens for t in done),
+        ttft_hit_ms=Spread.of([t.ttft * ms for t in done if t.cached_tokens]),
+        ttft_miss_ms=Spread.of([t.ttft * ms for t in done if not t.cached_tokens]),
     )
 
 

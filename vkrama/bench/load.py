@@ -21,7 +21,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -49,14 +49,19 @@ class Target:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
-def request_body(target: Target, prompt: str, gen_tokens: int) -> dict[str, Any]:
+def request_body(
+    target: Target, prompt: str, gen_tokens: int, *, system: str = "", cache: bool = False
+) -> dict[str, Any]:
+    """One chat request; with `cache`, the server may reuse the KV of a prompt prefix it
+    computed before (`cache_prompt`: what `--prefix-tokens` measures), else every request
+    pays for its whole prompt."""
     return {
         "model": target.alias,
-        "messages": prompts.messages(prompt),
+        "messages": prompts.messages(prompt, system),
         "stream": True,
         "max_tokens": gen_tokens,
         "ignore_eos": True,  # exactly gen_tokens tokens, whatever the model would say
-        "cache_prompt": False,  # every request pays for its whole prompt
+        "cache_prompt": cache,
         "stream_options": {"include_usage": True},
     }
 
@@ -159,15 +164,15 @@ class Sent:
 
 
 def run_level(
-    loop: EventLoop, target: Target, bodies: Sequence[dict[str, Any]], level: Level
+    loop: EventLoop, target: Target, bodies: Callable[[], dict[str, Any]], level: Level
 ) -> Sent:
-    """Drive one level; request i carries bodies[i % len(bodies)]."""
+    """Drive one level; each request carries the next of `bodies()`."""
     cpu = time.process_time()
-    sent = loop.run(_drive(target, [json.dumps(b).encode() for b in bodies], level))
+    sent = loop.run(_drive(target, bodies, level))
     return replace(sent, client_cpu_s=time.process_time() - cpu)
 
 
-async def _drive(target: Target, payloads: Sequence[bytes], level: Level) -> Sent:
+async def _drive(target: Target, bodies: Callable[[], dict[str, Any]], level: Level) -> Sent:
     # An open loop holds as many connections as requests are in flight; a closed one, one
     # per client.
     size = level.concurrency or None
@@ -182,7 +187,7 @@ async def _drive(target: Target, payloads: Sequence[bytes], level: Level) -> Sen
     ) as client:
 
         async def send() -> None:
-            payload = payloads[count[0] % len(payloads)]
+            payload = json.dumps(bodies()).encode()
             count[0] += 1  # one event loop: no lock needed between the awaits
             traces.append(await _one(client, payload, headers))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -42,14 +42,16 @@ class Prompt:
     text: str
     tokens: int  # the server's count, chat template and BOS included
     wanted: int
+    system: str = ""  # a system message every request shares (`--prefix-tokens`)
+    prefix: int = 0  # tokens of the prompt up to and including it, as the server counts
 
     def describe(self) -> str:
-        if self.tokens == self.wanted:
-            return f"prompt {self.tokens} tokens"
-        return (
-            f"prompt {self.tokens} tokens (asked {self.wanted}: the nearest this model's "
-            "tokenizer makes)"
-        )
+        said = f"prompt {self.tokens} tokens"
+        if self.prefix:
+            said += f", the first {self.prefix} shared by every request"
+        if self.tokens != self.wanted:
+            said += f" (asked {self.wanted}: the nearest this model's tokenizer makes)"
+        return said
 
 
 def filler(count: int, seed: int = FILLER_SEED) -> list[str]:
@@ -106,23 +108,35 @@ def fit(count: Callable[[str], int], words: Sequence[str], wanted: int) -> Promp
     return Prompt(best, tokens(best), wanted)
 
 
-def build(url: str, headers: dict[str, str], wanted: int) -> Prompt:
-    """The filler prompt nearest `wanted` tokens as the server at `url` counts them."""
+def build(url: str, headers: dict[str, str], wanted: int, prefix: int = 0) -> Prompt:
+    """The filler prompt nearest `wanted` tokens as the server at `url` counts them; with
+    `prefix`, its first ~`prefix` tokens are a system message (other words) that every
+    request shares, the rest a user message."""
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        return fit(lambda text: count_chat_tokens(client, text), filler(2 * wanted + 64), wanted)
+        system = shared = None
+        if prefix:
+            shared = fit(lambda text: count_chat_tokens(client, "", text),
+                         filler(2 * prefix + 64, FILLER_SEED + 1), prefix)  # fmt: skip
+            system = shared.text
+        found = fit(lambda text: count_chat_tokens(client, text, system or ""),
+                    filler(2 * wanted + 64), wanted)  # fmt: skip
+    if shared is None:
+        return found
+    return replace(found, system=shared.text, prefix=shared.tokens)
 
 
-def count_chat_tokens(client: httpx.Client, content: str) -> int:
+def count_chat_tokens(client: httpx.Client, content: str, system: str = "") -> int:
     """Tokens of the prompt the server builds for one user message `content`."""
-    prompt = post(client, "/apply-template", {"messages": messages(content)})["prompt"]
+    prompt = post(client, "/apply-template", {"messages": messages(content, system)})["prompt"]
     found = post(
         client, "/tokenize", {"content": prompt, "add_special": True, "parse_special": True}
     )
     return len(found["tokens"])
 
 
-def messages(content: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": content}]
+def messages(content: str, system: str = "") -> list[dict[str, str]]:
+    shared = [{"role": "system", "content": system}] if system else []
+    return [*shared, {"role": "user", "content": content}]
 
 
 def post(client: httpx.Client, path: str, body: dict[str, Any]) -> Any:

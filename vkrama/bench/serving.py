@@ -10,13 +10,13 @@ print: each level's summary goes to a `Reporter`.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from vkrama.bench import arrivals, latency, load, prompts, slo, stderr
+from vkrama.bench import latency, load, prompts, slo, stderr
 from vkrama.bench.arrivals import Pace
+from vkrama.bench.drive import Driver
 from vkrama.bench.plan import BenchCell, Slot
 from vkrama.errors import VkramaError
 from vkrama.progress import NULL, Reporter, Step
@@ -51,6 +51,7 @@ class ServeParams:
     parallel: int | None = None  # llama-server slots; None: the largest level's clients
     slo: tuple[slo.Objective, ...] = ()
     sweep: bool = False  # raise the rate from rates[0] (or 1/s) until the SLO breaks
+    prefix_tokens: int = 0  # a system prompt every request shares; cache off and on
 
     @property
     def slots(self) -> int:
@@ -92,6 +93,8 @@ class ServeParams:
             found["slo"] = ",".join(str(o) for o in self.slo)
         if self.sweep:
             found["sweep"] = True
+        if self.prefix_tokens:
+            found["prefix_tokens"] = self.prefix_tokens
         return found
 
 
@@ -150,14 +153,17 @@ def run_serve_cell(
         if reason is not None:
             return _ended(base, started, log, reason=reason)
         target = load.Target(url, alias, timeout=max(timeout, 60.0))
-        prompt = prompts.build(url, target.headers, params.prompt_tokens)
+        prompt = prompts.build(url, target.headers, params.prompt_tokens, params.prefix_tokens)
         on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
-        bodies = [load.request_body(target, prompt.text, params.gen_tokens)]
         with load.EventLoop() as loop:
-            driver = _Levels(engine, container, loop, target, bodies, params)
+            driver = Driver(engine, container, loop, target, prompt, params)
+            # A shared prefix is measured with the server's prompt cache off, then on.
+            caches = (False, True) if params.prefix_tokens else (None,)
             for level in params.levels():
-                levels.append(driver.measure(level))
-                on_progress(Step(f"  {cell.key} {level.label()}: {latency.brief(levels[-1])}"))
+                for cache in caches:
+                    levels.append(driver.measure(level, cache))
+                    brief = latency.brief(levels[-1])
+                    on_progress(Step(f"  {cell.key} {_named(level, cache)}: {brief}"))
             fixed = len(levels)
             if params.sweep:
                 start = params.rates[0] if params.rates else slo.SWEEP_START
@@ -185,57 +191,8 @@ def run_serve_cell(
     return _ended(base, started, log, levels, status=CellStatus.OK)
 
 
-class _Levels:
-    """Measures one level at a time against one running server, warm-up included."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        container: str,
-        loop: load.EventLoop,
-        target: load.Target,
-        bodies: list[dict[str, Any]],
-        params: ServeParams,
-    ) -> None:
-        self.engine, self.container, self.loop = engine, container, loop
-        self.target, self.bodies, self.params = target, bodies, params
-        self.cost: float | None = None  # the generator's CPU seconds per request
-
-    def warm(self, clients: int) -> None:
-        # A warm-up round, not counted: each new batch size makes Vulkan compile pipelines
-        # (lavapipe: for many seconds on the CPU), and those compiles landed inside the
-        # first measured requests, between a slot's first token and its stream: client and
-        # server disagreed on its decode.
-        sent = load.run_level(
-            self.loop, self.target, self.bodies, load.Level(clients, None, clients)
-        )
-        self.cost = sent.client_cpu_s / max(len(sent.traces), 1)
-
-    def measure(self, level: load.Level) -> LevelStats:
-        if level.pace is None:
-            self.warm(level.concurrency)
-        else:
-            if self.cost is None:  # open loop: once, at every slot
-                self.warm(self.params.slots)
-            arrivals.check_rate(level.pace.rate, self.cost or 0.0)
-        before = self.engine.cpu_seconds(self.container)
-        sent = load.run_level(self.loop, self.target, self.bodies, level)
-        server_cpu = self.engine.cpu_seconds(self.container) - before
-        pace = level.pace
-        stats = latency.summarize(
-            sent.traces,
-            level.concurrency,
-            sent.wall_s,
-            sent.client_cpu_s,
-            server_cpu,
-            rate=None if pace is None or math.isinf(pace.rate) else pace.rate,
-            arrival=None if pace is None else pace.pattern,
-            lags=sent.lags,
-        )
-        if not self.params.slo:
-            return stats
-        why = slo.broken(stats, self.params.slo)
-        return replace(stats, slo_met=not why, slo_broken=tuple(why))
+def _named(level: load.Level, cache: bool | None) -> str:
+    return level.label() + ("" if cache is None else f", cache {'on' if cache else 'off'}")
 
 
 def _ended(

@@ -78,6 +78,14 @@ OPTIONS = [
         help="--serve: prompt length, counted by the server's tokenizer.",
     ),
     click.option(
+        "--prefix-tokens",
+        type=click.IntRange(min=0),
+        default=0,
+        metavar="P",
+        help="--serve: the first ~P prompt tokens are a system prompt every request shares; "
+        "each level is measured with llama-server's prompt cache off, then on.",
+    ),
+    click.option(
         "--gen-tokens",
         type=click.IntRange(min=2),
         default=64,
@@ -93,7 +101,8 @@ OPTIONS = [
     ),
 ]
 NAMES = ("serve_mode", "concurrency", "request_rate", "arrival", "duration", "parallel",
-         "slo_text", "sweep", "prompt_tokens", "gen_tokens", "requests")  # fmt: skip
+         "slo_text", "sweep", "prompt_tokens", "prefix_tokens", "gen_tokens",
+         "requests")  # fmt: skip
 
 
 def serving_flags(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,6 +129,7 @@ def serve_params(
     slo_text: str | None,
     sweep: bool,
     prompt_tokens: int,
+    prefix_tokens: int,
     gen_tokens: int,
     requests: int | None,
 ) -> ServeParams:
@@ -141,9 +151,14 @@ def serve_params(
     if duration is not None and any(math.isinf(r) for r in rates):
         raise VkramaError("a burst (--request-rate inf) sends everything at once: it takes "
                           "--requests, not --duration", status=ExitStatus.USAGE)  # fmt: skip
+    if prefix_tokens >= prompt_tokens:
+        raise VkramaError(f"--prefix-tokens {prefix_tokens} leaves no room in a prompt of "
+                          f"{prompt_tokens} tokens for each request's own text",
+                          hint="a shared prefix shorter than --prompt-tokens",
+                          status=ExitStatus.USAGE)  # fmt: skip
     objectives = slo.parse(slo_text) if slo_text else ()
     return ServeParams(levels, prompt_tokens, gen_tokens, requests, rates, arrival, duration,
-                       parallel, objectives, sweep)  # fmt: skip
+                       parallel, objectives, sweep, prefix_tokens)  # fmt: skip
 
 
 def _levels(value: str) -> tuple[int, ...]:

@@ -72,13 +72,26 @@ class LevelStats:
     # Against `--slo`: met (None when no SLO was set) and, if not, what broke.
     slo_met: bool | None = None
     slo_broken: tuple[str, ...] = ()
+    # `--prefix-tokens`: whether requests let the server reuse a cached prompt prefix
+    # (None: no shared prefix measured), and llama-server's own accounting of it: requests
+    # whose `timings.cache_n` was above 0, prompt tokens taken from the cache, and TTFT of
+    # the requests with and without such a hit.
+    prompt_cache: bool | None = None
+    cache_hits: int = 0
+    cached_tokens: int = 0
+    ttft_hit_ms: Spread | None = None
+    ttft_miss_ms: Spread | None = None
 
     @property
     def load(self) -> str:
         """The level as a reader names it: "4 clients", "2/s poisson", "burst"."""
         if self.arrival is None:
-            return f"{self.concurrency} client{'s' if self.concurrency != 1 else ''}"
-        return "burst" if self.rate is None else f"{self.rate:g}/s {self.arrival}"
+            said = f"{self.concurrency} client{'s' if self.concurrency != 1 else ''}"
+        else:
+            said = "burst" if self.rate is None else f"{self.rate:g}/s {self.arrival}"
+        if self.prompt_cache is not None:
+            said += f", cache {'on' if self.prompt_cache else 'off'}"
+        return said
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +100,8 @@ class LevelStats:
     def from_dict(cls, data: Mapping[str, Any]) -> LevelStats:
         values = dict(data)
         for name in ("ttft_ms", "itl_ms", "e2e_ms", "decode_tps", "prompt_tps",
-                     "server_prompt_tps", "server_decode_tps", "send_lag_ms"):  # fmt: skip
+                     "server_prompt_tps", "server_decode_tps", "send_lag_ms", "ttft_hit_ms",
+                     "ttft_miss_ms"):  # fmt: skip
             values[name] = Spread(**values[name]) if values.get(name) else None
         values["errors"] = tuple(values.get("errors") or ())
         values["slo_broken"] = tuple(values.get("slo_broken") or ())

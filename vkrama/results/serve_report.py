@@ -47,6 +47,12 @@ class ServeRow:
     arrival: str | None = None
     slo_met: bool | None = None  # against --slo; None without one
     slo_broken: tuple[str, ...] = ()
+    prompt_cache: bool | None = None  # --prefix-tokens: the server's prompt cache on/off
+    cache_hits: int = 0
+    cached_tokens: int = 0
+    prompt_tokens: int = 0
+    ttft_hit_ms: Spread | None = None
+    ttft_miss_ms: Spread | None = None
 
 
 def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow]:
@@ -75,6 +81,12 @@ def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow
                 arrival=s.arrival,
                 slo_met=s.slo_met,
                 slo_broken=s.slo_broken,
+                prompt_cache=s.prompt_cache,
+                cache_hits=s.cache_hits,
+                cached_tokens=s.cached_tokens,
+                prompt_tokens=s.prompt_tokens,
+                ttft_hit_ms=s.ttft_hit_ms,
+                ttft_miss_ms=s.ttft_miss_ms,
             )
             for s in cell.serving
         ] or [base]
@@ -107,7 +119,7 @@ def _serve_cells(r: ServeRow) -> list[object]:
         r.backend,
         r.driver or "-",
         r.device,
-        (r.concurrency or "-") if r.arrival is None else r.load,
+        (r.concurrency or "-") if r.arrival is None and r.prompt_cache is None else r.load,
         f"{r.requests - r.failures}/{r.requests}" if r.requests else "-",
         _spread(r.ttft_ms),
         _spread(r.itl_ms, 1),
@@ -139,7 +151,7 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
         f"{r.server_cpu_s:.2f} s ({100 * (r.client_cpu_s or 0) / (r.server_cpu_s or 1):.1f} %)"
         for r in cpu[:1]
     ]
-    return "\n".join([table, *reasons, *notes, *goodput_lines(found)])
+    return "\n".join([table, *reasons, *notes, *goodput_lines(found), *cache_lines(found)])
 
 
 def _slo(row: ServeRow) -> str:
@@ -160,6 +172,30 @@ def goodput_lines(found: Sequence[ServeRow]) -> list[str]:
         best = goodput(judged)
         said = "none (every rate tried broke it)" if best is None else f"{best:.3g} requests/s"
         lines.append(f"goodput within the SLO, {name}: {said}")
+    return lines
+
+
+def cache_lines(found: Sequence[ServeRow]) -> list[str]:
+    """Per level measured with the prompt cache on: how many requests hit it, how much of
+    the prompt came from it (llama-server's `timings.cache_n`), TTFT with and without."""
+    lines = []
+    off = {(r.backend, r.driver, r.concurrency, r.rate, r.arrival): r
+           for r in found if r.prompt_cache is False}  # fmt: skip
+    for r in found:
+        if not r.prompt_cache or not r.requests:
+            continue
+        answered = r.requests - r.failures
+        said = (f"prompt cache, {r.backend}{f'/{r.driver}' if r.driver else ''} at {r.load}: "
+                f"{r.cache_hits} of {answered} requests hit it, {r.cached_tokens} of "
+                f"{r.prompt_tokens} prompt tokens came from it")  # fmt: skip
+        if r.ttft_hit_ms is not None:
+            said += f"; TTFT p50 {r.ttft_hit_ms.p50:.0f} ms on a hit"
+        if r.ttft_miss_ms is not None:
+            said += f", {r.ttft_miss_ms.p50:.0f} ms on a miss"
+        without = off.get((r.backend, r.driver, r.concurrency, r.rate, r.arrival))
+        if without is not None and without.ttft_ms is not None:
+            said += f", {without.ttft_ms.p50:.0f} ms with the cache off"
+        lines.append(said)
     return lines
 
 
