@@ -5,7 +5,8 @@ Modules: `matrix` (which cells a request asks for here), `plan` (cells and their
 ContainerSpecs, pure), `stderr` (what ran), `measurements` (llama-bench JSON), `run`
 (cells one after another), `hostload` (how busy the host was meanwhile), `session` (the
 whole run, stored), `imports` (runs from other machines, into this store). The serving
-bench (`--serve`): `serving` (its cells), `load` (the load generator), `arrivals` (when
+bench (`--serve`): `serving` (its cells), `drive` (one level: warm-up, load, verdict),
+`load` (the load generator), `arrivals` (when
 each request is sent), `prompts` (prompts of a wanted length), `latency` (a level's
 figures), `slo` (latency targets and the goodput sweep).
 Its records (CellResult, Measurement, statuses) live in `vkrama.results.records`, which

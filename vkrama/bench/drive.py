@@ -20,7 +20,6 @@ from vkrama.bench.prompts import Prompt
 from vkrama.results.levels import LevelStats
 
 if TYPE_CHECKING:
-    from vkrama.bench.serving import ServeParams
     from vkrama.engine import Engine
 
 
@@ -34,10 +33,13 @@ class Driver:
         loop: load.EventLoop,
         target: load.Target,
         prompt: Prompt,
-        params: ServeParams,
+        gen_tokens: int,
+        slots: int,
+        objectives: tuple[slo.Objective, ...] = (),
     ) -> None:
         self.engine, self.container, self.loop = engine, container, loop
-        self.target, self.prompt, self.params = target, prompt, params
+        self.target, self.prompt, self.gen_tokens = target, prompt, gen_tokens
+        self.slots, self.objectives = slots, objectives
         self.cost: float | None = None  # the generator's CPU seconds per request
         self.sent = 0
 
@@ -47,7 +49,7 @@ class Driver:
             text = self.prompt.text
             if self.prompt.prefix:
                 text = f"{self.sent}. {text}"
-            return load.request_body(self.target, text, self.params.gen_tokens,
+            return load.request_body(self.target, text, self.gen_tokens,
                                      system=self.prompt.system, cache=bool(cache))  # fmt: skip
 
         return next_body
@@ -64,9 +66,9 @@ class Driver:
 
     def measure(self, level: load.Level, cache: bool | None = None) -> LevelStats:
         if level.pace is None or cache:
-            self.warm(level.concurrency or self.params.slots, cache)
+            self.warm(level.concurrency or self.slots, cache)
         elif self.cost is None:  # open loop: once, at every slot
-            self.warm(self.params.slots, cache)
+            self.warm(self.slots, cache)
         if level.pace is not None:
             arrivals.check_rate(level.pace.rate, self.cost or 0.0)
         before = self.engine.cpu_seconds(self.container)
@@ -84,7 +86,7 @@ class Driver:
             lags=sent.lags,
             prompt_cache=cache,
         )
-        if not self.params.slo:
+        if not self.objectives:
             return stats
-        why = slo.broken(stats, self.params.slo)
+        why = slo.broken(stats, self.objectives)
         return replace(stats, slo_met=not why, slo_broken=tuple(why))

@@ -156,7 +156,8 @@ def run_serve_cell(
         prompt = prompts.build(url, target.headers, params.prompt_tokens, params.prefix_tokens)
         on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
         with load.EventLoop() as loop:
-            driver = Driver(engine, container, loop, target, prompt, params)
+            driver = Driver(engine, container, loop, target, prompt, params.gen_tokens,
+                            params.slots, params.slo)  # fmt: skip
             # A shared prefix is measured with the server's prompt cache off, then on.
             caches = (False, True) if params.prefix_tokens else (None,)
             for level in params.levels():
