@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from vkrama.bench.arrivals import Pace, check_rate, dispatch, parse_rates, schedule
+from vkrama.bench.arrivals import Pace, can_send, check_rate, dispatch, parse_rates, schedule
 from vkrama.errors import ExitStatus, VkramaError
 
 
@@ -101,6 +101,7 @@ def test_dispatch_reports_how_late_a_busy_generator_sent() -> None:
 def test_a_rate_the_generator_cannot_keep_is_refused_with_the_most_it_can() -> None:
     check_rate(50.0, 0.002)  # 10 % of a core: fine
     check_rate(math.inf, 1.0)  # a burst is not paced
+    assert can_send(250.0, 0.002) and not can_send(251.0, 0.002)
     with pytest.raises(VkramaError) as caught:
         check_rate(400.0, 0.002)
     assert caught.value.message == (

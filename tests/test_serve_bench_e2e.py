@@ -98,7 +98,7 @@ def test_a_model_with_another_tokenizer_template_and_architecture_gets_its_promp
     # Shorter than the template: the cell fails saying what length works.
     done = vkrama(*cpu, "--concurrency", "1", "--prompt-tokens", "5", "--requests", "1")
     assert done.returncode == ExitStatus.BENCH_FAILED
-    assert "with a one-word message" in json.loads(done.stdout)[0]["reason"]
+    assert "with a one-letter message" in json.loads(done.stdout)[0]["reason"]
     assert serve_bench_containers(engine, tiny_bpe_model) == []
 
 
@@ -156,10 +156,12 @@ def test_a_shared_prefix_is_measured_with_the_prompt_cache_off_and_on(
 ) -> None:
     done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--concurrency", "2",
                   "--prompt-tokens", "256", "--prefix-tokens", "192", "--requests", "4",
-                  "--gen-tokens", "8")  # fmt: skip
+                  "--gen-tokens", "8", "--prompt-source", "random")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "cpu: prompt 256 tokens, the first 192 shared by every request" in done.stderr
-    (cell,) = results.get_run(config.load(), "latest").cells
+    detail = results.get_run(config.load(), "latest")
+    assert detail.run.info.params["prompt_source"] == "random"
+    (cell,) = detail.cells
     off, on = cell.serving
     assert (off.load, on.load) == ("2 clients, cache off", "2 clients, cache on")
     # llama-server's own accounting: nothing reused with the cache off; with it on, every

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from vkrama.bench.prompts import filler, fit
+from vkrama.bench.prompts import filler, fit, text_words, words
 from vkrama.errors import ExitStatus, VkramaError
 
 WORDS = filler(400)
@@ -70,10 +70,24 @@ def test_a_template_longer_than_the_prompt_fails_naming_the_smallest_that_works(
         fit(per_word(126, 1), WORDS, 100)
     assert caught.value.message == (
         "a prompt of 100 tokens cannot be made for this model: its chat template alone makes "
-        "126 tokens, 127 with a one-word message"
+        "126 tokens, 127 with a one-letter message"
     )
     assert caught.value.hint == "use --prompt-tokens 127 or more"
     assert caught.value.status == ExitStatus.USAGE
+
+
+def test_a_first_word_longer_than_the_room_left_is_cut() -> None:
+    prompt = fit(characters(10), ["Address", "Delivered"], 14)
+    assert (prompt.text, prompt.tokens) == ("Addr", 14)
+
+
+def test_the_bundled_text_is_read_round_again_for_long_prompts() -> None:
+    text = words("text", 10)
+    assert text[:4] == ["Address", "Delivered", "at", "the"]
+    every = text_words()
+    assert words("text", len(every) + 3)[-3:] == every[:3]
+    assert words("text", 5, second=True) != text[:5]
+    assert words("random", 5) == filler(5)
 
 
 def test_too_few_words_take_them_all() -> None:

@@ -95,10 +95,15 @@ async def dispatch(
 GENERATOR_SHARE = 0.5
 
 
+def can_send(rate: float, cost_s: float) -> bool:
+    """Whether the generator keeps `rate` when each request costs it `cost_s` CPU seconds."""
+    return math.isinf(rate) or cost_s <= 0 or rate * cost_s <= GENERATOR_SHARE
+
+
 def check_rate(rate: float, cost_s: float) -> None:
     """Refuse a rate this machine cannot generate: each request costs the generator `cost_s`
     CPU seconds (measured on the warm-up round), so `rate` needs rate x cost of its core."""
-    if math.isinf(rate) or cost_s <= 0 or rate * cost_s <= GENERATOR_SHARE:
+    if can_send(rate, cost_s):
         return
     most = GENERATOR_SHARE / cost_s
     raise VkramaError(

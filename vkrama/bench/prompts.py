@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,10 @@ FILLER_TEXT = (
 )
 FILLER_WORDS = FILLER_TEXT.split()
 FILLER_SEED = 18
+# Real text (the default): prose and verse the tokenizer splits as it splits what users send,
+# unlike random words. Public domain; see texts/README.md.
+TEXT = Path(__file__).parent / "texts" / "public-domain.txt"
+SOURCES = ("text", "random")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,25 @@ def filler(count: int, seed: int = FILLER_SEED) -> list[str]:
     return [rng.choice(FILLER_WORDS) for _ in range(count)]
 
 
+def text_words() -> list[str]:
+    """The bundled text's words in order, its '#' header lines left out."""
+    lines = TEXT.read_text(encoding="utf-8").splitlines()
+    return [word for line in lines if not line.startswith("#") for word in line.split()]
+
+
+def words(source: str, count: int, second: bool = False) -> list[str]:
+    """`count` words to cut a prompt from: the bundled text from its start (`second`: from
+    its middle, for a shared system prompt unlike the user text), read round again as often
+    as a long prompt needs; or seeded random words."""
+    if source == "random":
+        return filler(count, FILLER_SEED + int(second))
+    if source != "text":
+        raise ValueError(f"prompt source must be one of {SOURCES}, not {source!r}")
+    found = text_words()
+    start = len(found) // 2 if second else 0
+    return [found[(start + i) % len(found)] for i in range(count)]
+
+
 def fit(count: Callable[[str], int], words: Sequence[str], wanted: int) -> Prompt:
     """The prefix of `words` (cut at a word, then at a character of the next word) whose
     chat prompt comes nearest to `wanted` tokens; at equal distance the shorter one.
@@ -80,14 +104,19 @@ def fit(count: Callable[[str], int], words: Sequence[str], wanted: int) -> Promp
 
     if not words:
         raise ValueError("no words to cut a prompt from")
-    smallest = tokens(prefix(1))
+    cuts = [words[0][:j] for j in range(1, len(words[0]))]  # a long first word, cut
+    smallest = tokens(cuts[0] if cuts else prefix(1))
     if smallest > wanted:
         raise VkramaError(
             f"a prompt of {wanted} tokens cannot be made for this model: its chat template "
-            f"alone makes {tokens('')} tokens, {smallest} with a one-word message",
+            f"alone makes {tokens('')} tokens, {smallest} with a one-letter message",
             hint=f"use --prompt-tokens {smallest} or more",
             status=ExitStatus.USAGE,
         )
+    if tokens(prefix(1)) > wanted:
+        fitting = [cut for cut in cuts if tokens(cut) <= wanted]
+        best = min(fitting, key=lambda t: (abs(tokens(t) - wanted), tokens(t)))
+        return Prompt(best, tokens(best), wanted)
     low, high = 1, len(words)  # tokens(prefix(low)) <= wanted; high: not known yet
     if tokens(prefix(high)) <= wanted:
         low = high
@@ -108,18 +137,20 @@ def fit(count: Callable[[str], int], words: Sequence[str], wanted: int) -> Promp
     return Prompt(best, tokens(best), wanted)
 
 
-def build(url: str, headers: dict[str, str], wanted: int, prefix: int = 0) -> Prompt:
-    """The filler prompt nearest `wanted` tokens as the server at `url` counts them; with
-    `prefix`, its first ~`prefix` tokens are a system message (other words) that every
-    request shares, the rest a user message."""
+def build(
+    url: str, headers: dict[str, str], wanted: int, prefix: int = 0, source: str = "text"
+) -> Prompt:
+    """The prompt cut from `source` nearest `wanted` tokens as the server at `url` counts
+    them; with `prefix`, its first ~`prefix` tokens are a system message (other words) that
+    every request shares, the rest a user message."""
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         system = shared = None
         if prefix:
             shared = fit(lambda text: count_chat_tokens(client, "", text),
-                         filler(2 * prefix + 64, FILLER_SEED + 1), prefix)  # fmt: skip
+                         words(source, 2 * prefix + 64, second=True), prefix)  # fmt: skip
             system = shared.text
         found = fit(lambda text: count_chat_tokens(client, text, system or ""),
-                    filler(2 * wanted + 64), wanted)  # fmt: skip
+                    words(source, 2 * wanted + 64), wanted)  # fmt: skip
     if shared is None:
         return found
     return replace(found, system=shared.text, prefix=shared.tokens)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from vkrama.bench import latency, load, prompts, slo, stderr
+from vkrama.bench import arrivals, latency, load, prompts, slo, stderr
 from vkrama.bench.arrivals import Pace
 from vkrama.bench.drive import Driver
 from vkrama.bench.plan import BenchCell, Slot
@@ -52,6 +52,7 @@ class ServeParams:
     slo: tuple[slo.Objective, ...] = ()
     sweep: bool = False  # raise the rate from rates[0] (or 1/s) until the SLO breaks
     prefix_tokens: int = 0  # a system prompt every request shares; cache off and on
+    prompt_source: str = "text"  # the bundled public-domain text, or "random" words
 
     @property
     def slots(self) -> int:
@@ -80,6 +81,7 @@ class ServeParams:
             "concurrency": list(self.concurrency),
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
+            "prompt_source": self.prompt_source,
             "requests": [level.requests for level in self.levels()],
             "parallel": self.slots,
             "ctx_size": self.ctx_size,
@@ -153,7 +155,8 @@ def run_serve_cell(
         if reason is not None:
             return _ended(base, started, log, reason=reason)
         target = load.Target(url, alias, timeout=max(timeout, 60.0))
-        prompt = prompts.build(url, target.headers, params.prompt_tokens, params.prefix_tokens)
+        prompt = prompts.build(url, target.headers, params.prompt_tokens, params.prefix_tokens,
+                               params.prompt_source)  # fmt: skip
         on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
         with load.EventLoop() as loop:
             driver = Driver(engine, container, loop, target, prompt, params.gen_tokens,
@@ -170,6 +173,16 @@ def run_serve_cell(
                 start = params.rates[0] if params.rates else slo.SWEEP_START
                 tried = [(s.rate, bool(s.slo_met)) for s in levels if s.rate is not None]
                 while (rate := slo.next_rate(tried, start)) is not None:
+                    if driver.cost is not None and not arrivals.can_send(rate, driver.cost):
+                        # Past what this machine's generator sends on time: the sweep ends
+                        # here, its levels so far stand (a fixed --request-rate is refused).
+                        on_progress(
+                            Step(
+                                f"  {cell.key} sweep stops before {rate:.3g}/s: "
+                                "more than the load generator sends on time here"
+                            )
+                        )
+                        break
                     levels.append(driver.measure(params.level(rate=rate)))
                     tried.append((rate, bool(levels[-1].slo_met)))
                     brief = latency.brief(levels[-1])

@@ -16,6 +16,7 @@ import click
 
 from vkrama.bench import slo
 from vkrama.bench.arrivals import ARRIVALS, parse_rates
+from vkrama.bench.prompts import SOURCES
 from vkrama.bench.serving import ServeParams
 from vkrama.errors import ExitStatus, VkramaError
 
@@ -78,6 +79,13 @@ OPTIONS = [
         help="--serve: prompt length, counted by the server's tokenizer.",
     ),
     click.option(
+        "--prompt-source",
+        type=click.Choice(SOURCES),
+        default="text",
+        show_default=True,
+        help="--serve: prompts cut from a bundled public-domain text, or random words.",
+    ),
+    click.option(
         "--prefix-tokens",
         type=click.IntRange(min=0),
         default=0,
@@ -101,8 +109,8 @@ OPTIONS = [
     ),
 ]
 NAMES = ("serve_mode", "concurrency", "request_rate", "arrival", "duration", "parallel",
-         "slo_text", "sweep", "prompt_tokens", "prefix_tokens", "gen_tokens",
-         "requests")  # fmt: skip
+         "slo_text", "sweep", "prompt_tokens", "prefix_tokens", "prompt_source",
+         "gen_tokens", "requests")  # fmt: skip
 
 
 def serving_flags(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,6 +138,7 @@ def serve_params(
     sweep: bool,
     prompt_tokens: int,
     prefix_tokens: int,
+    prompt_source: str,
     gen_tokens: int,
     requests: int | None,
 ) -> ServeParams:
@@ -158,7 +167,7 @@ def serve_params(
                           status=ExitStatus.USAGE)  # fmt: skip
     objectives = slo.parse(slo_text) if slo_text else ()
     return ServeParams(levels, prompt_tokens, gen_tokens, requests, rates, arrival, duration,
-                       parallel, objectives, sweep, prefix_tokens)  # fmt: skip
+                       parallel, objectives, sweep, prefix_tokens, prompt_source)  # fmt: skip
 
 
 def _levels(value: str) -> tuple[int, ...]:
