@@ -25,9 +25,12 @@ class Surface:
 
     def __init__(
         self, true: TRUE, noise: float = 0.01, unit_s: float = 1.0, seed: int = 0,
-        refuse: Callable[[Flags], str | None] = lambda flags: None,
+        refuse: Callable[[Flags], str | None] = lambda flags: None, cold_s: float = 0.0,
     ) -> None:  # fmt: skip
         self.true, self.noise, self.unit_s, self.refuse = true, noise, unit_s, refuse
+        # cold_s > 0: llama-bench's timing is known (Score.rep_s), each trial has a start
+        # of 1 s plus a warm-up run per configuration, the first trial's start is cold_s.
+        self.cold_s = cold_s
         self.rng = random.Random(seed)
         self.now = 0.0
         self.trials: list[list[dict[str, str]]] = []
@@ -37,7 +40,11 @@ class Surface:
 
     def measure(self, configs: Sequence[Flags], repetitions: int) -> list[Score | str]:
         self.trials.append([dict(c) for c in configs])
-        self.now += 0.5 + self.unit_s * len(configs) * repetitions
+        if self.cold_s:
+            start = self.cold_s if len(self.trials) == 1 else 1.0
+            self.now += start + self.unit_s * len(configs) * (repetitions + 1)
+        else:
+            self.now += 0.5 + self.unit_s * len(configs) * repetitions
         found: list[Score | str] = []
         for flags in configs:
             refused = self.refuse(flags)
@@ -46,7 +53,8 @@ class Surface:
                 refused
                 if refused
                 else Score(
-                    tuple(mean * (1 + self.rng.gauss(0, self.noise)) for _ in range(repetitions))
+                    tuple(mean * (1 + self.rng.gauss(0, self.noise)) for _ in range(repetitions)),
+                    self.unit_s if self.cold_s else 0.0,
                 )
             )
         return found
@@ -111,16 +119,33 @@ def test_the_search_stays_within_its_budget(budget: float) -> None:
     assert not faster_beyond_noise(tuned.default_score, tuned.best_score)
 
 
+def test_a_cold_first_trial_does_not_price_the_rest_when_llama_bench_times_them() -> None:
+    # The first trial's start is 30 s (kernels compiled, model read); the rest start in 1 s.
+    timed = Surface(peaked, unit_s=1.0, cold_s=30.0)
+    tuned = search(spaces.space(CPU), timed.measure, timed.clock, budget_s=150)
+    assert tuned.spent_s <= 150
+    untimed = Surface(peaked, unit_s=1.0)
+    untimed.now = 0.0
+    first = [0.0]
+
+    def cold_then_warm(configs: Sequence[Flags], repetitions: int) -> list[Score | str]:
+        untimed.now += 30.0 if not first[0] else 0.0
+        first[0] = 1.0
+        return untimed.measure(configs, repetitions)
+
+    priced_by_the_cold_trial = search(spaces.space(CPU), cold_then_warm, untimed.clock, 150)
+    assert tuned.trials > priced_by_the_cold_trial.trials
+
+
 def test_a_budget_smaller_than_one_trial_is_an_error_with_a_hint() -> None:
     surface = Surface(peaked, unit_s=10.0)
     with pytest.raises(VkramaError) as caught:
         search(spaces.space(CPU), surface.measure, surface.clock, budget_s=20)
     assert caught.value.status == ExitStatus.BUDGET
-    assert (
-        caught.value.message
-        == "--budget 20s is too small for one trial: the defaults alone took 30s"
+    assert caught.value.message == (
+        "--budget is too small for one trial: 20s for this stack, and the defaults alone took 30s"
     )
-    assert caught.value.hint == "give --budget of at least 5m, or smaller --prompt/--gen sizes"
+    assert caught.value.hint == "give --budget of at least 5m, or smaller -p/-n sizes"
 
 
 def test_a_model_that_runs_with_no_candidate_is_an_error() -> None:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("vkrama.cli.models:rm", "Remove a model from the store."),
     "bench": ("vkrama.cli.bench:bench", "Bench a model across backends and Vulkan drivers."),
     "results": ("vkrama.cli.results:results_group", "List, show, compare and export bench runs."),
+    "tune": ("vkrama.cli.tune:tune", "Search each stack's fastest llama-bench flags for a model."),
 }
 
 

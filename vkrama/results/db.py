@@ -27,7 +27,7 @@ from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -124,6 +124,26 @@ UPDATE cells SET status = 'unavailable', reason = substr(reason, 14)
     9: """
 ALTER TABLE measurements ADD COLUMN cold_samples TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE measurements ADD COLUMN cold_counted INTEGER NOT NULL DEFAULT 0;
+""",
+    # `vkrama tune`'s outcome per stack (results.tuned.TunedStack); its trials are the
+    # cells of run_id. One row per finished search: an interrupted one writes none.
+    10: """
+CREATE TABLE tuned (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    created TEXT NOT NULL,
+    gpu_key TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    driver TEXT,
+    device TEXT NOT NULL,
+    driver_version TEXT NOT NULL,    -- what the image's provenance says (Mesa, CUDA, ...)
+    image_id TEXT NOT NULL,
+    objective TEXT NOT NULL,         -- pp | tg | both
+    test TEXT NOT NULL,              -- what was measured, e.g. "pp2048", "pp2048+tg128 @ d4096"
+    record TEXT NOT NULL             -- JSON of the rest: flags, defaults, scores, trials, time
+);
+CREATE INDEX tuned_by_model ON tuned (model_sha256, gpu_key);
 """,
 }
 

@@ -87,6 +87,17 @@ def read(
     )
 
 
+def layer_counts(path: Path) -> tuple[int | None, int]:
+    """(layers, experts per MoE layer: 0 for a dense model) from a model that `read` has
+    already accepted: what `vkrama tune` ranges -ngl and -ncmoe over."""
+    with open(path, "rb") as f:
+        fields = _parse(f, os.fstat(f.fileno()).st_size).fields
+    arch = str(fields.get("general.architecture") or "")
+    return _int_or_none(fields.get(f"{arch}.block_count")), int(
+        fields.get(f"{arch}.expert_count") or 0
+    )
+
+
 def _read_one(path: Path, label: str, truncated_hint: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:

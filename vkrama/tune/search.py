@@ -35,6 +35,9 @@ class Score:
     """Objective samples (tokens/s), one per repetition, of one configuration."""
 
     samples: tuple[float, ...]
+    # Seconds one repetition of it measured (llama-bench's own timing: tokens / tokens/s);
+    # 0 if not known. What a trial costs beyond the container's start and the model's load.
+    rep_s: float = 0.0
 
     @property
     def mean(self) -> float:
@@ -45,7 +48,7 @@ class Score:
         return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
 
     def pooled(self, other: Score | None) -> Score:
-        return self if other is None else Score(other.samples + self.samples)
+        return self if other is None else Score(other.samples + self.samples, self.rep_s)
 
 
 def faster_beyond_noise(a: Score, b: Score) -> bool:
@@ -96,27 +99,43 @@ class Tuned:
 
 
 class _Clocked:
-    """Trials against the budget: each priced from the slowest seen per configuration and
-    repetition (a container start included), so the estimate errs long."""
+    """Trials against the budget. A trial costs a start (container, model load; the first
+    one also compiles a GPU stack's kernels) and a time per configuration and repetition
+    (plus llama-bench's one warm-up run of each). Where scores say what a repetition took,
+    the start is what is left of the trial, its smallest seen; else the whole trial is
+    priced per repetition. Both err long: the slowest repetition seen prices all."""
 
     def __init__(self, measure: Measure, clock: Callable[[], float], budget_s: float) -> None:
         self.measure, self.clock, self.budget_s = measure, clock, budget_s
         self.start = clock()
         self.unit_s = 0.0
+        self.start_s: float | None = None
         self.trials = 0
 
     @property
     def spent_s(self) -> float:
         return self.clock() - self.start
 
+    def price(self, configs: int, repetitions: int) -> float:
+        if self.start_s is None:
+            return self.unit_s * configs * repetitions
+        return self.start_s + self.unit_s * configs * (repetitions + 1)
+
     def affords(self, configs: int, repetitions: int, reserve: float = 0.0) -> bool:
-        return self.spent_s + self.unit_s * configs * repetitions + reserve <= self.budget_s
+        return self.spent_s + self.price(configs, repetitions) + reserve <= self.budget_s
 
     def run(self, configs: Sequence[Flags], repetitions: int) -> Sequence[Score | str]:
         began = self.clock()
         found = self.measure(configs, repetitions)
+        took = self.clock() - began
         self.trials += 1
-        self.unit_s = max(self.unit_s, (self.clock() - began) / (len(configs) * repetitions))
+        timed = [s.rep_s for s in found if isinstance(s, Score) and s.rep_s > 0]
+        if timed and len(timed) == len(found):
+            self.unit_s = max(self.unit_s, *timed)
+            start = max(took - sum(timed) * (repetitions + 1), 0.0)
+            self.start_s = start if self.start_s is None else min(self.start_s, start)
+        else:
+            self.unit_s = max(self.unit_s, took / (len(configs) * repetitions))
         return found
 
 
@@ -140,15 +159,15 @@ def search(
         )
     if clocked.spent_s > budget_s:
         raise VkramaError(
-            f"--budget {budget_s:g}s is too small for one trial: the defaults alone took"
-            f" {clocked.spent_s:.0f}s",
+            f"--budget is too small for one trial: {budget_s:.3g}s for this stack, and the"
+            f" defaults alone took {clocked.spent_s:.0f}s",
             hint=f"give --budget of at least {math.ceil(clocked.spent_s * 8 / 60)}m,"
-            " or smaller --prompt/--gen sizes",
+            " or smaller -p/-n sizes",
             status=ExitStatus.BUDGET,
         )
     best, scores = dict(defaults), {_key(defaults): first}
     steps: list[Step] = []
-    reserve = clocked.unit_s * 2 * repetitions  # the final side-by-side comparison
+    reserve = clocked.price(2, repetitions)  # the final side-by-side comparison
     stopped = False
     for flag in space.flags:
         values = space.values(flag, best)

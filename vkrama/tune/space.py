@@ -96,7 +96,9 @@ def space(stack: Stack, only: tuple[str, ...] = ()) -> Space:
     if stack.objective != "tg":  # one token per step: the batch sizes cannot matter to tg
         top = _power_at_least(max(stack.n_prompt, 1))
         candidates["ub"] = _powers(SMALLEST_UBATCH, min(top, 4096))
-        candidates["b"] = _powers(SMALLEST_BATCH, max(top, 2048))
+        # A batch above the prompt changes nothing either; the default stays a candidate.
+        batches = (*_powers(SMALLEST_BATCH, top), DEFAULTS["b"])
+        candidates["b"] = tuple(sorted(set(batches), key=int))
     candidates["ctk"] = KV_TYPES
     candidates["ctv"] = KV_TYPES
     if cpu:

@@ -1,0 +1,137 @@
+"""`vkrama tune`'s flags, --dry-run and --show without running llama-bench; the stored
+outcome and its llama-server flags."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vkrama import config
+from vkrama.bench.plan import physical_cores
+from vkrama.cli.tune import duration
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results import tuned as stored
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10m", 600), ("90s", 90), ("90", 90), ("1h30m", 5400), ("1m30s", 90), ("0.5m", 30)],
+)
+def test_a_budget_is_a_duration(text: str, seconds: float) -> None:
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "m"])
+def test_a_budget_that_is_no_duration_is_a_usage_error(text: str) -> None:
+    with pytest.raises(VkramaError) as caught:
+        duration(text)
+    assert caught.value.status == ExitStatus.USAGE and caught.value.hint
+
+
+def test_dry_run_prints_each_stacks_first_trial_and_what_it_would_search(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    cores = physical_cores()
+    threads = ",".join(str(n) for n in sorted({1, max(cores // 2, 1), cores, os.cpu_count()}))
+    done = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "cpu", "-p", "512")
+    assert done.returncode == 0, done.stderr
+    comment, command = done.stdout.splitlines()
+    assert comment == (
+        "# cpu: the defaults first, then one flag at a time: -fa auto,on,off;"
+        " -ub 64,128,256,512; -b 256,512,2048; -ctk f16,q8_0,q4_0; -ctv f16,q8_0,q4_0;"
+        f" -t {threads}"
+    )
+    assert command.startswith("podman run --name vkrama-bench-")
+    assert command.endswith(
+        f"llama-bench -m /models/tiny.gguf -p 512 -n 0 -r 3 -ngl 0 -t {cores}"
+        " -fa auto -ub 512 -b 2048 -ctk f16 -ctv f16 -o json"
+    )
+    tg = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "cpu", "--for", "tg", "--json")
+    (plan,) = json.loads(tg.stdout)
+    assert plan["backend"] == "cpu" and set(plan["searched"]) == {"fa", "ctk", "ctv", "t"}
+    assert plan["command"][plan["command"].index("-p") : plan["command"].index("-r")] == [
+        "-p", "0", "-n", "128",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--backend", "vulkan", "--vk-driver", "lavapipe", "--flags", "t"),
+         "Error: cannot tune -t on vulkan: threads are tuned on cpu cells only"),
+        (("--backend", "cpu", "--for", "tg", "--flags", "ub"),
+         "Error: cannot tune -ub on cpu: the physical batch (ubatch) cannot change tg"),
+        (("--backend", "cpu", "--flags", "mmap"),
+         "Error: cannot tune -mmap on cpu: mmap is not a setting vkrama tunes"),
+        (("--backend", "cpu", "--budget", "soon"), "Error: --budget 'soon' is not a duration"),
+    ],
+    ids=["threads-on-vulkan", "ubatch-for-tg", "unknown-flag", "budget-not-a-duration"],
+)  # fmt: skip
+def test_a_flag_the_stack_refuses_is_one_line_with_a_hint(
+    vkrama: Callable[..., Any], tiny_model: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = vkrama("--dry-run", "tune", str(tiny_model), *args)
+    assert done.returncode == ExitStatus.USAGE
+    error, hint = done.stderr.strip().splitlines()
+    assert error.startswith(message) and hint.startswith("Hint: ")
+
+
+def test_show_with_nothing_stored_says_how_to_make_one(vkrama: Callable[..., Any]) -> None:
+    done = vkrama("tune", "--show")
+    assert done.returncode == 0 and "vkrama tune MODEL" in done.stderr
+    assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
+
+
+def tuned(**changes: Any) -> stored.TunedStack:
+    base: dict[str, Any] = dict(
+        gpu_key="none", model_sha256="ab" * 32, backend="vulkan", driver="lavapipe",
+        device="llvmpipe", driver_version="Mesa 26.2", image_id="sha256:v", objective="pp",
+        test="pp2048", flags={"fa": "on", "ub": "256", "b": "2048", "ctk": "q8_0",
+                              "ctv": "f16", "ngl": "99"},
+        defaults={"fa": "auto", "ub": "512", "b": "2048", "ctk": "f16", "ctv": "f16",
+                  "ngl": "99"},
+        tps=118.0, tps_stddev=1.0, default_tps=100.0, default_stddev=1.0, beyond_noise=True,
+        spent_s=80.0, trials=9,
+    )  # fmt: skip
+    return stored.TunedStack(**{**base, **changes})
+
+
+def test_the_outcome_line_names_the_changed_flags_and_the_gain() -> None:
+    assert tuned().line == (
+        "vulkan/lavapipe: -fa on -ub 256 -ctk q8_0: 1.18× its defaults"
+        " (118.0 vs 100.0 t/s pp2048), beyond noise"
+    )
+    same = tuned(flags=tuned().defaults, tps=100.0, beyond_noise=False)
+    assert same.line == (
+        "vulkan/lavapipe: llama-bench's defaults stay, no flag beat them beyond noise"
+        " (100.0 t/s pp2048)"
+    )
+
+
+def test_llama_bench_flags_become_llama_servers() -> None:
+    assert tuned().server_args == (
+        "--flash-attn", "on", "--ubatch-size", "256", "--cache-type-k", "q8_0",
+    )  # fmt: skip
+    every = tuned(flags={"ub": "1", "b": "2", "fa": "off", "ctk": "q4_0", "ctv": "q4_0",
+                         "t": "3", "ngl": "4", "ncmoe": "5", "sm": "row"}, defaults={})  # fmt: skip
+    assert every.server_args == (
+        "--ubatch-size", "1", "--batch-size", "2", "--flash-attn", "off", "--cache-type-k",
+        "q4_0", "--cache-type-v", "q4_0", "--threads", "3", "--n-gpu-layers", "4",
+        "--n-cpu-moe", "5", "--split-mode", "row",
+    )  # fmt: skip
+
+
+def test_the_newest_tuning_per_stack_is_stored_and_read_back(settings: config.Settings) -> None:
+    stored.save(settings, tuned(tps=110.0))
+    stored.save(settings, tuned())
+    stored.save(settings, tuned(backend="cpu", driver=None, image_id="sha256:c"))
+    found = stored.newest(settings, "ab" * 32, "none")
+    assert [(t.key, t.tps) for t in found] == [("cpu", 118.0), ("vulkan/lavapipe", 118.0)]
+    assert found[1] == tuned(created=found[1].created)
+    assert stored.for_stack(found, "vulkan", "lavapipe") == found[1]
+    assert stored.newest(settings, "cd" * 32) == []

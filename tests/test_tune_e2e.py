@@ -1,0 +1,108 @@
+"""`vkrama tune` end to end: real podman, real llama-bench in the cpu and vulkan (lavapipe)
+images, the tiny model, small budgets (each test well under two minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vkrama.engine import Engine
+from vkrama.errors import ExitStatus
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+SMALL = ("-p", "64", "-r", "2")
+LINE = re.compile(
+    r"^(?P<stack>[a-z/]+): (llama-bench's defaults stay, no flag beat them beyond noise"
+    r"|(-\w+ \S+ ?)+: \d+\.\d\d× its defaults \(.*\), (beyond|within) noise)"
+)
+
+
+def tune_containers(engine: Engine, model: Path) -> list[str]:
+    mine = {"vkrama.role": "bench", "vkrama.model": model.resolve().as_uri()}
+    return [c.name for c in engine.containers(mine)]
+
+
+@pytest.mark.parametrize(
+    ("cells", "stack"),
+    [
+        (("--backend", "cpu"), "cpu"),
+        (("--backend", "vulkan", "--vk-driver", "lavapipe"), "vulkan/lavapipe"),
+    ],
+    ids=["cpu", "vulkan-lavapipe"],
+)
+def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine, cells: tuple[str, ...],
+    stack: str,
+) -> None:  # fmt: skip
+    done = vkrama("tune", str(tiny_model), *cells, *SMALL, "--flags", "fa,ub", "--budget", "90s")
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.splitlines()[0]
+    assert LINE.match(line) and line.startswith(f"{stack}: "), line
+    assert "trying -fa auto,on,off (2 reps)" in done.stderr
+    assert tune_containers(engine, tiny_model) == []
+
+    (tuned,) = json.loads(vkrama("tune", "--show", str(tiny_model), "--json").stdout)
+    assert (tuned["objective"], tuned["test"], tuned["image_id"]) == (
+        "pp",
+        "pp64",
+        tuned["image_id"],
+    )
+    assert tuned["image_id"] and tuned["model_sha256"] and tuned["line"] == line
+    assert set(tuned["flags"]) >= {"fa", "ub"} and tuned["spent_s"] <= 90
+    assert tuned["defaults"]["ub"] == "512" and tuned["trials"] >= 2
+    # Never slower than the defaults beyond noise.
+    noise = 2 * (tuned["tps_stddev"] ** 2 + tuned["default_stddev"] ** 2) ** 0.5
+    assert tuned["tps"] >= tuned["default_tps"] - noise
+
+    # Every trial is a stored cell, every swept value a row that says it.
+    (run,) = json.loads(vkrama("results", "show", str(tuned["run_id"]), "--json").stdout)
+    tests = [row["test"] for row in run["rows"]]
+    assert {"pp64 fa=auto", "pp64 fa=on", "pp64 fa=off"} <= set(tests)
+    assert any(t.startswith("pp64 ub=") for t in tests)
+    assert run["run"]["status"] == "ok" and run["run"]["params"]["tune"]["objective"] == "pp"
+
+
+def test_a_budget_too_small_for_one_trial_stores_no_tuning(
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
+) -> None:
+    done = vkrama("tune", str(tiny_model), "--backend", "cpu", *SMALL, "--budget", "0.1s")
+    assert done.returncode == ExitStatus.BUDGET, done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error.startswith("Error: --budget is too small for one trial: 0.1s for this stack")
+    assert hint.startswith("Hint: give --budget of at least ")
+    assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
+    (run,) = json.loads(vkrama("results", "list", "--json").stdout)
+    assert run["status"] == "failed"
+    assert tune_containers(engine, tiny_model) == []
+
+
+def test_an_interrupted_tuning_is_marked_and_stores_no_half_outcome(
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "tune", str(tiny_model), "--backend", "cpu", *SMALL,
+         "--budget", "5m"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "trying -fa" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == ExitStatus.INTERRUPTED, rest
+    assert "Interrupted" in rest
+    assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
+    (run,) = json.loads(vkrama("results", "list", "--json").stdout)
+    assert run["status"] == "interrupted"
+    assert tune_containers(engine, tiny_model) == []

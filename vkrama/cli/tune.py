@@ -1,0 +1,159 @@
+"""`vkrama tune`: each stack's fastest llama-bench settings for a model, within a budget.
+
+Stage: CLI shell over `vkrama.tune.session`. Parses flags into a `TuneRequest`; prints the
+first trial's podman command per stack on --dry-run, progress on stderr, then one line per
+stack (or JSON); `--show` lists what is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import click
+
+from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
+from vkrama.cli.bench import _depths, _list
+from vkrama.cli.console import dry_run_prelude, echo_json, echo_table
+from vkrama.cli.flags import gpu_type
+from vkrama.cli.progress import reporting
+from vkrama.errors import ExitStatus, VkramaError
+from vkrama.results import tuned as stored
+from vkrama.tune import session
+from vkrama.tune.trials import OBJECTIVES
+
+if TYPE_CHECKING:
+    from vkrama.backends import GpuSelection
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+SHOW_HEADERS = ["stack", "device", "test", "tuned flags", "t/s", "defaults t/s", "gain",
+                "noise", "image", "tuned"]  # fmt: skip
+
+
+def duration(value: str) -> float:
+    """Seconds in "10m", "90s", "1h30m", "1m30s" or a bare number of seconds."""
+    found = _DURATION.fullmatch(value.strip())
+    if not value.strip() or found is None or not any(found.groups()):
+        raise VkramaError(
+            f"--budget {value!r} is not a duration",
+            hint="e.g. --budget 10m, 90s or 1h30m",
+            status=ExitStatus.USAGE,
+        )
+    hours, minutes, seconds = (float(g or 0) for g in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", required=False)
+@click.option("--backend", "backends", metavar="B1,B2", help="Backends: cpu,vulkan,rocm,cuda.")
+@click.option("--vk-driver", "vk_drivers", metavar="D1,D2", help="Vulkan drivers to tune.")
+@click.option("--gpu", metavar="N", callback=gpu_type(), help="The GPU (index) to tune on.")
+@click.option("-d", "--depth", metavar="D1,D2", help="Context depths to measure at (-d).")
+@click.option(
+    "--for", "objective", type=click.Choice(OBJECTIVES), default="pp", show_default=True,
+    help="What to make fast: prompt processing, generation, or both (geometric mean).",
+)  # fmt: skip
+@click.option(
+    "-p", "--n-prompt", type=click.IntRange(min=1), default=2048, show_default=True,
+    metavar="N", help="Prompt tokens measured (an ubatch above this changes nothing).",
+)  # fmt: skip
+@click.option(
+    "-n", "--n-gen", type=click.IntRange(min=1), default=128, show_default=True, metavar="N",
+    help="Generated tokens measured (--for tg or both).",
+)  # fmt: skip
+@click.option(
+    "--budget", default="10m", show_default=True, metavar="TIME",
+    help="Time for the whole tuning, shared over the stacks (e.g. 90s, 10m, 1h).",
+)  # fmt: skip
+@click.option(
+    "-r", "--repetitions", type=click.IntRange(min=2), default=3, show_default=True,
+    metavar="N", help="Repetitions of a value's first trial (survivors get more).",
+)  # fmt: skip
+@click.option("--flags", "only", metavar="F1,F2", help="Search only these (e.g. ub,fa,ctk).")
+@click.option("--timeout", type=click.FloatRange(min=1), metavar="S", help="Seconds per trial.")
+@click.option("--show", is_flag=True, help="List stored tunings (of MODEL, if given).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--no-save", is_flag=True, help="Store neither the trials nor the outcome.")
+@dry_run_option
+@pass_app
+def tune(
+    app: App, model: str | None, backends: str | None, vk_drivers: str | None,
+    gpu: GpuSelection, depth: str | None, objective: str, n_prompt: int, n_gen: int,
+    budget: str, repetitions: int, only: str | None, timeout: float | None, show: bool,
+    as_json: bool, no_save: bool,
+) -> int:  # fmt: skip
+    """Search each stack's fastest llama-bench flags for MODEL (ubatch, batch, flash
+    attention, KV cache types, threads on cpu, ...) and store them per GPU, image and
+    model; `bench --tuned` and `serve --backend best` use them."""
+    if show:
+        return show_tuned(app, model, as_json)
+    if model is None:
+        raise VkramaError("tune needs a MODEL", hint="or --show", status=ExitStatus.USAGE)
+    request = session.TuneRequest(
+        model, _list(backends), _list(vk_drivers), gpu, _depths(depth), objective, n_prompt,
+        n_gen, duration(budget), repetitions, _list(only), not no_save, timeout,
+    )  # fmt: skip
+    if app.dry_run:
+        return dry_run(app, request, as_json)
+    with terminate_as_interrupt(), reporting(app.verbose) as reporter:
+        planned = session.prepare(app.settings, request, app.engine, on_progress=reporter)
+        outcome = session.execute(app.engine, app.settings, planned, on_progress=reporter)
+    if as_json:
+        echo_json(outcome.tuned)
+    for line in [] if as_json else [t.line for t in outcome.tuned]:
+        click.echo(line)
+    if outcome.run_id is not None and not as_json:
+        click.echo(
+            f"trials stored as run {outcome.run_id} (`vkrama results show {outcome.run_id}`)"
+        )
+    if outcome.interrupted:
+        click.echo("Interrupted: stacks tuned to the end were kept, the rest not.", err=True)
+        return int(ExitStatus.INTERRUPTED)
+    return int(ExitStatus.OK)
+
+
+def dry_run(app: App, request: session.TuneRequest, as_json: bool) -> int:
+    planned = session.plan(app.settings, request)
+    if as_json:
+        echo_json([
+            {"backend": s.ready.choice.backend, "driver": s.ready.choice.driver,
+             "defaults": s.space.defaults, "searched": s.space.candidates,
+             "prepare": dry_run_prelude(s.first.spec), "command": s.first.spec.podman_argv()}
+            for s in planned.stacks
+        ])  # fmt: skip
+        return int(ExitStatus.OK)
+    for one in planned.stacks:
+        searched = "; ".join(f"-{f} {','.join(v)}" for f, v in one.space.candidates.items())
+        click.echo(f"# {one.first.key}: the defaults first, then one flag at a time: {searched}")
+        for line in dry_run_prelude(one.first.spec):
+            click.echo(line)
+        click.echo(one.first.spec.podman_command())
+    for failed in planned.unavailable:
+        click.echo(f"# {failed.backend}: unavailable: {failed.reason}", err=True)
+    return int(ExitStatus.OK)
+
+
+def show_tuned(app: App, model: str | None, as_json: bool) -> int:
+    sha = None
+    if model is not None:
+        from vkrama import store
+
+        sha = store.resolve(app.settings, model).sha256
+    found = stored.newest(app.settings, sha)
+    if as_json:
+        echo_json(found)
+        return int(ExitStatus.OK)
+    if not found:
+        click.echo("no tunings stored yet: `vkrama tune MODEL` makes one", err=True)
+        return int(ExitStatus.OK)
+    echo_table(
+        [
+            [t.key, t.device, t.test, " ".join(t.bench_args) or "defaults",
+             f"{t.tps:.1f} ± {t.tps_stddev:.1f}", f"{t.default_tps:.1f} ± {t.default_stddev:.1f}",
+             f"{t.gain:.2f}×", "beyond" if t.beyond_noise else "within", t.image_id[:12],
+             f"{t.created[:16]} ({t.spent_s:.0f} s)"]
+            for t in found
+        ],
+        SHOW_HEADERS,
+    )  # fmt: skip
+    return int(ExitStatus.OK)

@@ -1,0 +1,113 @@
+"""A search's trial as llama-bench runs it, and llama-bench's rows as the search's scores.
+
+Stage: tune. Pure: configurations in, `BenchParams` out; measurements in, `Score`s out.
+One llama-bench process runs a whole sweep of one flag (`-ub 512,128,256`: llama-bench
+crosses comma lists), so a trial is one container, not one per value. Rows are matched to
+configurations by the settings each row reports (`Measurement.flags`), never by position.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from vkrama.bench.plan import BenchParams
+from vkrama.progress import Reporter, Step
+from vkrama.results.records import CellResult, Measurement
+from vkrama.stack import Stack
+from vkrama.tune.search import Measure, Score
+from vkrama.tune.space import Flags
+
+# Runs configurations at a repetition count on a stack: the session's real llama-bench.
+Trial = Callable[[Stack, Sequence[Flags], int], list[CellResult]]
+
+# What the objective measures: (n_prompt, n_gen) from the user's prompt and gen sizes.
+OBJECTIVES = ("pp", "tg", "both")
+
+
+def sizes(objective: str, n_prompt: int, n_gen: int) -> tuple[int, int]:
+    return {"pp": (n_prompt, 0), "tg": (0, n_gen), "both": (n_prompt, n_gen)}[objective]
+
+
+def together(configs: Sequence[Flags]) -> list[list[int]]:
+    """Which configurations share a llama-bench process: all of them when they differ in
+    one flag at most (a comma list), else one process each (llama-bench would cross two
+    lists into configurations nobody asked for)."""
+    varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
+    return [list(range(len(configs)))] if len(varied) <= 1 else [[i] for i in range(len(configs))]
+
+
+def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
+    """`base` running `configs` (one flag varied at most) as comma lists.
+
+    vkrama's llama-bench line always carries -t and -ngl (llama-bench appends a repeated
+    flag's values, it does not replace them), so their first value goes there and only the
+    rest into the extra arguments."""
+    extra: list[str] = []
+    threads, ngl = base.threads, base.ngl
+    for flag in configs[0]:
+        values = list(dict.fromkeys(c[flag] for c in configs))
+        if flag == "t":
+            threads, values = int(values[0]), values[1:]
+        elif flag == "ngl":
+            ngl, values = int(values[0]), values[1:]
+        if values:
+            extra += [f"-{flag}", ",".join(values)]
+    return replace(base, threads=threads, ngl=ngl, flash_attn=(), extra_args=tuple(extra))
+
+
+def score(rows: Sequence[Measurement], flags: Flags) -> Score | None:
+    """The objective of one configuration: per repetition, the geometric mean of its rows
+    (pp and tg, every depth), so each counts alike and the noise stays per repetition."""
+    mine = [m for m in rows if all(m.flags.get(f, v) == v for f, v in flags.items())]
+    if not mine or not all(m.samples for m in mine):
+        return None
+    count = min(len(m.samples) for m in mine)
+    return Score(
+        tuple(math.prod(m.samples[i] for m in mine) ** (1 / len(mine)) for i in range(count))
+    )
+
+
+def test_label(objective: str, n_prompt: int, n_gen: int, depth: tuple[int, ...]) -> str:
+    """What a tuning measured, as the row names say it: "pp2048", "tg128 @ d4096"."""
+    p, n = sizes(objective, n_prompt, n_gen)
+    name = f"pp{p}+tg{n}" if p and n else f"pp{p}" if p else f"tg{n}"
+    return name + "".join(f" @ d{d}" for d in depth if d)
+
+
+def name(ready: Stack) -> str:
+    choice = ready.choice
+    return f"{choice.backend}/{choice.driver}" if choice.driver else choice.backend
+
+
+def measure(ready: Stack, trial: Trial, on_progress: Reporter) -> Measure:
+    """The search's `Measure` over real trials; a process that failed as a whole (one
+    refused value fails all of llama-bench) runs its values one by one to learn which."""
+
+    def run(configs: Sequence[Flags], repetitions: int) -> list[Score | str]:
+        varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
+        said = ", ".join(f"-{f} {','.join(c[f] for c in configs)}" for f in varied)
+        on_progress(Step(f"{name(ready)}: trying {said or 'defaults'} ({repetitions} reps)"))
+        return scores(trial, ready, configs, repetitions)
+
+    return run
+
+
+def scores(
+    trial: Trial, ready: Stack, configs: Sequence[Flags], repetitions: int
+) -> list[Score | str]:
+    """Each configuration's score, or why the stack refused it (llama-bench's reason)."""
+    ran = trial(ready, configs, repetitions)
+    rows = [m for r in ran if r.ok for m in r.measurements]
+    found: list[Score | str] = []
+    for config in configs:
+        measured = score(rows, config)
+        if measured is None and len(configs) > 1 and not all(r.ok for r in ran):
+            found += scores(trial, ready, [config], repetitions)
+        elif measured is None:
+            reasons = [r.reason for r in ran if not r.ok]
+            found.append(reasons[0] if reasons else "llama-bench reported no row for it")
+        else:
+            found.append(measured)
+    return found
