@@ -37,7 +37,9 @@ def test_dry_run_prints_each_stacks_first_trial_and_what_it_would_search(
     vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
     cores = physical_cores()
-    threads = ",".join(str(n) for n in sorted({1, max(cores // 2, 1), cores, os.cpu_count()}))
+    threads = ",".join(
+        str(n) for n in sorted({1, max(cores // 2, 1), cores, os.cpu_count() or cores})
+    )
     done = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "cpu", "-p", "512")
     assert done.returncode == 0, done.stderr
     comment, command = done.stdout.splitlines()
