@@ -64,8 +64,10 @@ def score(rows: Sequence[Measurement], flags: Flags) -> Score | None:
     if not mine or not all(m.samples for m in mine):
         return None
     count = min(len(m.samples) for m in mine)
+    rep_s = sum((m.n_prompt + m.n_gen) / m.tps for m in mine if m.tps > 0)
     return Score(
-        tuple(math.prod(m.samples[i] for m in mine) ** (1 / len(mine)) for i in range(count))
+        tuple(math.prod(m.samples[i] for m in mine) ** (1 / len(mine)) for i in range(count)),
+        rep_s,
     )
 
 
