@@ -10,7 +10,7 @@ commands), `console` (tables, JSON, the plan a --dry-run prints), `progress` (th
 console's Reporter: build lines, download bars, retries), `reference` (docs/cli.md from
 every `--help`), and one module per command family: `images`, `info`, `config`,
 `devices` (devices, doctor), `models` (pull, list, inspect, rm), `serve`, `servers` (ps,
-stop, logs), `run`, `bench`, `results`. This file only re-exports.
+stop, logs), `run`, `bench`, `results`, `tune`. This file only re-exports.
 """
 
 from vkrama.cli.root import COMMANDS, cli, main

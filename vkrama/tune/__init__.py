@@ -3,5 +3,6 @@
 `serve --backend best`.
 
 Modules: `space` (which flags and values a stack accepts, pure), `search` (the search,
-pure), `session` (runs the trials as bench cells and stores the outcome).
+pure), `trials` (a trial as llama-bench runs it, its rows as scores), `session` (runs the
+trials as bench cells and stores the outcome).
 """
