@@ -15,7 +15,7 @@ from vkrama.bench import imports
 from vkrama.cli.app import App, pass_app
 from vkrama.cli.console import echo_json
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import chart, html, report
+from vkrama.results import chart, html, report, serve_chart
 from vkrama.results.scoreboard import scoreboard
 from vkrama.store.blobs import write_atomic
 
@@ -161,7 +161,8 @@ def report_html(app: App, runs: tuple[str, ...], output: str) -> None:
 @pass_app
 def chart_image(app: App, runs: tuple[str, ...], output: str, only: str | None) -> None:
     """One image of RUNS to paste into an issue or a post: a bar per cell for each test
-    (± stddev), and curves over depth. Needs `pip install 'vkrama[charts]'`."""
+    (± stddev), and curves over depth; for `bench --serve` runs, TTFT p90 and throughput
+    against load, a curve per stack. Needs `pip install 'vkrama[charts]'`."""
     if not output.lower().endswith((".png", ".svg")):
         raise VkramaError(
             f"-o {output}: a chart is a .png or .svg file",
@@ -170,6 +171,12 @@ def chart_image(app: App, runs: tuple[str, ...], output: str, only: str | None) 
         )
     details = [results.get_run(app.settings, run) for run in runs]
     found = chart.points(details)
+    loaded = serve_chart.load_points(details)
+    if loaded and not found and only is None:
+        image = chart.render(serve_chart.figure(loaded), Path(output).suffix[1:].lower())
+        Path(output).write_bytes(image)
+        click.echo(output)
+        return
     if only is not None and only not in chart.tests(found):
         raise VkramaError(
             f"--test {only}: no such test in these runs",

@@ -15,7 +15,7 @@ from html import escape
 
 from vkrama import __version__
 from vkrama.errors import VkramaError
-from vkrama.results import chart
+from vkrama.results import chart, serve_chart
 from vkrama.results.db import RunDetail
 from vkrama.results.ranking import cell_name, verdicts
 from vkrama.results.report import model_facts, rows_of, stack
@@ -115,7 +115,8 @@ def _runs(details: Sequence[RunDetail]) -> str:
 
 def _charts(details: Sequence[RunDetail]) -> str:
     found = chart.points(details)
-    if not found:
+    loaded = serve_chart.load_points(details)
+    if not found and not loaded:
         return "<h2>Charts</h2><p>No cell measured anything.</p>"
     try:
         chart.require()
@@ -129,6 +130,9 @@ def _charts(details: Sequence[RunDetail]) -> str:
         drawn = chart.svg(chart.figure(found, only=test))
         curves = " data-depths='yes'" if chart.has_depths(found, test) else ""
         figures.append(f"<figure class='chart' data-test='{escape(test)}'{curves}>{drawn}</figure>")
+    if loaded:  # a serving run: TTFT p90 and throughput against load, per stack
+        drawn = chart.svg(serve_chart.figure(loaded))
+        figures.append(f"<figure class='chart' data-test='load'>{drawn}</figure>")
     return f"<h2>Charts</h2><div class='charts'>{''.join(figures)}</div>"
 
 
