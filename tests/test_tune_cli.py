@@ -137,3 +137,46 @@ def test_the_newest_tuning_per_stack_is_stored_and_read_back(settings: config.Se
     assert found[1] == tuned(created=found[1].created)
     assert stored.for_stack(found, "vulkan", "lavapipe") == found[1]
     assert stored.newest(settings, "cd" * 32) == []
+
+
+def stored_for(settings: config.Settings, model: Path, **changes: Any) -> stored.TunedStack:
+    import hashlib
+
+    from vkrama import hardware
+
+    found = tuned(
+        model_sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
+        gpu_key=hardware.detect_host(settings).gpu_key(None),
+        **changes,
+    )
+    stored.save(settings, found)
+    return found
+
+
+def test_serve_backend_best_starts_the_fastest_tuned_stack_with_its_flags(
+    vkrama: Callable[..., Any], tiny_model: Path, settings: config.Settings, tmp_path: Path
+) -> None:
+    stored_for(settings, tiny_model, tps=90.0)  # vulkan/lavapipe, slower
+    cpu = {"fa": "on", "ub": "256", "b": "2048", "ctk": "f16", "ctv": "f16", "t": "1"}
+    stored_for(settings, tiny_model, backend="cpu", driver=None, device="CPU", tps=150.0,
+               flags=cpu, defaults={**cpu, "fa": "auto", "ub": "512", "t": "2"})  # fmt: skip
+    stored_for(settings, tiny_model, objective="tg", test="tg128", tps=999.0)  # not for pp
+    done = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best", "--rank-by", "pp",
+                  "--port", "8123", "--", "--temp", "0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "localhost/vkrama/cpu:latest" in done.stdout
+    assert done.stdout.rstrip().endswith(
+        "--n-gpu-layers 0 --flash-attn on --ubatch-size 256 --threads 1 --temp 0"
+    )
+    assert "--backend best: fastest tuned for pp2048: cpu on CPU at 150.0 ± 1.0 t/s with" in (
+        done.stderr
+    )
+    assert "-fa on -ub 256 -t 1" in done.stderr
+    for kind in ("compose", "quadlet", "kube"):
+        out = str(tmp_path / kind)
+        generated = vkrama("serve", str(tiny_model), "--backend", "best", "--rank-by", "pp",
+                           "--port", "18080", "--generate", kind, "-o", out)  # fmt: skip
+        assert generated.returncode == 0, generated.stderr
+        (written,) = (tmp_path / kind).iterdir()
+        text = written.read_text()
+        assert "--ubatch-size" in text and "256" in text and "--threads" in text, kind

@@ -147,3 +147,22 @@ def for_stack(
         ):
             return tuned
     return None
+
+
+def best(settings: Settings, model_sha256: str, gpu_key: str, metric: str) -> TunedStack | None:
+    """The fastest tuned stack for `metric` (pp or tg; a tuning for both counts when none
+    was for the metric alone), at the shallowest depth tuned: what `serve --backend best`
+    starts, with its flags."""
+    found = newest(settings, model_sha256, gpu_key)
+    for objective in (metric, "both"):
+        mine = [t for t in found if t.objective == objective]
+        if mine:
+            shallowest = min(_depth(t.test) for t in mine)
+            at = [t for t in mine if _depth(t.test) == shallowest]
+            return max(at, key=lambda t: t.tps)
+    return None
+
+
+def _depth(test: str) -> int:
+    _, _, depth = test.partition(" @ d")
+    return int(depth.split()[0]) if depth else 0

@@ -94,8 +94,11 @@ def _prepare(
 ) -> Planned:
     api_key = read_api_key(request.api_key_file) if request.api_key_file else None
 
+    tuned: list[tuple[str, ...]] = []  # llama-server flags of a tuned `--backend best`
+
     def choose(model: LocalModel, profile: HardwareProfile) -> list[Choice]:
-        choice = _choose(settings, request, model, profile, on_progress)
+        choice, flags = _choose(settings, request, model, profile, on_progress)
+        tuned.append(flags)
         chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
         # A backend vkrama picked (auto, best) explains itself; one the user named needs none.
         on_progress(Step(chosen + choice.reason, detail=request.backend not in ("auto", "best")))
@@ -106,6 +109,9 @@ def _prepare(
         raise resolution.failed[0][1]
     ready = resolution.stacks[0]
     model, choice = resolution.model, ready.choice
+    if tuned and tuned[0]:
+        # The user's own llama-server arguments come last, so theirs win over the tuned.
+        request = replace(request, extra_args=(*tuned[0], *request.extra_args))
     resolved = planning.Resolved(model, choice, ready.image, port, api_key, ready.cache)
     spec = planning.plan(request, resolved)
     return Planned(
@@ -124,18 +130,22 @@ def _choose(
     model: LocalModel,
     profile: HardwareProfile,
     on_progress: Reporter,
-) -> Choice:
+) -> tuple[Choice, tuple[str, ...]]:
+    """The backend to serve with, and the llama-server flags `vkrama tune` found for it
+    (only for `--backend best` over tuned stacks; else none)."""
     from vkrama import backends
 
     backend, driver = request.backend, request.vk_driver
+    flags: tuple[str, ...] = ()
     if backend == "best":
         one = request.gpu if isinstance(request.gpu, int) else None
-        backend, driver, reason = _best_cell(settings, request, model, profile, one)
+        backend, driver, reason, flags = _best_cell(settings, request, model, profile, one)
         on_progress(Step(f"--backend best: {reason}"))
-    return backends.choose(
+    choice = backends.choose(
         profile, backend, request.gpu, driver, split_mode=request.split_mode,
         tensor_split=request.tensor_split,
     )  # fmt: skip
+    return choice, flags
 
 
 def _best_cell(
@@ -144,13 +154,26 @@ def _best_cell(
     model: LocalModel,
     profile: HardwareProfile,
     gpu: int | None,
-) -> tuple[str, str | None, str]:
-    """The fastest (backend, driver) `vkrama bench` measured for this model and GPU."""
+) -> tuple[str, str | None, str, tuple[str, ...]]:
+    """The fastest (backend, driver) for this model and GPU, and its llama-server flags:
+    among the stacks `vkrama tune` tuned for the metric when there are any (each at its
+    own best flags), else as `vkrama bench` measured them (llama-server's defaults)."""
     from vkrama import results  # only `--backend best` pays for the results store
+    from vkrama.results import tuned
 
     ref, metric = request.model, request.rank_by
+    key = profile.gpu_key(gpu)
+    winner = tuned.best(settings, model.sha256, key, metric) if metric in ("pp", "tg") else None
+    if winner is not None:
+        flags = " ".join(winner.bench_args) or "its defaults"
+        reason = (
+            f"fastest tuned for {winner.test}: {winner.key} on {winner.device} at"
+            f" {winner.tps:.1f} ± {winner.tps_stddev:.1f} t/s with {flags}"
+            f" (vkrama tune, {winner.created}); llama-server gets"
+            f" {' '.join(winner.server_args) or 'its defaults'}"
+        )
+        return winner.backend, winner.driver, reason, winner.server_args
     try:
-        key = profile.gpu_key(gpu)
         cell = results.best(settings, model.sha256, key, metric)
     except ValueError:
         raise VkramaError(
@@ -170,7 +193,7 @@ def _best_cell(
             hint=f"run `vkrama {how} {ref}` first, or pick --backend yourself",
             status=ExitStatus.NOT_FOUND,
         )
-    return cell.backend, cell.driver, cell.reason
+    return cell.backend, cell.driver, cell.reason, ()
 
 
 def read_api_key(path: Path) -> str:
