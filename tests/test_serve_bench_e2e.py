@@ -173,6 +173,26 @@ def test_a_shared_prefix_is_measured_with_the_prompt_cache_off_and_on(
     assert "prompt cache, cpu at 2 clients, cache on: 4 of 4 requests hit it" in done.stdout
 
 
+def test_serve_backend_best_ranks_by_the_goodput_a_sweep_stored(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    # A target every rate meets: the sweep doubles until its last level (or the most the
+    # generator sends here), and that rate is the cell's goodput.
+    done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--sweep",
+                  "--slo", "e2e_p99=600s", "--requests", "4", "--gen-tokens", "8",
+                  "--parallel", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (cell,) = results.get_run(config.load(), "latest").cells
+    best = goodput(judged(cell.serving))
+    assert best == max(s.rate or 0 for s in cell.serving) and best >= 8
+    chosen = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best",
+                    "--rank-by", "goodput")  # fmt: skip
+    assert chosen.returncode == 0, chosen.stderr
+    said = f"--backend best: fastest serve:goodput at depth 0: cpu on CPU at {best:.1f}"
+    assert said in chosen.stderr + chosen.stdout
+    assert "localhost/vkrama/cpu" in chosen.stdout
+
+
 # Moments to interrupt at: the stderr line after which the signal goes out.
 MOMENTS = [
     pytest.param("cell cpu:", id="while-planning"),

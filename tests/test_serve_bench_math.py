@@ -254,7 +254,10 @@ def test_serve_table_and_exports_show_percentiles_per_level(settings: config.Set
     ]  # fmt: skip
     table = serve_report.serve_table(rows)
     assert "10/12/13" in table and "8/8" in table and "0.50x" in table
-    assert "load generator CPU at 1 client(s), cpu: 0.05 s vs the server's 5.00 s" in table
+    assert (
+        "load generator CPU at its highest share, cpu at 1 client: 0.05 s vs the server's "
+        "5.00 s (1.0 %)"
+    ) in table
     csv_text = report.export([detail], "csv")
     assert csv_text.splitlines()[0].startswith("run,model,backend,driver,device,clients")
     assert len(csv_text.splitlines()) == 5

@@ -74,6 +74,8 @@ class Driver:
         before = self.engine.cpu_seconds(self.container)
         sent = load.run_level(self.loop, self.target, self.bodies(cache), level)
         server_cpu = self.engine.cpu_seconds(self.container) - before
+        if len(sent.traces) > 1:  # more requests than a warm-up: the better estimate
+            self.cost = sent.client_cpu_s / len(sent.traces)
         pace = level.pace
         stats = latency.summarize(
             sent.traces,

@@ -144,11 +144,15 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
         for r in found
         if r.reason
     )
-    cpu = [r for r in found if r.client_cpu_s is not None and r.server_cpu_s]
+    # The level where the generator weighed most against the server: it must stay small
+    # there for the figures to be the server's and not the generator's.
+    measured = [r for r in found if r.client_cpu_s is not None and r.server_cpu_s]
+    cpu = sorted(measured, key=lambda r: -(r.client_cpu_s or 0) / (r.server_cpu_s or 1))
     notes = [
-        f"load generator CPU at {r.concurrency} client(s), {r.backend}"
-        f"{f'/{r.driver}' if r.driver else ''}: {r.client_cpu_s:.2f} s vs the server's "
-        f"{r.server_cpu_s:.2f} s ({100 * (r.client_cpu_s or 0) / (r.server_cpu_s or 1):.1f} %)"
+        f"load generator CPU at its highest share, {r.backend}"
+        f"{f'/{r.driver}' if r.driver else ''} at {r.load}: {r.client_cpu_s:.2f} s vs the "
+        f"server's {r.server_cpu_s:.2f} s "
+        f"({100 * (r.client_cpu_s or 0) / (r.server_cpu_s or 1):.1f} %)"
         for r in cpu[:1]
     ]
     return "\n".join([table, *reasons, *notes, *goodput_lines(found), *cache_lines(found)])
