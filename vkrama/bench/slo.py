@@ -105,5 +105,5 @@ def next_rate(tried: Sequence[tuple[float, bool]], start: float = SWEEP_START) -
     low = max(held)
     if high / low <= 1 + SWEEP_PRECISION:
         return None
-    middle = math.sqrt(low * high)
+    middle = float(f"{math.sqrt(low * high):.3g}")  # 2.83/s, a rate a reader can name
     return None if any(math.isclose(middle, rate) for rate, _ in tried) else middle
