@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,38 @@ def test_serve_backend_best_starts_the_fastest_tuned_stack_with_its_flags(
         (written,) = (tmp_path / kind).iterdir()
         text = written.read_text()
         assert "--ubatch-size" in text and "256" in text and "--threads" in text, kind
+
+
+def test_bench_tuned_runs_each_stack_at_its_own_flags(
+    vkrama: Callable[..., Any], tiny_model: Path, settings: config.Settings
+) -> None:
+    cpu = {"fa": "on", "ub": "256", "b": "2048", "ctk": "f16", "ctv": "f16", "t": "1"}
+    stored_for(settings, tiny_model, backend="cpu", driver=None, device="CPU", flags=cpu,
+               defaults={**cpu, "fa": "auto", "ub": "512", "t": "2"})  # fmt: skip
+    done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu,vulkan", "--tuned",
+                  "--vk-driver", "lavapipe", "-p", "64", "-n", "0", "-r", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cpu_run, vulkan_run = [line for line in done.stdout.splitlines() if "podman run" in line]
+    assert cpu_run.endswith("-p 64 -n 0 -r 2 -ngl 0 -t 1 -fa on -ub 256 -o json")
+    # No tuning for it: llama-bench's defaults, nothing added.
+    assert vulkan_run.endswith(" -t " + vulkan_run.split(" -t ")[1]) and " -fa " not in vulkan_run
+    assert vulkan_run.split(" -t ")[1].split()[1:] == ["-o", "json"]
+    refused = vkrama("bench", str(tiny_model), "--tuned", "--fa", "on")
+    assert refused.returncode == ExitStatus.USAGE
+    assert "Hint: drop --fa (the tuning sets -fa)" in refused.stderr
+
+
+def test_verdicts_of_a_tuned_bench_name_each_cells_flags() -> None:
+    from bench_fakes import cell
+
+    from vkrama.results import verdicts
+
+    tuned_cpu = cell("cpu", None, 800, 30)
+    cells = [
+        replace(tuned_cpu, tuned="-t 1 -fa on"),
+        replace(cell("vulkan", "lavapipe", 400, 20), tuned="not tuned"),
+    ]
+    assert verdicts(cells)[0].line == (
+        "pp64: cpu tuned (-t 1 -fa on) fastest at 800.0 ± 1.0 t/s,"
+        " 2.00x vulkan/lavapipe (not tuned): beyond noise"
+    )

@@ -106,3 +106,28 @@ def test_an_interrupted_tuning_is_marked_and_stores_no_half_outcome(
     (run,) = json.loads(vkrama("results", "list", "--json").stdout)
     assert run["status"] == "interrupted"
     assert tune_containers(engine, tiny_model) == []
+
+
+def test_bench_tuned_and_serve_best_use_what_tune_found(
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
+) -> None:
+    done = vkrama("tune", str(tiny_model), "--backend", "cpu", *SMALL, "--flags", "fa",
+                  "--budget", "40s", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (tuned,) = json.loads(done.stdout)
+    flags = " ".join(f"-{f} {v}" for f, v in tuned["flags"].items() if tuned["defaults"][f] != v)
+    bench = vkrama("bench", str(tiny_model), "--backend", "cpu,vulkan", "--vk-driver",
+                   "lavapipe", "--tuned", "-p", "64", "-n", "0", "-r", "2", "--json")  # fmt: skip
+    assert bench.returncode == 0, bench.stderr
+    rows = json.loads(bench.stdout)
+    assert [(r["backend"], r["test"], r["status"]) for r in rows] == [
+        ("cpu", "pp64", "ok"), ("vulkan", "pp64", "ok"),
+    ]  # fmt: skip
+    verdict = rows[0]["verdict"]
+    assert f"cpu tuned ({flags or 'defaults'})" in verdict, verdict
+    assert "vulkan/lavapipe (not tuned)" in verdict, verdict
+    serve = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best", "--rank-by", "pp")
+    assert serve.returncode == 0, serve.stderr
+    assert "localhost/vkrama/cpu:latest llama-server" in serve.stdout
+    assert "--backend best: fastest tuned for pp64: cpu" in serve.stderr
+    assert tune_containers(engine, tiny_model) == []

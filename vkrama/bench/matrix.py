@@ -39,6 +39,7 @@ class BenchRequest:
     timeout: float | None = None  # per cell; None: settings bench.timeout
     # Set: a serving benchmark (llama-server under load) instead of llama-bench.
     serve: serving.ServeParams | None = None
+    tuned: bool = False  # each cell at the flags `vkrama tune` found for its stack
 
 
 def matrix(

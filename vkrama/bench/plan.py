@@ -78,6 +78,7 @@ class BenchCell:
     gpu_index: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     gpus: tuple[int, ...] = ()  # host indices of every GPU the cell uses, in ggml's order
+    tuned: str = ""  # bench --tuned: the tuned flags it runs with (CellResult.tuned)
     cold_reps: int = 0  # leading repetitions of each test run cold and not counted
 
     @property
@@ -100,6 +101,7 @@ class BenchCell:
             command=self.spec.command,
             duration_s=round(duration_s, 3),
             gpus=self.gpus,
+            tuned=self.tuned,
         )
 
     @classmethod

@@ -14,12 +14,12 @@ import platform
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vkrama import __version__, stack
 from vkrama.bench import plan as planning
-from vkrama.bench import serving
+from vkrama.bench import serving, tuned
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
@@ -91,6 +91,12 @@ def _prepare(
         unavailable.append(unavailable_cell(choice.backend, choice.driver, error.message))
     threads = request.params.threads or planning.physical_cores()
     token = secrets.token_hex(4)
+    gpu = request.gpu if isinstance(request.gpu, int) else None
+    found = (
+        tuned.tunings(settings, model.sha256, resolution.profile.gpu_key(gpu))
+        if request.tuned
+        else None
+    )
     cells = []
     for position, ready in enumerate(resolution.stacks):
         choice = ready.choice
@@ -102,6 +108,12 @@ def _prepare(
 
             port = pick_port("127.0.0.1", "auto")
             cell = serving.plan_serve_cell(slot, model, request.serve, port=port)
+        elif found is not None:
+            params, label = tuned.apply(request.params, tuned.mine(found, choice))
+            cell = planning.plan_cell(
+                slot, model.files, model.name, params, threads=params.threads or threads
+            )
+            cell = replace(cell, tuned=label)
         else:
             cell = planning.plan_cell(
                 slot, model.files, model.name, request.params, threads=threads

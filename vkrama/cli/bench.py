@@ -155,6 +155,10 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     help="Drop a variable from every cell's environment.",
 )
 @serving_flags
+@click.option(
+    "--tuned", is_flag=True,
+    help="Each cell at the flags `vkrama tune` found for its own stack (verdicts say so).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not store the run.")
 @click.option(
@@ -188,6 +192,7 @@ def bench(
     env: tuple[str, ...],
     unset_env: tuple[str, ...],
     serve: ServeParams | None,
+    tuned: bool,
     as_json: bool,
     no_save: bool,
     generate: str | None,
@@ -207,6 +212,15 @@ def bench(
         raise VkramaError(
             f"--fa takes {', '.join(FLASH_ATTN_VALUES)} (or 1, 0)", status=ExitStatus.USAGE
         )
+    if tuned and (serve or fa):
+        raise VkramaError(
+            "--tuned takes each stack's flags from `vkrama tune`; it cannot be combined with"
+            f" {'--serve' if serve else '--fa'}",
+            hint="drop --fa (the tuning sets -fa)"
+            if fa
+            else "`serve --backend best` serves the tuned winner with its flags",
+            status=ExitStatus.USAGE,
+        )
     depths = _depths(depth)
     params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depths)
     request = BenchRequest(
@@ -223,6 +237,7 @@ def bench(
         save=not no_save,
         timeout=timeout,
         serve=serve,
+        tuned=tuned,
     )
     if generate:
         return write_jobs(app, request, out_dir)

@@ -27,7 +27,7 @@ from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 DB_NAME = "results.sqlite3"
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
@@ -145,6 +145,9 @@ CREATE TABLE tuned (
 );
 CREATE INDEX tuned_by_model ON tuned (model_sha256, gpu_key);
 """,
+    # bench --tuned: the tuned flags a cell ran with (records.CellResult.tuned); '' in
+    # plain runs, older ones included.
+    11: "ALTER TABLE cells ADD COLUMN tuned TEXT NOT NULL DEFAULT '';",
 }
 
 
@@ -330,7 +333,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         cursor = db.execute(
             "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
             " image, image_id, provenance, command, raw_json, stderr_tail, duration_s,"
-            " host_load, gpus) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " host_load, gpus, tuned) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 position,
@@ -348,6 +351,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 cell.duration_s,
                 None if cell.host_load is None else json.dumps(cell.host_load.to_dict()),
                 ",".join(str(i) for i in cell.gpus),
+                cell.tuned,
             ),
         )
         for level in cell.serving:
@@ -458,7 +462,8 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
 
 def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
-     provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus) = row  # fmt: skip
+     provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus,
+     tuned) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth,"
         " flags, cold_samples, cold_counted"
@@ -501,4 +506,5 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         duration_s=duration_s,
         host_load=None if host_load is None else HostLoad.from_dict(json.loads(host_load)),
         gpus=tuple(int(i) for i in gpus.split(",") if i),
+        tuned=tuned,
     )

@@ -149,6 +149,10 @@ class CellResult:
     host_load: HostLoad | None = None  # None: not recorded (a cell that never ran, old runs)
     gpus: tuple[int, ...] = ()  # host GPU indices the cell used (several: a split); () cpu
     serving: tuple[LevelStats, ...] = ()  # a serving bench's levels (bench --serve)
+    # bench --tuned: the flags `vkrama tune` found, which this cell ran with ("-ub 256 -fa
+    # on"; "defaults" when none beat them; "not tuned" when the stack has no tuning yet).
+    # "" in a plain run.
+    tuned: str = ""
 
     @property
     def ok(self) -> bool:
