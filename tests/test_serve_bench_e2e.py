@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from vkrama import config, results
+from vkrama.bench.arrivals import Pace, schedule
 from vkrama.bench.slo import next_rate
 from vkrama.engine import Engine
 from vkrama.errors import ExitStatus
@@ -191,6 +192,21 @@ def test_serve_backend_best_ranks_by_the_goodput_a_sweep_stored(
     said = f"--backend best: fastest serve:goodput at depth 0: cpu on CPU at {best:.1f}"
     assert said in chosen.stderr + chosen.stdout
     assert "localhost/vkrama/cpu" in chosen.stdout
+
+
+def test_levels_by_duration_send_until_their_time_is_up(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--concurrency", "2",
+                  "--request-rate", "2", "--duration", "2", "--gen-tokens", "8")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    detail = results.get_run(config.load(), "latest")
+    assert detail.run.info.params["duration_s"] == 2.0
+    closed, rated = detail.cells[0].serving
+    # Two clients send until 2 s have passed: each at least once. The open loop sends what
+    # its seeded schedule has before 2 s, and no more.
+    assert closed.requests >= 2 and closed.failures == 0
+    assert rated.requests == len(schedule(Pace(2.0), None, 2.0)) and rated.failures == 0
 
 
 # Moments to interrupt at: the stderr line after which the signal goes out.

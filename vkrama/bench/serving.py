@@ -71,9 +71,9 @@ class ServeParams:
         return level
 
     def levels(self) -> list[load.Level]:
-        """The levels measured as asked (a sweep's rates come one by one, later)."""
-        rates = () if self.sweep else self.rates
-        return [self.level(c) for c in self.concurrency] + [self.level(rate=r) for r in rates]
+        """The levels measured as asked; a sweep's own rates come one by one after them."""
+        closed = [self.level(c) for c in self.concurrency]
+        return closed + [self.level(rate=r) for r in self.rates]
 
     def as_dict(self) -> dict[str, object]:
         found: dict[str, object] = {
@@ -168,10 +168,13 @@ def run_serve_cell(
                     levels.append(driver.measure(level, cache))
                     brief = latency.brief(levels[-1])
                     on_progress(Step(f"  {cell.key} {_named(level, cache)}: {brief}"))
-            fixed = len(levels)
+            # Under --sweep the rate levels are its first steps: their failures break the
+            # SLO, not the cell.
+            fixed = len(levels) if not params.sweep else len(params.concurrency) * len(caches)
             if params.sweep:
                 start = params.rates[0] if params.rates else slo.SWEEP_START
-                tried = [(s.rate, bool(s.slo_met)) for s in levels if s.rate is not None]
+                tried = [(s.rate, bool(s.slo_met)) for s in levels
+                         if s.rate is not None and not s.prompt_cache]  # fmt: skip
                 while (rate := slo.next_rate(tried, start)) is not None:
                     if driver.cost is not None and not arrivals.can_send(rate, driver.cost):
                         # Past what this machine's generator sends on time: the sweep ends

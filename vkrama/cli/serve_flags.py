@@ -67,8 +67,8 @@ OPTIONS = [
     click.option(
         "--sweep",
         is_flag=True,
-        help="--serve: raise the request rate (from --request-rate's first, else 1/s) until "
-        "--slo breaks; reports the highest rate each stack sustains (goodput).",
+        help="--serve: after the --request-rate levels (default: one at 1/s), raise the rate "
+        "until --slo breaks; reports the highest rate each stack sustains (goodput).",
     ),
     click.option(
         "--prompt-tokens",
