@@ -99,7 +99,8 @@ def test_a_model_with_another_tokenizer_template_and_architecture_gets_its_promp
     # Shorter than the template: the cell fails saying what length works.
     done = vkrama(*cpu, "--concurrency", "1", "--prompt-tokens", "5", "--requests", "1")
     assert done.returncode == ExitStatus.BENCH_FAILED
-    assert "with a one-letter message" in json.loads(done.stdout)[0]["reason"]
+    reason = json.loads(done.stdout)[0]["reason"]
+    assert "with a one-letter message (use --prompt-tokens " in reason
     assert serve_bench_containers(engine, tiny_bpe_model) == []
 
 
@@ -207,6 +208,18 @@ def test_levels_by_duration_send_until_their_time_is_up(
     # its seeded schedule has before 2 s, and no more.
     assert closed.requests >= 2 and closed.failures == 0
     assert rated.requests == len(schedule(Pace(2.0), None, 2.0)) and rated.failures == 0
+
+
+def test_a_rate_the_generator_cannot_send_here_is_refused_saying_the_most_it_can(
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
+) -> None:
+    done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--request-rate",
+                  "1000000", "--requests", "4", "--gen-tokens", "16", "--json")  # fmt: skip
+    assert done.returncode == ExitStatus.BENCH_FAILED, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["reason"].startswith("the load generator cannot send 1e+06 requests/s on this")
+    assert "(at most " in row["reason"] and row["requests"] == 0
+    assert serve_bench_containers(engine, tiny_model) == []
 
 
 # Moments to interrupt at: the stderr line after which the signal goes out.

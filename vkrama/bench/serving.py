@@ -18,7 +18,7 @@ from vkrama.bench import arrivals, latency, load, prompts, slo, stderr
 from vkrama.bench.arrivals import Pace
 from vkrama.bench.drive import Driver
 from vkrama.bench.plan import BenchCell, Slot
-from vkrama.errors import VkramaError
+from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.levels import LevelStats, goodput
 from vkrama.results.records import CellResult, CellStatus
@@ -197,7 +197,10 @@ def run_serve_cell(
         if not log:
             # The server's last words say why it never became ready.
             log = "\n".join(_tail(engine, cell))
-        return _ended(base, started, log, levels, reason=error.message)
+        why = error.message
+        if error.status == ExitStatus.USAGE and error.hint:
+            why += f" ({error.hint})"  # what the user can change: the cell says it too
+        return _ended(base, started, log, levels, reason=why)
     # A sweep drives the server past what it serves: failures there break the SLO, not the cell.
     failed = [s for s in levels[:fixed] if s.failures]
     if failed:
