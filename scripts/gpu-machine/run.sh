@@ -18,7 +18,12 @@
 #   run.sh issue17b   the Llama-3.1-8B-shaped Q4_K_M; `vkrama bench` at depths 0,4096,16384,
 #                     fa 1; `serve --backend best -d` + a chat; `serve --backend vulkan
 #                     --vk-driver nvidia -d` + a chat
-# Both export every stored run to $OUT/results.{json,md} and their files as issue17.tar.gz.
+#   run.sh issue26    (issue 26) the 8B Q4_K_M; `vkrama tune` cuda and vulkan/nvidia for pp2048
+#                     and tg128 within 4 minutes; `bench --tuned`
+#   run.sh issue28    (issue 28) `serve --backend best` (the tuned winner) + its first two
+#                     chats; `bench --serve` closed loop at 1/8/32 clients; a Poisson rate
+#                     sweep under ttft_p90=500ms,itl_p90=50ms
+# Each exports every stored run to $OUT/results.{json,md} and their files as issue17.tar.gz.
 # Every step runs under its own `timeout` (SIGINT first: vkrama then removes its container
 # and keeps the finished cells), cut to what is left of a 540 s budget per call, so one
 # stuck step cannot eat the call and the exports at the end always run.
@@ -228,6 +233,61 @@ issue17b() {
     export_runs
 }
 
+# -- issues 26 and 28: each stack at its best, and serving under real traffic -----------------
+I26DIR=$STATE/issue17            # same folder: export_runs tars it as issue17.tar.gz
+SERVE_8B=(--prompt-tokens 512 --gen-tokens 128)
+
+issue26() {  # tune cuda and vulkan/nvidia on the 8B Q4_K_M, then bench both at their tunings
+    mkdir -p "$I26DIR"
+    step "vkrama devices"
+    vkrama devices
+    step "model 8B"
+    [ -s "$MODEL8" ] || bounded 200 $I17 model 8b "$MODEL8"
+    step "vkrama --dry-run tune 8B"
+    vkrama --dry-run tune "$MODEL8" "${VK_NV[@]}" --for both
+    step "vkrama tune 8B --for both (pp2048 and tg128), 4 minutes over both stacks"
+    bounded 300 vkrama tune "$MODEL8" "${VK_NV[@]}" --for both --budget 4m --timeout 120
+    echo "exit status: $?"
+    vkrama tune --show "$MODEL8"
+    vkrama tune --show "$MODEL8" --json > "$I26DIR/tune-8b.json"
+    step "vkrama bench 8B --tuned: pp2048 and tg128, each stack at its own flags"
+    bounded 150 vkrama bench "$MODEL8" "${VK_NV[@]}" --tuned -p 2048 -n 128 -r 3 \
+        --timeout 120 --json > "$I26DIR/bench-8b-tuned.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    export_runs
+}
+
+first_chats() {  # NAME: two chats right after ready, the first one's cost is what warm-up buys
+    chat "$PORT" "$I26DIR/chat-$1-first.json"
+    chat "$PORT" "$I26DIR/chat-$1-second.json"
+}
+
+issue28() {  # serve the tuned winner; closed-loop 1/8/32 clients; a rate sweep under an SLO
+    mkdir -p "$I26DIR"
+    [ -s "$MODEL8" ] || bounded 200 $I17 model 8b "$MODEL8"
+    step "vkrama serve 8B --backend best -d (the tuned winner's flags) + two chats"
+    local started=$SECONDS
+    if bounded 90 vkrama serve "$MODEL8" --backend best -d --port "$PORT" --name vkrama-i28-best; then
+        echo "ready after $((SECONDS - started)) s"
+        first_chats best
+    fi
+    vkrama logs vkrama-i28-best > "$STATE/logs/serve-best.log" 2>&1
+    vkrama stop vkrama-i28-best
+    step "vkrama bench 8B --serve: closed loop, 1, 8 and 32 clients"
+    bounded 200 vkrama bench "$MODEL8" "${VK_NV[@]}" --serve --concurrency 1,8,32 \
+        "${SERVE_8B[@]}" --requests 32 --json > "$I26DIR/serve-8b-closed.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    step "vkrama bench 8B --serve: Poisson arrivals, rate sweep under ttft_p90=500ms,itl_p90=50ms"
+    bounded 260 vkrama bench "$MODEL8" "${VK_NV[@]}" --serve --request-rate 2,8 --sweep \
+        --slo ttft_p90=500ms,itl_p90=50ms --parallel 32 --duration 8 "${SERVE_8B[@]}" \
+        --json > "$I26DIR/serve-8b-sweep.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    export_runs
+}
+
 export_runs() {  # every stored run as json + md, and the issue-17 files as one tar, to $OUT
     step "results"
     vkrama results list
@@ -243,8 +303,8 @@ stages=("${@:-all}")
 [ "${stages[*]}" = all ] && stages=(diag model serve bench)
 for stage in "${stages[@]}"; do
     case $stage in
-        diag|model|serve|bench|issue17a|issue17b) ;;
-        *) echo "usage: run.sh diag|model|serve|bench|issue17a|issue17b|all ..." >&2; exit 2 ;;
+        diag|model|serve|bench|issue17a|issue17b|issue26|issue28) ;;
+        *) echo "usage: run.sh diag|model|serve|bench|issue17a|issue17b|issue26|issue28|all ..." >&2; exit 2 ;;
     esac
 done
 for stage in "${stages[@]}"; do "$stage"; done 2>&1 | tee -a "$OUT/run.log"
