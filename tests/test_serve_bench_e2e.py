@@ -153,14 +153,16 @@ def test_a_sweep_raises_the_rate_until_the_slo_breaks_and_reports_goodput(
     assert "goodput within the SLO, cpu:" in done.stdout
 
 
+@pytest.mark.parametrize("cells", [("--backend", "cpu"), ("--backend", "vulkan",
+                         "--vk-driver", "lavapipe")], ids=["cpu", "vulkan-lavapipe"])  # fmt: skip
 def test_a_shared_prefix_is_measured_with_the_prompt_cache_off_and_on(
-    vkrama: Callable[..., Any], tiny_model: Path
+    cells: tuple[str, ...], vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
-    done = vkrama("bench", str(tiny_model), "--serve", "--backend", "cpu", "--concurrency", "2",
+    done = vkrama("bench", str(tiny_model), "--serve", *cells, "--concurrency", "2",
                   "--prompt-tokens", "256", "--prefix-tokens", "192", "--requests", "4",
                   "--gen-tokens", "8", "--prompt-source", "random")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "cpu: prompt 256 tokens, the first 192 shared by every request" in done.stderr
+    assert ": prompt 256 tokens, the first 192 shared by every request" in done.stderr
     detail = results.get_run(config.load(), "latest")
     assert detail.run.info.params["prompt_source"] == "random"
     (cell,) = detail.cells
@@ -172,7 +174,7 @@ def test_a_shared_prefix_is_measured_with_the_prompt_cache_off_and_on(
     assert on.cache_hits == 4
     assert 4 * 180 <= on.cached_tokens <= 4 * 192, on.cached_tokens
     assert off.decode_vs_server is not None and abs(off.decode_vs_server - 1) < AGREEMENT
-    assert "prompt cache, cpu at 2 clients, cache on: 4 of 4 requests hit it" in done.stdout
+    assert "at 2 clients, cache on: 4 of 4 requests hit it" in done.stdout
 
 
 def test_serve_backend_best_ranks_by_the_goodput_a_sweep_stored(
