@@ -1,5 +1,6 @@
-"""Open-loop load: arrival schedules, their dispatch on a fake clock, and the rate the
-generator refuses (the real sends are end to end in test_serve_bench_e2e.py)."""
+"""Open-loop load: arrival schedules, their dispatch on a fake clock, the rate the generator
+refuses, and the serving flags that contradict each other (the real sends are end to end
+in test_serve_bench_e2e.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import asyncio
 import itertools
 import math
 import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +125,29 @@ def test_rates_must_be_positive_numbers(text: str) -> None:
 
 def test_rates_parse_with_inf_for_a_burst() -> None:
     assert parse_rates("0.5,2,inf,2") == (0.5, 2.0, math.inf)
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--request-rate", "fast"], "--request-rate 'fast' is not a list of positive rates"),
+        (["--duration", "5", "--requests", "8"], "--duration and --requests both end a level"),
+        (["--sweep"], "--sweep raises the rate until the SLO breaks: it needs --slo"),
+        (["--sweep", "--slo", "ttft_p90=1s", "--request-rate", "inf"], "not inf"),
+        (["--request-rate", "inf", "--duration", "5"], "it takes --requests, not --duration"),
+        (["--slo", "ttft<1s"], "--slo 'ttft<1s' is not FIGURE_pQ=LIMIT"),
+        (["--prefix-tokens", "128"], "--prefix-tokens 128 leaves no room in a prompt of 128"),
+        (["--arrival", "gamma"], "Invalid value for '--arrival'"),
+    ],
+    ids=["rate-not-a-number", "duration-and-requests", "sweep-without-slo",
+         "sweep-from-a-burst", "burst-by-duration", "slo-not-a-target",
+         "prefix-as-long-as-the-prompt", "unknown-arrival"],
+)  # fmt: skip
+def test_contradicting_serving_flags_are_usage_errors_before_anything_starts(
+    flags: list[str], said: str, vkrama: Callable[..., Any], tmp_path: Path
+) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")  # never read: the flags fail first
+    done = vkrama("--dry-run", "bench", str(model), "--serve", "--backend", "cpu", *flags)
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr
