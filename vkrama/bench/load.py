@@ -5,11 +5,14 @@ event loop holds every open stream, so the generator costs little CPU next to th
 and no thread per client); records timestamps into `RequestTrace`s and leaves the
 arithmetic to `latency`. Must not print, start containers or log the API key.
 
-Every request asks for the same work on every stack: the same prompt (`prompts`: the
-length nearest N that the server's own tokenizer allows, chat template included), exactly M
-output tokens (`ignore_eos`), and no reuse of an earlier request's prompt cache
-(`cache_prompt: false`). The event loop that drives the requests also owns how Ctrl-C and
-SIGTERM reach them (`EventLoop`): the two are tested together.
+A level is a closed loop (N clients, each sending its next request when its last one ended)
+or an open loop (requests sent on `arrivals`' schedule, whatever the server does). Every
+request asks for the same work on every stack: the same prompt (`prompts`: the length
+nearest N that the server's own tokenizer allows, chat template included), exactly M output
+tokens (`ignore_eos`), and no reuse of an earlier request's prompt cache (`cache_prompt:
+false`) unless a level measures that cache (`--prefix-tokens`). The event loop that drives
+the requests also owns how Ctrl-C and SIGTERM reach them (`EventLoop`): the two are tested
+together.
 """
 
 from __future__ import annotations

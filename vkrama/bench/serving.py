@@ -3,7 +3,8 @@
 Stage: bench (serving). `plan_serve_cell` is pure (Choice + image + model ─► the same
 ContainerSpec `serve.plan` makes, with the bench's labels), so `--dry-run` prints it;
 `run_serve_cell` starts it, waits until ready, checks from ggml's log what ran, builds the
-prompt, drives each concurrency level with `load` and summarizes with `latency`. Never two
+prompt, measures each level (clients or a request rate; `drive`), then, under `--sweep`,
+raises the rate as `slo.next_rate` says. Never two
 cells at once; the container is removed by `run.run_cells`, whatever happens. Must not
 print: each level's summary goes to a `Reporter`.
 """
