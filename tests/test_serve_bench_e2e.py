@@ -229,6 +229,7 @@ MOMENTS = [
     pytest.param("cell cpu:", id="while-planning"),
     pytest.param("[1/1] cpu: serving from", id="while-the-server-starts"),
     pytest.param("cpu concurrency 1:", id="under-load-at-4-clients"),
+    pytest.param("cpu concurrency 4:", id="under-an-open-loop-at-2-per-second"),
 ]
 
 
@@ -239,8 +240,8 @@ def test_an_interrupt_leaves_no_container(
 ) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "vkrama", "bench", str(tiny_model), "--serve",
-         "--backend", "cpu", "--concurrency", "1,4", "--prompt-tokens", "32",
-         "--gen-tokens", "16", "--requests", "4"],
+         "--backend", "cpu", "--concurrency", "1,4", "--request-rate", "2",
+         "--prompt-tokens", "32", "--gen-tokens", "16", "--requests", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )  # fmt: skip
     assert process.stderr is not None

@@ -42,6 +42,7 @@ class Driver:
         self.slots, self.objectives = slots, objectives
         self.cost: float | None = None  # the generator's CPU seconds per request
         self.sent = 0
+        self.open_warmed = False
 
     def bodies(self, cache: bool | None) -> Callable[[], dict[str, Any]]:
         def next_body() -> dict[str, Any]:
@@ -67,8 +68,9 @@ class Driver:
     def measure(self, level: load.Level, cache: bool | None = None) -> LevelStats:
         if level.pace is None or cache:
             self.warm(level.concurrency or self.slots, cache)
-        elif self.cost is None:  # open loop: once, at every slot
+        elif not self.open_warmed:  # open loop: once, at every slot
             self.warm(self.slots, cache)
+            self.open_warmed = True
         if level.pace is not None:
             arrivals.check_rate(level.pace.rate, self.cost or 0.0)
         before = self.engine.cpu_seconds(self.container)
