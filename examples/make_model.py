@@ -2,6 +2,8 @@
 """Make a random-weight llama GGUF: `make_model.py tiny OUT.gguf` or `make_model.py bench OUT.gguf`.
 
 tiny:  ~3.9 M parameters, F16, 1024-token SPM vocab, context 2048, chatml template (tests).
+tiny-bpe: ~2 M parameters, F16, qwen2 architecture, 2048-token GPT-2 byte-level BPE vocab,
+       Llama-3-style header template: another tokenizer and template for the same tests.
 bench: ~0.66 B parameters, written in F16 then quantized to Q4_0 with llama-quantize from the
        cpu image via podman (`--quantize none` keeps the F16 and needs no podman).
 The weights are deterministic for a `--seed`. The code lives in `examplemodel.py` beside this
