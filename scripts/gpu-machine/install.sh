@@ -80,7 +80,8 @@ base() {
             --target "$SITE" "$STATE"/pkgs/*.whl
         cp "$STATE/pkgs/SHA256SUMS" "$STATE/wheels.done"
     fi
-    printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH} exec %s -m vkrama "$@"\n' \
+    # The caller's PYTHONPATH first: run.sh puts the vkrama that travelled with its call there.
+    printf '#!/bin/sh\nPYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}%s exec %s -m vkrama "$@"\n' \
         "$SITE" "$(command -v python3)" > /usr/local/bin/vkrama
     chmod +x /usr/local/bin/vkrama
     vkrama --version

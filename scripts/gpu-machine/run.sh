@@ -38,7 +38,9 @@ mkdir -p "$OUT" "$STATE/models" "$STATE/logs"
 export VKRAMA_HOME=$STATE/home
 export VKRAMA_IMAGES_PULL=never   # the images were carried in; nothing can be built here
 export PYTHONUNBUFFERED=1
-export PYTHONPATH=/opt/vkrama-site${PYTHONPATH:+:$PYTHONPATH}  # where install.sh put vkrama
+# The vkrama that travelled with this call comes first, then the carried wheel install.sh put
+# in /opt/vkrama-site (and its dependencies): a call made after a landing runs the new code.
+export PYTHONPATH=$PWD:/opt/vkrama-site${PYTHONPATH:+:$PYTHONPATH}
 PORT=8080                         # llama-server's container port: right in host-network mode too
 step() { echo; echo "=== $* ($(date +%T))"; }
 logs_tar() { tar -czf "$OUT/logs.tar.gz" -C "$STATE" logs 2>/dev/null; }
