@@ -173,27 +173,7 @@ def run_serve_cell(
             # SLO, not the cell.
             fixed = len(levels) if not params.sweep else len(params.concurrency) * len(caches)
             if params.sweep:
-                start = params.rates[0] if params.rates else slo.SWEEP_START
-                tried = [(s.rate, bool(s.slo_met)) for s in levels
-                         if s.rate is not None and not s.prompt_cache]  # fmt: skip
-                while (rate := slo.next_rate(tried, start)) is not None:
-                    if driver.cost is not None and not arrivals.can_send(rate, driver.cost):
-                        # Past what this machine's generator sends on time: the sweep ends
-                        # here, its levels so far stand (a fixed --request-rate is refused).
-                        on_progress(
-                            Step(
-                                f"  {cell.key} sweep stops before {rate:.3g}/s: "
-                                "more than the load generator sends on time here"
-                            )
-                        )
-                        break
-                    levels.append(driver.measure(params.level(rate=rate)))
-                    tried.append((rate, bool(levels[-1].slo_met)))
-                    brief = latency.brief(levels[-1])
-                    on_progress(Step(f"  {cell.key} sweep {levels[-1].load}: {brief}"))
-                best = goodput(tried)
-                said = "none" if best is None else f"{best:.3g} requests/s"
-                on_progress(Step(f"  {cell.key}: goodput {said} within {params.as_dict()['slo']}"))
+                _sweep(driver, params, levels, cell.key, on_progress)
     except VkramaError as error:
         if not log:
             # The server's last words say why it never became ready.
@@ -210,6 +190,34 @@ def run_serve_cell(
                f"{first.errors[0] if first.errors else '?'}")  # fmt: skip
         return _ended(base, started, log, levels, reason=why)
     return _ended(base, started, log, levels, status=CellStatus.OK)
+
+
+def _sweep(
+    driver: Driver,
+    params: ServeParams,
+    measured: list[LevelStats],
+    key: str,
+    on_progress: Reporter,
+) -> None:
+    """The sweep's own levels, appended to `measured` one by one (kept if a later one
+    fails), whose rate levels are its first steps: one rate after another as
+    `slo.next_rate` says, then the goodput line."""
+    start = params.rates[0] if params.rates else slo.SWEEP_START
+    tried = [(s.rate, bool(s.slo_met)) for s in measured
+             if s.rate is not None and not s.prompt_cache]  # fmt: skip
+    while (rate := slo.next_rate(tried, start)) is not None:
+        if driver.cost is not None and not arrivals.can_send(rate, driver.cost):
+            # Past what this machine's generator sends on time: the sweep ends here and its
+            # levels so far stand (a --request-rate asked for outright is refused instead).
+            on_progress(Step(f"  {key} sweep stops before {rate:.3g}/s: more than the load "
+                             "generator sends on time here"))  # fmt: skip
+            break
+        measured.append(driver.measure(params.level(rate=rate)))
+        tried.append((rate, bool(measured[-1].slo_met)))
+        on_progress(Step(f"  {key} sweep {measured[-1].load}: {latency.brief(measured[-1])}"))
+    best = goodput(tried)
+    said = "none" if best is None else f"{best:.3g} requests/s"
+    on_progress(Step(f"  {key}: goodput {said} within {params.as_dict()['slo']}"))
 
 
 def _named(level: load.Level, cache: bool | None) -> str:
