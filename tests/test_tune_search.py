@@ -239,3 +239,18 @@ def test_ngl_and_ncmoe_values_come_from_the_layer_count() -> None:
 def test_a_flag_a_stack_cannot_tune_says_why(stack: Stack, flag: str, why: str | None) -> None:
     found = spaces.unsearchable(stack, flag)
     assert found == why if why is None else why in (found or "")
+
+
+def test_a_trial_sweeps_one_flag_as_a_comma_list_and_never_repeats_vkramas_own_flags() -> None:
+    from vkrama.bench.plan import BenchParams
+    from vkrama.tune import trials
+
+    base = BenchParams(2048, 0, 3)
+    threads = [{"fa": "on", "t": t} for t in ("2", "1")]
+    assert trials.together(threads) == [[0, 1]]
+    swept = trials.params(base, threads)
+    assert (swept.threads, swept.extra_args) == (2, ("-fa", "on", "-t", "1"))
+    layers = trials.params(base, [{"ngl": "32", "sm": "layer"}, {"ngl": "32", "sm": "row"}])
+    assert (layers.ngl, layers.extra_args) == (32, ("-sm", "row"))
+    two_apart = [{"fa": "on", "ub": "256"}, {"fa": "auto", "ub": "512"}]
+    assert trials.together(two_apart) == [[0], [1]]  # a comma list each would cross them

@@ -169,7 +169,10 @@ def _cell(
     position: int,
     repetitions: int | None = None,
 ) -> planning.BenchCell:
-    slot = planning.Slot(ready.choice, ready.image, found.token, position, {}, (), ready.cache)
+    choice = ready.choice
+    if "sm" in configs[0] and choice.split is not None:  # the split's own -sm, see trials
+        choice = replace(choice, split=replace(choice.split, mode=configs[0]["sm"]))
+    slot = planning.Slot(choice, ready.image, found.token, position, {}, (), ready.cache)
     params = trials.params(found.bench.params, configs)
     if repetitions is not None:
         params = replace(params, repetitions=repetitions)

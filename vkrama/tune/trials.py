@@ -41,9 +41,10 @@ def together(configs: Sequence[Flags]) -> list[list[int]]:
 def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
     """`base` running `configs` (one flag varied at most) as comma lists.
 
-    vkrama's llama-bench line always carries -t and -ngl (llama-bench appends a repeated
-    flag's values, it does not replace them), so their first value goes there and only the
-    rest into the extra arguments."""
+    vkrama's llama-bench line always carries -t and -ngl, and -sm on a split cell
+    (llama-bench appends a repeated flag's values, it does not replace them), so their
+    first value goes there (-sm's through the session's choice) and only the rest into the
+    extra arguments."""
     extra: list[str] = []
     threads, ngl = base.threads, base.ngl
     for flag in configs[0]:
@@ -52,6 +53,8 @@ def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
             threads, values = int(values[0]), values[1:]
         elif flag == "ngl":
             ngl, values = int(values[0]), values[1:]
+        elif flag == "sm":
+            values = values[1:]
         if values:
             extra += [f"-{flag}", ",".join(values)]
     return replace(base, threads=threads, ngl=ngl, flash_attn=(), extra_args=tuple(extra))
