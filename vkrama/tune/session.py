@@ -11,6 +11,7 @@ stack it was on. Must not print: steps go to a `Reporter`.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -93,8 +94,6 @@ def prepare(
 def _prepare(
     settings: Settings, request: TuneRequest, supply: stack.Supply, on_progress: Reporter
 ) -> TunePlan:
-    import secrets
-
     n_prompt, n_gen = trials.sizes(request.objective, request.n_prompt, request.n_gen)
     params = planning.BenchParams(n_prompt, n_gen, request.repetitions, depth=request.depth or ())
     bench = BenchRequest(
@@ -124,22 +123,19 @@ def _prepare(
     found = TunePlan(request, bench, resolution.model, resolution.profile, [], unavailable,
                      resolution.images, threads, token)  # fmt: skip
     for ready in resolution.stacks:
-        space = spaces.space(_facts(found, ready.choice), request.only)
+        facts = _facts(found, ready.choice)
+        space = spaces.space(facts, request.only)
         for flag in request.only:
-            why = spaces.unsearchable(_facts(found, ready.choice), flag)
+            why = spaces.unsearchable(facts, flag)
             if why is not None:
                 raise VkramaError(
                     f"cannot tune -{flag} on {ready.choice.backend}: {why}",
-                    hint=f"--flags takes some of: {', '.join(space_flags(found, ready))}",
+                    hint=f"--flags takes some of: {', '.join(spaces.space(facts).flags)}",
                     status=ExitStatus.USAGE,
                 )
         first = _cell(found, ready, [space.defaults], position=len(found.stacks))
         found.stacks.append(StackPlan(ready, space, first))
     return found
-
-
-def space_flags(found: TunePlan, ready: stack.Stack) -> tuple[str, ...]:
-    return spaces.space(_facts(found, ready.choice)).flags
 
 
 def _facts(found: TunePlan, choice: Choice) -> spaces.Stack:
