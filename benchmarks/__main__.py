@@ -26,6 +26,7 @@ from benchmarks import (
     pull_capped,
     report,
     serve_ready,
+    tune,
 )
 from benchmarks.harness import Outcome, PeerUnavailable, SideFailed
 from benchmarks.inputs import REPO, Session
@@ -33,7 +34,7 @@ from benchmarks.inputs import REPO, Session
 # Cheap ones first, so that a quick look needs no image or model.
 COMPARISONS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (cli_start, image_size, serve_ready, pull, pull_capped, fidelity, defaults)
+    for module in (cli_start, image_size, serve_ready, pull, pull_capped, fidelity, defaults, tune)
 }
 
 
