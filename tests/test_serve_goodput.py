@@ -56,6 +56,8 @@ def test_the_table_says_which_levels_met_the_slo_and_each_stacks_goodput(
         ("1/s poisson", True), ("2/s poisson", True), ("4/s poisson", False),
         ("8/s poisson", False),
     ]  # fmt: skip
+    # Every row of a cell carries its goodput, for a script reading --json.
+    assert [r.goodput for r in rows] == [2.0] * 4 + [8.0] * 4
     table = serve_report.serve_table(rows)
     assert "broke: ttft p90 900 ms > 500 ms" in table
     assert "goodput within the SLO, cpu: 2 requests/s" in table

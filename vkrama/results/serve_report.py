@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from tabulate import tabulate
 
 from vkrama.results.db import RunDetail
-from vkrama.results.levels import Spread, goodput
+from vkrama.results.levels import Spread, goodput, judged
 from vkrama.results.records import CellResult, CellStatus, note
 
 
@@ -53,6 +53,7 @@ class ServeRow:
     prompt_tokens: int = 0
     ttft_hit_ms: Spread | None = None
     ttft_miss_ms: Spread | None = None
+    goodput: float | None = None  # the cell's: highest rate within the SLO (every row of it)
 
 
 def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow]:
@@ -61,7 +62,7 @@ def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow
     for cell in cells:
         base = ServeRow(run_id, cell.backend, cell.driver, cell.device, None, 0, 0, None, None,
                         None, None, None, None, None, None, None, cell.status, cell.reason,
-                        cell.image_id)  # fmt: skip
+                        cell.image_id, goodput=goodput(judged(cell.serving)))  # fmt: skip
         found += [
             replace(
                 base,
@@ -172,8 +173,8 @@ def goodput_lines(found: Sequence[ServeRow]) -> list[str]:
             name = f"{r.backend}{f'/{r.driver}' if r.driver else ''}"
             stacks.setdefault(name, []).append((r.rate, r.slo_met))
     lines = []
-    for name, judged in stacks.items():
-        best = goodput(judged)
+    for name, pairs in stacks.items():
+        best = goodput(pairs)
         said = "none (every rate tried broke it)" if best is None else f"{best:.3g} requests/s"
         lines.append(f"goodput within the SLO, {name}: {said}")
     return lines
