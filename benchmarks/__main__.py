@@ -25,6 +25,7 @@ from benchmarks import (
     pull,
     pull_capped,
     report,
+    serve_first_chat,
     serve_ready,
     tune,
 )
@@ -34,7 +35,17 @@ from benchmarks.inputs import REPO, Session
 # Cheap ones first, so that a quick look needs no image or model.
 COMPARISONS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (cli_start, image_size, serve_ready, pull, pull_capped, fidelity, defaults, tune)
+    for module in (
+        cli_start,
+        image_size,
+        serve_ready,
+        serve_first_chat,
+        pull,
+        pull_capped,
+        fidelity,
+        defaults,
+        tune,
+    )
 }
 
 

@@ -41,6 +41,11 @@ def start(
     wait_s = request.timeout if request.timeout is not None else float(settings["serve.timeout"])
     running = session.launch(engine, planned, wait_s, on_progress=on_progress)
     on_progress(Step(f"ready in {running.ready_s:.2f} s", detail=True))
+    warmed = running.warmed
+    if warmed is not None and warmed.skipped:
+        on_progress(Step(f"not warmed up: {warmed.skipped}"))
+    elif warmed is not None:
+        on_progress(Step(f"warmed up in {warmed.seconds:.2f} s: {warmed.text}", detail=True))
     return running
 
 

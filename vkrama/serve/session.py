@@ -18,8 +18,8 @@ from vkrama import stack
 from vkrama.config import Settings
 from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.progress import NULL, Reporter, Step
-from vkrama.serve import containers, ready
+from vkrama.progress import NULL, Reporter, Step, Waiting
+from vkrama.serve import containers, ready, warm
 from vkrama.serve import plan as planning
 from vkrama.serve.plan import ServeRequest
 
@@ -55,7 +55,8 @@ class Running:
     name: str
     url: str
     alias: str
-    ready_s: float
+    ready_s: float  # until it answered
+    warmed: warm.Warmed | None = None  # the warm-up after it answered (see serve.warm)
 
 
 class ServerFailed(VkramaError):
@@ -242,6 +243,8 @@ def launch(
             api_key=planned.api_key,
             what=f"starting {planned.spec.name}",
         )
+        # Ready means warm: the first chat must not be the one that compiles.
+        warmed = _warm_up(engine, container, planned, timeout, on_progress)
     except VkramaError as error:
         tail = containers.log_tail(engine, container, LOG_TAIL_LINES)
         engine.remove(container)
@@ -251,4 +254,25 @@ def launch(
         engine.remove_launched(launch)
         raise
     name = planned.spec.name or container[:12]
-    return Running(container, name, planned.url, planned.alias, waited)
+    return Running(container, name, planned.url, planned.alias, waited, warmed)
+
+
+def _warm_up(
+    engine: Engine, container: str, planned: Planned, timeout: float, on_progress: Reporter
+) -> warm.Warmed:
+    """`warm.warm_up` with a spinner; a server that died meanwhile is CONTAINER_EXITED."""
+    what = f"warming {planned.spec.name} up"
+    on_progress(Waiting(what, 0.0))
+    try:
+        gpu = planned.choice is None or warm.compiles_on_first_use(planned.choice.backend)
+        return warm.warm_up(planned.url, planned.spec.command, timeout, planned.api_key, gpu)
+    except VkramaError:
+        if containers.is_running(engine, container):
+            raise
+        raise VkramaError(
+            "llama-server exited while it was warmed up",
+            hint="its last log lines are above; `--backend cpu` rules out the GPU",
+            status=ExitStatus.CONTAINER_EXITED,
+        ) from None
+    finally:
+        on_progress(Waiting(what, 0.0, done=True))
