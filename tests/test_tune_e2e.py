@@ -131,3 +131,43 @@ def test_bench_tuned_and_serve_best_use_what_tune_found(
     assert "localhost/vkrama/cpu:latest llama-server" in serve.stdout
     assert "--backend best: fastest tuned for pp64: cpu" in serve.stderr
     assert tune_containers(engine, tiny_model) == []
+
+
+def test_llama_server_takes_every_tuned_flag_of_a_cpu_stack(
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
+) -> None:
+    import hashlib
+
+    import requests
+
+    from vkrama import config, hardware
+    from vkrama.results import tuned as stored
+
+    settings = config.load()
+    flags = {"fa": "on", "ub": "256", "b": "512", "ctk": "q8_0", "ctv": "q8_0", "t": "1"}
+    stored.save(settings, stored.TunedStack(
+        gpu_key=hardware.detect_host(settings).gpu_key(None),
+        model_sha256=hashlib.sha256(tiny_model.read_bytes()).hexdigest(), backend="cpu",
+        driver=None, device="CPU", driver_version="ggml", image_id="sha256:c", objective="pp",
+        test="pp512", flags=flags, defaults={"fa": "auto", "ub": "512", "b": "2048",
+        "ctk": "f16", "ctv": "f16", "t": "2"}, tps=2.0, tps_stddev=0.1, default_tps=1.0,
+        default_stddev=0.1, beyond_noise=True, spent_s=1.0, trials=2,
+    ))  # fmt: skip
+    done = vkrama("serve", str(tiny_model), "--backend", "best", "--rank-by", "pp", "--port",
+                  "auto", "-d", "--timeout", "120")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    name, url = done.stdout.split()
+    try:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        answer = requests.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert answer.status_code == 200 and answer.json()["choices"]
+        # It answered with these on its command line: llama-server took every one of them.
+        inspect = ["podman", "inspect", name, "--format", "{{json .Config.Cmd}}"]
+        command = json.loads(subprocess.run(inspect, capture_output=True, text=True).stdout)
+        assert command[command.index("--n-gpu-layers") + 2 :][:12] == [
+            "--flash-attn", "on", "--ubatch-size", "256", "--batch-size", "512",
+            "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--threads", "1",
+        ]  # fmt: skip
+        assert "--backend best: fastest tuned for pp512: cpu" in done.stderr
+    finally:
+        vkrama("stop", name)
