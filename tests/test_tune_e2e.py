@@ -1,5 +1,7 @@
 """`vkrama tune` end to end: real podman, real llama-bench in the cpu and vulkan (lavapipe)
-images, the tiny model, small budgets (each test well under two minutes on 2 cores)."""
+images, the tiny model, small budgets (each test well under two minutes on 2 cores: a budget
+is an upper bound, and a search over two flags at pp64 ends in ~30 s here; lavapipe's first
+trial compiles its shaders, so its budget leaves room for that on a loaded host)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
     vkrama: Callable[..., Any], tiny_model: Path, engine: Engine, cells: tuple[str, ...],
     stack: str,
 ) -> None:  # fmt: skip
-    done = vkrama("tune", str(tiny_model), *cells, *SMALL, "--flags", "fa,ub", "--budget", "90s")
+    done = vkrama("tune", str(tiny_model), *cells, *SMALL, "--flags", "fa,ub", "--budget", "150s")
     assert done.returncode == 0, done.stderr
     line = done.stdout.splitlines()[0]
     assert LINE.match(line) and line.startswith(f"{stack}: "), line
@@ -58,7 +60,7 @@ def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
         tuned["image_id"],
     )
     assert tuned["image_id"] and tuned["model_sha256"] and tuned["line"] == line
-    assert set(tuned["flags"]) >= {"fa", "ub"} and tuned["spent_s"] <= 90
+    assert set(tuned["flags"]) >= {"fa", "ub"} and tuned["spent_s"] <= 150
     assert tuned["defaults"]["ub"] == "512" and tuned["trials"] >= 2
     # Never slower than the defaults beyond noise.
     noise = 2 * (tuned["tps_stddev"] ** 2 + tuned["default_stddev"] ** 2) ** 0.5
