@@ -156,6 +156,25 @@ def test_a_model_that_runs_with_no_candidate_is_an_error() -> None:
     assert "failed to create context" in caught.value.message
 
 
+def test_a_model_too_big_for_the_gpu_starts_from_the_most_layers_that_run() -> None:
+    big = Stack("cuda", "tg", 512, fits=False, n_layer=32)
+
+    def oom(flags: Flags) -> str | None:
+        return "out of memory" if int(flags["ngl"]) > 20 else None
+
+    surface = Surface(lambda flags: 100.0 + int(flags["ngl"]), refuse=oom)
+    tuned = search(spaces.space(big), surface.measure, surface.clock, budget_s=3600)
+    assert tuned.defaults["ngl"] == "16" and tuned.best["ngl"] == "16"
+    assert [t[0]["ngl"] for t in surface.trials[:3]] == ["99", "32", "24"]
+    nothing = Surface(peaked, refuse=lambda flags: "out of memory")
+    with pytest.raises(VkramaError) as caught:
+        search(spaces.space(big), nothing.measure, nothing.clock, budget_s=3600)
+    assert caught.value.message == (
+        "no candidate fits: the stack does not run the model at llama-bench's defaults"
+        " (nor -ngl 32,24,16,8): out of memory"
+    )
+
+
 def test_a_value_the_stack_refuses_is_recorded_and_never_chosen() -> None:
     def q4_refused(flags: Flags) -> str | None:
         return "unsupported K cache type" if flags["ctk"] == "q4_0" else None

@@ -151,10 +151,23 @@ def search(
     clocked = _Clocked(measure, clock, budget_s)
     defaults = dict(space.defaults)
     (first,) = clocked.run([defaults], repetitions)
+    # A model too big for the GPU: fewer layers on it until one runs (the space offers -ngl
+    # only then); that becomes the baseline the search starts from.
+    for layers in space.candidates.get("ngl", ()) if isinstance(first, str) else ():
+        if clocked.spent_s > budget_s:
+            break
+        (first,) = clocked.run([{**defaults, "ngl": layers}], repetitions)
+        if isinstance(first, Score):
+            defaults["ngl"] = layers
+            break
     if isinstance(first, str):
+        tried = (
+            f" (nor -ngl {','.join(space.candidates['ngl'])})" if "ngl" in space.candidates else ""
+        )
         raise VkramaError(
-            f"the stack does not run the model even at llama-bench's defaults: {first}",
-            hint="no candidate fits; try a smaller model or quantization, or another backend",
+            f"no candidate fits: the stack does not run the model at llama-bench's defaults"
+            f"{tried}: {first}",
+            hint="try a smaller model or quantization, or another backend",
             status=ExitStatus.NOTHING_FITS,
         )
     if clocked.spent_s > budget_s:
