@@ -273,3 +273,27 @@ def test_a_trial_sweeps_one_flag_as_a_comma_list_and_never_repeats_vkramas_own_f
     assert (layers.ngl, layers.extra_args) == (32, ("-sm", "row"))
     two_apart = [{"fa": "on", "ub": "256"}, {"fa": "auto", "ub": "512"}]
     assert trials.together(two_apart) == [[0], [1]]  # a comma list each would cross them
+
+
+def test_a_process_one_refused_value_failed_is_rerun_value_by_value() -> None:
+    from vkrama.results.records import CellResult, CellStatus, Measurement
+    from vkrama.tune import trials
+
+    calls: list[list[str]] = []
+
+    def trial(ready: object, configs: Sequence[Flags], repetitions: int) -> list[CellResult]:
+        values = [c["ctv"] for c in configs]
+        calls.append(values)
+        if "q4_0" in values:  # llama-bench stops at the value it cannot run
+            reason = "quantized V cache requires flash_attn to be enabled"
+            return [CellResult("cpu", None, "CPU", CellStatus.FAILED, reason)]
+        rows = tuple(
+            Measurement("pp64", 64, 0, 100.0, 1.0, (99.0, 101.0), flags={"ctv": v}) for v in values
+        )
+        return [CellResult("cpu", None, "CPU", CellStatus.OK, measurements=rows)]
+
+    configs = [{"ctv": "f16"}, {"ctv": "q4_0"}]
+    found = trials.scores(trial, None, configs, 2)  # type: ignore[arg-type]
+    assert calls == [["f16", "q4_0"], ["f16"], ["q4_0"]]
+    assert found[0] == Score((99.0, 101.0), 0.64)
+    assert found[1] == "quantized V cache requires flash_attn to be enabled"
