@@ -216,3 +216,18 @@ def test_verdicts_of_a_tuned_bench_name_each_cells_flags() -> None:
         "pp64: cpu tuned (-t 1 -fa on) fastest at 800.0 ± 1.0 t/s,"
         " 2.00x vulkan/lavapipe (not tuned): beyond noise"
     )
+
+
+def test_serve_best_ranks_tunings_of_the_metric_at_the_shallowest_depth(
+    settings: config.Settings,
+) -> None:
+    sha = "ab" * 32
+    stored.save(settings, tuned(objective="tg", test="tg128 @ d4096", tps=500.0))
+    stored.save(settings, tuned(backend="cuda", driver=None, objective="tg",
+                                test="tg128 @ d0,4096", tps=200.0))  # fmt: skip
+    stored.save(settings, tuned(backend="cpu", driver=None, objective="both", tps=900.0))
+    best = stored.best(settings, sha, "none", "tg")
+    assert best is not None and (best.backend, best.test) == ("cuda", "tg128 @ d0,4096")
+    both = stored.best(settings, sha, "none", "pp")  # none for pp alone: both counts
+    assert both is not None and both.backend == "cpu"
+    assert stored.best(settings, sha, "other-gpu", "tg") is None

@@ -297,3 +297,12 @@ def test_a_process_one_refused_value_failed_is_rerun_value_by_value() -> None:
     assert calls == [["f16", "q4_0"], ["f16"], ["q4_0"]]
     assert found[0] == Score((99.0, 101.0), 0.64)
     assert found[1] == "quantized V cache requires flash_attn to be enabled"
+
+
+def test_what_a_tuning_measured_is_named_as_the_rows_are() -> None:
+    from vkrama.tune import trials
+
+    assert trials.test_label("pp", 2048, 128, ()) == "pp2048"
+    assert trials.test_label("tg", 2048, 128, (4096,)) == "tg128 @ d4096"
+    assert trials.test_label("both", 512, 64, (0, 4096)) == "pp512+tg64 @ d0,4096"
+    assert trials.test_label("pp", 512, 64, (0,)) == "pp512"

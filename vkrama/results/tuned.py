@@ -164,5 +164,6 @@ def best(settings: Settings, model_sha256: str, gpu_key: str, metric: str) -> Tu
 
 
 def _depth(test: str) -> int:
+    """The shallowest depth a test measured: "tg128 @ d0,4096" → 0."""
     _, _, depth = test.partition(" @ d")
-    return int(depth.split()[0]) if depth else 0
+    return min(int(d) for d in depth.split()[0].split(",")) if depth else 0

@@ -75,10 +75,11 @@ def score(rows: Sequence[Measurement], flags: Flags) -> Score | None:
 
 
 def test_label(objective: str, n_prompt: int, n_gen: int, depth: tuple[int, ...]) -> str:
-    """What a tuning measured, as the row names say it: "pp2048", "tg128 @ d4096"."""
+    """What a tuning measured, as the row names say it: "pp2048", "tg128 @ d4096"; over
+    several depths (their geometric mean) "tg128 @ d0,4096"."""
     p, n = sizes(objective, n_prompt, n_gen)
     name = f"pp{p}+tg{n}" if p and n else f"pp{p}" if p else f"tg{n}"
-    return name + "".join(f" @ d{d}" for d in depth if d)
+    return name + (f" @ d{','.join(str(d) for d in depth)}" if any(depth) else "")
 
 
 def name(ready: Stack) -> str:
