@@ -80,7 +80,7 @@ def test_a_budget_too_small_for_one_trial_stores_no_tuning(
     done = vkrama("tune", str(tiny_model), "--backend", "cpu", *SMALL, "--budget", "0.1s")
     assert done.returncode == ExitStatus.BUDGET, done.stderr
     error, hint = done.stderr.strip().splitlines()[-2:]
-    assert error.startswith("Error: --budget is too small for one trial: 0.1s for this stack")
+    assert error.startswith("Error: cpu: --budget is too small for one trial: 0.1s for this stack")
     assert hint.startswith("Hint: give --budget of at least ")
     assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
     (run,) = json.loads(vkrama("results", "list", "--json").stdout)

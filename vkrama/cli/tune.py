@@ -109,7 +109,11 @@ def tune(
     if outcome.interrupted:
         click.echo("Interrupted: stacks tuned to the end were kept, the rest not.", err=True)
         return int(ExitStatus.INTERRUPTED)
-    return int(ExitStatus.OK)
+    for name, error in outcome.failed:  # the other stacks were tuned and stored
+        click.echo(f"Error: {name}: {error.message}", err=True)
+        if error.hint:
+            click.echo(f"Hint: {error.hint}", err=True)
+    return int(outcome.failed[0][1].status if outcome.failed else ExitStatus.OK)
 
 
 def dry_run(app: App, request: session.TuneRequest, as_json: bool) -> int:

@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from vkrama import stack
@@ -79,6 +79,9 @@ class TuneOutcome:
     tuned: list[stored.TunedStack]
     run_id: int | None
     interrupted: bool
+    # Stacks whose search could not start (budget too small, nothing fits): the others are
+    # still tuned and stored.
+    failed: list[tuple[str, VkramaError]] = field(default_factory=list)
 
 
 def plan(settings: Settings, request: TuneRequest, on_progress: Reporter = NULL) -> TunePlan:
@@ -214,13 +217,24 @@ def execute(
         return ran
 
     outcome: list[stored.TunedStack] = []
+    failed: list[tuple[str, VkramaError]] = []
+    spent = 0.0
     try:
         for number, one in enumerate(found.stacks):
-            left = request.budget_s - sum(t.spent_s for t in outcome)
-            budget = left / (len(found.stacks) - number)
-            on_progress(Step(f"{trials.name(one.ready)}: tuning for up to {budget:.0f} s"))
+            budget = (request.budget_s - spent) / (len(found.stacks) - number)
+            name = trials.name(one.ready)
+            on_progress(Step(f"{name}: tuning for up to {budget:.0f} s"))
             measure = trials.measure(one.ready, trial, on_progress)
-            tuned = search.search(one.space, measure, clock, budget, request.repetitions)
+            began = clock()
+            try:
+                tuned = search.search(one.space, measure, clock, budget, request.repetitions)
+            except VkramaError as error:
+                if error.status not in (ExitStatus.BUDGET, ExitStatus.NOTHING_FITS):
+                    raise
+                failed.append((name, error))  # this stack's, said at the end; on to the next
+                continue
+            finally:
+                spent += clock() - began
             record = _record(found, one, tuned, kept, run_id)
             if run_id is not None:
                 stored.save(settings, record)
@@ -235,8 +249,8 @@ def execute(
             results.finish_run(settings, run_id, RunStatus.FAILED)
         raise
     if run_id is not None:
-        results.finish_run(settings, run_id, RunStatus.OK)
-    return TuneOutcome(outcome, run_id, False)
+        results.finish_run(settings, run_id, RunStatus.FAILED if failed else RunStatus.OK)
+    return TuneOutcome(outcome, run_id, False, failed)
 
 
 def _record(
