@@ -7,15 +7,21 @@ saves in time is measured in benchmarks/serve_first_chat.py, never asserted here
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from engine_fakes import NullEngine
 
-from vkrama.serve import warm
+from vkrama.engine import ContainerSpec, ContainerState, ContainerStatus
+from vkrama.errors import ExitStatus
+from vkrama.serve import session, warm
 
 Vkrama = Callable[..., Any]
 LAVAPIPE = ("--backend", "vulkan", "--vk-driver", "lavapipe")
@@ -45,6 +51,69 @@ def test_every_gpu_stack_is_warmed_with_a_whole_ubatch_and_cpu_is_not(
     backend: str, warmed: bool
 ) -> None:
     assert warm.compiles_on_first_use(backend) == warmed
+
+
+class DiesOnItsFirstRequest(BaseHTTPRequestHandler):
+    """Ready like llama-server, then gone at the warm-up's first request (a crash)."""
+
+    def do_GET(self) -> None:
+        if self.path == "/props":
+            self.close_connection = True  # no answer: the process died
+            return
+        listed = {"data": [{"id": "tiny"}]} if self.path == "/v1/models" else {}
+        data = json.dumps(listed).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class ExitedEngine(NullEngine):
+    """Starts one container, which then reads as exited with a log."""
+
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def run(self, spec: ContainerSpec, secret_values: Mapping[str, str] | None = None) -> str:
+        return "c1"
+
+    def state(self, container: str) -> ContainerState:
+        return ContainerState(ContainerStatus.EXITED, 139)
+
+    def logs(
+        self,
+        container: str,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[str]:
+        yield "ggml_vulkan: device lost"
+
+    def remove(self, container: str) -> None:
+        self.removed.append(container)
+
+
+def test_a_server_that_dies_while_warmed_up_is_an_exited_container_and_is_removed() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), DiesOnItsFirstRequest)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    spec = ContainerSpec(image="localhost/vkrama/vulkan", command=("llama-server",), name="s")
+    engine = ExitedEngine()
+    try:
+        with pytest.raises(session.ServerFailed) as caught:
+            session.launch(engine, session.Planned(spec, url, "tiny"), timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert caught.value.status == ExitStatus.CONTAINER_EXITED
+    assert caught.value.message == "llama-server exited while it was warmed up"
+    assert caught.value.log_tail == ["ggml_vulkan: device lost"]
+    assert engine.removed == ["c1"]
 
 
 def first_chats(url: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -43,10 +43,10 @@ def compiles_on_first_use(backend: str) -> bool:
     so is warmed with a whole ubatch too.
 
     Every GPU stack does (Vulkan pipelines, CUDA's lazily loaded and JIT-compiled kernels,
-    ROCm's code objects, SYCL's JIT). cpu runs code compiled into the image; its first chat
-    still paid for first touches of its buffers here (prompt_ms 2.4x the second chat's, tiny
-    model), which the short chats and small prompts cover. A whole ubatch on cpu would cost
-    its compute (a 7B model on 16 cores: ~7 s) to compile nothing."""
+    ROCm's code objects, SYCL's JIT). cpu runs code compiled into the image; what it pays
+    at first use (a slot's first request, see `warm_up`) the short chats and small prompts
+    cover. A whole ubatch on cpu would cost its compute (a 7B model on 16 cores: ~7 s) to
+    compile nothing."""
     return backend != "cpu"
 
 
