@@ -220,3 +220,9 @@ def test_fleet_bench_pods_run_under_kube_play_and_their_output_imports_with_the_
     shown = vkrama("results", "show", str(run["run_id"])).stdout
     # The judge that local benches use saw lavapipe really run (ggml's stderr said so).
     assert "llvmpipe" in shown
+    # The vulkan Job ran one repetition more (-r 2); the import counts one, keeps the other.
+    rows = json.loads(vkrama("results", "show", str(run["run_id"]), "--json").stdout)[0]["rows"]
+    assert {(r["backend"], len(r["samples"]), len(r["cold_samples"])) for r in rows} == {
+        ("cpu", 1, 0),
+        ("vulkan", 1, 1),
+    }
