@@ -103,13 +103,21 @@ class _Clocked:
     one also compiles a GPU stack's kernels) and a time per configuration and repetition
     (plus llama-bench's one warm-up run of each). Where scores say what a repetition took,
     the start is what is left of the trial, its smallest seen; else the whole trial is
-    priced per repetition. Both err long: the slowest repetition seen prices all."""
+    priced per repetition. Both err long: the slowest repetition seen prices all.
+
+    The first trial's start never prices a start: it alone pays the one-off costs (CUDA's
+    JIT of its kernels, Vulkan's pipeline compiles, the model's first read). On an H200
+    (2026-12-04) cuda's first trial took 56 s of its 120 s share, every later trial was
+    priced above the 64 s left, and cuda was 'tuned' with nothing but its defaults against
+    a vulkan/nvidia that had tried four flags. Until a second trial is seen, a trial is
+    priced by its repetitions alone: a stack overruns its share by at most one warm start."""
 
     def __init__(self, measure: Measure, clock: Callable[[], float], budget_s: float) -> None:
         self.measure, self.clock, self.budget_s = measure, clock, budget_s
         self.start = clock()
         self.unit_s = 0.0
         self.start_s: float | None = None
+        self.timed = False  # llama-bench's own timing known (Score.rep_s)
         self.trials = 0
 
     @property
@@ -117,9 +125,11 @@ class _Clocked:
         return self.clock() - self.start
 
     def price(self, configs: int, repetitions: int) -> float:
-        if self.start_s is None:
-            return self.unit_s * configs * repetitions
-        return self.start_s + self.unit_s * configs * (repetitions + 1)
+        if self.start_s is not None:
+            return self.start_s + self.unit_s * configs * (repetitions + 1)
+        if self.timed:  # only the first, cold start seen: the repetitions and warm-ups alone
+            return self.unit_s * configs * (repetitions + 1)
+        return self.unit_s * configs * repetitions
 
     def affords(self, configs: int, repetitions: int, reserve: float = 0.0) -> bool:
         return self.spent_s + self.price(configs, repetitions) + reserve <= self.budget_s
@@ -131,9 +141,11 @@ class _Clocked:
         self.trials += 1
         timed = [s.rep_s for s in found if isinstance(s, Score) and s.rep_s > 0]
         if timed and len(timed) == len(found):
+            self.timed = True
             self.unit_s = max(self.unit_s, *timed)
             start = max(took - sum(timed) * (repetitions + 1), 0.0)
-            self.start_s = start if self.start_s is None else min(self.start_s, start)
+            if self.trials > 1:  # see the class's docstring: the first start is cold
+                self.start_s = start if self.start_s is None else min(self.start_s, start)
         else:
             self.unit_s = max(self.unit_s, took / (len(configs) * repetitions))
         return found
