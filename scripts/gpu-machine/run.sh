@@ -20,6 +20,8 @@
 #                     --vk-driver nvidia -d` + a chat
 #   run.sh issue26    (issue 26) the 8B Q4_K_M; `vkrama tune` cuda and vulkan/nvidia for pp2048
 #                     and tg128 within 4 minutes; `bench --tuned`
+#   run.sh issue26b   the same tuning over 5 minutes, bench --tuned, then serve best, cuda and
+#                     vulkan/nvidia in turn (warmed before ready) with their first two chats
 #   run.sh issue28    (issue 28) `serve --backend best` (the tuned winner) + its first two
 #                     chats; `bench --serve` closed loop at 1/8/32 clients; a Poisson rate
 #                     sweep under ttft_p90=500ms,itl_p90=50ms
@@ -260,6 +262,33 @@ issue26() {  # tune cuda and vulkan/nvidia on the 8B Q4_K_M, then bench both at 
     export_runs
 }
 
+issue26b() {  # again, after the cold-start pricing fix: 5 minutes, then serve each stack warm
+    mkdir -p "$I26DIR"
+    [ -s "$MODEL8" ] || bounded 200 $I17 model 8b "$MODEL8"
+    step "vkrama tune 8B --for both (pp2048 and tg128), 5 minutes over both stacks"
+    bounded 330 vkrama tune "$MODEL8" "${VK_NV[@]}" --for both --budget 5m --timeout 120
+    echo "exit status: $?"
+    vkrama tune --show "$MODEL8"
+    vkrama tune --show "$MODEL8" --json > "$I26DIR/tune-8b-b.json"
+    step "vkrama bench 8B --tuned: pp2048 and tg128, each stack at its own flags"
+    bounded 90 vkrama bench "$MODEL8" "${VK_NV[@]}" --tuned -p 2048 -n 128 -r 3 \
+        --timeout 80 --json > "$I26DIR/bench-8b-tuned-b.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    for stack in best cuda vulkan; do
+        step "vkrama serve 8B --backend $stack -d (warmed before ready) + its first two chats"
+        local args=(--backend "$stack") started=$SECONDS
+        [ "$stack" = vulkan ] && args+=(--vk-driver nvidia)
+        if bounded 90 vkrama serve "$MODEL8" "${args[@]}" -d --port "$PORT" --name "vkrama-i26-$stack"; then
+            echo "ready after $((SECONDS - started)) s"
+            first_chats "$stack-b"
+        fi
+        vkrama logs "vkrama-i26-$stack" > "$STATE/logs/serve-$stack.log" 2>&1
+        vkrama stop "vkrama-i26-$stack"
+    done
+    export_runs
+}
+
 first_chats() {  # NAME: two chats right after ready, the first one's cost is what warm-up buys
     chat "$PORT" "$I26DIR/chat-$1-first.json"
     chat "$PORT" "$I26DIR/chat-$1-second.json"
@@ -305,8 +334,8 @@ stages=("${@:-all}")
 [ "${stages[*]}" = all ] && stages=(diag model serve bench)
 for stage in "${stages[@]}"; do
     case $stage in
-        diag|model|serve|bench|issue17a|issue17b|issue26|issue28) ;;
-        *) echo "usage: run.sh diag|model|serve|bench|issue17a|issue17b|issue26|issue28|all ..." >&2; exit 2 ;;
+        diag|model|serve|bench|issue17a|issue17b|issue26|issue26b|issue28) ;;
+        *) echo "usage: run.sh diag|model|serve|bench|issue17a|issue17b|issue26|issue26b|issue28|all ..." >&2; exit 2 ;;
     esac
 done
 for stage in "${stages[@]}"; do "$stage"; done 2>&1 | tee -a "$OUT/run.log"
