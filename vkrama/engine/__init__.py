@@ -8,8 +8,8 @@ Modules: `spec` (ContainerSpec, rendered as the podman argv and as the API body)
 `protocol` (the `Engine` the later stages are typed against), `client` (`Podman`:
 containers through podman's REST API), `images` (builds, inspect, list, remove, save,
 load), `socket` (find or start the API socket), `records` (what podman says back, typed),
-`errors` (podman-py's and the transport's exceptions as `VkramaError`s). This file only
-re-exports.
+`errors` (podman-py's and the transport's exceptions as `VkramaError`s), `signals`
+(Ctrl-C held back while podman creates a container). This file only re-exports.
 """
 
 from vkrama.engine.client import Podman, connect

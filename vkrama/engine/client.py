@@ -21,6 +21,7 @@ from typing import Any
 from podman import PodmanClient
 
 from vkrama.config import Settings
+from vkrama.engine import signals
 from vkrama.engine.errors import translate_errors
 from vkrama.engine.records import (
     Completed,
@@ -66,7 +67,9 @@ class Podman:
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; returns its id."""
         body = spec.api_body()
-        with translate_errors(f"create container from {spec.image}"):
+        # Held back until podman answers: an interrupt mid-request would leave the
+        # container it goes on to create unknown to our clean-up (engine/signals.py).
+        with signals.held(), translate_errors(f"create container from {spec.image}"):
             response = self.client.api.post(
                 "/containers/create", data=_json(body), headers={"content-type": "application/json"}
             )
