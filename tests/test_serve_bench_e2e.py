@@ -25,7 +25,20 @@ from vkrama.results.levels import goodput, judged
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 # Small work: this 2-core machine is shared, and lavapipe runs the GPU code on its CPU.
-SMALL = ("--concurrency", "1,4", "--prompt-tokens", "256", "--gen-tokens", "32", "--requests", "4")
+# 128 tokens out: the client's decode rate spans its first to last streamed token, and the
+# tiny model decodes ~1 ms a token on 2 cores, so 32 tokens (~30 ms) let a few ms of
+# scheduling jitter move it past the 10 % bar now and then (a fresh-clone CI run at 1478491).
+GEN = 128
+SMALL = (
+    "--concurrency",
+    "1,4",
+    "--prompt-tokens",
+    "256",
+    "--gen-tokens",
+    str(GEN),
+    "--requests",
+    "4",
+)
 AGREEMENT = 0.10  # the bar: client figures within 10 % of llama-server's own
 
 
@@ -67,7 +80,7 @@ def test_every_request_is_answered_at_1_and_4_clients_and_agrees_with_the_server
     for level in cell.serving:
         where = f"{cell.backend} at {level.concurrency}"
         # Every request got exactly the asked-for prompt and output lengths.
-        assert level.prompt_tokens == 256 * 4 and level.output_tokens == 32 * 4, where
+        assert level.prompt_tokens == 256 * 4 and level.output_tokens == GEN * 4, where
         assert level.decode_vs_server is not None, where
         assert abs(level.decode_vs_server - 1) < AGREEMENT, where
     # Prompt rates agree where requests do not queue for a slot or share a batch.
@@ -116,7 +129,7 @@ def test_open_loop_levels_send_at_their_rate_and_agree_with_the_server(
     cells: tuple[str, ...], rates: str, vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
     done = vkrama("bench", str(tiny_model), "--serve", *cells, "--request-rate", rates,
-                  "--arrival", "constant", "--requests", "6", "--gen-tokens", "16",
+                  "--arrival", "constant", "--requests", "6", "--gen-tokens", str(GEN),
                   "--slo", "e2e_p99=600s", "--json", timeout=2400)  # fmt: skip
     assert done.returncode == 0, done.stderr
     (cell,) = results.get_run(config.load(), "latest").cells
@@ -161,11 +174,11 @@ def test_a_sweep_raises_the_rate_until_the_slo_breaks_and_reports_goodput(
 def test_a_shared_prefix_is_measured_with_the_prompt_cache_off_and_on(
     cells: tuple[str, ...], vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
-    # 32 tokens out, as SMALL: the decode rates are compared below, and 8 tokens of ~1 ms
+    # GEN tokens out, as SMALL: the decode rates are compared below, and 8 tokens of ~1 ms
     # each on an idle box read 1.31x the server's (a CI run at 213719c).
     done = vkrama("bench", str(tiny_model), "--serve", *cells, "--concurrency", "2",
                   "--prompt-tokens", "256", "--prefix-tokens", "192", "--requests", "4",
-                  "--gen-tokens", "32", "--prompt-source", "random")  # fmt: skip
+                  "--gen-tokens", str(GEN), "--prompt-source", "random")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert ": prompt 256 tokens, the first 192 shared by every request" in done.stderr
     detail = results.get_run(config.load(), "latest")
