@@ -39,6 +39,23 @@ def make_cell(
     return plan_cell(slot, MODEL, "tiny", params or BenchParams(), threads=4)
 
 
+# Schema 1 (vkrama 0.1) as it was written: no runs.model, no measurements.n_depth.
+SCHEMA_1 = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
+ status TEXT NOT NULL, host TEXT NOT NULL, kernel TEXT NOT NULL, gpus TEXT NOT NULL,
+ gpu_key TEXT NOT NULL, model_name TEXT NOT NULL, model_sha256 TEXT NOT NULL,
+ params TEXT NOT NULL, vkrama_version TEXT NOT NULL);
+CREATE TABLE cells (id INTEGER PRIMARY KEY AUTOINCREMENT,
+ run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, position INTEGER NOT NULL,
+ backend TEXT NOT NULL, driver TEXT, device TEXT NOT NULL, status TEXT NOT NULL,
+ reason TEXT NOT NULL, image TEXT NOT NULL, image_id TEXT NOT NULL, provenance TEXT NOT NULL,
+ command TEXT NOT NULL, raw_json TEXT, stderr_tail TEXT NOT NULL, duration_s REAL NOT NULL);
+CREATE TABLE measurements (id INTEGER PRIMARY KEY AUTOINCREMENT,
+ cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, test TEXT NOT NULL,
+ n_prompt INTEGER NOT NULL, n_gen INTEGER NOT NULL, tps REAL NOT NULL, tps_stddev REAL NOT NULL,
+ samples TEXT NOT NULL, backends TEXT NOT NULL, gpu_info TEXT NOT NULL);
+"""
+
 SHA = "ab" * 32
 MODEL_FACTS = {
     "name": "tiny",

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bench_fakes import cell, info
+from bench_fakes import SCHEMA_1, cell, info
 
 from vkrama import config, results
 from vkrama.bench.hostload import LoadWatch
@@ -21,20 +21,9 @@ BUSY = HostLoad(cpus=2, load_before=1.02, load_after=1.97, others_cpus=0.93)
 QUIET = HostLoad(cpus=2, load_before=0.1, load_after=0.2, others_cpus=0.02, gpu_users_before=())
 
 # The version-1 schema as vkrama 0.1.0 wrote it (before owners and host load).
-V1_SCHEMA = """
-CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
- status TEXT NOT NULL, host TEXT NOT NULL, kernel TEXT NOT NULL, gpus TEXT NOT NULL,
- gpu_key TEXT NOT NULL, model_name TEXT NOT NULL, model_sha256 TEXT NOT NULL,
- params TEXT NOT NULL, vkrama_version TEXT NOT NULL);
-CREATE TABLE cells (id INTEGER PRIMARY KEY AUTOINCREMENT,
- run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, position INTEGER NOT NULL,
- backend TEXT NOT NULL, driver TEXT, device TEXT NOT NULL, status TEXT NOT NULL,
- reason TEXT NOT NULL, image TEXT NOT NULL, image_id TEXT NOT NULL, provenance TEXT NOT NULL,
- command TEXT NOT NULL, raw_json TEXT, stderr_tail TEXT NOT NULL, duration_s REAL NOT NULL);
-CREATE TABLE measurements (id INTEGER PRIMARY KEY AUTOINCREMENT,
- cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, test TEXT NOT NULL,
- n_prompt INTEGER NOT NULL, n_gen INTEGER NOT NULL, tps REAL NOT NULL, tps_stddev REAL NOT NULL,
- samples TEXT NOT NULL, backends TEXT NOT NULL, gpu_info TEXT NOT NULL);
+V1_SCHEMA = (
+    SCHEMA_1
+    + """
 INSERT INTO runs VALUES (1, '2026-11-01T10:00:00+00:00', NULL, 'running', 'box', '6.1', '[]',
  'none', 'tiny', 'abab', '{"n_prompt": 64, "n_gen": 16}', '0.1.0');
 INSERT INTO cells VALUES (1, 1, 0, 'cpu', NULL, 'CPU', 'ok', '', 'localhost/vkrama/cpu:latest',
@@ -42,6 +31,7 @@ INSERT INTO cells VALUES (1, 1, 0, 'cpu', NULL, 'CPU', 'ok', '', 'localhost/vkra
 INSERT INTO measurements VALUES (1, 1, 'tg16', 0, 16, 2900.0, 10.0, '[2890.0, 2910.0]', 'CPU', '');
 PRAGMA user_version = 1;
 """
+)
 
 
 def test_a_version_1_results_file_is_migrated_in_place_and_reads_back(

@@ -29,6 +29,7 @@ from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement
 
 SCHEMA_VERSION = 11
 DB_NAME = "results.sqlite3"
+BUSY_TIMEOUT_S = 30.0  # another process's migration or write, on a loaded box
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
 
 _SCHEMA = """
@@ -208,7 +209,9 @@ def connect(settings: Settings, create: bool = True) -> Iterator[sqlite3.Connect
     with disk_errors("storing bench results", path):
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        db = sqlite3.connect(path, timeout=10)
+        # Writers take the lock when their transaction begins (IMMEDIATE), waiting up to
+        # BUSY_TIMEOUT_S for another process's; a deferred one could be refused at once.
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level="IMMEDIATE")
     except sqlite3.OperationalError as exc:
         raise _disk_error(exc, path) from None
     try:
@@ -238,22 +241,59 @@ def _disk_error(exc: sqlite3.OperationalError, path: Path) -> Exception:
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
+    """Bring the file to SCHEMA_VERSION; safe when several processes open it at once.
+
+    One process migrates: it takes the write lock (BEGIN IMMEDIATE) before it reads the
+    version, so another one waits (the busy timeout) and then reads the version it left.
+    Reading the version and then writing, unlocked, let two processes on a new home both
+    run CREATE TABLE (issue 32: `table runs already exists`).
+    """
+    if _version(db, path) == SCHEMA_VERSION:
         return
+    # executescript() commits any open transaction before it runs, which would drop the
+    # lock between reading the version and writing: each statement goes through execute().
+    level = db.isolation_level
+    db.isolation_level = None  # our BEGIN/COMMIT, no implicit ones
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = _version(db, path)
+            steps = []
+            if version == 0:
+                steps.append(_SCHEMA)
+                version = 3  # _SCHEMA is schema 3; later steps are migrations
+            steps += [_MIGRATIONS[step] for step in range(version + 1, SCHEMA_VERSION + 1)]
+            for statement in (s for script in steps for s in _statements(script)):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            if db.in_transaction:  # sqlite may have rolled back itself (a full disk)
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.isolation_level = level
+
+
+def _version(db: sqlite3.Connection, path: Path) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise VkramaError(
             f"{path} has results schema {version}; this vkrama knows up to {SCHEMA_VERSION}",
             hint="upgrade vkrama, or point VKRAMA_HOME elsewhere",
             status=ExitStatus.CONFIG,
         )
-    with db:
-        if version == 0:
-            db.executescript(_SCHEMA)
-            version = 3  # _SCHEMA is schema 3; later steps are migrations
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            db.executescript(_MIGRATIONS[step])
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return version
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of `script`, one at a time (a trailing comment is dropped)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
 
 
 def start_run(settings: Settings, info: RunInfo) -> int:
