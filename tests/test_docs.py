@@ -25,6 +25,14 @@ def test_the_exit_code_table_matches_the_enum() -> None:
     assert set(documented) == {int(status) for status in ExitStatus}
 
 
+def test_the_tuning_page_carries_llama_cpps_flag_table() -> None:
+    from vkrama import llama_flags
+
+    text = (DOCS / "tuning.md").read_text(encoding="utf-8")
+    assert llama_flags.markdown() in text
+    assert "| `-ub` | `--ubatch-size` | `n_ubatch` |" in text  # one row written out
+
+
 def test_readme_names_the_scripts_that_exist() -> None:
     for script in ("scripts/demo.sh", "scripts/test.sh"):
         assert f"bash {script}" in README

@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vkrama"
 # a room STYLE.md does not list, checks the host (podman, CDI, ulimits): it reads the
 # hardware, the engine and the backends' list, and only the CLI reads it.
 STAGES = [
-    "errors config progress",  # shared by all, the flags/env/toml ─► Settings stage
+    # shared by all: the flags/env/toml ─► Settings stage, and llama.cpp's flag table
+    "errors config progress llama_flags",
     "hardware",
     "engine",
     "store",
@@ -256,3 +257,53 @@ def test_local_model_has_a_module_of_its_own_and_the_store_hands_it_out() -> Non
     assert store.LocalModel is local_model.LocalModel
     assert store.LocalModel.__module__ == "vkrama.store.local_model"
     assert "class LocalModel" not in Path(blobs.__file__).read_text(encoding="utf-8")
+
+
+# Where a spelling of a llama.cpp flag is not llama.cpp's flag at all, and why.
+NOT_LLAMA = {
+    ("images/planning.py", "-t"): "podman build's tag",
+    ("bench/plan.py", "flash_attn"): "BenchParams' own field, as the run record stores it",
+    ("results/report.py", "flash_attn"): "BenchParams' field, read back from the run record",
+}
+
+
+def llama_spellings(path: Path, package: Path = PACKAGE) -> list[str]:
+    """Each string constant of `path` that is a spelling in llama.cpp's flag table (either
+    tool's flag, or llama-bench's JSON field), outside that table. vkrama's own command-line
+    options (a `click.option(...)` call's names) may borrow llama.cpp's names."""
+    from vkrama.llama_flags import FLAGS
+
+    spellings = {s for f in FLAGS for s in (f.bench, f.server, f.field)}
+    relative = path.relative_to(package).as_posix()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    options = {
+        id(arg)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "option"
+        for arg in node.args
+    }
+    return [
+        f"{relative}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and node.value in spellings
+        and id(node) not in options
+        and (relative, node.value) not in NOT_LLAMA
+    ]
+
+
+def test_llama_cpp_flags_are_spelled_only_in_their_table() -> None:
+    found = [hit for path in modules() if path.name != "llama_flags.py"
+             for hit in llama_spellings(path)]  # fmt: skip
+    assert found == []
+
+
+def test_the_spelling_check_catches_a_flag_written_out(tmp_path: Path) -> None:
+    package = tmp_path / "vkrama"
+    package.mkdir()
+    (package / "bad.py").write_text('ARGV = ["llama-server", "--ubatch-size", "512"]\n')
+    (package / "ok.py").write_text('import click\nclick.option("--threads")\nX = "-ub 256"\n')
+    assert llama_spellings(package / "bad.py", package) == ["bad.py:1: '--ubatch-size'"]
+    assert llama_spellings(package / "ok.py", package) == []

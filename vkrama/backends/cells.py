@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from vkrama.backends.targets import HIP_TARGETS, ROCM7_TARGETS, hsa_override_for
 from vkrama.hardware import Gpu, HardwareProfile
 from vkrama.hardware.cdi import GRAPHICS_FIX
+from vkrama.llama_flags import FLAG
 
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
 VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")
@@ -46,12 +47,12 @@ class Split:
     def server_args(self) -> tuple[str, ...]:
         """llama-server's spelling: --tensor-split 16,24."""
         ts = ("--tensor-split", ",".join(_number(w) for w in self.weights)) if self.weights else ()
-        return ("--split-mode", self.mode, *ts)
+        return (FLAG["sm"].server, self.mode, *ts)
 
     def bench_args(self) -> tuple[str, ...]:
         """llama-bench's spelling: -ts 16/24 (its commas separate values to sweep)."""
         ts = ("-ts", "/".join(_number(w) for w in self.weights)) if self.weights else ()
-        return ("-sm", self.mode, *ts)
+        return (FLAG["sm"].bench, self.mode, *ts)
 
 
 def _number(value: float) -> str:

@@ -12,20 +12,11 @@ import statistics
 from dataclasses import replace
 from typing import Any
 
+from vkrama.llama_flags import FLAG, FLAGS
 from vkrama.results.records import Measurement, test_name
 
 # llama-bench's JSON fields for the settings a run may sweep, by the flag that sets them.
-FLAG_FIELDS = {
-    "n_ubatch": "ub",
-    "n_batch": "b",
-    "flash_attn": "fa",
-    "type_k": "ctk",
-    "type_v": "ctv",
-    "n_threads": "t",
-    "n_gpu_layers": "ngl",
-    "n_cpu_moe": "ncmoe",
-    "split_mode": "sm",
-}
+FLAG_FIELDS = {flag.field: flag.name for flag in FLAGS}
 
 
 def parse(
@@ -106,7 +97,7 @@ def row_flags(entry: dict[str, Any]) -> dict[str, str]:
         flag: str(entry[name]) for name, flag in FLAG_FIELDS.items() if entry.get(name) is not None
     }
     if "fa" in flags:
-        flags["fa"] = _flash_attn_word(entry["flash_attn"])
+        flags["fa"] = _flash_attn_word(entry[FLAG["fa"].field])
     return flags
 
 

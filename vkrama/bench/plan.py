@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount
+from vkrama.llama_flags import FLAG
 from vkrama.results.records import CellResult, CellStatus, expected_tests
 
 if TYPE_CHECKING:
@@ -186,13 +187,13 @@ def llama_bench_args(
         str(params.n_gen),
         "-r",
         str(params.repetitions + cold_reps(backend)),
-        "-ngl",
+        FLAG["ngl"].bench,
         str(ngl),
-        "-t",
+        FLAG["t"].bench,
         str(threads),
     ]
     if params.flash_attn:
-        argv += ["-fa", ",".join(params.flash_attn)]
+        argv += [FLAG["fa"].bench, ",".join(params.flash_attn)]
     if params.depth:
         argv += ["-d", ",".join(str(d) for d in params.depth)]
     argv += list(split)  # -sm/-ts of a cell split over several GPUs

@@ -15,6 +15,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vkrama.llama_flags import FLAG
 from vkrama.results.db import RunDetail
 from vkrama.results.ranking import cell_name
 from vkrama.results.records import CellResult, Measurement, test_name
@@ -81,8 +82,8 @@ def _row(cell: CellResult, m: Measurement, raw: dict[str, Any]) -> list[str]:
         size_text(int(raw.get("model_size") or 0)),
         params_text(int(raw.get("model_n_params") or 0)),
         f"{backend} ({cell.driver})" if cell.driver else str(backend),
-        str(raw.get("n_gpu_layers", "?")),
-        _fa(raw.get("flash_attn")),
+        str(raw.get(FLAG["ngl"].field, "?")),
+        _fa(raw.get(FLAG["fa"].field)),
         test,
         f"{m.tps:.2f} ± {m.tps_stddev:.2f}",
     ]

@@ -14,21 +14,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vkrama.config import Settings
+from vkrama.llama_flags import FLAGS
 from vkrama.results import db
 
 # llama-bench's flag -> llama-server's (the server spells them differently, and its -fa
 # takes on/off/auto too).
-SERVER_FLAGS = {
-    "ub": "--ubatch-size",
-    "b": "--batch-size",
-    "fa": "--flash-attn",
-    "ctk": "--cache-type-k",
-    "ctv": "--cache-type-v",
-    "t": "--threads",
-    "ngl": "--n-gpu-layers",
-    "ncmoe": "--n-cpu-moe",
-    "sm": "--split-mode",
-}
+SERVER_FLAGS = {flag.name: flag.server for flag in FLAGS}
 
 
 @dataclass(frozen=True)

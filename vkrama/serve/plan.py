@@ -19,6 +19,7 @@ from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount, PortMapping, SecretFile
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.llama_flags import FLAG
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice, GpuSelection
@@ -92,7 +93,7 @@ def plan(request: ServeRequest, resolved: Resolved) -> ContainerSpec:
         "--host", "0.0.0.0",  # inside the container; the host side is the published port
         "--port", str(CONTAINER_PORT),
         "--alias", alias,
-        "--n-gpu-layers", str(ngl),
+        FLAG["ngl"].server, str(ngl),
     ]  # fmt: skip
     if choice.split is not None:
         command += list(choice.split.server_args())

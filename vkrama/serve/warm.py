@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from vkrama.llama_flags import aliases
 from vkrama.serve import api
 
 # llama-server's defaults for -ub and -b (`llama-server --help`, build 11669).
@@ -70,9 +71,9 @@ def batch_sizes(command: Sequence[str]) -> tuple[int, int]:
     """(ubatch, batch) from llama-server's argv: the last -ub/-b given, else its defaults."""
     ubatch, batch = DEFAULT_UBATCH, DEFAULT_BATCH
     for flag, value in itertools.pairwise(command):
-        if flag in ("-ub", "--ubatch-size") and value.isdigit():
+        if flag in aliases("ub") and value.isdigit():
             ubatch = int(value)
-        elif flag in ("-b", "--batch-size") and value.isdigit():
+        elif flag in aliases("b") and value.isdigit():
             batch = int(value)
     return ubatch, batch
 

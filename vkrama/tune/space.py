@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from vkrama import llama_flags
+
 # A tuned configuration: flag (no dash) -> value, as llama-bench spells it.
 Flags = Mapping[str, str]
 
@@ -30,15 +32,10 @@ ALL_LAYERS = "99"
 DEFAULTS = {"fa": "auto", "ub": "512", "b": "2048", "ctk": "f16", "ctv": "f16"}
 SMALLEST_UBATCH = 64
 SMALLEST_BATCH = 256
-# Search order: the settings that move a result most first, so a short budget spends itself
-# where it matters (flash attention, then the batch sizes, then the KV cache).
-ORDER = ("fa", "ub", "b", "ctk", "ctv", "t", "ngl", "ncmoe", "sm")
-# What a flag is for, in the words an error uses.
-MEANING = {
-    "fa": "flash attention", "ub": "the physical batch (ubatch)", "b": "the logical batch",
-    "ctk": "the K cache type", "ctv": "the V cache type", "t": "threads",
-    "ngl": "layers on the GPU", "ncmoe": "MoE experts kept on the CPU", "sm": "the split mode",
-}  # fmt: skip
+# Search order (the settings that move a result most first) and what each flag is for, in
+# the words an error uses: llama.cpp's flag table's.
+ORDER = llama_flags.ORDER
+MEANING = {flag.name: flag.meaning for flag in llama_flags.FLAGS}
 
 
 @dataclass(frozen=True)
@@ -80,12 +77,16 @@ def refusal(flag: str, value: str, current: Flags) -> str | None:
     if flag == "ctv" and value != "f16" and current.get("fa") != "on":
         return "a quantized V cache needs flash attention on (-fa on)"
     if flag == "ub" and int(value) > int(current.get("b", DEFAULTS["b"])):
-        return f"-ub {value} is above -b {current.get('b')}"
+        return f"{_spelt('ub')} {value} is above {_spelt('b')} {current.get('b')}"
     if flag == "b" and int(value) < int(current.get("ub", DEFAULTS["ub"])):
-        return f"-b {value} is below -ub {current.get('ub')}"
+        return f"{_spelt('b')} {value} is below {_spelt('ub')} {current.get('ub')}"
     if flag == "fa" and value != "on" and current.get("ctv", "f16") != "f16":
         return "a quantized V cache needs flash attention on (-fa on)"
     return None
+
+
+def _spelt(key: str) -> str:
+    return llama_flags.FLAG[key].bench
 
 
 def space(stack: Stack, only: tuple[str, ...] = ()) -> Space:
