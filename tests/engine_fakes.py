@@ -71,6 +71,7 @@ class NullEngine:
         spec: ContainerSpec,
         timeout: float | None = None,
         on_running: Callable[[int], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
     ) -> Completed:
         _unexpected(f"run {spec.name} to completion")
 

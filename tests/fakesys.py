@@ -167,6 +167,27 @@ class FakeHost:
         path.chmod(mode)
         return path
 
+    def add_rapl_zone(self, number: int = 0, wrap_uj: int = 262143328850) -> Path:
+        """A RAPL package zone under powercap (intel_rapl_msr's layout); its energy_uj path.
+        The default range is a real package's (262 kJ)."""
+        zone = self.sysfs / "devices/virtual/powercap/intel-rapl" / f"intel-rapl:{number}"
+        zone.mkdir(parents=True)
+        (zone / "name").write_text(f"package-{number}\n")
+        (zone / "max_energy_range_uj").write_text(f"{wrap_uj}\n")
+        (zone / "energy_uj").write_text("0\n")
+        link = self.sysfs / "class" / "powercap" / f"intel-rapl:{number}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(f"../../devices/virtual/powercap/intel-rapl/intel-rapl:{number}")
+        return zone / "energy_uj"
+
+    def add_hwmon(self, address: str, name: str, value: int = 0, number: int = 0) -> Path:
+        """A hwmon file (energy1_input, power1_average, ...) of the PCI device at `address`."""
+        device = (self.sysfs / "bus" / "pci" / "devices" / address).resolve()
+        monitor = device / "hwmon" / f"hwmon{number}"
+        monitor.mkdir(parents=True, exist_ok=True)
+        (monitor / name).write_text(f"{value}\n")
+        return monitor / name
+
     # -- internals ----------------------------------------------------------------------------
 
     def _bind(self, device_dir: Path, bus: str, driver: str, depth: int) -> None:

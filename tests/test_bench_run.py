@@ -45,6 +45,7 @@ class FakeEngine(NullEngine):
         spec: ContainerSpec,
         timeout: float | None = None,
         on_running: Callable[[int], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
     ) -> Completed:
         container = f"id-{len(self.ran)}"
         self.live[container] = spec

@@ -78,6 +78,7 @@ class Quantizer(NullEngine):
         spec: ContainerSpec,
         timeout: float | None = None,
         on_running: Callable[[int], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
     ) -> Completed:
         self.specs.append(spec)
         (out,) = [m.source for m in spec.mounts if m.target == "/out"]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from vkrama.backends import BACKENDS
 from vkrama.errors import VkramaError
 from vkrama.hardware.cdi import GRAPHICS_FIX
+from vkrama.hardware.power import NVML_MISSING, PowerCounters, find_counters
 from vkrama.hardware.profile import HardwareProfile
 
 if sys.version_info >= (3, 11):
@@ -63,6 +64,7 @@ class Facts:
     hard_limits: dict[str, int] = field(default_factory=dict)  # nofile/nproc hard rlimits
     default_ulimits: tuple[str, ...] = ()  # containers.conf [containers] default_ulimits
     cgroup_hybrid: bool = False  # cgroup v1 with a v2 "unified" tree: crun refuses it
+    power: PowerCounters | None = None  # each device's energy counter, or why none
 
 
 def gather(
@@ -70,6 +72,7 @@ def gather(
     connect: Callable[[Settings], Engine] | None = None,
     sysfs_root: Path = Path("/sys"),
     containers_confs: tuple[Path, ...] | None = None,
+    profile: HardwareProfile | None = None,
 ) -> Facts:
     """Ask podman and the host what `diagnose` needs; podman being away is a fact too."""
     if containers_confs is None:
@@ -92,7 +95,9 @@ def gather(
         limits[name] = -1 if hard == resource.RLIM_INFINITY else hard
     cgroup = sysfs_root / "fs" / "cgroup"
     hybrid = (cgroup / "unified").is_dir() and not (cgroup / "cgroup.controllers").exists()
-    return Facts(engine_info, error, images, limits, _default_ulimits(containers_confs), hybrid)
+    power = find_counters(profile, sysfs_root) if profile is not None else None
+    confs = _default_ulimits(containers_confs)
+    return Facts(engine_info, error, images, limits, confs, hybrid, power)
 
 
 def diagnose(profile: HardwareProfile, facts: Facts) -> list[Check]:
@@ -103,6 +108,7 @@ def diagnose(profile: HardwareProfile, facts: Facts) -> list[Check]:
     checks += _gpus(profile)
     checks += [_node(profile, node.path) for node in profile.nodes if _matters(node.path)]
     checks.append(_cdi(profile))
+    checks += _power(facts.power)
     for backend, built in sorted(facts.images.items()):
         checks.append(
             Check(f"image {backend}", "ok", "built")
@@ -114,6 +120,18 @@ def diagnose(profile: HardwareProfile, facts: Facts) -> list[Check]:
                 f"vkrama images build {backend}",
             )
         )
+    return checks
+
+
+def _power(power: PowerCounters | None) -> list[Check]:
+    """Which counters bench reads W and J/token from; a device without one is a warning
+    (its rows say "no power counter"), with the fix where there is one to make."""
+    if power is None:
+        return []
+    checks = [Check("power", "ok", line) for line in power.lines() if ": no power" not in line]
+    for device, why in power.missing.items():
+        fix = "pip install 'vkrama[nvidia]'" if why == NVML_MISSING else None
+        checks.append(Check("power", "warn", f"{device}: no power counter: {why}", fix))
     return checks
 
 

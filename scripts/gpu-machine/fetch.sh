@@ -39,10 +39,11 @@ if ((${#missing[@]})); then
 fi
 
 # vkrama's runtime dependencies at the versions tested here (httpx and its own: the
-# load generator of `bench --serve`). numpy is left out: the
+# load generator of `bench --serve`; nvidia-ml-py: NVML, bench's energy counter on NVIDIA
+# GPUs, the `nvidia` extra, one pure-Python wheel). numpy is left out: the
 # machine's python3 (3.12, PyTorch's) has numpy 2.x, and its wheel alone is 16 MB.
 WHEELS=(podman gguf click requests urllib3 idna certifi charset-normalizer tabulate tqdm pyyaml
-        httpx httpcore h11 anyio typing_extensions)
+        httpx httpcore h11 anyio typing_extensions nvidia-ml-py)
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
            --platform manylinux1_x86_64)

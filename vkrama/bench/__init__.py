@@ -3,7 +3,8 @@ its own image with identical parameters, judged by what ggml says actually ran.
 
 Modules: `matrix` (which cells a request asks for here), `plan` (cells and their
 ContainerSpecs, pure), `stderr` (what ran), `measurements` (llama-bench JSON), `run`
-(cells one after another), `hostload` (how busy the host was meanwhile), `session` (the
+(cells one after another), `hostload` (how busy the host was meanwhile), `energy` (what each
+test drew from the device's own power counter), `session` (the
 whole run, stored), `imports` (runs from other machines, into this store), `tuned` (bench
 --tuned: each cell at its stack's tuned flags). The serving
 bench (`--serve`): `serving` (its cells), `drive` (one level: warm-up, load, verdict),

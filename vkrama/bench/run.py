@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vkrama.bench import measurements, stderr
+from vkrama.bench import energy, measurements, stderr
 from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
 from vkrama.errors import VkramaError
@@ -24,6 +24,7 @@ from vkrama.results.records import CellResult, CellStatus
 
 if TYPE_CHECKING:
     from vkrama.engine import Engine
+    from vkrama.hardware.power import PowerCounters
 
 STDERR_KEPT = 4000  # characters of a cell's stderr kept for the results store
 Runner = Callable[["Engine", BenchCell], CellResult]
@@ -39,6 +40,7 @@ def run_cells(
     on_progress: Reporter = NULL,
     on_result: Callable[[CellResult], None] | None = None,
     runner: Runner | None = None,
+    power: PowerCounters | None = None,
 ) -> tuple[list[CellResult], bool]:
     """Run every cell in order; (results of the cells that ended, interrupted?).
 
@@ -46,6 +48,8 @@ def run_cells(
     `on_result` is called as soon as each cell ends, so a caller can store it at once.
     `runner` runs one cell (default: llama-bench to completion; the serving bench passes
     its own); this loop owns the order, the Ctrl-C handling and the container sweep.
+    `power`: the host's counters, to measure each llama-bench test's energy (None: not
+    measured, as in tune's trials).
     """
     results: list[CellResult] = []
     doing = "running llama-bench in" if runner is None else "serving from"
@@ -60,7 +64,11 @@ def run_cells(
                 result = runner(engine, cell)
             else:
                 result = run_cell(
-                    engine, cell, timeout=timeout, flash_attn_varied=flash_attn_varied
+                    engine,
+                    cell,
+                    timeout=timeout,
+                    flash_attn_varied=flash_attn_varied,
+                    power=power,
                 )
         except KeyboardInterrupt:
             interrupted = True
@@ -84,22 +92,41 @@ def run_cells(
 
 
 def run_cell(
-    engine: Engine, cell: BenchCell, *, timeout: float, flash_attn_varied: bool = False
+    engine: Engine,
+    cell: BenchCell,
+    *,
+    timeout: float,
+    flash_attn_varied: bool = False,
+    power: PowerCounters | None = None,
 ) -> CellResult:
     """One cell to its end; a failure is a failed CellResult, never an exception.
 
-    The host's load is recorded around it (see `bench.hostload`), whatever the outcome.
+    The host's load is recorded around it (see `bench.hostload`), whatever the outcome, and
+    with `power` each test's energy (see `bench.energy`): the idle draw is read first.
     """
+    counters, no_counter = power.for_cell(cell.gpus) if power is not None else ((), "")
+    meter = energy.PowerWatch(counters) if counters else None
+    stamped: list[tuple[float, str]] = []
+    if meter is not None:
+        meter.idle()
+        meter.start()
     watch = LoadWatch()
     watch.start()
     started = time.monotonic()
     error: VkramaError | None = None
     try:
-        completed = engine.run_to_completion(cell.spec, timeout, on_running=watch.watch)
+        completed = engine.run_to_completion(
+            cell.spec,
+            timeout,
+            on_running=watch.watch,
+            # each stdout line's arrival: when llama-bench ended each test (bench.energy)
+            on_stdout=(lambda line: stamped.append((time.time(), line))) if meter else None,
+        )
     except VkramaError as failure:
         error = failure
     finally:
         load = watch.finish()  # stops the sampling thread on every way out, Ctrl-C included
+        trace = meter.finish() if meter is not None else None
     if error is not None:
         failed = cell.failed(error.message, duration_s=time.monotonic() - started)
         return replace(failed, host_load=load)
@@ -111,7 +138,19 @@ def run_cell(
         flash_attn_varied=flash_attn_varied,
         duration_s=time.monotonic() - started,
     )
-    return replace(result, host_load=load)
+    result = replace(result, host_load=load)
+    if power is None or not result.ok:
+        return result
+    if trace is None:
+        found = [energy.no_counter(no_counter)] * len(result.measurements)
+    else:
+        found = energy.per_test(trace, energy.windows(result.raw_json, stamped, cell.cold_reps))
+    return replace(
+        result,
+        measurements=tuple(
+            replace(m, energy=e) for m, e in zip(result.measurements, found, strict=True)
+        ),
+    )
 
 
 def judge(

@@ -24,6 +24,7 @@ from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.hardware.power import find_counters, sysfs_root
 from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.records import CellResult, RunStatus
 
@@ -167,6 +168,8 @@ def execute(
                 engine, cell, serve_params, timeout=float(timeout), on_progress=on_progress
             )
 
+    # Each GPU's own energy counter (and RAPL for cpu cells), where this host has one.
+    power = None if request.serve else find_counters(bench_plan.profile, sysfs_root(settings))
     interrupted = False
     try:
         _, interrupted = run_cells(
@@ -178,6 +181,7 @@ def execute(
             on_progress=on_progress,
             on_result=keep,
             runner=runner,
+            power=power,
         )
     except KeyboardInterrupt:  # between cells: the finished ones are stored already
         interrupted = True

@@ -142,7 +142,8 @@ def doctor_command(
     """Check podman, OCI runtime, ulimits, device permissions, CDI and images; say how to fix."""
     profile = hardware.detect_host(app.settings)
     sysfs_root = Path(app.settings["hardware.sysfs_root"])
-    checks = doctor.diagnose(profile, doctor.gather(app.settings, sysfs_root=sysfs_root))
+    facts = doctor.gather(app.settings, sysfs_root=sysfs_root, profile=profile)
+    checks = doctor.diagnose(profile, facts)
     failed = any(c.status == "fail" for c in checks)
     if as_json:
         echo_json({"ok": not failed, "checks": checks})

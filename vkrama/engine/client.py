@@ -12,6 +12,7 @@ import collections
 import contextlib
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -36,6 +37,7 @@ from vkrama.errors import ExitStatus, VkramaError
 
 NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
 STARTING_POLL_S = 0.05
+FOLLOW_END_S = 5.0  # how long a log follower may lag behind the container's exit
 
 
 class Podman:
@@ -224,22 +226,38 @@ class Podman:
         spec: ContainerSpec,
         timeout: float | None = None,
         on_running: Callable[[int], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
     ) -> Completed:
         """Run a container to its end and collect stdout and stderr apart; always removes it.
 
         `on_running(pid)` gets the host pid of the container's process once it started (0
-        when it already ended), for a caller that watches it from outside.
+        when it already ended), for a caller that watches it from outside. `on_stdout(line)`
+        gets each stdout line as it arrives (a thread follows the log), for a caller that
+        times them: podman 4.3 polls its log file, so a line comes up to ~0.25 s late.
         """
         container = self.run(spec)
+        follower = None
         try:
             if on_running is not None:
                 on_running(self.state(container).pid)
+            if on_stdout is not None:
+                follower = threading.Thread(
+                    target=self._follow, args=(container, on_stdout), daemon=True
+                )
+                follower.start()
             exit_code = self.wait(container, timeout)
+            if follower is not None:
+                follower.join(FOLLOW_END_S)  # the follow ends with the container
             out = "\n".join(self.logs(container, stderr=False))
             err = "\n".join(self.logs(container, stdout=False))
             return Completed(exit_code, out, err)
         finally:
             self.remove(container)
+
+    def _follow(self, container: str, on_line: Callable[[str], None]) -> None:
+        with contextlib.suppress(VkramaError):  # timing lines is a witness: never fatal
+            for line in self._log_lines(container, True, False, follow=True):
+                on_line(line)
 
     def cpu_seconds(self, container: str) -> float:
         """CPU time the container's processes used so far (its cgroup's counter)."""

@@ -60,6 +60,7 @@ class Engine(Protocol):
         spec: ContainerSpec,
         timeout: float | None = None,
         on_running: Callable[[int], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
     ) -> Completed: ...
 
     def cpu_seconds(self, container: str) -> float: ...

@@ -25,9 +25,16 @@ from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.results import owner as owners
 from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
-from vkrama.results.records import CellResult, CellStatus, HostLoad, Measurement, RunStatus
+from vkrama.results.records import (
+    CellResult,
+    CellStatus,
+    Energy,
+    HostLoad,
+    Measurement,
+    RunStatus,
+)
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 DB_NAME = "results.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # another process's migration or write, on a loaded box
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
@@ -149,6 +156,9 @@ CREATE INDEX tuned_by_model ON tuned (model_sha256, gpu_key);
     # bench --tuned: the tuned flags a cell ran with (records.CellResult.tuned); '' in
     # plain runs, older ones included.
     11: "ALTER TABLE cells ADD COLUMN tuned TEXT NOT NULL DEFAULT '';",
+    # Each test's energy (records.Energy as JSON: W, idle W, J/token, or why none); NULL
+    # where nothing was measured, older rows included.
+    12: "ALTER TABLE measurements ADD COLUMN energy TEXT;",
 }
 
 
@@ -402,8 +412,8 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         for m in cell.measurements:
             db.execute(
                 "INSERT INTO measurements (cell_id, test, n_prompt, n_gen, tps, tps_stddev,"
-                " samples, backends, gpu_info, n_depth, flags, cold_samples, cold_counted)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " samples, backends, gpu_info, n_depth, flags, cold_samples, cold_counted,"
+                " energy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     cursor.lastrowid,
                     m.test,
@@ -418,6 +428,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                     json.dumps(m.flags),
                     json.dumps(list(m.cold_samples)),
                     int(m.cold_counted),
+                    None if m.energy is None else json.dumps(m.energy.to_dict()),
                 ),
             )
 
@@ -506,7 +517,7 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
      tuned) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth,"
-        " flags, cold_samples, cold_counted"
+        " flags, cold_samples, cold_counted, energy"
         " FROM measurements WHERE cell_id = ? ORDER BY id",
         (cell_id,),
     ).fetchall()
@@ -537,8 +548,9 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
                 json.loads(fl),
                 tuple(json.loads(cs)),
                 bool(cc),
+                None if en is None else Energy.from_dict(json.loads(en)),
             )
-            for t, p, g, tps, sd, s, b, gi, d, fl, cs, cc in found
+            for t, p, g, tps, sd, s, b, gi, d, fl, cs, cc, en in found
         ),
         raw_json=None if raw_json is None else json.loads(raw_json),
         stderr_tail=stderr_tail,

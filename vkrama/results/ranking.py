@@ -99,15 +99,16 @@ class Verdict:
     ratio: float | None  # winner / runner-up
     significant: bool  # the gap exceeds NOISE_SIGMAS combined stddevs
     builds: str = ""  # set when winner and runner-up ran different llama.cpp builds
+    energy: str = ""  # "; J/token above idle: cuda 0.84, vulkan/nvidia 0.71" where measured
 
     @property
     def line(self) -> str:
         """ "tg16: cpu fastest at 2922.2 ± 1620.0 t/s, 1.52x vulkan/lavapipe: within noise"."""
         head = f"{self.test}: {self.winner} fastest at {self.tps:.1f} ± {self.tps_stddev:.1f} t/s"
         if self.runner_up is None or self.ratio is None:
-            return f"{head} (the only cell measured)"
+            return f"{head} (the only cell measured){self.energy}"
         noise = "beyond noise" if self.significant else "within noise"
-        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}{self.builds}"
+        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}{self.builds}{self.energy}"
 
     def json_fields(self) -> dict[str, object]:
         """What the JSON export adds to the fields (cli.console.to_json)."""
@@ -144,9 +145,24 @@ def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
                 ratio=ratio,
                 significant=significant,
                 builds="" if other is None else different_builds(cell, other[0]),
+                energy=energy_words(ranked[:2]),
             )
         )
     return found
+
+
+def energy_words(entries: Sequence[tuple[CellResult, Measurement]]) -> str:
+    """ "; J/token above idle: cuda 0.84, vulkan/nvidia 0.71" for the cells that have a
+    figure (the others: "no figure"), "" when none was measured."""
+    said = []
+    for cell, m in entries:
+        if m.energy is None:
+            continue
+        joules = m.energy.joules_per_token
+        said.append(f"{cell_name(cell)} {'no figure' if joules is None else f'{joules:.3g}'}")
+    if not any(m.energy and m.energy.joules_per_token is not None for _, m in entries):
+        return ""
+    return f"; J/token above idle: {', '.join(said)}"
 
 
 def different_builds(a: CellResult, b: CellResult) -> str:

@@ -20,7 +20,14 @@ from tabulate import tabulate
 from vkrama.results import serve_report
 from vkrama.results.db import RunDetail, RunInfo, RunRecord
 from vkrama.results.ranking import Change, llama_build, mixed_builds, verdicts
-from vkrama.results.records import CellResult, CellStatus, HostLoad, expected_tests, note
+from vkrama.results.records import (
+    CellResult,
+    CellStatus,
+    Energy,
+    HostLoad,
+    expected_tests,
+    note,
+)
 
 # The model facts a run stores (RunInfo.model), in the order exports list them.
 MODEL_KEYS = ("architecture", "parameter_count", "quantization", "size")
@@ -52,6 +59,7 @@ class Row:
     llama_cpp_build: str = ""  # the image's llama.cpp build ("" when it did not record one)
     cold_samples: list[float] = field(default_factory=list)  # first-use repetitions, not counted
     cold_counted: bool = False  # `samples` still hold a first-use (cold) repetition
+    energy: Energy | None = None  # the test's draw (bench.energy); None: not measured
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -88,6 +96,7 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
                     samples=list(m.samples),
                     cold_samples=list(m.cold_samples),
                     cold_counted=m.cold_counted,
+                    energy=m.energy,
                 )
                 for m in cell.measurements
             ]
@@ -134,6 +143,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     # Cells of different llama.cpp builds (the rocm image compiled from source) get a
     # column and a warning: a fair comparison is one build with different GPU stacks.
     builds = mixed_builds([(_cell(r), r.llama_cpp_build) for r in found])
+    power = any(r.energy is not None for r in found)
     table = tabulate(
         [
             [
@@ -146,6 +156,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
                 _tps(r.tps, r.tps_stddev),
                 _samples(r),
                 f"{r.relative:.2f}x" if r.relative is not None else "-",
+                *(energy_cells(r.energy) if power else []),
                 r.status,
             ]
             for r in found
@@ -155,7 +166,9 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
             "driver",
             *(["gpus"] if with_gpus else []),
             *(["llama.cpp"] if builds else []),
-            *["device", "test", "t/s", "samples", "relative", "status"],
+            *["device", "test", "t/s", "samples", "relative"],
+            *(["W", "J/token"] if power else []),
+            "status",
         ],
         tablefmt=tablefmt,
         disable_numparse=True,
@@ -163,7 +176,42 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     reasons = dict.fromkeys(f"{_cell(r)}: {note(r.status, r.reason)}" for r in found if r.reason)
     said = dict.fromkeys(r.verdict for r in found if r.verdict)
     warnings = [*busy_warnings(found), *cold_warnings(found), *([builds] if builds else [])]
-    return "\n".join([table, *reasons, *warnings, *(["", *said] if said else [])])
+    energy = energy_notes(found) if power else []
+    return "\n".join([table, *reasons, *energy, *warnings, *(["", *said] if said else [])])
+
+
+def energy_cells(energy: Energy | None) -> list[str]:
+    """The W and J/token columns: figures, or "-" with the why said under the table."""
+    if energy is None:
+        return ["-", "-"]
+    watts = f"{energy.watts:.1f}" if energy.watts is not None else "-"
+    joules = f"{energy.joules_per_token:.3g}" if energy.joules_per_token is not None else "-"
+    return [watts, joules]
+
+
+def energy_notes(found: Sequence[Row]) -> list[str]:
+    """Under the table: what W and J/token are, then why a row has none (once per cell)."""
+    idle = {
+        _cell(r): f"{r.energy.idle_watts:.1f} W"
+        for r in found
+        if r.energy is not None and r.energy.idle_watts is not None
+    }
+    said = []
+    if idle:
+        said.append(
+            "energy: W is the mean draw over each test's counted repetitions, read from the "
+            "device's own counter; J/token is the energy above the idle draw measured just "
+            f"before the cell ({', '.join(f'{k} {v}' for k, v in idle.items())})"
+        )
+    notes = dict.fromkeys(_energy_note(r) for r in found if r.energy is not None and r.energy.note)
+    return [*said, *notes]
+
+
+def _energy_note(row: Row) -> str:
+    assert row.energy is not None
+    if row.energy.note.startswith("no power counter"):
+        return f"{_cell(row)}: {row.energy.note}"  # the same for every test of the cell
+    return f"{_cell(row)} {row.test}: {row.energy.note}"
 
 
 COLD_NOTE = (
@@ -403,7 +451,7 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.relative is None else f"{r.relative:.2f}",
                 r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
                 *(d.run.info.model.get(k, "") for k in MODEL_KEYS), r.reason, r.busy_host,
-                "yes" if r.cold_counted else "",
+                "yes" if r.cold_counted else "", *_energy_fields(r.energy),
             ])  # fmt: skip
             if r.reason:
                 failures.setdefault(f"run {d.run.id}, {_cell(r)}", f"{r.status}: {r.reason}")
@@ -418,7 +466,8 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         names = ("t/s stddev" if h == "±" else h for h in headers)
-        writer.writerow([*names, *csv_model, "reason", "busy host", "cold counted"])
+        energy = ["watts", "idle watts", "J/token", "energy note"]
+        writer.writerow([*names, *csv_model, "reason", "busy host", "cold counted", *energy])
         writer.writerows(table)
         return out.getvalue()
     # Reasons are long: the table keeps its width, each failed or disturbed cell gets a
@@ -433,6 +482,14 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
     notes += [f"- warning: {where} {what}" for where, what in busy.items()]
     notes += [f"- warning: {where}: {what}" for where, what in cold.items()]
     return "\n".join([text, "", *said, *notes])
+
+
+def _energy_fields(energy: Energy | None) -> list[str]:
+    """The CSV's energy columns: figures, or why none ("" where nothing was measured)."""
+    if energy is None:
+        return ["", "", "", ""]
+    figures = (energy.watts, energy.idle_watts, energy.joules_per_token)
+    return [*("" if f is None else f"{f:.4g}" for f in figures), energy.note]
 
 
 def rows_of(detail: RunDetail) -> list[Row]:
