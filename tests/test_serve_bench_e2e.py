@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from vkrama import config, results
-from vkrama.bench.arrivals import Pace, schedule
 from vkrama.bench.slo import next_rate
 from vkrama.engine import Engine
 from vkrama.errors import ExitStatus
@@ -224,10 +223,12 @@ def test_levels_by_duration_send_until_their_time_is_up(
     detail = results.get_run(config.load(), "latest")
     assert detail.run.info.params["duration_s"] == 2.0
     closed, rated = detail.cells[0].serving
-    # Two clients send until 2 s have passed: each at least once. The open loop sends what
-    # its seeded schedule has before 2 s, and no more.
+    # Two clients send until 2 s have passed: each at least once. The open loop sends
+    # 2/s x 2 s = 4 requests, at 2/s.
     assert closed.requests >= 2 and closed.failures == 0
-    assert rated.requests == len(schedule(Pace(2.0), None, 2.0)) and rated.failures == 0
+    assert (rated.requests, rated.failures) == (4, 0)
+    # Four requests: 25 %, not the 10 % of 8 or more (a loaded box may send one 0.2 s late).
+    assert rated.realized_rate is not None and abs(rated.realized_rate / 2.0 - 1) < 0.25
 
 
 def test_a_rate_the_generator_cannot_send_here_is_refused_saying_the_most_it_can(

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from serve_stub import send_json
 
 from vkrama.backends import Choice, compile_cache
 from vkrama.engine.spec import Mount
@@ -246,12 +247,7 @@ class FakeLlamaServer(BaseHTTPRequestHandler):
             self.answer(404, {})
 
     def answer(self, status: int, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass

@@ -38,14 +38,34 @@ class Pace:
         return "burst" if math.isinf(self.rate) else f"{self.rate:g}/s {self.arrival}"
 
 
-def schedule(
-    pace: Pace, requests: int | None, duration: float | None = None, seed: int = ARRIVAL_SEED
-) -> list[float]:
-    """Send times in seconds from the level's start, in order: `requests` of them, or as
-    many as fall within `duration` seconds.
+def level_seed(pace: Pace, requests: int) -> str:
+    """The seed of one level's arrivals: its own (one seed for every level gave every level
+    the same first gaps), and the same on every stack, run and machine (a str seeds
+    `random` through SHA-512, whatever PYTHONHASHSEED says)."""
+    return f"{ARRIVAL_SEED}:{pace.arrival}:{pace.rate!r}:{requests}"
 
-    Poisson: gaps drawn from an exponential distribution of mean 1/rate (seeded: every stack
-    gets the same arrivals). Constant: one every 1/rate s. Burst: every request at 0.
+
+def count_for(pace: Pace, duration: float) -> int:
+    """Requests of a level that lasts `duration` seconds at `pace`: rate x duration,
+    rounded, at least one. Counting the arrivals a random schedule happens to put before
+    the end instead made the count (and so the rate) a draw, one request high on average."""
+    return max(1, round(pace.rate * duration))
+
+
+def schedule(
+    pace: Pace, requests: int | None, duration: float | None = None, seed: str | None = None
+) -> list[float]:
+    """Send times in seconds from the level's start, in order: `requests` of them, or, by
+    `duration`, `count_for` it (the fewer of the two when both are given).
+
+    The first request goes at 0 and the last at (N-1)/rate, so the level sends N requests at
+    exactly its rate: N-1 gaps whose mean is 1/rate. Constant: every gap 1/rate. Poisson:
+    the N-2 sends between are uniform on that span, sorted, which is a Poisson process
+    conditioned on its count (given N-2 arrivals in an interval, a Poisson process puts
+    them there as independent uniforms; equivalently N-1 exponential gaps rescaled to
+    their sum). Drawn unconditioned, 8 requests at 1/s sent at 2.51/s with the old single
+    seed, and by chance on any other. Burst: every request at 0. Seeded per level
+    (`level_seed`): every stack gets the same arrivals.
     """
     if pace.rate <= 0 or math.isnan(pace.rate):
         raise ValueError(f"rate must be positive, not {pace.rate}")
@@ -55,26 +75,33 @@ def schedule(
         raise ValueError("a level needs a request count (or, at a finite rate, a duration)")
     if math.isinf(pace.rate):
         return [0.0] * (requests or 0)
-    rng = random.Random(seed)
-    times: list[float] = []
-    now = 0.0
-    while requests is None or len(times) < requests:
-        gap = rng.expovariate(pace.rate) if pace.arrival == "poisson" else 1 / pace.rate
-        # The first request goes at once; the pattern shapes the gaps after it.
-        now = now + gap if times else 0.0
-        if duration is not None and now >= duration:
-            break
-        times.append(now)
-    return times
+    by_time = count_for(pace, duration) if duration is not None else None
+    count = min(n for n in (requests, by_time) if n is not None)
+    span = (count - 1) / pace.rate
+    if count <= 2 or pace.arrival == "constant":
+        return [n / pace.rate for n in range(count)]
+    rng = random.Random(level_seed(pace, count) if seed is None else seed)
+    return [0.0, *sorted(rng.uniform(0.0, span) for _ in range(count - 2)), span]
+
+
+def realized_rate(sent: Sequence[float]) -> float | None:
+    """Requests per second a level really sent: N-1 gaps over the time from its first send
+    to its last (`sent`: when each left, any origin); None for fewer than two, or all at
+    once."""
+    if len(sent) < 2:
+        return None
+    span = max(sent) - min(sent)
+    return (len(sent) - 1) / span if span > 0 else None
 
 
 async def dispatch(
     times: Sequence[float],
-    send: Callable[[], Awaitable[None]],
+    send: Callable[[float], Awaitable[None]],
     now: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]],
 ) -> list[float]:
-    """Start `send()` at each of `times` (seconds after the first call of `now`), without
+    """Start `send(due)` at each of `times` (seconds after the first call of `now`; `due`
+    is that moment on `now`'s clock, from which the request's latencies count), without
     waiting for earlier sends to end; wait for all of them. Returns how late each one was
     started (seconds): the generator's own lag, which says whether it kept the pace."""
     started = now()
@@ -85,9 +112,22 @@ async def dispatch(
         if wait > 0:
             await sleep(wait)
         lags.append(max(0.0, now() - started - at))
-        running.append(asyncio.ensure_future(send()))
+        running.append(asyncio.ensure_future(send(started + at)))
     await asyncio.gather(*running)
     return lags
+
+
+# How late the generator may send before its level is marked as sent late: its p99 lag
+# over this, or a realized rate this share below the nominal one. Its latencies count
+# from the scheduled send either way (the lateness is queueing the user would have seen).
+LATE_MS = 50.0
+LATE_SHARE = 0.10
+
+
+def fell_behind(rate: float, realized: float | None, lag_p99_ms: float | None) -> bool:
+    """Whether a level at `rate` (requests/s, finite) was sent late beyond the bounds."""
+    slow = realized is not None and realized < rate * (1 - LATE_SHARE)
+    return slow or (lag_p99_ms is not None and lag_p99_ms > LATE_MS)
 
 
 # The load generator runs on one core (one event loop); past this share of it, its own

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from vkrama.engine import Engine
 
 
-class Driver:
-    """Measures one level at a time against one running server, warm-up included."""
+class LevelRunner:
+    """Measures one level at a time against one running server, warm-up included.
+    (Not "Driver": that word names a Vulkan driver everywhere else.)"""
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class Driver:
             rate=None if pace is None or math.isinf(pace.rate) else pace.rate,
             arrival=None if pace is None else pace.pattern,
             lags=sent.lags,
+            realized_rate=sent.realized_rate,
             prompt_cache=cache,
         )
         if not self.objectives:

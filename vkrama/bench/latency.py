@@ -3,7 +3,8 @@
 Stage: bench (serving), after the load generator. Pure: timestamps in, numbers out; no
 HTTP, no clock, no printing, so the math is tested on recorded event streams.
 
-Definitions (per request, times from the moment the request was sent):
+Definitions (per request, times from the moment the request was sent; in an open loop, from
+the moment it was due to be sent, so that a generator running late counts as queueing):
 - TTFT: arrival of the first chunk that carries output text.
 - ITL (inter-token latency): each gap between consecutive output chunks. llama-server sends
   one chunk per token, except where it holds back the bytes of an incomplete UTF-8
@@ -24,6 +25,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from vkrama.bench.arrivals import fell_behind
 from vkrama.results.levels import LevelStats, Spread, percentile
 
 
@@ -71,12 +73,16 @@ def summarize(
     rate: float | None = None,
     arrival: str | None = None,
     lags: Sequence[float] = (),
+    realized_rate: float | None = None,
     prompt_cache: bool | None = None,
 ) -> LevelStats:
     """One level's figures from its traces; failed requests count only as failures.
-    An open-loop level names its `rate` and `arrival` and how late each request left."""
+    An open-loop level names its `rate` and `arrival`, how late each request left and the
+    rate they really left at."""
     done = [t for t in traces if t.ok]
     ms = 1000.0
+    lag = Spread.of([lag * ms for lag in lags])
+    late = rate is not None and fell_behind(rate, realized_rate, lag.p99 if lag else None)
     output_tokens = sum(t.output_tokens for t in done)
     return LevelStats(
         concurrency=concurrency,
@@ -111,7 +117,9 @@ def summarize(
         errors=tuple(dict.fromkeys(t.error for t in traces if t.error))[:5],
         rate=rate,
         arrival=arrival,
-        send_lag_ms=Spread.of([lag * ms for lag in lags]),
+        send_lag_ms=lag,
+        realized_rate=realized_rate,
+        sent_late=late,
         prompt_cache=prompt_cache,
         cache_hits=sum(1 for t in done if t.cached_tokens),
         cached_tokens=sum(t.cached_tokens for t in done),
@@ -132,8 +140,12 @@ def _server(traces: Sequence[RequestTrace], key: str) -> list[float]:
 def brief(stats: LevelStats) -> str:
     """One progress line: answered requests, TTFT and ITL medians, total throughput."""
     text = f"{stats.requests - stats.failures}/{stats.requests} answered"
-    if stats.send_lag_ms is not None and stats.send_lag_ms.p90 >= 1:
-        text += f" (sent up to {stats.send_lag_ms.p90:.0f} ms late, p90)"
+    if stats.realized_rate is not None:
+        text += f", sent at {stats.realized_rate:.3g}/s"
+    if stats.send_lag_ms is not None and stats.send_lag_ms.p99 >= 1:
+        text += f" (up to {stats.send_lag_ms.p99:.0f} ms late, p99)"
+    if stats.sent_late:
+        text += " [generator fell behind]"
     if stats.ttft_ms is not None and stats.itl_ms is not None:
         text += f", TTFT p50 {stats.ttft_ms.p50:.0f} ms, ITL p50 {stats.itl_ms.p50:.1f} ms"
     text += f", {stats.output_tps:.1f} tok/s total"

@@ -11,8 +11,7 @@ request asks for the same work on every stack: the same prompt (`prompts`: the l
 nearest N that the server's own tokenizer allows, chat template included), exactly M output
 tokens (`ignore_eos`), and no reuse of an earlier request's prompt cache (`cache_prompt:
 false`) unless a level measures that cache (`--prefix-tokens`). The event loop that drives
-the requests also owns how Ctrl-C and SIGTERM reach them (`EventLoop`): the two are tested
-together.
+the requests also owns how Ctrl-C and SIGTERM reach them (`EventLoop`), tested together.
 """
 
 from __future__ import annotations
@@ -157,13 +156,14 @@ class Level:
 
 @dataclass(frozen=True)
 class Sent:
-    """What one level sent and saw: the traces, its wall time, the generator's own CPU
-    seconds, and (open loop) how late each request left against its schedule."""
+    """What one level sent and saw: traces, wall time, the generator's CPU seconds, and
+    (open loop) how late each request left against its schedule, and the rate they left at."""
 
     traces: list[RequestTrace]
     wall_s: float
     client_cpu_s: float
     lags: list[float] = field(default_factory=list)
+    realized_rate: float | None = None
 
 
 def run_level(
@@ -189,16 +189,18 @@ async def _drive(target: Target, bodies: Callable[[], dict[str, Any]], level: Le
         base_url=target.url, timeout=target.timeout, limits=limits
     ) as client:
 
-        async def send() -> None:
+        async def send(due: float | None = None) -> None:
             payload = json.dumps(bodies()).encode()
             count[0] += 1  # one event loop: no lock needed between the awaits
-            traces.append(await _one(client, payload, headers))
+            traces.append(await _one(client, payload, headers, due))
 
         started = clock()
         lags: list[float] = []
+        realized = None
         if level.pace is not None:
             times = arrivals.schedule(level.pace, level.requests, level.duration)
             lags = await arrivals.dispatch(times, send, clock, asyncio.sleep)
+            realized = arrivals.realized_rate([t + g for t, g in zip(times, lags, strict=True)])
         else:
             deadline = None if level.duration is None else started + level.duration
 
@@ -213,12 +215,15 @@ async def _drive(target: Target, bodies: Callable[[], dict[str, Any]], level: Le
             clients = min(level.concurrency, level.requests or level.concurrency)
             await asyncio.gather(*(client_loop() for _ in range(clients)))
         wall = clock() - started
-    return Sent(traces, wall, 0.0, lags)
+    return Sent(traces, wall, 0.0, lags, realized)
 
 
-async def _one(client: httpx.AsyncClient, payload: bytes, headers: dict[str, str]) -> RequestTrace:
+async def _one(
+    client: httpx.AsyncClient, payload: bytes, headers: dict[str, str], due: float | None
+) -> RequestTrace:
+    """One request timed from `due` (an open loop's schedule: lateness is queueing), or now."""
     clock = time.perf_counter
-    sent = clock()
+    sent = clock() if due is None else min(due, clock())
     recorder = StreamRecorder()
     try:
         async with client.stream("POST", CHAT_PATH, content=payload, headers=headers) as response:

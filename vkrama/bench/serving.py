@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from vkrama.bench import arrivals, latency, load, prompts, slo, stderr
 from vkrama.bench.arrivals import Pace
-from vkrama.bench.drive import Driver
+from vkrama.bench.drive import LevelRunner
 from vkrama.bench.plan import BenchCell, Slot
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Step
@@ -160,20 +160,20 @@ def run_serve_cell(
                                params.prompt_source)  # fmt: skip
         on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
         with load.EventLoop() as loop:
-            driver = Driver(engine, container, loop, target, prompt, params.gen_tokens,
+            runner = LevelRunner(engine, container, loop, target, prompt, params.gen_tokens,
                             params.slots, params.slo)  # fmt: skip
             # A shared prefix is measured with the server's prompt cache off, then on.
             caches = (False, True) if params.prefix_tokens else (None,)
             for level in params.levels():
                 for cache in caches:
-                    levels.append(driver.measure(level, cache))
+                    levels.append(runner.measure(level, cache))
                     brief = latency.brief(levels[-1])
                     on_progress(Step(f"  {cell.key} {_named(level, cache)}: {brief}"))
             # Under --sweep the rate levels are its first steps: their failures break the
             # SLO, not the cell.
             fixed = len(levels) if not params.sweep else len(params.concurrency) * len(caches)
             if params.sweep:
-                _sweep(driver, params, levels, cell.key, on_progress)
+                _sweep(runner, params, levels, cell.key, on_progress)
     except VkramaError as error:
         if not log:
             # The server's last words say why it never became ready.
@@ -193,7 +193,7 @@ def run_serve_cell(
 
 
 def _sweep(
-    driver: Driver,
+    runner: LevelRunner,
     params: ServeParams,
     measured: list[LevelStats],
     key: str,
@@ -206,13 +206,13 @@ def _sweep(
     tried = [(s.rate, bool(s.slo_met)) for s in measured
              if s.rate is not None and not s.prompt_cache]  # fmt: skip
     while (rate := slo.next_rate(tried, start)) is not None:
-        if driver.cost is not None and not arrivals.can_send(rate, driver.cost):
+        if runner.cost is not None and not arrivals.can_send(rate, runner.cost):
             # Past what this machine's generator sends on time: the sweep ends here and its
             # levels so far stand (a --request-rate asked for outright is refused instead).
             on_progress(Step(f"  {key} sweep stops before {rate:.3g}/s: more than the load "
                              "generator sends on time here"))  # fmt: skip
             break
-        measured.append(driver.measure(params.level(rate=rate)))
+        measured.append(runner.measure(params.level(rate=rate)))
         tried.append((rate, bool(measured[-1].slo_met)))
         on_progress(Step(f"  {key} sweep {measured[-1].load}: {latency.brief(measured[-1])}"))
     best = goodput(tried)

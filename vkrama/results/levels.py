@@ -69,6 +69,11 @@ class LevelStats:
     rate: float | None = None
     arrival: str | None = None
     send_lag_ms: Spread | None = None
+    # Requests/s the generator really sent, (N-1) over its first to last send, beside the
+    # nominal `rate`; and whether it fell behind beyond `bench.arrivals`' stated bounds
+    # (its latencies count from the scheduled sends, so the lateness is in them).
+    realized_rate: float | None = None
+    sent_late: bool = False
     # Against `--slo`: met (None when no SLO was set) and, if not, what broke.
     slo_met: bool | None = None
     slo_broken: tuple[str, ...] = ()

@@ -45,6 +45,9 @@ class ServeRow:
     load: str = "-"  # "4 clients", "2/s poisson", "burst"
     rate: float | None = None  # open loop: requests/s asked (None: closed loop or a burst)
     arrival: str | None = None
+    realized_rate: float | None = None  # open loop: requests/s really sent
+    send_lag_ms: Spread | None = None  # open loop: how late the generator sent each
+    sent_late: bool = False  # it fell behind beyond bench.arrivals' bounds
     slo_met: bool | None = None  # against --slo; None without one
     slo_broken: tuple[str, ...] = ()
     prompt_cache: bool | None = None  # --prefix-tokens: the server's prompt cache on/off
@@ -80,6 +83,9 @@ def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow
                 load=s.load,
                 rate=s.rate,
                 arrival=s.arrival,
+                realized_rate=s.realized_rate,
+                send_lag_ms=s.send_lag_ms,
+                sent_late=s.sent_late,
                 slo_met=s.slo_met,
                 slo_broken=s.slo_broken,
                 prompt_cache=s.prompt_cache,
@@ -115,12 +121,19 @@ def _spread(value: Spread | None, digits: int = 0, p90: bool = True) -> str:
     return "/".join(f"{v:.{digits}f}" for v in shown)
 
 
-def _serve_cells(r: ServeRow) -> list[object]:
+def _sent(r: ServeRow) -> str:
+    if r.realized_rate is None:
+        return "-"
+    return f"{r.realized_rate:.3g}" + (" late" if r.sent_late else "")
+
+
+def _serve_cells(r: ServeRow, paced: bool = False) -> list[object]:
     return [
         r.backend,
         r.driver or "-",
         r.device,
         (r.concurrency or "-") if r.arrival is None and r.prompt_cache is None else r.load,
+        *([_sent(r)] if paced else []),
         f"{r.requests - r.failures}/{r.requests}" if r.requests else "-",
         _spread(r.ttft_ms),
         _spread(r.itl_ms, 1),
@@ -137,8 +150,11 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
     """The serving bench's table (percentiles p50/p90/p99), failure reasons under it; with
     an SLO, whether each level met it and each stack's goodput."""
     judged = any(r.slo_met is not None for r in found)
-    headers = [*SERVE_HEADERS, "SLO"] if judged else SERVE_HEADERS
-    shown = [[*_serve_cells(r), _slo(r)] if judged else _serve_cells(r) for r in found]
+    # Open-loop levels: the rate really sent beside the nominal one in `load`.
+    paced = any(r.realized_rate is not None for r in found)
+    headers = [*SERVE_HEADERS[:4], "sent/s", *SERVE_HEADERS[4:]] if paced else SERVE_HEADERS
+    headers = [*headers, "SLO"] if judged else headers
+    shown = [[*_serve_cells(r, paced), *([_slo(r)] if judged else [])] for r in found]
     table = tabulate(shown, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     reasons = dict.fromkeys(
         f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {note(r.status, r.reason)}"
@@ -156,7 +172,19 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
         f"({100 * (r.client_cpu_s or 0) / (r.server_cpu_s or 1):.1f} %)"
         for r in cpu[:1]
     ]
-    return "\n".join([table, *reasons, *notes, *goodput_lines(found), *cache_lines(found)])
+    late = [
+        f"the load generator fell behind at {r.load}, {_name(r)}: sent at "
+        f"{r.realized_rate or 0:.3g}/s, p99 {r.send_lag_ms.p99 if r.send_lag_ms else 0:.0f} ms "
+        "late (its latencies count from the scheduled sends)"
+        for r in found
+        if r.sent_late
+    ]
+    parts = [table, *reasons, *notes, *late, *goodput_lines(found), *cache_lines(found)]
+    return "\n".join(parts)
+
+
+def _name(r: ServeRow) -> str:
+    return f"{r.backend}{f'/{r.driver}' if r.driver else ''}"
 
 
 def _slo(row: ServeRow) -> str:
