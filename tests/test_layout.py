@@ -22,8 +22,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vkrama"
 # a room STYLE.md does not list, checks the host (podman, CDI, ulimits): it reads the
 # hardware, the engine and the backends' list, and only the CLI reads it.
 STAGES = [
-    # shared by all: the flags/env/toml ─► Settings stage, and llama.cpp's flag table
-    "errors config progress llama_flags",
+    # shared by all: the flags/env/toml ─► Settings stage, llama.cpp's flag table and the
+    # duration grammar
+    "errors config progress llama_flags units",
     "hardware",
     "engine",
     "store",

@@ -305,7 +305,7 @@ def test_timeout_is_its_own_exit_code(
     vkrama: Vkrama, tiny_model: Path, engine: Engine, no_servers_left: None
 ) -> None:
     done = vkrama(
-        "serve", str(tiny_model), "--backend", "cpu", "--port", "auto", "-d", "--timeout", "0"
+        "serve", str(tiny_model), "--backend", "cpu", "--port", "auto", "-d", "--timeout", "1ms"
     )
     assert done.returncode == 6, done.stderr
     assert serve_containers(engine) == []

@@ -12,25 +12,25 @@ from typing import Any
 
 import pytest
 
-from vkrama import config
+from vkrama import config, units
 from vkrama.bench.plan import physical_cores
-from vkrama.cli.tune import duration
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import tuned as stored
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("10m", 600), ("90s", 90), ("90", 90), ("1h30m", 5400), ("1m30s", 90), ("0.5m", 30)],
-)
+    [("10m", 600), ("90s", 90), ("90", 90), ("1h30m", 5400), ("1m30s", 90), ("0.5m", 30),
+     ("500ms", 0.5)],
+)  # fmt: skip
 def test_a_budget_is_a_duration(text: str, seconds: float) -> None:
-    assert duration(text) == seconds
+    assert units.seconds(text, "--budget") == seconds
 
 
 @pytest.mark.parametrize("text", ["", "ten minutes", "10x", "m"])
 def test_a_budget_that_is_no_duration_is_a_usage_error(text: str) -> None:
     with pytest.raises(VkramaError) as caught:
-        duration(text)
+        units.seconds(text, "--budget")
     assert caught.value.status == ExitStatus.USAGE and caught.value.hint
 
 

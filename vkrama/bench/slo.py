@@ -16,11 +16,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vkrama import units
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results.levels import LevelStats, Spread
 
 FIGURES = {"ttft": "ttft_ms", "itl": "itl_ms", "e2e": "e2e_ms"}
-_TERM = re.compile(r"(ttft|itl|e2e)_p(50|90|99)=(\d+(?:\.\d+)?)(ms|s)")
+_TERM = re.compile(r"(ttft|itl|e2e)_p(50|90|99)=(.+)")  # the limit: units.seconds' grammar
 SWEEP_START = 1.0  # requests/s, unless --request-rate names where to start
 SWEEP_FACTOR = 2.0  # each level's rate over the last one's, until the SLO breaks
 SWEEP_LEVELS = 8  # at most, the narrowing included
@@ -54,12 +55,13 @@ def parse(text: str) -> tuple[Objective, ...]:
         if match is None:
             raise VkramaError(
                 f"--slo {term!r} is not FIGURE_pQ=LIMIT",
-                hint="figures ttft, itl, e2e; percentiles p50, p90, p99; limits in ms or s, "
+                hint="figures ttft, itl, e2e; percentiles p50, p90, p99; limits with a unit "
+                "(500ms, 1.5s), "
                 "e.g. --slo ttft_p90=500ms,itl_p90=50ms",
                 status=ExitStatus.USAGE,
             )
-        figure, quantile, value, unit = match.groups()
-        limit = float(value) * (1000.0 if unit == "s" else 1.0)
+        figure, quantile, value = match.groups()
+        limit = units.seconds(value, f"--slo {figure}_p{quantile}", bare=None) * 1000.0
         found.append(Objective(figure, int(quantile), limit))
     if not found:
         raise VkramaError("--slo names no target", hint="e.g. --slo ttft_p90=500ms",

@@ -25,6 +25,7 @@ from vkrama.cli.console import dry_run_prelude, echo_generated, echo_json
 from vkrama.cli.flags import gpu_flags
 from vkrama.cli.progress import reporting
 from vkrama.cli.serve_flags import serving_flags
+from vkrama.cli.types import CommaList, Duration, natural, refuse_ignored
 from vkrama.deploy import fleet
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import report
@@ -34,22 +35,23 @@ if TYPE_CHECKING:
     from vkrama.backends import GpuSelection
 
 
-def _list(value: str | None) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v.strip() for v in (value or "").split(",") if v.strip()))
+def _flash_attn(value: str) -> str:
+    """llama-bench's own spelling (-fa 0,1) is accepted and stored as on/off."""
+    value = {"1": "on", "0": "off"}.get(value, value)
+    if value not in FLASH_ATTN_VALUES:
+        raise ValueError(f"{value!r} is not on, off, 1 or 0")
+    return value
 
 
-def _depths(value: str | None) -> tuple[int, ...]:
-    try:
-        depths = tuple(dict.fromkeys(int(v) for v in _list(value)))
-    except ValueError:
-        depths = (-1,)
-    if any(d < 0 for d in depths):
-        raise VkramaError(
-            f"--depth {value!r} is not a list of token counts",
-            hint="e.g. --depth 0,4096,16384",
-            status=ExitStatus.USAGE,
-        )
-    return depths
+BACKENDS = CommaList(what="a list of backends", example="cpu,vulkan")
+VK_DRIVERS = CommaList(what="a list of Vulkan drivers", example="radv,lavapipe")
+DEPTHS = CommaList(natural(0), what="a list of token counts", example="0,4096,16384")
+# With --serve, llama-server runs and these llama-bench flags would be ignored.
+LLAMA_BENCH_ONLY = ("n_prompt", "n_gen", "repetitions", "ngl", "fa", "depth", "threads")
+SERVE_SAYS = {
+    "n_prompt": "--serve sends --prompt-tokens tokens a request; drop -p",
+    "n_gen": "--serve generates --gen-tokens tokens a request; drop -n",
+}
 
 
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -70,8 +72,9 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.argument("model")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- LLAMA_BENCH_ARGS]")
 @click.option(
-    "--backend", "backends", metavar="B1,B2", help="Backends: cpu,vulkan,rocm,cuda,oneapi."
-)
+    "--backend", "backends", type=BACKENDS, default=(), metavar="B1,B2",
+    help="Backends: cpu,vulkan,rocm,cuda,oneapi.",
+)  # fmt: skip
 @click.option(
     "--all",
     "every",
@@ -82,6 +85,8 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--vk-driver",
     "vk_drivers",
+    type=VK_DRIVERS,
+    default=(),
     metavar="D1,D2",
     help="Vulkan drivers: radv,anv,nvk,nvidia,lavapipe.",
 )
@@ -122,7 +127,9 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--fa",
     "--flash-attn",
-    "flash_attn",
+    "fa",
+    type=CommaList(_flash_attn, what="a list of on, off (or 1, 0)", example="on,off"),
+    default=(),
     metavar="on,off",
     help="Flash attention values to test (llama-bench -fa; 1/0 mean on/off).",
 )
@@ -130,6 +137,8 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "-d",
     "--depth",
     "depth",
+    type=DEPTHS,
+    default=(),
     metavar="D1,D2",
     help="Context depths to test at (llama-bench -d): tokens already in the KV cache.",
 )
@@ -141,9 +150,10 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=1),
-    metavar="S",
-    help="Seconds per cell (default: settings bench.timeout).",
+    type=Duration(0, open=True),
+    metavar="TIME",
+    help="Time per cell, e.g. 30m or 90s; a bare number is seconds (default: settings "
+    "bench.timeout).",
 )
 @click.option(
     "--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra environment for every cell."
@@ -175,9 +185,9 @@ def bench(
     app: App,
     model: str,
     extra_args: tuple[str, ...],
-    backends: str | None,
+    backends: tuple[str, ...],
     every: bool,
-    vk_drivers: str | None,
+    vk_drivers: tuple[str, ...],
     gpu: GpuSelection,
     split_mode: str | None,
     tensor_split: tuple[float, ...],
@@ -185,8 +195,8 @@ def bench(
     n_gen: int,
     repetitions: int,
     ngl: int | None,
-    flash_attn: str | None,
-    depth: str | None,
+    fa: tuple[str, ...],
+    depth: tuple[int, ...],
     threads: int | None,
     timeout: float | None,
     env: tuple[str, ...],
@@ -204,13 +214,22 @@ def bench(
     did not actually run (ggml found no device, fell back to the CPU) is failed, never
     counted. `vkrama --dry-run bench …` prints each cell's podman command.
     """
+    ctx = click.get_current_context()
+    if serve is not None:
+        refuse_ignored(ctx, LLAMA_BENCH_ONLY, "without --serve (llama-bench's)", SERVE_SAYS)
+        if extra_args:
+            raise VkramaError(
+                "arguments after -- go to llama-bench, which --serve does not run",
+                hint="--serve starts llama-server as `vkrama serve` does; drop them",
+                status=ExitStatus.USAGE,
+            )
+    if not generate:
+        refuse_ignored(ctx, ["out_dir"], "with --generate")
     if n_prompt == 0 and n_gen == 0:
-        raise VkramaError("-p and -n are both 0: nothing to measure", status=ExitStatus.USAGE)
-    # llama-bench's own spelling (-fa 0,1) is accepted and stored as on/off.
-    fa = tuple(dict.fromkeys({"1": "on", "0": "off"}.get(v, v) for v in _list(flash_attn)))
-    if any(value not in FLASH_ATTN_VALUES for value in fa):
         raise VkramaError(
-            f"--fa takes {', '.join(FLASH_ATTN_VALUES)} (or 1, 0)", status=ExitStatus.USAGE
+            "-p and -n are both 0: nothing to measure",
+            hint="e.g. -p 512 (prompt processing), -n 128 (generation), or both",
+            status=ExitStatus.USAGE,
         )
     if tuned and (serve or fa):
         raise VkramaError(
@@ -221,12 +240,11 @@ def bench(
             else "`serve --backend best` serves the tuned winner with its flags",
             status=ExitStatus.USAGE,
         )
-    depths = _depths(depth)
-    params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depths)
+    params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depth)
     request = BenchRequest(
         model=model,
-        backends=_list(backends),
-        vk_drivers=_list(vk_drivers),
+        backends=backends,
+        vk_drivers=vk_drivers,
         every=every,
         gpu=gpu,
         split_mode=split_mode,

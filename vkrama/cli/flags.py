@@ -12,6 +12,13 @@ from typing import Any
 
 import click
 
+from vkrama.cli.types import CommaList, Duration
+
+# --gpu and --tensor-split are comma lists too: empty ones and empty items are refused by
+# the one list type before their own parsers read the words (all, each) and numbers.
+_GPUS = CommaList(unique=False, what="GPU indices", example="0,1 (or all)")
+_SHARES = CommaList(unique=False, what="a list of proportions", example="3,1")
+
 BACKEND_CHOICES = ("auto", "cpu", "vulkan", "rocm", "cuda", "oneapi", "best")
 GPU_HELP = "GPU index, or a list 0,1 / all to split the model over several (see `vkrama devices`)."
 BENCH_GPU_HELP = (
@@ -41,17 +48,21 @@ def gpu_type(
 ) -> Callable[[click.Context, click.Parameter, str | None], object]:
     """--gpu: N, a list N,M (one model split over them, in that order), all (bench: each)."""
 
-    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
         from vkrama.backends import parse_gpus
 
+        if value is not None:
+            _GPUS.convert(value, param, ctx)
         return parse_gpus(value, allow_each=allow_each)
 
     return parse
 
 
-def tensor_split_type(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+def tensor_split_type(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
     from vkrama.backends import check_split
 
+    if value is not None:
+        _SHARES.convert(value.replace("/", ","), param, ctx)
     return check_split(None, value)[1]
 
 
@@ -91,6 +102,7 @@ serve_flags = group(
                  help="Context size in tokens (default: the model's)."),
     click.option("--ngl", type=click.IntRange(min=0), metavar="N",
                  help="Layers to offload (default: all on a GPU backend, 0 on cpu)."),
-    click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
-                 help="Seconds to wait until ready (default: settings serve.timeout)."),
+    click.option("--timeout", type=Duration(0, open=True), metavar="TIME",
+                 help="Time to wait until ready, e.g. 5m (a bare number is seconds; "
+                 "default: settings serve.timeout)."),
 )  # fmt: skip

@@ -47,6 +47,32 @@ def _anchor(path: str) -> str:
     return path.replace(" ", "-")
 
 
+# The rules every command's values follow (vkrama/cli/types.py, vkrama/units.py).
+GRAMMAR = [
+    "## One grammar",
+    "",
+    "- **Durations** (`--budget`, `--timeout`, `--duration`, SLO limits): `90s`, `10m`,",
+    "  `1h30m`, `500ms`, `1.5s`. A bare number is seconds; an SLO limit needs its unit.",
+    "- **Lists** (`--backend`, `--vk-driver`, `--gpu`, `--depth`, `--fa`, `--concurrency`,",
+    "  `--request-rate`, `--slo`, `--tensor-split`, `tune --flags`): comma-separated; an",
+    '  empty list or an empty item (`1,,2`) is a usage error, never "not given".',
+    "- **A flag a command would ignore is refused** with the flag that gives it meaning:",
+    "  `bench --request-rate 2` without `--serve`, `bench --serve -p 64` (llama-bench's),",
+    "  `-o` without `--generate`, `serve --rank-by` without `--backend best`, `tune --show`",
+    "  with search flags, `tune -n` with `--for pp`.",
+    "- **`-d`** follows the tool each command wraps: `--depth` in `bench` and `tune`",
+    "  (llama-bench's `-d`), `--detach` in `serve` (podman's and docker's `-d`). Kept so on",
+    "  purpose: each is what users of that tool type.",
+    "- **Defaults that differ, and why**: `-r` is 5 in `bench`, 3 (at least 2) in `tune`,",
+    "  which judges noise from the spread and reruns survivors; `-p` is 512 in `bench`",
+    "  (llama-bench's), 2048 in `tune` (an ubatch above the prompt changes nothing), so",
+    "  `bench --tuned -p 2048` measures where a default tuning did. `--timeout` takes any",
+    "  time above 0 everywhere (serve took 0, bench and tune at least 1 s).",
+    "- `--json` is on every command a script reads: `serve -d --json` gives the server's",
+    "  name, id, url and alias; `--dry-run --json` the commands.",
+]
+
+
 def render() -> str:
     """The whole of docs/cli.md."""
     contexts = list(_walk(cli, _context(cli, "vkrama", None)))
@@ -55,6 +81,8 @@ def render() -> str:
         "",
         "Every command's `--help`, generated; do not edit by hand. After changing a command,",
         f"regenerate it: `{REGENERATE}`.",
+        "",
+        *GRAMMAR,
         "",
     ]
     lines += [f"- [`{c.command_path}`](#{_anchor(c.command_path)})" for c in contexts]

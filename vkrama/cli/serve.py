@@ -20,6 +20,7 @@ from vkrama.cli import console
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
 from vkrama.cli.flags import port_type, serve_flags
 from vkrama.cli.progress import reporting
+from vkrama.cli.types import refuse_ignored
 from vkrama.serve import lifecycle, session
 from vkrama.serve.plan import ServeRequest
 
@@ -40,7 +41,11 @@ if TYPE_CHECKING:
 )
 @click.option("--host", metavar="H", help="Host address to publish on (default: 127.0.0.1).")
 @click.option("--name", metavar="N", help="Container name (default: vkrama-ALIAS-PORT).")
-@click.option("-d", "--detach", is_flag=True, help="Return once ready; print name and URL.")
+@click.option(
+    "-d", "--detach", is_flag=True,
+    help="Return once ready; print name and URL. (-d is podman's --detach here; in bench and "
+    "tune it is llama-bench's --depth.)",
+)  # fmt: skip
 @click.option(
     "--parallel",
     type=click.IntRange(min=1),
@@ -76,6 +81,10 @@ if TYPE_CHECKING:
     "--replicas", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
     help="Pods of the Kubernetes Deployment (--generate kube).",
 )  # fmt: skip
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="With -d: the server as JSON (name, id, url, alias); with --dry-run: the commands.",
+)  # fmt: skip
 @dry_run_option
 @pass_app
 def serve(
@@ -84,14 +93,23 @@ def serve(
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
     port: int | str | None, host: str | None, name: str | None, detach: bool,
     parallel: int | None, alias: str | None, rank_by: str, api_key_file: Path | None,
-    generate: str | None, out_dir: Path, replicas: int,
+    generate: str | None, out_dir: Path, replicas: int, as_json: bool,
 ) -> None:  # fmt: skip
     """Serve MODEL with llama-server's OpenAI API in the best (or chosen) backend image.
 
     Foreground by default: logs stream until Ctrl-C, which stops and removes the
     container. Arguments after `--` go to llama-server unchanged.
     """
+    ctx = click.get_current_context()
+    if not generate:
+        refuse_ignored(ctx, ["out_dir", "replicas"], "with --generate")
+    elif generate != "kube":
+        refuse_ignored(ctx, ["replicas"], "with --generate kube")
+    if not (detach or app.dry_run) or generate:
+        refuse_ignored(ctx, ["as_json"], "with -d or --dry-run")
     settings = app.settings
+    if (backend or settings["serve.backend"]) != "best":
+        refuse_ignored(ctx, ["rank_by"], "with --backend best")
     request = ServeRequest(
         model=model, backend=backend or settings["serve.backend"], gpu=gpu,
         split_mode=split_mode, tensor_split=tensor_split, vk_driver=vk_driver,
@@ -108,23 +126,32 @@ def serve(
     if app.dry_run:
         with reporting(app.verbose) as reporter:
             planned = session.plan(settings, request, on_progress=reporter)
-        echo_dry_run(planned, request)
+        echo_dry_run(planned, request, as_json)
         return
     with terminate_as_interrupt(), reporting(app.verbose) as reporter, log_tail_on_failure():
         running = lifecycle.start(settings, app.engine, request, reporter)
         if detach:
             reporter.close()
-            click.echo(f"{running.name} {running.url}")
+            if as_json:
+                console.echo_json({"name": running.name, "id": running.id, "url": running.url,
+                                   "alias": running.alias})  # fmt: skip
+            else:
+                click.echo(f"{running.name} {running.url}")
             return
         lifecycle.follow(app.engine, running, click.echo, reporter)
 
 
-def echo_dry_run(planned: session.Planned, request: ServeRequest) -> None:
-    for secret in planned.spec.secrets:
-        # The key file's first line is the key; the value itself is never printed.
-        source = shlex.quote(str(request.api_key_file))
-        click.echo(f"head -n 1 {source} | podman secret create {secret.name} -")
-    for line in console.dry_run_prelude(planned.spec):
+def echo_dry_run(planned: session.Planned, request: ServeRequest, as_json: bool = False) -> None:
+    # The key file's first line is the key; the value itself is never printed.
+    source = shlex.quote(str(request.api_key_file))
+    secrets = [f"head -n 1 {source} | podman secret create {one.name} -"
+               for one in planned.spec.secrets]  # fmt: skip
+    prelude = console.dry_run_prelude(planned.spec)
+    if as_json:  # bench's and tune's --dry-run --json keys, plus the secrets' lines
+        console.echo_json({"secrets": secrets, "prepare": prelude,
+                           "command": planned.spec.podman_argv(detach=True)})  # fmt: skip
+        return
+    for line in [*secrets, *prelude]:
         click.echo(line)
     click.echo(planned.spec.podman_command(detach=True))
 

@@ -18,7 +18,15 @@ from vkrama.bench import slo
 from vkrama.bench.arrivals import ARRIVALS, parse_rates
 from vkrama.bench.prompts import SOURCES
 from vkrama.bench.serving import ServeParams
+from vkrama.cli.types import CommaList, Duration, natural, refuse_ignored
 from vkrama.errors import ExitStatus, VkramaError
+
+# Each rate through the one rate parser, so a list item is judged as a whole list is.
+RATES = CommaList(lambda text: parse_rates(text)[0], what="a list of positive rates",
+                  example="0.5,1,2 (requests/s; inf: all at once)")  # fmt: skip
+LEVELS = CommaList(natural(1), what="a list of positive numbers", example="1,4,16")
+SLO_TERMS = CommaList(what="a list of targets", example="ttft_p90=500ms,itl_p90=50ms",
+                      unique=False)  # fmt: skip
 
 OPTIONS = [
     click.option(
@@ -30,12 +38,14 @@ OPTIONS = [
     ),
     click.option(
         "--concurrency",
+        type=LEVELS,
         metavar="C1,C2",
         help="--serve: closed-loop levels, clients at once (default 1,4 unless --request-rate).",
     ),
     click.option(
         "--request-rate",
         "request_rate",
+        type=RATES,
         metavar="R1,R2",
         help="--serve: open-loop levels, requests/s whatever the server does (inf: all at once).",
     ),
@@ -48,9 +58,10 @@ OPTIONS = [
     ),
     click.option(
         "--duration",
-        type=click.FloatRange(min=0, min_open=True),
-        metavar="S",
-        help="--serve: seconds per level instead of --requests.",
+        type=Duration(0, open=True),
+        metavar="TIME",
+        help="--serve: time per level instead of --requests, e.g. 30s or 2m (a bare number "
+        "is seconds).",
     ),
     click.option(
         "--parallel",
@@ -61,8 +72,10 @@ OPTIONS = [
     click.option(
         "--slo",
         "slo_text",
+        type=SLO_TERMS,
         metavar="FIG_pQ=LIMIT,...",
-        help="--serve: latency targets a level must meet, e.g. ttft_p90=500ms,itl_p90=50ms.",
+        help="--serve: latency targets a level must meet, e.g. ttft_p90=500ms,itl_p90=50ms "
+        "(limits in the duration syntax, with a unit).",
     ),
     click.option(
         "--sweep",
@@ -120,6 +133,8 @@ def serving_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         given = {name: kwargs.pop(name) for name in NAMES}
         serve_mode = given.pop("serve_mode")
+        if not serve_mode:  # each would be ignored by llama-bench
+            refuse_ignored(click.get_current_context(), given, "with --serve")
         kwargs["serve"] = serve_params(**given) if serve_mode else None
         return command(*args, **kwargs)
 
@@ -129,12 +144,12 @@ def serving_flags(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def serve_params(
-    concurrency: str | None,
-    request_rate: str | None,
+    concurrency: tuple[int, ...] | None,
+    request_rate: tuple[float, ...] | None,
     arrival: str,
     duration: float | None,
     parallel: int | None,
-    slo_text: str | None,
+    slo_text: tuple[str, ...] | None,
     sweep: bool,
     prompt_tokens: int,
     prefix_tokens: int,
@@ -143,12 +158,13 @@ def serve_params(
     requests: int | None,
 ) -> ServeParams:
     """The serving bench's flags as one ServeParams; contradictions are usage errors."""
-    rates = parse_rates(request_rate) if request_rate else ()
+    rates = request_rate or ()
     levels: tuple[int, ...] = () if rates or sweep else (1, 4)
     if concurrency is not None:
-        levels = _levels(concurrency)
+        levels = concurrency
     if duration is not None and requests is not None:
         raise VkramaError("--duration and --requests both end a level: pass one",
+                          hint="--duration 30s (time per level) or --requests 16",
                           status=ExitStatus.USAGE)  # fmt: skip
     if sweep and not slo_text:
         raise VkramaError("--sweep raises the rate until the SLO breaks: it needs --slo",
@@ -156,29 +172,18 @@ def serve_params(
                           status=ExitStatus.USAGE)  # fmt: skip
     if sweep and any(math.isinf(r) for r in rates[:1]):
         raise VkramaError("--sweep starts at --request-rate's first rate: not inf",
+                          hint="start at a finite rate, e.g. --sweep --request-rate 1",
                           status=ExitStatus.USAGE)  # fmt: skip
     if duration is not None and any(math.isinf(r) for r in rates):
         raise VkramaError("a burst (--request-rate inf) sends everything at once: it takes "
-                          "--requests, not --duration", status=ExitStatus.USAGE)  # fmt: skip
+                          "--requests, not --duration",
+                          hint="e.g. --request-rate inf --requests 32",
+                          status=ExitStatus.USAGE)  # fmt: skip
     if prefix_tokens >= prompt_tokens:
         raise VkramaError(f"--prefix-tokens {prefix_tokens} leaves no room in a prompt of "
                           f"{prompt_tokens} tokens for each request's own text",
                           hint="a shared prefix shorter than --prompt-tokens",
                           status=ExitStatus.USAGE)  # fmt: skip
-    objectives = slo.parse(slo_text) if slo_text else ()
+    objectives = slo.parse(",".join(slo_text)) if slo_text else ()
     return ServeParams(levels, prompt_tokens, gen_tokens, requests, rates, arrival, duration,
                        parallel, objectives, sweep, prefix_tokens, prompt_source)  # fmt: skip
-
-
-def _levels(value: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        levels = ()
-    if not levels or min(levels) < 1:
-        raise VkramaError(
-            f"--concurrency {value!r} is not a list of positive numbers",
-            hint="e.g. --concurrency 1,4,16",
-            status=ExitStatus.USAGE,
-        )
-    return levels

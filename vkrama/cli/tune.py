@@ -7,16 +7,16 @@ stack (or JSON); `--show` lists what is stored.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import click
 
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
-from vkrama.cli.bench import _depths, _list
+from vkrama.cli.bench import BACKENDS, DEPTHS, VK_DRIVERS
 from vkrama.cli.console import dry_run_prelude, echo_json, echo_table
 from vkrama.cli.flags import gpu_type
 from vkrama.cli.progress import reporting
+from vkrama.cli.types import CommaList, Duration, refuse_ignored
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import tuned as stored
 from vkrama.tune import session
@@ -25,73 +25,81 @@ from vkrama.tune.trials import OBJECTIVES
 if TYPE_CHECKING:
     from vkrama.backends import GpuSelection
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
 SHOW_HEADERS = ["stack", "device", "test", "tuned flags", "t/s", "defaults t/s", "gain",
                 "noise", "image", "tuned"]  # fmt: skip
 
 
-def duration(value: str) -> float:
-    """Seconds in "10m", "90s", "1h30m", "1m30s" or a bare number of seconds."""
-    found = _DURATION.fullmatch(value.strip())
-    if not value.strip() or found is None or not any(found.groups()):
-        raise VkramaError(
-            f"--budget {value!r} is not a duration",
-            hint="e.g. --budget 10m, 90s or 1h30m",
-            status=ExitStatus.USAGE,
-        )
-    hours, minutes, seconds = (float(g or 0) for g in found.groups())
-    return hours * 3600 + minutes * 60 + seconds
+# What `--show` lists needs none of the search's flags: each given with it is refused.
+SEARCH_ONLY = ("backends", "vk_drivers", "gpu", "depth", "objective", "n_prompt", "n_gen",
+               "budget", "repetitions", "only", "timeout", "no_save")  # fmt: skip
+# --flags names llama-bench's flags with or without their dash: ub,fa or -ub,-fa.
+FLAG_NAMES = CommaList(lambda name: name.lstrip("-"), what="a list of llama-bench flags",
+                       example="ub,fa,ctk")  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False)
-@click.option("--backend", "backends", metavar="B1,B2", help="Backends: cpu,vulkan,rocm,cuda.")
-@click.option("--vk-driver", "vk_drivers", metavar="D1,D2", help="Vulkan drivers to tune.")
+@click.option("--backend", "backends", type=BACKENDS, default=(), metavar="B1,B2",
+              help="Backends: cpu,vulkan,rocm,cuda,oneapi.")  # fmt: skip
+@click.option("--vk-driver", "vk_drivers", type=VK_DRIVERS, default=(), metavar="D1,D2",
+              help="Vulkan drivers to tune.")  # fmt: skip
 @click.option("--gpu", metavar="N", callback=gpu_type(), help="The GPU (index) to tune on.")
-@click.option("-d", "--depth", metavar="D1,D2", help="Context depths to measure at (-d).")
+@click.option("-d", "--depth", type=DEPTHS, default=(), metavar="D1,D2",
+              help="Context depths to measure at (-d).")  # fmt: skip
 @click.option(
     "--for", "objective", type=click.Choice(OBJECTIVES), default="pp", show_default=True,
     help="What to make fast: prompt processing, generation, or both (geometric mean).",
 )  # fmt: skip
 @click.option(
     "-p", "--n-prompt", type=click.IntRange(min=1), default=2048, show_default=True,
-    metavar="N", help="Prompt tokens measured (an ubatch above this changes nothing).",
+    metavar="N", help="Prompt tokens measured (--for pp or both; an ubatch above this changes "
+    "nothing, hence more than bench's 512; `bench --tuned -p 2048` measures where it tuned).",
 )  # fmt: skip
 @click.option(
     "-n", "--n-gen", type=click.IntRange(min=1), default=128, show_default=True, metavar="N",
     help="Generated tokens measured (--for tg or both).",
 )  # fmt: skip
 @click.option(
-    "--budget", default="10m", show_default=True, metavar="TIME",
-    help="Time for the whole tuning, shared over the stacks (e.g. 90s, 10m, 1h).",
+    "--budget", type=Duration(0, open=True), default="10m", show_default=True, metavar="TIME",
+    help="Time for the whole tuning, shared over the stacks (e.g. 90s, 10m, 1h; a bare "
+    "number is seconds).",
 )  # fmt: skip
 @click.option(
     "-r", "--repetitions", type=click.IntRange(min=2), default=3, show_default=True,
-    metavar="N", help="Repetitions of a value's first trial (survivors get more).",
+    metavar="N", help="Repetitions of a value's first trial (survivors get more); at least 2, "
+    "as noise is judged from their spread (bench's default is 5).",
 )  # fmt: skip
-@click.option("--flags", "only", metavar="F1,F2", help="Search only these (e.g. ub,fa,ctk).")
-@click.option("--timeout", type=click.FloatRange(min=1), metavar="S", help="Seconds per trial.")
+@click.option("--flags", "only", type=FLAG_NAMES, default=(), metavar="F1,F2",
+              help="Search only these (e.g. ub,fa,ctk or -ub,-fa).")  # fmt: skip
+@click.option("--timeout", type=Duration(0, open=True), metavar="TIME",
+              help="Time per trial, e.g. 5m (a bare number is seconds).")  # fmt: skip
 @click.option("--show", is_flag=True, help="List stored tunings (of MODEL, if given).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-save", is_flag=True, help="Store neither the trials nor the outcome.")
 @dry_run_option
 @pass_app
 def tune(
-    app: App, model: str | None, backends: str | None, vk_drivers: str | None,
-    gpu: GpuSelection, depth: str | None, objective: str, n_prompt: int, n_gen: int,
-    budget: str, repetitions: int, only: str | None, timeout: float | None, show: bool,
+    app: App, model: str | None, backends: tuple[str, ...], vk_drivers: tuple[str, ...],
+    gpu: GpuSelection, depth: tuple[int, ...], objective: str, n_prompt: int, n_gen: int,
+    budget: float, repetitions: int, only: tuple[str, ...], timeout: float | None, show: bool,
     as_json: bool, no_save: bool,
 ) -> int:  # fmt: skip
     """Search each stack's fastest llama-bench flags for MODEL (ubatch, batch, flash
     attention, KV cache types, threads on cpu, ...) and store them per GPU, image and
     model; `bench --tuned` and `serve --backend best` use them."""
+    ctx = click.get_current_context()
     if show:
+        refuse_ignored(ctx, SEARCH_ONLY, "without --show (they steer a tuning)")
         return show_tuned(app, model, as_json)
+    if objective == "pp":
+        refuse_ignored(ctx, ["n_gen"], "with --for tg or both")
+    if objective == "tg":
+        refuse_ignored(ctx, ["n_prompt"], "with --for pp or both")
     if model is None:
         raise VkramaError("tune needs a MODEL", hint="or --show", status=ExitStatus.USAGE)
     request = session.TuneRequest(
-        model, _list(backends), _list(vk_drivers), gpu, _depths(depth), objective, n_prompt,
-        n_gen, duration(budget), repetitions, _list(only), not no_save, timeout,
+        model, backends, vk_drivers, gpu, depth, objective, n_prompt,
+        n_gen, budget, repetitions, only, not no_save, timeout,
     )  # fmt: skip
     if app.dry_run:
         return dry_run(app, request, as_json)
