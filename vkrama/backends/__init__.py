@@ -5,7 +5,8 @@ devices, numeric groups, environment, reason). Modules: `selection` (choose, usa
 support, splits, ranked), `cells` (the compatibility table cell by cell: `Choice`,
 `Support`, `Split`), `multi` (one model over several GPUs: `--gpu 0,1|all|each`),
 `targets` (the gfx targets each ROCm build covers), `compile_cache` (the shader and kernel
-caches a container keeps). Pure: reads only the profile it is given; never looks at the
+caches a container keeps), `env_switches` (each backend's own environment switches).
+Pure: reads only the profile it is given; never looks at the
 host, never prints. This file only re-exports.
 """
 

@@ -4,7 +4,8 @@
 `BuildPlan` a build sends and `--dry-run` prints), `building` (build, ensure: the build and
 its provenance labels), `local` (the images here: list, inspect, remove, save, load),
 `recipes` (the Containerfiles and their base images), `provenance` (what an image says
-about itself), `rocm` (which rocm recipe, for which gfx targets). podman is reached only
+about itself), `rocm` (which rocm recipe, for which gfx targets), `library` (the
+environment switches an image's libraries read). podman is reached only
 through `vkrama.engine.images`. Must not print or import click. This file only re-exports.
 """
 
