@@ -3,6 +3,7 @@ decodes and shows what it should, and a missing `charts` extra is one clear erro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -147,3 +148,77 @@ def test_bad_chart_flags_are_usage_errors(
     done = vkrama("results", "chart", "1", *args)
     assert done.returncode == ExitStatus.USAGE
     assert done.stderr.splitlines()[0] == message
+
+
+BIG = {"name": "big", "architecture": "llama", "parameter_count": 8_030_261_248,
+       "quantization": "Q4_K_M", "size": 4_915_635_904}  # fmt: skip
+
+
+def two_models() -> None:
+    """Run 1 and 3: the tiny F16 on two hosts; run 2: another model (big Q4_K_M), whose
+    cells are faster than anything of the tiny one's."""
+    store_run(config.load(), cell("cpu", None, 800, 60), cell("vulkan", "radv", 600, 120))
+    store_run(config.load(), cell("cpu", None, 9000, 900), cell("vulkan", "radv", 9900, 990),
+              model_name="big.gguf", model_sha256="cd" * 32, model=BIG)  # fmt: skip
+    store_run(config.load(), cell("cpu", None, 700, 50), cell("vulkan", "radv", 650, 110),
+              host="other-host")  # fmt: skip
+
+
+def panel_texts(svg: str) -> list[str]:
+    """Every line of text of the SVG, in order (titles, ticks, legends): matplotlib draws
+    text as paths and writes each line beside them as a comment."""
+    return re.findall(r"<!-- (.*?) -->", svg)
+
+
+def test_runs_of_two_models_get_a_row_of_panels_each_named_by_its_model(
+    vkrama: Callable[..., Any], tmp_path: Path
+) -> None:
+    two_models()
+    out = tmp_path / "chart.svg"
+    done = vkrama("results", "chart", "1", "2", "3", "-o", str(out), "--test", "pp64")
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    # Two panels (one per model), never one: the tiny model's two runs share a panel, with
+    # a bar per run and cell; big's panel has its two cells alone.
+    assert text.count('<g id="bar pp64 ') == 6
+    assert '<g id="bar pp64 cpu">' in text and '<g id="bar pp64 vulkan/radv">' in text
+    assert text.count('<g id="bar pp64 cpu run ') == 2
+    texts = panel_texts(text)
+    assert texts.count("tiny F16") == 2  # the tiny panel's title and its legend's title
+    assert texts.count("big Q4_K_M") == 1  # one run: a title, no legend
+    assert texts.index("big Q4_K_M") > texts.index("tiny F16")  # a row each, in run order
+    png = tmp_path / "chart.png"
+    assert vkrama("results", "chart", "1", "2", "3", "-o", str(png)).returncode == 0
+    assert Image.open(png).size == (840, 720)  # two panels wide (pp64, tg16), a row a model
+
+
+def test_compare_refuses_runs_of_two_models(vkrama: Callable[..., Any]) -> None:
+    two_models()
+    done = vkrama("results", "compare", "1", "2")
+    assert done.returncode == ExitStatus.USAGE
+    assert done.stderr == (
+        "Error: run 1 measured tiny F16 and run 2 big Q4_K_M: a change between two models is"
+        " not the stack's\n"
+        "Hint: compare two runs of one model; `vkrama results report 1 2` shows both, each"
+        " model in its own section\n"
+    )
+    assert done.stdout == ""
+    assert vkrama("results", "compare", "1", "3").returncode == 0  # one model, two hosts
+
+
+def test_exports_of_two_models_name_the_model_on_every_verdict_line(
+    vkrama: Callable[..., Any],
+) -> None:
+    two_models()
+    text = vkrama("results", "export", "1", "2").stdout
+    said = [line for line in text.splitlines() if line.startswith("- run ") and "fastest" in line]
+    assert said == [
+        "- run 1 (tiny F16), pp64: cpu fastest at 800.0 ± 1.0 t/s, 1.33x vulkan/radv: beyond noise",
+        "- run 1 (tiny F16), tg16: vulkan/radv fastest at 120.0 ± 1.0 t/s, 2.00x cpu: beyond noise",
+        "- run 2 (big Q4_K_M), pp64: vulkan/radv fastest at 9900.0 ± 1.0 t/s, 1.10x cpu: beyond"
+        " noise",
+        "- run 2 (big Q4_K_M), tg16: vulkan/radv fastest at 990.0 ± 1.0 t/s, 1.10x cpu: beyond"
+        " noise",
+    ]
+    one = vkrama("results", "export", "1", "3").stdout  # one model: the rows say it already
+    assert "- run 1, pp64: cpu fastest" in one and "(tiny F16)" not in one

@@ -79,7 +79,8 @@ def show(app: App, run: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Changes as JSON.")
 @pass_app
 def compare(app: App, run_a: str, run_b: str, as_json: bool) -> None:
-    """Per-cell change from RUN_A to RUN_B, and whether it exceeds the noise (2 σ)."""
+    """Per-cell change from RUN_A to RUN_B (two runs of one model), and whether it exceeds
+    the noise (2 σ)."""
     a = results.get_run(app.settings, run_a)
     b = results.get_run(app.settings, run_b)
     changes = results.compare(a, b)

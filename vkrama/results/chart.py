@@ -1,7 +1,9 @@
 """Stored runs drawn as charts: a bar per cell for each test, a curve per cell over depth.
 
 Stage: report (results ─► images). One drawing serves the HTML report (inline SVG) and
-`results chart -o FILE` (PNG or SVG). matplotlib is the optional extra `vkrama[charts]`:
+`results chart -o FILE` (PNG or SVG). A panel only ever holds one model's results (a row of
+panels per model), and its title and legend name the model: a 7B bar beside an 8B bar
+would read as a stack's speed. matplotlib is the optional extra `vkrama[charts]`:
 it is imported only here and only when a chart is asked for; without it `require()`
 raises MISSING_EXTRA with the pip line. Pure apart from matplotlib's own rendering; must
 not open the database or print.
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results.db import RunDetail
-from vkrama.results.ranking import cell_name
+from vkrama.results.ranking import cell_name, model_labels
 from vkrama.results.records import Measurement
 
 if TYPE_CHECKING:
@@ -31,9 +33,10 @@ _DEPTH = re.compile(r" @ d(\d+)")
 
 @dataclass(frozen=True)
 class Point:
-    """One measured (run, cell, test, depth): what a bar or a curve's point shows."""
+    """One measured (model, run, cell, test, depth): what a bar or a curve's point shows."""
 
-    run: str  # the run's label; "" when only one run is drawn
+    model: str  # the model's label ("llama-3.1-8b-shape Q4_K_M"): panels never mix two
+    run: str  # the run's label; "" when only one run of this model is drawn
     cell: str  # "vulkan/lavapipe"
     test: str  # the test without its depth: "pp512", "tg128 fa=on"
     depth: int
@@ -61,16 +64,25 @@ def run_label(detail: RunDetail) -> str:
 
 
 def points(details: Sequence[RunDetail]) -> list[Point]:
-    """Every ok measurement of the runs, labelled by run only when there are several."""
+    """Every ok measurement of the runs, labelled by model, and by run only when its model
+    has several runs here."""
+    labels = model_labels(details)
+    runs = [d.run.info.model_key for d in details]
     found = []
     for detail in details:
-        label = run_label(detail) if len(details) > 1 else ""
+        key = detail.run.info.model_key
+        label = run_label(detail) if runs.count(key) > 1 else ""
         for cell in detail.cells:
             name = cell_name(cell)
             for m in cell.measurements if cell.ok else ():
                 test, depth = split_depth(m)
-                found.append(Point(label, name, test, depth, m.tps, m.tps_stddev))
+                found.append(Point(labels[key], label, name, test, depth, m.tps, m.tps_stddev))
     return found
+
+
+def models(found: Sequence[Any]) -> list[str]:
+    """The models of these points (anything with a `model`), in order of appearance."""
+    return list(dict.fromkeys(p.model for p in found))
 
 
 def split_depth(m: Measurement) -> tuple[str, int]:
@@ -87,17 +99,26 @@ def has_depths(found: Sequence[Point], test: str) -> bool:
 
 
 def figure(found: Sequence[Point], only: str | None = None) -> Figure:
-    """One figure: a bar panel per test (at the smallest depth), then a depth-curve panel per
-    test measured at several depths. `only` draws one test's panels."""
+    """One figure, a row per model: a bar panel per test (at the smallest depth), then a
+    depth-curve panel per test measured at several depths. `only` draws one test's panels."""
     require()
     from matplotlib.figure import Figure
 
-    names = [t for t in tests(found) if only in (None, t)]
-    panels = [(t, False) for t in names] + [(t, True) for t in names if has_depths(found, t)]
-    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.6), dpi=100, layout="constrained")
-    for ax, (test, curve) in zip(fig.subplots(1, max(len(panels), 1), squeeze=False)[0], panels,
-                                 strict=False):  # fmt: skip
-        (_curves if curve else _bars)(ax, [p for p in found if p.test == test], test)
+    rows = []
+    for model in models(found) or [""]:
+        mine = [p for p in found if p.model == model]
+        names = [t for t in tests(mine) if only in (None, t)]
+        rows.append((mine, [(t, False) for t in names] +
+                     [(t, True) for t in names if has_depths(mine, t)]))  # fmt: skip
+    rows = [row for row in rows if row[1]] or rows[:1]  # `only`: the models that measured it
+    width = max([len(panels) for _, panels in rows] + [1])
+    fig = Figure(figsize=(4.2 * width, 3.6 * len(rows)), dpi=100, layout="constrained")
+    grid = fig.subplots(len(rows), width, squeeze=False)
+    for axes, (mine, panels) in zip(grid, rows, strict=True):
+        for ax, (test, curve) in zip(axes, panels, strict=False):
+            (_curves if curve else _bars)(ax, [p for p in mine if p.test == test], test)
+        for ax in axes[max(len(panels), 1) :]:
+            ax.remove()  # a model that measured fewer tests leaves its row short
     return fig
 
 
@@ -124,8 +145,7 @@ def _bars(ax: Any, found: list[Point], test: str) -> None:
             bar.patches[0].set_gid(f"bar {test} {cell} {run}".strip())
     ax.set_xticks(range(len(cells)), cells, rotation=15 if len(cells) > 3 else 0)
     depth = f" at depth {shallow}" if shallow else ""
-    ax.set_title(f"{test}{depth}: tokens/s (± stddev)", fontsize=10)
-    _finish(ax, legend=len(runs) > 1)
+    finish(ax, found[0].model, f"{test}{depth}: tokens/s (± stddev)", legend=len(runs) > 1)
 
 
 def _curves(ax: Any, found: list[Point], test: str) -> None:
@@ -138,16 +158,18 @@ def _curves(ax: Any, found: list[Point], test: str) -> None:
                             label=f"{cell}, {run}" if run else cell)  # fmt: skip
         drawn.lines[0].set_gid(f"curve {test} {cell} {run}".strip())
     ax.set_xlabel("depth (tokens already in the context)")
-    ax.set_title(f"{test} over depth: tokens/s (± stddev)", fontsize=10)
-    _finish(ax, legend=True)
+    finish(ax, found[0].model, f"{test} over depth: tokens/s (± stddev)", legend=True)
 
 
-def _finish(ax: Any, legend: bool) -> None:
+def finish(ax: Any, model: str, title: str, legend: bool, grid: str = "y") -> None:
+    """The panel's title and legend name its model: a panel shown alone (the HTML report
+    draws a figure per test, a reader crops a PNG) still says what it measured."""
+    ax.set_title(f"{model}\n{title}" if model else title, fontsize=10)
     ax.set_ylim(bottom=0)
-    ax.grid(axis="y", alpha=0.3)
+    ax.grid(axis=grid, alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if legend:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, title=model or None, title_fontsize=8)
 
 
 def svg(fig: Figure) -> str:

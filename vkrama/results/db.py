@@ -181,6 +181,21 @@ class RunInfo:
     token: str = ""  # the vkrama.bench-run label its containers carry
     owner: RunOwner | None = None  # the process running it
 
+    @property
+    def model_key(self) -> str:
+        """What makes two runs runs of one model: the file's sha256 (its name for a run that
+        stored none). Charts, verdicts and comparisons never put two keys side by side."""
+        return self.model_sha256 or self.model_name
+
+    @property
+    def model_label(self) -> str:
+        """The model as a chart or a row names it: "llama-3.1-8b-shape Q4_K_M"."""
+        name = str(self.model.get("name") or self.model_name)
+        quantization = str(self.model.get("quantization") or "")
+        if not quantization or quantization.lower() in name.lower():
+            return name
+        return f"{name} {quantization}"
+
 
 @dataclass(frozen=True)
 class RunRecord:

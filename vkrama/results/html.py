@@ -4,7 +4,9 @@ Stage: report (results ─► HTML). The page carries everything it shows: inlin
 charts as inline SVG (results/chart.py, matplotlib), no script and no external reference;
 its Content-Security-Policy forbids fetching anything, so a viewer's browser stays
 offline. Without the `vkrama[charts]` extra the page has every table and says how to get
-the charts. Pure: RunDetails in, a string out; must not open the database or print.
+the charts. Runs of several models get a section of charts per model, and every verdict and
+result row names its model: nothing on the page sets a 7B result beside an 8B one.
+Pure: RunDetails in, a string out; must not open the database or print.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from vkrama import __version__
 from vkrama.errors import VkramaError
 from vkrama.results import chart, serve_chart
 from vkrama.results.db import RunDetail
-from vkrama.results.ranking import cell_name, verdicts
+from vkrama.results.ranking import cell_name, model_labels, verdicts
 from vkrama.results.report import model_facts, rows_of, stack
 
 # default-src 'none': no script, font, image or stylesheet may be fetched from anywhere;
@@ -34,6 +36,7 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
+h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; }
 figure.chart { margin: 0; }
 figure.chart svg { max-width: 100%; height: auto; }
 .runs { display: flex; flex-wrap: wrap; gap: 1em; }
@@ -125,22 +128,34 @@ def _charts(details: Sequence[RunDetail]) -> str:
             f"<h2>Charts</h2><p class='note'>No charts in this report: {escape(missing.message)}."
             f" {escape(missing.hint or '')}. The tables below have every number.</p>"
         )
-    figures = []
-    for test in chart.tests(found):
-        drawn = chart.svg(chart.figure(found, only=test))
-        curves = " data-depths='yes'" if chart.has_depths(found, test) else ""
-        figures.append(f"<figure class='chart' data-test='{escape(test)}'{curves}>{drawn}</figure>")
-    if loaded:  # a serving run: TTFT p90 and throughput against load, per stack
-        drawn = chart.svg(serve_chart.figure(loaded))
-        figures.append(f"<figure class='chart' data-test='load'>{drawn}</figure>")
-    return f"<h2>Charts</h2><div class='charts'>{''.join(figures)}</div>"
+    sections = []
+    for model in chart.models([*found, *loaded]):
+        mine = [p for p in found if p.model == model]
+        figures = []
+        for test in chart.tests(mine):
+            drawn = chart.svg(chart.figure(mine, only=test))
+            curves = " data-depths='yes'" if chart.has_depths(mine, test) else ""
+            figures.append(
+                f"<figure class='chart' data-test='{escape(test)}'{curves}>{drawn}</figure>"
+            )
+        load = [p for p in loaded if p.model == model]
+        if load:  # a serving run: TTFT p90 and throughput against load, per stack
+            drawn = chart.svg(serve_chart.figure(load))
+            figures.append(f"<figure class='chart' data-test='load'>{drawn}</figure>")
+        sections.append(
+            f"<section class='model' data-model='{escape(model)}'><h3>{escape(model)}</h3>"
+            f"<div class='charts'>{''.join(figures)}</div></section>"
+        )
+    return f"<h2>Charts</h2>{''.join(sections)}"
 
 
 def _verdicts(details: Sequence[RunDetail]) -> str:
     items = []
+    labels = model_labels(details)
     for d in details:
         for v in verdicts(d.cells):
-            where = f"{chart.run_label(d)}: " if len(details) > 1 else ""
+            model = labels[d.run.info.model_key]
+            where = f"{chart.run_label(d)}, {model}: " if len(details) > 1 else ""
             cls = "verdict" if v.significant or v.ratio is None else "verdict noise"
             items.append(f"<li class='{cls}'>{escape(where + v.line)}</li>")
     return "<h2>Verdicts</h2>" + (f"<ul>{''.join(items)}</ul>" if items else "<p>None.</p>")
@@ -148,17 +163,20 @@ def _verdicts(details: Sequence[RunDetail]) -> str:
 
 def _results(details: Sequence[RunDetail]) -> str:
     rows = []
+    labels = model_labels(details)
     for d in details:
         for r in rows_of(d):
             rows.append([
-                d.run.id, d.run.info.host, f"{r.backend}/{r.driver}" if r.driver else r.backend,
+                d.run.id, labels[d.run.info.model_key], d.run.info.host,
+                f"{r.backend}/{r.driver}" if r.driver else r.backend,
                 r.device, r.test, "-" if r.tps is None else r.tps,
                 "-" if r.tps_stddev is None else r.tps_stddev, len(r.samples),
                 "-" if r.relative is None else f"{r.relative:.2f}x",
                 r.status + (f": {r.reason}" if r.reason else ""),
             ])  # fmt: skip
-    headers = ["run", "host", "cell", "device", "test", "t/s", "stddev", "samples",
+    headers = ["run", "model", "host", "cell", "device", "test", "t/s", "stddev", "samples",
                "relative", "status"]  # fmt: skip
+    # "relative" is to the fastest cell of the same run and test: one model, one depth.
     return "<h2>Results</h2>" + _table(headers, rows, "results")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vkrama.config import Settings
+from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db
 from vkrama.results.levels import goodput, judged
 from vkrama.results.records import CellResult, CellStatus, Measurement
@@ -165,6 +166,20 @@ def energy_words(entries: Sequence[tuple[CellResult, Measurement]]) -> str:
     return f"; J/token above idle: {', '.join(said)}"
 
 
+def model_labels(details: Sequence[db.RunDetail]) -> dict[str, str]:
+    """Each model of these runs (by `RunInfo.model_key`, in order of first appearance) and
+    the label that names it; two models of one label get their sha256's start to tell them
+    apart."""
+    keys: dict[str, str] = {}
+    for detail in details:
+        keys.setdefault(detail.run.info.model_key, detail.run.info.model_label)
+    labels = list(keys.values())
+    return {
+        key: f"{label} ({key[:12]})" if labels.count(label) > 1 else label
+        for key, label in keys.items()
+    }
+
+
 def different_builds(a: CellResult, b: CellResult) -> str:
     """ "; not the same llama.cpp: rocm ran build 11434, vulkan/radv 11669" when two cells
     ran different llama.cpp builds (a fair comparison needs one build), else ""."""
@@ -198,8 +213,18 @@ def compare(a: db.RunDetail, b: db.RunDetail) -> list[Change]:
 
     Cells match by backend, driver and their order among cells of that backend/driver
     (the n-th vulkan/radv cell of A against the n-th of B), not by device text: a failed
-    cell only knows the device it was meant for.
+    cell only knows the device it was meant for. Runs of two models are not compared: a
+    change from a 7B to an 8B model is the model's, not the stack's (USAGE).
     """
+    if a.run.info.model_key != b.run.info.model_key:
+        labels = model_labels([a, b])
+        raise VkramaError(
+            f"run {a.run.id} measured {labels[a.run.info.model_key]} and run {b.run.id} "
+            f"{labels[b.run.info.model_key]}: a change between two models is not the stack's",
+            hint=f"compare two runs of one model; `vkrama results report {a.run.id} "
+            f"{b.run.id}` shows both, each model in its own section",
+            status=ExitStatus.USAGE,
+        )
     left, right = _index(a, b), _index(b, a)
     changes = []
     for key in list(left) + [k for k in right if k not in left]:

@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from vkrama.results import serve_report
 from vkrama.results.db import RunDetail, RunInfo, RunRecord
-from vkrama.results.ranking import Change, llama_build, mixed_builds, verdicts
+from vkrama.results.ranking import Change, llama_build, mixed_builds, model_labels, verdicts
 from vkrama.results.records import (
     CellResult,
     CellStatus,
@@ -474,7 +474,12 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
     # line below it.
     shown = [row[: len(headers)] for row in table]
     text = tabulate(shown, headers=headers, tablefmt="github", disable_numparse=True)
-    said = [f"- run {d.run.id}, {line}" for d in details for line in verdict_lines(d.cells)]
+    # Each run's verdicts are of one model; where the runs hold several, each line says which.
+    labels = model_labels(details)
+    named = {d.run.id: f" ({labels[d.run.info.model_key]})" if len(labels) > 1 else ""
+             for d in details}  # fmt: skip
+    said = [f"- run {d.run.id}{named[d.run.id]}, {line}" for d in details
+            for line in verdict_lines(d.cells)]  # fmt: skip
     if said:
         said = ["Verdicts (fastest cell per test, ratio over the next):", *said, ""]
     notes = [f"- run {d.run.id} model {model_facts(d.run.info)}" for d in details]

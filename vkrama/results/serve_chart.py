@@ -3,7 +3,8 @@
 Stage: report (results ─► images), beside `chart` (llama-bench's bars and depth curves),
 whose matplotlib set-up, palette and SVG/PNG rendering it uses. The load axis is the number
 of clients for closed-loop levels and the request rate for open-loop ones (two axes, two
-pairs of panels: they are not the same quantity). Pure apart from matplotlib's own
+pairs of panels: they are not the same quantity), and a row of panels per model, each naming
+it, as `chart` does. Pure apart from matplotlib's own
 rendering; must not open the database or print.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vkrama.results import chart
 from vkrama.results.db import RunDetail
-from vkrama.results.ranking import cell_name
+from vkrama.results.ranking import cell_name, model_labels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,7 +28,8 @@ AXES = {"clients": "clients at once (closed loop)", "rate": "requests/s sent (op
 class LoadPoint:
     """One level of one stack: where it sits on the load axis and what it measured."""
 
-    run: str  # the run's label; "" when only one run is drawn
+    model: str  # the model's label: one panel never holds two models' levels
+    run: str  # the run's label; "" when only one run of this model is drawn
     cell: str  # "vulkan/lavapipe"
     axis: str  # "clients" or "rate"
     load: float
@@ -38,9 +40,12 @@ class LoadPoint:
 def load_points(details: Sequence[RunDetail]) -> list[LoadPoint]:
     """Every answered level of the runs' ok cells. Levels with the prompt cache on are left
     out (they measure the cache, not the load); a burst has no rate to place it at."""
+    labels = model_labels(details)
+    runs = [d.run.info.model_key for d in details]
     found = []
     for detail in details:
-        label = chart.run_label(detail) if len(details) > 1 else ""
+        key = detail.run.info.model_key
+        label = chart.run_label(detail) if runs.count(key) > 1 else ""
         for cell in detail.cells:
             for level in cell.serving if cell.ok else ():
                 if level.prompt_cache or level.ttft_ms is None:
@@ -51,22 +56,30 @@ def load_points(details: Sequence[RunDetail]) -> list[LoadPoint]:
                     axis, load = "rate", level.rate
                 else:
                     continue
-                found.append(LoadPoint(label, cell_name(cell), axis, load, level.ttft_ms.p90,
-                                       level.output_tps))  # fmt: skip
+                found.append(LoadPoint(labels[key], label, cell_name(cell), axis, load,
+                                       level.ttft_ms.p90, level.output_tps))  # fmt: skip
     return found
 
 
 def figure(found: Sequence[LoadPoint]) -> Figure:
-    """TTFT p90 and throughput against load, side by side, for each load axis present."""
+    """TTFT p90 and throughput against load, side by side, for each load axis present; a
+    row of panels per model."""
     chart.require()
     from matplotlib.figure import Figure
 
-    axes = [axis for axis in AXES if any(p.axis == axis for p in found)]
-    panels = [(axis, shown) for axis in axes for shown in ("ttft", "tps")]
-    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.6), dpi=100, layout="constrained")
-    for ax, (axis, shown) in zip(fig.subplots(1, max(len(panels), 1), squeeze=False)[0],
-                                 panels, strict=False):  # fmt: skip
-        _curves(ax, [p for p in found if p.axis == axis], axis, shown)
+    rows = []
+    for model in chart.models(found) or [""]:
+        mine = [p for p in found if p.model == model]
+        axes = [axis for axis in AXES if any(p.axis == axis for p in mine)]
+        rows.append((mine, [(axis, shown) for axis in axes for shown in ("ttft", "tps")]))
+    width = max([len(panels) for _, panels in rows] + [1])
+    fig = Figure(figsize=(4.2 * width, 3.6 * len(rows)), dpi=100, layout="constrained")
+    for row, (mine, panels) in zip(fig.subplots(len(rows), width, squeeze=False), rows,
+                                   strict=True):  # fmt: skip
+        for ax, (axis, shown) in zip(row, panels, strict=False):
+            _curves(ax, [p for p in mine if p.axis == axis], axis, shown)
+        for ax in row[len(panels) :]:
+            ax.remove()
     return fig
 
 
@@ -84,8 +97,4 @@ def _curves(ax: Any, found: list[LoadPoint], axis: str, shown: str) -> None:
         ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}")  # 0.25, not 2^-2
     ax.set_xlabel(AXES[axis])
     title = "TTFT p90 (ms)" if shown == "ttft" else "output tokens/s, all requests"
-    ax.set_title(f"{title} against load", fontsize=10)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=8)
+    chart.finish(ax, found[0].model, f"{title} against load", legend=True, grid="both")
