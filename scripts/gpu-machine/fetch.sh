@@ -10,10 +10,10 @@
 #
 # Idempotent: debs and wheels already there are kept, an image is re-saved only when its id
 # changed, and the vkrama wheel is always rebuilt (it must be the checked-out code).
-# Usage: scripts/gpu-machine/fetch.sh [IMAGE...]     (default: cuda cpu vulkan; `bench
-# --backend cuda,cpu` needs the cpu image too, vulkan is for the --vk-driver nvidia cell;
-# issue 17's run needs `fetch.sh cuda vulkan`). Each image is (re)built from this checkout
-# first: a no-op when it is current.
+# Usage: scripts/gpu-machine/fetch.sh [IMAGE...]     (default: cuda cpu vulkan; run.sh's
+# stages need `fetch.sh cuda vulkan`: cuda and vulkan/nvidia, models quantized in the cuda
+# image; cpu only for a cpu cell). Each image is (re)built from this checkout first: a no-op
+# when it is current.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry

@@ -5,13 +5,13 @@ set -uo pipefail
 S=/var/tmp/vkrama-gpu; M7=$S/models/llama-2-7b-shape-q4_0.gguf; D=$S/fid; mkdir -p $D $S/models
 export VKRAMA_HOME=$S/home VKRAMA_IMAGES_PULL=never PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:/opt/vkrama-site
 printf '#!/bin/sh\nPYTHONPATH=%s:/opt/vkrama-site exec python3 -m vkrama "$@"\n' "$PWD" > /usr/local/bin/vkrama; chmod +x /usr/local/bin/vkrama
-I17="python3 scripts/gpu-machine/issue17.py"
-[ -s $M7 ] || timeout 150 $I17 model 7b $M7
+RAW="python3 scripts/gpu-machine/raw.py"
+[ -s $M7 ] || timeout 150 python3 scripts/gpu-machine/shapes.py 7b $M7
 vkrama --dry-run bench $M7 --backend cuda --fa 1 --json > $D/dry.json
 pairs=${1:-3}
 for i in $(seq 0 $pairs); do
   vkrama bench $M7 --backend cuda --fa 1 --json --no-save > $D/a$i.json 2>$D/a$i.err; echo "A$i rc=$?"
-  $I17 raw $D/dry.json cuda $D/b$i.json > /dev/null 2>&1; echo "B$i rc=$?"
+  $RAW run $D/dry.json cuda $D/b$i.json > /dev/null 2>&1; echo "B$i rc=$?"
 done
 python3 - $D $pairs <<'PY'
 import json, statistics, sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine: where one stream's time goes (sha256 rate of this CPU, curl and
-# vkrama wall times, vkrama start-up, a cProfile of one pull, import times). Issue 14.
+# vkrama wall times, vkrama start-up, a cProfile of one pull, import times).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/gpu-machine/install.sh base >/dev/null 2>&1 || echo "install failed"

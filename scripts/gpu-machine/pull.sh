@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs ON the GPU machine (16 idle cores, unlike the shared 2-core box): issue 14's pull
-# comparisons, the same harness as here — `python -m benchmarks --only pull pull_capped` —
-# with vkrama from the carried wheel. The harness wants a podman socket (install.sh base)
+# Runs ON the GPU machine (16 idle cores, unlike the shared 2-core box): the pull comparisons
+# against curl and peers, the same harness as here (`python -m benchmarks --only pull
+# pull_capped`), with vkrama from the carried wheel. The harness wants a podman socket (install.sh base)
 # and curl (the peer; the machine's own). Results go to $OUT as gpu-machine-pull.{json,md}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

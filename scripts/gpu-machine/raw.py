@@ -1,20 +1,18 @@
 #!/usr/bin/env python3
-"""Helpers for the H100 run of issue 17 (Vulkan against CUDA), called by run.sh.
+"""vkrama against itself: the raw `podman run` of the commands `vkrama --dry-run bench` prints.
 
-Stage: outside vkrama's pipeline, like the rest of scripts/gpu-machine: it makes the two
-random-weight models on the GPU machine and turns what `vkrama --dry-run bench --json`
-prints into the raw `podman run` commands that check vkrama against itself (vulkaninfo with
-the vulkan/nvidia cell's exact passthrough; llama-bench without vkrama). It never changes
-those commands beyond `--rm` and a fresh `--name`, so what runs is what the dry run printed.
-Standard library only, except `model`, which needs examples/examplemodel.py (gguf, numpy, and
-vkrama's engine, which runs llama-quantize).
+Stage: outside vkrama's pipeline, like the rest of scripts/gpu-machine (called by run.sh).
+It turns what `vkrama --dry-run bench --json` prints into one-shot `podman run` commands: a
+cell's exact passthrough with another program (vulkaninfo sees what llama-bench would), or
+the bench itself without vkrama, whose t/s vkrama's own must match (goal >= 0.99). It never
+changes those commands beyond `--rm` and a fresh `--name`, so what runs is what the dry run
+printed. Standard library only (`ratio` reads llama-bench's JSON with vkrama's parser).
 
-    issue17.py model 7b|8b OUT.gguf         F16 with a capped random pool, then llama-quantize
-    issue17.py argv DRY.json CELL [CMD...]  the dry run's argv for CELL (cuda, vulkan/nvidia),
-                                            its command replaced by CMD if given, one per
-                                            line; creates the cache dirs it mounts
-    issue17.py raw DRY.json CELL OUT.json   run CELL's dry-run command, keep llama-bench's JSON
-    issue17.py ratio BENCH.json RAW.json... vkrama's t/s ÷ raw for each cell and test
+    raw.py argv DRY.json CELL [CMD...]  the dry run's argv for CELL (cuda, vulkan/nvidia),
+                                        its command replaced by CMD if given, one per line;
+                                        creates the cache dirs it mounts
+    raw.py run DRY.json CELL OUT.json   run CELL's dry-run command, keep llama-bench's JSON
+    raw.py ratio BENCH.json RAW.json... vkrama's t/s ÷ raw for each cell and test
 """
 
 from __future__ import annotations
@@ -24,41 +22,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-QUANTIZE_IMAGE = "localhost/vkrama/cuda:latest"  # the cpu image is not carried for this run
-# name, n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx; quantization
-MODELS: dict[str, tuple[tuple[str, int, int, int, int, int, int, int], str]] = {
-    # The llama.cpp scoreboard model: llama-2-7B's shape, 6.74 B parameters, Q4_0 3.8 GB.
-    "7b": (("llama-2-7b-shape", 4096, 32, 32, 32, 11008, 32000, 4096), "q4_0"),
-    # Llama-3.1-8B's shape (GQA 32/8, FFN 14336, 128256 tokens): 8.03 B parameters, Q4_K_M.
-    # n_ctx 32768 so that depth 16384 plus pp512 fits the context llama-bench allocates.
-    "8b": (("llama-3.1-8b-shape", 4096, 32, 32, 8, 14336, 128256, 32768), "q4_k_m"),
-}
-# A 128 Mi-element pool (256 MB of F16): drawn in ~1 s; bigger tensors repeat it.
-POOL_ELEMENTS = 2**27
-
-
-def make_model(kind: str, out: Path) -> str:
-    sys.path.insert(0, str(REPO / "examples"))
-    import examplemodel  # type: ignore[import-not-found]
-
-    fields, quantization = MODELS[kind]
-    shape = examplemodel.Shape(*fields)
-    started = time.monotonic()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".f16-") as work:
-        f16 = examplemodel.write(Path(work) / "f16.gguf", shape, pool_elements=POOL_ELEMENTS)
-        wrote = time.monotonic()
-        examplemodel.quantize(f16, out, quantization, image=QUANTIZE_IMAGE)
-    return (
-        f"{out}: {shape.parameter_count / 1e9:.2f} B parameters; F16 in {wrote - started:.0f} s,"
-        f" {quantization} {out.stat().st_size / 1e9:.2f} GB in {time.monotonic() - wrote:.0f} s"
-    )
 
 
 def cell_argv(dry: list[dict[str, Any]], cell: str, command: list[str] | None = None) -> list[str]:
@@ -137,16 +105,13 @@ def ratios(bench_rows: list[dict[str, Any]], raws: list[dict[str, Any]]) -> list
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["model"]:
-        print(make_model(argv[1], Path(argv[2])))
-        return 0
     if argv[:1] == ["argv"]:
         dry = json.loads(Path(argv[1]).read_text())
         found = cell_argv(dry, argv[2], argv[3:] or None)
         make_caches(found)  # vulkaninfo runs before any bench made them
         print("\n".join(found))
         return 0
-    if argv[:1] == ["raw"]:
+    if argv[:1] == ["run"]:
         return raw(json.loads(Path(argv[1]).read_text()), argv[2], Path(argv[3]))
     if argv[:1] == ["ratio"]:
         rows = json.loads(Path(argv[1]).read_text())

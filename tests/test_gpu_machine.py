@@ -1,8 +1,9 @@
-"""scripts/gpu-machine for issue 17: what can be checked without the GPU.
+"""scripts/gpu-machine: what can be checked without the GPU.
 
 The raw `podman run` commands are the dry run's own (only --rm and a fresh --name added),
 vulkaninfo gets exactly the vulkan/nvidia cell's passthrough, vkrama ÷ raw pairs equal tests,
-the 8B model's shape is Llama-3.1-8B's, and run.sh parses and refuses unknown stages.
+the 8B model's shape is Llama-3.1-8B's, run.sh parses, refuses unknown stages before it
+touches anything, and the README runs the stages run.sh has.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,15 +26,16 @@ REPO = Path(__file__).resolve().parent.parent
 GPU = REPO / "scripts" / "gpu-machine"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("issue17", GPU / "issue17.py")
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, GPU / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-issue17 = _load()
+raw_runs = _load("raw")
+shapes = _load("shapes")
 IMAGE = "localhost/vkrama/vulkan:latest"
 VULKAN = [
     "podman", "run", "--name", "vkrama-bench-ab12cd34-1-vulkan-nvidia",
@@ -51,7 +54,7 @@ DRY = [
 
 
 def test_vulkaninfo_runs_with_exactly_the_cells_passthrough() -> None:
-    argv = issue17.cell_argv(DRY, "vulkan/nvidia", ["vulkaninfo", "--summary"])
+    argv = raw_runs.cell_argv(DRY, "vulkan/nvidia", ["vulkaninfo", "--summary"])
     image = VULKAN.index(IMAGE)
     assert argv[:3] == ["podman", "run", "--rm"]
     assert argv[3:5] == ["--name", argv[4]] and argv[4].startswith(VULKAN[3] + "-raw-")
@@ -60,16 +63,16 @@ def test_vulkaninfo_runs_with_exactly_the_cells_passthrough() -> None:
 
 
 def test_the_raw_bench_is_the_dry_run_command_itself() -> None:
-    argv = issue17.cell_argv(DRY, "vulkan/nvidia")
+    argv = raw_runs.cell_argv(DRY, "vulkan/nvidia")
     assert [a for a in argv if a != "--rm" and not a.startswith(VULKAN[3])] == [
         a for a in VULKAN if a != VULKAN[3]
     ]
-    assert issue17.bind_sources(argv) == [Path("/m/7b.gguf"), Path("/home/cache/mesa")]
+    assert raw_runs.bind_sources(argv) == [Path("/m/7b.gguf"), Path("/home/cache/mesa")]
 
 
 def test_a_cell_the_dry_run_lacks_is_refused() -> None:
     with pytest.raises(SystemExit, match="no vulkan/radv cell"):
-        issue17.cell_argv(DRY, "vulkan/radv")
+        raw_runs.cell_argv(DRY, "vulkan/radv")
 
 
 def test_ratio_pairs_vkramas_rows_with_the_raw_runs_tests() -> None:
@@ -93,7 +96,7 @@ def test_ratio_pairs_vkramas_rows_with_the_raw_runs_tests() -> None:
         ],
     }
     failed_raw = {"cell": "vulkan/nvidia", "llama_bench": raw["llama_bench"]}
-    found = issue17.ratios(rows, [raw, failed_raw])
+    found = raw_runs.ratios(rows, [raw, failed_raw])
     assert [(r["cell"], r["test"], r["ratio"]) for r in found] == [
         ("cuda", "pp512 fa=on", round(11841 / 11900, 4)),
         ("cuda", "tg128 fa=on", round(290.8 / 290.0, 4)),
@@ -104,7 +107,7 @@ def test_the_8b_model_has_llama_3_1_8bs_shape_and_vocabulary() -> None:
     sys.path.insert(0, str(REPO / "examples"))
     import examplemodel
 
-    fields, quantization = issue17.MODELS["8b"]
+    fields, quantization = shapes.MODELS["8b"]
     shape = examplemodel.Shape(*fields)
     assert (shape.n_embd, shape.n_layer, shape.n_ff, shape.n_head, shape.n_head_kv) == (
         4096, 32, 14336, 32, 8,
@@ -129,19 +132,34 @@ def test_a_capped_random_pool_still_fills_a_bigger_tensor(tmp_path: Path) -> Non
     assert float(abs(embd.data.astype("float32")).max()) > 0  # random, not zeros
 
 
-def test_run_sh_parses_and_refuses_an_unknown_stage() -> None:
+STAGES = "diag vulkaninfo model bench fidelity depths tune chats closed-loop sweep"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("issue17a",), ("bench:7b", "issue28"), ()],
+    ids=["a-stage-named-after-an-issue", "one-unknown-among-known-ones", "no-stage"],
+)
+def test_run_sh_refuses_unknown_stages_before_it_touches_anything(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
     assert subprocess.run(["bash", "-n", str(GPU / "run.sh")], check=False).returncode == 0
     done = subprocess.run(
-        ["bash", str(GPU / "run.sh"), "issue18"], capture_output=True, text=True, check=False,
-        env={"PATH": "/usr/bin:/bin", "OUT": "/nonexistent-out"},
+        ["bash", str(GPU / "run.sh"), *args], capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")},
     )  # fmt: skip
-    assert done.returncode == 2 and "issue17a|issue17b" in done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.endswith(f"(stages: {STAGES})\n")
+    assert not (tmp_path / "out").exists()  # nothing made, not even $OUT
 
 
-def test_the_readme_call_table_runs_the_stages_run_sh_has() -> None:
+def test_every_stage_the_readme_runs_is_one_run_sh_has() -> None:
     text = (GPU / "README.md").read_text()
-    for stage in ("issue17a", "issue17b"):
-        assert f"run.sh {stage}" in text
+    runs = re.findall(r"run\.sh((?: [a-z-]+(?::[0-9a-z]+)?)+)", text)
+    assert len(runs) >= 3
+    for stage in (s.split(":")[0] for found in runs for s in found.split()):
+        assert stage in STAGES.split(), stage
+    assert "issue" not in text.lower()  # readable without the issue history
     assert "fetch.sh cuda vulkan" in text and ".gpu-carry/vulkan.LAST" in text
 
 
@@ -164,13 +182,13 @@ def test_the_dry_run_of_the_h100_bench_gives_vulkaninfo_the_cdi_device_and_icd(
     assert done.returncode == 0, done.stderr
     dry = json.loads(done.stdout)
     assert [(c["backend"], c["driver"]) for c in dry] == [("cuda", None), ("vulkan", "nvidia")]
-    argv = issue17.cell_argv(dry, "vulkan/nvidia", ["vulkaninfo", "--summary"])
+    argv = raw_runs.cell_argv(dry, "vulkan/nvidia", ["vulkaninfo", "--summary"])
     assert argv[-3:] == ["localhost/vkrama/vulkan:latest", "vulkaninfo", "--summary"]
     flags = list(itertools.pairwise(argv))
     assert ("--device", "nvidia.com/gpu=0") in flags
     assert ("--env", "VK_DRIVER_FILES=/usr/share/vulkan/icd.d/nvidia_icd.json") in flags
     assert ("--env", "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics") in flags
-    raw = issue17.cell_argv(dry, "cuda")
+    raw = raw_runs.cell_argv(dry, "cuda")
     assert raw[-2:] == ["-o", "json"] and "-fa" in raw and "llama-bench" in raw
 
 
@@ -178,6 +196,6 @@ def test_the_caches_a_dry_run_mounts_are_made_before_the_raw_commands_run(tmp_pa
     cache, model = tmp_path / "home" / "cache" / "mesa", tmp_path / "7b.gguf"
     argv = ["podman", "run", "--mount", f"type=bind,src={model},dst=/models/7b.gguf,ro",
             "--mount", f"type=bind,src={cache},dst=/cache/mesa", IMAGE, "true"]  # fmt: skip
-    issue17.make_caches(argv)
+    raw_runs.make_caches(argv)
     assert cache.is_dir() and cache.stat().st_mode & 0o777 == 0o777
     assert not model.exists()  # the model is a file vkrama found, never made here
