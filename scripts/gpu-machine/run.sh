@@ -16,6 +16,7 @@
 #   fidelity:7b|8b    vkrama's t/s against the raw `podman run` of its own dry-run command, per
 #                     stack (after bench: on the same model; goal >= 0.99)
 #   depths:7b|8b      pp512/tg128 with fa on at depths 0, 4096 and 16384
+#   energy[:7b|8b]    W and J/token per test (NVML), both stacks, pp4096/tg256 x 10 (the 8B)
 #   tune:BUDGET       `vkrama tune` the 8B on both stacks for pp2048 and tg128 within BUDGET
 #                     (default 5m), `tune --show`, then `bench --tuned` pp2048/tg128
 # Serving (the 8B unless a model is named):
@@ -247,6 +248,28 @@ sweep() {  # 7b|8b: Poisson arrivals, the rate raised until the SLO breaks
     vkrama results show latest
 }
 
+energy() {  # 7b|8b: W and J/token per test from NVML, both stacks, tests long enough to count
+    local kind=${1:-8b} path; path=$(model_path "$kind") || return 2
+    model "$kind"
+    step "NVML as vkrama reads it (nvidia-ml-py, the driver's libnvidia-ml)"
+    if ! python3 -c 'import pynvml; pynvml.nvmlInit()' 2>/dev/null; then
+        # nvidia-smi finds the driver's libraries where ld.so may not look
+        echo "NVML did not load from the default library path: adding /usr/local/nvidia/lib64"
+        export LD_LIBRARY_PATH=/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    fi
+    python3 -c 'import pynvml as n; n.nvmlInit(); h = n.nvmlDeviceGetHandleByIndex(0);
+print(n.nvmlDeviceGetName(h), n.nvmlDeviceGetTotalEnergyConsumption(h), "mJ so far,",
+      n.nvmlDeviceGetPowerUsage(h) / 1000, "W now")'
+    vkrama doctor 2>&1 | grep -i -E "power|energy|nvml|counter"
+    # A test's counted repetitions must run 2.5 s or more to get a figure (podman's log
+    # polling): pp4096 x 10 is ~4.5 s and tg256 x 10 ~12 s on an H100, pp512/tg128 are not.
+    step "vkrama bench $kind: pp4096/tg256 x 10, fa on, with W and J/token per test"
+    bounded 240 vkrama bench "$path" "${STACKS[@]}" --fa 1 -p 4096 -n 256 -r 10 \
+        --timeout 200 --json > "$FILES/energy-$kind.json"
+    echo "exit status: $?"
+    vkrama results show latest
+}
+
 export_runs() {  # every stored run as json + md, and the stages' files as one tar, to $OUT
     step "results"
     vkrama results list
@@ -259,7 +282,7 @@ export_runs() {  # every stored run as json + md, and the stages' files as one t
     tar -czf "$OUT/files.tar.gz" -C "$STATE" files
 }
 
-STAGES="diag vulkaninfo model bench fidelity depths tune chats closed-loop sweep"
+STAGES="diag vulkaninfo model bench fidelity depths energy tune chats closed-loop sweep"
 (($#)) || { echo "usage: run.sh STAGE[:ARG]... (stages: $STAGES)" >&2; exit 2; }
 for stage in "$@"; do
     [[ " $STAGES " == *" ${stage%%:*} "* ]] && continue
