@@ -51,7 +51,7 @@ def test_show_compare_and_export_of_stored_runs(vkrama: Callable[..., Any]) -> N
     ("args", "message"),
     [
         (("-p", "0", "-n", "0"), "Error: -p and -n are both 0: nothing to measure"),
-        (("--fa", "maybe"), "Error: --fa takes on, off, auto (or 1, 0)"),
+        (("--fa", "maybe"), "Error: --flash-attn 'maybe' is not a list of on, off, auto (or 1, 0)"),
         (("--depth", "0,many"), "Error: --depth '0,many' is not a list of token counts"),
         (("--env", "NOEQUALS"), "Error: --env 'NOEQUALS' is not KEY=VALUE"),
     ],

@@ -39,7 +39,7 @@ def _flash_attn(value: str) -> str:
     """llama-bench's own spelling (-fa 0,1) is accepted and stored as on/off."""
     value = {"1": "on", "0": "off"}.get(value, value)
     if value not in FLASH_ATTN_VALUES:
-        raise ValueError(f"{value!r} is not on, off, 1 or 0")
+        raise ValueError  # the list type's message names every value
     return value
 
 
@@ -128,7 +128,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "--fa",
     "--flash-attn",
     "fa",
-    type=CommaList(_flash_attn, what="a list of on, off (or 1, 0)", example="on,off"),
+    type=CommaList(_flash_attn, what="a list of on, off, auto (or 1, 0)", example="on,off"),
     default=(),
     metavar="on,off",
     help="Flash attention values to test (llama-bench -fa; 1/0 mean on/off).",
