@@ -12,7 +12,7 @@
 # changed, and the vkrama wheel is always rebuilt (it must be the checked-out code).
 # Usage: scripts/gpu-machine/fetch.sh [IMAGE...]     (default: cuda cpu vulkan; run.sh's
 # stages need `fetch.sh cuda vulkan`: cuda and vulkan/nvidia, models quantized in the cuda
-# image; cpu only for a cpu cell). Each image is (re)built from this checkout first: a no-op
+# image; cpu for `check`'s CPU reference or a cpu cell). Each image is (re)built from this checkout first: a no-op
 # when it is current.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -17,6 +17,8 @@
 #                     stack (after bench: on the same model; goal >= 0.99)
 #   depths:7b|8b      pp512/tg128 with fa on at depths 0, 4096 and 16384
 #   energy[:7b|8b]    W and J/token per test (NVML), both stacks, pp4096/tg256 x 10 (the 8B)
+#   check[:7b|8b]     `vkrama check`: each stack's next-token distributions against the CPU
+#                     reference's (KL, top-1), with fa on, fa off, and fa on + a q8_0 KV cache
 #   tune:BUDGET       `vkrama tune` the 8B on both stacks for pp2048 and tg128 within BUDGET
 #                     (default 5m), `tune --show`, then `bench --tuned` pp2048/tg128
 # Serving (the 8B unless a model is named):
@@ -270,6 +272,30 @@ print(n.nvmlDeviceGetName(h), n.nvmlDeviceGetTotalEnergyConsumption(h), "mJ so f
     vkrama results show latest
 }
 
+check() {  # 7b|8b: each stack's next-token distributions against the CPU reference's
+    local kind=${1:-8b} path; path=$(model_path "$kind") || return 2
+    model "$kind"
+    local name flags
+    # fa on and off, then a quantized KV cache: what a tuning may keep must compute the same
+    for flags in "-fa on" "-fa off" "-fa on -ctk q8_0 -ctv q8_0"; do
+        name=$(echo "$flags" | tr -d ' -')
+        step "vkrama check $kind: cuda and vulkan/nvidia against the CPU reference, -- $flags"
+        # shellcheck disable=SC2086  # the flags are words
+        bounded 240 vkrama check "$path" "${STACKS[@]}" --json -- $flags > "$FILES/check-$kind-$name.json"
+        echo "exit status: $?"
+        python3 - "$FILES/check-$kind-$name.json" <<'EOF2'
+import json, sys
+try:
+    found = json.load(open(sys.argv[1]))
+except ValueError as error:
+    sys.exit(f"no JSON: {error}")
+print("reference:", found.get("reference"))
+for row in found.get("stacks", []):
+    print({k: v for k, v in row.items() if k not in ("image_id",)})
+EOF2
+    done
+}
+
 export_runs() {  # every stored run as json + md, and the stages' files as one tar, to $OUT
     step "results"
     vkrama results list
@@ -282,7 +308,7 @@ export_runs() {  # every stored run as json + md, and the stages' files as one t
     tar -czf "$OUT/files.tar.gz" -C "$STATE" files
 }
 
-STAGES="diag vulkaninfo model bench fidelity depths energy tune chats closed-loop sweep"
+STAGES="diag vulkaninfo model bench fidelity depths energy check tune chats closed-loop sweep"
 (($#)) || { echo "usage: run.sh STAGE[:ARG]... (stages: $STAGES)" >&2; exit 2; }
 for stage in "$@"; do
     [[ " $STAGES " == *" ${stage%%:*} "* ]] && continue
