@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from containers import bench_containers
 
 from vkrama.engine import Engine
 from vkrama.errors import ExitStatus
@@ -24,12 +25,6 @@ CELLS = ("--backend", "cpu,vulkan", "--vk-driver", "lavapipe")
 SMALL = ("-p", "64", "-n", "16", "-r", "2")
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
-
-
-def bench_containers(engine: Engine, model: Path) -> list[str]:
-    """This session's bench containers (others may bench on the same podman meanwhile)."""
-    mine = {"vkrama.role": "bench", "vkrama.model": model.resolve().as_uri()}
-    return [c.name for c in engine.containers(mine)]
 
 
 def test_dry_run_prints_every_cells_podman_command(

@@ -211,10 +211,11 @@ def test_rates_parse_with_inf_for_a_burst() -> None:
         (["--slo", "ttft<1s"], "--slo 'ttft<1s' is not FIGURE_pQ=LIMIT"),
         (["--prefix-tokens", "128"], "--prefix-tokens 128 leaves no room in a prompt of 128"),
         (["--arrival", "gamma"], "Invalid value for '--arrival'"),
+        (["--request-rate", "2,1e6"], "--request-rate 1e+06 is more than any machine's load"),
     ],
     ids=["rate-not-a-number", "duration-and-requests", "sweep-without-slo",
          "sweep-from-a-burst", "burst-by-duration", "slo-not-a-target",
-         "prefix-as-long-as-the-prompt", "unknown-arrival"],
+         "prefix-as-long-as-the-prompt", "unknown-arrival", "rate-above-any-machine"],
 )  # fmt: skip
 def test_contradicting_serving_flags_are_usage_errors_before_anything_starts(
     flags: list[str], said: str, vkrama: Callable[..., Any], tmp_path: Path

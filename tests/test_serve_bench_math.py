@@ -126,12 +126,13 @@ def test_a_level_where_everything_failed_has_no_latencies() -> None:
     assert stats.failures == 3 and stats.ttft_ms is None and stats.output_tps == 0.0
 
 
-def test_level_sizes_default_to_four_requests_per_client_and_at_least_eight() -> None:
-    assert [lv.requests for lv in ServeParams((1, 4, 32)).levels()] == [8, 16, 128]
+def test_level_sizes_default_to_four_requests_per_client_and_at_least_sixteen() -> None:
+    # At least 16: a p90 of 8 leant on the slowest request (issue 31).
+    assert [lv.requests for lv in ServeParams((1, 4, 8, 32)).levels()] == [16, 16, 32, 128]
     assert [lv.requests for lv in ServeParams((1, 8), requests=5).levels()] == [5, 5]
-    # Open loop: four seconds' worth at the rate (at least 8); a burst, 4 per slot.
-    rated = ServeParams((), rates=(0.5, 10.0, math.inf), parallel=4).levels()
-    assert [lv.requests for lv in rated] == [8, 40, 16]
+    # Open loop: four seconds' worth at the rate (at least 16); a burst, 4 per slot.
+    rated = ServeParams((), rates=(0.5, 10.0, math.inf), parallel=8).levels()
+    assert [lv.requests for lv in rated] == [16, 40, 32]
     assert [lv.label() for lv in rated] == ["0.5/s poisson", "10/s poisson", "burst"]
     timed = ServeParams((2,), duration=30.0).levels()
     assert [(lv.requests, lv.duration) for lv in timed] == [(None, 30.0)]

@@ -1,6 +1,7 @@
-"""Goodput and prompt-cache hits in the records: each level judged against the SLO, the
-table's SLO column and goodput line, `serve --backend best --rank-by goodput` picking the
-stack that sustained the higher rate, and cache hits counted from llama-server's timings."""
+"""Goodput, capacity and prompt-cache hits in the records: each level judged against the
+SLO, the table's goodput and SLO columns and capacity lines, `serve --backend best --rank-by
+goodput` picking the stack of the higher capacity and saying so, and cache hits counted from
+llama-server's timings."""
 
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ def _rate_level(rate: float, met: bool) -> LevelStats:
     spread = Spread(100.0, 200.0, 300.0, 120.0, 10.0)
     level = LevelStats(0, 8, 0, 4.0, spread, spread, spread, spread, spread, 30.0, 2.0, 64,
                        1024, rate=rate, arrival="poisson")  # fmt: skip
-    return replace(level, slo_met=met, slo_broken=() if met else ("ttft p90 900 ms > 500 ms",))
+    good = 8 if met else 3  # of 8 requests in 4 s: goodput 2/s or 0.75/s
+    return replace(level, slo_met=met, slo_broken=() if met else ("ttft p90 900 ms > 500 ms",),
+                   goodput=good / 4.0, good_requests=good)  # fmt: skip
 
 
-def _swept(choice: object, breaks_at: float) -> CellResult:
-    rates = (1.0, 2.0, 4.0, 8.0)
+def _swept(choice: object, breaks_at: float, rates: tuple[float, ...] = (1, 2, 4, 8)) -> CellResult:
     return CellResult(
         backend=choice.backend,  # type: ignore[attr-defined]
         driver=choice.driver,  # type: ignore[attr-defined]
@@ -47,29 +49,37 @@ def _run(settings: config.Settings, *cells: CellResult) -> int:
     return run_id
 
 
-def test_the_table_says_which_levels_met_the_slo_and_each_stacks_goodput(
+def test_the_table_says_each_levels_goodput_and_each_stacks_capacity(
     settings: config.Settings,
 ) -> None:
     detail = results.get_run(settings, _run(settings, _swept(CPU, 3.0), _swept(LAVAPIPE, 9.0)))
     rows = serve_report.serve_rows(detail.run.id, detail.cells)
-    assert [(r.load, r.slo_met) for r in rows[:4]] == [
-        ("1/s poisson", True), ("2/s poisson", True), ("4/s poisson", False),
-        ("8/s poisson", False),
+    assert [(r.load, r.slo_met, r.goodput) for r in rows[:4]] == [
+        ("1/s poisson", True, 2.0), ("2/s poisson", True, 2.0), ("4/s poisson", False, 0.75),
+        ("8/s poisson", False, 0.75),
     ]  # fmt: skip
-    # Every row of a cell carries its goodput, for a script reading --json.
-    assert [r.goodput for r in rows] == [2.0] * 4 + [8.0] * 4
+    # Every row of a cell carries its capacity, for a script reading --json; lavapipe met
+    # every rate tried, so 8/s is only a lower bound.
+    assert [(r.capacity, r.capacity_at_least) for r in rows] == [(2.0, False)] * 4 + [
+        (8.0, True)
+    ] * 4
     table = serve_report.serve_table(rows)
-    assert "broke: ttft p90 900 ms > 500 ms" in table
-    assert "goodput within the SLO, cpu: 2 requests/s" in table
-    assert "goodput within the SLO, vulkan/lavapipe: 8 requests/s" in table
+    assert "broke: ttft p90 900 ms > 500 ms" in table and "0.75 (3/8)" in table
+    assert "capacity within the SLO (highest rate that met it), cpu: 2 requests/s\n" in table
+    assert (
+        "capacity within the SLO (highest rate that met it), vulkan/lavapipe: at least 8 "
+        "requests/s (no rate tried broke the SLO: the server may sustain more)"
+    ) in table
 
 
-def test_backend_best_ranks_by_goodput(settings: config.Settings) -> None:
-    _run(settings, _swept(CPU, 3.0), _swept(LAVAPIPE, 9.0))
-    best = results.best(settings, SHA, "none", "goodput")
-    assert best is not None and (best.backend, best.driver) == ("vulkan", "lavapipe")
-    assert "8.0 ± 0.0 requests/s within the SLO" in best.reason
-    assert "vs cpu at 2.0 requests/s within the SLO" in best.reason
+def test_backend_best_ranks_by_capacity_and_says_so(settings: config.Settings) -> None:
+    _run(settings, _swept(CPU, 3.0), _swept(LAVAPIPE, 9.0, rates=(1, 2, 4, 8, 16)))
+    for metric in ("goodput", "capacity"):
+        best = results.best(settings, SHA, "none", metric)
+        assert best is not None and (best.backend, best.driver) == ("vulkan", "lavapipe")
+        assert best.reason.startswith("highest capacity at depth 0 (the highest request rate ")
+        assert "vulkan/lavapipe on CPU at 8 requests/s within the SLO (bench run" in best.reason
+        assert "vs cpu at 2 requests/s within the SLO (run" in best.reason
     # Open-loop levels are not ranked as serve:tps@0.
     assert results.best(settings, SHA, "none", "serve:tps@0") is None
 

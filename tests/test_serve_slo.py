@@ -6,10 +6,15 @@ from __future__ import annotations
 import pytest
 
 from vkrama.bench import slo
+from vkrama.bench.latency import RequestTrace
 from vkrama.bench.slo import Objective, next_rate
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results.levels import LevelStats, Spread
-from vkrama.results.levels import goodput as sustained
+from vkrama.results.levels import Capacity, LevelStats, Spread, capacity
+
+
+def sustained(tried: list[tuple[float, bool]]) -> float | None:
+    found = capacity(tried)
+    return None if found is None else found.rate
 
 
 def level(ttft_p90: float, itl_p90: float, failures: int = 0) -> LevelStats:
@@ -78,11 +83,43 @@ def test_a_server_that_breaks_at_the_start_is_swept_downwards_and_may_sustain_no
     assert sustained([(r, False) for r in never]) is None
 
 
-def test_a_server_that_never_breaks_stops_after_the_most_levels() -> None:
+def test_a_server_that_never_breaks_stops_after_the_most_levels_with_a_lower_bound() -> None:
     rates = sweep(breaks_at=1e9, start=2.0)
     assert rates == [2.0 * 2**k for k in range(slo.SWEEP_LEVELS)]
+    # Nothing broke: the capacity is only known to be at least the last rate.
+    assert capacity([(r, True) for r in rates]) == Capacity(256.0, at_least=True)
+    assert capacity([(1.0, True), (2.0, False)]) == Capacity(1.0, at_least=False)
+    assert Capacity(256.0, at_least=True).said() == "at least 256 requests/s"
 
 
-def test_goodput_ignores_a_rate_that_held_above_one_that_broke() -> None:
+def test_capacity_ignores_a_rate_that_held_above_one_that_broke() -> None:
     # Noise: 8/s held after 4/s broke; the stack does not sustain 8/s.
-    assert sustained([(1.0, True), (2.0, True), (4.0, False), (8.0, True)]) == 2.0
+    assert capacity([(1.0, True), (2.0, True), (4.0, False), (8.0, True)]) == Capacity(2.0, False)
+
+
+def _trace(ttft: float, gaps: list[float], end: float | None = None) -> RequestTrace:
+    chunks = [ttft]
+    for gap in gaps:
+        chunks.append(chunks[-1] + gap)
+    return RequestTrace(tuple(chunks), end if end is not None else chunks[-1], len(chunks), 9)
+
+
+@pytest.mark.parametrize(
+    ("trace", "good"),
+    [
+        (_trace(0.4, [0.02] * 9), True),
+        (_trace(0.5, [0.02] * 9), True),  # at the limit is within it
+        (_trace(0.6, [0.02] * 9), False),
+        # Its own p90 gap is 0.08 s: over 50 ms, though most gaps are short.
+        (_trace(0.1, [0.01] * 8 + [0.08, 0.08]), False),
+        (_trace(0.1, [0.01] * 8, end=2.5), False),  # e2e over 2 s
+        (RequestTrace((0.1,), error="HTTP 500: boom"), False),
+    ],
+    ids=["within", "ttft-at-its-limit", "ttft-over", "own-itl-p90-over", "e2e-over", "failed"],
+)
+def test_a_request_counts_toward_goodput_only_within_every_target(
+    trace: RequestTrace, good: bool
+) -> None:
+    # vLLM's and GenAI-Perf's goodput judges each request on its own figures.
+    targets = slo.parse("ttft_p90=500ms,itl_p90=50ms,e2e_p99=2s")
+    assert slo.good(trace, targets) is good

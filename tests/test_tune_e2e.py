@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from containers import bench_containers
 
 from vkrama.engine import Engine
 from vkrama.errors import ExitStatus
@@ -27,11 +28,6 @@ LINE = re.compile(
     r"^(?P<stack>[a-z/]+): (llama-bench's defaults stay, no flag beat them beyond noise"
     r"|(-\w+ \S+ ?)+: \d+\.\d\d× its defaults \(.*\), (beyond|within) noise)"
 )
-
-
-def tune_containers(engine: Engine, model: Path) -> list[str]:
-    mine = {"vkrama.role": "bench", "vkrama.model": model.resolve().as_uri()}
-    return [c.name for c in engine.containers(mine)]
 
 
 @pytest.mark.parametrize(
@@ -51,7 +47,7 @@ def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
     line = done.stdout.splitlines()[0]
     assert LINE.match(line) and line.startswith(f"{stack}: "), line
     assert "trying -fa auto,on,off (2 reps)" in done.stderr
-    assert tune_containers(engine, tiny_model) == []
+    assert bench_containers(engine, tiny_model) == []
 
     (tuned,) = json.loads(vkrama("tune", "--show", str(tiny_model), "--json").stdout)
     assert (tuned["objective"], tuned["test"], tuned["image_id"]) == (
@@ -85,7 +81,7 @@ def test_a_budget_too_small_for_one_trial_stores_no_tuning(
     assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
     (run,) = json.loads(vkrama("results", "list", "--json").stdout)
     assert run["status"] == "failed"
-    assert tune_containers(engine, tiny_model) == []
+    assert bench_containers(engine, tiny_model) == []
 
 
 def test_an_interrupted_tuning_is_marked_and_stores_no_half_outcome(
@@ -107,7 +103,7 @@ def test_an_interrupted_tuning_is_marked_and_stores_no_half_outcome(
     assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
     (run,) = json.loads(vkrama("results", "list", "--json").stdout)
     assert run["status"] == "interrupted"
-    assert tune_containers(engine, tiny_model) == []
+    assert bench_containers(engine, tiny_model) == []
 
 
 def test_bench_tuned_and_serve_best_use_what_tune_found(
@@ -132,7 +128,7 @@ def test_bench_tuned_and_serve_best_use_what_tune_found(
     assert serve.returncode == 0, serve.stderr
     assert "localhost/vkrama/cpu:latest llama-server" in serve.stdout
     assert "--backend best: fastest tuned for pp64: cpu" in serve.stderr
-    assert tune_containers(engine, tiny_model) == []
+    assert bench_containers(engine, tiny_model) == []
 
 
 def test_llama_server_takes_every_tuned_flag_of_a_cpu_stack(

@@ -7,10 +7,10 @@ ContainerSpecs, pure), `stderr` (what ran), `measurements` (llama-bench JSON), `
 test drew from the device's own power counter), `session` (the
 whole run, stored), `imports` (runs from other machines, into this store), `tuned` (bench
 --tuned: each cell at its stack's tuned flags). The serving
-bench (`--serve`): `serving` (its cells), `drive` (one level: warm-up, load, verdict),
-`load` (the load generator), `arrivals` (when
+bench (`--serve`): `serving` (its cells), `remote` (`--url`: a server already running),
+`drive` (one level: warm-up, load, verdict), `load` (the load generator), `arrivals` (when
 each request is sent), `prompts` (prompts of a wanted length), `latency` (a level's
-figures), `slo` (latency targets and the goodput sweep).
+figures), `slo` (latency targets, goodput and the sweep that finds capacity).
 Its records (CellResult, Measurement, statuses) live in `vkrama.results.records`, which
 bench writes to; results never imports bench. Nothing here prints.
 """

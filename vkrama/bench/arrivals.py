@@ -135,6 +135,18 @@ def fell_behind(rate: float, realized: float | None, lag_p99_ms: float | None) -
 GENERATOR_SHARE = 0.5
 
 
+# No rate above this is sent on any machine: the generator is one Python event loop, and
+# a streamed request costs it some 0.1 ms of CPU at the very least (measured: 0.5-2 ms
+# here), so 10,000 requests/s would take all of a core before the server saw any. Refused
+# as the flags are read, before a container starts.
+RATE_CEILING = 10_000.0
+
+
+class CannotSend(VkramaError):
+    """A level asked for a rate this machine's load generator cannot send: a usage error
+    of the whole run, which stores nothing (`bench.session`)."""
+
+
 def can_send(rate: float, cost_s: float) -> bool:
     """Whether the generator keeps `rate` when each request costs it `cost_s` CPU seconds."""
     return math.isinf(rate) or cost_s <= 0 or rate * cost_s <= GENERATOR_SHARE
@@ -146,7 +158,7 @@ def check_rate(rate: float, cost_s: float) -> None:
     if can_send(rate, cost_s):
         return
     most = GENERATOR_SHARE / cost_s
-    raise VkramaError(
+    raise CannotSend(
         f"the load generator cannot send {rate:g} requests/s on this machine: each costs it "
         f"{cost_s * 1000:.1f} ms of CPU, {100 * rate * cost_s:.0f} % of a core at that rate",
         hint=f"at most {most:.3g} requests/s here (fewer --gen-tokens cost less); a rate "
@@ -165,6 +177,14 @@ def parse_rates(value: str) -> tuple[float, ...]:
         raise VkramaError(
             f"--request-rate {value!r} is not a list of positive rates",
             hint="requests per second, e.g. --request-rate 0.5,1,2 (inf: all at once)",
+            status=ExitStatus.USAGE,
+        )
+    over = [r for r in rates if RATE_CEILING < r < math.inf]
+    if over:
+        raise VkramaError(
+            f"--request-rate {over[0]:g} is more than any machine's load generator sends "
+            f"(at most {RATE_CEILING:g} requests/s)",
+            hint="a rate of inf sends all of a level's requests at once",
             status=ExitStatus.USAGE,
         )
     return tuple(dict.fromkeys(rates))

@@ -11,16 +11,13 @@ print or start containers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vkrama.bench import arrivals, latency, load, slo
 from vkrama.bench.prompts import Prompt
 from vkrama.results.levels import LevelStats
-
-if TYPE_CHECKING:
-    from vkrama.engine import Engine
 
 
 class LevelRunner:
@@ -29,8 +26,7 @@ class LevelRunner:
 
     def __init__(
         self,
-        engine: Engine,
-        container: str,
+        server_cpu: Callable[[], float] | None,
         loop: load.EventLoop,
         target: load.Target,
         prompt: Prompt,
@@ -38,7 +34,9 @@ class LevelRunner:
         slots: int,
         objectives: tuple[slo.Objective, ...] = (),
     ) -> None:
-        self.engine, self.container, self.loop = engine, container, loop
+        # The server's CPU seconds so far (its container's), None for a server found at a
+        # URL, whose CPU is not ours to read.
+        self.server_cpu, self.loop = server_cpu, loop
         self.target, self.prompt, self.gen_tokens = target, prompt, gen_tokens
         self.slots, self.objectives = slots, objectives
         self.cost: float | None = None  # the generator's CPU seconds per request
@@ -66,6 +64,17 @@ class LevelRunner:
         sent = load.run_level(self.loop, self.target, self.bodies(cache), level)
         self.cost = sent.client_cpu_s / max(len(sent.traces), 1)
 
+    def check_rates(self, rates: Sequence[float]) -> None:
+        """Refuse, before any level is measured, a rate the generator cannot send: its cost
+        per request is measured on the open loop's warm-up round (at every slot)."""
+        if all(math.isinf(rate) for rate in rates):
+            return
+        if not self.open_warmed:
+            self.warm(self.slots, None)
+            self.open_warmed = True
+        for rate in rates:
+            arrivals.check_rate(rate, self.cost or 0.0)
+
     def measure(self, level: load.Level, cache: bool | None = None) -> LevelStats:
         if level.pace is None or cache:
             self.warm(level.concurrency or self.slots, cache)
@@ -74,9 +83,9 @@ class LevelRunner:
             self.open_warmed = True
         if level.pace is not None:
             arrivals.check_rate(level.pace.rate, self.cost or 0.0)
-        before = self.engine.cpu_seconds(self.container)
+        before = self.server_cpu() if self.server_cpu else 0.0
         sent = load.run_level(self.loop, self.target, self.bodies(cache), level)
-        server_cpu = self.engine.cpu_seconds(self.container) - before
+        server_cpu = self.server_cpu() - before if self.server_cpu else None
         if len(sent.traces) > 1:  # more requests than a warm-up: the better estimate
             self.cost = sent.client_cpu_s / len(sent.traces)
         pace = level.pace
@@ -95,4 +104,7 @@ class LevelRunner:
         if not self.objectives:
             return stats
         why = slo.broken(stats, self.objectives)
-        return replace(stats, slo_met=not why, slo_broken=tuple(why))
+        good = sum(1 for trace in sent.traces if slo.good(trace, self.objectives))
+        goodput = good / sent.wall_s if sent.wall_s > 0 else 0.0
+        return replace(stats, slo_met=not why, slo_broken=tuple(why), goodput=goodput,
+                       good_requests=good)  # fmt: skip

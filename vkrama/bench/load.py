@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import signal
 import threading
 import time
@@ -287,14 +286,3 @@ class StreamRecorder:
             prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
             server={k: float(v) for k, v in self.timings.items() if isinstance(v, (int, float))},
         )
-
-
-def default_requests(level: Level, slots: int) -> int:
-    """Requests of a level given neither --requests nor --duration: 4 per client (a burst:
-    per slot) or 4 seconds' worth at its rate, at least 8, so that every level has several
-    rounds and its percentiles mean something."""
-    if level.pace is None:
-        return max(8, 4 * level.concurrency)
-    if math.isinf(level.pace.rate):
-        return max(8, 4 * slots)
-    return max(8, math.ceil(4 * level.pace.rate))

@@ -49,8 +49,14 @@ class Prompt:
     wanted: int
     system: str = ""  # a system message every request shares (`--prefix-tokens`)
     prefix: int = 0  # tokens of the prompt up to and including it, as the server counts
+    # A server without /tokenize (`bench --serve --url`): one word per token asked, and
+    # `tokens` unknown (0); each answer's usage.prompt_tokens says what it counted.
+    server_counts: bool = False
 
     def describe(self) -> str:
+        if self.server_counts:
+            return (f"prompt of {self.wanted} words (the server has no /tokenize: prompt lengths "
+                    "are its own counts, per request)")  # fmt: skip
         said = f"prompt {self.tokens} tokens"
         if self.prefix:
             said += f", the first {self.prefix} shared by every request"

@@ -11,6 +11,7 @@ print: each level's summary goes to a `Reporter`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from vkrama.bench.drive import LevelRunner
 from vkrama.bench.plan import BenchCell, Slot
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Step
-from vkrama.results.levels import LevelStats, goodput
+from vkrama.results.levels import LevelStats, capacity, judged
 from vkrama.results.records import CellResult, CellStatus
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class ServeParams:
     concurrency: tuple[int, ...] = (1, 4)
     prompt_tokens: int = 128
     gen_tokens: int = 64
-    requests: int | None = None  # per level; None: `load.default_requests` (or --duration)
+    requests: int | None = None  # per level; None: `default_requests` (or --duration)
     rates: tuple[float, ...] = ()  # open-loop levels, requests/s (inf: a burst)
     arrival: str = "poisson"
     duration: float | None = None  # seconds per level, instead of a request count
@@ -54,6 +55,7 @@ class ServeParams:
     sweep: bool = False  # raise the rate from rates[0] (or 1/s) until the SLO breaks
     prefix_tokens: int = 0  # a system prompt every request shares; cache off and on
     prompt_source: str = "text"  # the bundled public-domain text, or "random" words
+    url: str | None = None  # measure the server already running there (no cell of ours)
 
     @property
     def slots(self) -> int:
@@ -68,7 +70,7 @@ class ServeParams:
         pace = None if rate is None else Pace(rate, self.arrival)
         level = load.Level(concurrency, pace, self.requests, self.duration)
         if self.requests is None and self.duration is None:
-            level = replace(level, requests=load.default_requests(level, self.slots))
+            level = replace(level, requests=default_requests(level, self.slots))
         return level
 
     def levels(self) -> list[load.Level]:
@@ -84,9 +86,11 @@ class ServeParams:
             "gen_tokens": self.gen_tokens,
             "prompt_source": self.prompt_source,
             "requests": [level.requests for level in self.levels()],
-            "parallel": self.slots,
-            "ctx_size": self.ctx_size,
         }
+        if self.url is None:  # a server of ours: the slots and context we gave it
+            found.update(parallel=self.slots, ctx_size=self.ctx_size)
+        else:
+            found["url"] = self.url
         if self.rates or self.sweep:
             found["request_rate"] = [str(r) for r in self.rates]  # "inf" stays valid JSON
             found["arrival"] = self.arrival
@@ -99,6 +103,21 @@ class ServeParams:
         if self.prefix_tokens:
             found["prefix_tokens"] = self.prefix_tokens
         return found
+
+
+# A level's fewest requests by default: of 16, a p90 lies between the 14th and 15th
+# slowest, not at the slowest (of 8 it leant on the slowest); a p99 is near it whatever.
+MIN_REQUESTS = 16
+
+
+def default_requests(level: load.Level, slots: int) -> int:
+    """Requests of a level given neither --requests nor --duration: 4 per client (a burst:
+    per slot) or 4 seconds' worth at its rate, at least MIN_REQUESTS."""
+    if level.pace is None:
+        return max(MIN_REQUESTS, 4 * level.concurrency)
+    if math.isinf(level.pace.rate):
+        return max(MIN_REQUESTS, 4 * slots)
+    return max(MIN_REQUESTS, math.ceil(4 * level.pace.rate))
 
 
 def plan_serve_cell(slot: Slot, model: LocalModel, params: ServeParams, *, port: int) -> BenchCell:
@@ -160,20 +179,11 @@ def run_serve_cell(
                                params.prompt_source)  # fmt: skip
         on_progress(Step(f"  {cell.key}: {prompt.describe()}"))
         with load.EventLoop() as loop:
-            runner = LevelRunner(engine, container, loop, target, prompt, params.gen_tokens,
-                            params.slots, params.slo)  # fmt: skip
-            # A shared prefix is measured with the server's prompt cache off, then on.
-            caches = (False, True) if params.prefix_tokens else (None,)
-            for level in params.levels():
-                for cache in caches:
-                    levels.append(runner.measure(level, cache))
-                    brief = latency.brief(levels[-1])
-                    on_progress(Step(f"  {cell.key} {_named(level, cache)}: {brief}"))
-            # Under --sweep the rate levels are its first steps: their failures break the
-            # SLO, not the cell.
-            fixed = len(levels) if not params.sweep else len(params.concurrency) * len(caches)
-            if params.sweep:
-                _sweep(runner, params, levels, cell.key, on_progress)
+            runner = LevelRunner(lambda: engine.cpu_seconds(container), loop, target, prompt,
+                                 params.gen_tokens, params.slots, params.slo)  # fmt: skip
+            fixed = measure_levels(runner, params, cell.key, on_progress, levels)
+    except arrivals.CannotSend:
+        raise  # the whole run's usage error, not this cell's failure
     except VkramaError as error:
         if not log:
             # The server's last words say why it never became ready.
@@ -182,14 +192,46 @@ def run_serve_cell(
         if error.status == ExitStatus.USAGE and error.hint:
             why += f" ({error.hint})"  # what the user can change: the cell says it too
         return _ended(base, started, log, levels, reason=why)
-    # A sweep drives the server past what it serves: failures there break the SLO, not the cell.
-    failed = [s for s in levels[:fixed] if s.failures]
-    if failed:
-        first = failed[0]
-        why = (f"{first.failures} of {first.requests} requests failed at {first.load}: "
-               f"{first.errors[0] if first.errors else '?'}")  # fmt: skip
+    why = failed_levels(levels, fixed)
+    if why:
         return _ended(base, started, log, levels, reason=why)
     return _ended(base, started, log, levels, status=CellStatus.OK)
+
+
+def measure_levels(
+    runner: LevelRunner,
+    params: ServeParams,
+    key: str,
+    on_progress: Reporter,
+    levels: list[LevelStats],
+) -> int:
+    """Every level of `params` against the server `runner` drives, then the sweep's,
+    appended to `levels` one by one (kept if a later one fails); returns how many of them
+    a failed request fails the cell for (a sweep's levels only break the SLO)."""
+    runner.check_rates(params.rates)
+    # A shared prefix is measured with the server's prompt cache off, then on.
+    caches = (False, True) if params.prefix_tokens else (None,)
+    for level in params.levels():
+        for cache in caches:
+            levels.append(runner.measure(level, cache))
+            on_progress(Step(f"  {key} {_named(level, cache)}: {latency.brief(levels[-1])}"))
+    # Under --sweep the rate levels are its first steps: their failures break the SLO.
+    fixed = len(levels) if not params.sweep else len(params.concurrency) * len(caches)
+    if params.sweep:
+        _sweep(runner, params, levels, key, on_progress)
+    return fixed
+
+
+def failed_levels(levels: list[LevelStats], fixed: int) -> str:
+    """Why the cell failed: the first of its first `fixed` levels with a failed request
+    ("" if none did). A sweep drives the server past what it serves: failures there break
+    the SLO, not the cell."""
+    failed = [s for s in levels[:fixed] if s.failures]
+    if not failed:
+        return ""
+    first = failed[0]
+    return (f"{first.failures} of {first.requests} requests failed at {first.load}: "
+            f"{first.errors[0] if first.errors else '?'}")  # fmt: skip
 
 
 def _sweep(
@@ -201,10 +243,11 @@ def _sweep(
 ) -> None:
     """The sweep's own levels, appended to `measured` one by one (kept if a later one
     fails), whose rate levels are its first steps: one rate after another as
-    `slo.next_rate` says, then the goodput line."""
+    `slo.next_rate` says, then the capacity line. With a shared prefix the sweep measures
+    the server with its prompt cache on, as it would serve (`levels.judged`)."""
     start = params.rates[0] if params.rates else slo.SWEEP_START
-    tried = [(s.rate, bool(s.slo_met)) for s in measured
-             if s.rate is not None and not s.prompt_cache]  # fmt: skip
+    cache = True if params.prefix_tokens else None
+    tried = judged(measured)
     while (rate := slo.next_rate(tried, start)) is not None:
         if runner.cost is not None and not arrivals.can_send(rate, runner.cost):
             # Past what this machine's generator sends on time: the sweep ends here and its
@@ -212,12 +255,12 @@ def _sweep(
             on_progress(Step(f"  {key} sweep stops before {rate:.3g}/s: more than the load "
                              "generator sends on time here"))  # fmt: skip
             break
-        measured.append(runner.measure(params.level(rate=rate)))
+        measured.append(runner.measure(params.level(rate=rate), cache))
         tried.append((rate, bool(measured[-1].slo_met)))
         on_progress(Step(f"  {key} sweep {measured[-1].load}: {latency.brief(measured[-1])}"))
-    best = goodput(tried)
-    said = "none" if best is None else f"{best:.3g} requests/s"
-    on_progress(Step(f"  {key}: goodput {said} within {params.as_dict()['slo']}"))
+    best = capacity(tried)
+    said = "none" if best is None else best.said()
+    on_progress(Step(f"  {key}: capacity {said} within {params.as_dict()['slo']}"))
 
 
 def _named(level: load.Level, cache: bool | None) -> str:

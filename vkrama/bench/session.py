@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from vkrama import __version__, stack
 from vkrama.bench import plan as planning
 from vkrama.bench import serving, tuned
+from vkrama.bench.arrivals import CannotSend
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
@@ -185,6 +186,12 @@ def execute(
         )
     except KeyboardInterrupt:  # between cells: the finished ones are stored already
         interrupted = True
+    except CannotSend:
+        # A usage error found once the generator's cost was measured: the run stores
+        # nothing (its container is gone already: run_cells removes it on every way out).
+        if run_id is not None:
+            results.discard_run(settings, run_id)
+        raise
     tests = [] if request.serve else request.params.expected_tests()
     outcome = BenchOutcome(run_id, kept, interrupted, tests)
     if run_id is not None:

@@ -1,11 +1,12 @@
-"""Latency targets (SLOs), whether a level met them, and the rate sweep that finds goodput.
+"""Latency targets (SLOs), whether a level met them, and the rate sweep that finds capacity.
 
 Stage: bench (serving), between the levels of a cell. `--slo ttft_p90=500ms,itl_p90=50ms`
 names percentiles of a level's figures and their limits; a level meets the SLO when every
 request was answered and every named percentile is within its limit. `--sweep` raises the
 request rate until a level breaks the SLO, then narrows between the last rate that met it
-and the first that broke it; the highest rate that met it is the stack's goodput
-(`results.levels.goodput`). Pure:
+and the first that broke it; the highest rate that met it is the stack's capacity
+(`results.levels.capacity`). A level's goodput is its requests each within every target,
+per second (`good`). Pure:
 figures in, verdicts and the next rate out; must not send requests or print.
 """
 
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vkrama import units
+from vkrama.bench.latency import RequestTrace
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results.levels import LevelStats, Spread
+from vkrama.results.levels import LevelStats, Spread, percentile
 
 FIGURES = {"ttft": "ttft_ms", "itl": "itl_ms", "e2e": "e2e_ms"}
 _TERM = re.compile(r"(ttft|itl|e2e)_p(50|90|99)=(.+)")  # the limit: units.seconds' grammar
@@ -82,6 +84,25 @@ def broken(stats: LevelStats, objectives: Sequence[Objective]) -> list[str]:
             why.append(f"{objective.figure} p{objective.quantile} {value:.0f} ms > "
                        f"{objective.limit_ms:g} ms")  # fmt: skip
     return why
+
+
+def good(trace: RequestTrace, objectives: Sequence[Objective]) -> bool:
+    """Whether one request was answered within every target, judged on its own figures:
+    its TTFT, its E2E, the `quantile`-th percentile of its own inter-token gaps (vLLM's
+    and GenAI-Perf's per-request goodput; they take a request's mean ITL, its TPOT)."""
+    if not trace.ok:
+        return False
+    for objective in objectives:
+        if objective.figure == "ttft":
+            value = trace.ttft * 1000
+        elif objective.figure == "e2e":
+            value = (trace.end or 0.0) * 1000
+        else:
+            gaps = [g * 1000 for g in trace.gaps]
+            value = percentile(gaps, objective.quantile) if gaps else 0.0
+        if value > objective.limit_ms:
+            return False
+    return True
 
 
 def next_rate(tried: Sequence[tuple[float, bool]], start: float = SWEEP_START) -> float | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vkrama.bench import session
+from vkrama.bench import remote, session
 from vkrama.bench.matrix import BenchRequest
 from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.bench.serving import ServeParams
@@ -69,7 +69,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model")
+@click.argument("model", required=False)
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- LLAMA_BENCH_ARGS]")
 @click.option(
     "--backend", "backends", type=BACKENDS, default=(), metavar="B1,B2",
@@ -183,7 +183,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @pass_app
 def bench(
     app: App,
-    model: str,
+    model: str | None,
     extra_args: tuple[str, ...],
     backends: tuple[str, ...],
     every: bool,
@@ -212,7 +212,9 @@ def bench(
 
     Every cell runs the same llama-bench parameters; a cell whose backend or Vulkan driver
     did not actually run (ggml found no device, fell back to the CPU) is failed, never
-    counted. `vkrama --dry-run bench …` prints each cell's podman command.
+    counted. `vkrama --dry-run bench …` prints each cell's podman command. With
+    `--serve --url URL`, measures a server already running there (MODEL: which of its
+    models) and starts nothing.
     """
     ctx = click.get_current_context()
     if serve is not None:
@@ -225,6 +227,19 @@ def bench(
             )
     if not generate:
         refuse_ignored(ctx, ["out_dir"], "with --generate")
+    if serve is not None and serve.url is not None:
+        picks = (("--backend", backends), ("--vk-driver", vk_drivers), ("--all", every),
+                 ("--tuned", tuned), ("--generate", generate))  # fmt: skip
+        stray = [flag for flag, given in picks if given]
+        if stray:
+            raise VkramaError(f"{stray[0]} picks what vkrama starts; --url measures a server "
+                              "already running", hint=f"drop {stray[0]}, or --url",
+                              status=ExitStatus.USAGE)  # fmt: skip
+        return bench_url(app, serve, model, as_json, no_save, timeout)
+    if model is None:
+        raise VkramaError("Missing argument 'MODEL'", hint="a GGUF file or reference; "
+                          "`--serve --url URL` measures a running server without one",
+                          status=ExitStatus.USAGE)  # fmt: skip
     if n_prompt == 0 and n_gen == 0:
         raise VkramaError(
             "-p and -n are both 0: nothing to measure",
@@ -284,7 +299,27 @@ def bench(
     with terminate_as_interrupt(), reporting(app.verbose) as reporter:
         planned = session.prepare(app.settings, request, app.engine, on_progress=reporter)
         outcome = session.execute(app.engine, app.settings, planned, on_progress=reporter)
-    found = report.outcome_rows(outcome.run_id, outcome.results, outcome.tests, serve is not None)
+    return _shown(outcome, serve is not None, as_json)
+
+
+def bench_url(
+    app: App, serve: ServeParams, model: str | None, as_json: bool, no_save: bool,
+    timeout: float | None,
+) -> int:  # fmt: skip
+    """`bench --serve --url`: the levels against a running server; nothing is started."""
+    if app.dry_run:
+        click.echo(f"# would measure the server at {serve.url} (nothing is started)")
+        return int(ExitStatus.OK)
+    wait = timeout if timeout is not None else float(app.settings["bench.timeout"])
+    with terminate_as_interrupt(), reporting(app.verbose) as reporter:
+        outcome = remote.execute(app.settings, serve, model, save=not no_save,
+                                      timeout=wait, on_progress=reporter)  # fmt: skip
+    return _shown(outcome, True, as_json)
+
+
+def _shown(outcome: session.BenchOutcome, serving: bool, as_json: bool) -> int:
+    """The run's table or JSON, and its exit status."""
+    found = report.outcome_rows(outcome.run_id, outcome.results, outcome.tests, serving)
     if as_json:
         echo_json(found)
     else:

@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     show_default=True,
     metavar="METRIC",
     help="What --backend best ranks stored results by: tg, pp (llama-bench t/s), "
-    "serve:tps@N (`bench --serve` total tokens/s at N clients) or goodput (requests/s "
-    "within `bench --serve --slo`).",
+    "serve:tps@N (`bench --serve` total tokens/s at N clients) or capacity (the highest "
+    "request rate within `bench --serve --slo`; goodput means the same here).",
 )
 @click.option(
     "--api-key-file",

@@ -81,7 +81,7 @@ OPTIONS = [
         "--sweep",
         is_flag=True,
         help="--serve: after the --request-rate levels (default: one at 1/s), raise the rate "
-        "until --slo breaks; reports the highest rate each stack sustains (goodput).",
+        "until --slo breaks; reports the highest rate each stack sustains (capacity).",
     ),
     click.option(
         "--prompt-tokens",
@@ -118,12 +118,19 @@ OPTIONS = [
         "--requests",
         type=click.IntRange(min=1),
         metavar="K",
-        help="--serve: requests per level (default: 4 per client or 4 s at the rate, at least 8).",
+        help="--serve: requests per level (default: 4 per client or 4 s at the rate, at least 16).",
+    ),
+    click.option(
+        "--url",
+        metavar="URL",
+        help="--serve: measure the OpenAI-compatible server already running at URL "
+        "(vkrama serve, llama-server, another tool's) instead of starting one; MODEL, if "
+        "given, names which of its models.",
     ),
 ]
 NAMES = ("serve_mode", "concurrency", "request_rate", "arrival", "duration", "parallel",
          "slo_text", "sweep", "prompt_tokens", "prefix_tokens", "prompt_source",
-         "gen_tokens", "requests")  # fmt: skip
+         "gen_tokens", "requests", "url")  # fmt: skip
 
 
 def serving_flags(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,6 +163,7 @@ def serve_params(
     prompt_source: str,
     gen_tokens: int,
     requests: int | None,
+    url: str | None = None,
 ) -> ServeParams:
     """The serving bench's flags as one ServeParams; contradictions are usage errors."""
     rates = request_rate or ()
@@ -184,6 +192,15 @@ def serve_params(
                           f"{prompt_tokens} tokens for each request's own text",
                           hint="a shared prefix shorter than --prompt-tokens",
                           status=ExitStatus.USAGE)  # fmt: skip
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise VkramaError(f"--url {url!r} is not an http:// or https:// address",
+                          hint="e.g. --url http://127.0.0.1:8080",
+                          status=ExitStatus.USAGE)  # fmt: skip
+    if url is not None and parallel is not None:
+        raise VkramaError("--parallel sets the slots of a server vkrama starts; the server at "
+                          "--url has its own", hint="drop --parallel",
+                          status=ExitStatus.USAGE)  # fmt: skip
     objectives = slo.parse(",".join(slo_text)) if slo_text else ()
     return ServeParams(levels, prompt_tokens, gen_tokens, requests, rates, arrival, duration,
-                       parallel, objectives, sweep, prefix_tokens, prompt_source)  # fmt: skip
+                       parallel, objectives, sweep, prefix_tokens, prompt_source,
+                       url.rstrip("/") if url else None)  # fmt: skip

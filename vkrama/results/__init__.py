@@ -18,6 +18,7 @@ from vkrama.results.db import (
     abandon_dead_runs,
     abandoned_tokens,
     add_cell,
+    discard_run,
     finish_run,
     get_run,
     list_runs,
@@ -26,7 +27,7 @@ from vkrama.results.db import (
 from vkrama.results.owner import RunOwner
 from vkrama.results.owner import current as current_owner
 from vkrama.results.ranking import (
-    GOODPUT,
+    CAPACITY,
     SERVE_METRIC,
     BestCell,
     Change,
@@ -38,7 +39,7 @@ from vkrama.results.ranking import (
 from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
 
 __all__ = [
-    "GOODPUT",
+    "CAPACITY",
     "SERVE_METRIC",
     "BestCell",
     "CellResult",
@@ -57,6 +58,7 @@ __all__ = [
     "best",
     "compare",
     "current_owner",
+    "discard_run",
     "finish_run",
     "get_run",
     "list_runs",

@@ -455,6 +455,13 @@ def finish_run(settings: Settings, run_id: int, status: RunStatus) -> None:
         )
 
 
+def discard_run(settings: Settings, run_id: int) -> None:
+    """Forget a run and its cells, as if never started: a run refused once it had begun
+    (a rate the load generator cannot send) stores nothing."""
+    with connect(settings) as db:
+        db.execute("DELETE FROM runs WHERE id = ?", (run_id,))  # cells and rows cascade
+
+
 def list_runs(settings: Settings) -> list[RunRecord]:
     """Every stored run, newest first."""
     if not db_path(settings).exists():

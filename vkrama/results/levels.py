@@ -74,9 +74,13 @@ class LevelStats:
     # (its latencies count from the scheduled sends, so the lateness is in them).
     realized_rate: float | None = None
     sent_late: bool = False
-    # Against `--slo`: met (None when no SLO was set) and, if not, what broke.
+    # Against `--slo`: met (None when no SLO was set) and, if not, what broke; the level's
+    # goodput as vLLM and GenAI-Perf define it: requests completed within every target,
+    # each judged on its own figures, per second of the level (`good_requests` of them).
     slo_met: bool | None = None
     slo_broken: tuple[str, ...] = ()
+    goodput: float | None = None
+    good_requests: int | None = None
     # `--prefix-tokens`: whether requests let the server reuse a cached prompt prefix
     # (None: no shared prefix measured), and llama-server's own accounting of it: requests
     # whose `timings.cache_n` was above 0, prompt tokens taken from the cache, and TTFT of
@@ -113,18 +117,37 @@ class LevelStats:
         return cls(**values)
 
 
-def goodput(judged: Iterable[tuple[float, bool]]) -> float | None:
-    """The highest request rate that met the SLO below every rate that broke it, from
-    (rate, met?) pairs (a rate that held above one that broke was luck, not capacity);
-    None without such a rate."""
+@dataclass(frozen=True)
+class Capacity:
+    """A stack's capacity within an SLO: the highest request rate offered whose level met
+    it, below every rate that broke it (a rate that held above one that broke was luck).
+    `at_least` when no rate tried broke it: the sweep ended at the load generator's limit
+    or its last level, not at the SLO, so the stack may sustain more."""
+
+    rate: float
+    at_least: bool
+
+    def said(self) -> str:
+        return f"{'at least ' if self.at_least else ''}{self.rate:.3g} requests/s"
+
+
+def capacity(judged: Iterable[tuple[float, bool]]) -> Capacity | None:
+    """The capacity from (rate, met the SLO?) pairs; None when no rate met it."""
     judged = list(judged)
     broke = min((rate for rate, met in judged if not met), default=math.inf)
-    return max((rate for rate, met in judged if met and rate < broke), default=None)
+    best = max((rate for rate, met in judged if met and rate < broke), default=None)
+    return None if best is None else Capacity(best, at_least=math.isinf(broke))
 
 
 def judged(levels: Iterable[LevelStats]) -> list[tuple[float, bool]]:
-    """(rate, met the SLO?) of the open-loop levels that were judged against one."""
-    return [(s.rate, s.slo_met) for s in levels if s.rate is not None and s.slo_met is not None]
+    """(rate, met the SLO?) of the open-loop levels that were judged against one. With a
+    shared prefix, the levels with the prompt cache on: what a server with its cache
+    serves (the cache-off levels are their comparison)."""
+    return [
+        (s.rate, s.slo_met)
+        for s in levels
+        if s.rate is not None and s.slo_met is not None and s.prompt_cache is not False
+    ]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

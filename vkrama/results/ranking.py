@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db
-from vkrama.results.levels import goodput, judged
+from vkrama.results.levels import capacity, judged
 from vkrama.results.records import CellResult, CellStatus, Measurement
 
 # A change counts as more than noise when it exceeds this many combined standard
@@ -28,9 +28,10 @@ NOISE_SIGMAS = 2.0
 METRICS = ("tg", "pp")
 # A serving bench's ranking metric: total output tokens/s at N concurrent clients.
 SERVE_METRIC = re.compile(r"serve:tps@(\d+)")
-# The highest request rate a stack sustained within `bench --serve --slo` (a --sweep's
-# result); `--rank-by goodput` for short.
-GOODPUT = "serve:goodput"
+# A stack's capacity: the highest request rate whose level met `bench --serve --slo` (a
+# --sweep's result; `levels.capacity`). `--rank-by capacity`, or `goodput` as it was named
+# before goodput meant what vLLM means (a level's requests/s within every target).
+CAPACITY = "serve:capacity"
 
 
 @dataclass(frozen=True)
@@ -285,15 +286,15 @@ def figures(cell: CellResult) -> list[tuple[str, float, float]]:
         error = level.output_tps * relative / math.sqrt(answered) if answered else 0.0
         if level.arrival is None:  # closed loop: open-loop levels differ in rate per stack
             found.append((f"serve:tps@{level.concurrency}", level.output_tps, error))
-    sustained = goodput(judged(cell.serving))
+    sustained = capacity(judged(cell.serving))
     if sustained is not None:
-        found.append((GOODPUT, sustained, 0.0))
+        found.append((CAPACITY, sustained.rate, 0.0))
     return found
 
 
 def _ranked(cell: CellResult, metric: str) -> list[Measurement]:
     """The cell's figures of `metric`, as measurements (a serving level's test by name)."""
-    if SERVE_METRIC.fullmatch(metric) or metric == GOODPUT:
+    if SERVE_METRIC.fullmatch(metric) or metric == CAPACITY:
         return [Measurement(t, 0, 0, v, sd, ()) for t, v, sd in figures(cell) if t == metric]
     return [m for m in cell.measurements if m.metric == metric]
 
@@ -310,8 +311,8 @@ def best(
     `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients;
     "goodput" by the highest request rate sustained within their --slo.
     """
-    metric = GOODPUT if metric == "goodput" else metric
-    if metric not in (*METRICS, GOODPUT) and not SERVE_METRIC.fullmatch(metric):
+    metric = CAPACITY if metric in ("goodput", "capacity") else metric
+    if metric not in (*METRICS, CAPACITY) and not SERVE_METRIC.fullmatch(metric):
         raise ValueError(f"metric must be one of {METRICS}, goodput or serve:tps@N")
     measured: list[_Candidate] = []
     for record in db.list_runs(settings):  # newest first
@@ -342,13 +343,23 @@ def best(
     _, detail, cell, m = ranked[0]
     # A test at depth says so in its name (tg128 @ d4096); depth 0 is said here.
     at = "" if m.n_depth else " at depth 0"
-    unit = "requests/s within the SLO" if m.test == GOODPUT else "t/s"
-    reason = f"fastest {m.test}{at}: {cell_name(cell)} on {cell.device} at {m.tps:.1f} ± "
-    reason += f"{m.tps_stddev:.1f} {unit} (bench run {detail.run.id}, {detail.run.info.started})"
+    unit = "t/s"
+    if m.test == CAPACITY:
+        # Capacity has no spread to give: say what it is, and whether it is a lower bound.
+        unit = f"requests/s within the SLO{_at_least(cell)}"
+        reason = f"highest capacity{at} (the highest request rate whose level met the SLO): "
+        reason += f"{cell_name(cell)} on {cell.device} at {m.tps:.3g} {unit}"
+    else:
+        reason = f"fastest {m.test}{at}: {cell_name(cell)} on {cell.device} at {m.tps:.1f} ± "
+        reason += f"{m.tps_stddev:.1f} {unit}"
+    reason += f" (bench run {detail.run.id}, {detail.run.info.started})"
     busy = {cell.busy_host: cell_name(cell)} if cell.busy_host else {}
     if len(ranked) > 1:
         _, other_run, other, other_m = ranked[1]
-        reason += f" vs {cell_name(other)} at {other_m.tps:.1f} {unit} (run {other_run.run.id})"
+        value = f"{other_m.tps:.1f} {unit}"
+        if m.test == CAPACITY:
+            value = f"{other_m.tps:.3g} requests/s within the SLO{_at_least(other)}"
+        reason += f" vs {cell_name(other)} at {value} (run {other_run.run.id})"
         if other.busy_host:
             busy.setdefault(other.busy_host, cell_name(other))
         reason += different_builds(cell, other)
@@ -370,6 +381,11 @@ def best(
 
 
 _Candidate = tuple[float, db.RunDetail, CellResult, Measurement]
+
+
+def _at_least(cell: CellResult) -> str:
+    found = capacity(judged(cell.serving))
+    return ", at least: no rate tried broke it" if found and found.at_least else ""
 
 
 def cell_name(cell: CellResult) -> str:

@@ -3,6 +3,10 @@
 Stage: report, for runs whose params say `mode: serve`: one row per cell and concurrency
 level (TTFT, ITL, E2E percentiles, throughput). Pure: records in, strings out; must not run
 containers or open the database. `report` hands serving runs here.
+
+Over 300 lines because one row carries every figure a serving level has (latency, the rate
+really sent, goodput and capacity, the prompt cache), each with its table column, its line
+under the table and its export column; splitting them would split one row's definition.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, replace
 from tabulate import tabulate
 
 from vkrama.results.db import RunDetail
-from vkrama.results.levels import Spread, goodput, judged
+from vkrama.results.levels import Capacity, Spread, capacity, judged
 from vkrama.results.records import CellResult, CellStatus, note
 
 
@@ -56,16 +60,24 @@ class ServeRow:
     prompt_tokens: int = 0
     ttft_hit_ms: Spread | None = None
     ttft_miss_ms: Spread | None = None
-    goodput: float | None = None  # the cell's: highest rate within the SLO (every row of it)
+    # Against --slo: the level's goodput (requests/s each within every target) and how many
+    # requests made it; the cell's capacity (highest rate whose level met it, every row of
+    # the cell), a lower bound when `capacity_at_least`.
+    goodput: float | None = None
+    good_requests: int | None = None
+    capacity: float | None = None
+    capacity_at_least: bool = False
 
 
 def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow]:
     """Rows for every serving cell and level; a cell that measured nothing gets one row."""
     found: list[ServeRow] = []
     for cell in cells:
+        most = capacity(judged(cell.serving))
         base = ServeRow(run_id, cell.backend, cell.driver, cell.device, None, 0, 0, None, None,
                         None, None, None, None, None, None, None, cell.status, cell.reason,
-                        cell.image_id, goodput=goodput(judged(cell.serving)))  # fmt: skip
+                        cell.image_id, capacity=None if most is None else most.rate,
+                        capacity_at_least=bool(most and most.at_least))  # fmt: skip
         found += [
             replace(
                 base,
@@ -88,6 +100,8 @@ def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow
                 sent_late=s.sent_late,
                 slo_met=s.slo_met,
                 slo_broken=s.slo_broken,
+                goodput=s.goodput,
+                good_requests=s.good_requests,
                 prompt_cache=s.prompt_cache,
                 cache_hits=s.cache_hits,
                 cached_tokens=s.cached_tokens,
@@ -148,13 +162,14 @@ def _serve_cells(r: ServeRow, paced: bool = False) -> list[object]:
 
 def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
     """The serving bench's table (percentiles p50/p90/p99), failure reasons under it; with
-    an SLO, whether each level met it and each stack's goodput."""
+    an SLO, each level's goodput and whether its percentiles met it, each stack's capacity."""
     judged = any(r.slo_met is not None for r in found)
     # Open-loop levels: the rate really sent beside the nominal one in `load`.
     paced = any(r.realized_rate is not None for r in found)
     headers = [*SERVE_HEADERS[:4], "sent/s", *SERVE_HEADERS[4:]] if paced else SERVE_HEADERS
-    headers = [*headers, "SLO"] if judged else headers
-    shown = [[*_serve_cells(r, paced), *([_slo(r)] if judged else [])] for r in found]
+    headers = [*headers, "goodput req/s", "SLO"] if judged else headers
+    shown = [[*_serve_cells(r, paced), *([_goodput(r), _slo(r)] if judged else [])]
+             for r in found]  # fmt: skip
     table = tabulate(shown, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     reasons = dict.fromkeys(
         f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {note(r.status, r.reason)}"
@@ -179,7 +194,7 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
         for r in found
         if r.sent_late
     ]
-    parts = [table, *reasons, *notes, *late, *goodput_lines(found), *cache_lines(found)]
+    parts = [table, *reasons, *notes, *late, *capacity_lines(found), *cache_lines(found)]
     return "\n".join(parts)
 
 
@@ -193,18 +208,26 @@ def _slo(row: ServeRow) -> str:
     return "met" if row.slo_met else f"broke: {'; '.join(row.slo_broken)}"
 
 
-def goodput_lines(found: Sequence[ServeRow]) -> list[str]:
-    """Per stack judged against an SLO: the highest request rate it sustained within it."""
+def _goodput(row: ServeRow) -> str:
+    if row.goodput is None:
+        return "-"
+    return f"{row.goodput:.2f} ({row.good_requests}/{row.requests})"
+
+
+def capacity_lines(found: Sequence[ServeRow]) -> list[str]:
+    """Per stack judged against an SLO at request rates: its capacity, said as a lower
+    bound when no rate tried broke the SLO."""
     stacks: dict[str, list[tuple[float, bool]]] = {}
     for r in found:
-        if r.rate is not None and r.slo_met is not None:
-            name = f"{r.backend}{f'/{r.driver}' if r.driver else ''}"
-            stacks.setdefault(name, []).append((r.rate, r.slo_met))
+        if r.rate is not None and r.slo_met is not None and r.prompt_cache is not False:
+            stacks.setdefault(_name(r), []).append((r.rate, r.slo_met))
     lines = []
     for name, pairs in stacks.items():
-        best = goodput(pairs)
-        said = "none (every rate tried broke it)" if best is None else f"{best:.3g} requests/s"
-        lines.append(f"goodput within the SLO, {name}: {said}")
+        best: Capacity | None = capacity(pairs)
+        said = "none (every rate tried broke it)" if best is None else best.said()
+        if best is not None and best.at_least:
+            said += " (no rate tried broke the SLO: the server may sustain more)"
+        lines.append(f"capacity within the SLO (highest rate that met it), {name}: {said}")
     return lines
 
 

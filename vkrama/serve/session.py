@@ -179,14 +179,15 @@ def _best_cell(
     except ValueError:
         raise VkramaError(
             f"--rank-by {metric!r} is not a metric",
-            hint="tg, pp, goodput (requests/s within `vkrama bench --serve --slo`), or "
+            hint="tg, pp, capacity (or goodput: the highest rate within `vkrama bench --serve "
+            "--slo`), or "
             "serve:tps@N (total tokens/s of `vkrama bench --serve` at N clients)",
             status=ExitStatus.USAGE,
         ) from None
     if cell is None:
         serve = results.SERVE_METRIC.fullmatch(metric)
         how = f"bench --serve --concurrency {serve.group(1)}" if serve else "bench"
-        if metric in ("goodput", results.GOODPUT):
+        if metric in ("goodput", "capacity", results.CAPACITY):
             how = "bench --serve --sweep --slo ttft_p90=500ms,itl_p90=50ms"
         raise VkramaError(
             f"no bench results for {ref} on this machine yet"
