@@ -12,6 +12,7 @@ import requests
 from podman import errors as podman_errors
 
 from vkrama.engine.client import Podman
+from vkrama.engine.socket import Endpoint
 from vkrama.errors import ExitStatus, VkramaError
 
 
@@ -66,6 +67,8 @@ class Client:
 def engine(**answers: Response | Exception) -> Podman:
     made = Podman.__new__(Podman)  # no socket: the client is the fake
     made.client = Client(Api(answers))  # type: ignore[assignment]
+    made.reconnect_s = 0  # no service to wait for: a lost one fails at once
+    made.endpoint = Endpoint("unix:///nonexistent.sock", "test")
     return made
 
 

@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "offline": False,
     "engine.url": "",  # empty: discover a socket, else start a private service
     "engine.idle_timeout": 5,
+    # Seconds to wait for podman's API service when it goes away mid-run (killed, restarted,
+    # a socket systemd brings back): the containers run on under conmon, and vkrama goes on
+    # with them once it answers. 0: fail at once.
+    "engine.reconnect": 60,
     "images.pull": "missing",  # missing: build an absent image on first use; never: refuse
     "images.base": "docker.io/library/debian:sid",
     "images.apt_options": "",  # extra apt-get options for image builds (build arg APT_OPTIONS)
@@ -68,6 +72,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "serve.port": (1, 65535),
     "serve.timeout": (1, None),
     "engine.idle_timeout": (0, None),
+    "engine.reconnect": (0, None),
     "models.retries": (0, None),
     "models.streams": (1, 64),
     "bench.timeout": (1, None),

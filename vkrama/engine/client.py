@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from podman import PodmanClient
 
@@ -31,27 +32,78 @@ from vkrama.engine.records import (
     ContainerSummary,
     EngineInfo,
 )
-from vkrama.engine.socket import Endpoint, discover, keep_alive
+from vkrama.engine.socket import Endpoint, discover, keep_alive, ping, start_private_service
 from vkrama.engine.spec import LAUNCH_LABEL, VERSION_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 
 NEVER_STARTED_S = 30.0  # a started container still "created" after this long never will be
 STARTING_POLL_S = 0.05
+RECONNECT_FIRST_S = 0.05  # the first pause before pinging a lost service again; doubles
+RECONNECT_MOST_S = 1.0  # ... up to this pause
+T = TypeVar("T")
 FOLLOW_END_S = 5.0  # how long a log follower may lag behind the container's exit
 
 
 class Podman:
     """A connected podman service: implements `engine.protocol.Engine`."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, reconnect_s: float = 60.0) -> None:
         self.endpoint = endpoint
+        self.reconnect_s = reconnect_s  # settings engine.reconnect
         self.client = PodmanClient(base_url=endpoint.url, timeout=None)
         keep_alive(endpoint)
 
+    # -- a lost service ------------------------------------------------------------------
+    def _call(
+        self, what: str, request: Callable[[], T], again: Callable[[], None] | None = None
+    ) -> T:
+        """`request()` with its errors translated; when podman's API service is gone (killed,
+        restarted, a socket systemd brings back), wait for it to answer again for up to
+        `reconnect_s` and repeat the request, `again()` first (to clear what a request that
+        may have half-happened left). Containers run on under conmon while the service is
+        away, so a run goes on with the container it started rather than failing it."""
+        deadline: float | None = None
+        while True:
+            try:
+                with translate_errors(what):
+                    return request()
+            except VkramaError as error:
+                if error.status != ExitStatus.ENGINE_UNAVAILABLE or self.reconnect_s <= 0:
+                    raise
+                if deadline is None:
+                    deadline = time.monotonic() + self.reconnect_s
+                if not self._service_back(deadline):
+                    raise VkramaError(
+                        f"{what}: podman did not answer again within {self.reconnect_s:g} s "
+                        "(settings engine.reconnect)",
+                        hint="is the podman service running? `podman info` checks it; "
+                        "VKRAMA_ENGINE_RECONNECT=SECONDS waits longer",
+                        status=ExitStatus.ENGINE_UNAVAILABLE,
+                    ) from None
+                if again is not None:
+                    again()
+
+    def _service_back(self, deadline: float) -> bool:
+        """Ping the service until it answers (True) or `deadline` passes (False), with a
+        doubling pause. vkrama's own private service is started again: nobody else will."""
+        pause = RECONNECT_FIRST_S
+        while True:
+            if self.endpoint.idle_timeout is not None:
+                with contextlib.suppress(VkramaError):
+                    start_private_service(
+                        Path(self.endpoint.path).parent, self.endpoint.idle_timeout
+                    )
+            if ping(self.endpoint.url, timeout=min(1.0, max(0.1, deadline - time.monotonic()))):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, RECONNECT_MOST_S)
+
     # -- service -------------------------------------------------------------------------
     def info(self) -> EngineInfo:
-        with translate_errors("podman info"):
-            data = self.client.info()  # type: ignore[no-untyped-call]  # podman-py's is untyped
+        data = self._call("podman info", self.client.info)
         host = data.get("host", {})
         version = data.get("version", {})
         return EngineInfo(
@@ -67,20 +119,33 @@ class Podman:
 
     # -- containers ----------------------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
-        """Create (not start) a container; returns its id."""
-        body = spec.api_body()
-        # Held back until podman answers: an interrupt mid-request would leave the
-        # container it goes on to create unknown to our clean-up (engine/signals.py).
-        with signals.held(), translate_errors(f"create container from {spec.image}"):
-            response = self.client.api.post(
-                "/containers/create", data=_json(body), headers={"content-type": "application/json"}
-            )
-            response.raise_for_status()
-        return str(response.json()["Id"])
+        """Create (not start) a container; returns its id. A create the lost service may or
+        may not have done is cleared (by its launch label) before it is sent again."""
+        body = _json(spec.api_body())
+
+        def post() -> str:
+            # Held back until podman answers: an interrupt mid-request would leave the
+            # container it goes on to create unknown to our clean-up (engine/signals.py).
+            # Held per attempt: never while the service is away.
+            with signals.held():
+                response = self.client.api.post(
+                    "/containers/create", data=body, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+            return str(response.json()["Id"])
+
+        launch = spec.labels.get(LAUNCH_LABEL)
+        return self._call(
+            f"create container from {spec.image}",
+            post,
+            again=(lambda: self.remove_launched(launch)) if launch else None,
+        )
 
     def start(self, container: str) -> None:
-        with translate_errors(f"start container {container[:12]}"):
-            self.client.api.post(f"/containers/{container}/start").raise_for_status()
+        self._call(
+            f"start container {container[:12]}",
+            lambda: self.client.api.post(f"/containers/{container}/start").raise_for_status(),
+        )
 
     def run(self, spec: ContainerSpec, secret_values: Mapping[str, str] | None = None) -> str:
         """Create and start a detached container; removes it again if it cannot start.
@@ -117,17 +182,23 @@ class Podman:
     def create_secret(self, name: str, value: str) -> None:
         """Store a podman secret (replacing one of the same name a crash left behind)."""
         self.remove_secret(name)
-        with translate_errors(f"create secret {name}"):
-            self.client.api.post(
+        self._call(
+            f"create secret {name}",
+            lambda: self.client.api.post(
                 "/secrets/create", params={"name": name}, data=value.encode("utf-8")
-            ).raise_for_status()
+            ).raise_for_status(),
+        )
 
     def remove_secret(self, name: str) -> None:
         """Remove a podman secret; one already gone is fine."""
-        with contextlib.suppress(VkramaError), translate_errors(f"remove secret {name}"):
+
+        def delete() -> None:
             response = self.client.api.delete(f"/secrets/{name}")
             if response.status_code not in (200, 204, 404):
                 response.raise_for_status()
+
+        with contextlib.suppress(VkramaError):
+            self._call(f"remove secret {name}", delete)
 
     def wait(
         self, container: str, timeout: float | None = None, start_grace: float = NEVER_STARTED_S
@@ -151,11 +222,16 @@ class Podman:
                     status=ExitStatus.CONTAINER_EXITED,
                 )
             time.sleep(STARTING_POLL_S)
-        left = None if timeout is None else max(0.1, timeout - (time.monotonic() - began))
+
+        def wait_call() -> Any:
+            # Asked again after a lost service: the time left, not the whole timeout.
+            left = None if timeout is None else max(0.1, timeout - (time.monotonic() - began))
+            response = self.client.api.post(f"/containers/{container}/wait", timeout=left)
+            response.raise_for_status()
+            return response
+
         try:
-            with translate_errors(f"wait for container {container[:12]}"):
-                response = self.client.api.post(f"/containers/{container}/wait", timeout=left)
-                response.raise_for_status()
+            response = self._call(f"wait for container {container[:12]}", wait_call)
         except VkramaError as error:
             if error.status == ExitStatus.TIMEOUT:
                 raise VkramaError(
@@ -166,10 +242,8 @@ class Podman:
         return int(response.json())
 
     def state(self, container: str) -> ContainerState:
-        with translate_errors(f"inspect container {container[:12]}"):
-            response = self.client.api.get(f"/containers/{container}/json")
-            response.raise_for_status()
-        found = response.json()["State"]
+        found = self._call(f"inspect container {container[:12]}", lambda: self._get_json(
+            f"/containers/{container}/json"))["State"]  # fmt: skip
         return ContainerState(
             ContainerStatus(found.get("Status")),
             int(found.get("ExitCode", 0)),
@@ -190,20 +264,43 @@ class Podman:
         The tail is cut here, not by podman: podman 4.3 counts log records, and programs
         like llama-server write one line as several records, so its tail comes back garbled.
         """
-        if tail is None:
-            yield from self._log_lines(container, stdout, stderr, follow=follow)
+        if tail is None and follow:
+            yield from self._follow_logs(container, stdout, stderr, skip=0)
             return
-        seen = 0
-        kept: collections.deque[str] = collections.deque(maxlen=max(tail, 0))
-        for line in self._log_lines(container, stdout, stderr):
-            seen += 1
-            kept.append(line)
+        if tail is None:
+            # Read whole, so a lost service's read is repeated from the start, not torn.
+            yield from self._call(
+                f"logs of {container[:12]}",
+                lambda: list(self._log_lines(container, stdout, stderr)),
+            )
+            return
+        lines = self._call(
+            f"logs of {container[:12]}", lambda: list(self._log_lines(container, stdout, stderr))
+        )
+        seen = len(lines)
+        kept: collections.deque[str] = collections.deque(lines, maxlen=max(tail, 0))
         yield from kept
         if follow:
             # following replays the log from its start: skip what was already read
-            for number, line in enumerate(self._log_lines(container, stdout, stderr, True)):
-                if number >= seen:
-                    yield line
+            yield from self._follow_logs(container, stdout, stderr, skip=seen)
+
+    def _follow_logs(self, container: str, stdout: bool, stderr: bool, skip: int) -> Iterator[str]:
+        """New log lines from line `skip` on, until the container ends. A lost service's
+        stream is followed again once it is back, from the first line not yet given."""
+        deadline: float | None = None
+        while True:
+            try:
+                for number, line in enumerate(self._log_lines(container, stdout, stderr, True)):
+                    if number >= skip:
+                        skip = number + 1
+                        yield line
+                return
+            except VkramaError as error:
+                if error.status != ExitStatus.ENGINE_UNAVAILABLE or self.reconnect_s <= 0:
+                    raise
+                deadline = deadline or time.monotonic() + self.reconnect_s
+                if not self._service_back(deadline):
+                    raise
 
     def _log_lines(
         self, container: str, stdout: bool, stderr: bool, follow: bool = False
@@ -261,45 +358,56 @@ class Podman:
 
     def cpu_seconds(self, container: str) -> float:
         """CPU time the container's processes used so far (its cgroup's counter)."""
-        with translate_errors(f"stats of {container[:12]}"):
-            response = self.client.api.get(
-                f"/containers/{container}/stats", params={"stream": False}
-            )
-            response.raise_for_status()
-        usage = response.json().get("cpu_stats", {}).get("cpu_usage", {})
+        found = self._call(f"stats of {container[:12]}", lambda: self._get_json(
+            f"/containers/{container}/stats", {"stream": False}))  # fmt: skip
+        usage = found.get("cpu_stats", {}).get("cpu_usage", {})
         return float(usage.get("total_usage", 0)) / 1e9
 
     def stop(self, container: str, timeout: int = 10) -> None:
-        with translate_errors(f"stop container {container[:12]}"):
-            self.client.api.post(
+        self._call(
+            f"stop container {container[:12]}",
+            lambda: self.client.api.post(
                 f"/containers/{container}/stop", params={"timeout": timeout}
-            ).raise_for_status()
+            ).raise_for_status(),
+        )
 
     def remove(self, container: str) -> None:
         """Force-remove a container (stopping it first). One already gone, or being removed
         by someone else (`vkrama stop` racing a Ctrl-C), is fine: its end is what was asked.
-        A lost podman is not: the container may still run, so that error is raised."""
+        A podman that stays lost beyond engine.reconnect is not: the container may still
+        run, so that error is raised, naming it."""
+
+        def delete() -> None:
+            response = self.client.api.delete(
+                f"/containers/{container}", params={"force": True, "v": True}
+            )
+            if response.status_code not in (200, 204, 404):
+                response.raise_for_status()
+
         try:
-            with translate_errors(f"remove {container[:12]}"):
-                response = self.client.api.delete(
-                    f"/containers/{container}", params={"force": True, "v": True}
-                )
-                if response.status_code not in (200, 204, 404):
-                    response.raise_for_status()
+            self._call(f"remove {container[:12]}", delete)
         except VkramaError as error:
             if error.status == ExitStatus.ENGINE_UNAVAILABLE:
-                raise
+                raise VkramaError(
+                    f"{error.message}: container {container[:12]} is left behind (`podman rm -f "
+                    f"{container[:12]}` once podman is back)",
+                    hint=f"once podman is back (`podman info` checks it): "
+                    f"podman rm -f {container[:12]}",
+                    status=ExitStatus.ENGINE_UNAVAILABLE,
+                ) from None
 
     def containers(self, labels: Mapping[str, str] | None = None) -> list[ContainerSummary]:
         """vkrama's containers (all states), optionally narrowed by more labels."""
         wanted = {VERSION_LABEL: None, **(labels or {})}
         filters = [k if v is None else f"{k}={v}" for k, v in wanted.items()]
-        with translate_errors("list containers"):
-            response = self.client.api.get(
-                "/containers/json", params={"all": True, "filters": _json({"label": filters})}
-            )
-            response.raise_for_status()
-        return [_summary(item) for item in response.json()]
+        found = self._call("list containers", lambda: self._get_json(
+            "/containers/json", {"all": True, "filters": _json({"label": filters})}))  # fmt: skip
+        return [_summary(item) for item in found]
+
+    def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = self.client.api.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
 
 
 def connect(settings: Settings) -> Podman:
@@ -310,7 +418,7 @@ def connect(settings: Settings) -> Podman:
         settings.runtime_dir,
         settings["engine.idle_timeout"],
     )
-    return Podman(endpoint)
+    return Podman(endpoint, float(settings["engine.reconnect"]))
 
 
 def _summary(item: Mapping[str, Any]) -> ContainerSummary:
