@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from vkrama import config, units
-from vkrama.bench.plan import physical_cores
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import tuned as stored
+from vkrama.results import tunings
 
 
 @pytest.mark.parametrize(
@@ -37,18 +36,19 @@ def test_a_budget_that_is_no_duration_is_a_usage_error(text: str) -> None:
 def test_dry_run_prints_each_stacks_first_trial_and_what_it_would_search(
     vkrama: Callable[..., Any], tiny_model: Path
 ) -> None:
-    cores = physical_cores()
-    threads = ",".join(
-        str(n) for n in sorted({1, max(cores // 2, 1), cores, os.cpu_count() or cores})
-    )
     done = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "cpu", "-p", "512")
     assert done.returncode == 0, done.stderr
     comment, command = done.stdout.splitlines()
-    assert comment == (
+    head, _, threads = comment.partition("; -t ")
+    assert head == (
         "# cpu: the defaults first, then one flag at a time: -fa auto,on,off;"
-        " -ub 64,128,256,512; -b 256,512,2048; -ctk f16,q8_0,q4_0; -ctv f16,q8_0,q4_0;"
-        f" -t {threads}"
+        " -ub 64,128,256,512; -b 256,512,2048; -ctk f16,q8_0,q4_0; -ctv f16,q8_0,q4_0"
     )
+    cores = int(command.split(" -t ")[1].split()[0])  # the trial's own thread count
+    counts = [int(t) for t in threads.split(",")]
+    # From one thread up to every logical CPU, the trial's own count among them, each once.
+    assert counts == sorted(set(counts)) and counts[0] == 1 and cores in counts
+    assert counts[-1] == os.cpu_count() and len(counts) <= 4
     assert command.startswith("podman run --name vkrama-bench-")
     assert command.endswith(
         f"llama-bench -m /models/tiny.gguf -p 512 -n 0 -r 3 -ngl 0 -t {cores}"
@@ -90,7 +90,7 @@ def test_show_with_nothing_stored_says_how_to_make_one(vkrama: Callable[..., Any
     assert json.loads(vkrama("tune", "--show", "--json").stdout) == []
 
 
-def tuned(**changes: Any) -> stored.TunedStack:
+def tuned(**changes: Any) -> tunings.TunedStack:
     base: dict[str, Any] = dict(
         gpu_key="none", model_sha256="ab" * 32, backend="vulkan", driver="lavapipe",
         device="llvmpipe", driver_version="Mesa 26.2", image_id="sha256:v", objective="pp",
@@ -101,7 +101,7 @@ def tuned(**changes: Any) -> stored.TunedStack:
         tps=118.0, tps_stddev=1.0, default_tps=100.0, default_stddev=1.0, beyond_noise=True,
         spent_s=80.0, trials=9,
     )  # fmt: skip
-    return stored.TunedStack(**{**base, **changes})
+    return tunings.TunedStack(**{**base, **changes})
 
 
 def test_the_outcome_line_names_the_changed_flags_and_the_gain() -> None:
@@ -114,6 +114,16 @@ def test_the_outcome_line_names_the_changed_flags_and_the_gain() -> None:
         "vulkan/lavapipe: llama-bench's defaults stay, no flag beat them beyond noise"
         " (100.0 t/s pp2048)"
     )
+
+
+def test_a_tuning_within_noise_is_kept_as_tried_and_never_applied() -> None:
+    within = tuned(tps=101.0, default_tps=100.0, beyond_noise=False)
+    assert within.line == (
+        "vulkan/lavapipe: llama-bench's defaults stay: -fa on -ub 256 -ctk q8_0 tried,"
+        " 1.01× its defaults (101.0 vs 100.0 t/s pp2048), within noise"
+    )
+    assert within.tried == {"fa": "on", "ub": "256", "ctk": "q8_0"}
+    assert (within.changed, within.bench_args, within.server_args) == ({}, (), ())
 
 
 def test_llama_bench_flags_become_llama_servers() -> None:
@@ -130,17 +140,18 @@ def test_llama_bench_flags_become_llama_servers() -> None:
 
 
 def test_the_newest_tuning_per_stack_is_stored_and_read_back(settings: config.Settings) -> None:
-    stored.save(settings, tuned(tps=110.0))
-    stored.save(settings, tuned())
-    stored.save(settings, tuned(backend="cpu", driver=None, image_id="sha256:c"))
-    found = stored.newest(settings, "ab" * 32, "none")
+    tunings.save(settings, tuned(tps=110.0))
+    tunings.save(settings, tuned())
+    tunings.save(settings, tuned(backend="cpu", driver=None, image_id="sha256:c"))
+    found = tunings.newest(settings, "ab" * 32, "none")
     assert [(t.key, t.tps) for t in found] == [("cpu", 118.0), ("vulkan/lavapipe", 118.0)]
     assert found[1] == tuned(created=found[1].created)
-    assert stored.for_stack(found, "vulkan", "lavapipe") == found[1]
-    assert stored.newest(settings, "cd" * 32) == []
+    assert tunings.for_test(found, "vulkan", "lavapipe", "pp", "pp2048") == found[1]
+    assert tunings.for_test(found, "vulkan", "lavapipe", "pp", "pp512") is None
+    assert tunings.newest(settings, "cd" * 32) == []
 
 
-def stored_for(settings: config.Settings, model: Path, **changes: Any) -> stored.TunedStack:
+def stored_for(settings: config.Settings, model: Path, **changes: Any) -> tunings.TunedStack:
     import hashlib
 
     from vkrama import hardware
@@ -150,7 +161,7 @@ def stored_for(settings: config.Settings, model: Path, **changes: Any) -> stored
         gpu_key=hardware.detect_host(settings).gpu_key(None),
         **changes,
     )
-    stored.save(settings, found)
+    tunings.save(settings, found)
     return found
 
 
@@ -172,6 +183,7 @@ def test_serve_backend_best_starts_the_fastest_tuned_stack_with_its_flags(
     assert "--backend best: fastest tuned for pp2048: cpu on CPU at 150.0 ± 1.0 t/s with" in (
         done.stderr
     )
+    assert "of 2 stacks tuned for pp2048" in done.stderr
     assert "-fa on -ub 256 -t 1" in done.stderr
     for kind in ("compose", "quadlet", "kube"):
         out = str(tmp_path / kind)
@@ -183,23 +195,69 @@ def test_serve_backend_best_starts_the_fastest_tuned_stack_with_its_flags(
         assert "--ubatch-size" in text and "256" in text and "--threads" in text, kind
 
 
+def test_serve_best_lets_the_users_flags_win_and_says_which_tuning_it_used(
+    vkrama: Callable[..., Any], tiny_model: Path, settings: config.Settings
+) -> None:
+    layers = {"fa": "on", "ub": "512", "b": "2048", "ctk": "f16", "ctv": "f16", "ngl": "20"}
+    stored_for(settings, tiny_model, flags=layers, defaults={**layers, "ngl": "99"})
+    done = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best", "--rank-by", "pp",
+                  "--ngl", "10", "--port", "8123")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--n-gpu-layers 10" in done.stdout and "--n-gpu-layers 20" not in done.stdout
+    # serve ranks by tg unless told; tune tunes for pp unless told: the tuning is not used,
+    # and serve says so (here with no bench results to fall back on: an error that says it).
+    default = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best", "--port", "8123")
+    assert default.returncode == ExitStatus.NOT_FOUND
+    assert "--rank-by pp ranks the tunings made for pp2048" in default.stderr
+
+
 def test_bench_tuned_runs_each_stack_at_its_own_flags(
     vkrama: Callable[..., Any], tiny_model: Path, settings: config.Settings
 ) -> None:
     cpu = {"fa": "on", "ub": "256", "b": "2048", "ctk": "f16", "ctv": "f16", "t": "1"}
     stored_for(settings, tiny_model, backend="cpu", driver=None, device="CPU", flags=cpu,
-               defaults={**cpu, "fa": "auto", "ub": "512", "t": "2"})  # fmt: skip
+               defaults={**cpu, "fa": "auto", "ub": "512", "t": "2"}, test="pp64")  # fmt: skip
+    # Tuned for pp2048 only: nothing for the pp64 this bench runs.
+    stored_for(settings, tiny_model, test="pp2048")
     done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu,vulkan", "--tuned",
                   "--vk-driver", "lavapipe", "-p", "64", "-n", "0", "-r", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     cpu_run, vulkan_run = [line for line in done.stdout.splitlines() if "podman run" in line]
     assert cpu_run.endswith("-p 64 -n 0 -r 2 -ngl 0 -t 1 -fa on -ub 256 -o json")
-    # No tuning for it: llama-bench's defaults, nothing added.
+    # No tuning for pp64: llama-bench's defaults, nothing added, and it says so.
     assert vulkan_run.endswith(" -t " + vulkan_run.split(" -t ")[1]) and " -fa " not in vulkan_run
     assert vulkan_run.split(" -t ")[1].split()[1:] == ["-o", "json"]
-    refused = vkrama("bench", str(tiny_model), "--tuned", "--fa", "on")
-    assert refused.returncode == ExitStatus.USAGE
-    assert "Hint: drop --fa (the tuning sets -fa)" in refused.stderr
+    assert "# vulkan/lavapipe: pp64: not tuned for it, at llama-bench's defaults" in done.stdout
+    assert "# cpu: pp64 at its tuning for pp64: -fa on -ub 256 -t 1" in done.stdout
+    # What the user gives wins over the tuning: --fa off and --threads 2, -ub 128 after --.
+    mine = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu", "--tuned",
+                  "-p", "64", "-n", "0", "-r", "2", "--fa", "off", "--threads", "2",
+                  "--", "-ub", "128")  # fmt: skip
+    assert mine.returncode == 0, mine.stderr
+    (run,) = [line for line in mine.stdout.splitlines() if "podman run" in line]
+    assert run.endswith("-p 64 -n 0 -r 2 -ngl 0 -t 2 -fa off -ub 128 -o json")
+    assert "(yours kept: -fa -ub -t)" in mine.stdout
+
+
+def test_bench_tuned_runs_each_test_at_the_tuning_made_for_it(
+    vkrama: Callable[..., Any], tiny_model: Path, settings: config.Settings
+) -> None:
+    pp = {"fa": "on", "ub": "256", "b": "2048", "ctk": "f16", "ctv": "f16", "t": "2"}
+    defaults = {**pp, "fa": "auto", "ub": "512"}
+    stored_for(settings, tiny_model, backend="cpu", driver=None, device="CPU", flags=pp,
+               defaults=defaults, test="pp64")  # fmt: skip
+    stored_for(settings, tiny_model, backend="cpu", driver=None, device="CPU", objective="tg",
+               test="tg16", flags={**defaults, "ctk": "q8_0"}, defaults=defaults)  # fmt: skip
+    done = vkrama("--dry-run", "bench", str(tiny_model), "--backend", "cpu", "--tuned",
+                  "-p", "64", "-n", "16", "-r", "2", "--threads", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = [
+        line.split(" llama-bench ")[1] for line in done.stdout.splitlines() if "podman run" in line
+    ]
+    assert runs == [
+        "-m /models/tiny.gguf -p 64 -n 0 -r 2 -ngl 0 -t 2 -fa on -ub 256 -o json",
+        "-m /models/tiny.gguf -p 0 -n 16 -r 2 -ngl 0 -t 2 -ctk q8_0 -o json",
+    ]
 
 
 def test_verdicts_of_a_tuned_bench_name_each_cells_flags() -> None:
@@ -218,16 +276,32 @@ def test_verdicts_of_a_tuned_bench_name_each_cells_flags() -> None:
     )
 
 
-def test_serve_best_ranks_tunings_of_the_metric_at_the_shallowest_depth(
+def test_serve_best_compares_only_tunings_of_one_test_and_names_the_rest(
     settings: config.Settings,
 ) -> None:
     sha = "ab" * 32
-    stored.save(settings, tuned(objective="tg", test="tg128 @ d4096", tps=500.0))
-    stored.save(settings, tuned(backend="cuda", driver=None, objective="tg",
-                                test="tg128 @ d0,4096", tps=200.0))  # fmt: skip
-    stored.save(settings, tuned(backend="cpu", driver=None, objective="both", tps=900.0))
-    best = stored.best(settings, sha, "none", "tg")
-    assert best is not None and (best.backend, best.test) == ("cuda", "tg128 @ d0,4096")
-    both = stored.best(settings, sha, "none", "pp")  # none for pp alone: both counts
-    assert both is not None and both.backend == "cpu"
-    assert stored.best(settings, sha, "other-gpu", "tg") is None
+    # vulkan was tuned at pp512 (900 t/s): not comparable with pp2048's 150 and 200.
+    tunings.save(settings, tuned(test="pp512", tps=900.0))
+    tunings.save(settings, tuned(backend="cpu", driver=None, tps=150.0))
+    tunings.save(settings, tuned(backend="cuda", driver=None, tps=200.0))
+    ranked = tunings.best(settings, sha, "none", "pp")
+    assert ranked is not None
+    assert (ranked.winner.key, ranked.winner.test) == ("cuda", "pp2048")
+    assert [t.key for t in ranked.rivals] == ["cpu"]
+    assert ranked.untuned == ["vulkan/lavapipe (pp512)"]
+    assert "; not tuned for pp2048: vulkan/lavapipe (pp512)" in ranked.reason
+    assert tunings.best(settings, sha, "other-gpu", "pp") is None
+
+
+def test_serve_best_takes_a_tuning_for_both_when_none_is_for_the_metric_alone(
+    settings: config.Settings,
+) -> None:
+    sha = "ab" * 32
+    tunings.save(settings, tuned(objective="tg", test="tg128 @ d4096", tps=500.0))
+    tunings.save(settings, tuned(backend="cuda", driver=None, objective="tg",
+                                 test="tg128 @ d0,4096", tps=200.0))  # fmt: skip
+    tunings.save(settings, tuned(backend="cpu", driver=None, objective="both", tps=900.0))
+    tg = tunings.best(settings, sha, "none", "tg")  # one stack at each test: the shallowest
+    assert tg is not None and (tg.winner.backend, tg.winner.test) == ("cuda", "tg128 @ d0,4096")
+    both = tunings.best(settings, sha, "none", "pp")  # none for pp alone: both counts
+    assert both is not None and both.winner.backend == "cpu"

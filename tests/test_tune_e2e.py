@@ -5,6 +5,7 @@ trial compiles its shaders, so its budget leaves room for that on a loaded host)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,9 @@ pytestmark = [pytest.mark.podman, pytest.mark.slow]
 SMALL = ("-p", "64", "-r", "2")
 LINE = re.compile(
     r"^(?P<stack>[a-z/]+): (llama-bench's defaults stay, no flag beat them beyond noise"
-    r"|(-\w+ \S+ ?)+: \d+\.\d\d× its defaults \(.*\), (beyond|within) noise)"
+    r"|(-\w+ \S+ ?)+: \d+\.\d\d× its defaults \(.*\), beyond noise"
+    r"|llama-bench's defaults stay: (-\w+ \S+ ?)+ tried, \d+\.\d\d× its defaults \(.*\),"
+    r" within noise)"
 )
 
 
@@ -50,20 +53,25 @@ def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
     assert bench_containers(engine, tiny_model) == []
 
     (tuned,) = json.loads(vkrama("tune", "--show", str(tiny_model), "--json").stdout)
-    assert (tuned["objective"], tuned["test"], tuned["image_id"]) == (
-        "pp",
-        "pp64",
-        tuned["image_id"],
-    )
-    assert tuned["image_id"] and tuned["model_sha256"] and tuned["line"] == line
-    assert set(tuned["flags"]) >= {"fa", "ub"} and tuned["spent_s"] <= 150
+    assert (tuned["objective"], tuned["test"]) == ("pp", "pp64")
+    # The image named is one podman holds (asked of podman, not of vkrama: another session
+    # may rebuild the tag meanwhile, so by id), and the one every trial's cell ran on.
+    image_id = tuned["image_id"]
+    assert subprocess.run(["podman", "image", "exists", image_id]).returncode == 0, image_id
+    assert hashlib.sha256(tiny_model.read_bytes()).hexdigest() == tuned["model_sha256"]
+    assert tuned["line"] == line
+    # No trial runs past the budget (pure tests in test_tune_search pin that on fake clocks);
+    # podman's create and remove around the last one do, by as much as a loaded host makes
+    # them take (20 s at load 14 on 2 cores), so here only a runaway is caught.
+    assert set(tuned["flags"]) >= {"fa", "ub"} and tuned["spent_s"] <= 2 * 150
     assert tuned["defaults"]["ub"] == "512" and tuned["trials"] >= 2
-    # Never slower than the defaults beyond noise.
-    noise = 2 * (tuned["tps_stddev"] ** 2 + tuned["default_stddev"] ** 2) ** 0.5
-    assert tuned["tps"] >= tuned["default_tps"] - noise
+    # A best that measured slower than the defaults is never called a gain.
+    if tuned["tps"] <= tuned["default_tps"]:
+        assert not tuned["beyond_noise"] and "defaults stay" in line, line
 
     # Every trial is a stored cell, every swept value a row that says it.
     (run,) = json.loads(vkrama("results", "show", str(tuned["run_id"]), "--json").stdout)
+    assert {row["image_id"] for row in run["rows"]} == {image_id}
     tests = [row["test"] for row in run["rows"]]
     assert {"pp64 fa=auto", "pp64 fa=on", "pp64 fa=off"} <= set(tests)
     assert any(t.startswith("pp64 ub=") for t in tests)
@@ -73,8 +81,12 @@ def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
 def test_a_budget_too_small_for_one_trial_stores_no_tuning(
     vkrama: Callable[..., Any], tiny_model: Path, engine: Engine
 ) -> None:
-    done = vkrama("tune", str(tiny_model), "--backend", "cpu", *SMALL, "--budget", "0.1s")
+    done = vkrama("tune", str(tiny_model), "--backend", "cpu", *SMALL, "--budget", "0.1s",
+                  "--json")  # fmt: skip
     assert done.returncode == ExitStatus.BUDGET, done.stderr
+    (failed,) = json.loads(done.stdout)  # --json lists the stack that failed, too
+    assert failed["stack"] == "cpu" and failed["exit_code"] == ExitStatus.BUDGET
+    assert failed["failed"].startswith("--budget is too small for one trial: 0.1s")
     error, hint = done.stderr.strip().splitlines()[-2:]
     assert error.startswith("Error: cpu: --budget is too small for one trial: 0.1s for this stack")
     assert hint.startswith("Hint: give --budget of at least ")
@@ -113,7 +125,10 @@ def test_bench_tuned_and_serve_best_use_what_tune_found(
                   "--budget", "40s", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     (tuned,) = json.loads(done.stdout)
+    # Applied only when it won beyond noise; else the cell runs (and says) the defaults.
+    won = tuned["beyond_noise"]
     flags = " ".join(f"-{f} {v}" for f, v in tuned["flags"].items() if tuned["defaults"][f] != v)
+    flags = flags if won else ""
     bench = vkrama("bench", str(tiny_model), "--backend", "cpu,vulkan", "--vk-driver",
                    "lavapipe", "--tuned", "-p", "64", "-n", "0", "-r", "2", "--json")  # fmt: skip
     assert bench.returncode == 0, bench.stderr
@@ -123,7 +138,7 @@ def test_bench_tuned_and_serve_best_use_what_tune_found(
     ]  # fmt: skip
     verdict = rows[0]["verdict"]
     assert f"cpu tuned ({flags or 'defaults'})" in verdict, verdict
-    assert "vulkan/lavapipe (not tuned)" in verdict, verdict
+    assert "vulkan/lavapipe (not tuned for pp64)" in verdict, verdict
     serve = vkrama("--dry-run", "serve", str(tiny_model), "--backend", "best", "--rank-by", "pp")
     assert serve.returncode == 0, serve.stderr
     assert "localhost/vkrama/cpu:latest llama-server" in serve.stdout
@@ -139,11 +154,11 @@ def test_llama_server_takes_every_tuned_flag_of_a_cpu_stack(
     import requests
 
     from vkrama import config, hardware
-    from vkrama.results import tuned as stored
+    from vkrama.results import tunings
 
     settings = config.load()
     flags = {"fa": "on", "ub": "256", "b": "512", "ctk": "q8_0", "ctv": "q8_0", "t": "1"}
-    stored.save(settings, stored.TunedStack(
+    tunings.save(settings, tunings.TunedStack(
         gpu_key=hardware.detect_host(settings).gpu_key(None),
         model_sha256=hashlib.sha256(tiny_model.read_bytes()).hexdigest(), backend="cpu",
         driver=None, device="CPU", driver_version="ggml", image_id="sha256:c", objective="pp",

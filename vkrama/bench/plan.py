@@ -80,6 +80,7 @@ class BenchCell:
     labels: Mapping[str, str] = field(default_factory=dict)
     gpus: tuple[int, ...] = ()  # host indices of every GPU the cell uses, in ggml's order
     tuned: str = ""  # bench --tuned: the tuned flags it runs with (CellResult.tuned)
+    tuning: str = ""  # bench --tuned: which tuning it runs, made for which test, in words
     cold_reps: int = 0  # leading repetitions of each test run cold and not counted
 
     @property

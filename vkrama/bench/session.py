@@ -14,7 +14,8 @@ import platform
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from vkrama import __version__, stack
@@ -27,6 +28,7 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware.power import find_counters, sysfs_root
 from vkrama.progress import NULL, Reporter, Step
+from vkrama.results import tunings
 from vkrama.results.records import CellResult, RunStatus
 
 if TYPE_CHECKING:
@@ -77,9 +79,20 @@ def prepare(
     return _prepare(settings, request, stack.Fetch(engine), on_progress)
 
 
-def _prepare(
+@dataclass(frozen=True)
+class Selection:
+    """The cells a request asks for, resolved: model, host, each stack ready to run (image,
+    caches), and the cells this host cannot run, each with its reason."""
+
+    resolution: stack.Resolution
+    unavailable: list[CellResult]
+
+
+def select(
     settings: Settings, request: BenchRequest, supply: stack.Supply, on_progress: Reporter
-) -> BenchPlan:
+) -> Selection:
+    """The one cell selection of bench and tune: `bench.matrix` over the host, resolved
+    through `vkrama.stack`; a stack whose image cannot be had is an unavailable cell."""
     unavailable: list[CellResult] = []
 
     def choose(model: LocalModel, profile: HardwareProfile) -> list[Choice]:
@@ -88,40 +101,47 @@ def _prepare(
         return choices
 
     resolution = stack.resolve(settings, request.model, choose, supply, on_progress)
-    model = resolution.model
     for choice, error in resolution.failed:
         unavailable.append(unavailable_cell(choice.backend, choice.driver, error.message))
+    return Selection(resolution, unavailable)
+
+
+def _prepare(
+    settings: Settings, request: BenchRequest, supply: stack.Supply, on_progress: Reporter
+) -> BenchPlan:
+    selection = select(settings, request, supply, on_progress)
+    resolution, unavailable = selection.resolution, selection.unavailable
+    model = resolution.model
     threads = request.params.threads or planning.physical_cores()
     token = secrets.token_hex(4)
-    gpu = request.gpu if isinstance(request.gpu, int) else None
-    found = (
-        tuned.tunings(settings, model.sha256, resolution.profile.gpu_key(gpu))
-        if request.tuned
-        else None
-    )
-    cells = []
-    for position, ready in enumerate(resolution.stacks):
+    key = resolution.profile.gpu_key(request.gpu if isinstance(request.gpu, int) else None)
+    found = tunings.newest(settings, model.sha256, key) if request.tuned else None
+    cells: list[planning.BenchCell] = []
+    for ready in resolution.stacks:
         choice = ready.choice
-        slot = planning.Slot(
-            choice, ready.image, token, position, request.env, request.unset_env, ready.cache
-        )
         if request.serve is not None:
             from vkrama.serve.plan import pick_port
 
+            slot = _slot(request, token, ready, len(cells))
             port = pick_port("127.0.0.1", "auto")
-            cell = serving.plan_serve_cell(slot, model, request.serve, port=port)
+            planned = [serving.plan_serve_cell(slot, model, request.serve, port=port)]
         elif found is not None:
-            params, label = tuned.apply(request.params, tuned.mine(found, choice))
-            cell = planning.plan_cell(
-                slot, model.files, model.name, params, threads=params.threads or threads
+            given = frozenset({"sm"} if request.split_mode is not None else ())
+            slot_of = partial(_slot, request, token)
+            planned = tuned.cells(
+                request.params, found, ready, given, slot_of, len(cells), model, threads
             )
-            cell = replace(cell, tuned=label)
+            for cell in planned:
+                on_progress(Step(f"cell {cell.key}: {cell.tuning}"))
         else:
+            slot = _slot(request, token, ready, len(cells))
             cell = planning.plan_cell(
                 slot, model.files, model.name, request.params, threads=threads
             )
-        on_progress(Step(f"cell {cell.key}: {choice.reason}"))
-        cells.append(cell)
+            planned = [cell]
+        for cell in planned:
+            on_progress(Step(f"cell {cell.key}: {choice.reason}"))
+        cells += planned
     if not cells and resolution.failed:
         raise resolution.failed[0][1]  # its own hint says how to get the image
     if not cells and unavailable:
@@ -134,6 +154,12 @@ def _prepare(
         )
     return BenchPlan(
         request, model, resolution.profile, cells, unavailable, resolution.images, threads, token
+    )
+
+
+def _slot(request: BenchRequest, token: str, ready: stack.Stack, position: int) -> planning.Slot:
+    return planning.Slot(
+        ready.choice, ready.image, token, position, request.env, request.unset_env, ready.cache
     )
 
 
@@ -227,15 +253,22 @@ def reap(engine: Engine | None, settings: Settings) -> list[str]:
 
 
 def run_info(bench_plan: BenchPlan) -> RunInfo:
-    """The run's record header: host, kernel, GPUs, model, parameters, vkrama version."""
+    p = bench_plan
+    return run_info_of(p.request, p.model, p.profile, p.threads, p.token)
+
+
+def run_info_of(
+    request: BenchRequest, model: LocalModel, profile: HardwareProfile, threads: int, token: str
+) -> RunInfo:
+    """A run's record header: host, kernel, GPUs, model, parameters, vkrama version (bench's,
+    and tune's, whose trials are bench cells)."""
     from vkrama import results
 
-    profile, request = bench_plan.profile, bench_plan.request
     if request.serve is not None:
         params = request.serve.as_dict()
     else:
         params = request.params.as_dict()
-        params["threads"] = bench_plan.threads
+        params["threads"] = threads
     return results.RunInfo(
         host=socket.gethostname(),
         kernel=platform.release(),
@@ -244,12 +277,12 @@ def run_info(bench_plan: BenchPlan) -> RunInfo:
             for g in profile.gpus
         ],
         gpu_key=profile.gpu_key(request.gpu if isinstance(request.gpu, int) else None),
-        model_name=bench_plan.model.name,
-        model_sha256=bench_plan.model.sha256,
+        model_name=model.name,
+        model_sha256=model.sha256,
         params=params,
         vkrama_version=__version__,
-        model=model_facts(bench_plan.model),
-        token=bench_plan.token,
+        model=model_facts(model),
+        token=token,
         owner=results.current_owner(os.getpid()),
     )
 

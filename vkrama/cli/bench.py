@@ -167,7 +167,8 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @serving_flags
 @click.option(
     "--tuned", is_flag=True,
-    help="Each cell at the flags `vkrama tune` found for its own stack (verdicts say so).",
+    help="Each test at the flags `vkrama tune` found for it on the cell's stack; flags you"
+    " give win (verdicts say so).",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not store the run.")
@@ -246,13 +247,11 @@ def bench(
             hint="e.g. -p 512 (prompt processing), -n 128 (generation), or both",
             status=ExitStatus.USAGE,
         )
-    if tuned and (serve or fa):
+    if tuned and serve:  # a flag given beside --tuned (--fa, --threads) wins over the tuning
         raise VkramaError(
             "--tuned takes each stack's flags from `vkrama tune`; it cannot be combined with"
-            f" {'--serve' if serve else '--fa'}",
-            hint="drop --fa (the tuning sets -fa)"
-            if fa
-            else "`serve --backend best` serves the tuned winner with its flags",
+            " --serve",
+            hint="`serve --backend best` serves the tuned winner with its flags",
             status=ExitStatus.USAGE,
         )
     params = BenchParams(n_prompt, n_gen, repetitions, ngl, fa, threads, extra_args, depth)
@@ -290,6 +289,8 @@ def bench(
                 ]
             )
         for cell in [] if as_json else planned.cells:
+            if cell.tuning:  # bench --tuned: which tuning this cell runs, for which test
+                click.echo(f"# {cell.key}: {cell.tuning}")
             for line in dry_run_prelude(cell.spec):
                 click.echo(line)
             click.echo(cell.spec.podman_command())

@@ -18,7 +18,8 @@ from vkrama.cli.flags import gpu_type
 from vkrama.cli.progress import reporting
 from vkrama.cli.types import CommaList, Duration, refuse_ignored
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results import tuned as stored
+from vkrama.llama_flags import FLAG
+from vkrama.results import tunings
 from vkrama.tune import session
 from vkrama.tune.trials import OBJECTIVES
 
@@ -106,8 +107,10 @@ def tune(
     with terminate_as_interrupt(), reporting(app.verbose) as reporter:
         planned = session.prepare(app.settings, request, app.engine, on_progress=reporter)
         outcome = session.execute(app.engine, app.settings, planned, on_progress=reporter)
-    if as_json:
-        echo_json(outcome.tuned)
+    if as_json:  # a stack whose search could not start is listed too, as on stderr
+        failed = [{"stack": name, "failed": error.message, "hint": error.hint,
+                   "exit_code": int(error.status)} for name, error in outcome.failed]  # fmt: skip
+        echo_json([*outcome.tuned, *failed])
     for line in [] if as_json else [t.line for t in outcome.tuned]:
         click.echo(line)
     if outcome.run_id is not None and not as_json:
@@ -135,7 +138,9 @@ def dry_run(app: App, request: session.TuneRequest, as_json: bool) -> int:
         ])  # fmt: skip
         return int(ExitStatus.OK)
     for one in planned.stacks:
-        searched = "; ".join(f"-{f} {','.join(v)}" for f, v in one.space.candidates.items())
+        searched = "; ".join(
+            f"{FLAG[f].bench} {','.join(v)}" for f, v in one.space.candidates.items()
+        )
         click.echo(f"# {one.first.key}: the defaults first, then one flag at a time: {searched}")
         for line in dry_run_prelude(one.first.spec):
             click.echo(line)
@@ -151,7 +156,7 @@ def show_tuned(app: App, model: str | None, as_json: bool) -> int:
         from vkrama import store
 
         sha = store.resolve(app.settings, model).sha256
-    found = stored.newest(app.settings, sha)
+    found = tunings.newest(app.settings, sha)
     if as_json:
         echo_json(found)
         return int(ExitStatus.OK)
@@ -160,7 +165,7 @@ def show_tuned(app: App, model: str | None, as_json: bool) -> int:
         return int(ExitStatus.OK)
     echo_table(
         [
-            [t.key, t.device, t.test, " ".join(t.bench_args) or "defaults",
+            [t.key, t.device, t.test, _flags_said(t),
              f"{t.tps:.1f} ± {t.tps_stddev:.1f}", f"{t.default_tps:.1f} ± {t.default_stddev:.1f}",
              f"{t.gain:.2f}×", "beyond" if t.beyond_noise else "within", t.image_id[:12],
              f"{t.created[:16]} ({t.spent_s:.0f} s)"]
@@ -169,3 +174,9 @@ def show_tuned(app: App, model: str | None, as_json: bool) -> int:
         SHOW_HEADERS,
     )  # fmt: skip
     return int(ExitStatus.OK)
+
+
+def _flags_said(tuning: tunings.TunedStack) -> str:
+    if tuning.changed or not tuning.tried:
+        return " ".join(tuning.bench_args) or "defaults"
+    return f"defaults ({' '.join(tuning.tried_args)} tried)"

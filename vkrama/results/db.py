@@ -133,7 +133,7 @@ UPDATE cells SET status = 'unavailable', reason = substr(reason, 14)
 ALTER TABLE measurements ADD COLUMN cold_samples TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE measurements ADD COLUMN cold_counted INTEGER NOT NULL DEFAULT 0;
 """,
-    # `vkrama tune`'s outcome per stack (results.tuned.TunedStack); its trials are the
+    # `vkrama tune`'s outcome per stack (results.tunings.TunedStack); its trials are the
     # cells of run_id. One row per finished search: an interrupted one writes none.
     10: """
 CREATE TABLE tuned (

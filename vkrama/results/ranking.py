@@ -392,6 +392,6 @@ def cell_name(cell: CellResult) -> str:
     """A cell as people name it: "vulkan/radv", "cpu"; with bench --tuned, its flags too:
     "vulkan/radv tuned (-ub 1024 -fa on)"."""
     name = f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend
-    if cell.tuned == "not tuned":  # bench.tuned.NOT_TUNED: ran at llama-bench's defaults
-        return f"{name} (not tuned)"
+    if cell.tuned.startswith("not tuned"):  # bench.tuned.NOT_TUNED: at llama-bench's defaults
+        return f"{name} ({cell.tuned})"
     return f"{name} tuned ({cell.tuned})" if cell.tuned else name

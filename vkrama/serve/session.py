@@ -160,20 +160,28 @@ def _best_cell(
     among the stacks `vkrama tune` tuned for the metric when there are any (each at its
     own best flags), else as `vkrama bench` measured them (llama-server's defaults)."""
     from vkrama import results  # only `--backend best` pays for the results store
-    from vkrama.results import tuned
+    from vkrama.results import tunings
 
     ref, metric = request.model, request.rank_by
     key = profile.gpu_key(gpu)
-    winner = tuned.best(settings, model.sha256, key, metric) if metric in ("pp", "tg") else None
-    if winner is not None:
-        flags = " ".join(winner.bench_args) or "its defaults"
-        reason = (
-            f"fastest tuned for {winner.test}: {winner.key} on {winner.device} at"
-            f" {winner.tps:.1f} ± {winner.tps_stddev:.1f} t/s with {flags}"
-            f" (vkrama tune, {winner.created}); llama-server gets"
-            f" {' '.join(winner.server_args) or 'its defaults'}"
-        )
-        return winner.backend, winner.driver, reason, winner.server_args
+    ranked = tunings.best(settings, model.sha256, key, metric) if metric in ("pp", "tg") else None
+    if ranked is not None:
+        winner = ranked.winner
+        # A flag the user gave (--ngl, --split-mode) wins over the tuned one: it is dropped.
+        given = {f for f, v in (("ngl", request.ngl), ("sm", request.split_mode)) if v is not None}
+        flags = winner.server_args_without(given)
+        reason = f"{ranked.reason}; llama-server gets {' '.join(flags) or 'its defaults'}"
+        return winner.backend, winner.driver, reason, flags
+    # `tune --for` defaults to pp and `serve --rank-by` to tg: tunings made for the other
+    # metric are not used, and that is said.
+    elsewhere, switch = "", ""
+    tuned_for = []
+    if metric in ("pp", "tg"):
+        tuned_for = tunings.others(tunings.newest(settings, model.sha256, key), metric)
+    if tuned_for:
+        switch = f"--rank-by {'pp' if metric == 'tg' else 'tg'} ranks the tunings made for"
+        switch += f" {', '.join(tuned_for)}"
+        elsewhere = f"no tuning for {metric} ({switch}), so by bench results: "
     try:
         cell = results.best(settings, model.sha256, key, metric)
     except ValueError:
@@ -192,10 +200,11 @@ def _best_cell(
         raise VkramaError(
             f"no bench results for {ref} on this machine yet"
             + (f" (none measured {metric})" if serve or how != "bench" else ""),
-            hint=f"run `vkrama {how} {ref}` first, or pick --backend yourself",
+            hint=f"run `vkrama {how} {ref}` first, or pick --backend yourself"
+            + (f"; {switch}" if switch else ""),
             status=ExitStatus.NOT_FOUND,
         )
-    return cell.backend, cell.driver, cell.reason, ()
+    return cell.backend, cell.driver, elsewhere + cell.reason, ()
 
 
 def read_api_key(path: Path) -> str:

@@ -2,7 +2,8 @@
 (`vkrama tune`), stored per GPU, driver, image and model, and used by `bench --tuned` and
 `serve --backend best`.
 
-Modules: `space` (which flags and values a stack accepts, pure), `search` (the search,
-pure), `trials` (a trial as llama-bench runs it, its rows as scores), `session` (runs the
-trials as bench cells and stores the outcome).
+Modules: `space` (which flags and values a stack accepts, pure), `noise` (scores and
+Welch's test of "beyond noise", pure), `search` (the search, pure), `trials` (a trial as
+llama-bench runs it, its rows as scores), `session` (runs the trials as bench cells and
+stores the outcome).
 """

@@ -12,59 +12,37 @@ How it goes:
    best so far, in one trial (one llama-bench process: a comma list). Values slower than the
    leader beyond noise are dropped, then the slower half; the rest run again at twice the
    repetitions, their samples pooled, until one is left or `rounds` are done. The flag moves
-   only to a value faster than the current one beyond noise.
+   only to a surviving value faster than the current one beyond noise.
 3. Defaults against the best, side by side, for the gain. A best that is slower than the
    defaults beyond noise there is dropped for the defaults: never worse than defaults.
-A trial starts only if it and that final comparison fit in what is left of the budget.
+A trial starts only if it and that final comparison (two processes when the best differs
+from the defaults in more than one flag, see `space.together`) fit in what is left of the
+budget, and it may run no longer than what is left.
+
+"Beyond noise" here is Welch's t-test (`noise.faster_beyond_noise`): the gap between two
+means against the standard error of that gap, so that more repetitions separate closer
+values.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.results.ranking import NOISE_SIGMAS
-from vkrama.tune.space import Flags, Space
+from vkrama.tune.noise import Score, faster_beyond_noise
+from vkrama.tune.space import Flags, Space, together
+
+# One trial: configurations measured together, at `repetitions` each, in at most
+# `timeout_s` seconds; per configuration a Score, or the reason the stack refused it.
+Measure = Callable[[Sequence[Flags], int, float], Sequence["Score | str"]]
 
 
 @dataclass(frozen=True)
-class Score:
-    """Objective samples (tokens/s), one per repetition, of one configuration."""
-
-    samples: tuple[float, ...]
-    # Seconds one repetition of it measured (llama-bench's own timing: tokens / tokens/s);
-    # 0 if not known. What a trial costs beyond the container's start and the model's load.
-    rep_s: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.samples)
-
-    @property
-    def stddev(self) -> float:
-        return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
-
-    def pooled(self, other: Score | None) -> Score:
-        return self if other is None else Score(other.samples + self.samples, self.rep_s)
-
-
-def faster_beyond_noise(a: Score, b: Score) -> bool:
-    """a is faster than b by more than noise: vkrama's one rule (results.ranking), the gap
-    above NOISE_SIGMAS combined standard deviations."""
-    return a.mean - b.mean > NOISE_SIGMAS * math.hypot(a.stddev, b.stddev)
-
-
-# One trial: configurations measured together, at `repetitions` each; per configuration a
-# Score, or the reason the stack refused it (a str).
-Measure = Callable[[Sequence[Flags], int], Sequence["Score | str"]]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One flag's sweep: what each value scored (or why it was refused), and what was kept."""
+class Sweep:
+    """One flag's sweep: what each value scored (or why it was refused), and what was kept.
+    (Not a `progress.Step`: those are the lines a Reporter shows.)"""
 
     flag: str
     tried: dict[str, Score | str]
@@ -77,7 +55,7 @@ class Tuned:
     best: dict[str, str]
     default_score: Score
     best_score: Score
-    steps: list[Step] = field(default_factory=list)
+    sweeps: list[Sweep] = field(default_factory=list)
     trials: int = 0
     spent_s: float = 0.0
     stopped_by_budget: bool = False
@@ -99,18 +77,23 @@ class Tuned:
 
 
 class _Clocked:
-    """Trials against the budget. A trial costs a start (container, model load; the first
-    one also compiles a GPU stack's kernels) and a time per configuration and repetition
-    (plus llama-bench's one warm-up run of each). Where scores say what a repetition took,
-    the start is what is left of the trial, its smallest seen; else the whole trial is
-    priced per repetition. Both err long: the slowest repetition seen prices all.
+    """Trials against the budget. A trial costs a start per llama-bench process (container,
+    model load; the first one also compiles a GPU stack's kernels) and a time per
+    configuration and repetition (plus llama-bench's one warm-up run of each). Where scores
+    say what a repetition took, the start is what is left of the trial, its smallest seen;
+    else the whole trial is priced per repetition. Both err long: the slowest repetition
+    seen prices all.
 
     The first trial's start never prices a start: it alone pays the one-off costs (CUDA's
     JIT of its kernels, Vulkan's pipeline compiles, the model's first read). On an H200
     (2026-12-04) cuda's first trial took 56 s of its 120 s share, every later trial was
     priced above the 64 s left, and cuda was 'tuned' with nothing but its defaults against
     a vulkan/nvidia that had tried four flags. Until a second trial is seen, a trial is
-    priced by its repetitions alone: a stack overruns its share by at most one warm start."""
+    priced by its repetitions alone: a stack overruns its share by at most one warm start.
+
+    A trial in which a value was refused prices nothing but its repetitions: its time holds
+    a failed process and the one-by-one reruns that found the refused value, which later
+    trials do not pay (a refused `-ctk q4_0` once priced `-t` out with 50 s of 240 left)."""
 
     def __init__(self, measure: Measure, clock: Callable[[], float], budget_s: float) -> None:
         self.measure, self.clock, self.budget_s = measure, clock, budget_s
@@ -124,9 +107,13 @@ class _Clocked:
     def spent_s(self) -> float:
         return self.clock() - self.start
 
-    def price(self, configs: int, repetitions: int) -> float:
+    @property
+    def left_s(self) -> float:
+        return max(self.budget_s - self.spent_s, 0.0)
+
+    def price(self, configs: int, repetitions: int, processes: int = 1) -> float:
         if self.start_s is not None:
-            return self.start_s + self.unit_s * configs * (repetitions + 1)
+            return self.start_s * processes + self.unit_s * configs * (repetitions + 1)
         if self.timed:  # only the first, cold start seen: the repetitions and warm-ups alone
             return self.unit_s * configs * (repetitions + 1)
         return self.unit_s * configs * repetitions
@@ -134,21 +121,30 @@ class _Clocked:
     def affords(self, configs: int, repetitions: int, reserve: float = 0.0) -> bool:
         return self.spent_s + self.price(configs, repetitions) + reserve <= self.budget_s
 
-    def run(self, configs: Sequence[Flags], repetitions: int) -> Sequence[Score | str]:
+    def run(
+        self, configs: Sequence[Flags], repetitions: int, timeout_s: float | None = None
+    ) -> Sequence[Score | str]:
+        """Measure `configs`, for no longer than what is left (or `timeout_s`, if less)."""
+        left = self.left_s if timeout_s is None else min(timeout_s, self.left_s)
         began = self.clock()
-        found = self.measure(configs, repetitions)
+        scores = self.measure(configs, repetitions, left)
         took = self.clock() - began
         self.trials += 1
-        timed = [s.rep_s for s in found if isinstance(s, Score) and s.rep_s > 0]
-        if timed and len(timed) == len(found):
+        refused = any(isinstance(s, str) for s in scores)
+        timed = [s.rep_s for s in scores if isinstance(s, Score) and s.rep_s > 0]
+        if timed:
             self.timed = True
             self.unit_s = max(self.unit_s, *timed)
-            start = max(took - sum(timed) * (repetitions + 1), 0.0)
+        if refused:
+            return scores  # see the class's docstring: its time prices nothing else
+        if timed and len(timed) == len(scores):
+            processes = len(together(configs))
+            start = max(took - sum(timed) * (repetitions + 1), 0.0) / processes
             if self.trials > 1:  # see the class's docstring: the first start is cold
                 self.start_s = start if self.start_s is None else min(self.start_s, start)
-        else:
+        elif not timed:
             self.unit_s = max(self.unit_s, took / (len(configs) * repetitions))
-        return found
+        return scores
 
 
 def search(
@@ -172,6 +168,15 @@ def search(
         if isinstance(first, Score):
             defaults["ngl"] = layers
             break
+    if clocked.left_s <= 0:
+        took = "did not finish in" if isinstance(first, str) else "alone took"
+        raise VkramaError(
+            f"--budget is too small for one trial: {budget_s:.3g}s for this stack, and the"
+            f" defaults {took} {clocked.spent_s:.0f}s",
+            hint=f"give --budget of at least {math.ceil(clocked.spent_s * 8 / 60)}m,"
+            " or smaller -p/-n sizes",
+            status=ExitStatus.BUDGET,
+        )
     if isinstance(first, str):
         tried = (
             f" (nor -ngl {','.join(space.candidates['ngl'])})" if "ngl" in space.candidates else ""
@@ -182,26 +187,21 @@ def search(
             hint="try a smaller model or quantization, or another backend",
             status=ExitStatus.NOTHING_FITS,
         )
-    if clocked.spent_s > budget_s:
-        raise VkramaError(
-            f"--budget is too small for one trial: {budget_s:.3g}s for this stack, and the"
-            f" defaults alone took {clocked.spent_s:.0f}s",
-            hint=f"give --budget of at least {math.ceil(clocked.spent_s * 8 / 60)}m,"
-            " or smaller -p/-n sizes",
-            status=ExitStatus.BUDGET,
-        )
     best, scores = dict(defaults), {_key(defaults): first}
-    steps: list[Step] = []
-    reserve = clocked.price(2, repetitions)  # the final side-by-side comparison
+    sweeps: list[Sweep] = []
     stopped = False
     for flag in space.flags:
         values = space.values(flag, best)
         if len(values) < 2:
             continue
-        step, stopped = _sweep(clocked, flag, values, best, scores, repetitions, rounds, reserve)
-        if step is not None:
-            steps.append(step)
-            best[flag] = step.kept
+        # The final side-by-side comparison, kept back: one process while the best differs
+        # from the defaults in one flag at most, two after (llama-bench would cross lists).
+        moved = {f for f, v in best.items() if defaults.get(f) != v} | {flag}
+        reserve = clocked.price(2, repetitions, processes=1 if len(moved) <= 1 else 2)
+        sweep, stopped = _sweep(clocked, flag, values, best, scores, repetitions, rounds, reserve)
+        if sweep is not None:
+            sweeps.append(sweep)
+            best[flag] = sweep.kept
         if stopped:
             break
     default_score, best_score = scores[_key(defaults)], scores[_key(best)]
@@ -212,8 +212,9 @@ def search(
             if faster_beyond_noise(default_score, best_score):
                 best, best_score = dict(defaults), default_score
     return Tuned(
-        defaults, best, default_score, best_score, steps, clocked.trials, clocked.spent_s, stopped
-    )
+        defaults, best, default_score, best_score, sweeps, clocked.trials, clocked.spent_s,
+        stopped,
+    )  # fmt: skip
 
 
 def _sweep(
@@ -225,15 +226,15 @@ def _sweep(
     repetitions: int,
     rounds: int,
     reserve: float,
-) -> tuple[Step | None, bool]:
-    """One flag's successive halving; (its step or None if nothing ran, out of budget?)."""
+) -> tuple[Sweep | None, bool]:
+    """One flag's successive halving; (its sweep or None if nothing ran, out of budget?)."""
     own = best[flag]
     tried: dict[str, Score | str] = {}
     alive = list(values)
     reps = repetitions
     for _ in range(rounds):
         if not clocked.affords(len(alive), reps, reserve):
-            return (_kept(flag, own, tried, best, scores) if tried else None), True
+            return (_kept(flag, own, alive, tried, best, scores) if tried else None), True
         configs = [{**best, flag: v} for v in alive]
         for value, found in zip(alive, clocked.run(configs, reps), strict=True):
             if isinstance(found, str):
@@ -251,26 +252,30 @@ def _sweep(
         if len(alive) == 1:
             break
         reps *= 2
-    return _kept(flag, own, tried, best, scores), False
+    return _kept(flag, own, alive, tried, best, scores), False
 
 
 def _kept(
     flag: str,
     own: str,
+    alive: list[str],
     tried: dict[str, Score | str],
     best: dict[str, str],
     scores: dict[tuple[tuple[str, str], ...], Score],
-) -> Step:
-    """Keep `own` unless the fastest value beats it beyond noise; the kept value's pooled
-    score is remembered for the end."""
+) -> Sweep:
+    """Keep `own` unless the fastest value still alive beats it beyond noise (a value the
+    halving dropped never comes back: its mean rests on fewer repetitions); the kept
+    value's pooled score is remembered for the end."""
     measured = {v: s for v, s in tried.items() if isinstance(s, Score)}
     kept = own
+    survivors = [v for v in alive if v in measured]
     if own in measured:
-        leader = max(measured, key=lambda v: measured[v].mean)
-        if faster_beyond_noise(measured[leader], measured[own]):
-            kept = leader
+        if survivors:
+            leader = max(survivors, key=lambda v: measured[v].mean)
+            if faster_beyond_noise(measured[leader], measured[own]):
+                kept = leader
         scores[_key({**best, flag: kept})] = measured[kept]
-    return Step(flag, tried, kept)
+    return Sweep(flag, tried, kept)
 
 
 def _score(tried: dict[str, Score | str], value: str) -> Score:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 from vkrama import stack
 from vkrama.bench import plan as planning
-from vkrama.bench.matrix import BenchRequest, matrix
+from vkrama.bench.matrix import BenchRequest
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images.provenance import stack_version
 from vkrama.progress import NULL, Reporter, Step
-from vkrama.results import tuned as stored
+from vkrama.results import tunings
 from vkrama.results.records import CellResult, RunStatus
 from vkrama.tune import search, trials
 from vkrama.tune import space as spaces
@@ -76,7 +76,7 @@ class TunePlan:
 
 @dataclass(frozen=True)
 class TuneOutcome:
-    tuned: list[stored.TunedStack]
+    tuned: list[tunings.TunedStack]
     run_id: int | None
     interrupted: bool
     # Stacks whose search could not start (budget too small, nothing fits): the others are
@@ -97,20 +97,16 @@ def prepare(
 def _prepare(
     settings: Settings, request: TuneRequest, supply: stack.Supply, on_progress: Reporter
 ) -> TunePlan:
-    n_prompt, n_gen = trials.sizes(request.objective, request.n_prompt, request.n_gen)
+    n_prompt, n_gen = tunings.sizes(request.objective, request.n_prompt, request.n_gen)
     params = planning.BenchParams(n_prompt, n_gen, request.repetitions, depth=request.depth or ())
     bench = BenchRequest(
         request.model, request.backends, request.vk_drivers, gpu=request.gpu, params=params,
         save=request.save, timeout=request.timeout,
     )  # fmt: skip
-    unavailable: list[CellResult] = []
+    from vkrama.bench.session import select
 
-    def choose(model: LocalModel, profile: HardwareProfile) -> list[Choice]:
-        choices, cannot = matrix(profile, bench)
-        unavailable.extend(cannot)
-        return choices
-
-    resolution = stack.resolve(settings, request.model, choose, supply, on_progress)
+    selection = select(settings, bench, supply, on_progress)
+    resolution, unavailable = selection.resolution, selection.unavailable
     if resolution.failed:
         raise resolution.failed[0][1]  # its hint says how to get the image
     if not resolution.stacks:
@@ -123,10 +119,10 @@ def _prepare(
         )  # fmt: skip
     threads = planning.physical_cores()
     token = secrets.token_hex(4)
-    found = TunePlan(request, bench, resolution.model, resolution.profile, [], unavailable,
+    planned = TunePlan(request, bench, resolution.model, resolution.profile, [], unavailable,
                      resolution.images, threads, token)  # fmt: skip
     for ready in resolution.stacks:
-        facts = _facts(found, ready.choice)
+        facts = _facts(planned, ready.choice)
         space = spaces.space(facts, request.only)
         for flag in request.only:
             why = spaces.unsearchable(facts, flag)
@@ -136,33 +132,33 @@ def _prepare(
                     hint=f"--flags takes some of: {', '.join(spaces.space(facts).flags)}",
                     status=ExitStatus.USAGE,
                 )
-        first = _cell(found, ready, [space.defaults], position=len(found.stacks))
-        found.stacks.append(StackPlan(ready, space, first))
-    return found
+        first = _cell(planned, ready, [space.defaults], position=len(planned.stacks))
+        planned.stacks.append(StackPlan(ready, space, first))
+    return planned
 
 
-def _facts(found: TunePlan, choice: Choice) -> spaces.Stack:
+def _facts(planned: TunePlan, choice: Choice) -> spaces.StackFacts:
     """What the search space depends on, from the request, the model and the host."""
     from vkrama.store.gguf_info import layer_counts
 
-    layers, experts = layer_counts(found.model.files[0])
+    layers, experts = layer_counts(planned.model.files[0])
     memory = choice.gpu.memory_bytes if choice.gpu is not None else None
-    request = found.request
-    return spaces.Stack(
+    request = planned.request
+    return spaces.StackFacts(
         backend=choice.backend,
         objective=request.objective,
         n_prompt=request.n_prompt,
-        threads=found.threads,
-        logical_cpus=os.cpu_count() or found.threads,
+        threads=planned.threads,
+        logical_cpus=os.cpu_count() or planned.threads,
         gpu_count=max(len(choice.gpu_indices), 1),
-        fits=None if not memory else found.model.size < memory * 0.9,
+        fits=None if not memory else planned.model.size < memory * 0.9,
         n_layer=layers,
         expert_count=experts,
     )
 
 
 def _cell(
-    found: TunePlan,
+    planned: TunePlan,
     ready: stack.Stack,
     configs: Sequence[spaces.Flags],
     position: int,
@@ -171,31 +167,33 @@ def _cell(
     choice = ready.choice
     if "sm" in configs[0] and choice.split is not None:  # the split's own -sm, see trials
         choice = replace(choice, split=replace(choice.split, mode=configs[0]["sm"]))
-    slot = planning.Slot(choice, ready.image, found.token, position, {}, (), ready.cache)
-    params = trials.params(found.bench.params, configs)
+    slot = planning.Slot(choice, ready.image, planned.token, position, {}, (), ready.cache)
+    params = trials.params(planned.bench.params, configs)
     if repetitions is not None:
         params = replace(params, repetitions=repetitions)
-    threads = params.threads or found.threads
-    return planning.plan_cell(slot, found.model.files, found.model.name, params, threads=threads)
+    threads = params.threads or planned.threads
+    return planning.plan_cell(
+        slot, planned.model.files, planned.model.name, params, threads=threads
+    )
 
 
 def execute(
     engine: Engine,
     settings: Settings,
-    found: TunePlan,
+    planned: TunePlan,
     on_progress: Reporter = NULL,
     clock: Callable[[], float] = time.monotonic,
 ) -> TuneOutcome:
     """Search each stack in turn, the budget shared out over the stacks still to go."""
     from vkrama import results
-    from vkrama.bench.session import BenchPlan, run_info
+    from vkrama.bench.session import run_info_of
 
-    request = found.request
+    request = planned.request
     run_id = None
     if request.save:
-        bench_plan = BenchPlan(found.bench, found.model, found.profile, [], found.unavailable,
-                               found.images, found.threads, found.token)  # fmt: skip
-        info = run_info(bench_plan)
+        info = run_info_of(
+            planned.bench, planned.model, planned.profile, planned.threads, planned.token
+        )
         info.params["tune"] = {"objective": request.objective, "budget_s": request.budget_s,
                                "only": list(request.only)}  # fmt: skip
         run_id = results.start_run(settings, info)
@@ -203,11 +201,24 @@ def execute(
     timeout = float(request.timeout or settings["bench.timeout"])
 
     def trial(
-        ready: stack.Stack, configs: Sequence[spaces.Flags], repetitions: int
+        ready: stack.Stack, configs: Sequence[spaces.Flags], repetitions: int, left: float
     ) -> list[CellResult]:
-        cells = [_cell(found, ready, [configs[i] for i in group], len(kept) + n, repetitions)
-                 for n, group in enumerate(trials.together(configs))]  # fmt: skip
-        ran, interrupted = run_cells(engine, cells, timeout=timeout, images=found.images)
+        cells = [_cell(planned, ready, [configs[i] for i in group], len(kept) + n, repetitions)
+                 for n, group in enumerate(spaces.together(configs))]  # fmt: skip
+        # No process runs longer than what is left of the stack's budget (`left`, from the
+        # search), so two processes of one trial share it rather than take it each.
+        deadline = clock() + left
+        ran: list[CellResult] = []
+        interrupted = False
+        for cell in cells:
+            limit = min(timeout, deadline - clock())
+            if limit <= 0:
+                ran.append(cell.failed("the stack's budget ran out before this trial ran"))
+                continue
+            done, interrupted = run_cells(engine, [cell], timeout=limit, images=planned.images)
+            ran += done
+            if interrupted:
+                break
         for result in ran:
             if run_id is not None:
                 results.add_cell(settings, run_id, len(kept), result)
@@ -216,15 +227,15 @@ def execute(
             raise KeyboardInterrupt
         return ran
 
-    outcome: list[stored.TunedStack] = []
+    outcome: list[tunings.TunedStack] = []
     failed: list[tuple[str, VkramaError]] = []
     spent = 0.0
     try:
-        for number, one in enumerate(found.stacks):
-            budget = (request.budget_s - spent) / (len(found.stacks) - number)
+        for number, one in enumerate(planned.stacks):
+            budget = (request.budget_s - spent) / (len(planned.stacks) - number)
             name = trials.name(one.ready)
             on_progress(Step(f"{name}: tuning for up to {budget:.0f} s"))
-            measure = trials.measure(one.ready, trial, on_progress)
+            measure = trials.measure(one.ready, trial, on_progress, clock)
             began = clock()
             try:
                 tuned = search.search(one.space, measure, clock, budget, request.repetitions)
@@ -235,9 +246,9 @@ def execute(
                 continue
             finally:
                 spent += clock() - began
-            record = _record(found, one, tuned, kept, run_id)
+            record = _record(planned, one, tuned, kept, run_id)
             if run_id is not None:
-                stored.save(settings, record)
+                tunings.save(settings, record)
             on_progress(Step(record.line))
             outcome.append(record)
     except KeyboardInterrupt:
@@ -254,22 +265,22 @@ def execute(
 
 
 def _record(
-    found: TunePlan,
+    planned: TunePlan,
     one: StackPlan,
     tuned: search.Tuned,
     kept: list[CellResult],
     run_id: int | None,
-) -> stored.TunedStack:
+) -> tunings.TunedStack:
     choice = one.ready.choice
-    image_id, provenance = found.images.get(one.ready.image, ("", {}))
+    image_id, provenance = planned.images.get(one.ready.image, ("", {}))
     device = next((c.device for c in reversed(kept) if c.ok), choice.device_label)
-    request = found.request
-    return stored.TunedStack(
-        gpu_key=found.profile.gpu_key(request.gpu if isinstance(request.gpu, int) else None),
-        model_sha256=found.model.sha256, backend=choice.backend, driver=choice.driver,
+    request = planned.request
+    return tunings.TunedStack(
+        gpu_key=planned.profile.gpu_key(request.gpu if isinstance(request.gpu, int) else None),
+        model_sha256=planned.model.sha256, backend=choice.backend, driver=choice.driver,
         device=device, driver_version=stack_version(provenance), image_id=image_id,
         objective=request.objective,
-        test=trials.test_label(request.objective, request.n_prompt, request.n_gen, request.depth),
+        test=tunings.test_label(request.objective, request.n_prompt, request.n_gen, request.depth),
         flags=tuned.best, defaults=tuned.defaults, tps=tuned.best_score.mean,
         tps_stddev=tuned.best_score.stddev, default_tps=tuned.default_score.mean,
         default_stddev=tuned.default_score.stddev, beyond_noise=tuned.beyond_noise,

@@ -16,7 +16,7 @@ What each stack accepts (llama.cpp build 11669):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vkrama import llama_flags
@@ -39,8 +39,9 @@ MEANING = {flag.name: flag.meaning for flag in llama_flags.FLAGS}
 
 
 @dataclass(frozen=True)
-class Stack:
-    """What the space depends on: the cell, the model and what is measured."""
+class StackFacts:
+    """What the space depends on: the cell, the model and what is measured (a
+    `vkrama.stack.Stack` is the resolved stack itself: image, choice, caches)."""
 
     backend: str  # "cpu", "vulkan", "cuda", ...
     objective: str  # "pp", "tg" or "both"
@@ -85,11 +86,19 @@ def refusal(flag: str, value: str, current: Flags) -> str | None:
     return None
 
 
+def together(configs: Sequence[Flags]) -> list[list[int]]:
+    """Which configurations share a llama-bench process: all of them when they differ in
+    one flag at most (a comma list), else one process each (llama-bench would cross two
+    lists into configurations nobody asked for)."""
+    varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
+    return [list(range(len(configs)))] if len(varied) <= 1 else [[i] for i in range(len(configs))]
+
+
 def _spelt(key: str) -> str:
     return llama_flags.FLAG[key].bench
 
 
-def space(stack: Stack, only: tuple[str, ...] = ()) -> Space:
+def space(stack: StackFacts, only: tuple[str, ...] = ()) -> Space:
     """The flags worth searching on `stack` (restricted to `only` when given)."""
     cpu = stack.backend == "cpu"
     defaults = dict(DEFAULTS)
@@ -126,7 +135,7 @@ def space(stack: Stack, only: tuple[str, ...] = ()) -> Space:
     return Space(defaults, candidates)
 
 
-def unsearchable(stack: Stack, flag: str) -> str | None:
+def unsearchable(stack: StackFacts, flag: str) -> str | None:
     """Why `flag` cannot be tuned on `stack` (for a `--flags` the user named), or None."""
     if flag not in ORDER:
         return f"{flag} is not a setting vkrama tunes"

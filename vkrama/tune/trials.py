@@ -9,6 +9,7 @@ configurations by the settings each row reports (`Measurement.flags`), never by 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -16,26 +17,15 @@ from vkrama.bench.plan import BenchParams
 from vkrama.progress import Reporter, Step
 from vkrama.results.records import CellResult, Measurement
 from vkrama.stack import Stack
-from vkrama.tune.search import Measure, Score
+from vkrama.tune.noise import Score
+from vkrama.tune.search import Measure
 from vkrama.tune.space import Flags
 
-# Runs configurations at a repetition count on a stack: the session's real llama-bench.
-Trial = Callable[[Stack, Sequence[Flags], int], list[CellResult]]
+# Runs configurations at a repetition count on a stack, within a timeout (seconds): the
+# session's real llama-bench.
+Trial = Callable[[Stack, Sequence[Flags], int, float], list[CellResult]]
 
-# What the objective measures: (n_prompt, n_gen) from the user's prompt and gen sizes.
 OBJECTIVES = ("pp", "tg", "both")
-
-
-def sizes(objective: str, n_prompt: int, n_gen: int) -> tuple[int, int]:
-    return {"pp": (n_prompt, 0), "tg": (0, n_gen), "both": (n_prompt, n_gen)}[objective]
-
-
-def together(configs: Sequence[Flags]) -> list[list[int]]:
-    """Which configurations share a llama-bench process: all of them when they differ in
-    one flag at most (a comma list), else one process each (llama-bench would cross two
-    lists into configurations nobody asked for)."""
-    varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
-    return [list(range(len(configs)))] if len(varied) <= 1 else [[i] for i in range(len(configs))]
 
 
 def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
@@ -74,43 +64,44 @@ def score(rows: Sequence[Measurement], flags: Flags) -> Score | None:
     )
 
 
-def test_label(objective: str, n_prompt: int, n_gen: int, depth: tuple[int, ...]) -> str:
-    """What a tuning measured, as the row names say it: "pp2048", "tg128 @ d4096"; over
-    several depths (their geometric mean) "tg128 @ d0,4096"."""
-    p, n = sizes(objective, n_prompt, n_gen)
-    name = f"pp{p}+tg{n}" if p and n else f"pp{p}" if p else f"tg{n}"
-    return name + (f" @ d{','.join(str(d) for d in depth)}" if any(depth) else "")
-
-
 def name(ready: Stack) -> str:
     choice = ready.choice
     return f"{choice.backend}/{choice.driver}" if choice.driver else choice.backend
 
 
-def measure(ready: Stack, trial: Trial, on_progress: Reporter) -> Measure:
+def measure(
+    ready: Stack, trial: Trial, on_progress: Reporter, clock: Callable[[], float] = time.monotonic
+) -> Measure:
     """The search's `Measure` over real trials; a process that failed as a whole (one
-    refused value fails all of llama-bench) runs its values one by one to learn which."""
+    refused value fails all of llama-bench) runs its values one by one to learn which, in
+    what is left of the trial's time."""
 
-    def run(configs: Sequence[Flags], repetitions: int) -> list[Score | str]:
+    def run(configs: Sequence[Flags], repetitions: int, timeout_s: float) -> list[Score | str]:
         varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
         said = ", ".join(f"-{f} {','.join(c[f] for c in configs)}" for f in varied)
         on_progress(Step(f"{name(ready)}: trying {said or 'defaults'} ({repetitions} reps)"))
-        return scores(trial, ready, configs, repetitions)
+        deadline = clock() + timeout_s
+        return scores(trial, ready, configs, repetitions, lambda: deadline - clock())
 
     return run
 
 
 def scores(
-    trial: Trial, ready: Stack, configs: Sequence[Flags], repetitions: int
+    trial: Trial,
+    ready: Stack,
+    configs: Sequence[Flags],
+    repetitions: int,
+    left: Callable[[], float],
 ) -> list[Score | str]:
-    """Each configuration's score, or why the stack refused it (llama-bench's reason)."""
-    ran = trial(ready, configs, repetitions)
+    """Each configuration's score, or why the stack refused it (llama-bench's reason).
+    `left`: the seconds the trial may still take; a rerun starts only while some are."""
+    ran = trial(ready, configs, repetitions, left())
     rows = [m for r in ran if r.ok for m in r.measurements]
     found: list[Score | str] = []
     for config in configs:
         measured = score(rows, config)
-        if measured is None and len(configs) > 1 and not all(r.ok for r in ran):
-            found += scores(trial, ready, [config], repetitions)
+        if measured is None and len(configs) > 1 and not all(r.ok for r in ran) and left() > 0:
+            found += scores(trial, ready, [config], repetitions, left)
         elif measured is None:
             reasons = [r.reason for r in ran if not r.ok]
             found.append(reasons[0] if reasons else "llama-bench reported no row for it")
