@@ -309,11 +309,11 @@ def best(
     with other parameters or a failed cell never compares unlike numbers. Runs with
     `--depth` are ranked at their shallowest depth (0 when measured): a new chat's context.
     `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients;
-    "goodput" by the highest request rate sustained within their --slo.
+    "capacity" (or "goodput") by the highest request rate sustained within their --slo.
     """
     metric = CAPACITY if metric in ("goodput", "capacity") else metric
     if metric not in (*METRICS, CAPACITY) and not SERVE_METRIC.fullmatch(metric):
-        raise ValueError(f"metric must be one of {METRICS}, goodput or serve:tps@N")
+        raise ValueError(f"metric must be one of {METRICS}, capacity or serve:tps@N")
     measured: list[_Candidate] = []
     for record in db.list_runs(settings):  # newest first
         info = record.info
