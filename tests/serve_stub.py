@@ -48,6 +48,7 @@ class Stub:
     props: bool = True
     url: str = ""
     arrivals: list[float] = field(default_factory=list)
+    cached: list[bool] = field(default_factory=list)  # each chat request's cache_prompt
     most_at_once: int = 0
     _busy: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, stub: Stub, body: dict[str, Any]) -> None:
         with stub._lock:
             stub.arrivals.append(time.monotonic())
+            stub.cached.append(bool(body.get("cache_prompt")))
         tokens = int(body.get("max_tokens") or 16)
         prompt = _count(_template(body.get("messages", [])))
         self.send_response(200)

@@ -159,3 +159,22 @@ def test_a_rate_the_generator_cannot_send_is_one_usage_error_that_stores_nothing
     assert len(said) == 2 and said[0].startswith("Error: the load generator cannot send 9000")
     assert said[1].startswith("Hint: at most ") and done.stdout == ""
     assert results.list_runs(config.load()) == []
+
+
+def test_a_sweep_with_a_shared_prefix_measures_the_prompt_cache_on(
+    vkrama: Callable[..., Any], stub: Stub
+) -> None:
+    # The given rate runs with llama-server's prompt cache off, then on; the sweep's own
+    # levels as the server would serve, cache on, and capacity is judged on those.
+    done = _bench(vkrama, stub, "--prefix-tokens", "16", "--prompt-tokens", "64", "--sweep",
+                  "--slo", "e2e_p99=60s", "--request-rate", "8", "--requests", "8",
+                  "--gen-tokens", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["prompt_cache"] for r in rows[:2]] == [False, True] and len(rows) > 2
+    assert all(r["prompt_cache"] is True for r in rows[2:]), [r["load"] for r in rows]
+    # The stub saw it: the cache-off level's 8 requests (and its warm-up) asked for none.
+    assert stub.cached.count(True) >= sum(r["requests"] for r in rows[1:])
+    assert stub.cached.count(False) <= 8 + stub.slots
+    # Nothing broke that generous target: the capacity is a lower bound.
+    assert rows[0]["capacity"] == max(r["rate"] for r in rows) and rows[0]["capacity_at_least"]

@@ -81,8 +81,8 @@ class LevelRunner:
         elif not self.open_warmed:  # open loop: once, at every slot
             self.warm(self.slots, cache)
             self.open_warmed = True
-        if level.pace is not None:
-            arrivals.check_rate(level.pace.rate, self.cost or 0.0)
+        # Rates asked for are checked before any level (`check_rates`), a sweep's before
+        # each of its own (`serving._sweep`): a warm-up here must not refuse one mid-run.
         before = self.server_cpu() if self.server_cpu else 0.0
         sent = load.run_level(self.loop, self.target, self.bodies(cache), level)
         server_cpu = self.server_cpu() - before if self.server_cpu else None
