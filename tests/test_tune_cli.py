@@ -305,3 +305,30 @@ def test_serve_best_takes_a_tuning_for_both_when_none_is_for_the_metric_alone(
     assert tg is not None and (tg.winner.backend, tg.winner.test) == ("cuda", "tg128 @ d0,4096")
     both = tunings.best(settings, sha, "none", "pp")  # none for pp alone: both counts
     assert both is not None and both.winner.backend == "cpu"
+
+
+@pytest.mark.parametrize("spelled", ["ub,fa", "-ub,-fa", "--ubatch-size,--flash-attn"])
+def test_flags_takes_llama_cpps_names_as_either_tool_spells_them(
+    vkrama: Callable[..., Any], tiny_model: Path, spelled: str
+) -> None:
+    done = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "cpu", "-p", "512",
+                  "--flags", spelled, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (plan,) = json.loads(done.stdout)
+    assert set(plan["searched"]) == {"ub", "fa"}
+
+
+def test_a_tuning_for_both_serves_both_tests_in_one_cell_and_a_user_split_mode_wins() -> None:
+    from vkrama.bench import tuned as bench_tuned
+    from vkrama.bench.plan import BenchParams
+
+    both = tuned(backend="cpu", driver=None, objective="both", test="pp64+tg16",
+                 flags={"fa": "on", "sm": "row"},
+                 defaults={"fa": "auto", "sm": "layer"})  # fmt: skip
+    (cell,) = bench_tuned.plan(BenchParams(64, 16, 2), [both], "cpu", None, frozenset({"sm"}))
+    assert (cell.label, cell.split_mode) == ("-fa on", None)
+    assert cell.params.extra_args == ("-fa", "on") and cell.params.n_gen == 16
+    assert cell.said == "pp64+tg16 at its tuning for pp64+tg16: -fa on (yours kept: -sm)"
+    # Another size is another question: no tuning for it.
+    (other,) = bench_tuned.plan(BenchParams(512, 0, 2), [both], "cpu", None)
+    assert other.label == "not tuned for pp512" and other.params.extra_args == ()

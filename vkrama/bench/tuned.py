@@ -58,14 +58,11 @@ def plan(
 
     picks = {kind: made_for(kind) for kind in kinds}
     if len(kinds) == 2 and picks["pp"] is not picks["tg"]:
-        parts = [(replace(params, n_gen=0), "pp"), (replace(params, n_prompt=0), "tg")]
-    else:
-        parts = [(params, kinds[0])]
-    cells = []
-    for part, kind in parts:
-        tuning = picks[kind]
-        cells.append(apply(part, tuning, given, test_label(kind, p, n, depth)))
-    return cells
+        parts = [(replace(params, n_gen=0), "pp", "pp"), (replace(params, n_prompt=0), "tg", "tg")]
+    else:  # one cell: named by every test it runs ("pp512+tg128")
+        parts = [(params, kinds[0], "both" if len(kinds) == 2 else kinds[0])]
+    return [apply(part, picks[kind], given, test_label(said, p, n, depth))
+            for part, kind, said in parts]  # fmt: skip
 
 
 def apply(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from vkrama import llama_flags
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
 from vkrama.cli.bench import BACKENDS, DEPTHS, VK_DRIVERS
 from vkrama.cli.console import dry_run_prelude, echo_json, echo_table
@@ -33,9 +34,11 @@ SHOW_HEADERS = ["stack", "device", "test", "tuned flags", "t/s", "defaults t/s",
 # What `--show` lists needs none of the search's flags: each given with it is refused.
 SEARCH_ONLY = ("backends", "vk_drivers", "gpu", "depth", "objective", "n_prompt", "n_gen",
                "budget", "repetitions", "only", "timeout", "no_save")  # fmt: skip
-# --flags names llama-bench's flags with or without their dash: ub,fa or -ub,-fa.
-FLAG_NAMES = CommaList(lambda name: name.lstrip("-"), what="a list of llama-bench flags",
-                       example="ub,fa,ctk")  # fmt: skip
+# --flags names llama.cpp's flags with or without their dash (ub,fa or -ub,-fa), or as
+# llama-server spells them (--ubatch-size); a name not in the table is refused later, by
+# tune.space, in its own words.
+FLAG_NAMES = CommaList(lambda name: llama_flags.name(name) or name.lstrip("-"),
+                       what="a list of llama-bench flags", example="ub,fa,ctk")  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
