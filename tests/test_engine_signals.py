@@ -16,3 +16,96 @@ def test_a_signal_during_a_held_block_arrives_after_it_not_during_it() -> None:
         os.kill(os.getpid(), signal.SIGINT)  # delivered to the recorder, not raised
         done.append("the block ran to its end")
     assert done == ["the block ran to its end"]
+
+
+# One signal path (issue 33): engine/signals.py alone sets what a signal does.
+SETS_A_SIGNAL = {"signal", "pthread_sigmask", "add_signal_handler", "set_wakeup_fd", "siginterrupt"}
+
+
+def test_only_engine_signals_sets_what_a_signal_does() -> None:
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "vkrama"
+    found = [
+        f"{path.relative_to(package)}:{node.lineno}: {node.func.attr}"
+        for path in sorted(package.rglob("*.py"))
+        if path.relative_to(package).as_posix() != "engine/signals.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in SETS_A_SIGNAL
+    ]
+    assert found == []
+
+
+def test_sigterm_and_sighup_are_interrupts_and_a_held_one_comes_after_the_block() -> None:
+    import os
+    import signal
+
+    from vkrama.engine import signals
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        done = []
+        with pytest.raises(KeyboardInterrupt), signals.interrupts():
+            with signals.held():
+                os.kill(os.getpid(), signum)
+                done.append("held")
+            done.append("not reached")  # delivered as the held block ends
+        assert done == ["held"]
+
+
+def test_a_routed_interrupt_calls_back_instead_of_raising_also_once_held() -> None:
+    import os
+    import signal
+
+    from vkrama.engine import signals
+
+    called: list[int] = []
+    with signals.interrupts(), signals.routed(called.append):
+        os.kill(os.getpid(), signal.SIGHUP)
+        with signals.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert called == [signal.SIGHUP]  # held: not yet
+        assert called == [signal.SIGHUP, signal.SIGTERM]
+
+
+def test_outside_the_cli_a_held_signal_reaches_the_callers_own_handler_after_the_block() -> None:
+    import os
+    import signal
+
+    from vkrama.engine import signals
+
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("caller's handler"))
+    try:
+        with signals.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            seen.append("block")
+        assert seen == ["block", "caller's handler"]
+        assert signal.getsignal(signal.SIGTERM) is not signals._ROUTE.handle
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_during_an_event_loops_work_cancels_it_and_raises_keyboardinterrupt() -> None:
+    import asyncio
+    import os
+    import signal
+
+    from vkrama.bench import load
+
+    closed: list[str] = []
+
+    async def work() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # once the work runs: no timing involved
+            await asyncio.sleep(3600)
+        finally:
+            closed.append("cleanup ran")
+
+    from vkrama.engine import signals
+
+    with pytest.raises(KeyboardInterrupt), signals.interrupts(), load.EventLoop() as loop:
+        loop.run(work())
+    assert closed == ["cleanup ran"]

@@ -11,7 +11,8 @@ request asks for the same work on every stack: the same prompt (`prompts`: the l
 nearest N that the server's own tokenizer allows, chat template included), exactly M output
 tokens (`ignore_eos`), and no reuse of an earlier request's prompt cache (`cache_prompt:
 false`) unless a level measures that cache (`--prefix-tokens`). The event loop that drives
-the requests also owns how Ctrl-C and SIGTERM reach them (`EventLoop`), tested together.
+the requests also receives Ctrl-C, SIGTERM and SIGHUP while it runs (`EventLoop`, through the
+one signal path of engine/signals.py), tested together.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import threading
+import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ import httpx
 from vkrama.bench import arrivals, prompts
 from vkrama.bench.arrivals import Pace
 from vkrama.bench.latency import RequestTrace
+from vkrama.engine import signals
 from vkrama.serve import api
 
 CHAT_PATH = "/v1/chat/completions"
@@ -70,30 +71,32 @@ def request_body(
 _T = TypeVar("_T")
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block is done (then raise as usual): an interrupt
-    that lands while an event loop is half made or half closed leaves an object whose
-    finalizer prints a traceback."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
 class EventLoop:
     """One event loop for a cell's levels, made and closed whole whatever interrupts."""
 
     def __enter__(self) -> EventLoop:
-        with _signals_held():
+        # An interrupt that lands while the loop is half made leaves an object whose
+        # finalizer prints a traceback: held until it is whole (engine/signals.py).
+        with signals.held():
             self.loop = asyncio.new_event_loop()
+            # A signal that another thread happens to catch still wakes the loop at once:
+            # Python's C handler writes to this socket (signal.set_wakeup_fd), which the
+            # loop reads, as asyncio's own add_signal_handler does.
+            self.wake, wake_end = socket.socketpair()
+            self.wake_end = wake_end
+            for end in (self.wake, wake_end):
+                end.setblocking(False)
+            self.loop.add_reader(self.wake.fileno(), self._drain)
         return self
 
+    def _drain(self) -> None:
+        with contextlib.suppress(OSError):
+            self.wake.recv(4096)
+
     def run(self, work: Coroutine[Any, Any, _T]) -> _T:
-        """Run `work` to its end. Ctrl-C and SIGTERM reach the loop as events while it
-        runs (asyncio's own way): they cancel `work`, which closes its streams, and then
-        raise KeyboardInterrupt here. Raised by a signal handler instead, the interrupt
+        """Run `work` to its end. Ctrl-C, SIGTERM and SIGHUP reach the loop as events while
+        it runs: they cancel `work`, which closes its streams, and then raise
+        KeyboardInterrupt here. Raised by a signal handler instead, the interrupt
         could land in a finalizer of asyncio's, which swallows it and runs on."""
         task = self.loop.create_task(work)
         caught: list[int] = []
@@ -102,29 +105,25 @@ class EventLoop:
             caught.append(signum)
             task.cancel()
 
-        kept: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():  # where signals arrive
-            with _signals_held():
-                kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-                for number in kept:
-                    self.loop.add_signal_handler(number, interrupt, number)
+        # The one signal path routes an interrupt here while the loop runs: it only
+        # schedules the cancel, which the loop's self-pipe wakes it up for at once.
+        route = signals.routed(
+            lambda signum: self.loop.call_soon_threadsafe(interrupt, signum),
+            wakeup_fd=self.wake_end.fileno(),
+        )
         try:
-            result = self.loop.run_until_complete(task)
+            with route:
+                result = self.loop.run_until_complete(task)
         except asyncio.CancelledError:
             if caught:
                 raise KeyboardInterrupt from None
             raise
-        finally:
-            with _signals_held():
-                for number, handler in kept.items():
-                    self.loop.remove_signal_handler(number)
-                    signal.signal(number, handler)
         if caught:
             raise KeyboardInterrupt
         return result
 
     def __exit__(self, *exc: object) -> None:
-        with _signals_held():
+        with signals.held():
             # An interrupt leaves the level's tasks pending: cancel them and let them run
             # their cleanup (httpx closes its streams) before the loop goes.
             pending = asyncio.all_tasks(self.loop)
@@ -133,7 +132,10 @@ class EventLoop:
             if pending:
                 self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.remove_reader(self.wake.fileno())
             self.loop.close()
+            self.wake.close()
+            self.wake_end.close()
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ cells finished so far. Must not print: each cell's start and end go to a `Report
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vkrama.bench import energy, measurements, stderr
 from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
+from vkrama.engine import signals
 from vkrama.errors import VkramaError
 from vkrama.progress import NULL, Reporter, Step
 from vkrama.results.records import CellResult, CellStatus
@@ -77,8 +77,9 @@ def run_cells(
             )
         finally:
             # Whatever happened (timeout, engine error, Ctrl-C while creating), no container
-            # of this cell may outlive it.
-            with _sigint_ignored():
+            # of this cell may outlive it: an interrupt waits until the sweep is done (a
+            # second Ctrl-C after the first is dropped: the run is stopping already).
+            with signals.held(deliver=not interrupted):
                 _sweep(engine, cell)
         result = _with_image(result, image_id, provenance)
         results.append(result)
@@ -206,17 +207,3 @@ def _sweep(engine: Engine, cell: BenchCell) -> None:
         for container in engine.containers({"vkrama.bench-run": token}):
             if container.name == cell.spec.name:
                 engine.remove(container.id)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """A second Ctrl-C while cleaning up must not leave the container behind."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: cannot (and need not) shield
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

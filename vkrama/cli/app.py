@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -92,20 +90,9 @@ def refuses_dry_run(why: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd, `kill`, a supervisor) and SIGHUP (the terminal closed, a tmux
-    session killed) take the same clean path as Ctrl-C.
+    """SIGTERM, SIGHUP and SIGINT take Ctrl-C's clean path while the block runs, through
+    the one signal path (vkrama.engine.signals.interrupts, which says why)."""
+    from vkrama.engine import signals  # here: the engine imports podman-py, --help must not
 
-    SIGINT is set too: a shell starts background jobs with SIGINT ignored, and a server
-    must still stop cleanly when someone sends it one.
-    """
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, interrupt) for sig in caught}
-    try:
+    with signals.interrupts():
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
