@@ -4,7 +4,11 @@ the engine seam); the real podman is tested in test_engine.py."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,3 +118,57 @@ def test_a_connect_timeout_means_podman_is_gone_not_slow() -> None:
     with pytest.raises(VkramaError) as caught:
         gone.state("c0ffee")
     assert caught.value.status == ExitStatus.ENGINE_UNAVAILABLE
+
+
+class Once(Api):
+    """An API whose first call of each verb fails as a dead service's does, then answers."""
+
+    def _answer(self, verb: str) -> Response:
+        self.calls = [*getattr(self, "calls", []), verb]
+        if self.calls.count(verb) == 1:
+            raise wrapped(requests.ConnectionError("connection refused"))
+        return super()._answer(verb)
+
+
+@pytest.fixture
+def pinged(tmp_path: Path) -> Iterator[str]:
+    """A unix socket that answers podman's /_ping as a service that came back does."""
+    path = Path("/tmp") / f"vk-ping-{tmp_path.name}.sock"  # short: socket paths are limited
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # closed: the test is over
+            with conn:
+                conn.recv(256)
+                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nOK")
+
+    threading.Thread(target=answer, daemon=True).start()
+    yield f"unix://{path}"
+    server.close()
+    path.unlink(missing_ok=True)
+
+
+def test_a_call_to_a_service_that_comes_back_is_repeated_once_it_answers(pinged: str) -> None:
+    back = engine(get=Response(200, {"State": {"Status": "running", "Pid": 7}}))
+    back.client = Client(Once(back.client.api.answers))  # type: ignore[assignment,attr-defined]
+    back.reconnect_s, back.endpoint = 60, Endpoint(pinged, "test")
+    assert back.state("c0ffee").pid == 7
+    assert back.client.api.calls == ["get", "get"]  # type: ignore[attr-defined]
+
+
+def test_a_service_that_stays_away_past_the_window_is_said_with_the_setting() -> None:
+    gone = engine(get=wrapped(requests.ConnectionError("connection refused")))
+    gone.reconnect_s = 0.2  # the socket of engine() answers nothing
+    with pytest.raises(VkramaError) as caught:
+        gone.state("c0ffee")
+    assert caught.value.status == ExitStatus.ENGINE_UNAVAILABLE
+    assert caught.value.message == (
+        "inspect container c0ffee: podman did not answer again within 0.2 s "
+        "(settings engine.reconnect)"
+    )
