@@ -201,8 +201,8 @@ def test_images_build_rocm_picks_the_recipe_and_targets(
     build(host)
     done = vkrama("--dry-run", "images", "build", "rocm", *flags, env=roots(host))
     assert done.returncode == 0, done.stderr
-    (line,) = done.stdout.splitlines()
-    argv = shlex.split(line)
+    # The build command comes last, after the lines that stage its context.
+    argv = shlex.split(done.stdout.splitlines()[-1])
     assert Path(argv[argv.index("-f") + 1]).name == recipe
     args = dict(a.split("=", 1) for a in flag_values(argv, "--build-arg"))
     assert args.get("GFX_TARGETS") == targets

@@ -17,7 +17,7 @@ from vkrama.cli.progress import BuildDisplay, render_line
 from vkrama.engine import images as engine_images
 from vkrama.engine.images import BuildOutput, ImageInfo
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.images import recipes
+from vkrama.images import building, recipes
 from vkrama.progress import NULL, BuildProgress, Event, Reporter
 
 PROVENANCE = {"backend": "cpu", "llama_cpp_build": "11669", "ggml_version": "0.27.0-1"}
@@ -80,6 +80,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeImages:
     for name in ("inspect", "build", "read_file"):
         monkeypatch.setattr(engine_images, name, getattr(store, name))
     monkeypatch.setattr(recipes, "registry_reachable", lambda registry: False)
+    # The source tarball the recipes compile the RPC module from is not fetched here
+    # (tests/test_rocm_llama_source.py stages one from a loopback server).
+    monkeypatch.setattr(building, "stage", lambda build_plan, on_progress=NULL: None)
     return store
 
 
@@ -138,14 +141,17 @@ def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None
 @pytest.mark.parametrize(
     ("backend", "env", "base", "args", "expected"),
     [
-        pytest.param("cpu", {}, None, {}, {"BASE": "docker.io/library/debian:sid"},
+        pytest.param("cpu", {}, None, {},
+                     {"BASE": "docker.io/library/debian:sid", "LLAMA_CPP_BUILD": "11434"},
                      id="debian-recipe-gets-the-configured-base"),
         pytest.param("vulkan", {"images_base": "localhost/deb:sid", "images_apt_options": "-q"},
-                     None, {}, {"BASE": "localhost/deb:sid", "APT_OPTIONS": "-q"},
+                     None, {}, {"BASE": "localhost/deb:sid", "APT_OPTIONS": "-q",
+                                "LLAMA_CPP_BUILD": "11434"},
                      id="settings-base-and-apt-options-are-build-args"),
         pytest.param("oneapi", {"images_base": "localhost/deb:sid"}, None, {}, {},
                      id="oneapi-keeps-intels-base"),
-        pytest.param("cpu", {}, "localhost/x:1", {"K": "V"}, {"BASE": "localhost/x:1", "K": "V"},
+        pytest.param("cpu", {}, "localhost/x:1", {"K": "V", "LLAMA_CPP_BUILD": "1"},
+                     {"BASE": "localhost/x:1", "K": "V", "LLAMA_CPP_BUILD": "1"},
                      id="base-flag-and-build-args-win"),
     ],
 )  # fmt: skip
@@ -160,8 +166,25 @@ def test_plan_build_args(
     assert planned.build_args == expected
     assert planned.podman_argv()[:6] == [
         *("podman", "build", "--format", "docker", "-f"),
-        str(planned.recipe.path),
+        str(planned.context / planned.recipe.path.name),
     ]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "vulkan", "rocm", "cuda"])
+def test_debian_recipes_get_the_llama_cpp_source_their_rpc_stage_compiles(backend: str) -> None:
+    """Every Debian recipe COPYs the source tarball into its shared `rpc` stage, so the plan
+    stages it (under VKRAMA_HOME) with the recipe and its scripts, as rocm7's does."""
+    settings = _settings()
+    planned = images.plan(backend, settings)
+    assert planned.recipe.copies("llama-cpp-source.tar.gz")
+    assert planned.staged is not None and planned.staged.source.build == "11434"
+    assert planned.context == settings.home / "cache" / "build" / backend
+    assert "FROM ${BASE} AS rpc" in planned.recipe.text
+
+
+def test_a_recipe_without_the_rpc_stage_is_built_from_where_it_lies() -> None:
+    planned = images.plan("oneapi", _settings())
+    assert not planned.recipe.copies("llama-cpp-source.tar.gz") and planned.staged is None
 
 
 def test_plan_refuses_offline() -> None:

@@ -67,7 +67,7 @@ def builder(built: dict[str, Any], home: Path) -> Iterator[str]:
     the recipe, build args and context vkrama used, with --target builder."""
     dry = run_vkrama(home, "--dry-run", "images", "build", "rocm", "--gfx", "gfx1201", timeout=60)
     assert dry.returncode == 0, dry.stderr
-    argv = shlex.split(dry.stdout.strip())
+    argv = shlex.split(dry.stdout.strip().splitlines()[-1])  # after the staging lines
     recipe = argv[argv.index("-f") + 1]
     args = [a for flag, value in itertools.pairwise(argv) if flag == "--build-arg"
             for a in ("--build-arg", value)]  # fmt: skip

@@ -111,7 +111,7 @@ def test_dry_run_compiles_the_named_source_for_the_gpus_found(
     done = vkrama("--dry-run", "images", "build", "rocm", "--llama-source", UPSTREAM,
                   env=roots(host))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    argv = shlex.split(done.stdout.strip())
+    argv = shlex.split(done.stdout.strip().splitlines()[-1])  # after the staging lines
     assert Path(argv[argv.index("-f") + 1]).name == "rocm7.Containerfile"
     assert build_args(argv) == {
         "BASE": "docker.io/library/debian:sid",
@@ -129,7 +129,7 @@ def test_a_named_source_asks_for_the_source_build_even_where_debians_would_do(
     done = vkrama("--dry-run", "images", "build", "rocm", "--llama-source", UPSTREAM,
                   env=roots(host))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    argv = shlex.split(done.stdout.strip())
+    argv = shlex.split(done.stdout.strip().splitlines()[-1])  # after the staging lines
     assert Path(argv[argv.index("-f") + 1]).name == "rocm7.Containerfile"
     assert build_args(argv)["GFX_TARGETS"] == "gfx1100"
 

@@ -65,6 +65,8 @@ def build(
              for b in wanted}  # fmt: skip
     if app.dry_run:
         for planned in plans.values():
+            for line in planned.staging_commands():
+                click.echo(line)
             click.echo(shlex.join(planned.podman_argv()))
         return
     failures: list[tuple[str, VkramaError]] = []
@@ -106,12 +108,13 @@ def list_(app: App, as_json: bool) -> None:
         echo_json([_document(status) for status in found])
         return
     rows = [
-        (s.backend, s.ref, s.image.id[:12], _mb(s.size or 0), _when(s), _build(s), s.stack)
+        (s.backend, s.ref, s.image.id[:12], _mb(s.size or 0), _when(s), _build(s), s.stack,
+         _rpc(s))
         if s.image
-        else (s.backend, s.ref, "(not built)", "-", "-", "-", "-")
+        else (s.backend, s.ref, "(not built)", "-", "-", "-", "-", "-")
         for s in found
-    ]
-    echo_table(rows, ("backend", "image", "id", "size", "created", "llama.cpp", "stack"))
+    ]  # fmt: skip
+    echo_table(rows, ("backend", "image", "id", "size", "created", "llama.cpp", "stack", "rpc"))
 
 
 @images_group.command()
@@ -222,6 +225,14 @@ def _document(status: images.ImageStatus) -> dict[str, Any]:
 
 def _build(status: images.ImageStatus) -> str:
     return status.image.provenance.get("llama_cpp_build", "?") if status.image else "-"
+
+
+def _rpc(status: images.ImageStatus) -> str:
+    """ggml's RPC module: the llama.cpp build it was compiled from and its protocol."""
+    found = status.image.provenance if status.image else {}
+    if "rpc_protocol" not in found:
+        return "-"
+    return f"{found.get('rpc_llama_cpp_build', '?')} (protocol {found['rpc_protocol']})"
 
 
 def _when(status: images.ImageStatus) -> str:

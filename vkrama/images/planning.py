@@ -8,6 +8,7 @@ fetches, never prints.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,27 @@ class BuildPlan:
     def context(self) -> Path:
         return self.staged.directory if self.staged else self.recipe.context
 
+    def staging_commands(self) -> list[str]:
+        """The shell lines that assemble a staged context, which vkrama does itself before
+        it builds: printed before `podman_argv` by --dry-run, so that the command runs."""
+        if self.staged is None:
+            return []
+        directory, source = self.staged.directory, self.staged.source
+        scripts = [self.recipe.path, *sorted(self.recipe.context.glob("*.sh"))]
+        target = str(directory / rocm.SOURCE_NAME)
+        lines = [
+            shlex.join(["mkdir", "-p", str(directory)]),
+            shlex.join(["cp", *(str(p) for p in scripts), str(directory)]),
+        ]
+        cached = Path(source.url) if source.local else rocm.cache_path(self.staged.home, source)
+        if source.local or cached.is_file():
+            lines.append(shlex.join(["cp", str(cached), target]))
+        else:
+            lines.append(shlex.join(["curl", "-fsSL", "-o", target, source.url]))
+        if source.sha256:
+            lines.append(f"echo {shlex.quote(f'{source.sha256}  {target}')} | sha256sum -c -")
+        return lines
+
     def podman_argv(self) -> list[str]:
         where = self.context / self.recipe.path.name
         # vkrama builds through the Docker-compatible endpoint, which commits docker-format
@@ -55,8 +77,12 @@ class BuildPlan:
         argv = ["podman", "build", "--format", "docker", "-f", str(where)]
         for key, value in self.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
-        for key, value in self.labels.items():
-            argv += ["--label", f"{key}={value}"]
+        # buildah puts --label on every stage's image, so a recipe with a build stage
+        # (the rpc stage, rocm7's builder) would miss the cached `COPY --from` layers of
+        # vkrama's own build, which adds its labels in a step of its own after the build.
+        if not self.recipe.multi_stage:
+            for key, value in self.labels.items():
+                argv += ["--label", f"{key}={value}"]
         for tag in self.tags:
             argv += ["-t", tag]
         if self.no_cache:
@@ -119,6 +145,12 @@ def plan(
         args["LLAMA_CPP_BUILD"] = source.build
         args["LLAMA_CPP_SOURCE_NAME"] = source.recorded_as
         staged = StagedContext(settings.home / "cache" / "build" / variant, settings.home, source)
+    elif chosen.copies(rocm.SOURCE_NAME):
+        # The Debian recipes compile ggml's RPC module and rpc-server from it (rpc.sh).
+        args["LLAMA_CPP_BUILD"] = rocm.PYPI_SOURCE.build
+        staged = StagedContext(
+            settings.home / "cache" / "build" / variant, settings.home, rocm.PYPI_SOURCE
+        )
     args.update(build_args or {})
     labels = {
         "vkrama.image.vkrama_version": __version__,

@@ -62,6 +62,18 @@ class Recipe:
                 return match.group(1).strip()
         return "base image"
 
+    @property
+    def multi_stage(self) -> bool:
+        return sum(1 for line in _logical_lines(self.text) if _FROM.match(line)) > 1
+
+    def copies(self, name: str) -> bool:
+        """Whether a COPY step takes `name` from the build context: a file vkrama must stage
+        there (a llama.cpp source tarball) since it does not ship with the recipes."""
+        return any(
+            line.split()[:1] == ["COPY"] and name in line.split()[1:-1]
+            for line in _logical_lines(self.text)
+        )
+
     def default_args(self) -> dict[str, str]:
         """The ARGs declared before the first FROM, with their defaults."""
         args: dict[str, str] = {}

@@ -193,11 +193,8 @@ def fetch_source(
     (and checked against its sha256 where one is pinned)."""
     if source.local:
         return Path(source.url)
-    directory = home / "cache" / "llama.cpp"
-    # An unpinned file is known by its address: another URL with the same last part
-    # (two forks' b11669.tar.gz) must not be taken for it.
-    unpinned = hashlib.sha256(source.url.encode()).hexdigest()[:12]
-    path = directory / (source.filename if source.sha256 else f"{unpinned}-{source.filename}")
+    path = cache_path(home, source)
+    directory = path.parent
     if path.is_file() and (not source.sha256 or _sha256(path) == source.sha256):
         return path
     directory.mkdir(parents=True, exist_ok=True)
@@ -230,6 +227,15 @@ def fetch_source(
         # Whatever ended the download (an error, Ctrl-C), no partial file stays behind.
         partial.unlink(missing_ok=True)
     return path
+
+
+def cache_path(home: Path, source: LlamaSource) -> Path:
+    """Where `fetch_source` keeps a downloaded tarball. An unpinned file is known by its
+    address: another URL with the same last part (two forks' b11669.tar.gz) must not be
+    taken for it."""
+    unpinned = hashlib.sha256(source.url.encode()).hexdigest()[:12]
+    name = source.filename if source.sha256 else f"{unpinned}-{source.filename}"
+    return home / "cache" / "llama.cpp" / name
 
 
 def _ordered(targets: set[str]) -> tuple[str, ...]:
