@@ -21,7 +21,7 @@ from engine_fakes import NullEngine
 
 from vkrama.engine import ContainerSpec, ContainerState, ContainerStatus
 from vkrama.errors import ExitStatus
-from vkrama.serve import session, warm
+from vkrama.serve import containers, session, warm
 
 Vkrama = Callable[..., Any]
 LAVAPIPE = ("--backend", "vulkan", "--vk-driver", "lavapipe")
@@ -105,7 +105,7 @@ def test_a_server_that_dies_while_warmed_up_is_an_exited_container_and_is_remove
     spec = ContainerSpec(image="localhost/vkrama/vulkan", command=("llama-server",), name="s")
     engine = ExitedEngine()
     try:
-        with pytest.raises(session.ServerFailed) as caught:
+        with pytest.raises(containers.ServerFailed) as caught:
             session.launch(engine, session.Planned(spec, url, "tiny"), timeout=5)
     finally:
         httpd.shutdown()

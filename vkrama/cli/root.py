@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("vkrama.cli.devices:devices", "List GPUs and the backends each can use, and why."),
     "doctor": ("vkrama.cli.devices:doctor_command", "Check podman, devices, CDI; say fixes."),
     "serve": ("vkrama.cli.serve:serve", "Serve a model with llama-server's OpenAI API."),
+    "rpc-worker": (
+        "vkrama.cli.rpc:rpc_worker",
+        "Offer this host's devices to `serve --rpc` (ggml's rpc-server).",
+    ),
     "ps": ("vkrama.cli.servers:ps", "List vkrama servers."),
     "stop": ("vkrama.cli.servers:stop", "Stop and remove vkrama servers."),
     "logs": ("vkrama.cli.servers:logs", "Print a vkrama server's log."),

@@ -20,12 +20,18 @@ from vkrama.cli import console
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
 from vkrama.cli.flags import port_type, serve_flags
 from vkrama.cli.progress import reporting
-from vkrama.cli.types import refuse_ignored
-from vkrama.serve import lifecycle, session
+from vkrama.cli.types import CommaList, refuse_ignored
+from vkrama.serve import containers, lifecycle, session
 from vkrama.serve.plan import ServeRequest
 
 if TYPE_CHECKING:
     from vkrama.backends import GpuSelection
+
+
+def _rpc_worker(text: str) -> str:
+    from vkrama.serve import rpc
+
+    return str(rpc.parse_endpoint(text))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,6 +91,12 @@ if TYPE_CHECKING:
     "--json", "as_json", is_flag=True,
     help="With -d: the server as JSON (name, id, url, alias); with --dry-run: the commands.",
 )  # fmt: skip
+@click.option(
+    "--rpc", "rpc_workers", metavar="HOST:PORT,...", default=(),
+    type=CommaList(_rpc_worker, what="RPC worker addresses", example="127.0.0.1:50052"),
+    help="Spread the model over these ggml RPC workers (`vkrama rpc-worker`); the local "
+    "backend's GPUs take a share too (default backend: cpu, the workers take all layers).",
+)  # fmt: skip
 @dry_run_option
 @pass_app
 def serve(
@@ -94,6 +106,7 @@ def serve(
     port: int | str | None, host: str | None, name: str | None, detach: bool,
     parallel: int | None, alias: str | None, rank_by: str, api_key_file: Path | None,
     generate: str | None, out_dir: Path, replicas: int, as_json: bool,
+    rpc_workers: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Serve MODEL with llama-server's OpenAI API in the best (or chosen) backend image.
 
@@ -116,7 +129,7 @@ def serve(
         port=port if port is not None else settings["serve.port"],
         host=host or settings["serve.host"], name=name, ctx_size=ctx_size, ngl=ngl,
         parallel=parallel, alias=alias, api_key_file=api_key_file, extra_args=extra_args,
-        rank_by=rank_by, timeout=timeout,
+        rank_by=rank_by, timeout=timeout, rpc=rpc_workers,
     )  # fmt: skip
     if generate:
         with reporting(app.verbose) as reporter:
@@ -161,7 +174,7 @@ def log_tail_on_failure() -> Iterator[None]:
     """A server that never became ready: its last log lines above the error."""
     try:
         yield
-    except session.ServerFailed as failed:
+    except containers.ServerFailed as failed:
         if failed.log_tail:
             click.echo("--- last lines of llama-server's log ---", err=True)
             for line in failed.log_tail:

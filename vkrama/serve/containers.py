@@ -1,17 +1,21 @@
-"""Serve containers that exist: list, find, follow and stop them by their labels.
+"""Serve containers (llama-server, RPC workers): start one until it serves, and list,
+find, follow and stop those that exist by their labels.
 
-Stage: serve, after engine.run. Reads the `vkrama.*` labels `serve.plan`
-writes (no state file) and talks to podman only through the `Engine`. Must not print.
+Stage: serve, around engine.run. Reads the `vkrama.*` labels `serve.plan` and `serve.rpc`
+write (no state file) and talks to podman only through the `Engine`. Never leaves a
+container behind that did not come up. Must not print.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from secrets import token_hex
+from typing import TYPE_CHECKING, TypeVar
 
+from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve.plan import ROLE
 
@@ -19,6 +23,13 @@ if TYPE_CHECKING:
     from vkrama.engine import ContainerSummary, Engine
 
 from vkrama.engine.records import ContainerStatus
+
+# How much of a failed server's log the user gets to see.
+LOG_TAIL_LINES = 20
+T = TypeVar("T")
+
+# The role of `vkrama rpc-worker`'s containers (serve.rpc), listed and stopped as servers.
+WORKER = "rpc-worker"
 
 
 def log_tail(engine: Engine, container: str, lines: int) -> list[str]:
@@ -96,7 +107,9 @@ class ServerRow:
 
 def list_servers(engine: Engine) -> list[ServerRow]:
     """Every vkrama serve container, running or not, by name."""
-    rows = [_row(c) for c in engine.containers({"vkrama.role": ROLE})]
+    # RPC workers (`vkrama rpc-worker`) are listed and stopped like servers.
+    found = [*engine.containers({"vkrama.role": ROLE}), *engine.containers({"vkrama.role": WORKER})]
+    rows = [_row(c) for c in found]
     return sorted(rows, key=lambda row: row.name)
 
 
@@ -162,3 +175,41 @@ def stop(engine: Engine, server: ServerRow) -> None:
 def stop_command(server: ServerRow) -> list[str]:
     """The podman command `stop` amounts to, for --dry-run."""
     return ["podman", "rm", "--force", "--volumes", server.name]
+
+
+class ServerFailed(VkramaError):
+    """A server that never became ready; carries the last lines of its log."""
+
+    def __init__(self, error: VkramaError, log_tail: list[str]) -> None:
+        super().__init__(error.message, hint=error.hint, status=error.status)
+        self.log_tail = log_tail
+
+
+def start_until(
+    engine: Engine,
+    spec: ContainerSpec,
+    wait: Callable[[str], T],
+    secret_values: Mapping[str, str] | None = None,
+) -> tuple[str, T]:
+    """Start `spec` and `wait(container)` until it serves (a server, an RPC worker); a
+    VkramaError from the wait removes the container and becomes `ServerFailed` with its
+    last log lines, and an interrupt anywhere removes it too."""
+    # One label marks this start's container, so that an interrupt anywhere below (even
+    # before `run` has returned its id) finds and removes it.
+    launch = token_hex(8)
+    spec = replace(spec, labels={**spec.labels, LAUNCH_LABEL: launch})
+    try:
+        container = engine.run(spec, secret_values)
+    except BaseException:
+        engine.remove_launched(launch)
+        raise
+    try:
+        return container, wait(container)
+    except VkramaError as error:
+        tail = log_tail(engine, container, LOG_TAIL_LINES)
+        engine.remove(container)
+        raise ServerFailed(error, tail) from None
+    except BaseException:
+        # Ctrl-C or SIGTERM while waiting: the half-started server goes too.
+        engine.remove_launched(launch)
+        raise

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
@@ -65,6 +65,9 @@ class ServeRequest:
     # "serve:tps@N" (a serving bench's total output tokens/s at N clients).
     rank_by: str = "tg"
     timeout: float | None = None  # seconds until ready; None: settings serve.timeout
+    # ggml RPC workers (`vkrama rpc-worker`) as HOST:PORT, checked by `serve.rpc`: the
+    # model's layers are spread over their devices (and the local backend's GPUs, if any).
+    rpc: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,22 @@ def plan(request: ServeRequest, resolved: Resolved) -> ContainerSpec:
     alias = check_alias(request.alias) if request.alias is not None else default_alias(model.name)
     files = model.files or (model.path,)
     mounts = tuple(Mount(Path(f), f"{MODEL_DIR}/{Path(f).name}") for f in files)
-    ngl = request.ngl if request.ngl is not None else (0 if choice.backend == "cpu" else ALL_LAYERS)
+    # Over RPC every layer goes to the workers' devices, whatever the local backend.
+    local_only = choice.backend == "cpu" and not request.rpc
+    ngl = request.ngl if request.ngl is not None else (0 if local_only else ALL_LAYERS)
+    # A leader reaches workers on this host's loopback too, so it shares the host's
+    # network and listens on the asked address itself; otherwise the port is published.
+    listen = (request.host, port) if request.rpc else ("0.0.0.0", CONTAINER_PORT)
     command = [
         "llama-server",
         "--model", f"{MODEL_DIR}/{Path(model.path).name}",
-        "--host", "0.0.0.0",  # inside the container; the host side is the published port
-        "--port", str(CONTAINER_PORT),
+        "--host", listen[0],
+        "--port", str(listen[1]),
         "--alias", alias,
         FLAG["ngl"].server, str(ngl),
     ]  # fmt: skip
+    if request.rpc:
+        command += ["--rpc", ",".join(request.rpc)]
     if choice.split is not None:
         command += list(choice.split.server_args())
     if request.ctx_size is not None:
@@ -125,36 +135,53 @@ def plan(request: ServeRequest, resolved: Resolved) -> ContainerSpec:
         "vkrama.role": ROLE,
         "vkrama.model": model.name,
         "vkrama.alias": alias,
-        "vkrama.backend": choice.backend,
-        "vkrama.device": choice.device_label,
+        **device_labels(choice),
         "vkrama.url": url,
     }
-    if choice.driver:
-        labels["vkrama.driver"] = choice.driver
-    if choice.gpu_indices:
-        labels["vkrama.gpus"] = ",".join(str(i) for i in choice.gpu_indices)
+    if request.rpc:
+        labels["vkrama.rpc"] = ",".join(request.rpc)
     # The host file served: `vkrama rm` finds the servers that would lose it by this.
     labels["vkrama.model_path"] = str(model.path)
     if getattr(model, "sha256", None):
         labels["vkrama.model_sha256"] = model.sha256
-    return ContainerSpec(
+    return locked_down(
+        choice,
         image=resolved.image,
         command=tuple(command),
         name=name,
         labels=labels,
         env=env,
+        mounts=mounts,
+        ports=() if request.rpc else (PortMapping(CONTAINER_PORT, port, request.host),),
+        network="host" if request.rpc else None,
+        tmpfs=tmpfs,
+        secrets=secrets,
+    )
+
+
+def locked_down(choice: Choice, **fields: Any) -> ContainerSpec:
+    """A container with `choice`'s devices and serve's secure defaults: the image's
+    non-root user, no capabilities, no new privileges, a read-only root, a quick stop."""
+    return ContainerSpec(
         devices=tuple(choice.devices),
         group_add=tuple(choice.group_add),
-        mounts=mounts,
-        ports=(PortMapping(CONTAINER_PORT, port, request.host),),
         user=CONTAINER_USER,
         cap_drop_all=True,
         no_new_privileges=True,
         read_only_rootfs=True,
-        tmpfs=tmpfs,
-        secrets=secrets,
         stop_timeout=STOP_TIMEOUT_S,
+        **fields,
     )
+
+
+def device_labels(choice: Choice) -> dict[str, str]:
+    """What `vkrama ps` says a container runs on: backend, device, driver, GPU indices."""
+    labels = {"vkrama.backend": choice.backend, "vkrama.device": choice.device_label}
+    if choice.driver:
+        labels["vkrama.driver"] = choice.driver
+    if choice.gpu_indices:
+        labels["vkrama.gpus"] = ",".join(str(i) for i in choice.gpu_indices)
+    return labels
 
 
 def default_alias(model_name: str) -> str:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from secrets import token_hex
 from typing import TYPE_CHECKING
 
 from vkrama import stack
 from vkrama.config import Settings
-from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
+from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Step, Waiting
 from vkrama.serve import containers, ready, warm
 from vkrama.serve import plan as planning
+from vkrama.serve.containers import start_until
 from vkrama.serve.plan import ServeRequest
 
 if TYPE_CHECKING:
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from vkrama.engine import Engine
     from vkrama.hardware import HardwareProfile
     from vkrama.store import LocalModel
-
-# How much of a failed server's log the user gets to see.
-LOG_TAIL_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -59,14 +56,6 @@ class Running:
     warmed: warm.Warmed | None = None  # the warm-up after it answered (see serve.warm)
 
 
-class ServerFailed(VkramaError):
-    """A server that never became ready; carries the last lines of its log."""
-
-    def __init__(self, error: VkramaError, log_tail: list[str]) -> None:
-        super().__init__(error.message, hint=error.hint, status=error.status)
-        self.log_tail = log_tail
-
-
 def plan(settings: Settings, request: ServeRequest, on_progress: Reporter = NULL) -> Planned:
     """The --dry-run: nothing is pulled, built or bound; the image is named, not checked, and
     a given port is shown unchecked (`auto` still picks a free one, so the printed command
@@ -81,6 +70,12 @@ def prepare(
     """Resolve model, device and image (pulled or built), then plan.
 
     `on_progress` gets the steps, the model download and the image build as events."""
+    if request.rpc:
+        from vkrama.serve import rpc
+
+        # Every worker answers before a model is read or an image built: one error names
+        # those that do not.
+        rpc.check_reachable(rpc.parse_endpoints(",".join(request.rpc)))
     # The port is checked before anything is pulled or built, so a busy port fails fast.
     port = planning.pick_port(request.host, request.port)
     return _prepare(settings, request, stack.Fetch(engine), port, on_progress)
@@ -137,6 +132,9 @@ def _choose(
     from vkrama import backends
 
     backend, driver = request.backend, request.vk_driver
+    if request.rpc and backend == "auto":
+        # The workers hold the model: the leader needs no GPU of its own unless one is named.
+        backend = "cpu"
     flags: tuple[str, ...] = ()
     if backend == "best":
         one = request.gpu if isinstance(request.gpu, int) else None
@@ -234,16 +232,8 @@ def launch(
 ) -> Running:
     """Start the planned container and wait until it serves; on failure remove it and raise
     `ServerFailed` (TIMEOUT or CONTAINER_EXITED) carrying its last log lines."""
-    # One label marks this start's container, so that an interrupt anywhere below (even
-    # before `run` has returned its id) finds and removes it.
-    launch = token_hex(8)
-    spec = replace(planned.spec, labels={**planned.spec.labels, LAUNCH_LABEL: launch})
-    try:
-        container = engine.run(spec, {s.name: planned.api_key or "" for s in spec.secrets})
-    except BaseException:
-        engine.remove_launched(launch)
-        raise
-    try:
+
+    def wait(container: str) -> tuple[float, warm.Warmed]:
         waited = ready.wait_ready(
             planned.url,
             planned.alias,
@@ -254,15 +244,10 @@ def launch(
             what=f"starting {planned.spec.name}",
         )
         # Ready means warm: the first chat must not be the one that compiles.
-        warmed = _warm_up(engine, container, planned, timeout, on_progress)
-    except VkramaError as error:
-        tail = containers.log_tail(engine, container, LOG_TAIL_LINES)
-        engine.remove(container)
-        raise ServerFailed(error, tail) from None
-    except BaseException:
-        # Ctrl-C or SIGTERM while waiting: the half-started server goes too.
-        engine.remove_launched(launch)
-        raise
+        return waited, _warm_up(engine, container, planned, timeout, on_progress)
+
+    secrets = {s.name: planned.api_key or "" for s in planned.spec.secrets}
+    container, (waited, warmed) = start_until(engine, planned.spec, wait, secrets)
     name = planned.spec.name or container[:12]
     return Running(container, name, planned.url, planned.alias, waited, warmed)
 
