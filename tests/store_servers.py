@@ -43,12 +43,16 @@ class Resource:
     token: str | None = None  # require "Authorization: Bearer TOKEN", else 401
     challenge: str = ""  # WWW-Authenticate on 401
     redirect: str | None = None  # answer 302 to this location (headers still sent)
+    # Answers (status, headers) to the first requests, one each, before the resource itself:
+    # a 429 or 503 with Retry-After, say.
+    first: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
 
 class LoopbackServer:
     def __init__(self) -> None:
         self.routes: dict[str, Resource] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request, as it came
         self.bytes_served = 0
         self.lock = threading.Lock()
         outer = self
@@ -93,9 +97,13 @@ class LoopbackServer:
         path = urlsplit(h.path).path
         with self.lock:
             self.requests.append((h.command, h.path, dict(h.headers)))
-        res = self.routes.get(path)
+            self.arrivals.append(time.monotonic())
+            res = self.routes.get(path)
+            first = res.first.pop(0) if res is not None and res.first else None
         if res is None:
             return self._send(h, 404, b"not found", {}, head)
+        if first is not None:
+            return self._send(h, first[0], b"", first[1], head)
         if res.token and h.headers.get("Authorization") != f"Bearer {res.token}":
             headers = {"WWW-Authenticate": res.challenge} if res.challenge else {}
             return self._send(h, 401, b"unauthorized", headers, head)

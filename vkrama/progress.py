@@ -62,7 +62,7 @@ class Retry:
     def __str__(self) -> str:
         return (
             f"{self.what}: {self.reason}; retry {self.attempt} of {self.retries} "
-            f"in {self.wait_s:g} s"
+            f"in {round(self.wait_s, 2):g} s"  # jittered: 0.61 s, not 0.613427 s
         )
 
 

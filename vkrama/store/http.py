@@ -2,14 +2,16 @@
 words.
 
 Stage: store (what the sources and the transfers send and how their failures read). Retries
-transient failures (timeouts, dropped connections, 408/425/429/5xx) with backoff, reporting
-each retry as a `Retry` event; turns every other failure into one `VkramaError` whose
-wording lives here (`reason`, `network_error`, `status_error`, `tls_error`). Must not print
-and must never log or show request headers or query strings: they carry tokens.
+transient failures (timeouts, dropped connections, 408/425/429/5xx) with jittered backoff,
+or after the wait a 429/503's Retry-After asks for, reporting each retry as a `Retry` event;
+turns every other failure into one `VkramaError` whose wording lives here (`reason`,
+`network_error`, `status_error`, `tls_error`). Must not print and must never log or show
+request headers or query strings: they carry tokens.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import InvalidHeader
+from urllib3.util import Retry as Urllib3Retry
 
 from vkrama import __version__
 from vkrama.config import Settings
@@ -26,6 +30,23 @@ from vkrama.store.splice import ConnectionLost
 
 T = TypeVar("T", dict[str, Any], list[Any])
 TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+# The statuses whose Retry-After says when to come back (RFC 9110 10.2.3; urllib3's list less
+# 413, which vkrama's GETs never earn). A Retry-After longer than MAX_WAIT_S is not sat
+# through: the pull fails at once and says how long the server asked for. The backoff stops
+# doubling there too (urllib3's backoff_max is the same 120 s).
+RETRY_AFTER = {429, 503}
+MAX_WAIT_S = 120.0
+# Each backoff waits up to half again as long, at random, so that the streams of one ranged
+# download (or several pulls) that failed together do not all come back in the same instant.
+JITTER = 0.5
+
+
+# Why not urllib3's Retry mounted on the session's HTTPAdapter, which honours Retry-After and
+# jitters: it covers only the request up to the response's headers, while most of a pull's
+# retries are of a body that broke mid-way (download.py, ranges.py: a new Range from the bytes
+# held, with the same backoff and the same Retry events); it retries an untrusted TLS
+# certificate, which no wait can fix; and its MaxRetryError/RetryError would replace the
+# failures `reason` words. Its Retry-After parser (seconds or an HTTP-date) is used as is.
 
 
 class Http:
@@ -102,8 +123,16 @@ class Http:
                 self.sleep(attempt, what, reason(exc))
                 continue
             if response.status_code in TRANSIENT and attempt < self.retries:
+                after = retry_after(response)
                 response.close()
-                self.sleep(attempt, what, f"HTTP {response.status_code}")
+                if after is not None and after > MAX_WAIT_S:
+                    raise VkramaError(
+                        f"{what}: the server answered HTTP {response.status_code} and asks to"
+                        f" be asked again in {after:g} s",
+                        hint="pull again after that",
+                        status=ExitStatus.NETWORK,
+                    )
+                self.sleep(attempt, what, f"HTTP {response.status_code}", after)
                 continue
             if response.status_code < 400 or response.status_code in ok:
                 return response
@@ -123,11 +152,26 @@ class Http:
             return False  # nothing there over TLS: plain http will say what is wrong
         return True
 
-    def sleep(self, attempt: int, what: str, reason: str) -> None:
-        """Wait before retry number `attempt + 1`, and say so."""
-        wait = self.backoff * (2**attempt)
+    def sleep(self, attempt: int, what: str, reason: str, after: float | None = None) -> None:
+        """Wait before retry number `attempt + 1`, and say so: the backoff, jittered, or the
+        server's Retry-After (`after`, seconds) where that is longer."""
+        wait = min(self.backoff * 2**attempt, MAX_WAIT_S) * (1 + JITTER * random.random())
+        if after is not None:
+            wait = max(wait, after)
         self.on_progress(Retry(what, reason, attempt + 1, self.retries, wait))
         time.sleep(wait)
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """The seconds a 429 or 503 asks the client to wait (Retry-After in seconds or as an
+    HTTP-date), or None: another status, no such header, or one that cannot be read."""
+    value = response.headers.get("Retry-After")
+    if response.status_code not in RETRY_AFTER or value is None:
+        return None
+    try:
+        return Urllib3Retry.DEFAULT.parse_retry_after(value)
+    except InvalidHeader:
+        return None
 
 
 def json_of(response: requests.Response, kind: type[T], what: str, hint: str) -> T:
