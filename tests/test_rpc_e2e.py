@@ -208,3 +208,37 @@ def test_images_list_shows_the_rpc_module_each_image_was_built_with(
         assert provenance["rpc_source_sha256"] and int(provenance["rpc_build_s"]) >= 0
     table = vkrama("images", "list").stdout
     assert f"{documents['cpu']['provenance']['rpc_llama_cpp_build']} (protocol" in table
+
+
+def test_a_worker_lost_mid_serve_ends_the_leader_with_its_log_and_leaves_nothing(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, rpc_images: None, rpc_home: Path,
+    started: set[str],
+) -> None:  # fmt: skip
+    import os
+    import subprocess
+    import sys
+
+    cpu = worker(vkrama, rpc_home, started, "--backend", "cpu", "--threads", "1")
+    leader = subprocess.Popen(
+        [sys.executable, "-m", "vkrama", "serve", "--port", "auto", "--timeout", SLOW_S,
+         "--backend", "cpu", "--rpc", cpu["endpoint"], str(tiny_model)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "VKRAMA_HOME": str(rpc_home)},
+    )  # fmt: skip
+    try:
+        assert leader.stderr is not None
+        banner = leader.stderr.readline()
+        assert banner.startswith("Serving tiny at "), banner
+        name, url = banner.split()[5], banner.split()[3].removesuffix("/v1")
+        started.add(name)
+        assert vkrama("stop", cpu["name"]).returncode == 0
+        # The next request needs the worker: ggml's RPC client aborts llama-server.
+        with pytest.raises(requests.RequestException):
+            generate(url, tokens=4)
+        out, err = leader.communicate(timeout=120)
+    finally:
+        leader.kill()
+    assert leader.returncode == 7, err  # CONTAINER_EXITED
+    assert f"Error: {name} exited with code" in err, err
+    assert "Remote RPC server crashed" in out, out[-2000:]  # its log, as it was followed
+    assert ours(engine, started) == set()
