@@ -26,7 +26,8 @@ from vkrama.bench import energy
 from vkrama.bench.energy import Trace, Window
 from vkrama.hardware.power import ENERGY, POWER, Counter, PowerCounters, find_counters
 from vkrama.results import report
-from vkrama.results.records import CellResult, CellStatus, Energy, Measurement, RunStatus
+from vkrama.results.energy import Energy
+from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatus
 
 DATA = Path(__file__).parent / "data" / "bench"
 IDLE_W, BUSY_W = 20.0, 80.0
@@ -581,3 +582,55 @@ def test_real_llama_bench_tests_are_placed_inside_the_run_and_measured(
         tokens = (m.n_prompt + m.n_gen) * len(m.samples)
         expected = (BUSY_W - IDLE_W) * found.seconds / tokens
         assert found.joules_per_token == pytest.approx(expected, rel=0.05)
+
+
+# -- serving levels ---------------------------------------------------------------------
+
+
+def test_a_serving_levels_span_leaves_its_warm_up_out() -> None:
+    """The energy of a level is cut at its own requests: the stub's clock sees the warm-up's
+    requests arrive before the span, the level's inside it."""
+    from serve_stub import ALIAS, Stub, serving
+
+    from vkrama.bench import load, prompts
+    from vkrama.bench.drive import LevelRunner
+
+    with serving(Stub(slots=2, prefill_s=0.02, token_s=0.005)) as stub, load.EventLoop() as loop:
+        target = load.Target(stub.url, ALIAS)
+        prompt = prompts.build(stub.url, target.headers, 16)
+        runner = LevelRunner(None, loop, target, prompt, 8, 2)  # a stub's CPU is not read
+        stats = runner.measure(load.Level(2, None, 6))
+    ((start, end),) = runner.windows
+    offset = time.time() - time.monotonic()  # the stub stamps with the monotonic clock
+    seen = sorted(at + offset for at in stub.arrivals)
+    assert len(seen) == 2 + 6 and stats.requests == 6
+    assert all(at < start for at in seen[:2])  # the warm-up: one request per client
+    assert all(start <= at <= end for at in seen[2:])
+    assert end - start >= stats.wall_s  # the span holds the whole level
+
+
+def test_a_levels_joules_per_request_and_its_columns() -> None:
+    from vkrama.results.levels import LevelStats
+    from vkrama.results.serve_report import serve_rows, serve_table
+
+    drew = Energy("NVML energy 0000:01:00.0", 300.0, 60.0, 0.5, 10.0)
+    level = LevelStats(4, 10, 2, 10.0, None, None, None, None, None, 40.0, 1.0, 400, 900)
+    level = replace_level(level, drew)
+    # 0.5 J above idle per output token, 400 tokens over 8 answered requests
+    assert level.joules_per_request == pytest.approx(25.0)
+    assert LevelStats.from_dict(level.as_dict()) == level
+    ok = CellResult("cuda", None, "GPU", CellStatus.OK, serving=(level,))
+    text = serve_table(serve_rows(1, [ok]))
+    assert text.splitlines()[0].split()[-3:] == ["W", "J/token", "J/req"]
+    assert text.splitlines()[2].split()[-3:] == ["300.0", "0.5", "25"]
+    none = replace_level(level, Energy(note="no power counter: why"))
+    cpu = CellResult("cpu", None, "CPU", CellStatus.OK, serving=(none,))
+    text = serve_table(serve_rows(1, [cpu]))
+    assert text.splitlines()[2].split()[-3:] == ["-", "-", "-"]
+    assert "cpu: no power counter: why" in text
+
+
+def replace_level(level: Any, drew: Energy) -> Any:
+    from dataclasses import replace
+
+    return replace(level, energy=drew)

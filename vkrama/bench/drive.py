@@ -11,6 +11,7 @@ print or start containers.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -41,6 +42,7 @@ class LevelRunner:
         self.slots, self.objectives = slots, objectives
         self.cost: float | None = None  # the generator's CPU seconds per request
         self.sent = 0
+        self.windows: list[tuple[float, float]] = []  # each measured level, warm-ups not
         self.open_warmed = False
 
     def bodies(self, cache: bool | None) -> Callable[[], dict[str, Any]]:
@@ -84,7 +86,9 @@ class LevelRunner:
         # Rates asked for are checked before any level (`check_rates`), a sweep's before
         # each of its own (`serving._sweep`): a warm-up here must not refuse one mid-run.
         before = self.server_cpu() if self.server_cpu else 0.0
+        began = time.time()
         sent = load.run_level(self.loop, self.target, self.bodies(cache), level)
+        self.windows.append((began, time.time()))  # wall clock: bench.energy cuts its trace
         server_cpu = self.server_cpu() - before if self.server_cpu else None
         if len(sent.traces) > 1:  # more requests than a warm-up: the better estimate
             self.cost = sent.client_cpu_s / len(sent.traces)

@@ -25,10 +25,15 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from vkrama.hardware.power import ENERGY, Counter
-from vkrama.results.records import Energy
+from vkrama.results.energy import Energy
+
+if TYPE_CHECKING:
+    from vkrama.hardware.power import PowerCounters
+    from vkrama.results.records import CellResult
 
 SAMPLE_S = 0.1
 IDLE_S = 1.0
@@ -253,3 +258,34 @@ def windows(
         end = opened[position]
         out.append(Window(end - sum(counted) / 1e9, end, tokens))
     return out
+
+
+def of_levels(
+    power: PowerCounters | None,
+    gpus: tuple[int, ...],
+    run: Callable[[list[tuple[float, float]]], CellResult],
+) -> CellResult:
+    """A serving cell run with its counters read around it: the idle draw before `run`
+    starts the server, then each level's span that `run` appends (wall clock, its warm-up
+    left out) cut from the trace; J/token is per output token."""
+    counters, why = power.for_cell(gpus) if power is not None else ((), "")
+    meter = PowerWatch(counters) if counters else None
+    if meter is not None:
+        meter.idle()
+        meter.start()
+    spans: list[tuple[float, float]] = []
+    try:
+        result = run(spans)
+    finally:
+        trace = meter.finish() if meter is not None else None
+    levels = result.serving
+    if power is None or not levels:
+        return result
+    if trace is None:
+        found = [no_counter(why)] * len(levels)
+    else:
+        cut = [Window(a, b, s.output_tokens) for (a, b), s in zip(spans, levels, strict=False)]
+        found = per_test(trace, [*cut, *[None] * (len(levels) - len(cut))])
+    return replace(
+        result, serving=tuple(replace(s, energy=e) for s, e in zip(levels, found, strict=True))
+    )

@@ -151,10 +151,12 @@ def run_serve_cell(
     *,
     timeout: float,
     on_progress: Reporter = NULL,
+    spans: list[tuple[float, float]] | None = None,
 ) -> CellResult:
     """One serving cell to its end; a failure is a failed CellResult, never an exception.
 
-    `timeout` bounds the wait until the server is ready; each request has its own."""
+    `timeout` bounds the wait until the server is ready; each request has its own. `spans`
+    gets each measured level's wall-clock span (bench.energy cuts its draw from them)."""
     from vkrama.serve import containers, ready
 
     started = time.monotonic()
@@ -181,6 +183,7 @@ def run_serve_cell(
         with load.EventLoop() as loop:
             runner = LevelRunner(lambda: engine.cpu_seconds(container), loop, target, prompt,
                                  params.gen_tokens, params.slots, params.slo)  # fmt: skip
+            runner.windows = spans if spans is not None else runner.windows
             fixed = measure_levels(runner, params, cell.key, on_progress, levels)
     except arrivals.CannotSend:
         raise  # the whole run's usage error, not this cell's failure

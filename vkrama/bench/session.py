@@ -19,8 +19,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from vkrama import __version__, stack
+from vkrama.bench import energy, serving, tuned
 from vkrama.bench import plan as planning
-from vkrama.bench import serving, tuned
 from vkrama.bench.arrivals import CannotSend
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
 from vkrama.bench.run import run_cells
@@ -186,17 +186,19 @@ def execute(
     for result in bench_plan.unavailable:
         keep(result)
     timeout = request.timeout if request.timeout is not None else settings["bench.timeout"]
+    # Each GPU's own energy counter (and RAPL for cpu cells), where this host has one.
+    power = find_counters(bench_plan.profile, sysfs_root(settings))
     runner: Callable[[Engine, planning.BenchCell], CellResult] | None = None
     if request.serve is not None:
         serve_params = request.serve
 
         def runner(engine: Engine, cell: planning.BenchCell) -> CellResult:
-            return serving.run_serve_cell(
-                engine, cell, serve_params, timeout=float(timeout), on_progress=on_progress
-            )
+            def serve(spans: list[tuple[float, float]]) -> CellResult:
+                return serving.run_serve_cell(engine, cell, serve_params, timeout=float(timeout),
+                                              on_progress=on_progress, spans=spans)  # fmt: skip
 
-    # Each GPU's own energy counter (and RAPL for cpu cells), where this host has one.
-    power = None if request.serve else find_counters(bench_plan.profile, sysfs_root(settings))
+            return energy.of_levels(power, cell.gpus, serve)
+
     interrupted = False
     try:
         _, interrupted = run_cells(

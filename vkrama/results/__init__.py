@@ -1,7 +1,8 @@
 """The results stage: bench records, stored in SQLite, compared, ranked, reported.
 
 Modules: `records` (CellResult, Measurement, the Status enums: what bench writes),
-`levels` (a serving bench's records per level), `db` (the SQLite file), `owner` (which
+`levels` (a serving bench's records per level), `energy` (what a test or a level drew),
+`db` (the SQLite file), `owner` (which
 process owns a running run), `ranking` (compare, best), `report` (tables and exports),
 `serve_report` (a serving bench's), `scoreboard` (the llama.cpp scoreboards' table),
 `chart`, `serve_chart` (a serving run against load) and `html` (charts and the

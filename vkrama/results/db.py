@@ -23,12 +23,12 @@ from typing import Any
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError, disk_errors
 from vkrama.results import owner as owners
+from vkrama.results.energy import Energy
 from vkrama.results.levels import LevelStats
 from vkrama.results.owner import RunOwner
 from vkrama.results.records import (
     CellResult,
     CellStatus,
-    Energy,
     HostLoad,
     Measurement,
     RunStatus,

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vkrama.results.energy import Energy
+
 QUANTILES = (50, 90, 99)
 
 
@@ -90,6 +92,18 @@ class LevelStats:
     cached_tokens: int = 0
     ttft_hit_ms: Spread | None = None
     ttft_miss_ms: Spread | None = None
+    # What the level drew (bench.energy): W, idle W and J per output token, or why none;
+    # None where nothing was measured (older runs).
+    energy: Energy | None = None
+
+    @property
+    def joules_per_request(self) -> float | None:
+        """The energy above idle per answered request, from J/token and the tokens made."""
+        answered = self.requests - self.failures
+        joules = self.energy.joules_per_token if self.energy is not None else None
+        if joules is None or answered <= 0:
+            return None
+        return joules * self.output_tokens / answered
 
     @property
     def load(self) -> str:
@@ -114,6 +128,7 @@ class LevelStats:
             values[name] = Spread(**values[name]) if values.get(name) else None
         values["errors"] = tuple(values.get("errors") or ())
         values["slo_broken"] = tuple(values.get("slo_broken") or ())
+        values["energy"] = Energy.from_dict(values["energy"]) if values.get("energy") else None
         return cls(**values)
 
 

@@ -19,11 +19,11 @@ from tabulate import tabulate
 
 from vkrama.results import serve_report
 from vkrama.results.db import RunDetail, RunInfo, RunRecord
+from vkrama.results.energy import Energy
 from vkrama.results.ranking import Change, llama_build, mixed_builds, model_labels, verdicts
 from vkrama.results.records import (
     CellResult,
     CellStatus,
-    Energy,
     HostLoad,
     expected_tests,
     note,

@@ -5,7 +5,7 @@ level (TTFT, ITL, E2E percentiles, throughput). Pure: records in, strings out; m
 containers or open the database. `report` hands serving runs here.
 
 Over 300 lines because one row carries every figure a serving level has (latency, the rate
-really sent, goodput and capacity, the prompt cache), each with its table column, its line
+really sent, goodput and capacity, the prompt cache, energy), each with its table column, its line
 under the table and its export column; splitting them would split one row's definition.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from tabulate import tabulate
 
 from vkrama.results.db import RunDetail
+from vkrama.results.energy import Energy
 from vkrama.results.levels import Capacity, Spread, capacity, judged
 from vkrama.results.records import CellResult, CellStatus, note
 
@@ -67,6 +68,8 @@ class ServeRow:
     good_requests: int | None = None
     capacity: float | None = None
     capacity_at_least: bool = False
+    energy: Energy | None = None  # the level's draw; J/token per output token
+    joules_per_request: float | None = None  # above idle, per answered request
 
 
 def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow]:
@@ -108,6 +111,8 @@ def serve_rows(run_id: int | None, cells: Sequence[CellResult]) -> list[ServeRow
                 prompt_tokens=s.prompt_tokens,
                 ttft_hit_ms=s.ttft_hit_ms,
                 ttft_miss_ms=s.ttft_miss_ms,
+                energy=s.energy,
+                joules_per_request=s.joules_per_request,
             )
             for s in cell.serving
         ] or [base]
@@ -168,8 +173,10 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
     paced = any(r.realized_rate is not None for r in found)
     headers = [*SERVE_HEADERS[:4], "sent/s", *SERVE_HEADERS[4:]] if paced else SERVE_HEADERS
     headers = [*headers, "goodput req/s", "SLO"] if judged else headers
-    shown = [[*_serve_cells(r, paced), *([_goodput(r), _slo(r)] if judged else [])]
-             for r in found]  # fmt: skip
+    power = any(r.energy is not None for r in found)
+    headers = [*headers, "W", "J/token", "J/req"] if power else headers
+    shown = [[*_serve_cells(r, paced), *([_goodput(r), _slo(r)] if judged else []),
+              *(_energy(r) if power else [])] for r in found]  # fmt: skip
     table = tabulate(shown, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     reasons = dict.fromkeys(
         f"{r.backend}{f'/{r.driver}' if r.driver else ''}: {note(r.status, r.reason)}"
@@ -194,8 +201,37 @@ def serve_table(found: Sequence[ServeRow], tablefmt: str = "simple") -> str:
         for r in found
         if r.sent_late
     ]
-    parts = [table, *reasons, *notes, *late, *capacity_lines(found), *cache_lines(found)]
+    energy = energy_lines(found) if power else []
+    parts = [table, *reasons, *energy, *notes, *late, *capacity_lines(found), *cache_lines(found)]
     return "\n".join(parts)
+
+
+def _energy(r: ServeRow) -> list[str]:
+    e = r.energy
+    if e is None:
+        return ["-", "-", "-"]
+    return [
+        "-" if e.watts is None else f"{e.watts:.1f}",
+        "-" if e.joules_per_token is None else f"{e.joules_per_token:.3g}",
+        "-" if r.joules_per_request is None else f"{r.joules_per_request:.3g}",
+    ]
+
+
+def energy_lines(found: Sequence[ServeRow]) -> list[str]:
+    """What W, J/token and J/req are, then why a level has none (once per cell and why)."""
+    said = [
+        "energy: W is the mean draw over each level (its warm-up not counted), read from the "
+        "device's own counter; J/token (per output token) and J/req are the energy above the "
+        "idle draw measured just before the server started"
+    ]
+    said += dict.fromkeys(
+        f"{_name(r)} at {r.load}: {r.energy.note}"
+        if not r.energy.note.startswith("no power counter")
+        else f"{_name(r)}: {r.energy.note}"
+        for r in found
+        if r.energy is not None and r.energy.note
+    )
+    return said
 
 
 def _name(r: ServeRow) -> str:
