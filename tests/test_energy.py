@@ -200,6 +200,28 @@ def test_nvidia_without_nvidia_ml_py_says_how_to_get_it(host: FakeHost) -> None:
     assert "nvidia-ml-py is not installed" in why and "vkrama[nvidia]" in why
 
 
+def test_nvml_that_spells_the_bus_id_its_own_way_is_walked(
+    host: FakeHost, schedule: Schedule
+) -> None:
+    """NVML's bus ids have an 8-digit domain; a lookup by sysfs's 4-digit one that fails
+    falls back to walking the devices."""
+    two_nvidia_h100s(host)
+    module = fake_nvml(schedule)
+    profile = host.detect()
+    ids = [f"0000{g.pci_address}".encode() for g in profile.gpus]
+
+    def strict(address: str) -> str:
+        raise NotSupported("Not Found")
+
+    module.nvmlDeviceGetHandleByPciBusId = strict
+    module.nvmlDeviceGetCount = lambda: len(ids)
+    module.nvmlDeviceGetHandleByIndex = lambda index: f"gpu{index}"
+    module.nvmlDeviceGetPciInfo = lambda handle: SimpleNamespace(busId=ids[int(handle[3:])])
+    found = find_counters(profile, host.sysfs, nvml=lambda: module)
+    assert sorted(found.gpus) == [0, 1] and list(found.missing) == ["CPU"]
+    assert found.gpus[1].read() == pytest.approx(schedule.joules(time.time()), abs=1.0)
+
+
 def test_nvml_that_cannot_start_is_quoted(host: FakeHost) -> None:
     two_nvidia_h100s(host)
 

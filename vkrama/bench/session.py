@@ -193,11 +193,9 @@ def execute(
         serve_params = request.serve
 
         def runner(engine: Engine, cell: planning.BenchCell) -> CellResult:
-            def serve(spans: list[tuple[float, float]]) -> CellResult:
-                return serving.run_serve_cell(engine, cell, serve_params, timeout=float(timeout),
-                                              on_progress=on_progress, spans=spans)  # fmt: skip
-
-            return energy.of_levels(power, cell.gpus, serve)
+            serve = partial(serving.run_serve_cell, engine, cell, serve_params,
+                            timeout=float(timeout), on_progress=on_progress)  # fmt: skip
+            return energy.of_levels(power, cell.gpus, lambda spans: serve(spans=spans))
 
     interrupted = False
     try:

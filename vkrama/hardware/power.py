@@ -220,7 +220,9 @@ def _nvml_counter(nvml: _Nvml, gpu: Gpu) -> tuple[Counter | None, str]:
     try:
         handle = module.nvmlDeviceGetHandleByPciBusId(gpu.pci_address)
     except Exception as error:
-        return None, f"NVML knows no GPU at {gpu.pci_address}: {_nvml_error(error)}"
+        handle = _by_bus_id(module, gpu.pci_address)
+        if handle is None:
+            return None, f"NVML knows no GPU at {gpu.pci_address}: {_nvml_error(error)}"
     try:
         module.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception as energy_error:  # before Volta: no energy counter, a power reading
@@ -241,6 +243,21 @@ def _nvml_counter(nvml: _Nvml, gpu: Gpu) -> tuple[Counter | None, str]:
         ENERGY,
         lambda: float(module.nvmlDeviceGetTotalEnergyConsumption(handle)) * 1e-3,
     ), ""
+
+
+def _by_bus_id(module: Any, address: str) -> Any:
+    """The handle whose PCI bus id is `address`, by walking NVML's devices: it spells the
+    domain with 8 digits ("00000000:01:00.0") where sysfs has 4."""
+    try:
+        for index in range(module.nvmlDeviceGetCount()):
+            handle = module.nvmlDeviceGetHandleByIndex(index)
+            bus = module.nvmlDeviceGetPciInfo(handle).busId
+            bus = bus.decode() if isinstance(bus, bytes) else str(bus)
+            if bus.lower().split(":", 1)[-1] == address.lower().split(":", 1)[-1]:
+                return handle
+    except Exception:  # NVML's own errors: no handle, the caller says why
+        return None
+    return None
 
 
 def _nvml_error(error: Exception) -> str:
