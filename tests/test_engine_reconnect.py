@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from vkrama.engine.socket import ping
 
@@ -178,3 +179,25 @@ def test_past_the_window_a_run_says_which_container_it_left(service: Service, mo
         assert "within 3 s (settings engine.reconnect)" in err, err
     finally:
         subprocess.run(["podman", "rm", "-f", *ours(model)], capture_output=True)
+
+
+def test_a_foreground_server_serves_on_across_a_podman_restart(
+    service: Service, model: Path
+) -> None:
+    # Its log stream ends when the service dies: that is not the server stopping.
+    run = start(service, "serve", str(model), "--backend", "cpu", "--port", "auto")
+    assert run.stderr is not None
+    banner = run.stderr.readline()  # once ready
+    assert banner.startswith("Serving tiny at http://127.0.0.1:"), banner
+    url = banner.split()[3]
+    (container,) = ours(model, running=True)
+    service.kill()
+    outlive(service)
+    asked = {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    answer = requests.post(f"{url}/chat/completions", json=asked, timeout=RUN_S)
+    assert answer.status_code == 200
+    assert run.poll() is None and ours(model, running=True) == [container]
+    run.send_signal(signal.SIGINT)
+    code, _out, err = finish(run)
+    assert code == 0 and "Stopping vkrama-" in err, err  # as after any Ctrl-C
+    assert ours(model) == [], err

@@ -294,13 +294,25 @@ class Podman:
                     if number >= skip:
                         skip = number + 1
                         yield line
-                return
+                if not self._alive(container):
+                    return  # the stream ended with the container
+                # A stream that ends while the container runs on: its service went away
+                # (and the state call above waited for it to come back). Follow again.
+                time.sleep(RECONNECT_FIRST_S)
             except VkramaError as error:
                 if error.status != ExitStatus.ENGINE_UNAVAILABLE or self.reconnect_s <= 0:
                     raise
                 deadline = deadline or time.monotonic() + self.reconnect_s
                 if not self._service_back(deadline):
                     raise
+
+    def _alive(self, container: str) -> bool:
+        try:
+            return self.state(container).status.alive
+        except VkramaError as error:
+            if error.status == ExitStatus.NOT_FOUND:
+                return False
+            raise
 
     def _log_lines(
         self, container: str, stdout: bool, stderr: bool, follow: bool = False

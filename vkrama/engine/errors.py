@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator
 
 import requests
+import urllib3
 from podman import errors as podman_errors
 
 from vkrama.errors import ExitStatus, VkramaError
@@ -38,6 +39,10 @@ def translate_errors(what: str) -> Iterator[None]:
         status = ExitStatus.NOT_FOUND if gone else ExitStatus.ERROR
         raise VkramaError(f"{what}: {_explanation(error)}", status=status) from error
     except (requests.RequestException, podman_errors.PodmanError) as error:
+        raise _transport_error(what, error) from error
+    except urllib3.exceptions.HTTPError as error:
+        # A streamed body (a followed log) is read past requests: a service that dies
+        # mid-stream surfaces as urllib3's own ProtocolError (IncompleteRead).
         raise _transport_error(what, error) from error
 
 
