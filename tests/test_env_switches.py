@@ -3,12 +3,16 @@ library, and the probe that finds them tells one image from another."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vkrama.backends import env_switches
 from vkrama.engine import Engine
+from vkrama.errors import ExitStatus
 from vkrama.images import library
 
 
@@ -35,3 +39,108 @@ def test_the_vulkan_images_ggml_reads_every_vulkan_switch_and_the_cpu_image_none
     assert "GGML_VK_VISIBLE_DEVICES" in found  # read too, but set per cell: never tuned
     # the cpu image ships no ggml-vulkan: a probe that found names anywhere would fail here
     assert not library.switches_read(engine, backend_image("cpu")) & wanted
+
+
+# -- as tune's dimensions ---------------------------------------------------------------
+
+F16 = "GGML_VK_DISABLE_F16"
+
+
+def test_a_switch_is_offered_only_where_the_images_library_reads_it() -> None:
+    from vkrama.tune import switches
+
+    read = frozenset({F16, "GGML_VK_DISABLE_FUSION", "GGML_CUDA_FORCE_MMQ"})
+    offered = [s.name for s in switches.offered("vulkan", read)]
+    assert offered == ["GGML_VK_DISABLE_F16", "GGML_VK_DISABLE_FUSION"]  # the table's order
+    assert [s.name for s in switches.offered("vulkan", read, only=("fa", F16))] == [F16]
+    assert switches.offered("cpu", None) == ()
+
+
+@pytest.mark.parametrize(
+    ("backend", "name", "said"),
+    [
+        ("vulkan", "GGML_VK_NO_SUCH", "is not an environment switch vkrama tunes"),
+        ("vulkan", "GGML_CUDA_FORCE_MMQ", "is read by cuda's ggml, not vulkan's"),
+        ("vulkan", "GGML_VK_DISABLE_FUSION", "is not in the libraries of img: its ggml does not"),
+    ],
+    ids=["unknown", "another-backends", "not-in-this-images-library"],
+)
+def test_a_switch_that_cannot_be_tuned_is_refused_with_why(
+    backend: str, name: str, said: str
+) -> None:
+    from vkrama.tune import switches
+
+    why = switches.refusal(backend, name, frozenset({F16}), "img")
+    assert why is not None and said in why
+
+
+def test_a_switch_is_a_dimension_its_own_process_runs_and_no_llama_bench_argument() -> None:
+    from vkrama.bench.plan import BenchParams
+    from vkrama.tune import space, switches, trials
+
+    base = space.Space({"fa": "auto"}, {"fa": ("auto", "on")})
+    wide = switches.widen(base, env_switches.of_backend("vulkan")[:1])
+    assert wide.flags == ("fa", "GGML_VK_DISABLE_COOPMAT")
+    assert wide.values("GGML_VK_DISABLE_COOPMAT", wide.defaults) == ("", "1")
+    configs = [{**wide.defaults, "GGML_VK_DISABLE_COOPMAT": v} for v in ("", "1")]
+    assert space.together(configs) == [[0], [1]]  # one environment per container
+    assert trials.params(BenchParams(), configs[1:]).extra_args == ("-fa", "auto")
+    assert env_switches.env_of(configs[0]) == {} and env_switches.env_of(configs[1]) == {
+        "GGML_VK_DISABLE_COOPMAT": "1"
+    }
+
+
+def test_a_kept_switch_goes_to_the_environment_never_to_the_arguments() -> None:
+    from vkrama.bench import tuned as bench_tuned
+    from vkrama.bench.plan import BenchParams
+    from vkrama.results.tunings import TunedStack
+
+    won = TunedStack(
+        gpu_key="none", model_sha256="0", backend="vulkan", driver="lavapipe", device="d",
+        driver_version="", image_id="i", objective="pp", test="pp64",
+        flags={"ub": "256", F16: "1", "GGML_VK_DISABLE_FUSION": ""},
+        defaults={"ub": "512", F16: "", "GGML_VK_DISABLE_FUSION": ""}, tps=2.0,
+        tps_stddev=0.1, default_tps=1.0, default_stddev=0.1, beyond_noise=True, spent_s=1.0,
+        trials=3, stopped_by_budget=False,
+    )  # fmt: skip
+    assert won.bench_args == ("-ub", "256") and won.server_args == ("--ubatch-size", "256")
+    assert won.env == {F16: "1"} and won.settings == f"-ub 256 {F16}=1"
+    assert won.line.startswith(f"vulkan/lavapipe: -ub 256 {F16}=1: 2.00× its defaults")
+    cell = bench_tuned.apply(BenchParams(n_prompt=64, n_gen=0), won, frozenset(), "pp64")
+    assert cell.params.extra_args == ("-ub", "256") and cell.label == f"-ub 256 {F16}=1"
+    assert cell.env == {F16: "1"}
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_tune_searches_a_vulkan_switch_on_lavapipe_and_each_trial_ran_with_it(
+    vkrama: Callable[..., Any], tiny_model: Path, settings: Any
+) -> None:
+    """lavapipe's ggml reads the same switches: unset and 1 each run in their own
+    container, and ggml-vulkan's device line shows the switch reached it (fp16: 0)."""
+    from vkrama import results
+
+    lavapipe = ("--backend", "vulkan", "--vk-driver", "lavapipe", "-p", "64", "-r", "2")
+    done = vkrama("tune", str(tiny_model), *lavapipe, "--flags", F16, "--budget", "150s")
+    assert done.returncode == 0, done.stderr
+    assert f"trying {F16}=unset,1 (2 reps)" in done.stderr
+    (tuned,) = json.loads(vkrama("tune", "--show", str(tiny_model), "--json").stdout)
+    assert tuned["defaults"][F16] == "" and tuned["flags"][F16] in ("", "1")
+    cells = results.get_run(settings, "latest").cells
+    ran = {m.flags[F16]: c.stderr_tail for c in cells if c.ok for m in c.measurements}
+    assert set(ran) == {"", "1"}
+    assert "| fp16: 0 |" in ran["1"] and "| fp16: 1 |" in ran[""]
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_tune_refuses_a_switch_another_backend_reads(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    done = vkrama("tune", str(tiny_model), "--backend", "vulkan", "--vk-driver", "lavapipe",
+                  "--flags", "GGML_CUDA_FORCE_MMQ", "--budget", "60s")  # fmt: skip
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    assert done.stderr.startswith(
+        "Error: cannot tune GGML_CUDA_FORCE_MMQ on vulkan: GGML_CUDA_FORCE_MMQ is read by "
+        "cuda's ggml, not vulkan's"
+    )

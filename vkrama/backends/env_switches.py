@@ -14,6 +14,7 @@ libggml-vulkan.so (tests/test_env_switches.py does it again on the real image).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -65,3 +66,13 @@ PREFIXES = ("GGML_VK_", "GGML_CUDA_", "GGML_HIP_", "ROCBLAS_", "HIPBLASLT_")
 def of_backend(backend: str) -> tuple[EnvSwitch, ...]:
     """The switches of one backend, in the table's order (tune's search order)."""
     return tuple(switch for switch in SWITCHES if switch.backend == backend)
+
+
+def is_switch(key: str) -> bool:
+    """A tuned configuration's key that is an environment switch, not a llama.cpp flag."""
+    return key.startswith(PREFIXES)
+
+
+def env_of(flags: Mapping[str, str]) -> dict[str, str]:
+    """The switches a configuration sets (a value of "" leaves the variable unset)."""
+    return {key: value for key, value in flags.items() if is_switch(key) and value}

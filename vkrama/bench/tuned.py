@@ -14,9 +14,10 @@ the user gave (--threads, --ngl, --fa, --split-mode, or after `--`) always wins.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from vkrama.backends.env_switches import env_of, is_switch
 from vkrama.bench.plan import BenchCell, BenchParams, Slot, plan_cell
 from vkrama.llama_flags import FLAG
 from vkrama.results.tunings import TunedStack, for_test, test_label
@@ -36,6 +37,7 @@ class Tuned:
     label: str  # the cell's `tuned`: "-ub 256 -fa on", "defaults" or "not tuned for pp512"
     said: str  # for the progress line: "pp512 at its tuning for pp512: -ub 256"
     split_mode: str | None = None  # a tuned -sm: the session sets it on the cell's split
+    env: dict[str, str] = field(default_factory=dict)  # kept switches: the cell's environment
 
 
 def plan(
@@ -81,9 +83,12 @@ def apply(
     user = set(given)
     user |= {f for f, v in (("t", params.threads), ("ngl", params.ngl)) if v is not None}
     user |= {"fa"} if params.flash_attn else set()
-    user |= {f for f in tuning.changed if FLAG[f].bench in params.extra_args}
+    user |= {f for f in tuning.changed if not is_switch(f) and FLAG[f].bench in params.extra_args}
     changed = {f: v for f, v in tuning.changed.items() if f not in user}
-    label = " ".join(a for f, v in changed.items() for a in (FLAG[f].bench, v)) or "defaults"
+    env = env_of(changed)  # the stack's own switches: its environment, never arguments
+    changed = {f: v for f, v in changed.items() if not is_switch(f)}
+    flags = [a for f, v in changed.items() for a in (FLAG[f].bench, v)]
+    label = " ".join([*flags, *(f"{k}={v}" for k, v in env.items())]) or "defaults"
     threads = int(changed.pop("t")) if "t" in changed else params.threads
     ngl = int(changed.pop("ngl")) if "ngl" in changed else params.ngl
     split_mode = changed.pop("sm", None)
@@ -93,7 +98,7 @@ def apply(
     kept = [FLAG[f].bench for f in tuning.changed if f in user]
     if kept:
         said += f" (yours kept: {' '.join(kept)})"
-    return Tuned(applied, label, said, split_mode)
+    return Tuned(applied, label, said, split_mode, env)
 
 
 def cells(
@@ -116,6 +121,8 @@ def cells(
             split = replace(choice.split, mode=part.split_mode)
             mine = replace(ready, choice=replace(choice, split=split))
         slot = slot_of(mine, first + len(planned))
+        if part.env:  # the user's --env wins over a tuned switch
+            slot = replace(slot, env_overrides={**part.env, **slot.env_overrides})
         cell = plan_cell(slot, model.files, model.name, part.params,
                          threads=part.params.threads or threads)  # fmt: skip
         planned.append(replace(cell, tuned=part.label, tuning=part.said))

@@ -74,7 +74,8 @@ FLAG_NAMES = CommaList(lambda name: llama_flags.name(name) or name.lstrip("-"),
     "as noise is judged from their spread (bench's default is 5).",
 )  # fmt: skip
 @click.option("--flags", "only", type=FLAG_NAMES, default=(), metavar="F1,F2",
-              help="Search only these (e.g. ub,fa,ctk or -ub,-fa).")  # fmt: skip
+              help="Search only these (e.g. ub,fa,ctk or -ub,-fa, or a stack's own switch "
+                   "such as GGML_VK_DISABLE_F16).")  # fmt: skip
 @click.option("--timeout", type=Duration(0, open=True), metavar="TIME",
               help="Time per trial, e.g. 5m (a bare number is seconds).")  # fmt: skip
 @click.option("--show", is_flag=True, help="List stored tunings (of MODEL, if given).")
@@ -181,5 +182,5 @@ def show_tuned(app: App, model: str | None, as_json: bool) -> int:
 
 def _flags_said(tuning: tunings.TunedStack) -> str:
     if tuning.changed or not tuning.tried:
-        return " ".join(tuning.bench_args) or "defaults"
-    return f"defaults ({' '.join(tuning.tried_args)} tried)"
+        return tuning.settings or "defaults"
+    return f"defaults ({tuning.tried_settings} tried)"

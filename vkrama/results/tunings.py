@@ -14,6 +14,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vkrama.backends.env_switches import env_of, is_switch
 from vkrama.config import Settings
 from vkrama.llama_flags import FLAG
 from vkrama.results import db
@@ -74,6 +75,21 @@ class TunedStack:
         return _bench_args(self.tried)
 
     @property
+    def env(self) -> dict[str, str]:
+        """The stack's own switches that won (backends.env_switches): the container's
+        environment, for llama-bench and llama-server alike, never their arguments."""
+        return env_of(self.changed)
+
+    @property
+    def tried_settings(self) -> str:
+        return _said(self.tried)
+
+    @property
+    def settings(self) -> str:
+        """Every applied change as a person reads it: "-ub 256 GGML_VK_DISABLE_F16=1"."""
+        return _said(self.changed)
+
+    @property
     def server_args(self) -> tuple[str, ...]:
         """The changed flags as llama-server takes them."""
         return self.server_args_without(())
@@ -81,7 +97,7 @@ class TunedStack:
     def server_args_without(self, given: Collection[str]) -> tuple[str, ...]:
         """The changed flags as llama-server takes them, but for those the user `given`
         (flag keys: "ngl"): a flag the user gave always wins over a tuned one."""
-        changed = {f: v for f, v in self.changed.items() if f not in given}
+        changed = {f: v for f, v in self.changed.items() if f not in given and not is_switch(f)}
         return tuple(a for f, v in changed.items() for a in (FLAG[f].server, v))
 
     @property
@@ -96,10 +112,10 @@ class TunedStack:
             )
         if not self.beyond_noise:  # kept as tried, never applied
             return (
-                f"{self.key}: llama-bench's defaults stay: {' '.join(self.tried_args)} tried,"
+                f"{self.key}: llama-bench's defaults stay: {_said(self.tried)} tried,"
                 f" {self.gain:.2f}× its defaults {figures}, within noise{budget}"
             )
-        flags = " ".join(self.bench_args)
+        flags = self.settings
         return f"{self.key}: {flags}: {self.gain:.2f}× its defaults {figures}, beyond noise{budget}"
 
     def json_fields(self) -> dict[str, object]:
@@ -108,7 +124,13 @@ class TunedStack:
 
 
 def _bench_args(flags: dict[str, str]) -> tuple[str, ...]:
-    return tuple(a for f, v in flags.items() for a in (FLAG[f].bench, v))
+    """llama.cpp's flags as llama-bench takes them; a stack's switches are not arguments."""
+    return tuple(a for f, v in flags.items() if not is_switch(f) for a in (FLAG[f].bench, v))
+
+
+def _said(flags: dict[str, str]) -> str:
+    switches = (f"{k}={v or 'unset'}" for k, v in flags.items() if is_switch(k))
+    return " ".join([*_bench_args(flags), *switches])
 
 
 _COLUMNS = ("run_id", "created", "gpu_key", "model_sha256", "backend", "driver", "device",

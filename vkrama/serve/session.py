@@ -91,10 +91,12 @@ def _prepare(
     api_key = read_api_key(request.api_key_file) if request.api_key_file else None
 
     tuned: list[tuple[str, ...]] = []  # llama-server flags of a tuned `--backend best`
+    switches: dict[str, str] = {}  # and its environment switches
 
     def choose(model: LocalModel, profile: HardwareProfile) -> list[Choice]:
-        choice, flags = _choose(settings, request, model, profile, on_progress)
+        choice, flags, env = _choose(settings, request, model, profile, on_progress)
         tuned.append(flags)
+        switches.update(env)
         chosen = f"backend {choice.backend}{f' ({choice.driver})' if choice.driver else ''}: "
         # A backend vkrama picked (auto, best) explains itself; one the user named needs none.
         on_progress(Step(chosen + choice.reason, detail=request.backend not in ("auto", "best")))
@@ -110,6 +112,8 @@ def _prepare(
         request = replace(request, extra_args=(*tuned[0], *request.extra_args))
     resolved = planning.Resolved(model, choice, ready.image, port, api_key, ready.cache)
     spec = planning.plan(request, resolved)
+    if switches:  # the tuned stack's own switches (backends.env_switches) go in its env
+        spec = replace(spec, env={**switches, **spec.env})
     return Planned(
         spec,
         planning.base_url(request.host, port),
@@ -126,7 +130,7 @@ def _choose(
     model: LocalModel,
     profile: HardwareProfile,
     on_progress: Reporter,
-) -> tuple[Choice, tuple[str, ...]]:
+) -> tuple[Choice, tuple[str, ...], dict[str, str]]:
     """The backend to serve with, and the llama-server flags `vkrama tune` found for it
     (only for `--backend best` over tuned stacks; else none)."""
     from vkrama import backends
@@ -136,15 +140,16 @@ def _choose(
         # The workers hold the model: the leader needs no GPU of its own unless one is named.
         backend = "cpu"
     flags: tuple[str, ...] = ()
+    env: dict[str, str] = {}
     if backend == "best":
         one = request.gpu if isinstance(request.gpu, int) else None
-        backend, driver, reason, flags = _best_cell(settings, request, model, profile, one)
+        backend, driver, reason, flags, env = _best_cell(settings, request, model, profile, one)
         on_progress(Step(f"--backend best: {reason}"))
     choice = backends.choose(
         profile, backend, request.gpu, driver, split_mode=request.split_mode,
         tensor_split=request.tensor_split,
     )  # fmt: skip
-    return choice, flags
+    return choice, flags, env
 
 
 def _best_cell(
@@ -153,7 +158,7 @@ def _best_cell(
     model: LocalModel,
     profile: HardwareProfile,
     gpu: int | None,
-) -> tuple[str, str | None, str, tuple[str, ...]]:
+) -> tuple[str, str | None, str, tuple[str, ...], dict[str, str]]:
     """The fastest (backend, driver) for this model and GPU, and its llama-server flags:
     among the stacks `vkrama tune` tuned for the metric when there are any (each at its
     own best flags), else as `vkrama bench` measured them (llama-server's defaults)."""
@@ -169,7 +174,9 @@ def _best_cell(
         given = {f for f, v in (("ngl", request.ngl), ("sm", request.split_mode)) if v is not None}
         flags = winner.server_args_without(given)
         reason = f"{ranked.reason}; llama-server gets {' '.join(flags) or 'its defaults'}"
-        return winner.backend, winner.driver, reason, flags
+        if winner.env:
+            reason += f", in its environment {' '.join(f'{k}={v}' for k, v in winner.env.items())}"
+        return winner.backend, winner.driver, reason, flags, winner.env
     # `tune --for` defaults to pp and `serve --rank-by` to tg: tunings made for the other
     # metric are not used, and that is said.
     elsewhere, switch = "", ""
@@ -202,7 +209,7 @@ def _best_cell(
             + (f"; {switch}" if switch else ""),
             status=ExitStatus.NOT_FOUND,
         )
-    return cell.backend, cell.driver, elsewhere + cell.reason, ()
+    return cell.backend, cell.driver, elsewhere + cell.reason, (), {}
 
 
 def read_api_key(path: Path) -> str:

@@ -5,7 +5,9 @@ Stage: tune's driver (stack.resolve ─► bench.matrix/plan ─► tune.search 
 results). `plan` is the --dry-run: it prints what the first trial of each stack runs and
 what would be searched, and runs nothing. A stack's outcome is stored only when its search
 has ended: an interrupted tuning leaves its run marked interrupted and no outcome for the
-stack it was on. Must not print: steps go to a `Reporter`.
+stack it was on. Must not print: steps go to a `Reporter`. Over 300 lines because each
+stack's preparation (its space, the switches its image reads, the user's --flags checked
+against both) and its trials within a shared budget read one plan.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from vkrama import stack
+from vkrama.backends import env_switches
+from vkrama.backends.env_switches import is_switch
 from vkrama.bench import plan as planning
 from vkrama.bench.matrix import BenchRequest
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.images import library
 from vkrama.images.provenance import stack_version
 from vkrama.progress import NULL, Reporter, Step
 from vkrama.results import tunings
 from vkrama.results.records import CellResult, RunStatus
-from vkrama.tune import search, trials
+from vkrama.tune import search, switches, trials
 from vkrama.tune import space as spaces
 
 if TYPE_CHECKING:
@@ -91,11 +96,15 @@ def plan(settings: Settings, request: TuneRequest, on_progress: Reporter = NULL)
 def prepare(
     settings: Settings, request: TuneRequest, engine: Engine, on_progress: Reporter = NULL
 ) -> TunePlan:
-    return _prepare(settings, request, stack.Fetch(engine), on_progress)
+    return _prepare(settings, request, stack.Fetch(engine), on_progress, engine)
 
 
 def _prepare(
-    settings: Settings, request: TuneRequest, supply: stack.Supply, on_progress: Reporter
+    settings: Settings,
+    request: TuneRequest,
+    supply: stack.Supply,
+    on_progress: Reporter,
+    engine: Engine | None = None,  # None: a dry run, whose images are not run
 ) -> TunePlan:
     n_prompt, n_gen = tunings.sizes(request.objective, request.n_prompt, request.n_gen)
     params = planning.BenchParams(n_prompt, n_gen, request.repetitions, depth=request.depth or ())
@@ -123,15 +132,24 @@ def _prepare(
                      resolution.images, threads, token)  # fmt: skip
     for ready in resolution.stacks:
         facts = _facts(planned, ready.choice)
-        space = spaces.space(facts, request.only)
+        space, backend = spaces.space(facts, request.only), ready.choice.backend
+        # The switches this image's ggml reads (a dry run offers the table's, unchecked).
+        read = None
+        if engine is not None and env_switches.of_backend(backend):
+            read = library.switches_read(engine, ready.image)
         for flag in request.only:
-            why = spaces.unsearchable(facts, flag)
+            if is_switch(flag):
+                why = switches.refusal(backend, flag, read, ready.image)
+            else:
+                why = spaces.unsearchable(facts, flag)
             if why is not None:
+                names = switches.names(spaces.space(facts), backend, read)
                 raise VkramaError(
-                    f"cannot tune -{flag} on {ready.choice.backend}: {why}",
-                    hint=f"--flags takes some of: {', '.join(spaces.space(facts).flags)}",
+                    f"cannot tune {'' if is_switch(flag) else '-'}{flag} on {backend}: {why}",
+                    hint=f"--flags takes some of: {', '.join(names)}",
                     status=ExitStatus.USAGE,
                 )
+        space = switches.widen(space, switches.offered(backend, read, request.only))
         first = _cell(planned, ready, [space.defaults], position=len(planned.stacks))
         planned.stacks.append(StackPlan(ready, space, first))
     return planned
@@ -167,7 +185,8 @@ def _cell(
     choice = ready.choice
     if "sm" in configs[0] and choice.split is not None:  # the split's own -sm, see trials
         choice = replace(choice, split=replace(choice.split, mode=configs[0]["sm"]))
-    slot = planning.Slot(choice, ready.image, planned.token, position, {}, (), ready.cache)
+    env = env_switches.env_of(configs[0])  # one process: one value of each switch
+    slot = planning.Slot(choice, ready.image, planned.token, position, env, (), ready.cache)
     params = trials.params(planned.bench.params, configs)
     if repetitions is not None:
         params = replace(params, repetitions=repetitions)
@@ -203,8 +222,9 @@ def execute(
     def trial(
         ready: stack.Stack, configs: Sequence[spaces.Flags], repetitions: int, left: float
     ) -> list[CellResult]:
+        groups = spaces.together(configs)
         cells = [_cell(planned, ready, [configs[i] for i in group], len(kept) + n, repetitions)
-                 for n, group in enumerate(spaces.together(configs))]  # fmt: skip
+                 for n, group in enumerate(groups)]  # fmt: skip
         # No process runs longer than what is left of the stack's budget (`left`, from the
         # search), so two processes of one trial share it rather than take it each.
         deadline = clock() + left
@@ -219,6 +239,8 @@ def execute(
             ran += done
             if interrupted:
                 break
+        # Each row carries the switches it ran with beside its llama-bench flags ("" unset).
+        ran = [switches.carried(r, configs[g[0]]) for r, g in zip(ran, groups, strict=False)]
         for result in ran:
             if run_id is not None:
                 results.add_cell(settings, run_id, len(kept), result)

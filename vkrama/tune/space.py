@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vkrama import llama_flags
+from vkrama.backends.env_switches import is_switch
 
 # A tuned configuration: flag (no dash) -> value, as llama-bench spells it.
 Flags = Mapping[str, str]
@@ -63,7 +64,9 @@ class Space:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        return tuple(f for f in ORDER if f in self.candidates)
+        # llama.cpp's flags in their order, then the stack's own switches (tune.switches)
+        return (*(f for f in ORDER if f in self.candidates),
+                *(f for f in self.candidates if f not in ORDER))  # fmt: skip
 
     def values(self, flag: str, current: Flags) -> tuple[str, ...]:
         """The values of `flag` to try with the rest of `current` held; always includes
@@ -91,7 +94,9 @@ def together(configs: Sequence[Flags]) -> list[list[int]]:
     one flag at most (a comma list), else one process each (llama-bench would cross two
     lists into configurations nobody asked for)."""
     varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
-    return [list(range(len(configs)))] if len(varied) <= 1 else [[i] for i in range(len(configs))]
+    # A switch is the container's environment: one process runs with one value of it.
+    shared = len(varied) <= 1 and not any(is_switch(f) for f in varied)
+    return [list(range(len(configs)))] if shared else [[i] for i in range(len(configs))]
 
 
 def _spelt(key: str) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from vkrama.backends.env_switches import is_switch
 from vkrama.bench.plan import BenchParams
 from vkrama.progress import Reporter, Step
 from vkrama.results.records import CellResult, Measurement
@@ -20,6 +21,7 @@ from vkrama.stack import Stack
 from vkrama.tune.noise import Score
 from vkrama.tune.search import Measure
 from vkrama.tune.space import Flags
+from vkrama.tune.switches import spelt
 
 # Runs configurations at a repetition count on a stack, within a timeout (seconds): the
 # session's real llama-bench.
@@ -38,6 +40,8 @@ def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
     extra: list[str] = []
     threads, ngl = base.threads, base.ngl
     for flag in configs[0]:
+        if is_switch(flag):
+            continue  # the cell's environment, not llama-bench's (tune.session)
         values = list(dict.fromkeys(c[flag] for c in configs))
         if flag == "t":
             threads, values = int(values[0]), values[1:]
@@ -78,7 +82,7 @@ def measure(
 
     def run(configs: Sequence[Flags], repetitions: int, timeout_s: float) -> list[Score | str]:
         varied = [f for f in configs[0] if len({c[f] for c in configs}) > 1]
-        said = ", ".join(f"-{f} {','.join(c[f] for c in configs)}" for f in varied)
+        said = ", ".join(spelt(f, ",".join(c[f] or "unset" for c in configs)) for f in varied)
         on_progress(Step(f"{name(ready)}: trying {said or 'defaults'} ({repetitions} reps)"))
         deadline = clock() + timeout_s
         return scores(trial, ready, configs, repetitions, lambda: deadline - clock())
