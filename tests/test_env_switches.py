@@ -144,3 +144,14 @@ def test_tune_refuses_a_switch_another_backend_reads(
         "Error: cannot tune GGML_CUDA_FORCE_MMQ on vulkan: GGML_CUDA_FORCE_MMQ is read by "
         "cuda's ggml, not vulkan's"
     )
+
+
+@pytest.mark.podman
+def test_the_dry_run_names_the_switches_it_would_check_against_the_image(
+    vkrama: Callable[..., Any], tiny_model: Path
+) -> None:
+    done = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "vulkan",
+                  "--vk-driver", "lavapipe", "-p", "64")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (said,) = [line for line in done.stdout.splitlines() if line.startswith("# vulkan/")]
+    assert "; -ctv f16,q8_0,q4_0; GGML_VK_DISABLE_COOPMAT=unset,1 (if the image reads it);" in said

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vkrama import llama_flags
+from vkrama.backends.env_switches import is_switch
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
 from vkrama.cli.bench import BACKENDS, DEPTHS, VK_DRIVERS
 from vkrama.cli.console import dry_run_prelude, echo_json, echo_table
@@ -143,7 +144,10 @@ def dry_run(app: App, request: session.TuneRequest, as_json: bool) -> int:
         return int(ExitStatus.OK)
     for one in planned.stacks:
         searched = "; ".join(
-            f"{FLAG[f].bench} {','.join(v)}" for f, v in one.space.candidates.items()
+            f"{f}={','.join(x or 'unset' for x in v)} (if the image reads it)"
+            if is_switch(f)
+            else f"{FLAG[f].bench} {','.join(v)}"
+            for f, v in one.space.candidates.items()
         )
         click.echo(f"# {one.first.key}: the defaults first, then one flag at a time: {searched}")
         for line in dry_run_prelude(one.first.spec):
