@@ -79,12 +79,17 @@ def test_a_recorded_llama_server_stream_gives_ttft_gaps_tokens_and_its_timings()
 @pytest.mark.parametrize(
     ("lines", "error"),
     [
-        (['data: {"choices":[{"delta":{"content":"a"}}]}'], "without [DONE]"),
-        (['data: {"error":{"message":"slot unavailable"}}'], "slot unavailable"),
-        (['data: {"choices":[{"delta":{"role":"assistant"}}]}', "data: [DONE]"], "no output"),
-        (["data: {not json"], "not JSON"),
+        (['data: {"choices":[{"delta":{"content":"a"}}]}', ""], "without [DONE]"),
+        (['data: {"error":{"message":"slot unavailable"}}', ""], "slot unavailable"),
+        (
+            ['data: {"choices":[{"delta":{"role":"assistant"}}]}', "", "data: [DONE]", ""],
+            "no output",
+        ),
+        (["data: {not json", ""], "not JSON"),
+        # An event the stream ends before its blank line is no event (WHATWG EventSource).
+        (["data: [DONE]"], "without [DONE]"),
     ],
-    ids=["cut-off-stream", "error-event", "no-text-at-all", "garbage"],
+    ids=["cut-off-stream", "error-event", "no-text-at-all", "garbage", "unfinished-event"],
 )
 def test_broken_streams_are_failures_with_a_reason(lines: list[str], error: str) -> None:
     recorder = StreamRecorder()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
+from vkrama.bench.load import _one
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.serve.chat import Conversation
 
@@ -19,6 +22,7 @@ class StreamingServer(BaseHTTPRequestHandler):
 
     key: str | None = None
     bodies: list[dict[str, Any]] = []  # noqa: RUF012 - shared on purpose, reset per test
+    stream: bytes | None = None  # sent as is instead of the two deltas, when set
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
@@ -29,6 +33,9 @@ class StreamingServer(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
+        if self.stream is not None:
+            self.wfile.write(self.stream)
+            return
         for piece in ("Hel", "lo"):
             event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
             self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -49,6 +56,7 @@ class StreamingServer(BaseHTTPRequestHandler):
 def url() -> Iterator[str]:
     StreamingServer.bodies = []
     StreamingServer.key = None
+    StreamingServer.stream = None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), StreamingServer)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -98,3 +106,51 @@ def test_unreachable_server_is_a_network_error() -> None:
     with pytest.raises(VkramaError) as caught:
         list(Conversation("http://127.0.0.1:9", "tiny").ask("hi"))
     assert caught.value.status == ExitStatus.NETWORK
+
+
+# One delta's JSON over three `data:` lines (joined with newlines it is the same JSON), after
+# a keep-alive comment and with `event:`, `id:` and `retry:` fields, in CRLF line endings;
+# then a delta in one line ending in a lone CR, and [DONE].
+MULTI_LINE = (
+    b": keep-alive\r\n\r\n"
+    b"event: message\r\nid: 7\r\nretry: 1000\r\n"
+    b'data: {"choices": [{"index": 0,\r\n'
+    b'data:  "delta": {"content": "Hel"}}\r\n'
+    b"data: ]}\r\n\r\n"
+    b'data:{"choices":[{"index":0,"delta":{"content":"lo"}}]}\r\r'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_an_event_of_several_data_lines_is_one_event(url: str) -> None:
+    StreamingServer.stream = MULTI_LINE
+    assert list(Conversation(url, "tiny").ask("hi")) == ["Hel", "lo"]
+
+
+def test_the_serving_bench_reads_an_event_of_several_data_lines_as_one_chunk(url: str) -> None:
+    StreamingServer.stream = MULTI_LINE
+
+    async def once() -> Any:
+        async with httpx.AsyncClient(base_url=url) as client:
+            return await _one(client, b'{"stream": true}', {}, None)
+
+    trace = asyncio.run(once())
+    assert trace.error is None
+    assert len(trace.chunks) == 2
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        # llama.cpp's server_sent_event(sink, "error", ...): a field of its own
+        pytest.param(b'error: {"code": 500, "message": "slot unavailable"}\n\n', id="error-field"),
+        pytest.param(b'data: {"error": {"code": 500, "message": "slot unavailable"}}\n\n',
+                     id="data-with-an-error-object"),
+        pytest.param(b'event: error\ndata: {"message": "slot unavailable"}\n\n',
+                     id="an-error-event"),
+    ],
+)  # fmt: skip
+def test_an_error_the_server_streams_mid_answer_is_an_error(url: str, stream: bytes) -> None:
+    StreamingServer.stream = b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n' + stream
+    with pytest.raises(VkramaError, match="the server failed mid-answer: slot unavailable"):
+        list(Conversation(url, "tiny").ask("hi"))

@@ -250,10 +250,16 @@ class StreamRecorder:
         self.timings: dict[str, Any] = {}
         self.error: str | None = None
         self.done = False
+        self.events = api.Events()
+        self.began: float | None = None  # when the first line of the event being read came
 
     def feed(self, line: str, now: float) -> bool:
         """Take one line that arrived `now` seconds after sending; False once it is over."""
-        found = api.event(line)
+        # A chunk counts from its event's first line, as it did when each line was an event:
+        # the blank line that ends the event comes in the same write.
+        at = now if self.began is None else self.began
+        self.began = None if not line else at
+        found = self.events.feed(line)
         if found is None:
             return True
         if found.done:
@@ -267,7 +273,7 @@ class StreamRecorder:
             )
             return False
         if found.text:
-            self.chunks.append(now)
+            self.chunks.append(at)
         self.usage = found.payload.get("usage") or self.usage
         self.timings = found.payload.get("timings") or self.timings
         return True

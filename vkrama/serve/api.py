@@ -18,7 +18,7 @@ from vkrama.errors import ExitStatus, VkramaError
 
 @dataclass(frozen=True)
 class Event:
-    """One `data:` line of a streamed chat completion."""
+    """One server-sent event of a streamed chat completion."""
 
     payload: Mapping[str, Any] = field(default_factory=dict)
     done: bool = False  # `data: [DONE]`: the stream is over
@@ -32,15 +32,64 @@ class Event:
         return str((choices[0].get("delta") or {}).get("content") or "")
 
 
-def event(line: str | bytes) -> Event | None:
-    """The event in one server-sent-events line; None for lines that carry none (blank
-    separators, comments, `event:` lines)."""
-    if isinstance(line, bytes):
-        line = line.decode("utf-8", "replace")
-    if not line.startswith("data:"):
-        return None
-    data = line[5:].strip()
-    if data == "[DONE]":
+class Events:
+    """The events of one server-sent-events stream, fed its lines (without their line
+    endings) in order, read by the WHATWG EventSource rules: `data:` lines joined with
+    newlines into one event, dispatched at the blank line that ends it; `:` comments
+    (keep-alives) and `retry:` skipped; `event:` and `id:` kept; one space after the colon
+    dropped; an event the stream ends before its blank line is dropped. Plus llama.cpp's own
+    `error: {...}` field (its server_sent_event(sink, "error", ...)), which no standard reader
+    surfaces.
+
+    Hand-written rather than httpx-sse: that reads only httpx responses, while `chat` reads
+    the stream through requests, and it would drop llama.cpp's `error:` field as unknown.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+        self.kind = ""  # the event's `event:` field ("" is the standard "message")
+        self.error: str | None = None  # llama.cpp's `error:` field
+        self.last_id = ""  # `id:`, kept across events as EventSource keeps it
+        self.started = False
+
+    def feed(self, line: str | bytes) -> Event | None:
+        """The event this line completes, or None (a line inside an event, a comment, or a
+        blank line after no data)."""
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", "replace")
+        if not self.started:
+            self.started = True
+            line = line.removeprefix("\ufeff")  # a byte order mark may open the stream
+        if not line:
+            return self._dispatch()
+        name, _, value = line.partition(":")  # a line without a colon is a field, value ""
+        value = value.removeprefix(" ")
+        if name == "data":
+            self.data.append(value)
+        elif name == "event":
+            self.kind = value
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        elif name == "error":
+            self.error = value
+        return None  # "" (a comment), "retry" (no reconnection here) and unknown fields
+
+    def _dispatch(self) -> Event | None:
+        data, kind, error = "\n".join(self.data), self.kind, self.error
+        had_data = bool(self.data)
+        self.data, self.kind, self.error = [], "", None
+        if error is not None:
+            return _failed(error)
+        if not had_data:
+            return None
+        if kind == "error":
+            return _failed(data)
+        return _read(data)
+
+
+def _read(data: str) -> Event:
+    """The event one message's data makes: [DONE], a JSON object, or what it is not."""
+    if data.strip() == "[DONE]":
         return Event(done=True)
     try:
         payload = json.loads(data)
@@ -51,6 +100,17 @@ def event(line: str | bytes) -> Event | None:
     if "error" in payload:
         return Event(server_error=message(payload["error"]))
     return Event(payload)
+
+
+def _failed(text: str) -> Event:
+    """A server error event: its JSON's message where it is JSON, else its text."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = text
+    if isinstance(payload, dict) and "error" in payload:
+        payload = payload["error"]
+    return Event(server_error=message(payload))
 
 
 def message(error: object) -> str:

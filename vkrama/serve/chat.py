@@ -73,8 +73,9 @@ def stream_chat(
         ) as response:
             if response.status_code != 200:
                 raise api.refused("chat request", response.status_code, response.text)
+            events = api.Events()
             for line in response.iter_lines(decode_unicode=False):
-                found = api.event(line)
+                found = events.feed(line)
                 if found is None or found.garbled is not None:
                     continue
                 if found.done:
