@@ -155,3 +155,17 @@ def test_the_dry_run_names_the_switches_it_would_check_against_the_image(
     assert done.returncode == 0, done.stderr
     (said,) = [line for line in done.stdout.splitlines() if line.startswith("# vulkan/")]
     assert "; -ctv f16,q8_0,q4_0; GGML_VK_DISABLE_COOPMAT=unset,1 (if the image reads it);" in said
+
+
+def test_a_probe_that_fails_says_so_and_tune_then_offers_no_switch() -> None:
+    from vkrama.engine.records import Completed
+    from vkrama.errors import VkramaError
+
+    class Failing:
+        def run_to_completion(self, spec: Any, timeout: Any = None) -> Completed:
+            assert spec.network == "none" and not spec.mounts  # nothing in, nothing out
+            return Completed(127, "", "sh: 1: find: not found")
+
+    with pytest.raises(VkramaError) as raised:
+        library.switches_read(Failing(), "img")  # type: ignore[arg-type]
+    assert "exit 127: sh: 1: find: not found" in raised.value.message

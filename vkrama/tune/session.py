@@ -136,7 +136,11 @@ def _prepare(
         # The switches this image's ggml reads (a dry run offers the table's, unchecked).
         read = None
         if engine is not None and env_switches.of_backend(backend):
-            read = library.switches_read(engine, ready.image)
+            try:
+                read = library.switches_read(engine, ready.image)
+            except VkramaError as error:  # the flags are still tuned; no switch is offered
+                on_progress(Step(f"{backend}: no switch offered: {error.message}"))
+                read = frozenset()
         for flag in request.only:
             if is_switch(flag):
                 why = switches.refusal(backend, flag, read, ready.image)
