@@ -74,6 +74,15 @@ def test_a_switch_that_cannot_be_tuned_is_refused_with_why(
     assert why is not None and said in why
 
 
+def test_a_switch_named_for_several_stacks_is_searched_by_its_own_stack_alone() -> None:
+    from vkrama.tune import switches
+
+    assert switches.elsewhere("GGML_CUDA_FORCE_MMQ", "vulkan", {"cuda", "vulkan"})
+    assert not switches.elsewhere("GGML_CUDA_FORCE_MMQ", "vulkan", {"vulkan"})  # refused
+    assert not switches.elsewhere("GGML_VK_DISABLE_F16", "vulkan", {"cuda", "vulkan"})
+    assert not switches.elsewhere("fa", "vulkan", {"cuda", "vulkan"})
+
+
 def test_a_switch_is_a_dimension_its_own_process_runs_and_no_llama_bench_argument() -> None:
     from vkrama.bench.plan import BenchParams
     from vkrama.tune import space, switches, trials

@@ -130,6 +130,7 @@ def _prepare(
     token = secrets.token_hex(4)
     planned = TunePlan(request, bench, resolution.model, resolution.profile, [], unavailable,
                      resolution.images, threads, token)  # fmt: skip
+    tuned_here = {ready.choice.backend for ready in resolution.stacks}
     for ready in resolution.stacks:
         facts = _facts(planned, ready.choice)
         space, backend = spaces.space(facts, request.only), ready.choice.backend
@@ -142,6 +143,8 @@ def _prepare(
                 on_progress(Step(f"{backend}: no switch offered: {error.message}"))
                 read = frozenset()
         for flag in request.only:
+            if switches.elsewhere(flag, backend, tuned_here):
+                continue  # another stack of this tune reads it: that stack searches it
             if is_switch(flag):
                 why = switches.refusal(backend, flag, read, ready.image)
             else:

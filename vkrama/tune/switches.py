@@ -41,6 +41,13 @@ def refusal(backend: str, name: str, read: frozenset[str] | None, image: str) ->
     return None
 
 
+def elsewhere(name: str, backend: str, backends: set[str]) -> bool:
+    """Whether switch `name` belongs to another of the tune's stacks than `backend`:
+    `--flags GGML_CUDA_FORCE_MMQ` over cuda and vulkan searches it on cuda alone."""
+    switch = BY_NAME.get(name)
+    return switch is not None and switch.backend != backend and switch.backend in backends
+
+
 def widen(space: Space, switches: Sequence[EnvSwitch]) -> Space:
     """`space` with each switch as one more dimension, unset by default."""
     defaults = {**space.defaults, **{s.name: UNSET for s in switches}}
