@@ -30,6 +30,9 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for var in [v for v in os.environ if v.startswith("VKRAMA_") and v != "VKRAMA_HOME"]:
         monkeypatch.delenv(var)
+    # The output check before a bench (a CPU reference, then each stack's server) is tested
+    # by tests/test_check_*.py; elsewhere it would add minutes to every bench test here.
+    monkeypatch.setenv("VKRAMA_BENCH_CHECK", "false")
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
     # Pulls from Hugging Face write into its cache: never the user's.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

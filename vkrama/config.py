@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     # REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE if set, else certifi's bundle.
     "models.ca_bundle": "",
     "bench.timeout": 1800,
+    # `bench` first checks each stack's output against the CPU's (`vkrama check`) where this
+    # model and image have no check yet; `--no-check` skips it once, false always.
+    "bench.check": True,
     # Where detection reads the host: a copied tree reproduces a bug report's machine.
     "hardware.sysfs_root": "/sys",
     "hardware.dev_root": "/dev",

@@ -10,7 +10,11 @@ whole run, stored), `imports` (runs from other machines, into this store), `tune
 bench (`--serve`): `serving` (its cells), `remote` (`--url`: a server already running),
 `drive` (one level: warm-up, load, verdict), `load` (the load generator), `arrivals` (when
 each request is sent), `prompts` (prompts of a wanted length), `latency` (a level's
-figures), `slo` (latency targets, goodput and the sweep that finds capacity).
+figures), `slo` (latency targets, goodput and the sweep that finds capacity). The output
+check (`vkrama check`): `check` (its cells and verdicts), `check_store` (stored, and run
+before a bench), `reference` (the cached CPU reference; starting and scoring a server),
+`scoring` (teacher-forced distributions over HTTP), `divergence` (KL, top-1, the verdict;
+pure).
 Its records (CellResult, Measurement, statuses) live in `vkrama.results.records`, which
 bench writes to; results never imports bench. Nothing here prints.
 """

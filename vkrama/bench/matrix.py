@@ -40,6 +40,7 @@ class BenchRequest:
     # Set: a serving benchmark (llama-server under load) instead of llama-bench.
     serve: serving.ServeParams | None = None
     tuned: bool = False  # each cell at the flags `vkrama tune` found for its stack
+    check: bool = True  # the output check first, for stacks not yet checked (`bench.check`)
 
 
 def matrix(

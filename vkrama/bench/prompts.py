@@ -176,7 +176,12 @@ def messages(content: str, system: str = "") -> list[dict[str, str]]:
     return [*shared, {"role": "user", "content": content}]
 
 
-def post(client: httpx.Client, path: str, body: dict[str, Any]) -> Any:
+def post(
+    client: httpx.Client,
+    path: str,
+    body: dict[str, Any],
+    needs: str = "the serving benchmark needs llama-server's /tokenize and /apply-template",
+) -> Any:
     try:
         response = client.post(path, json=body)
     except httpx.HTTPError as error:
@@ -186,6 +191,6 @@ def post(client: httpx.Client, path: str, body: dict[str, Any]) -> Any:
             f"{path} on {client.base_url}",
             response.status_code,
             response.text,
-            hint="the serving benchmark needs llama-server's /tokenize and /apply-template",
+            hint=needs,
         )
     return response.json()

@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from vkrama import __version__, stack
-from vkrama.bench import energy, serving, tuned
+from vkrama.bench import check_store, energy, serving, tuned
 from vkrama.bench import plan as planning
 from vkrama.bench.arrivals import CannotSend
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
@@ -176,10 +176,11 @@ def execute(
     if request.save:
         run_id = results.start_run(settings, run_info(bench_plan))
     kept: list[CellResult] = []
+    checked = check_store.before_bench(engine, settings, request, run_id, on_progress)
 
     def keep(result: CellResult) -> None:
         # Stored the moment a cell ends, so that a Ctrl-C later loses nothing finished.
-        kept.append(result)
+        kept.append(result := checked.attach(result))
         if run_id is not None:
             results.add_cell(settings, run_id, len(kept) - 1, result)
 

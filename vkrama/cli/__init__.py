@@ -11,7 +11,8 @@ a command would ignore), `console` (tables, JSON, the plan a --dry-run prints), 
 console's Reporter: build lines, download bars, retries), `reference` (docs/cli.md from
 every `--help`), and one module per command family: `images`, `info`, `config`,
 `devices` (devices, doctor), `models` (pull, list, inspect, rm), `serve`, `servers` (ps,
-stop, logs), `rpc` (rpc-worker), `run`, `bench`, `results`, `tune`. This file only re-exports.
+stop, logs), `rpc` (rpc-worker), `run`, `bench`, `check`, `results`, `tune`. This file only
+re-exports.
 """
 
 from vkrama.cli.root import COMMANDS, cli, main

@@ -173,6 +173,10 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not store the run.")
 @click.option(
+    "--no-check", is_flag=True,
+    help="Skip the output check against the CPU (`vkrama check`) of stacks not yet checked.",
+)  # fmt: skip
+@click.option(
     "--generate", type=click.Choice(["kube"]),
     help="Write a Kubernetes Job per cell (run on cluster nodes) instead of benching here.",
 )  # fmt: skip
@@ -206,6 +210,7 @@ def bench(
     tuned: bool,
     as_json: bool,
     no_save: bool,
+    no_check: bool,
     generate: str | None,
     out_dir: Path,
 ) -> int:
@@ -270,6 +275,7 @@ def bench(
         timeout=timeout,
         serve=serve,
         tuned=tuned,
+        check=not no_check,
     )
     if generate:
         return write_jobs(app, request, out_dir)
@@ -296,6 +302,9 @@ def bench(
             click.echo(cell.spec.podman_command())
         for failed in planned.unavailable:
             click.echo(f"# {failed.backend}: {note(failed.status, failed.reason)}", err=True)
+        if request.check and app.settings["bench.check"]:
+            _say(f"# first, stacks not yet checked for this model and image get the output"
+                 f" check (`vkrama --dry-run check {model}`; --no-check skips it)")  # fmt: skip
         return int(ExitStatus.OK)
     with terminate_as_interrupt(), reporting(app.verbose) as reporter:
         planned = session.prepare(app.settings, request, app.engine, on_progress=reporter)

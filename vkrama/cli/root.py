@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("vkrama.cli.models:list_", "List stored models with their GGUF facts."),
     "inspect": ("vkrama.cli.models:inspect", "Show a model's files, sha256 and GGUF metadata."),
     "rm": ("vkrama.cli.models:rm", "Remove a model from the store."),
+    "check": ("vkrama.cli.check:check", "Check each stack's output against the CPU's."),
     "bench": ("vkrama.cli.bench:bench", "Bench a model across backends and Vulkan drivers."),
     "results": ("vkrama.cli.results:results_group", "List, show, compare and export bench runs."),
     "tune": ("vkrama.cli.tune:tune", "Search each stack's fastest llama-bench flags for a model."),

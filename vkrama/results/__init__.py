@@ -6,7 +6,8 @@ Modules: `records` (CellResult, Measurement, the Status enums: what bench writes
 process owns a running run), `ranking` (compare, best), `report` (tables and exports),
 `serve_report` (a serving bench's), `scoreboard` (the llama.cpp scoreboards' table),
 `chart`, `serve_chart` (a serving run against load) and `html` (charts and the
-self-contained page), `tunings` (`vkrama tune`'s outcome per stack).
+self-contained page), `tunings` (`vkrama tune`'s outcome per stack), `checks` (the output
+check's verdict per stack).
 `best(settings, model_sha256, gpu_key, metric)` is what `serve --backend best` calls, with
 the key `HardwareProfile.gpu_key(gpu)` gives, as bench stores it. Must not import
 bench or serve (they import this), print, or talk to podman.

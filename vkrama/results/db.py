@@ -31,10 +31,11 @@ from vkrama.results.records import (
     CellStatus,
     HostLoad,
     Measurement,
+    OutputCheck,
     RunStatus,
 )
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 DB_NAME = "results.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # another process's migration or write, on a loaded box
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
@@ -159,6 +160,25 @@ CREATE INDEX tuned_by_model ON tuned (model_sha256, gpu_key);
     # Each test's energy (records.Energy as JSON: W, idle W, J/token, or why none); NULL
     # where nothing was measured, older rows included.
     12: "ALTER TABLE measurements ADD COLUMN energy TEXT;",
+    # The output check per stack (results.checks.OutputCheck): its divergence from the CPU
+    # reference; run_id is the bench run it was made for (NULL: `vkrama check` alone).
+    13: """
+CREATE TABLE checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    created TEXT NOT NULL,
+    gpu_key TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    driver TEXT NOT NULL,            -- '' for none
+    image_id TEXT NOT NULL,
+    server_args TEXT NOT NULL,       -- JSON list: llama-server arguments beyond serve's
+    verdict TEXT NOT NULL,           -- ok | drift | wrong
+    record TEXT NOT NULL             -- JSON of the rest: KL mean/p99, top-1, reason, cost
+);
+CREATE INDEX checks_by_model ON checks (model_sha256, gpu_key);
+ALTER TABLE cells ADD COLUMN output TEXT;  -- JSON of the OutputCheck its stack had; NULL none
+""",
 }
 
 
@@ -398,7 +418,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         cursor = db.execute(
             "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
             " image, image_id, provenance, command, raw_json, stderr_tail, duration_s,"
-            " host_load, gpus, tuned) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " host_load, gpus, tuned, output) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 position,
@@ -417,6 +437,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 None if cell.host_load is None else json.dumps(cell.host_load.to_dict()),
                 ",".join(str(i) for i in cell.gpus),
                 cell.tuned,
+                None if cell.output is None else json.dumps(cell.output.to_dict()),
             ),
         )
         for level in cell.serving:
@@ -536,7 +557,7 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
 def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
      provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus,
-     tuned) = row  # fmt: skip
+     tuned, output) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth,"
         " flags, cold_samples, cold_counted, energy"
@@ -581,4 +602,5 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         host_load=None if host_load is None else HostLoad.from_dict(json.loads(host_load)),
         gpus=tuple(int(i) for i in gpus.split(",") if i),
         tuned=tuned,
+        output=None if output is None else OutputCheck.from_dict(json.loads(output)),
     )

@@ -19,7 +19,7 @@ from vkrama import __version__
 from vkrama.errors import VkramaError
 from vkrama.results import chart, serve_chart
 from vkrama.results.db import RunDetail
-from vkrama.results.ranking import cell_name, model_labels, verdicts
+from vkrama.results.ranking import cell_name, model_labels, unranked, verdicts
 from vkrama.results.report import model_facts, rows_of, stack
 
 # default-src 'none': no script, font, image or stylesheet may be fetched from anywhere;
@@ -158,6 +158,9 @@ def _verdicts(details: Sequence[RunDetail]) -> str:
             where = f"{chart.run_label(d)}, {model}: " if len(details) > 1 else ""
             cls = "verdict" if v.significant or v.ratio is None else "verdict noise"
             items.append(f"<li class='{cls}'>{escape(where + v.line)}</li>")
+        for line in filter(None, map(unranked, d.cells)):
+            where = f"{chart.run_label(d)}, {model}: " if len(details) > 1 else ""
+            items.append(f"<li class='verdict unranked'>{escape(where + line)}</li>")
     return "<h2>Verdicts</h2>" + (f"<ul>{''.join(items)}</ul>" if items else "<p>None.</p>")
 
 
@@ -172,7 +175,8 @@ def _results(details: Sequence[RunDetail]) -> str:
                 r.device, r.test, "-" if r.tps is None else r.tps,
                 "-" if r.tps_stddev is None else r.tps_stddev, len(r.samples),
                 "-" if r.relative is None else f"{r.relative:.2f}x",
-                r.status + (f": {r.reason}" if r.reason else ""),
+                r.status + (f": {r.reason}" if r.reason else "")
+                + (f"; output {r.output}" if r.output else ""),
             ])  # fmt: skip
     headers = ["run", "model", "host", "cell", "device", "test", "t/s", "stddev", "samples",
                "relative", "status"]  # fmt: skip

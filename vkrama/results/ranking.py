@@ -118,10 +118,11 @@ class Verdict:
 
 
 def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
-    """One verdict per test (in the order tests first appear) over the ok cells of a run."""
+    """One verdict per test (in the order tests first appear) over the ok cells of a run;
+    a cell whose output check found it wrong is never ranked (`unranked` says so)."""
     by_test: dict[str, list[tuple[CellResult, Measurement]]] = {}
     for cell in cells:
-        for m in cell.measurements if cell.ok else ():
+        for m in cell.measurements if cell.ok and not _wrong(cell) else ():
             by_test.setdefault(m.test, []).append((cell, m))
     found = []
     for test, entries in by_test.items():
@@ -179,6 +180,19 @@ def model_labels(details: Sequence[db.RunDetail]) -> dict[str, str]:
         key: f"{label} ({key[:12]})" if labels.count(label) > 1 else label
         for key, label in keys.items()
     }
+
+
+def unranked(cell: CellResult) -> str:
+    """ "vulkan/radv: wrong output (KL 2.3 vs CPU), not ranked" for a cell whose stack
+    computed something else than the CPU on this model, else "": a fast wrong answer never
+    wins."""
+    if not _wrong(cell) or cell.output is None:
+        return ""
+    return f"{cell_name(cell)}: {cell.output.brief()}, not ranked"
+
+
+def _wrong(cell: CellResult) -> bool:
+    return cell.output is not None and cell.output.wrong
 
 
 def different_builds(a: CellResult, b: CellResult) -> str:
@@ -306,7 +320,8 @@ def best(
 
     Each (backend, driver) counts with its newest successful measurement; only
     measurements of the same test as the newest one (e.g. tg128) are ranked, so a later run
-    with other parameters or a failed cell never compares unlike numbers. Runs with
+    with other parameters or a failed cell never compares unlike numbers. A stack whose
+    output check found it wrong (at the bench, or its newest check) is never picked. Runs with
     `--depth` are ranked at their shallowest depth (0 when measured): a new chat's context.
     `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients;
     "capacity" (or "goodput") by the highest request rate sustained within their --slo.
@@ -314,6 +329,9 @@ def best(
     metric = CAPACITY if metric in ("goodput", "capacity") else metric
     if metric not in (*METRICS, CAPACITY) and not SERVE_METRIC.fullmatch(metric):
         raise ValueError(f"metric must be one of {METRICS}, capacity or serve:tps@N")
+    from vkrama.results import checks
+
+    wrong = {k for k, c in checks.newest(settings, model_sha256, gpu_key).items() if c.wrong}
     measured: list[_Candidate] = []
     for record in db.list_runs(settings):  # newest first
         info = record.info
@@ -324,6 +342,8 @@ def best(
             (m.tps, detail, cell, m)
             for cell in detail.cells
             if cell.ok
+            and not _wrong(cell)
+            and (cell.backend, cell.driver or "", cell.image_id) not in wrong
             for m in _ranked(cell, metric)
         ]
     if not measured:

@@ -7,7 +7,7 @@ bench. Pure data: nothing here reads files, prints or talks to podman.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -157,6 +157,9 @@ class CellResult:
     # on"; "defaults" when none beat them; "not tuned" when the stack has no tuning yet).
     # "" in a plain run.
     tuned: str = ""
+    # The output check this cell's stack passed or failed before it was measured (`bench`
+    # runs it unless --no-check); None: not checked.
+    output: OutputCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -206,3 +209,53 @@ def expected_tests(
     return [
         test_name(p, n, fa, d) for fa in fas for d in depth or (0,) for p, n in shapes if p or n
     ]
+
+
+# The output check's verdict that keeps a stack out of every ranking.
+WRONG = "wrong"
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One stack's divergence from the CPU reference on one model, with one image."""
+
+    gpu_key: str
+    model_sha256: str
+    backend: str
+    driver: str | None
+    device: str
+    image_id: str
+    verdict: str  # ok | drift | wrong
+    reason: str  # "KL 0.0012 mean, 0.0041 p99 vs CPU, top-1 100% of 87 decisive tokens"
+    kl_mean: float
+    kl_p99: float
+    top1: float  # share of positions with the reference's most likely token
+    server_args: tuple[str, ...] = ()  # what the stack's llama-server ran with beyond serve's
+    build: str = ""  # the llama.cpp build of the reference (and, normally, the stack)
+    seconds: float = 0.0  # what checking this stack took (its server's start included)
+    figures: dict[str, Any] = field(default_factory=dict)  # divergence.Divergence.as_dict()
+    run_id: int | None = None  # the bench run it was made for; None: `vkrama check`
+    created: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}/{self.driver}" if self.driver else self.backend
+
+    @property
+    def wrong(self) -> bool:
+        return self.verdict == WRONG
+
+    def brief(self) -> str:
+        """ "wrong output (KL 2.3 vs CPU)": what a verdict line says of it."""
+        return f"{self.verdict} output (KL {self.kl_mean:.3g} vs CPU)"
+
+    def to_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["server_args"] = list(self.server_args)
+        return found
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputCheck:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["server_args"] = tuple(known.get("server_args") or ())
+        return cls(**known)

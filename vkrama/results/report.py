@@ -20,7 +20,14 @@ from tabulate import tabulate
 from vkrama.results import serve_report
 from vkrama.results.db import RunDetail, RunInfo, RunRecord
 from vkrama.results.energy import Energy
-from vkrama.results.ranking import Change, llama_build, mixed_builds, model_labels, verdicts
+from vkrama.results.ranking import (
+    Change,
+    llama_build,
+    mixed_builds,
+    model_labels,
+    unranked,
+    verdicts,
+)
 from vkrama.results.records import (
     CellResult,
     CellStatus,
@@ -60,6 +67,7 @@ class Row:
     cold_samples: list[float] = field(default_factory=list)  # first-use repetitions, not counted
     cold_counted: bool = False  # `samples` still hold a first-use (cold) repetition
     energy: Energy | None = None  # the test's draw (bench.energy); None: not measured
+    output: str = ""  # the stack's output check before the bench: ok, drift, wrong; "" none
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -84,6 +92,8 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             host_load=cell.host_load,
             gpus=",".join(str(i) for i in cell.gpus),
             llama_cpp_build=llama_build(cell),
+            output=cell.output.verdict if cell.output is not None else "",
+            verdict=unranked(cell) or None,
         )
         if cell.ok:
             found += [
@@ -108,7 +118,8 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             best[row.test] = max(best.get(row.test, 0.0), row.tps)
     lines = {v.test: v.line for v in verdicts(cells)}
     return [
-        replace(row, relative=_relative(row, best), verdict=lines.get(row.test)) for row in found
+        replace(row, relative=_relative(row, best), verdict=row.verdict or lines.get(row.test))
+        for row in found
     ]
 
 
@@ -119,8 +130,9 @@ def _depth(test: str) -> int:
 
 
 def verdict_lines(cells: Sequence[CellResult]) -> list[str]:
-    """After every bench: one line per test, the fastest cell and its ratio over the next."""
-    return [v.line for v in verdicts(cells)]
+    """After every bench: one line per test, the fastest cell and its ratio over the next;
+    then one per cell kept out for wrong output."""
+    return [v.line for v in verdicts(cells)] + [u for c in cells if (u := unranked(c))]
 
 
 def _relative(row: Row, best: dict[str, float]) -> float | None:
@@ -144,6 +156,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
     # column and a warning: a fair comparison is one build with different GPU stacks.
     builds = mixed_builds([(_cell(r), r.llama_cpp_build) for r in found])
     power = any(r.energy is not None for r in found)
+    checked = any(r.output for r in found)  # the output check's verdict, when one ran
     table = tabulate(
         [
             [
@@ -158,6 +171,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
                 f"{r.relative:.2f}x" if r.relative is not None else "-",
                 *(energy_cells(r.energy) if power else []),
                 r.status,
+                *([r.output or "-"] if checked else []),
             ]
             for r in found
         ],
@@ -169,6 +183,7 @@ def bench_table(found: Sequence[Row], tablefmt: str = "simple") -> str:
             *["device", "test", "t/s", "samples", "relative"],
             *(["W", "J/token"] if power else []),
             "status",
+            *(["output"] if checked else []),
         ],
         tablefmt=tablefmt,
         disable_numparse=True,
@@ -405,6 +420,7 @@ def export_document(details: Sequence[RunDetail]) -> list[dict[str, Any]]:
             "run": {"id": d.run.id, "status": d.run.status, **vars(d.run.info)},
             "rows": rows_of(d),
             "verdicts": verdicts(d.cells),
+            "unranked": [line for c in d.cells if (line := unranked(c))],
             "serving": serve_report.serve_rows(d.run.id, d.cells)
             if serve_report.is_serve_run(d)
             else [],
@@ -451,7 +467,7 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
                 "" if r.relative is None else f"{r.relative:.2f}",
                 r.status, p.get("llama_cpp_build", ""), stack(p) if p else "",
                 *(d.run.info.model.get(k, "") for k in MODEL_KEYS), r.reason, r.busy_host,
-                "yes" if r.cold_counted else "", *_energy_fields(r.energy),
+                "yes" if r.cold_counted else "", *_energy_fields(r.energy), r.output,
             ])  # fmt: skip
             if r.reason:
                 failures.setdefault(f"run {d.run.id}, {_cell(r)}", f"{r.status}: {r.reason}")
@@ -467,7 +483,9 @@ def _export_bench(details: Sequence[RunDetail], fmt: str) -> str:
         writer = csv.writer(out, lineterminator="\n")
         names = ("t/s stddev" if h == "±" else h for h in headers)
         energy = ["watts", "idle watts", "J/token", "energy note"]
-        writer.writerow([*names, *csv_model, "reason", "busy host", "cold counted", *energy])
+        writer.writerow(
+            [*names, *csv_model, "reason", "busy host", "cold counted", *energy, "output"]
+        )
         writer.writerows(table)
         return out.getvalue()
     # Reasons are long: the table keeps its width, each failed or disturbed cell gets a

@@ -57,6 +57,8 @@ def _cell_facts(cell: CellResult) -> str:
     p = cell.provenance
     parts = [cell.device, f"image {(cell.image_id or '-').removeprefix('sha256:')[:12]}"]
     parts.append(f"llama.cpp {p.get('llama_cpp_build', '?')}")
+    if cell.output is not None:  # the output check against the CPU, before the bench
+        parts.append(f"output {cell.output.verdict} (KL {cell.output.kl_mean:.3g} vs CPU)")
     versions = stack(p)
     if "ggml" not in versions:  # the cpu image's stack is ggml itself
         parts.append(f"ggml {p.get('ggml_version', '?')}")

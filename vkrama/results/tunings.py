@@ -45,6 +45,9 @@ class TunedStack:
     stopped_by_budget: bool = False
     run_id: int | None = None  # the run whose cells are the trials
     created: str = field(default_factory=db.now)
+    # Why the won flags are not applied: the stack's output with them failed its check
+    # against the CPU ("-fa on -ctk q4_0: drift output (KL 0.012 mean, ...)"); "" none.
+    refused: str = ""
 
     @property
     def key(self) -> str:
@@ -62,8 +65,9 @@ class TunedStack:
     @property
     def changed(self) -> dict[str, str]:
         """The flags to apply: those tried, only when they beat the defaults beyond noise
-        (a tuning within noise answers "the defaults are as good")."""
-        return self.tried if self.beyond_noise else {}
+        (a tuning within noise answers "the defaults are as good"), and never when their
+        output check refused them (a faster wrong answer is no answer)."""
+        return self.tried if self.beyond_noise and not self.refused else {}
 
     @property
     def bench_args(self) -> tuple[str, ...]:
@@ -109,6 +113,11 @@ class TunedStack:
         if not self.tried:
             return f"{self.key}: llama-bench's defaults stay, no flag beat them beyond noise" + (
                 f" ({self.tps:.1f} t/s {self.test}){budget}"
+            )
+        if self.refused:  # won, but its output is not the CPU's
+            return (
+                f"{self.key}: llama-bench's defaults stay: {' '.join(self.tried_args)} refused,"
+                f" {self.refused} ({self.gain:.2f}× its defaults {figures})"
             )
         if not self.beyond_noise:  # kept as tried, never applied
             return (

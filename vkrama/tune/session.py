@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from vkrama import stack
 from vkrama.backends import env_switches
 from vkrama.backends.env_switches import is_switch
+from vkrama.bench import check_store
 from vkrama.bench import plan as planning
 from vkrama.bench.matrix import BenchRequest
 from vkrama.bench.run import run_cells
@@ -276,6 +277,7 @@ def execute(
             finally:
                 spent += clock() - began
             record = _record(planned, one, tuned, kept, run_id)
+            record = check_store.guard_tuning(engine, settings, planned.bench, record, on_progress)
             if run_id is not None:
                 tunings.save(settings, record)
             on_progress(Step(record.line))
