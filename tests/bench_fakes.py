@@ -1,10 +1,11 @@
 """Stand-ins shared by the bench and results tests: a backends.Choice, planned cells,
-finished cells and stored runs."""
+finished cells and stored runs, and the charts and reports drawn of them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from vkrama import config, results
 from vkrama.backends import Choice
@@ -146,3 +147,12 @@ def store_run(settings: config.Settings, *cells: CellResult, **kw: object) -> in
         results.add_cell(settings, run_id, position, c)
     results.finish_run(settings, run_id, results.RunStatus.OK)
     return run_id
+
+
+def drawn(vkrama: Callable[..., Any], command: str, out: Path, *args: str) -> str:
+    """`vkrama results COMMAND ARGS -o OUT` (chart or report), which must succeed and say
+    where it wrote; the text it wrote (an SVG or HTML; "" for a PNG)."""
+    done = vkrama("results", command, *args, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{out}\n"
+    return "" if out.suffix == ".png" else out.read_text()

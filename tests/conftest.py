@@ -15,6 +15,7 @@ from pathlib import Path
 
 import examplemodel
 import pytest
+from store_servers import LoopbackServer
 
 from vkrama import config
 from vkrama.engine import Podman, connect
@@ -38,6 +39,13 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     return home
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    """A loopback HTTP server for the store's tests (tests/store_servers.py)."""
+    with LoopbackServer() as srv:
+        yield srv
 
 
 @pytest.fixture

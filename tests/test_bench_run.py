@@ -40,13 +40,7 @@ class FakeEngine(NullEngine):
         self.ran: list[str] = []
         self.removed: list[str] = []
 
-    def run_to_completion(
-        self,
-        spec: ContainerSpec,
-        timeout: float | None = None,
-        on_running: Callable[[int], None] | None = None,
-        on_stdout: Callable[[str], None] | None = None,
-    ) -> Completed:
+    def complete(self, spec: ContainerSpec) -> Completed:
         container = f"id-{len(self.ran)}"
         self.live[container] = spec
         self.ran.append(spec.labels["vkrama.backend"])

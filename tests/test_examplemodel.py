@@ -73,13 +73,7 @@ class Quantizer(NullEngine):
         self.exit_code = exit_code
         self.specs: list[ContainerSpec] = []
 
-    def run_to_completion(
-        self,
-        spec: ContainerSpec,
-        timeout: float | None = None,
-        on_running: Callable[[int], None] | None = None,
-        on_stdout: Callable[[str], None] | None = None,
-    ) -> Completed:
+    def complete(self, spec: ContainerSpec) -> Completed:
         self.specs.append(spec)
         (out,) = [m.source for m in spec.mounts if m.target == "/out"]
         if self.exit_code == 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,6 @@ from vkrama.store import names
 GGUF_LAYER = "application/vnd.cncf.model.weight.v1.gguf"
 OLLAMA_LAYER = "application/vnd.ollama.image.model"
 VICTIM = b"a file outside every store that a hostile name aims at\n"
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture

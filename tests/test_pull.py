@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import examplemodel
@@ -23,12 +23,6 @@ from store_servers import LoopbackServer, Resource, add_hf_file, add_registry_mo
 from vkrama.errors import ExitStatus
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import examplemodel
@@ -26,12 +26,6 @@ from vkrama.errors import ExitStatus
 REPO = "org/tiny-GGUF"
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture

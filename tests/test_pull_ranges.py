@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,6 @@ from vkrama.store import download, ranges
 MiB = 1 << 20
 Run = Callable[..., Any]  # the conftest fixture: runs `vkrama ARGS` in a subprocess
 STREAMS = 4
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture

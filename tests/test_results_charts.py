@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_fakes import cell, llama_bench_entry, store_run
+from bench_fakes import cell, drawn, llama_bench_entry, store_run
 from PIL import Image
 
 from vkrama import config
@@ -51,9 +51,7 @@ def test_png_has_one_bar_per_cell_in_each_tests_panel(
 ) -> None:
     three_cells()
     out = tmp_path / "chart.png"
-    done = vkrama("results", "chart", "1", "-o", str(out))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{out}\n"
+    drawn(vkrama, "chart", out, "1")
     image = Image.open(out).convert("RGB")
     assert image.size == (840, 360)  # two panels (pp64, tg16), 4.2 x 3.6 in each at 100 dpi
     pixels: list[list[Any]] = [
@@ -68,9 +66,7 @@ def test_png_has_one_bar_per_cell_in_each_tests_panel(
 
 def test_svg_chart_names_each_bar(vkrama: Callable[..., Any], tmp_path: Path) -> None:
     three_cells()
-    out = tmp_path / "chart.svg"
-    assert vkrama("results", "chart", "latest", "-o", str(out), "--test", "tg16").returncode == 0
-    text = out.read_text()
+    text = drawn(vkrama, "chart", tmp_path / "chart.svg", "latest", "--test", "tg16")
     assert text.count('<g id="bar tg16 ') == 3 and "pp64" not in text
     assert "<dc:date>" not in text
 
@@ -87,14 +83,10 @@ def test_depth_curves_are_drawn_when_a_run_measured_several_depths(
         return replace(cell(backend, driver, 0, 0), measurements=found, raw_json=raw)
 
     store_run(config.load(), deep("cpu", None, [60, 50, 30]), deep("vulkan", "radv", [90, 85, 80]))
-    out = tmp_path / "chart.svg"
-    assert vkrama("results", "chart", "1", "-o", str(out)).returncode == 0
-    text = out.read_text()
+    text = drawn(vkrama, "chart", tmp_path / "chart.svg", "1")
     assert text.count('<g id="bar tg16 ') == 2  # the bars: the shallowest depth
     assert '<g id="curve tg16 cpu">' in text and '<g id="curve tg16 vulkan/radv">' in text
-    report = tmp_path / "report.html"
-    assert vkrama("results", "report", "1", "-o", str(report)).returncode == 0
-    assert "data-depths='yes'" in report.read_text()
+    assert "data-depths='yes'" in drawn(vkrama, "report", tmp_path / "report.html", "1")
     board = vkrama("results", "export", "1", "--format", "scoreboard").stdout
     assert "| tg16 @ d1024 |" in board.replace("  ", "")
 
@@ -174,10 +166,7 @@ def test_runs_of_two_models_get_a_row_of_panels_each_named_by_its_model(
     vkrama: Callable[..., Any], tmp_path: Path
 ) -> None:
     two_models()
-    out = tmp_path / "chart.svg"
-    done = vkrama("results", "chart", "1", "2", "3", "-o", str(out), "--test", "pp64")
-    assert done.returncode == 0, done.stderr
-    text = out.read_text()
+    text = drawn(vkrama, "chart", tmp_path / "chart.svg", "1", "2", "3", "--test", "pp64")
     # Two panels (one per model), never one: the tiny model's two runs share a panel, with
     # a bar per run and cell; big's panel has its two cells alone.
     assert text.count('<g id="bar pp64 ') == 6
@@ -188,7 +177,7 @@ def test_runs_of_two_models_get_a_row_of_panels_each_named_by_its_model(
     assert texts.count("big Q4_K_M") == 1  # one run: a title, no legend
     assert texts.index("big Q4_K_M") > texts.index("tiny F16")  # a row each, in run order
     png = tmp_path / "chart.png"
-    assert vkrama("results", "chart", "1", "2", "3", "-o", str(png)).returncode == 0
+    drawn(vkrama, "chart", png, "1", "2", "3")
     assert Image.open(png).size == (840, 720)  # two panels wide (pp64, tg16), a row a model
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import shlex
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,6 @@ def tarball(top: str = "llama.cpp-b11669", ggml: tuple[int, int, int] = (0, 27, 
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
     return buffer.getvalue()
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as srv:
-        yield srv
 
 
 def build_args(argv: list[str]) -> dict[str, str]:

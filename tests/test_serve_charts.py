@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench_fakes import store_run
+from bench_fakes import drawn, store_run
 
 from vkrama import config
 from vkrama.bench.serving import ServeParams
@@ -53,17 +53,12 @@ def test_the_chart_draws_ttft_and_throughput_against_load_per_stack(
     vkrama: Callable[..., Any], tmp_path: Path
 ) -> None:
     _run()
-    out = tmp_path / "load.svg"
-    done = vkrama("results", "chart", "latest", "-o", str(out))
-    assert done.returncode == 0, done.stderr
-    text = out.read_text()
+    text = drawn(vkrama, "chart", tmp_path / "load.svg", "latest")
     for shown in ("ttft", "tps"):
         for axis in ("clients", "rate"):
             for stack in ("cpu", "vulkan/lavapipe"):
                 assert text.count(f'<g id="load {shown} {axis} {stack}"') == 1, (shown, axis)
     assert "TTFT p90 (ms) against load" in text and "requests/s sent (open loop)" in text
 
-    report = tmp_path / "report.html"
-    assert vkrama("results", "report", "latest", "-o", str(report)).returncode == 0
-    page = report.read_text()
+    page = drawn(vkrama, "report", tmp_path / "report.html", "latest")
     assert "data-test='load'" in page and 'id="load ttft rate vulkan/lavapipe"' in page

@@ -83,15 +83,7 @@ class ExitedEngine(NullEngine):
     def state(self, container: str) -> ContainerState:
         return ContainerState(ContainerStatus.EXITED, 139)
 
-    def logs(
-        self,
-        container: str,
-        *,
-        stdout: bool = True,
-        stderr: bool = True,
-        follow: bool = False,
-        tail: int | None = None,
-    ) -> Iterator[str]:
+    def log_lines(self, container: str) -> Iterator[str]:
         yield "ggml_vulkan: device lost"
 
     def remove(self, container: str) -> None:
