@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -373,3 +376,18 @@ def add_manifest(
 def set_hf_listing(server: LoopbackServer, repo: str, body: bytes) -> None:
     """Replace the tree API's answer for `repo` with `body` as it is."""
     server.add(f"/api/models/{repo}/tree/main", Resource(body=body))
+
+
+def killed_pull(server: LoopbackServer, url: str, env: Mapping[str, str], served: int,
+                within: float) -> int:  # fmt: skip
+    """Run `vkrama pull URL` and SIGKILL it once the server has sent `served` body bytes (or
+    after `within` seconds, or when it ended by itself); the bytes sent by then."""
+    pull = subprocess.Popen([sys.executable, "-m", "vkrama", "pull", url],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + within
+    while server.bytes_served < served and time.monotonic() < deadline and pull.poll() is None:
+        time.sleep(0.01)  # polls what the server sent: a progress, not a readiness guess
+    pull.send_signal(signal.SIGKILL)
+    pull.wait()
+    return server.bytes_served

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import examplemodel
 import pytest
-from store_servers import LoopbackServer, Resource, add_hf_file, add_registry_model, sha256
+from store_servers import (
+    LoopbackServer,
+    Resource,
+    add_hf_file,
+    add_registry_model,
+    killed_pull,
+    sha256,
+)
 
 from vkrama.errors import ExitStatus
 
@@ -130,15 +135,7 @@ def test_killed_pull_resumes_and_refetches_under_a_mib(
     env, server: LoopbackServer, model_bytes: bytes, vkrama
 ) -> None:
     url = server.add("/slow/tiny.gguf", Resource(body=model_bytes, rate=2 * MiB))
-    first = subprocess.Popen([sys.executable, "-m", "vkrama", "pull", url],
-                             env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while server.bytes_served < len(model_bytes) // 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    served_before = server.bytes_served
+    served_before = killed_pull(server, url, env, len(model_bytes) // 2, within=30)
     assert served_before < len(model_bytes), "the kill came too late to test resuming"
     server.routes["/slow/tiny.gguf"].rate = None
     result = vkrama("pull", url, env=env)

@@ -11,16 +11,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from store_servers import LoopbackServer, Resource, sha256
+from store_servers import LoopbackServer, Resource, killed_pull, sha256
 
 from vkrama.errors import ExitStatus
 from vkrama.store import download, ranges
@@ -68,15 +64,7 @@ def test_a_killed_parallel_pull_resumes_and_refetches_at_most_one_segment_per_st
 ) -> None:
     # A per-connection cap, as hubs have: the streams together go STREAMS times as fast.
     url = server.add("/big/ranged.gguf", Resource(body=big, rate=3 * MiB))
-    first = subprocess.Popen([sys.executable, "-m", "vkrama", "pull", url],
-                             env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while server.bytes_served < fraction * len(big) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    served_before = server.bytes_served
+    served_before = killed_pull(server, url, env, int(fraction * len(big)), within=60)
     assert served_before < len(big), "the kill came too late to test resuming"
     assert list(partial_dir().glob("*.ranges")), "the killed pull was not a ranged one"
     assert len({r for r in ranged_gets(server, "/big/ranged.gguf") if r}) > 1
