@@ -49,47 +49,49 @@ def profile_of(tmp_path: Path, build: Callable[[FakeHost], None]) -> tuple[FakeH
     return host, host.detect()
 
 
+# Usable on every host: the CPU, and the software devices of Vulkan and SYCL.
+NO_GPU_CELLS = [("cpu", None), ("vulkan/lavapipe", None), ("oneapi/opencl-cpu", None)]
 # Each host: every usable cell as (cell, gpu index), and the reason of each unusable cell.
 TABLES = [
     ("one-amd-dgpu-with-kfd-offers-radv-and-rocm", amd_dgpu_with_kfd,
-     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/radv", 0), ("rocm", 0)],
+     [*NO_GPU_CELLS, ("vulkan/radv", 0), ("rocm", 0)],
      {("cuda", 0): "not on NVIDIA's driver (AMD on amdgpu)",
       ("oneapi", 0): "not an Intel GPU on i915/xe (AMD on amdgpu)"}),
     ("laptop-with-cdi-offers-anv-oneapi-and-nvidia-vulkan-and-cuda", intel_nvidia_laptop,
-     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0),
+     [*NO_GPU_CELLS, ("vulkan/anv", 0), ("oneapi", 0),
       ("vulkan/nvidia", 1), ("cuda", 1)],
      {("rocm", 0): "not an AMD GPU on amdgpu (Intel on i915)",
       ("rocm", 1): "not an AMD GPU on amdgpu (NVIDIA on nvidia)"}),
     ("laptop-without-cdi-offers-only-the-intel-gpu-and-says-how-to-get-cdi", laptop_without_cdi,
-     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0)],
+     [*NO_GPU_CELLS, ("vulkan/anv", 0), ("oneapi", 0)],
      {("vulkan/nvidia", 1): "NVIDIA driver but no CDI spec: "
       "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`",
       ("cuda", 1): "NVIDIA driver but no CDI spec: "
       "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"}),
     ("laptop-with-compute-only-cdi-offers-cuda-but-not-nvidia-vulkan",
      laptop_with_compute_only_cdi,
-     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
+     [*NO_GPU_CELLS, ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
      {("vulkan/nvidia", 1): "CDI spec {cdi}/nvidia.yaml does not inject nvidia_icd.json, "
       "10_nvidia.json, libGLX_nvidia.so*, libEGL_nvidia.so*, libnvidia-eglcore.so*, "
       "libnvidia-glvkspirv.so* (NVIDIA's Vulkan driver needs them): "
       + GRAPHICS_FIX}),
     ("laptop-whose-cdi-lacks-the-egl-vendor-json-offers-cuda-but-not-nvidia-vulkan",
      laptop_with_cdi_without_egl_vendor,
-     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
+     [*NO_GPU_CELLS, ("vulkan/anv", 0), ("oneapi", 0), ("cuda", 1)],
      {("vulkan/nvidia", 1): "CDI spec {cdi}/nvidia.yaml does not inject 10_nvidia.json "
       "(NVIDIA's Vulkan driver needs them): " + GRAPHICS_FIX}),
     ("two-amd-gpus-offer-radv-and-rocm-on-each", two_amd_gpus,
-     [("cpu", None), ("vulkan/lavapipe", None), ("vulkan/radv", 0), ("rocm", 0),
+     [*NO_GPU_CELLS, ("vulkan/radv", 0), ("rocm", 0),
       ("vulkan/radv", 1), ("rocm", 1)], {}),
-    ("virtio-gpu-offers-only-cpu-and-lavapipe", virtio_gpu,
-     [("cpu", None), ("vulkan/lavapipe", None)],
+    ("virtio-gpu-offers-only-cpu-lavapipe-and-the-sycl-cpu-device", virtio_gpu,
+     NO_GPU_CELLS,
      {("vulkan", 0): "no Vulkan driver (virtio on virtio_gpu)"}),
-    ("no-gpu-offers-cpu-and-lavapipe-and-names-what-each-other-backend-lacks", no_gpu,
-     [("cpu", None), ("vulkan/lavapipe", None)],
+    ("no-gpu-offers-cpu-lavapipe-and-the-sycl-cpu-device-and-names-what-each-other-lacks", no_gpu,
+     NO_GPU_CELLS,
      {("vulkan", None): "no GPU with a Vulkan driver (lavapipe still works)",
       ("rocm", None): "no AMD GPU, no /dev/kfd",
       ("cuda", None): "no GPU on NVIDIA's driver, no CDI spec",
-      ("oneapi", None): "no Intel GPU"}),
+      ("oneapi", None): "no Intel GPU (the SYCL CPU device still works)"}),
 ]  # fmt: skip
 
 

@@ -30,7 +30,10 @@ NO_GPU = profile()
 
 MATRIX = [
     ("nothing-asked-means-every-usable-cell", {}, ["cpu", "vulkan/lavapipe"], []),
-    ("all-flag-means-every-usable-cell", {"every": True}, ["cpu", "vulkan/lavapipe"], []),
+    ("all-flag-means-every-usable-cell", {"every": True},
+     ["cpu", "vulkan/lavapipe", "oneapi/opencl-cpu"], []),
+    ("sycl-cpu-device-is-run-when-oneapi-is-named", {"backends": ("cpu", "oneapi")},
+     ["cpu", "oneapi/opencl-cpu"], []),
     ("backend-list-is-taken-in-order", {"backends": ("vulkan", "cpu"), "vk_drivers": ("lavapipe",)},
      ["vulkan/lavapipe", "cpu"], []),
     ("driver-list-alone-means-vulkan", {"vk_drivers": ("lavapipe",)}, ["vulkan/lavapipe"], []),
@@ -38,7 +41,8 @@ MATRIX = [
      ["rocm", "cuda"]),
     ("unavailable-driver-is-an-unavailable-cell", {"vk_drivers": ("lavapipe", "radv")},
      ["vulkan/lavapipe"], ["vulkan/radv"]),
-    ("all-with-driver-filter-keeps-cpu", {"every": True, "vk_drivers": ("radv",)}, ["cpu"], []),
+    ("all-with-driver-filter-keeps-cpu-and-the-sycl-cpu-device",
+     {"every": True, "vk_drivers": ("radv",)}, ["cpu", "oneapi/opencl-cpu"], []),
 ]  # fmt: skip
 
 
@@ -82,7 +86,8 @@ def test_gpu_key(gpus: tuple[Gpu, ...], index: int | None, key: str) -> None:
 
 AMD_MATRIX = [
     ("default-skips-lavapipe-when-a-gpu-is-usable", {}, ["cpu", "vulkan/radv", "rocm"]),
-    ("all-keeps-lavapipe", {"every": True}, ["cpu", "vulkan/lavapipe", "vulkan/radv", "rocm"]),
+    ("all-keeps-lavapipe-and-the-sycl-cpu-device", {"every": True},
+     ["cpu", "vulkan/lavapipe", "oneapi/opencl-cpu", "vulkan/radv", "rocm"]),
     ("the-seed-question-vulkan-against-rocm", {"backends": ("vulkan", "rocm")},
      ["vulkan/radv", "rocm"]),
     ("drivers-side-by-side", {"vk_drivers": ("radv", "lavapipe")},

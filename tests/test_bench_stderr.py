@@ -71,8 +71,24 @@ def test_sycl_table_rows() -> None:
     )
 
 
+def test_sycl_cpu_device_is_one_device_not_two_tables() -> None:
+    # Seen on this machine (AMD EPYC, the oneapi image, ONEAPI_DEVICE_SELECTOR=opencl:cpu):
+    # the device table, then an optimization table whose rows look like devices.
+    assert stderr.observe(read("sycl-opencl-cpu.stderr")).devices == (
+        stderr.SeenDevice("SYCL", 0, "AMD EPYC", "opencl:cpu:0"),
+    )
+
+
 CASES = [
     # (id, backend, driver, stderr, llama-bench backends, gpu_info, reason part or None, device)
+    ("sycl-cpu-device-that-ran-is-accepted", "oneapi", "opencl-cpu",
+     read("sycl-opencl-cpu.stderr"), "SYCL", "AMD EPYC", None, "AMD EPYC (opencl:cpu:0)"),
+    ("sycl-gpu-asked-but-the-cpu-device-ran-is-rejected", "oneapi", None,
+     read("sycl-opencl-cpu.stderr"), "SYCL", "AMD EPYC", "asked for a SYCL gpu device", None),
+    ("sycl-cpu-device-asked-but-a-gpu-ran-is-rejected", "oneapi", "opencl-cpu", SYCL_STDERR,
+     "SYCL", "Intel Arc A770 Graphics", "asked for a SYCL cpu device", None),
+    ("sycl-gpu-that-ran-is-accepted", "oneapi", None, SYCL_STDERR, "SYCL",
+     "Intel Arc A770 Graphics", None, "Intel Arc A770 Graphics (level_zero:gpu:0)"),
     ("lavapipe-that-ran-is-accepted", "vulkan", "lavapipe", read("vulkan-llvmpipe.stderr"),
      "Vulkan", "llvmpipe (LLVM 22.1.8, 256 bits)", None,
      "llvmpipe (LLVM 22.1.8, 256 bits) (llvmpipe)"),

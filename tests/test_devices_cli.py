@@ -27,18 +27,19 @@ from vkrama.hardware import detect
 from vkrama.hardware.cdi import GRAPHICS_FIX
 
 NO_GPU_TRANSCRIPT = """\
-No GPU found: vkrama runs on the CPU here, or Vulkan through lavapipe (software).
+No GPU found: vkrama runs on the CPU here, or Vulkan (lavapipe) and SYCL (Intel's OpenCL CPU device) in software.
 
 CDI devices: none   /dev/kfd: absent
 
-Backend    Driver    GPU    Usable    Why
----------  --------  -----  --------  ----------------------------------------------------------------
-cpu        -         -      yes       always available: ggml's CPU backend
-vulkan     lavapipe  -      yes       Mesa's software Vulkan (llvmpipe): needs no GPU; slower than cpu
-vulkan     -         -      no        no GPU with a Vulkan driver (lavapipe still works)
-rocm       -         -      no        no AMD GPU, no /dev/kfd
-cuda       -         -      no        no GPU on NVIDIA's driver, no CDI spec
-oneapi     -         -      no        no Intel GPU
+Backend    Driver      GPU    Usable    Why
+---------  ----------  -----  --------  --------------------------------------------------------------------------------
+cpu        -           -      yes       always available: ggml's CPU backend
+vulkan     lavapipe    -      yes       Mesa's software Vulkan (llvmpipe): needs no GPU; slower than cpu
+oneapi     opencl-cpu  -      yes       SYCL on Intel's OpenCL CPU runtime: needs no GPU; a test device, slower than cpu
+vulkan     -           -      no        no GPU with a Vulkan driver (lavapipe still works)
+rocm       -           -      no        no AMD GPU, no /dev/kfd
+cuda       -           -      no        no GPU on NVIDIA's driver, no CDI spec
+oneapi     -           -      no        no Intel GPU (the SYCL CPU device still works)
 
 Chosen (auto): cpu on CPU: auto: no GPU found; cpu is faster than lavapipe
 Passes: no device, no environment
@@ -101,7 +102,8 @@ def test_json_of_an_amd_host_carries_gpus_cells_and_the_chosen_passthrough(
     }
     usable = [(c["backend"], c["driver"], c["gpu"]) for c in data["backends"] if c["usable"]]
     assert usable == [("cpu", None, None), ("vulkan", "lavapipe", None),
-                      ("vulkan", "radv", 0), ("rocm", None, 0)]  # fmt: skip
+                      ("oneapi", "opencl-cpu", None), ("vulkan", "radv", 0),
+                      ("rocm", None, 0)]  # fmt: skip
 
 
 def test_gpu_1_of_two_passes_only_its_render_node(
@@ -131,7 +133,7 @@ def test_laptop_without_cdi_tells_how_to_make_the_spec(
     done = vkrama("devices", env=roots(host))
     assert done.returncode == 0, done.stderr
     assert (
-        "cuda       -         1      no        NVIDIA driver but no CDI spec: "
+        "cuda       -           1      no        NVIDIA driver but no CDI spec: "
         "run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
     ) in done.stdout.splitlines()
     assert "Chosen (auto): vulkan/anv on Intel Raptor Lake-P [Iris Xe Graphics]" in done.stdout
@@ -204,8 +206,13 @@ DOCTOR = [
     ("unbuilt-image-warns-with-the-build-command", None, {"images": {"rocm": False}},
      "image rocm", doctor.Check("image rocm", "warn", "not built (built on first use)",
                                 "vkrama images build rocm")),
-    ("no-gpu-is-fine-and-said-plainly", None, {},
-     "GPUs", doctor.Check("GPUs", "ok", "none found: cpu and vulkan/lavapipe only")),
+    ("no-gpu-is-fine-and-said-plainly", None, {}, "GPUs",
+     doctor.Check("GPUs", "ok", "none found: cpu, vulkan/lavapipe and oneapi/opencl-cpu only")),
+    ("no-intel-gpu-leaves-sycl-the-cpu-device", amd_dgpu_with_kfd, {}, "oneapi", doctor.Check(
+        "oneapi", "ok", "no Intel GPU: SYCL runs on Intel's OpenCL CPU device only "
+        "(oneapi/opencl-cpu, a test device, asked for with --backend oneapi)")),
+    ("an-intel-gpu-is-oneapis-through-level-zero", intel_nvidia_laptop, {}, "oneapi",
+     doctor.Check("oneapi", "ok", "GPU 0: i915 → Level Zero on /dev/dri/renderD128")),
 ]  # fmt: skip
 
 

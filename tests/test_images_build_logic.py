@@ -120,15 +120,11 @@ def test_failed_build_says_at_which_step(fake: FakeImages) -> None:
     )
 
 
-def test_oneapi_fails_fast_when_intels_base_is_unreachable(fake: FakeImages) -> None:
-    with pytest.raises(VkramaError) as caught:
-        images.build(NullEngine(), images.plan("oneapi", _settings()))
-    assert caught.value.status == ExitStatus.IMAGE_UNAVAILABLE
-    assert caught.value.message.startswith(
-        "cannot build oneapi: Intel's oneAPI base kit image docker.io/intel/oneapi-basekit:"
-    )
-    assert caught.value.message.endswith("docker.io is not reachable from here")
-    assert fake.builds == []  # nothing was sent to podman
+def test_oneapi_is_built_from_a_staged_context_with_its_pinned_wheels() -> None:
+    planned = images.plan("oneapi", _settings())
+    assert planned.staged is not None
+    assert [w.name for w in planned.staged.wheels][:2] == ["cyllama-sycl", "intel-sycl-rt"]
+    assert planned.context == planned.staged.directory  # what the dry run prints
 
 
 def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None:
@@ -148,8 +144,8 @@ def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None
                      None, {}, {"BASE": "localhost/deb:sid", "APT_OPTIONS": "-q",
                                 "LLAMA_CPP_BUILD": "11434"},
                      id="settings-base-and-apt-options-are-build-args"),
-        pytest.param("oneapi", {"images_base": "localhost/deb:sid"}, None, {}, {},
-                     id="oneapi-keeps-intels-base"),
+        pytest.param("oneapi", {"images_base": "localhost/deb:sid"}, None, {},
+                     {"BASE": "localhost/deb:sid"}, id="oneapi-follows-the-configured-base"),
         pytest.param("cpu", {}, "localhost/x:1", {"K": "V", "LLAMA_CPP_BUILD": "1"},
                      {"BASE": "localhost/x:1", "K": "V", "LLAMA_CPP_BUILD": "1"},
                      id="base-flag-and-build-args-win"),

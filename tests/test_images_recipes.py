@@ -1,5 +1,6 @@
-"""The Containerfiles as text: lean Debian images with the same llama.cpp, the oneapi
-recipe to upstream's shape, and the FROM resolution that lets a build fail fast."""
+"""The Containerfiles as text: lean Debian images with the same llama.cpp (oneapi's with the
+SYCL module and Intel runtime its pins name), and the FROM resolution that lets a build fail
+fast."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from vkrama.config import DEFAULTS
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.images import oneapi as wheels
 from vkrama.images.recipes import (
     Recipe,
     available,
@@ -19,7 +21,7 @@ from vkrama.images.recipes import (
 )
 
 DEBIAN_LLAMA_BUILD = "11669"  # llama.cpp build of Debian sid's 1:0.7.0+dfsg
-DEBIAN_BACKENDS = ("cpu", "vulkan", "rocm", "cuda")
+DEBIAN_BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
 
 
 def _instructions(backend: str) -> str:
@@ -87,25 +89,52 @@ def test_backend_packages(backend: str, packages: tuple[str, ...]) -> None:
         assert package in text
 
 
-def test_oneapi_recipe_follows_upstream_at_debians_llama_cpp_build() -> None:
+# The pins issue 35 names: the 2025.3 runtime the module was built with (libsycl.so.8),
+# and the 2026.2 OpenCL CPU runtime.
+ONEAPI_PINS = {
+    "cyllama-sycl": "0.7.0",
+    "intel-sycl-rt": "2025.3.3",
+    "intel-cmplr-lib-rt": "2025.3.3",
+    "intel-cmplr-lib-ur": "2025.3.3",
+    "umf": "1.0.3",
+    "tbb": "2023.2.0",
+    "tcmlib": "1.6.0",
+    "onednn": "2025.3.0",
+    "onemkl-sycl-blas": "2025.3.1",
+    "mkl": "2025.3.1",
+    "intel-opencl-rt": "2026.2.0",
+}
+
+
+def test_oneapi_recipe_is_debians_llama_cpp_with_the_pinned_sycl_module() -> None:
     oneapi = recipe("oneapi")
     text = _instructions("oneapi")
-    args = oneapi.default_args()
-    assert args["BASE"].startswith("docker.io/intel/oneapi-basekit:")
-    assert f"ARG LLAMA_CPP_TAG=b{DEBIAN_LLAMA_BUILD}" in text
-    assert (
-        'git clone --depth 1 --branch "${LLAMA_CPP_TAG}" https://github.com/ggml-org/llama.cpp'
-        in text
+    assert oneapi.base_images() == [DEFAULTS["images.base"]]  # Debian only, no Intel image
+    assert "llama.cpp-tools libggml0 libze1 libze-intel-gpu1" in text
+    assert "COPY *.whl /build/wheels/" in text  # staged by vkrama: the build fetches nothing
+    assert "pip " not in text and "curl " not in text and "wget " not in text
+    # Loaded by path, never from ggml's backends0/ (there every run would load it).
+    assert "ENV GGML_BACKEND_PATH=/opt/oneapi/ggml/libggml-sycl.so" in text
+    assert "backends0" not in text
+    pins = wheels.pinned(oneapi.context / wheels.PINS_NAME)
+    assert {w.name: w.version for w in pins} == ONEAPI_PINS
+    assert all(w.url.startswith("https://files.pythonhosted.org/") for w in pins)
+    assert len({w.sha256 for w in pins}) == len(pins)
+    # The pins and the script are part of the recipe: changing either changes its hash.
+    assert [p.name for p in oneapi.inputs] == [
+        "oneapi.Containerfile", "oneapi-runtime.sh", "oneapi-wheels.txt", "provenance.sh",
+    ]  # fmt: skip
+
+
+def test_a_pins_line_without_address_or_hash_is_refused(tmp_path: Path) -> None:
+    pins = tmp_path / "x-wheels.txt"
+    pins.write_text("# comment\nmkl @ https://h/mkl-1-py3-none-any.whl \\\n    --hash=sha256:" +
+                    "a" * 64 + "\nonednn==2025.3.0\n")  # fmt: skip
+    with pytest.raises(VkramaError) as caught:
+        wheels.pinned(pins)
+    assert caught.value.message == (
+        "x-wheels.txt line 4: not `name @ https://….whl --hash=sha256:…`"
     )
-    assert "-DGGML_SYCL=ON" in text
-    assert "-DCMAKE_C_COMPILER=icx -DCMAKE_CXX_COMPILER=icpx" in text
-    assert "COPY --from=build /staging/usr/local/ /usr/local/" in text
-    assert "useradd --uid 1000" in text
-    assert text.rstrip().splitlines()[-2:] == ["USER llama", "WORKDIR /home/llama"]
-    assert "provenance.sh oneapi" in text
-    assert "ENTRYPOINT" not in text
-    assert oneapi.base_images() == [args["BASE"]]  # the build stage is not a base
-    assert oneapi.base_description == "Intel's oneAPI base kit image"
 
 
 @pytest.mark.parametrize(

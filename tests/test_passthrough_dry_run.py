@@ -53,6 +53,17 @@ CASES = {
         [], [], {"GGML_VK_VISIBLE_DEVICES": "0", "VK_DRIVER_FILES": LVP},
     ),
     "virtio-gpu-cpu-passes-no-device": (virtio_gpu, ["--backend", "cpu"], [], [], {}),
+    # An Intel GPU: its render node and Level Zero, and none of the CPU device's shim.
+    "intel-laptop-oneapi-gets-its-render-node-and-level-zero-without-the-shim": (
+        intel_nvidia_laptop, ["--backend", "oneapi"],
+        ["/dev/dri/renderD128"], ["render"], {"ONEAPI_DEVICE_SELECTOR": "level_zero:0"},
+    ),
+    "no-gpu-oneapi-runs-on-the-sycl-cpu-device-with-its-shim-and-no-device": (
+        no_gpu, ["--backend", "oneapi"], [], [],
+        {"ONEAPI_DEVICE_SELECTOR": "opencl:cpu",
+         "LD_PRELOAD": "/opt/oneapi/cpu-device/libsycl-cpu-device.so",
+         "SYCL_PROGRAM_COMPILE_OPTIONS": "", "GGML_SYCL_ENABLE_FLASH_ATTN": "0"},
+    ),
 }  # fmt: skip
 
 
@@ -85,7 +96,11 @@ def test_dry_run_passes_exactly_this_through(
     seen_devices, seen_groups, seen_env = parse(shlex.split(lines[0]))
     assert seen_devices == devices
     assert seen_groups == [str(host.render_gid) for _ in group_names]
-    pinning = {k: v for k, v in seen_env.items() if re.match(r"GGML_|VK_|HIP_|NVIDIA_|ONEAPI_", k)}
+    pinning = {
+        k: v
+        for k, v in seen_env.items()
+        if re.match(r"GGML_|VK_|HIP_|NVIDIA_|ONEAPI_|SYCL_|LD_", k)
+    }
     assert pinning == env
     assert "/dev/dri " not in lines[0] and "--privileged" not in lines[0]
 

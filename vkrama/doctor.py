@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vkrama.backends import BACKENDS
+from vkrama.backends import BACKENDS, check
 from vkrama.errors import VkramaError
 from vkrama.hardware.cdi import GRAPHICS_FIX
 from vkrama.hardware.power import NVML_MISSING, PowerCounters, find_counters
@@ -109,6 +109,7 @@ def diagnose(profile: HardwareProfile, facts: Facts) -> list[Check]:
     checks += [_node(profile, node.path) for node in profile.nodes if _matters(node.path)]
     checks.append(_cdi(profile))
     checks += _power(facts.power)
+    checks.append(_oneapi(profile))
     for backend, built in sorted(facts.images.items()):
         checks.append(
             Check(f"image {backend}", "ok", "built")
@@ -184,7 +185,9 @@ def _ulimits(facts: Facts) -> Check:
 def _gpus(profile: HardwareProfile) -> list[Check]:
     checks = [Check("detect", "warn", problem) for problem in profile.problems]
     if not profile.gpus:
-        checks.append(Check("GPUs", "ok", "none found: cpu and vulkan/lavapipe only"))
+        checks.append(
+            Check("GPUs", "ok", "none found: cpu, vulkan/lavapipe and oneapi/opencl-cpu only")
+        )
     else:
         names = "; ".join(f"{g.index}: {g.name} ({g.kernel_driver})" for g in profile.gpus)
         checks.append(Check("GPUs", "ok", names))
@@ -230,6 +233,26 @@ def _cdi(profile: HardwareProfile) -> Check:
             "CDI", "warn", f"{names}; {gaps}, so NVIDIA Vulkan cannot run (CUDA can)", GRAPHICS_FIX
         )
     return Check("CDI", "ok", f"{names} (injects NVIDIA's Vulkan driver and its EGL path)")
+
+
+def _oneapi(profile: HardwareProfile) -> Check:
+    """Where SYCL runs here: an Intel GPU through Level Zero, else only the CPU device."""
+    intel = [g for g in profile.gpus if g.kernel_driver in ("i915", "xe")]
+    if not intel:
+        return Check(
+            "oneapi",
+            "ok",
+            "no Intel GPU: SYCL runs on Intel's OpenCL CPU device only (oneapi/opencl-cpu, "
+            "a test device, asked for with --backend oneapi)",
+        )
+    cells = [check(profile, "oneapi", gpu) for gpu in intel]
+    usable = "; ".join(f"GPU {c.gpu.index}: {c.reason}" for c in cells if c.ok and c.gpu)
+    if usable:
+        return Check("oneapi", "ok", usable)
+    why = "; ".join(f"GPU {c.gpu.index}: {c.reason}" for c in cells if c.gpu)
+    return Check(
+        "oneapi", "warn", why, "share the GPU's /dev/dri render node into this environment"
+    )
 
 
 def _group_name(gid: int) -> str:

@@ -18,6 +18,8 @@ from vkrama.llama_flags import FLAG
 
 BACKENDS = ("cpu", "vulkan", "rocm", "cuda", "oneapi")
 VK_DRIVERS = ("radv", "anv", "nvk", "nvidia", "lavapipe")
+# The oneapi cell of Intel's OpenCL CPU device (see `nogpu`): "oneapi/opencl-cpu".
+SYCL_CPU = "opencl-cpu"
 
 # Mesa's ICD jsons inside the vulkan image; NVIDIA's comes from the host through CDI.
 ICD_DIR = "/usr/share/vulkan/icd.d"
@@ -62,7 +64,8 @@ def _number(value: float) -> str:
 @dataclass(frozen=True)
 class Choice:
     backend: str
-    driver: str | None  # Vulkan driver ("lavapipe", "radv", "radv+nvidia", …), else None
+    # Vulkan driver ("lavapipe", "radv", "radv+nvidia", …), oneapi's SYCL_CPU, else None
+    driver: str | None
     gpu: Gpu | None  # the (first) GPU; `gpus` holds all of a split
     devices: tuple[str, ...] = ()  # host device paths or CDI names
     group_add: tuple[str, ...] = ()  # numeric gids owning those nodes (never 0)
@@ -91,6 +94,8 @@ class Choice:
     def device_label(self) -> str:
         if self.driver == "lavapipe":
             return "llvmpipe (lavapipe)"
+        if self.driver == SYCL_CPU:
+            return "CPU (SYCL, Intel OpenCL CPU device)"
         return " + ".join(g.name for g in self.gpus) or (self.gpu.name if self.gpu else "CPU")
 
 
@@ -119,24 +124,6 @@ def check(profile: HardwareProfile, backend: str, gpu: Gpu, hsa_override: bool =
         "oneapi": _oneapi,
     }
     return checks[backend](profile, gpu, hsa_override)
-
-
-def cpu_cell() -> Support:
-    reason = "always available: ggml's CPU backend"
-    return Support("cpu", None, None, reason, Choice("cpu", None, None, reason=reason))
-
-
-def lavapipe_cell() -> Support:
-    reason = "Mesa's software Vulkan (llvmpipe): needs no GPU; slower than cpu"
-    # ggml skips CPU-type Vulkan devices unless GGML_VK_VISIBLE_DEVICES names them.
-    env = {"VK_DRIVER_FILES": MESA_ICDS["lavapipe"], "GGML_VK_VISIBLE_DEVICES": "0"}
-    return Support(
-        "vulkan",
-        "lavapipe",
-        None,
-        reason,
-        Choice("vulkan", "lavapipe", None, env=env, reason=reason),
-    )
 
 
 def _vulkan(profile: HardwareProfile, gpu: Gpu, _: bool) -> Support:
@@ -261,7 +248,7 @@ def missing(profile: HardwareProfile, backend: str) -> str:
     if backend == "cuda":
         return "no GPU on NVIDIA's driver" + ("" if profile.cdi_devices() else ", no CDI spec")
     if backend == "oneapi":
-        return "no Intel GPU"
+        return "no Intel GPU (the SYCL CPU device still works)"
     return "no GPU with a Vulkan driver (lavapipe still works)"
 
 

@@ -3,7 +3,7 @@
 Stage: backends (HardwareProfile ─► `choose()` / `usable()` / `support()` ─► `Choice`:
 backend, Vulkan driver, devices, numeric groups, environment, reason). Pure: reads only the
 profile it is given; never looks at the host, never prints. The per-cell rules live in
-`cells`, several GPUs in `multi`.
+`cells` (`nogpu` for those that need no GPU), several GPUs in `multi`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from vkrama.backends.cells import (
     Choice,
     Support,
     check,
-    cpu_cell,
-    lavapipe_cell,
     missing,
 )
 from vkrama.backends.multi import GpuSelection, merge, single
+from vkrama.backends.nogpu import cpu_cell, lavapipe_cell, sycl_cpu_cell
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import Gpu, HardwareProfile
 
@@ -32,8 +31,9 @@ ALL_LAYERS = 999
 
 
 def support(profile: HardwareProfile, hsa_override: bool = False) -> list[Support]:
-    """Every cell, usable or not: cpu and lavapipe first, then each backend per GPU."""
-    cells = [cpu_cell(), lavapipe_cell()]
+    """Every cell, usable or not: cpu, lavapipe and the SYCL CPU device first, then each
+    backend per GPU."""
+    cells = [cpu_cell(), lavapipe_cell(), sycl_cpu_cell()]
     if not profile.gpus:
         cells += [
             Support(backend, None, None, missing(profile, backend)) for backend in BACKENDS[1:]
@@ -177,6 +177,11 @@ def _choose_one(
         choice = lavapipe_cell().choice
         assert choice is not None
         return replace(choice, reason=f"no GPU here: {choice.reason}")
+    if backend == "oneapi" and gpu is None and not any(c.applies for c in cells):
+        # With no Intel GPU, SYCL can only mean Intel's OpenCL CPU device; say so.
+        choice = sycl_cpu_cell().choice
+        assert choice is not None
+        return replace(choice, reason=f"no Intel GPU here: {choice.reason}")
     relevant = sorted((c for c in cells if c.applies), key=lambda c: c.gpu.index if c.gpu else -1)
     if vk_driver and not relevant:
         kernels = "/".join(k for k, d in VK_DRIVER_OF_KERNEL.items() if d == vk_driver)
@@ -264,7 +269,8 @@ def _preference(gpu: Gpu) -> tuple[str, ...]:
 AUTO_WHY = {
     "vulkan/radv": "; RADV needs only the render node and the smaller image, and is often as fast "
     "as ROCm for generation (`vkrama bench` measures both)",
-    "vulkan/anv": "; ANV ships in Mesa, oneAPI's image cannot be built from Debian",
+    "vulkan/anv": "; ANV ships in Mesa and needs only the render node; oneAPI's image is "
+    "1.4 GB of Intel's runtime around a third-party SYCL build (`vkrama bench` measures both)",
     "cuda": "; CUDA is NVIDIA's most mature ggml backend",
     "vulkan/nvk": "; NVK is the only GPU stack on nouveau",
 }

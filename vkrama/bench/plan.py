@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 MODEL_DIR = "/models"
 FLASH_ATTN_VALUES = ("on", "off", "auto")
 # Backends whose stack compiles GPU code the first time a shape needs it (ggml's Vulkan
-# pipelines, through Mesa or NVIDIA's driver): their cells run one repetition more than
-# asked and the first is not counted (bench.measurements.warm says why). cpu, rocm and
-# cuda run code compiled into the image for the GPU's target.
-COLD_FIRST = {"vulkan": 1}
+# pipelines, through Mesa or NVIDIA's driver; SYCL's SPIR-V kernels, through the device's
+# compiler): their cells run one repetition more than asked and the first is not counted
+# (bench.measurements.warm says why). cpu, rocm and cuda run code compiled into the image
+# for the GPU's target.
+COLD_FIRST = {"vulkan": 1, "oneapi": 1}
 
 
 def cold_reps(backend: str) -> int:

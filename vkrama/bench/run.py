@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from vkrama.backends import SYCL_CPU_NOTE, is_test_device
 from vkrama.bench import energy, measurements, stderr
 from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
@@ -184,8 +185,16 @@ def judge(
     if reason is not None:
         # The numbers are kept in raw_json for the record, never as measurements.
         return replace(base, device=label, reason=reason, raw_json=raw)
+    # The SYCL CPU device's numbers are a test of the path, with flash attention off: the
+    # row says so.
+    note = SYCL_CPU_NOTE if is_test_device(cell.backend, cell.driver) else ""
     return replace(
-        base, device=label, status=CellStatus.OK, measurements=tuple(found), raw_json=raw
+        base,
+        device=label,
+        status=CellStatus.OK,
+        reason=note,
+        measurements=tuple(found),
+        raw_json=raw,
     )
 
 

@@ -14,6 +14,7 @@ Formats (from ggml's sources and seen in the images):
     Device 0: AMD Radeon RX 7900 XTX, gfx1100 (0x1100), VMM: no, Wave Size: 32
   ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected
   Found 1 SYCL devices:  …  | 0| [level_zero:gpu:0]|  Intel Arc A770 Graphics|  1.6| …
+  SYCL Optimization Feature:  …  | 0|     [opencl:cpu:0]|      N|   (a second table: not a device)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from vkrama.backends import SYCL_CPU
 
 # The Vulkan driver name (VkPhysicalDeviceDriverProperties.driverName) each vkrama driver
 # choice must produce; compared case-insensitively.
@@ -47,6 +50,7 @@ _CUDA_FOUND = re.compile(r"ggml_cuda_init: found (\d+) (CUDA|ROCm|MUSA) devices"
 _CUDA_DEVICE = re.compile(r"^\s+Device (\d+): ([^,]+)(?:, (.*))?$")
 _CUDA_FAILED = re.compile(r"ggml_cuda_init: failed to initialize (\w+): (.*)$")
 _SYCL_FOUND = re.compile(r"[Ff]ound (\d+) SYCL devices")
+_SYCL_TABLE_END = re.compile(r"SYCL Optimization Feature")
 # llama-server (at -lv 4) names each device it loads the model onto, without the driver:
 # `llama_prepare_model_devices: using device Vulkan0 (llvmpipe (LLVM 22.1.8, 256 bits))
 # (unknown id) - 22233 MiB free` (one line)
@@ -63,11 +67,14 @@ class SeenDevice:
     api: str  # "Vulkan", "CUDA", "ROCm", "SYCL"
     index: int
     name: str
-    driver: str = ""  # Vulkan driver name; for CUDA/ROCm the detail after the name
+    # Vulkan driver name; for CUDA/ROCm the detail after the name; for SYCL the device's
+    # backend:type:index ("level_zero:gpu:0", "opencl:cpu:0")
+    driver: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.driver})" if self.api == "Vulkan" and self.driver else self.name
+        named = self.api in ("Vulkan", "SYCL") and self.driver
+        return f"{self.name} ({self.driver})" if named else self.name
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ def observe(stderr: str) -> Observed:
             devices.append(SeenDevice(cuda_api, int(match[1]), match[2].strip(), match[3] or ""))
         elif match := _SYCL_FOUND.search(line):
             in_sycl = int(match[1]) > 0
+        elif _SYCL_TABLE_END.search(line):
+            in_sycl = False
         elif in_sycl and (match := _SYCL_DEVICE.match(line)):
             devices.append(SeenDevice("SYCL", int(match[1]), match[3], match[2]))
         elif (match := _SERVER_DEVICE.search(line)) and not any(
@@ -154,6 +163,12 @@ def verify(
     if gpu_count > 1:
         return _verify_split(api, driver, seen, gpu_count)
     device = seen[0]
+    if api == "SYCL" and device.driver:
+        # The SYCL CPU device must be the CPU; a GPU cell must not have run on it.
+        kind = [*device.driver.split(":"), ""][1]
+        asked = "cpu" if driver == SYCL_CPU else "gpu"
+        if kind and kind != asked:
+            return f"asked for a SYCL {asked} device, but ggml ran on {device.label}", device
     # llama-server names devices without their driver; the cell's VK_DRIVER_FILES then
     # made that driver's ICD the only one ggml could find.
     if api == "Vulkan" and driver is not None and any(d.driver for d in seen):

@@ -79,8 +79,9 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     "--all",
     "every",
     is_flag=True,
-    help="Every backend/driver usable here, lavapipe included "
-    "(default: the same, but lavapipe only on machines without a GPU).",
+    help="Every backend/driver usable here, lavapipe and the SYCL CPU device included "
+    "(default: the same, but lavapipe only on machines without a GPU, and the SYCL CPU "
+    "device only with --backend oneapi).",
 )
 @click.option(
     "--vk-driver",

@@ -102,7 +102,8 @@ def devices(
         )
     else:
         click.echo(
-            "No GPU found: vkrama runs on the CPU here, or Vulkan through lavapipe (software)."
+            "No GPU found: vkrama runs on the CPU here, or Vulkan (lavapipe) and SYCL (Intel's "
+            "OpenCL CPU device) in software."
         )
     specs = profile.cdi_specs
     cdi = ", ".join(n for s in specs for n in s.devices) if specs else "none"

@@ -7,15 +7,17 @@ or provenance, and never prints (build output goes to a `Reporter` as `BuildProg
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import tarfile
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from vkrama.engine.errors import translate_errors
 from vkrama.errors import ExitStatus, VkramaError
@@ -77,7 +79,30 @@ def build(
     `context` is a directory (sent as a tar) or a ready tar archive. Raises
     BUILD_FAILED with podman's own reason when a step fails.
     """
-    body = context if isinstance(context, bytes) else _tar_directory(context)
+    with contextlib.ExitStack() as stack:
+        if isinstance(context, bytes):
+            body: bytes | IO[bytes] = context
+        else:
+            # Spooled through a file, not memory: a staged context holds ~800 MB of wheels.
+            body = stack.enter_context(tempfile.TemporaryFile())
+            _tar_directory(context, body)
+            body.seek(0)
+        return _build(
+            engine, body, containerfile, tags, build_args, labels, no_cache, on_progress, what
+        )
+
+
+def _build(
+    engine: Engine,
+    body: bytes | IO[bytes],
+    containerfile: str,
+    tags: Sequence[str],
+    build_args: dict[str, str] | None,
+    labels: dict[str, str] | None,
+    no_cache: bool,
+    on_progress: Reporter,
+    what: str,
+) -> str:
     params: dict[str, Any] = {
         "dockerfile": containerfile,
         "t": list(tags),
@@ -237,13 +262,11 @@ def read_file(engine: Engine, image: str, path: str) -> bytes:
         return handle.read()
 
 
-def _tar_directory(directory: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+def _tar_directory(directory: Path, out: IO[bytes]) -> None:
+    with tarfile.open(fileobj=out, mode="w") as tar:
         for path in sorted(directory.iterdir()):
             if path.is_file():
                 tar.add(path, arcname=path.name)
-    return buffer.getvalue()
 
 
 def _info(data: dict[str, Any]) -> ImageInfo:

@@ -4,8 +4,10 @@
 `BuildPlan` a build sends and `--dry-run` prints), `building` (build, ensure: the build and
 its provenance labels), `local` (the images here: list, inspect, remove, save, load),
 `recipes` (the Containerfiles and their base images), `provenance` (what an image says
-about itself), `rocm` (which rocm recipe, for which gfx targets), `library` (the
-environment switches an image's libraries read). podman is reached only
+about itself), `rocm` (which rocm recipe, for which gfx targets), `oneapi` (the wheels
+the oneapi recipe pins), `fetch` (what a build takes from outside Debian, fetched once into
+the cache and sha256-checked), `library` (the environment switches an image's libraries
+read). podman is reached only
 through `vkrama.engine.images`. Must not print or import click. This file only re-exports.
 """
 

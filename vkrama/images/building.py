@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import tarfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vkrama.config import Settings
 from vkrama.engine import images as engine_images
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.images import local, recipes, rocm
+from vkrama.images import local, oneapi, recipes, rocm
 from vkrama.images.local import ImageRef
 from vkrama.images.planning import BuildPlan, image_ref, plan
 from vkrama.images.provenance import PROVENANCE_PATH, parse_provenance_json, provenance_labels
@@ -136,16 +138,35 @@ def _check_bases(engine: Engine, build_plan: BuildPlan) -> None:
 
 
 def stage(build_plan: BuildPlan, on_progress: Reporter = NULL) -> None:
-    """Assemble the staged context: the recipe and its scripts, and the source tarball
-    (fetched once into the cache, sha256 checked) under the name the recipe COPYs."""
+    """Assemble the staged context: the recipe and its files, and what it takes from outside
+    Debian (fetched once into the cache, sha256 checked) under the names the recipe COPYs."""
     staged = build_plan.staged
     assert staged is not None
-    source = rocm.fetch_source(staged.home, staged.source, on_progress)
     staged.directory.mkdir(parents=True, exist_ok=True)
-    for path in [build_plan.recipe.path, *build_plan.recipe.context.glob("*.sh")]:
+    for path in build_plan.recipe.inputs:
         shutil.copyfile(path, staged.directory / path.name)
-    target = staged.directory / rocm.SOURCE_NAME
-    if not target.is_file() or target.stat().st_size != source.stat().st_size:
+    if staged.source is not None:
+        source = rocm.fetch_source(staged.home, staged.source, on_progress)
+        _place(source, staged.directory / rocm.SOURCE_NAME)
+    if staged.wheels:
+        wheels = oneapi.fetch_wheels(staged.home, staged.wheels, on_progress)
+        # Only the pinned wheels: the build refuses any other file.
+        for old in staged.directory.glob("*.whl"):
+            if old.name not in {w.name for w in wheels}:
+                old.unlink()
+        for wheel in wheels:
+            _place(wheel, staged.directory / wheel.name)
+
+
+def _place(source: Path, target: Path) -> None:
+    """`source` at `target` in the context: a hard link (no second copy of hundreds of
+    MB) where the cache and the context share a file system, else a copy."""
+    if target.is_file() and target.stat().st_size == source.stat().st_size:
+        return  # placed by an earlier build (the oneapi build checks each wheel's sha256)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
         shutil.copyfile(source, target)
 
 

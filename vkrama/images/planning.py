@@ -16,7 +16,7 @@ from pathlib import Path
 from vkrama import __version__
 from vkrama.config import DEFAULTS, Settings
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.images import rocm
+from vkrama.images import oneapi, rocm
 from vkrama.images.recipes import Recipe, recipe
 
 REPOSITORY = "localhost/vkrama"
@@ -24,13 +24,15 @@ REPOSITORY = "localhost/vkrama"
 
 @dataclass(frozen=True)
 class StagedContext:
-    """A build context vkrama assembles under its cache: the recipe, its scripts and a
-    llama.cpp source tarball (the rocm7 recipe compiles one; a container has no network
-    but the Debian mirror, so the source comes in through the context)."""
+    """A build context vkrama assembles under its cache: the recipe, its files and what
+    it needs from outside Debian (a build container may reach nothing but the Debian
+    mirror, so these come in through the context): the llama.cpp source tarball the rocm7
+    recipe compiles, or the wheels the oneapi recipe pins."""
 
     directory: Path
     home: Path
-    source: rocm.LlamaSource
+    source: rocm.LlamaSource | None = None
+    wheels: tuple[oneapi.Wheel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def plan(
         )
     args: dict[str, str] = {}
     # The Debian recipes follow settings images.base; a recipe with a base of its own
-    # (oneapi: Intel's image) keeps it unless --base names one.
+    # keeps it unless --base names one.
     if chosen.default_args().get("BASE") == DEFAULTS["images.base"]:
         args["BASE"] = settings["images.base"]
     if settings["images.apt_options"] and chosen.declares("APT_OPTIONS"):
@@ -145,6 +147,11 @@ def plan(
         args["LLAMA_CPP_BUILD"] = source.build
         args["LLAMA_CPP_SOURCE_NAME"] = source.recorded_as
         staged = StagedContext(settings.home / "cache" / "build" / variant, settings.home, source)
+    elif variant == "oneapi":
+        wheels = oneapi.pinned(chosen.context / oneapi.PINS_NAME)
+        staged = StagedContext(
+            settings.home / "cache" / "build" / variant, settings.home, None, wheels
+        )
     elif chosen.copies(rocm.SOURCE_NAME):
         # The Debian recipes compile ggml's RPC module and rpc-server from it (rpc.sh).
         args["LLAMA_CPP_BUILD"] = rocm.PYPI_SOURCE.build

@@ -46,10 +46,24 @@ class Recipe:
         return self.path.read_text(encoding="utf-8")
 
     @property
+    def inputs(self) -> list[Path]:
+        """The recipe and every file next to it that a build may COPY: the shared scripts
+        and the recipe's own files (`oneapi-wheels.txt` for oneapi.Containerfile)."""
+        own = f"{self.path.name.removesuffix(SUFFIX)}-"
+        return [
+            self.path,
+            *sorted(
+                p
+                for p in self.context.iterdir()
+                if p.is_file() and (p.suffix == ".sh" or p.name.startswith(own))
+            ),
+        ]
+
+    @property
     def sha256(self) -> str:
         """Hash of the recipe and every file next to it that a build may COPY."""
         digest = hashlib.sha256()
-        for path in [self.path, *sorted(p for p in self.context.iterdir() if p.suffix == ".sh")]:
+        for path in self.inputs:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         return digest.hexdigest()
 

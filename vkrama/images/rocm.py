@@ -12,19 +12,16 @@ source into vkrama's cache. Must not talk to podman or print.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from vkrama.backends import HIP_TARGETS, ROCM7_TARGETS
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.hardware import HardwareProfile
+from vkrama.images import fetch
 from vkrama.progress import NULL, BuildProgress, Reporter
-from vkrama.store.http import reason
 
 DEBIAN_RECIPE = "rocm"
 SOURCE_RECIPE = "rocm7"
@@ -194,38 +191,17 @@ def fetch_source(
     if source.local:
         return Path(source.url)
     path = cache_path(home, source)
-    directory = path.parent
-    if path.is_file() and (not source.sha256 or _sha256(path) == source.sha256):
+    if fetch.cached(path, source.sha256):
         return path
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.part")
     # Before the build's first step: a line of the rocm image's build.
     on_progress(BuildProgress("rocm", 0, 0, f"fetching llama.cpp source {source.url}"))
-    digest = hashlib.sha256()
-    host = source.url.split("/")[2]
-    try:
-        with requests.get(source.url, stream=True, timeout=60) as response:
-            response.raise_for_status()
-            with partial.open("wb") as out:
-                for chunk in response.iter_content(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-        if source.sha256 and digest.hexdigest() != source.sha256:
-            raise VkramaError(
-                f"{source.filename}: sha256 {digest.hexdigest()} is not the pinned {source.sha256}",
-                hint="the file on the server changed; nothing was kept",
-                status=ExitStatus.CHECKSUM,
-            )
-        partial.replace(path)
-    except requests.RequestException as error:
-        raise VkramaError(
-            f"cannot fetch the llama.cpp source for the rocm image from {host}: {reason(error)}",
-            hint=f"the ROCm 7 build needs {host} once; later builds use the cache",
-            status=ExitStatus.NETWORK,
-        ) from None
-    finally:
-        # Whatever ended the download (an error, Ctrl-C), no partial file stays behind.
-        partial.unlink(missing_ok=True)
+    fetch.download(
+        source.url,
+        path,
+        source.sha256,
+        cannot="cannot fetch the llama.cpp source for the rocm image",
+        hint="the ROCm 7 build needs {host} once; later builds use the cache",
+    )
     return path
 
 
@@ -241,11 +217,3 @@ def cache_path(home: Path, source: LlamaSource) -> Path:
 def _ordered(targets: set[str]) -> tuple[str, ...]:
     known = [t for t in ROCM7_TARGETS if t in targets]
     return (*known, *sorted(targets - set(known)))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        for chunk in iter(lambda: data.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vkrama import backends
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db
@@ -341,7 +342,9 @@ def best(
         measured += [
             (m.tps, detail, cell, m)
             for cell in detail.cells
+            # A test device (the SYCL CPU device) is never a contender.
             if cell.ok
+            and not backends.is_test_device(cell.backend, cell.driver)
             and not _wrong(cell)
             and (cell.backend, cell.driver or "", cell.image_id) not in wrong
             for m in _ranked(cell, metric)
