@@ -22,7 +22,7 @@ STACK_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "vulkan": (("mesa", "Mesa"),),
     "rocm": (("hip", "HIP"), ("rocblas", "rocBLAS"), ("gfx_targets", "for")),
     "cuda": (("cuda", "CUDA"), ("cublas", "cuBLAS")),
-    "oneapi": (("dpcpp", "DPC++"), ("mkl", "oneMKL")),
+    "oneapi": (("dpcpp", "DPC++"), ("mkl", "oneMKL"), ("sycl_module_version", "cyllama-sycl")),
 }
 
 # Label values and JSON keys are short identifiers; anything else did not come from us.
