@@ -173,14 +173,16 @@ def test_debian_recipes_get_the_llama_cpp_source_their_rpc_stage_compiles(backen
     settings = _settings()
     planned = images.plan(backend, settings)
     assert planned.recipe.copies("llama-cpp-source.tar.gz")
-    assert planned.staged is not None and planned.staged.source.build == "11434"
+    assert planned.staged is not None and planned.staged.source is not None
+    assert planned.staged.source.build == "11434"
     assert planned.context == settings.home / "cache" / "build" / backend
     assert "FROM ${BASE} AS rpc" in planned.recipe.text
 
 
-def test_a_recipe_without_the_rpc_stage_is_built_from_where_it_lies() -> None:
+def test_a_recipe_without_the_rpc_stage_gets_no_llama_cpp_source() -> None:
     planned = images.plan("oneapi", _settings())
-    assert not planned.recipe.copies("llama-cpp-source.tar.gz") and planned.staged is None
+    assert not planned.recipe.copies("llama-cpp-source.tar.gz")
+    assert planned.staged is not None and planned.staged.source is None  # its wheels only
 
 
 def test_plan_refuses_offline() -> None:

@@ -122,7 +122,7 @@ def test_oneapi_recipe_is_debians_llama_cpp_with_the_pinned_sycl_module() -> Non
     assert len({w.sha256 for w in pins}) == len(pins)
     # The pins and the script are part of the recipe: changing either changes its hash.
     assert [p.name for p in oneapi.inputs] == [
-        "oneapi.Containerfile", "oneapi-runtime.sh", "oneapi-wheels.txt", "provenance.sh",
+        "oneapi.Containerfile", "oneapi-runtime.sh", "oneapi-wheels.txt", "provenance.sh", "rpc.sh",
     ]  # fmt: skip
 
 

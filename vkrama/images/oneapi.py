@@ -58,10 +58,9 @@ def pinned(path: Path) -> tuple[Wheel, ...]:
 def fetch_wheels(home: Path, wheels: tuple[Wheel, ...], on_progress: Reporter = NULL) -> list[Path]:
     """Each wheel from vkrama's cache, downloaded there once and checked against its sha256
     every time it is used (a changed file in the cache is fetched again)."""
-    directory = home / "cache" / "wheels"
     paths = []
     for wheel in wheels:
-        path = directory / wheel.filename
+        path = cache_path(home, wheel)
         if not fetch.cached(path, wheel.sha256):
             # Before the build's first step: a line of the oneapi image's build.
             on_progress(BuildProgress("oneapi", 0, 0, f"fetching {wheel.url}"))
@@ -74,6 +73,11 @@ def fetch_wheels(home: Path, wheels: tuple[Wheel, ...], on_progress: Reporter = 
             )
         paths.append(path)
     return paths
+
+
+def cache_path(home: Path, wheel: Wheel) -> Path:
+    """Where `fetch_wheels` keeps a wheel."""
+    return home / "cache" / "wheels" / wheel.filename
 
 
 def _requirements(text: str) -> list[tuple[int, str]]:

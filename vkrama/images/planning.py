@@ -56,19 +56,28 @@ class BuildPlan:
         if self.staged is None:
             return []
         directory, source = self.staged.directory, self.staged.source
-        scripts = [self.recipe.path, *sorted(self.recipe.context.glob("*.sh"))]
-        target = str(directory / rocm.SOURCE_NAME)
         lines = [
             shlex.join(["mkdir", "-p", str(directory)]),
-            shlex.join(["cp", *(str(p) for p in scripts), str(directory)]),
+            shlex.join(["cp", *(str(p) for p in self.recipe.inputs), str(directory)]),
         ]
-        cached = Path(source.url) if source.local else rocm.cache_path(self.staged.home, source)
-        if source.local or cached.is_file():
-            lines.append(shlex.join(["cp", str(cached), target]))
-        else:
-            lines.append(shlex.join(["curl", "-fsSL", "-o", target, source.url]))
-        if source.sha256:
-            lines.append(f"echo {shlex.quote(f'{source.sha256}  {target}')} | sha256sum -c -")
+        # (where vkrama keeps it, or None when it must be downloaded; address; sha256; name)
+        needed: list[tuple[Path | None, str, str, str]] = []
+        if source is not None:
+            cached = Path(source.url) if source.local else rocm.cache_path(self.staged.home, source)
+            found = cached if source.local or cached.is_file() else None
+            needed.append((found, source.url, source.sha256, rocm.SOURCE_NAME))
+        for wheel in self.staged.wheels:
+            cached = oneapi.cache_path(self.staged.home, wheel)
+            found = cached if cached.is_file() else None
+            needed.append((found, wheel.url, wheel.sha256, wheel.filename))
+        for found, url, sha256, name in needed:
+            target = str(directory / name)
+            if found is not None:
+                lines.append(shlex.join(["cp", str(found), target]))
+            else:
+                lines.append(shlex.join(["curl", "-fsSL", "-o", target, url]))
+            if sha256:
+                lines.append(f"echo {shlex.quote(f'{sha256}  {target}')} | sha256sum -c -")
         return lines
 
     def podman_argv(self) -> list[str]:
