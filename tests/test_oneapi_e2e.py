@@ -21,7 +21,7 @@ from vkrama.engine import Engine
 from vkrama.images import local, recipes
 from vkrama.images.local import ImageRef
 
-pytestmark = [pytest.mark.podman, pytest.mark.slow]
+pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.oneapi]
 
 Vkrama = Callable[..., Any]
 # Model load compiles SYCL's SPIR-V kernels for the CPU (seconds idle, minutes on a loaded
