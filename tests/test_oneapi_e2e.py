@@ -135,3 +135,16 @@ def test_serve_on_the_sycl_cpu_device_answers_as_the_cpu_does(
         assert vkrama("stop", name).returncode == 0
     # Random weights, greedy decoding: the same tokens on both backends, not just some text.
     assert answers["cpu"] and answers["oneapi"] == answers["cpu"]
+
+
+def test_the_output_check_finds_the_sycl_cpu_device_computes_what_the_cpu_does(
+    vkrama: Vkrama, tiny_model: Path, oneapi_image: ImageRef, nothing_left: None
+) -> None:
+    # Issue 34's check: the CPU's next-token distributions against SYCL's, teacher-forced.
+    done = vkrama(
+        "check", str(tiny_model), "--backend", "oneapi", "--context", "32", "--positions", "48",
+        "--json", timeout=SLOW,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["stacks"]
+    assert (row["backend"], row["driver"], row["verdict"]) == ("oneapi", "opencl-cpu", "ok"), row
