@@ -43,6 +43,15 @@ PLANS = {
         intel_nvidia_laptop, ["--vk-driver", "nvidia"], "nvidia.com/gpu",
         {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics", "GGML_VK_VISIBLE_DEVICES": "0"},
     ),
+    "sycl-cpu-device-asks-for-no-gpu-and-keeps-its-shim": (
+        no_gpu, ["--backend", "oneapi"], None,
+        {"ONEAPI_DEVICE_SELECTOR": "opencl:cpu",
+         "LD_PRELOAD": "/opt/oneapi/cpu-device/libsycl-cpu-device.so"},
+    ),
+    "oneapi-asks-intels-i915-plugin": (
+        intel_nvidia_laptop, ["--backend", "oneapi"], "gpu.intel.com/i915",
+        {"ONEAPI_DEVICE_SELECTOR": "level_zero:0"},
+    ),
     "anv-asks-intels-i915-plugin": (
         intel_nvidia_laptop, ["--vk-driver", "anv"], "gpu.intel.com/i915",
         {"GGML_VK_VISIBLE_DEVICES": "0"},

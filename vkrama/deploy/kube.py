@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vkrama.backends import SYCL_CPU
 from vkrama.deploy.files import Generated, yaml_text
 from vkrama.deploy.workloads import HEALTH_PATH, Workload, writable_sources
 from vkrama.engine.spec import ContainerSpec
@@ -37,8 +38,8 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 def gpu_resource(backend: str, driver: str | None, kernel_driver: str | None) -> str | None:
     """The device plugin's resource that gives a pod this backend's GPU; None for CPU work."""
-    if backend == "cpu" or driver == "lavapipe":
-        return None
+    if backend == "cpu" or driver in ("lavapipe", SYCL_CPU):
+        return None  # software devices: lavapipe, the SYCL CPU device
     if backend == "cuda" or driver == "nvidia":
         return "nvidia.com/gpu"  # NVIDIA's device plugin (GPU operator)
     if backend == "rocm" or driver == "radv":
