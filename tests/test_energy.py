@@ -269,6 +269,82 @@ def check(found: Energy) -> None:
     assert found.joules_per_token == pytest.approx((BUSY_W - IDLE_W) * 3.0 / 600, rel=0.2)
 
 
+@dataclass
+class Cooling(Schedule):
+    """A GPU that has just finished the previous cell: it draws `steps` (seconds from
+    `origin`, watts) one after another, then IDLE_W until `switch`, BUSY_W after."""
+
+    steps: tuple[tuple[float, float], ...] = ((1.2, 133.0),)
+
+    def _segments(self) -> list[tuple[float, float, float]]:
+        """(from, to, watts) in wall-clock time, up to the switch."""
+        out, at = [], self.origin
+        for seconds, watts in self.steps:
+            out.append((at, at + seconds, watts))
+            at += seconds
+        return [*out, (at, float("inf"), IDLE_W)]
+
+    def watts(self, at: float) -> float:
+        if at >= self.switch:
+            return BUSY_W
+        return next(w for start, end, w in self._segments() if start <= at < end)
+
+    def joules(self, at: float) -> float:
+        upto = min(at, self.switch)
+        drawn = sum(
+            w * (min(end, upto) - start) for start, end, w in self._segments() if start < upto
+        )
+        return drawn + (BUSY_W * (at - self.switch) if at > self.switch else 0.0)
+
+
+def test_the_idle_draw_is_read_once_the_previous_cells_heat_has_gone(
+    host: FakeHost, drive: Any
+) -> None:
+    # 133 W for 1.2 s after the last cell (as an H100 drew when vulkan's cell followed
+    # cuda's), then 20 W: the baseline is the 20 W, so J/token is the work's own.
+    cooling = Cooling(steps=tuple((0.4, watts) for watts in (133.0, 110.0, 90.0, 70.0, 50.0, 35.0)))
+    drive(host.add_rapl_zone(0), cooling)
+    check(measure(find_counters(host.detect(), host.sysfs).cpu, cooling))
+
+
+def test_a_plateau_of_heat_is_not_taken_for_idle_once_the_run_has_seen_idle(
+    host: FakeHost, drive: Any
+) -> None:
+    # Flat at 133 W for longer than two idle windows: it looks settled, but an earlier cell
+    # of this run read the same counter idle at 20 W, and that is the baseline.
+    hot = Cooling(steps=((1.5, 133.0),))
+    drive(host.add_rapl_zone(0), hot)
+    counters = find_counters(host.detect(), host.sysfs).cpu
+    floors = {" + ".join(counter.name for counter in counters): IDLE_W}
+    watch = energy.PowerWatch(counters, idle_s=0.5, floors=floors)
+    watch.idle()
+    hot.switch = time.time()
+    watch.start()
+    time.sleep(3.6)
+    (found,) = energy.per_test(watch.finish(), [Window(hot.switch + 0.3, hot.switch + 3.3, 600)])
+    check(found)
+
+
+def test_an_idle_draw_that_never_settles_gives_watts_but_no_joules_per_token(
+    host: FakeHost, drive: Any
+) -> None:
+    falling = Cooling(steps=tuple((0.5, 200.0 - 25 * i) for i in range(7)))
+    drive(host.add_rapl_zone(0), falling)
+    watch = energy.PowerWatch(
+        find_counters(host.detect(), host.sysfs).cpu, settle_s=1.5, idle_s=0.5
+    )
+    watch.idle()
+    falling.switch = time.time()
+    watch.start()
+    time.sleep(3.6)
+    (found,) = energy.per_test(
+        watch.finish(), [Window(falling.switch + 0.3, falling.switch + 3.3, 600)]
+    )
+    assert found.joules_per_token is None
+    assert found.watts == pytest.approx(BUSY_W, rel=0.15)
+    assert found.note.startswith("the idle draw before the cell had not settled after 1.5 s")
+
+
 def test_rapl_at_a_known_wattage(host: FakeHost, schedule: Schedule, drive: Any) -> None:
     drive(host.add_rapl_zone(0), schedule)
     check(measure(find_counters(host.detect(), host.sysfs).cpu, schedule))

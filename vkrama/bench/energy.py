@@ -8,15 +8,20 @@ to podman; the arithmetic is pure (a `Trace` in, `Energy` records out).
 
 Placing a test in time: llama-bench runs its tests one after another in one process and
 prints (and flushes) each test's JSON object as soon as its repetitions end; the container
-log stamps each line as it arrives, so a test's counted repetitions are the
-sum of their `samples_ns` just before its object's first line. Idle draw: the mean over
-`IDLE_S` just before the cell starts, subtracted from every test's energy before it is
-divided by tokens (so J/token is what the work cost above a GPU sitting idle; the watts
-shown are the whole draw). Resolution: an energy counter is read every `SAMPLE_S` and
-interpolated between reads; a power reading is averaged over the reads inside the test. A
-test shorter than `MIN_PERIODS` sampling periods, or than `MIN_TEST_S` (ten times what the
-log's stamp may lag), gets no figure and a hint: it spans too few reads, or too much of its
-window may lie after it.
+log stamps each line as it arrives, so a test's counted repetitions are the sum of their
+`samples_ns` just before its object's first line. Idle draw: the mean over `IDLE_S` just
+before the cell starts, once it has settled (two windows in a row within `SETTLE_W` or
+`SETTLE_FRACTION`: a GPU that has just finished the previous cell still draws well above
+idle for seconds; on an H100 the vulkan cell after cuda's began at 133 W against 72 W), or
+the lowest settled draw this run has read on the same counters before, if lower (a plateau
+of heat is flat too), subtracted from every test's energy before it is divided by tokens
+(so J/token is what the work cost above a GPU sitting idle; the watts shown are the whole
+draw). A draw that has not settled within `SETTLE_S` gives watts but no J/token, and says
+so. Resolution: an energy counter is read every `SAMPLE_S` and interpolated between reads;
+a power reading is averaged over the reads inside the test. A test shorter than
+`MIN_PERIODS` sampling periods, or than `MIN_TEST_S` (ten times what the log's stamp may
+lag), gets no figure and a hint: it spans too few reads, or too much of its window may lie
+after it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
 
 SAMPLE_S = 0.1
 IDLE_S = 1.0
+SETTLE_S = 20.0  # the most a cell waits for the idle draw to settle
+SETTLE_W, SETTLE_FRACTION = 2.0, 0.05  # two idle windows this close: settled
 MIN_PERIODS = 5  # a test must span this many sampling periods (0.5 s at SAMPLE_S)
 # podman 4.3 polls its log file 4 times a second: a test's end is known up to 0.25 s late,
 # and a test 10 times that long has at most a tenth of its window after its end.
@@ -56,6 +63,8 @@ class Trace:
     busy: tuple[tuple[float, tuple[float, ...]], ...]  # while it ran
     interval: float = SAMPLE_S
     failure: str = ""  # why reading stopped ("" when it did not)
+    unsettled: str = ""  # why the idle draw is not a baseline ("" when it settled)
+    idle_floor: float | None = None  # a lower settled idle draw read before, in this run
     min_test_s: float = MIN_TEST_S  # the shortest test a figure is given for
 
     @property
@@ -79,19 +88,49 @@ class PowerWatch:
     counters: tuple[Counter, ...]
     interval: float = SAMPLE_S
     idle_s: float = IDLE_S
+    settle_s: float = SETTLE_S
+    # the lowest settled idle draw per set of counters, shared by the cells of one run
+    floors: dict[str, float] | None = None
     clock: Clock = time.time  # wall clock: the container log's stamps are wall clock too
     _idle: list[tuple[float, tuple[float, ...]]] = field(default_factory=list)
     _busy: list[tuple[float, tuple[float, ...]]] = field(default_factory=list)
     _failure: str = ""
+    _unsettled: str = ""
+    _floor: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def idle(self) -> None:
-        """Read the counters for `idle_s` with nothing of ours running (blocks that long)."""
+        """Read the counters in windows of `idle_s` with nothing of ours running, until two
+        windows in a row agree (blocks `idle_s` twice at least, `settle_s` at most); the
+        last window is the idle draw."""
         began = time.monotonic()
-        while self._read(self._idle) and time.monotonic() - began < self.idle_s:
-            time.sleep(self.interval)
-        self._read(self._idle)
+        before: float | None = None
+        while True:
+            window: list[tuple[float, tuple[float, ...]]] = []
+            start = time.monotonic()
+            while self._read(window) and time.monotonic() - start < self.idle_s:
+                time.sleep(self.interval)
+            self._read(window)
+            self._idle = window
+            draw, _ = idle_watts(Trace(self.counters, tuple(window), ()))
+            if draw is None or self._failure:
+                return  # idle_watts says why when the trace is read
+            floors = self.floors if self.floors is not None else {}
+            key = " + ".join(counter.name for counter in self.counters)
+            if before is not None and abs(draw - before) <= max(SETTLE_W, SETTLE_FRACTION * before):
+                floors[key] = min(draw, floors.get(key, draw))
+                self._floor = floors[key] if floors[key] < draw else None
+                return
+            if before is not None and time.monotonic() - began >= self.settle_s:
+                self._floor = floors.get(key)
+                if self._floor is None:
+                    self._unsettled = (
+                        f"the idle draw before the cell had not settled after {self.settle_s:g} "
+                        f"s ({before:.1f} W, then {draw:.1f} W), so no J/token above idle"
+                    )
+                return
+            before = draw
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._sample, name="vkrama-power", daemon=True)
@@ -103,7 +142,13 @@ class PowerWatch:
             self._thread.join()
             self._read(self._busy)
         return Trace(
-            self.counters, tuple(self._idle), tuple(self._busy), self.interval, self._failure
+            self.counters,
+            tuple(self._idle),
+            tuple(self._busy),
+            self.interval,
+            self._failure,
+            self._unsettled,
+            self._floor,
         )
 
     def _sample(self) -> None:
@@ -134,6 +179,8 @@ def per_test(trace: Trace, windows: Sequence[Window | None]) -> list[Energy]:
     """Each window's mean watts and joules per token above the idle draw; a `None` window
     (its test could not be placed in time) and a window the trace cannot resolve get a note."""
     idle, why = idle_watts(trace)
+    if idle is not None and trace.idle_floor is not None:
+        idle = min(idle, trace.idle_floor)
     out = []
     for window in windows:
         if window is None:
@@ -192,6 +239,8 @@ def _one(trace: Trace, window: Window, idle: float) -> Energy:
             inside = [v for t, v in series if window.start <= t <= window.end]
             joules += sum(inside) / len(inside) * seconds
     watts = joules / seconds
+    if trace.unsettled:
+        return Energy(trace.name, watts, idle, None, seconds, trace.unsettled)
     above = joules - idle * seconds
     if above <= 0 or window.tokens <= 0:
         why = f"drew no more than idle ({watts:.1f} W against {idle:.1f} W before the cell)"

@@ -53,6 +53,7 @@ def run_cells(
     measured, as in tune's trials).
     """
     results: list[CellResult] = []
+    floors: dict[str, float] = {}  # each device's lowest settled idle draw (bench.energy)
     doing = "running llama-bench in" if runner is None else "serving from"
     for number, cell in enumerate(cells, 1):
         counted = f"[{number}/{len(cells)}] {cell.key}"
@@ -70,6 +71,7 @@ def run_cells(
                     timeout=timeout,
                     flash_attn_varied=flash_attn_varied,
                     power=power,
+                    floors=floors,
                 )
         except KeyboardInterrupt:
             interrupted = True
@@ -100,6 +102,7 @@ def run_cell(
     timeout: float,
     flash_attn_varied: bool = False,
     power: PowerCounters | None = None,
+    floors: dict[str, float] | None = None,
 ) -> CellResult:
     """One cell to its end; a failure is a failed CellResult, never an exception.
 
@@ -107,7 +110,7 @@ def run_cell(
     with `power` each test's energy (see `bench.energy`): the idle draw is read first.
     """
     counters, no_counter = power.for_cell(cell.gpus) if power is not None else ((), "")
-    meter = energy.PowerWatch(counters) if counters else None
+    meter = energy.PowerWatch(counters, floors=floors) if counters else None
     stamped: list[tuple[float, str]] = []
     if meter is not None:
         meter.idle()
