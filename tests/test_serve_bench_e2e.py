@@ -172,7 +172,17 @@ def test_a_sweep_raises_the_rate_until_the_slo_breaks_and_reports_capacity(
     tried = [(s.rate or 0.0, bool(s.slo_met)) for s in cell.serving]
     assert all(s.rate is not None and s.slo_met is not None for s in cell.serving)
     # As docs/serving-bench.md says: from its first rate, doubling while the SLO holds ...
-    first_break = next(n for n, (_, met) in enumerate(tried) if not met)
+    first_break = next((n for n, (_, met) in enumerate(tried) if not met), None)
+    rows = json.loads(done.stdout)
+    (capacity,) = {row["capacity"] for row in rows}
+    if first_break is None:
+        # ... up to its last level or the load generator's limit, if the box is quick
+        # enough that no rate broke it (an idle 2-core box in a CI run at 381b095): the
+        # capacity is then a lower bound, and said so.
+        assert [rate for rate, _ in tried] == [2.0 * 2**k for k in range(len(tried))]
+        assert capacity == tried[-1][0] and rows[0]["capacity_at_least"]
+        assert f"cpu: capacity at least {capacity:.3g} requests/s within" in done.stderr
+        return
     assert [rate for rate, _ in tried[: first_break + 1]] == [
         2.0 * 2**k for k in range(first_break + 1)
     ]
@@ -184,8 +194,6 @@ def test_a_sweep_raises_the_rate_until_the_slo_breaks_and_reports_capacity(
         assert held < tried[n][0] < broke, tried
     # The capacity said is a rate that held, with no rate at or below it broken (none
     # when every rate broke, as a box loaded past the tiny model's 1/8 s might make it).
-    rows = json.loads(done.stdout)
-    (capacity,) = {row["capacity"] for row in rows}
     assert not rows[0]["capacity_at_least"]
     if capacity is None:
         assert not any(met for _, met in tried) and "cpu: capacity none within" in done.stderr
