@@ -511,3 +511,19 @@ def test_a_cold_repetition_is_stored_and_a_counted_one_is_said_everywhere(
     (imported,) = imports.import_text(settings, document, "export.json")
     again = results.get_run(settings, imported.run_id).cells[0].measurements
     assert [(m.cold_samples, m.cold_counted) for m in again] == [((260.0,), False), ((), True)]
+
+
+def test_the_sycl_cpu_device_is_shown_but_never_named_in_a_verdict() -> None:
+    # Its row says "a test of the SYCL path, not a contender": a verdict line that called it
+    # the runner-up (as one did on 2026-12-07: "cpu fastest ..., 1.50x oneapi/opencl-cpu")
+    # would rank it after all. lavapipe stays ranked, as the README's tour shows.
+    cpu = cell("cpu", None, 5000, 4000, sd=10)
+    sycl = cell("oneapi", "opencl-cpu", 3400, 170, sd=10)
+    lavapipe = cell("vulkan", "lavapipe", 490, 120, sd=10)
+    found = results.verdicts([cpu, sycl, lavapipe])
+    assert [(v.winner, v.runner_up) for v in found] == [
+        ("cpu", "vulkan/lavapipe"),
+        ("cpu", "vulkan/lavapipe"),
+    ]
+    alone = results.verdicts([sycl])
+    assert alone == []

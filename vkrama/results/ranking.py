@@ -120,10 +120,14 @@ class Verdict:
 
 def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
     """One verdict per test (in the order tests first appear) over the ok cells of a run;
-    a cell whose output check found it wrong is never ranked (`unranked` says so)."""
+    a cell whose output check found it wrong is never ranked (`unranked` says so), nor is a
+    test device (the SYCL CPU device: its row says it is no contender, so no verdict may
+    name it fastest or runner-up)."""
     by_test: dict[str, list[tuple[CellResult, Measurement]]] = {}
     for cell in cells:
-        for m in cell.measurements if cell.ok and not _wrong(cell) else ():
+        ranked = cell.ok and not _wrong(cell)
+        ranked = ranked and not backends.is_test_device(cell.backend, cell.driver)
+        for m in cell.measurements if ranked else ():
             by_test.setdefault(m.test, []).append((cell, m))
     found = []
     for test, entries in by_test.items():
