@@ -125,9 +125,9 @@ def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
     name it fastest or runner-up)."""
     by_test: dict[str, list[tuple[CellResult, Measurement]]] = {}
     for cell in cells:
-        ranked = cell.ok and not _wrong(cell)
-        ranked = ranked and not backends.is_test_device(cell.backend, cell.driver)
-        for m in cell.measurements if ranked else ():
+        contender = cell.ok and not _wrong(cell)
+        contender = contender and not backends.is_test_device(cell.backend, cell.driver)
+        for m in cell.measurements if contender else ():
             by_test.setdefault(m.test, []).append((cell, m))
     found = []
     for test, entries in by_test.items():
