@@ -5,6 +5,8 @@ counters (`hardware.power`) with wall-clock stamps, first for `IDLE_S` with noth
 (the idle draw), then while the cell runs; `per_test` then cuts the trace at each test's
 counted repetitions and gives its mean watts and joules per token. Must not print, nor talk
 to podman; the arithmetic is pure (a `Trace` in, `Energy` records out).
+Over 300 lines because the sampler and the arithmetic share one `Trace` and its
+resolution limits, and the idle draw's settling is judged by the `idle_watts` both use.
 
 Placing a test in time: llama-bench runs its tests one after another in one process and
 prints (and flushes) each test's JSON object as soon as its repetitions end; the container
