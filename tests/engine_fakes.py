@@ -57,6 +57,9 @@ class NullEngine:
     def state(self, container: str) -> ContainerState:
         _unexpected(f"inspect {container}")
 
+    def alive(self, container: str) -> bool:
+        _unexpected(f"ask whether {container} is alive")
+
     def logs(
         self,
         container: str,

@@ -28,7 +28,7 @@ from test_serve_cli_e2e import (  # noqa: F401
 )
 
 from vkrama.engine import Engine, Podman
-from vkrama.serve import containers, plan, ready
+from vkrama.serve import plan, ready
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def test_the_printed_dry_run_command_of_a_comma_named_model_runs_and_serves(
     try:
         assert started.returncode == 0, started.stderr
         url = plan.base_url("127.0.0.1", port)
-        ready.wait_ready(url, "we_ird", 120, lambda: containers.is_running(engine, name))
+        ready.wait_ready(url, "we_ird", 120, lambda: engine.alive(name))
         assert listed_models(url) == {"we_ird"}
     finally:
         subprocess.run(["podman", "rm", "--force", name], capture_output=True)

@@ -83,6 +83,9 @@ class ExitedEngine(NullEngine):
     def state(self, container: str) -> ContainerState:
         return ContainerState(ContainerStatus.EXITED, 139)
 
+    def alive(self, container: str) -> bool:
+        return False
+
     def log_lines(self, container: str) -> Iterator[str]:
         yield "ggml_vulkan: device lost"
 

@@ -155,7 +155,7 @@ def serve_and_score(
     container = engine.run(cell.spec)
     try:
         ready.wait_ready(url, alias, timeout,
-                         is_running=lambda: containers.is_running(engine, container))  # fmt: skip
+                         is_running=lambda: engine.alive(container))  # fmt: skip
     except VkramaError as error:
         said = _first_error(containers.log_tail(engine, container, 40))
         raise VkramaError(

@@ -157,7 +157,7 @@ def run_serve_cell(
 
     `timeout` bounds the wait until the server is ready; each request has its own. `spans`
     gets each measured level's wall-clock span (bench.energy cuts its draw from them)."""
-    from vkrama.serve import containers, ready
+    from vkrama.serve import ready
 
     started = time.monotonic()
     base = cell.failed()
@@ -167,9 +167,7 @@ def run_serve_cell(
     log = ""
     try:
         container = engine.run(cell.spec)
-        ready.wait_ready(
-            url, alias, timeout, is_running=lambda: containers.is_running(engine, container)
-        )
+        ready.wait_ready(url, alias, timeout, is_running=lambda: engine.alive(container))
         log = "\n".join(engine.logs(container, stdout=False))
         reason, seen = stderr.verify(cell.backend, cell.driver, stderr.observe(log), [])
         device = seen.label if seen is not None else cell.device

@@ -294,7 +294,7 @@ class Podman:
                     if number >= skip:
                         skip = number + 1
                         yield line
-                if not self._alive(container):
+                if not self.alive(container):
                     return  # the stream ended with the container
                 # A stream that ends while the container runs on: its service went away
                 # (and the state call above waited for it to come back). Follow again.
@@ -306,7 +306,8 @@ class Podman:
                 if not self._service_back(deadline):
                     raise
 
-    def _alive(self, container: str) -> bool:
+    def alive(self, container: str) -> bool:
+        """Running or about to; False once it ended or was removed (`vkrama stop`)."""
         try:
             return self.state(container).status.alive
         except VkramaError as error:

@@ -45,6 +45,10 @@ class Engine(Protocol):
 
     def state(self, container: str) -> ContainerState: ...
 
+    def alive(self, container: str) -> bool:
+        """Whether the container is running or about to (False once it ended or is gone)."""
+        ...
+
     def logs(
         self,
         container: str,

@@ -66,15 +66,6 @@ def exit_code(engine: Engine, container: str) -> int | None:
         raise
 
 
-def is_running(engine: Engine, container: str) -> bool:
-    try:
-        return engine.state(container).status.alive
-    except VkramaError as error:
-        if error.status == ExitStatus.NOT_FOUND:
-            return False
-        raise
-
-
 @dataclass(frozen=True)
 class ServerRow:
     """One serve container as `vkrama ps` shows it, read from its labels."""

@@ -18,8 +18,8 @@ from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Step, Waiting
-from vkrama.serve import containers, ready, warm
 from vkrama.serve import plan as planning
+from vkrama.serve import ready, warm
 from vkrama.serve.containers import start_until
 from vkrama.serve.plan import ServeRequest
 
@@ -245,7 +245,7 @@ def launch(
             planned.url,
             planned.alias,
             timeout,
-            is_running=lambda: containers.is_running(engine, container),
+            is_running=lambda: engine.alive(container),
             on_progress=on_progress,
             api_key=planned.api_key,
             what=f"starting {planned.spec.name}",
@@ -269,7 +269,7 @@ def _warm_up(
         gpu = planned.choice is None or warm.compiles_on_first_use(planned.choice.backend)
         return warm.warm_up(planned.url, planned.spec.command, timeout, planned.api_key, gpu)
     except VkramaError:
-        if containers.is_running(engine, container):
+        if engine.alive(container):
             raise
         raise VkramaError(
             "llama-server exited while it was warmed up",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vkrama.progress import NULL, Reporter, Step
-from vkrama.serve import containers, rpc
+from vkrama.serve import rpc
 from vkrama.serve.containers import start_until
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def start_worker(
         return rpc.wait_answering(
             planned.endpoint,
             timeout,
-            is_running=lambda: containers.is_running(engine, container),
+            is_running=lambda: engine.alive(container),
             on_progress=on_progress,
             what=f"starting {planned.spec.name}",
         )
