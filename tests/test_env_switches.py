@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +127,25 @@ def test_tune_searches_a_vulkan_switch_on_lavapipe_and_each_trial_ran_with_it(
     vkrama: Callable[..., Any], tiny_model: Path, settings: Any
 ) -> None:
     """lavapipe's ggml reads the same switches: unset and 1 each run in their own
-    container, and ggml-vulkan's device line shows the switch reached it (fp16: 0)."""
+    container, and ggml-vulkan's device line shows the switch reached it (fp16: 0). The
+    output check is on: F16 off changes the arithmetic, so if it won it was checked first
+    (whether it wins on a loaded box is not the test's to decide; each way is asserted)."""
     from vkrama import results
 
     lavapipe = ("--backend", "vulkan", "--vk-driver", "lavapipe", "-p", "64", "-r", "2")
-    done = vkrama("tune", str(tiny_model), *lavapipe, "--flags", F16, "--budget", "150s")
+    done = vkrama("tune", str(tiny_model), *lavapipe, "--flags", F16, "--budget", "150s",
+                  env={"VKRAMA_BENCH_CHECK": "true"})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"trying {F16}=unset,1 (2 reps)" in done.stderr
     (tuned,) = json.loads(vkrama("tune", "--show", str(tiny_model), "--json").stdout)
     assert tuned["defaults"][F16] == "" and tuned["flags"][F16] in ("", "1")
+    checking = f"vulkan/lavapipe: checking its output with {F16}=1 against the CPU"
+    if tuned["flags"][F16] == "1" and tuned["beyond_noise"]:
+        assert checking in done.stderr
+        verdict = f"{F16}=1: output ok (" in done.stderr
+        assert verdict == (tuned["refused"] == ""), done.stderr
+    else:
+        assert checking not in done.stderr and tuned["refused"] == ""
     cells = results.get_run(settings, "latest").cells
     ran = {m.flags[F16]: c.stderr_tail for c in cells if c.ok for m in c.measurements}
     assert set(ran) == {"", "1"}
@@ -178,3 +189,102 @@ def test_a_probe_that_fails_says_so_and_tune_then_offers_no_switch() -> None:
     with pytest.raises(VkramaError) as raised:
         library.switches_read(Failing(), "img")  # type: ignore[arg-type]
     assert "exit 127: sh: 1: find: not found" in raised.value.message
+
+
+# -- a kept switch that changes numerics passes the output check first --------------------
+
+
+def _won(flags: dict[str, str], defaults: dict[str, str]) -> Any:
+    from vkrama.results.tunings import TunedStack
+
+    return TunedStack(
+        gpu_key="none", model_sha256="0", backend="vulkan", driver="lavapipe", device="d",
+        driver_version="", image_id="i", objective="pp", test="pp64", flags=flags,
+        defaults=defaults, tps=2.0, tps_stddev=0.1, default_tps=1.0, default_stddev=0.1,
+        beyond_noise=True, spent_s=1.0, trials=3,
+    )  # fmt: skip
+
+
+def test_a_kept_numerics_switch_whose_check_says_wrong_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the check's seam: a fake check that answers "wrong". The switch reached it as the
+    stack's environment (never as a llama-server argument), and the tuning is refused."""
+    from engine_fakes import NullEngine
+
+    from vkrama import config
+    from vkrama.bench import check_store
+    from vkrama.bench.check import CheckRequest, CheckRow
+    from vkrama.bench.matrix import BenchRequest
+
+    monkeypatch.setenv("VKRAMA_BENCH_CHECK", "true")
+    asked: list[CheckRequest] = []
+
+    def wrong(engine: Any, settings: Any, request: CheckRequest, on_progress: Any) -> list[Any]:
+        asked.append(request)
+        return [CheckRow("vulkan", "lavapipe", "d", "wrong", "KL 2.5 mean, 4.1 p99 vs CPU")]
+
+    won = _won({"ub": "256", F16: "1"}, {"ub": "512", F16: ""})
+    cells = BenchRequest(model="m", env={"MESA_X": "1"})
+    said = check_store.guard_tuning(NullEngine(), config.load(), cells, won, check=wrong)
+    (request,) = asked
+    assert request.server_args == () and request.cells.env == {"MESA_X": "1", F16: "1"}
+    assert (request.cells.backends, request.cells.vk_drivers) == (("vulkan",), ("lavapipe",))
+    assert said.refused == "wrong output (KL 2.5 mean, 4.1 p99 vs CPU)"
+    assert said.env == {} and said.bench_args == () and said.changed == {}
+    assert said.line.startswith(
+        f"vulkan/lavapipe: llama-bench's defaults stay: -ub 256 {F16}=1 refused, wrong output"
+    )
+
+
+def test_a_kept_switch_that_only_changes_speed_is_not_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine_fakes import NullEngine
+
+    from vkrama import config
+    from vkrama.bench import check_store
+    from vkrama.bench.matrix import BenchRequest
+
+    monkeypatch.setenv("VKRAMA_BENCH_CHECK", "true")
+
+    def never(*args: Any) -> list[Any]:
+        raise AssertionError("checked a switch that does not change the arithmetic")
+
+    fusion = "GGML_VK_DISABLE_FUSION"
+    won = _won({fusion: "1"}, {fusion: ""})
+    assert not env_switches.BY_NAME[fusion].numerics and env_switches.BY_NAME[F16].numerics
+    kept = check_store.guard_tuning(NullEngine(), config.load(), BenchRequest("m"), won,
+                                    check=never)  # fmt: skip
+    assert kept == won and kept.env == {fusion: "1"}
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_a_kept_f16_switch_on_lavapipe_is_checked_with_it_and_stored_under_it(
+    tiny_model: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real check, on lavapipe, its llama-server started with GGML_VK_DISABLE_F16=1 in
+    its environment: f32 where f16 was computes what the CPU computes, so the tuning stands;
+    the check is stored under that environment, never as the stack's own check."""
+    import hashlib
+
+    from vkrama import config
+    from vkrama.bench import check_store
+    from vkrama.bench.matrix import BenchRequest
+    from vkrama.results import checks
+
+    monkeypatch.setenv("VKRAMA_BENCH_CHECK", "true")
+    settings = config.load()
+    sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    won = replace(_won({F16: "1"}, {F16: ""}), model_sha256=sha)
+    said: list[str] = []
+    kept = check_store.guard_tuning(
+        engine, settings, BenchRequest(model=str(tiny_model)), won, lambda s: said.append(str(s))
+    )
+    assert kept == won, kept.refused
+    assert any(f"checking its output with {F16}=1 against the CPU" in line for line in said)
+    (stored,) = checks.newest(settings, sha, "none", (), {F16: "1"}).values()
+    assert (stored.backend, stored.driver, stored.verdict) == ("vulkan", "lavapipe", "ok")
+    assert stored.env == {F16: "1"}
+    assert all(c.env == {} for c in checks.newest(settings, sha, "none").values())

@@ -73,6 +73,12 @@ def is_switch(key: str) -> bool:
     return key.startswith(PREFIXES)
 
 
+def changes_numerics(key: str) -> bool:
+    """A tuned configuration's key that is a switch of this table changing the arithmetic."""
+    switch = BY_NAME.get(key)
+    return switch is not None and switch.numerics
+
+
 def env_of(flags: Mapping[str, str]) -> dict[str, str]:
     """The switches a configuration sets (a value of "" leaves the variable unset)."""
     return {key: value for key, value in flags.items() if is_switch(key) and value}

@@ -10,9 +10,11 @@ print: steps go to a `Reporter`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from vkrama.backends import env_switches
 from vkrama.bench.check import (
     CheckParams,
     CheckPlan,
@@ -102,7 +104,8 @@ def store(
             gpu_key=gpu_key(checked), model_sha256=checked.model.sha256, backend=row.backend,
             driver=row.driver, device=row.device, image_id=row.image_id, verdict=row.verdict,
             reason=row.reason, kl_mean=found.kl_mean, kl_p99=found.kl_p99, top1=found.top1,
-            server_args=checked.request.server_args, build=reference.build,
+            server_args=checked.request.server_args, env=dict(checked.request.cells.env),
+            build=reference.build,
             seconds=row.duration_s, figures=found.as_dict(), run_id=run_id,
         )  # fmt: skip
         checks.store(settings, check)
@@ -157,7 +160,7 @@ def _before_bench(
     from vkrama.results import checks
 
     checked = prepare(settings, CheckRequest(cells=cells), engine, on_progress)
-    known = checks.newest(settings, checked.model.sha256, gpu_key(checked))
+    known = checks.newest(settings, checked.model.sha256, gpu_key(checked), env=cells.env)
 
     def image_id(cell: BenchCell) -> str:
         return checked.images.get(cell.image, ("", {}))[0]
@@ -181,8 +184,24 @@ def _before_bench(
 
 
 # llama.cpp flags that change what is computed, not only how fast: the ones a tuning may
-# keep only when the stack's output with them stays ok against the CPU.
+# keep only when the stack's output with them stays ok against the CPU (as may each
+# stack's own switch marked `numerics`: F16 off, coopmat off, ...).
 NUMERICS = ("fa", "ctk", "ctv")
+# Runs the output check of one request: `check_rows` (prepare, run, store) unless a test
+# stands in for it.
+CheckRunner = Callable[["Engine", Settings, CheckRequest, Reporter], list[CheckRow]]
+
+
+def check_rows(
+    engine: Engine, settings: Settings, request: CheckRequest, on_progress: Reporter
+) -> list[CheckRow]:
+    """`vkrama check` of `request`, stored: each checked stack's row."""
+    return run(engine, settings, prepare(settings, request, engine, on_progress), on_progress).rows
+
+
+def changes_numerics(flag: str) -> bool:
+    """A tuned key (a llama.cpp flag or a stack's switch) that changes the arithmetic."""
+    return flag in NUMERICS or env_switches.changes_numerics(flag)
 
 
 def guard_tuning(
@@ -191,21 +210,26 @@ def guard_tuning(
     cells: BenchRequest,
     tuned: TunedStack,
     on_progress: Reporter = NULL,
+    check: CheckRunner = check_rows,
 ) -> TunedStack:
-    """`tune`'s outcome for one stack, its won flags refused (with the check's KL) when
-    those of them that change the arithmetic (flash attention, a quantized KV cache) make
-    its llama-server's output other than ok against the CPU. The check is stored."""
-    kept = {f: v for f, v in tuned.changed.items() if f in NUMERICS}
+    """`tune`'s outcome for one stack, its won settings refused (with the check's KL) when
+    those of them that change the arithmetic (flash attention, a quantized KV cache, a
+    switch such as GGML_VK_DISABLE_F16) make its llama-server's output other than ok
+    against the CPU. A switch reaches the server as it reaches llama-bench: in the
+    container's environment (the check's one path for --env). The check is stored."""
+    kept = {f: v for f, v in tuned.changed.items() if changes_numerics(f)}
     if not kept or not settings["bench.check"]:
         return tuned
-    args = tuple(a for f, v in kept.items() for a in (FLAG[f].server, v))
+    args = tuple(a for f, v in kept.items() if f in NUMERICS for a in (FLAG[f].server, v))
+    env = env_switches.env_of(kept)
+    said = " ".join([*args, *(f"{k}={v}" for k, v in env.items())])
     drivers = (tuned.driver,) if tuned.driver else ()
-    one = replace(cells, backends=(tuned.backend,), vk_drivers=drivers, every=False)
-    on_progress(Step(f"{tuned.key}: checking its output with {' '.join(args)} against the CPU"))
-    checked = prepare(settings, CheckRequest(cells=one, server_args=args), engine, on_progress)
-    rows = run(engine, settings, checked, on_progress).rows
+    one = replace(cells, backends=(tuned.backend,), vk_drivers=drivers, every=False,
+                  env={**cells.env, **env})  # fmt: skip
+    on_progress(Step(f"{tuned.key}: checking its output with {said} against the CPU"))
+    rows = check(engine, settings, CheckRequest(cells=one, server_args=args), on_progress)
     if rows and rows[0].verdict == "ok":
-        on_progress(Step(f"{tuned.key}: {' '.join(args)}: output ok ({rows[0].reason})"))
+        on_progress(Step(f"{tuned.key}: {said}: output ok ({rows[0].reason})"))
         return tuned
     why = f"{rows[0].verdict} output ({rows[0].reason})" if rows else "no output check ran"
     return replace(tuned, refused=why)

@@ -10,6 +10,7 @@ bench or serve, print, or talk to podman.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,16 @@ from vkrama.results import db
 from vkrama.results.records import OutputCheck
 
 _KEYS = ("gpu_key", "model_sha256", "backend", "driver", "image_id", "verdict")
+
+
+def _ran_with(server_args: tuple[str, ...], env: Mapping[str, str] | None) -> str:
+    """The `server_args` column a check is found by: the arguments as a JSON list, as every
+    check stored before environments were; with an environment (a tuned switch, --env) an
+    object of both, so a check made with GGML_VK_DISABLE_F16=1 never stands for the
+    stack's own."""
+    if not env:
+        return json.dumps(list(server_args))
+    return json.dumps({"args": list(server_args), "env": dict(sorted(env.items()))})
 
 
 def store(settings: Settings, check: OutputCheck) -> None:
@@ -35,7 +46,7 @@ def store(settings: Settings, check: OutputCheck) -> None:
                 check.backend,
                 check.driver or "",
                 check.image_id,
-                json.dumps(list(check.server_args)),
+                _ran_with(check.server_args, check.env),
                 check.verdict,
                 json.dumps(record),
             ),
@@ -43,10 +54,14 @@ def store(settings: Settings, check: OutputCheck) -> None:
 
 
 def newest(
-    settings: Settings, model_sha256: str, gpu_key: str, server_args: tuple[str, ...] = ()
+    settings: Settings,
+    model_sha256: str,
+    gpu_key: str,
+    server_args: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, str, str], OutputCheck]:
     """(backend, driver or "", image id) -> its newest check of this model on this GPU set,
-    made with these server arguments."""
+    made with these server arguments and this environment over the stack's own."""
     if not db.db_path(settings).exists():
         return {}
     with db.connect(settings) as conn:
@@ -54,7 +69,7 @@ def newest(
             "SELECT run_id, created, gpu_key, model_sha256, backend, driver, image_id, verdict,"
             " record FROM checks WHERE model_sha256 = ? AND gpu_key = ? AND server_args = ?"
             " ORDER BY id DESC",
-            (model_sha256, gpu_key, json.dumps(list(server_args))),
+            (model_sha256, gpu_key, _ran_with(server_args, env)),
         ).fetchall()
     found: dict[tuple[str, str, str], OutputCheck] = {}
     for row in rows:

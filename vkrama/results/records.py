@@ -231,6 +231,7 @@ class OutputCheck:
     kl_p99: float
     top1: float  # share of positions with the reference's most likely token
     server_args: tuple[str, ...] = ()  # what the stack's llama-server ran with beyond serve's
+    env: dict[str, str] = field(default_factory=dict)  # and the environment laid over its own
     build: str = ""  # the llama.cpp build of the reference (and, normally, the stack)
     seconds: float = 0.0  # what checking this stack took (its server's start included)
     figures: dict[str, Any] = field(default_factory=dict)  # divergence.Divergence.as_dict()

@@ -116,7 +116,7 @@ class TunedStack:
             )
         if self.refused:  # won, but its output is not the CPU's
             return (
-                f"{self.key}: llama-bench's defaults stay: {' '.join(self.tried_args)} refused,"
+                f"{self.key}: llama-bench's defaults stay: {_said(self.tried)} refused,"
                 f" {self.refused} ({self.gain:.2f}× its defaults {figures})"
             )
         if not self.beyond_noise:  # kept as tried, never applied
