@@ -132,7 +132,10 @@ def test_a_capped_random_pool_still_fills_a_bigger_tensor(tmp_path: Path) -> Non
     assert float(abs(embd.data.astype("float32")).max()) > 0  # random, not zeros
 
 
-STAGES = "diag vulkaninfo model bench fidelity depths energy check tune chats closed-loop sweep"
+STAGES = (
+    "diag vulkaninfo model bench fidelity depths energy check tune joules chats closed-loop sweep"
+    " rpc"
+)
 
 
 @pytest.mark.parametrize(

@@ -21,12 +21,16 @@
 #                     reference's (KL, top-1), with fa on, fa off, and fa on + a q8_0 KV cache
 #   tune:BUDGET       `vkrama tune` the 8B on both stacks for pp2048 and tg128 within BUDGET
 #                     (default 5m), `tune --show`, then `bench --tuned` pp2048/tg128
+#   joules            W and J/token, pp2048/tg128 x 15, at defaults and at the stored tunings
 # Serving (the 8B unless a model is named):
 #   chats[:7b|8b]     `serve --backend best`, then cuda, then vulkan/nvidia, each detached and
 #                     warmed before ready; the first two chats of each (what warm-up buys)
 #   closed-loop[:M]   `bench --serve` at 1, 8 and 32 clients, 32 requests a level
 #   sweep[:M]         `bench --serve --sweep`: Poisson arrivals from 2/s, raised until the SLO
 #                     ($SLO, default ttft_p90=500ms,itl_p90=50ms) breaks
+# Past one machine (needs the cpu image: it leads the split):
+#   rpc[:M]           a cuda and a vulkan/nvidia `rpc-worker` on GPU 0, `serve --rpc` over both
+#                     and `bench --serve --url` at 1 and 8 clients, against each stack alone
 #
 # After the stages: every stored run to $OUT/results.{json,md}, the stages' own files as
 # $OUT/files.tar.gz, the logs as $OUT/logs.tar.gz, and everything printed in $OUT/run.log.
@@ -250,15 +254,17 @@ sweep() {  # 7b|8b: Poisson arrivals, the rate raised until the SLO breaks
     vkrama results show latest
 }
 
+nvml_path() {  # NVML loadable by vkrama: nvidia-smi finds the driver's libraries where ld.so may not
+    python3 -c 'import pynvml; pynvml.nvmlInit()' 2>/dev/null && return 0
+    echo "NVML did not load from the default library path: adding /usr/local/nvidia/lib64"
+    export LD_LIBRARY_PATH=/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+}
+
 energy() {  # 7b|8b: W and J/token per test from NVML, both stacks, tests long enough to count
     local kind=${1:-8b} path; path=$(model_path "$kind") || return 2
     model "$kind"
     step "NVML as vkrama reads it (nvidia-ml-py, the driver's libnvidia-ml)"
-    if ! python3 -c 'import pynvml; pynvml.nvmlInit()' 2>/dev/null; then
-        # nvidia-smi finds the driver's libraries where ld.so may not look
-        echo "NVML did not load from the default library path: adding /usr/local/nvidia/lib64"
-        export LD_LIBRARY_PATH=/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    fi
+    nvml_path
     python3 -c 'import pynvml as n; n.nvmlInit(); h = n.nvmlDeviceGetHandleByIndex(0);
 print(n.nvmlDeviceGetName(h), n.nvmlDeviceGetTotalEnergyConsumption(h), "mJ so far,",
       n.nvmlDeviceGetPowerUsage(h) / 1000, "W now")'
@@ -296,6 +302,71 @@ EOF2
     done
 }
 
+joules() {  # BUDGET: J/token at defaults and at the tunings tune:BUDGET stored (pp2048, tg128)
+    local budget=${1:-5m} path; path=$(model_path 8b)
+    model 8b
+    nvml_path
+    # -r 15: pp2048 on an H100 runs ~0.2 s a repetition, and a test needs 2.5 s of counted
+    # repetitions for a J/token figure; tg128 (~0.9 s) has room to spare.
+    step "vkrama bench 8B: pp2048/tg128 x 15, each stack at llama-bench's defaults, W and J/token"
+    bounded 200 vkrama bench "$path" "${STACKS[@]}" -p 2048 -n 128 -r 15 --timeout 150 \
+        --json > "$FILES/joules-8b-defaults.json"
+    echo "exit status: $?"
+    vkrama results show latest
+    step "the same at each stack's tuned flags and switches (tune:$budget)"
+    bounded 200 vkrama bench "$path" "${STACKS[@]}" --tuned -p 2048 -n 128 -r 15 \
+        --timeout 150 --json > "$FILES/joules-8b-tuned.json"
+    echo "exit status: $?"
+    vkrama results show latest
+}
+
+rpc() {  # 7b|8b: a cuda worker and a vulkan/nvidia worker on GPU 0, the model split over both,
+         # against each stack serving alone; llama-bench over the split where bench has --rpc
+    local kind=${1:-8b} path; path=$(model_path "$kind") || return 2
+    model "$kind"
+    local workers=127.0.0.1:50052,127.0.0.1:50053 url=http://127.0.0.1:$PORT
+    local load=(--concurrency 1,8 "${SERVED[@]}" --requests 16)
+    step "rpc-worker cuda :50052 and vulkan/nvidia :50053, both on GPU 0"
+    bounded 90 vkrama rpc-worker --backend cuda --gpu 0 --port 50052 --name vkrama-gpu-w-cuda
+    bounded 90 vkrama rpc-worker --backend vulkan --vk-driver nvidia --gpu 0 --port 50053 \
+        --name vkrama-gpu-w-vulkan
+    vkrama ps
+    if vkrama bench --help | grep -q -- '--rpc'; then
+        step "vkrama bench $kind over the split (pp512/tg128, fa on) against each stack locally"
+        bounded 200 vkrama bench "$path" --rpc "$workers" --fa 1 --timeout 150 \
+            --json > "$FILES/rpc-bench-$kind.json"
+        echo "exit status: $?"
+        vkrama results show latest
+    fi
+    step "serve $kind --rpc $workers (the cpu image leads; the workers hold every layer)"
+    local started=$SECONDS
+    if bounded 240 vkrama serve "$path" --rpc "$workers" -d --port "$PORT" --name vkrama-gpu-rpc \
+        --timeout 220; then
+        echo "ready after $((SECONDS - started)) s"
+        vkrama logs vkrama-gpu-rpc 2>&1 | grep -iE "rpc|offload|buffer size" | head -12
+        bounded 150 vkrama bench --serve --url "$url" "${load[@]}" \
+            --json > "$FILES/rpc-serve-$kind-split.json"
+        echo "exit status: $?"
+        vkrama results show latest
+    fi
+    vkrama logs vkrama-gpu-rpc > "$STATE/logs/rpc-leader-$kind.log" 2>&1
+    vkrama stop vkrama-gpu-rpc
+    for w in cuda vulkan; do vkrama logs "vkrama-gpu-w-$w" > "$STATE/logs/rpc-worker-$w.log" 2>&1; done
+    vkrama stop vkrama-gpu-w-cuda vkrama-gpu-w-vulkan
+    for stack in cuda vulkan; do
+        step "serve $kind --backend $stack alone, the same load"
+        local args=(--backend "$stack")
+        [ "$stack" = vulkan ] && args+=(--vk-driver nvidia)
+        if bounded 90 vkrama serve "$path" "${args[@]}" -d --port "$PORT" --name "vkrama-gpu-$stack"; then
+            bounded 120 vkrama bench --serve --url "$url" "${load[@]}" \
+                --json > "$FILES/rpc-serve-$kind-$stack.json"
+            echo "exit status: $?"
+            vkrama results show latest
+        fi
+        vkrama stop "vkrama-gpu-$stack"
+    done
+}
+
 export_runs() {  # every stored run as json + md, and the stages' files as one tar, to $OUT
     step "results"
     vkrama results list
@@ -308,7 +379,7 @@ export_runs() {  # every stored run as json + md, and the stages' files as one t
     tar -czf "$OUT/files.tar.gz" -C "$STATE" files
 }
 
-STAGES="diag vulkaninfo model bench fidelity depths energy check tune chats closed-loop sweep"
+STAGES="diag vulkaninfo model bench fidelity depths energy check tune joules chats closed-loop sweep rpc"
 (($#)) || { echo "usage: run.sh STAGE[:ARG]... (stages: $STAGES)" >&2; exit 2; }
 for stage in "$@"; do
     [[ " $STAGES " == *" ${stage%%:*} "* ]] && continue
