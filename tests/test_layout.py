@@ -265,6 +265,7 @@ NOT_LLAMA = {
     ("images/planning.py", "-t"): "podman build's tag",
     ("bench/plan.py", "flash_attn"): "BenchParams' own field, as the run record stores it",
     ("results/report.py", "flash_attn"): "BenchParams' field, read back from the run record",
+    ("cli/bench.py", "--rpc"): "vkrama's own --rpc, named in a usage error",
 }
 
 
@@ -272,9 +273,9 @@ def llama_spellings(path: Path, package: Path = PACKAGE) -> list[str]:
     """Each string constant of `path` that is a spelling in llama.cpp's flag table (either
     tool's flag, or llama-bench's JSON field), outside that table. vkrama's own command-line
     options (a `click.option(...)` call's names) may borrow llama.cpp's names."""
-    from vkrama.llama_flags import FLAGS
+    from vkrama.llama_flags import FLAG
 
-    spellings = {s for f in FLAGS for s in (f.bench, f.server, f.field)}
+    spellings = {s for f in FLAG.values() for s in (f.bench, f.server, f.field) if s}
     relative = path.relative_to(package).as_posix()
     tree = ast.parse(path.read_text(encoding="utf-8"))
     options = {

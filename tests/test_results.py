@@ -248,7 +248,7 @@ def test_a_schema_6_file_reads_its_unavailable_prefixed_failures_as_unavailable(
         ("vulkan", results.CellStatus.FAILED, "exit 1: unavailable: a device"),
     ]
     with sqlite3.connect(db.db_path(settings)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 14
 
 
 READ_STATUS = [
@@ -320,7 +320,7 @@ def test_a_schema_1_database_is_migrated_and_its_runs_read_without_model_facts(
     new_id = store_run(settings, cell("cpu", None, 800, 30))
     assert results.get_run(settings, new_id).run.info.model["architecture"] == "llama"
     with sqlite3.connect(db.db_path(settings)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 14
 
 
 def test_show_and_exports_name_the_models_facts(settings: config.Settings) -> None:

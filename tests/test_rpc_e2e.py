@@ -8,6 +8,7 @@ with -s to see it); no assertion depends on this machine's speed.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def benches_of(engine: Engine, model: Path) -> set[str]:
+    """Bench containers of this model file (others' benches share this podman)."""
+    mine = {"vkrama.role": "bench", "vkrama.model": f"file://{model}"}
+    return {c.id for c in engine.containers(mine)}
 
 
 def ours(engine: Engine, names: set[str]) -> set[str]:
@@ -103,12 +110,21 @@ def generate(url: str, tokens: int = 32) -> dict[str, Any]:
     return answer
 
 
-def test_a_model_split_over_a_cpu_and_a_lavapipe_worker_answers_and_its_cost_is_measured(
-    vkrama: Vkrama, tiny_model: Path, engine: Engine, rpc_images: None, rpc_home: Path,
-    started: set[str],
-) -> None:  # fmt: skip
+@pytest.fixture
+def two_workers(
+    vkrama: Vkrama, rpc_images: None, rpc_home: Path, started: set[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A cpu worker (one thread) and a vulkan worker on lavapipe, on loopback."""
     cpu = worker(vkrama, rpc_home, started, "--backend", "cpu", "--threads", "1")
     vulkan = worker(vkrama, rpc_home, started, "--backend", "vulkan", "--vk-driver", "lavapipe")
+    return cpu, vulkan
+
+
+def test_a_model_split_over_a_cpu_and_a_lavapipe_worker_answers_and_its_cost_is_measured(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, rpc_home: Path, started: set[str],
+    two_workers: tuple[dict[str, Any], dict[str, Any]],
+) -> None:  # fmt: skip
+    cpu, vulkan = two_workers
     assert (cpu["backend"], vulkan["backend"], vulkan["driver"]) == ("cpu", "vulkan", "lavapipe")
     listed = {row["name"]: row for row in json.loads(vkrama("ps", "--json").stdout)}
     for row in (cpu, vulkan):
@@ -242,3 +258,57 @@ def test_a_worker_lost_mid_serve_ends_the_leader_with_its_log_and_leaves_nothing
     assert f"Error: {name} exited with code" in err, err
     assert "Remote RPC server crashed" in out, out[-2000:]  # its log, as it was followed
     assert ours(engine, started) == set()
+
+
+def test_bench_runs_a_split_cell_over_a_cpu_and_a_lavapipe_worker_against_a_local_cell(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, rpc_home: Path,
+    two_workers: tuple[dict[str, Any], dict[str, Any]],
+) -> None:  # fmt: skip
+    cpu, vulkan = two_workers
+    endpoints = f"{cpu['endpoint']},{vulkan['endpoint']}"
+    done = vkrama("bench", str(tiny_model), "--backend", "cpu", "--rpc", endpoints, "-p", "64",
+                  "-n", "16", "-r", "3", "--threads", "1", "--timeout", SLOW_S, "--json",
+                  env={"VKRAMA_HOME": str(rpc_home)}, timeout=1200)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["backend"], r["test"], r["status"]) for r in rows] == [
+        ("cpu", "pp64", "ok"), ("cpu", "tg16", "ok"), ("rpc", "pp64", "ok"), ("rpc", "tg16", "ok")
+    ]  # fmt: skip
+    split = rows[2]
+    # Each worker said what it is (its container's labels): backend, device, address.
+    assert split["rpc"] == [
+        {"address": cpu["endpoint"], "backend": "cpu", "driver": None, "device": "CPU"},
+        {"address": vulkan["endpoint"], "backend": "vulkan", "driver": "lavapipe",
+         "device": "llvmpipe (lavapipe)"},
+    ]  # fmt: skip
+    assert split["device"] == (
+        f"cpu CPU@{cpu['endpoint']} + vulkan/lavapipe llvmpipe (lavapipe)@{vulkan['endpoint']}"
+    )
+    assert split["reason"].startswith("output not checked: ")
+    name = f"the split over cpu@{cpu['endpoint']}+vulkan/lavapipe@{vulkan['endpoint']}"
+    # Which of the two is faster is this host's business; that the verdict of each test sets
+    # the fastest local cell against the split, by name and ratio, is not.
+    said = rf"; (cpu local \d+\.\d\dx {re.escape(name)}|{re.escape(name)} \d+\.\d\dx cpu local)"
+    for row in rows:
+        assert re.search(said + r": (beyond|within) noise", row["verdict"]), row["verdict"]
+    shown = vkrama("results", "show", str(split["run_id"]), "--json",
+                   env={"VKRAMA_HOME": str(rpc_home)})  # fmt: skip
+    assert json.loads(shown.stdout)[0]["rows"][2]["rpc"] == split["rpc"]  # stored as named
+    assert benches_of(engine, tiny_model) == set()
+    load = Path("/proc/loadavg").read_text().split()[0]
+    figures = [f"{r['backend']} {r['test']} {r['tps']:.1f} ± {r['tps_stddev']:.1f}" for r in rows]
+    print(f"\nbench, load {load}: " + "; ".join(figures))
+    assert vkrama("stop", cpu["name"], vulkan["name"]).returncode == 0
+
+
+def test_bench_with_a_worker_that_never_started_is_one_error_naming_it_and_starts_nothing(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine
+) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    done = vkrama("bench", str(tiny_model), "--backend", "cpu", "--rpc", nobody)
+    assert done.returncode == 11, done.stderr  # NETWORK
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"Error: RPC worker not reachable: {nobody}", done.stderr
+    assert all(line.startswith("Hint: ") for line in lines[1:]), done.stderr
+    assert benches_of(engine, tiny_model) == set()
+    assert json.loads(vkrama("results", "list", "--json").stdout) == []  # no run stored

@@ -24,7 +24,7 @@ class LlamaFlag:
     name: str  # vkrama's key for it: llama-bench's flag without its dash ("ub")
     bench: str  # llama-bench's flag: "-ub"
     server: str  # llama-server's flag: "--ubatch-size"
-    field: str  # the llama-bench JSON row field that reports it: "n_ubatch"
+    field: str  # the llama-bench JSON row field that reports it: "n_ubatch" ("" none)
     meaning: str  # what it sets, in the words an error or a doc uses
 
 
@@ -41,7 +41,10 @@ FLAGS = (
     LlamaFlag("ncmoe", "-ncmoe", "--n-cpu-moe", "n_cpu_moe", "MoE experts kept on the CPU"),
     LlamaFlag("sm", "-sm", "--split-mode", "split_mode", "the split mode"),
 )
-FLAG = {flag.name: flag for flag in FLAGS}
+# Where the model runs rather than how fast: never tuned. llama-bench reports no field
+# of its own for --rpc; its `gpu_info` lists the workers' addresses (bench.stderr reads it).
+PLACEMENT = (LlamaFlag("rpc", "--rpc", "--rpc", "", "the ggml RPC workers (HOST:PORT,...)"),)
+FLAG = {flag.name: flag for flag in (*FLAGS, *PLACEMENT)}
 ORDER = tuple(flag.name for flag in FLAGS)
 
 

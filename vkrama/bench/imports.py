@@ -26,7 +26,7 @@ from vkrama.config import Settings
 from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db
-from vkrama.results.records import CellResult, Measurement, RunStatus, read_status
+from vkrama.results.records import CellResult, Measurement, RpcWorker, RunStatus, read_status
 
 FLEET_KEY = "vkrama_fleet"
 FLEET_VERSION = 1
@@ -140,6 +140,7 @@ def _exported(text: str, source: str) -> list[tuple[db.RunInfo, list[CellResult]
                     backend=key[0], driver=key[1], device=key[2], status=status, reason=reason,
                     image_id=image_id, provenance={k: str(v) for k, v in p.items()},
                     gpus=tuple(int(g) for g in key[3].split(",") if g),
+                    rpc=tuple(RpcWorker.from_dict(w) for w in row.get("rpc") or ()),
                 ))  # fmt: skip
                 if row.get("tps") is not None:
                     n_prompt, n_gen, n_depth = _shape(row["test"], row.get("depth"))

@@ -41,6 +41,9 @@ class BenchRequest:
     serve: serving.ServeParams | None = None
     tuned: bool = False  # each cell at the flags `vkrama tune` found for its stack
     check: bool = True  # the output check first, for stacks not yet checked (`bench.check`)
+    # bench --rpc: ggml RPC workers (HOST:PORT) to run one split cell over, beside the local
+    # cells; its leader is the cpu image, every layer on the workers.
+    rpc: tuple[str, ...] = ()
 
 
 def matrix(

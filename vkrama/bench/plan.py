@@ -17,7 +17,7 @@ from vkrama.backends import ALL_LAYERS
 from vkrama.backends.compile_cache import CompileCache
 from vkrama.engine.spec import ContainerSpec, Mount
 from vkrama.llama_flags import FLAG
-from vkrama.results.records import CellResult, CellStatus, expected_tests
+from vkrama.results.records import CellResult, CellStatus, RpcWorker, expected_tests
 
 if TYPE_CHECKING:
     from vkrama.backends import Choice
@@ -83,6 +83,7 @@ class BenchCell:
     tuned: str = ""  # bench --tuned: the tuned flags it runs with (CellResult.tuned)
     tuning: str = ""  # bench --tuned: which tuning it runs, made for which test, in words
     cold_reps: int = 0  # leading repetitions of each test run cold and not counted
+    rpc: tuple[RpcWorker, ...] = ()  # bench --rpc: the workers of a split cell
 
     @property
     def key(self) -> str:
@@ -105,6 +106,7 @@ class BenchCell:
             duration_s=round(duration_s, 3),
             gpus=self.gpus,
             tuned=self.tuned,
+            rpc=self.rpc,
         )
 
     @classmethod
@@ -174,8 +176,11 @@ def llama_bench_args(
     backend: str,
     threads: int,
     split: tuple[str, ...] = (),
+    cold: int | None = None,
 ) -> tuple[str, ...]:
-    """The llama-bench command line; only -ngl differs between cpu and GPU cells."""
+    """The llama-bench command line; only -ngl differs between cpu and GPU cells (a split
+    cell's layers all go to its workers). `cold`: first repetitions not counted (default:
+    the backend's)."""
     ngl = params.ngl
     if ngl is None:
         ngl = 0 if backend == "cpu" else ALL_LAYERS
@@ -188,7 +193,7 @@ def llama_bench_args(
         "-n",
         str(params.n_gen),
         "-r",
-        str(params.repetitions + cold_reps(backend)),
+        str(params.repetitions + (cold_reps(backend) if cold is None else cold)),
         FLAG["ngl"].bench,
         str(ngl),
         FLAG["t"].bench,

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from vkrama.hardware.power import PowerCounters
 
 STDERR_KEPT = 4000  # characters of a cell's stderr kept for the results store
+# Why a split cell has no output check: the check compares one stack's llama-server with
+# the CPU's on this host; a split's answer passes through several stacks at once.
+NOT_CHECKED_SPLIT = (
+    "output not checked: `vkrama check` compares one stack against the CPU, not a split "
+    "over RPC (each worker's stack is checked when benched as a local cell)"
+)
 Runner = Callable[["Engine", BenchCell], CellResult]
 
 
@@ -176,14 +182,19 @@ def judge(
         found, raw = measurements.parse(stdout, flash_attn_varied, cell.cold_reps)
     except ValueError as error:
         return replace(base, reason=str(error))
-    reason, device = stderr.verify(
-        cell.backend,
-        cell.driver,
-        stderr.observe(stderr_text),
-        [m.backends for m in found],
-        [m.gpu_info for m in found],
-        gpu_count=max(len(cell.gpus), 1),
-    )
+    if cell.rpc:
+        device = None
+        reason = stderr.verify_rpc([m.backends for m in found], [m.gpu_info for m in found],
+                                   [w.address for w in cell.rpc])  # fmt: skip
+    else:
+        reason, device = stderr.verify(
+            cell.backend,
+            cell.driver,
+            stderr.observe(stderr_text),
+            [m.backends for m in found],
+            [m.gpu_info for m in found],
+            gpu_count=max(len(cell.gpus), 1),
+        )
     label = device.label if device is not None else cell.device
     if reason is not None:
         # The numbers are kept in raw_json for the record, never as measurements.
@@ -191,6 +202,8 @@ def judge(
     # The SYCL CPU device's numbers are a test of the path, with flash attention off: the
     # row says so.
     note = SYCL_CPU_NOTE if is_test_device(cell.backend, cell.driver) else ""
+    if cell.rpc:
+        note = NOT_CHECKED_SPLIT
     return replace(
         base,
         device=label,

@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from vkrama import __version__, stack
-from vkrama.bench import check_store, energy, serving, tuned
+from vkrama.bench import check_store, energy, serving, split, tuned
 from vkrama.bench import plan as planning
 from vkrama.bench.arrivals import CannotSend
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
@@ -69,14 +69,14 @@ class BenchOutcome:
 def plan(settings: Settings, request: BenchRequest, on_progress: Reporter = NULL) -> BenchPlan:
     """The --dry-run: every cell planned from what the store and the host have; nothing is
     pulled, built or created."""
-    return _prepare(settings, request, stack.PLAN, on_progress)
+    return _prepare(settings, request, stack.PLAN, on_progress, None)
 
 
 def prepare(
     settings: Settings, request: BenchRequest, engine: Engine, on_progress: Reporter = NULL
 ) -> BenchPlan:
     """Model, hardware, the matrix and its images (pulled or built); one cell per choice."""
-    return _prepare(settings, request, stack.Fetch(engine), on_progress)
+    return _prepare(settings, request, stack.Fetch(engine), on_progress, engine)
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,9 @@ def select(
     return Selection(resolution, unavailable)
 
 
-def _prepare(
-    settings: Settings, request: BenchRequest, supply: stack.Supply, on_progress: Reporter
-) -> BenchPlan:
+def _prepare(settings: Settings, request: BenchRequest, supply: stack.Supply,
+             on_progress: Reporter, engine: Engine | None) -> BenchPlan:  # fmt: skip
+    workers = split.workers(request.rpc, engine)  # first: each answers, or nothing starts
     selection = select(settings, request, supply, on_progress)
     resolution, unavailable = selection.resolution, selection.unavailable
     model = resolution.model
@@ -128,20 +128,20 @@ def _prepare(
         elif found is not None:
             given = frozenset({"sm"} if request.split_mode is not None else ())
             slot_of = partial(_slot, request, token)
-            planned = tuned.cells(
-                request.params, found, ready, given, slot_of, len(cells), model, threads
-            )
+            planned = tuned.cells(request.params, found, ready, given, slot_of, len(cells),
+                                  model, threads)  # fmt: skip
             for cell in planned:
                 on_progress(Step(f"cell {cell.key}: {cell.tuning}"))
         else:
             slot = _slot(request, token, ready, len(cells))
-            cell = planning.plan_cell(
-                slot, model.files, model.name, request.params, threads=threads
-            )
-            planned = [cell]
+            planned = [planning.plan_cell(slot, model.files, model.name, request.params,
+                                          threads=threads)]  # fmt: skip
         for cell in planned:
             on_progress(Step(f"cell {cell.key}: {choice.reason}"))
         cells += planned
+    leader = partial(_slot, request, token, position=len(cells))  # bench --rpc's, if any
+    cells += split.cells(settings, supply, resolution, leader, request.params, workers, threads,
+                         on_progress)  # fmt: skip
     if not cells and resolution.failed:
         raise resolution.failed[0][1]  # its own hint says how to get the image
     if not cells and unavailable:
@@ -152,9 +152,8 @@ def _prepare(
             hint="`vkrama devices` shows what this machine can run",
             status=ExitStatus.BACKEND_UNAVAILABLE,
         )
-    return BenchPlan(
-        request, model, resolution.profile, cells, unavailable, resolution.images, threads, token
-    )
+    return BenchPlan(request, model, resolution.profile, cells, unavailable, resolution.images,
+                     threads, token)  # fmt: skip
 
 
 def _slot(request: BenchRequest, token: str, ready: stack.Stack, position: int) -> planning.Slot:

@@ -186,6 +186,24 @@ def verify(
     return None, device
 
 
+def verify_rpc(
+    bench_backends: Sequence[str], gpu_infos: Sequence[str], addresses: Sequence[str]
+) -> str | None:
+    """A split cell (bench --rpc): llama-bench must report the RPC backend and list every
+    worker's address in `gpu_info` (seen in build 11669: `"backends": "RPC"`, `"gpu_info":
+    "127.0.0.1:50052, 127.0.0.1:50053"`); else the failure reason."""
+    used = {name.strip() for entry in bench_backends for name in entry.split(",") if name}
+    if "RPC" not in used:
+        ran = ", ".join(sorted(used)) or "none"
+        return f"llama-bench reports backends {ran}, not RPC: the split did not run"
+    for info in gpu_infos:
+        listed = {part.strip() for part in info.split(",")}
+        missing = [a for a in addresses if a not in listed]
+        if missing:
+            return f"llama-bench used no device of RPC worker {', '.join(missing)}"
+    return None
+
+
 def _verify_split(
     api: str, driver: str | None, seen: list[SeenDevice], count: int
 ) -> tuple[str | None, SeenDevice | None]:

@@ -22,7 +22,7 @@ from vkrama.bench.plan import FLASH_ATTN_VALUES, BenchParams
 from vkrama.bench.serving import ServeParams
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
 from vkrama.cli.console import dry_run_prelude, echo_generated, echo_json
-from vkrama.cli.flags import gpu_flags
+from vkrama.cli.flags import gpu_flags, rpc_option
 from vkrama.cli.progress import reporting
 from vkrama.cli.serve_flags import serving_flags
 from vkrama.cli.types import CommaList, Duration, natural, refuse_ignored
@@ -166,6 +166,10 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     help="Drop a variable from every cell's environment.",
 )
 @serving_flags
+@rpc_option(
+    "Add a cell split over these ggml RPC workers (`vkrama rpc-worker`): llama-bench in the "
+    "cpu image, every layer on the workers; the verdict says what the split costs."
+)
 @click.option(
     "--tuned", is_flag=True,
     help="Each test at the flags `vkrama tune` found for it on the cell's stack; flags you"
@@ -214,6 +218,7 @@ def bench(
     no_check: bool,
     generate: str | None,
     out_dir: Path,
+    rpc_workers: tuple[str, ...],
 ) -> int:
     """Bench MODEL with llama-bench in every chosen image, one cell after another.
 
@@ -236,7 +241,7 @@ def bench(
         refuse_ignored(ctx, ["out_dir"], "with --generate")
     if serve is not None and serve.url is not None:
         picks = (("--backend", backends), ("--vk-driver", vk_drivers), ("--all", every),
-                 ("--tuned", tuned), ("--generate", generate))  # fmt: skip
+                 ("--tuned", tuned), ("--generate", generate), ("--rpc", rpc_workers))  # fmt: skip
         stray = [flag for flag, given in picks if given]
         if stray:
             raise VkramaError(f"{stray[0]} picks what vkrama starts; --url measures a server "
@@ -251,6 +256,15 @@ def bench(
         raise VkramaError(
             "-p and -n are both 0: nothing to measure",
             hint="e.g. -p 512 (prompt processing), -n 128 (generation), or both",
+            status=ExitStatus.USAGE,
+        )
+    if rpc_workers and (serve is not None or tuned or generate):
+        other = "--serve" if serve is not None else "--tuned" if tuned else "--generate"
+        raise VkramaError(
+            f"--rpc adds a llama-bench cell split over the workers; it cannot be combined with"
+            f" {other}",
+            hint="for a split server's serving figures: `vkrama serve MODEL --rpc ... -d`, then"
+            " `vkrama bench --serve --url URL`",
             status=ExitStatus.USAGE,
         )
     if tuned and serve:  # a flag given beside --tuned (--fa, --threads) wins over the tuning
@@ -277,6 +291,7 @@ def bench(
         serve=serve,
         tuned=tuned,
         check=not no_check,
+        rpc=rpc_workers,
     )
     if generate:
         return write_jobs(app, request, out_dir)

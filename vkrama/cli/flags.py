@@ -43,6 +43,23 @@ def port_type(value: str) -> int | str:
     raise click.BadParameter(f"{value!r} is not a port (1-65535) or 'auto'")
 
 
+def _rpc_worker(text: str) -> str:
+    """One HOST:PORT of --rpc, as `serve.rpc` parses it (the host must resolve: the one
+    look-up a flag here makes, so that a typo is a usage error before anything starts)."""
+    from vkrama.serve import rpc
+
+    return str(rpc.parse_endpoint(text))
+
+
+def rpc_option(help_text: str) -> Decorator:
+    """--rpc HOST:PORT,...: ggml RPC workers, one parser for serve and bench."""
+    return click.option(
+        "--rpc", "rpc_workers", metavar="HOST:PORT,...", default=(),
+        type=CommaList(_rpc_worker, what="RPC worker addresses", example="127.0.0.1:50052"),
+        help=help_text,
+    )  # fmt: skip
+
+
 def gpu_type(
     allow_each: bool = False,
 ) -> Callable[[click.Context, click.Parameter, str | None], object]:

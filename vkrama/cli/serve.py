@@ -18,20 +18,14 @@ import click
 from vkrama import deploy
 from vkrama.cli import console
 from vkrama.cli.app import App, dry_run_option, pass_app, terminate_as_interrupt
-from vkrama.cli.flags import port_type, serve_flags
+from vkrama.cli.flags import port_type, rpc_option, serve_flags
 from vkrama.cli.progress import reporting
-from vkrama.cli.types import CommaList, refuse_ignored
+from vkrama.cli.types import refuse_ignored
 from vkrama.serve import containers, lifecycle, session
 from vkrama.serve.plan import ServeRequest
 
 if TYPE_CHECKING:
     from vkrama.backends import GpuSelection
-
-
-def _rpc_worker(text: str) -> str:
-    from vkrama.serve import rpc
-
-    return str(rpc.parse_endpoint(text))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,12 +85,10 @@ def _rpc_worker(text: str) -> str:
     "--json", "as_json", is_flag=True,
     help="With -d: the server as JSON (name, id, url, alias); with --dry-run: the commands.",
 )  # fmt: skip
-@click.option(
-    "--rpc", "rpc_workers", metavar="HOST:PORT,...", default=(),
-    type=CommaList(_rpc_worker, what="RPC worker addresses", example="127.0.0.1:50052"),
-    help="Spread the model over these ggml RPC workers (`vkrama rpc-worker`); the local "
-    "backend's GPUs take a share too (default backend: cpu, the workers take all layers).",
-)  # fmt: skip
+@rpc_option(
+    "Spread the model over these ggml RPC workers (`vkrama rpc-worker`); the local "
+    "backend's GPUs take a share too (default backend: cpu, the workers take all layers)."
+)
 @dry_run_option
 @pass_app
 def serve(

@@ -15,7 +15,7 @@ import json
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,11 @@ from vkrama.results.records import (
     HostLoad,
     Measurement,
     OutputCheck,
+    RpcWorker,
     RunStatus,
 )
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 DB_NAME = "results.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # another process's migration or write, on a loaded box
 SQLITE_DISK = (13, 8, 14)  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN (primary codes)
@@ -179,6 +180,9 @@ CREATE TABLE checks (
 CREATE INDEX checks_by_model ON checks (model_sha256, gpu_key);
 ALTER TABLE cells ADD COLUMN output TEXT;  -- JSON of the OutputCheck its stack had; NULL none
 """,
+    # bench --rpc: a split cell's workers (records.RpcWorker as a JSON list: address,
+    # backend, driver, device); '[]' for a local cell, older ones included.
+    14: "ALTER TABLE cells ADD COLUMN rpc TEXT NOT NULL DEFAULT '[]';",
 }
 
 
@@ -418,7 +422,8 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
         cursor = db.execute(
             "INSERT INTO cells (run_id, position, backend, driver, device, status, reason,"
             " image, image_id, provenance, command, raw_json, stderr_tail, duration_s,"
-            " host_load, gpus, tuned, output) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " host_load, gpus, tuned, output, rpc)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 position,
@@ -438,6 +443,7 @@ def add_cell(settings: Settings, run_id: int, position: int, cell: CellResult) -
                 ",".join(str(i) for i in cell.gpus),
                 cell.tuned,
                 None if cell.output is None else json.dumps(cell.output.to_dict()),
+                json.dumps([asdict(w) for w in cell.rpc]),
             ),
         )
         for level in cell.serving:
@@ -557,7 +563,7 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
 def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
     (cell_id, _run, _position, backend, driver, device, status, reason, image, image_id,
      provenance, command, raw_json, stderr_tail, duration_s, host_load, gpus,
-     tuned, output) = row  # fmt: skip
+     tuned, output, rpc) = row  # fmt: skip
     found = db.execute(
         "SELECT test, n_prompt, n_gen, tps, tps_stddev, samples, backends, gpu_info, n_depth,"
         " flags, cold_samples, cold_counted, energy"
@@ -603,4 +609,5 @@ def _cell(db: sqlite3.Connection, row: tuple[Any, ...]) -> CellResult:
         gpus=tuple(int(i) for i in gpus.split(",") if i),
         tuned=tuned,
         output=None if output is None else OutputCheck.from_dict(json.loads(output)),
+        rpc=tuple(RpcWorker.from_dict(w) for w in json.loads(rpc)),
     )

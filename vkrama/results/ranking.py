@@ -21,7 +21,7 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db
 from vkrama.results.levels import capacity, judged
-from vkrama.results.records import CellResult, CellStatus, Measurement
+from vkrama.results.records import CellResult, CellStatus, Measurement, split_name
 
 # A change counts as more than noise when it exceeds this many combined standard
 # deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
@@ -103,15 +103,20 @@ class Verdict:
     significant: bool  # the gap exceeds NOISE_SIGMAS combined stddevs
     builds: str = ""  # set when winner and runner-up ran different llama.cpp builds
     energy: str = ""  # "; J/token above idle: cuda 0.84, vulkan/nvidia 0.71" where measured
+    # bench --rpc: what each split costs against the fastest local cell ("; cpu local 1.70x
+    # the split over cpu@127.0.0.1:50052+vulkan/lavapipe@127.0.0.1:50053: beyond noise").
+    split: str = ""
 
     @property
     def line(self) -> str:
         """ "tg16: cpu fastest at 2922.2 ± 1620.0 t/s, 1.52x vulkan/lavapipe: within noise"."""
         head = f"{self.test}: {self.winner} fastest at {self.tps:.1f} ± {self.tps_stddev:.1f} t/s"
         if self.runner_up is None or self.ratio is None:
-            return f"{head} (the only cell measured){self.energy}"
+            only = "the only local cell" if self.split else "the only cell measured"
+            return f"{head} ({only}){self.energy}{self.split}"
         noise = "beyond noise" if self.significant else "within noise"
-        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}{self.builds}{self.energy}"
+        tail = f"{self.builds}{self.energy}{self.split}"
+        return f"{head}, {self.ratio:.2f}x {self.runner_up}: {noise}{tail}"
 
     def json_fields(self) -> dict[str, object]:
         """What the JSON export adds to the fields (cli.console.to_json)."""
@@ -124,13 +129,19 @@ def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
     test device (the SYCL CPU device: its row says it is no contender, so no verdict may
     name it fastest or runner-up)."""
     by_test: dict[str, list[tuple[CellResult, Measurement]]] = {}
+    splits: dict[str, list[tuple[CellResult, Measurement]]] = {}
     for cell in cells:
         contender = cell.ok and not _wrong(cell)
         contender = contender and not backends.is_test_device(cell.backend, cell.driver)
         for m in cell.measurements if contender else ():
-            by_test.setdefault(m.test, []).append((cell, m))
+            # A split (bench --rpc) is not ranked among the local cells: it is set against
+            # the fastest of them (`split_cost`).
+            (splits if cell.rpc else by_test).setdefault(m.test, []).append((cell, m))
+    for test in splits:
+        by_test.setdefault(test, [])
     found = []
-    for test, entries in by_test.items():
+    for test, local in by_test.items():
+        entries = local or splits.get(test, [])  # no local cell measured it: splits alone
         ranked = sorted(entries, key=lambda e: e[1].tps, reverse=True)
         cell, m = ranked[0]
         other = ranked[1] if len(ranked) > 1 else None
@@ -154,9 +165,24 @@ def verdicts(cells: Sequence[CellResult]) -> list[Verdict]:
                 significant=significant,
                 builds="" if other is None else different_builds(cell, other[0]),
                 energy=energy_words(ranked[:2]),
+                split="".join(split_cost(ranked[0], s) for s in splits.get(test, []) if local),
             )
         )
     return found
+
+
+def split_cost(local: tuple[CellResult, Measurement], split: tuple[CellResult, Measurement]) -> str:
+    """ "; cpu local 1.70x the split over cpu@…+vulkan/lavapipe@…: beyond noise": the
+    fastest local cell against a split, by the same noise rule as every verdict."""
+    (cell, m), (over, s) = local, split
+    if m.tps <= 0 or s.tps <= 0:
+        return ""
+    noise = math.hypot(m.tps_stddev, s.tps_stddev) * NOISE_SIGMAS
+    said = "beyond noise" if abs(m.tps - s.tps) > noise else "within noise"
+    name = split_name(over.rpc)
+    if m.tps >= s.tps:
+        return f"; {cell_name(cell)} local {m.tps / s.tps:.2f}x {name}: {said}"
+    return f"; {name} {s.tps / m.tps:.2f}x {cell_name(cell)} local: {said}"
 
 
 def energy_words(entries: Sequence[tuple[CellResult, Measurement]]) -> str:
@@ -347,7 +373,9 @@ def best(
             (m.tps, detail, cell, m)
             for cell in detail.cells
             # A test device (the SYCL CPU device) is never a contender.
+            # A split (bench --rpc) is not a stack `serve --backend best` can start.
             if cell.ok
+            and not cell.rpc
             and not backends.is_test_device(cell.backend, cell.driver)
             and not _wrong(cell)
             and (cell.backend, cell.driver or "", cell.image_id) not in wrong
@@ -418,6 +446,8 @@ def _at_least(cell: CellResult) -> str:
 def cell_name(cell: CellResult) -> str:
     """A cell as people name it: "vulkan/radv", "cpu"; with bench --tuned, its flags too:
     "vulkan/radv tuned (-ub 1024 -fa on)"."""
+    if cell.rpc:
+        return split_name(cell.rpc)
     name = f"{cell.backend}/{cell.driver}" if cell.driver else cell.backend
     if cell.tuned.startswith("not tuned"):  # bench.tuned.NOT_TUNED: at llama-bench's defaults
         return f"{name} ({cell.tuned})"

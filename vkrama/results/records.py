@@ -133,6 +133,43 @@ class Measurement:
         return "pp" if self.n_prompt else "tg"
 
 
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RpcWorker:
+    """One worker of a split cell (bench --rpc), as it said what it is: the labels of a
+    `vkrama rpc-worker` container on this host; another's backend and device are unknown."""
+
+    address: str  # HOST:PORT as llama.cpp's --rpc took it
+    backend: str = UNKNOWN
+    driver: str | None = None
+    device: str = UNKNOWN
+
+    @property
+    def name(self) -> str:
+        """ "vulkan/lavapipe@127.0.0.1:50053": how a verdict names it."""
+        return f"{self.backend}/{self.driver}@{self.address}" if self.driver else (
+            f"{self.backend}@{self.address}")  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        """ "vulkan/lavapipe llvmpipe (lavapipe)@127.0.0.1:50053": a row's device."""
+        return (
+            self.name if self.device == UNKNOWN else self.name.replace("@", f" {self.device}@", 1)
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RpcWorker:  # written with dataclasses.asdict
+        return cls(str(data["address"]), str(data.get("backend", UNKNOWN)),
+                   data.get("driver"), str(data.get("device", UNKNOWN)))  # fmt: skip
+
+
+def split_name(workers: tuple[RpcWorker, ...]) -> str:
+    """ "the split over cpu@127.0.0.1:50052+vulkan/lavapipe@127.0.0.1:50053"."""
+    return "the split over " + "+".join(w.name for w in workers)
+
+
 @dataclass(frozen=True)
 class CellResult:
     """A cell after running: its status, what ran, every measurement and the raw JSON."""
@@ -160,6 +197,8 @@ class CellResult:
     # The output check this cell's stack passed or failed before it was measured (`bench`
     # runs it unless --no-check); None: not checked.
     output: OutputCheck | None = None
+    # bench --rpc: the ggml RPC workers a split cell spread the model over; () a local cell.
+    rpc: tuple[RpcWorker, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -32,6 +32,7 @@ from vkrama.results.records import (
     CellResult,
     CellStatus,
     HostLoad,
+    RpcWorker,
     expected_tests,
     note,
 )
@@ -68,6 +69,7 @@ class Row:
     cold_counted: bool = False  # `samples` still hold a first-use (cold) repetition
     energy: Energy | None = None  # the test's draw (bench.energy); None: not measured
     output: str = ""  # the stack's output check before the bench: ok, drift, wrong; "" none
+    rpc: tuple[RpcWorker, ...] = ()  # bench --rpc: a split row's workers (address, stack, device)
 
 
 def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] = ()) -> list[Row]:
@@ -94,6 +96,7 @@ def rows(run_id: int | None, cells: Sequence[CellResult], tests: Sequence[str] =
             llama_cpp_build=llama_build(cell),
             output=cell.output.verdict if cell.output is not None else "",
             verdict=unranked(cell) or None,
+            rpc=cell.rpc,
         )
         if cell.ok:
             found += [

@@ -104,7 +104,7 @@ def plan(request: ServeRequest, resolved: Resolved) -> ContainerSpec:
         FLAG["ngl"].server, str(ngl),
     ]  # fmt: skip
     if request.rpc:
-        command += ["--rpc", ",".join(request.rpc)]
+        command += [FLAG["rpc"].server, ",".join(request.rpc)]
     if choice.split is not None:
         command += list(choice.split.server_args())
     if request.ctx_size is not None:

@@ -25,6 +25,7 @@ from vkrama.backends import compile_cache
 from vkrama.engine.spec import ContainerSpec, Mount
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, Reporter, Waiting
+from vkrama.results.records import RpcWorker
 from vkrama.serve.containers import WORKER as WORKER_ROLE
 from vkrama.serve.plan import device_labels, locked_down
 
@@ -127,14 +128,7 @@ def prepare_worker(
     else:
         images: stack.Images = {}
         image = stack.Fetch(engine).image(settings, choice, images, on_progress)
-        provenance = images[image][1] if image in images else {}
-        if PROTOCOL_KEY not in provenance:
-            raise VkramaError(
-                f"the {choice.backend} image has no RPC backend (built before vkrama shipped it)",
-                hint=f"`vkrama images build {choice.backend}` rebuilds it with ggml's RPC "
-                "module and rpc-server",
-                status=ExitStatus.IMAGE_UNAVAILABLE,
-            )
+        require_module(choice.backend, images[image][1] if image in images else {})
     caches = [tensor_cache(settings.home)]
     compiled = compile_cache.for_backend(settings.home, choice.backend, choice.driver)
     if compiled is not None:
@@ -143,6 +137,18 @@ def prepare_worker(
         for cache in caches:
             compile_cache.ensure(cache)
     return plan_worker(request, choice, image, tuple(caches))
+
+
+def require_module(backend: str, provenance: dict[str, str]) -> None:
+    """IMAGE_UNAVAILABLE unless the image records ggml's RPC module (a worker's rpc-server,
+    a leader's `--rpc` both need it)."""
+    if PROTOCOL_KEY not in provenance:
+        raise VkramaError(
+            f"the {backend} image has no RPC backend (built before vkrama shipped it)",
+            hint=f"`vkrama images build {backend}` rebuilds it with ggml's RPC module and "
+            "rpc-server",
+            status=ExitStatus.IMAGE_UNAVAILABLE,
+        )
 
 
 def tensor_cache(home: Path) -> compile_cache.CompileCache:
@@ -256,3 +262,35 @@ def check_reachable(endpoints: Sequence[Endpoint]) -> None:
             "this host's), or fix --rpc",
             status=ExitStatus.NETWORK,
         )
+
+
+def describe(engine: Engine | None, endpoints: Sequence[Endpoint]) -> tuple[RpcWorker, ...]:
+    """What each worker is, as it says itself: a `vkrama rpc-worker` container on this
+    host carries its backend, driver and device in its labels (found by the address it
+    listens on); any other worker (another host's, a hand-started rpc-server) is unknown.
+    Without an engine (the --dry-run) every worker is unknown."""
+    listening: dict[str, dict[str, str]] = {}
+    if engine is not None:
+        for container in engine.containers({"vkrama.role": WORKER_ROLE}):
+            url = container.labels.get("vkrama.url", "")
+            if url.startswith("rpc://") and container.state == "running":
+                listening[url.removeprefix("rpc://")] = dict(container.labels)
+    found = []
+    for endpoint in endpoints:
+        labels = listening.get(str(endpoint))
+        if labels is None and is_loopback(endpoint.host):
+            # A worker bound to every address (--host 0.0.0.0) answers on loopback too.
+            for unspecified in ("0.0.0.0", "[::]"):
+                labels = labels or listening.get(f"{unspecified}:{endpoint.port}")
+        if labels is None:
+            found.append(RpcWorker(str(endpoint)))
+            continue
+        found.append(
+            RpcWorker(
+                str(endpoint),
+                labels.get("vkrama.backend", "unknown"),
+                labels.get("vkrama.driver") or None,
+                labels.get("vkrama.device", "unknown"),
+            )
+        )
+    return tuple(found)
