@@ -155,9 +155,8 @@ class RpcWorker:
     @property
     def label(self) -> str:
         """ "vulkan/lavapipe llvmpipe (lavapipe)@127.0.0.1:50053": a row's device."""
-        return (
-            self.name if self.device == UNKNOWN else self.name.replace("@", f" {self.device}@", 1)
-        )
+        known = self.device != UNKNOWN
+        return self.name.replace("@", f" {self.device}@", 1) if known else self.name
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RpcWorker:  # written with dataclasses.asdict
