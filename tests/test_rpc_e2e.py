@@ -312,3 +312,27 @@ def test_bench_with_a_worker_that_never_started_is_one_error_naming_it_and_start
     assert all(line.startswith("Hint: ") for line in lines[1:]), done.stderr
     assert benches_of(engine, tiny_model) == set()
     assert json.loads(vkrama("results", "list", "--json").stdout) == []  # no run stored
+
+
+def test_bench_serve_url_measures_a_server_split_over_an_rpc_worker_as_any_other(
+    vkrama: Vkrama, tiny_model: Path, engine: Engine, rpc_images: None, rpc_home: Path,
+    started: set[str],
+) -> None:  # fmt: skip
+    cpu = worker(vkrama, rpc_home, started, "--backend", "cpu", "--threads", "1")
+    name, url = serve(vkrama, rpc_home, started, str(tiny_model), "--rpc", cpu["endpoint"],
+                      "--parallel", "2", "--", "-lv", "4", "--threads", "1")  # fmt: skip
+    log = vkrama("logs", name).stdout
+    assert "offloaded 5/5 layers to GPU" in log  # every layer on the worker
+    assert f"[{cpu['endpoint']}] model buffer size" in log, log[-3000:]
+    done = vkrama("bench", "--serve", "--url", url, "--concurrency", "1,2", "--requests", "4",
+                  "--gen-tokens", "8", "--prompt-tokens", "32", "--json",
+                  env={"VKRAMA_HOME": str(rpc_home)}, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["backend"], r["concurrency"], r["requests"], r["failures"]) for r in rows] == [
+        ("url", 1, 4, 0), ("url", 2, 4, 0)
+    ]  # fmt: skip
+    assert rows[0]["device"].startswith(f"{url} (tiny, build ")
+    assert all(r["output_tps"] > 0 for r in rows), rows
+    assert vkrama("stop", name, cpu["name"]).returncode == 0
+    assert ours(engine, started) == set()
