@@ -219,3 +219,24 @@ def test_save_then_load_round_trips_the_cpu_image(
     done = vkrama("images", "load", str(archive))
     assert done.returncode == 0, done.stderr
     assert "loaded localhost/vkrama/cpu:latest" in done.stdout
+
+
+def test_the_build_records_the_switch_names_its_libraries_read(
+    built: dict[str, str], vkrama: Callable[..., Any], engine: Engine
+) -> None:
+    """Kept with the provenance, shown by `images inspect`: every Vulkan switch vkrama
+    tunes is in the vulkan image's, what the probe finds in that image, and none in cpu's."""
+    from vkrama.backends.env_switches import of_backend
+    from vkrama.images import library
+
+    vulkan = json.loads(vkrama("images", "inspect", "vulkan", "--json").stdout)
+    names = library.recorded(vulkan["provenance"])
+    wanted = {s.name for s in of_backend("vulkan")}
+    assert names is not None and wanted <= names, vulkan["provenance"]
+    assert names == library.switches_read(engine, vulkan["id"])
+    cpu = library.recorded(json.loads(vkrama("images", "inspect", "cpu", "--json").stdout)
+                           ["provenance"])  # fmt: skip
+    assert cpu is not None and not cpu & wanted
+    shown = vkrama("images", "inspect", "vulkan").stdout.splitlines()
+    assert any(line.split()[:2] == ["env_switches", library.as_field(names)] for line in shown)
+    assert "environment switches its libraries read: " in built["stderr"]

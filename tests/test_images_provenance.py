@@ -145,3 +145,40 @@ def test_provenance_script_reads_dpkg_and_llama_version(tmp_path: Path) -> None:
     assert fields["ggml_version"] == "0.27.0-1"
     assert fields["mesa"] == "26.2.6-1"  # the installed one, not the removed one
     assert "vulkan_loader" not in fields  # not installed: absent, not guessed
+
+
+def test_the_switch_names_a_build_records_are_read_back_from_its_labels() -> None:
+    """The names ride in a provenance label; absent (an image built before vkrama recorded
+    them) reads as None, which sends tune to the probe; a library reading none as empty."""
+    from vkrama.images import library
+
+    names = frozenset({"GGML_VK_FORCE_MMVQ", "GGML_VK_DISABLE_F16"})
+    labels = provenance_labels({"backend": "vulkan", library.KEY: library.as_field(names)})
+    assert labels["vkrama.image.env_switches"] == "GGML_VK_DISABLE_F16,GGML_VK_FORCE_MMVQ"
+    assert library.recorded(provenance_from_labels(labels)) == names
+    assert library.recorded({library.KEY: library.as_field(frozenset())}) == frozenset()
+    assert library.recorded({"backend": "vulkan"}) is None
+
+
+def test_recorded_switches_are_read_without_running_the_image_an_older_one_is_probed() -> None:
+    from engine_fakes import NullEngine
+
+    from vkrama.engine import ContainerSpec
+    from vkrama.engine.records import Completed
+    from vkrama.images import library
+
+    recorded = {library.KEY: "GGML_VK_DISABLE_F16"}
+    # NullEngine fails the test on any call: a recorded image starts no container.
+    assert library.switches_of(NullEngine(), "img", recorded) == {"GGML_VK_DISABLE_F16"}
+
+    class Probed(NullEngine):
+        def __init__(self) -> None:
+            self.ran: list[str] = []
+
+        def complete(self, spec: ContainerSpec) -> Completed:
+            self.ran.append(spec.image)
+            return Completed(0, "GGML_VK_FORCE_MMVQ\n", "")
+
+    older = Probed()
+    assert library.switches_of(older, "img", {"backend": "vulkan"}) == {"GGML_VK_FORCE_MMVQ"}
+    assert older.ran == ["img"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from vkrama.config import Settings
 from vkrama.engine import images as engine_images
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.images import local, oneapi, recipes, rocm
+from vkrama.images import library, local, oneapi, recipes, rocm
 from vkrama.images.local import ImageRef
 from vkrama.images.planning import BuildPlan, image_ref, plan
 from vkrama.images.provenance import PROVENANCE_PATH, parse_provenance_json, provenance_labels
@@ -67,15 +67,34 @@ def build(engine: Engine, build_plan: BuildPlan, on_progress: Reporter = NULL) -
     recorded = parse_provenance_json(
         engine_images.read_file(engine, built, PROVENANCE_PATH).decode("utf-8", "replace")
     )
-    labels = {**provenance_labels(recorded), **build_plan.labels}
     summary = ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "llama_cpp_version")
     on_progress(BuildProgress(backend, last.step, last.total, f"provenance: {summary}"))
+    recorded.update(_switches(engine, built, backend, last, on_progress))
+    labels = {**provenance_labels(recorded), **build_plan.labels}
     final = engine_images.build(
         engine, _label_context(built, labels), "Containerfile", tags=build_plan.tags
     )
     image = local.built(engine, backend)
     assert image is not None and image.id == final, "podman tagged another image"
     return image
+
+
+def _switches(
+    engine: Engine, built: str, backend: str, last: BuildProgress, on_progress: Reporter
+) -> dict[str, str]:
+    """The environment switch names the built image's libraries contain, as a provenance
+    field: found once here (one short container, no network) so that tune reads them from
+    the label rather than running the image. A probe that fails leaves the field out
+    (tune then probes itself) and never fails the build: the image itself is sound."""
+    try:
+        names = library.switches_read(engine, built)
+    except VkramaError as error:
+        said = f"environment switches not recorded: {error.message}"
+        on_progress(BuildProgress(backend, last.step, last.total, said))
+        return {}
+    said = f"environment switches its libraries read: {len(names)}"
+    on_progress(BuildProgress(backend, last.step, last.total, said))
+    return {library.KEY: library.as_field(names)}
 
 
 def ensure(

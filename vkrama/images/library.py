@@ -2,16 +2,19 @@
 
 Stage: images (read side, beside provenance). `switches_read` runs the image once, with no
 network and nothing mounted, to list the variable names of `backends.env_switches.PREFIXES`
-found in its shipped libraries (ggml's backends, rocBLAS); `parse` is the pure half. A
-switch is offered by tune only if its name is in the library that reads it: the names are
-copied from ggml's sources, and a build that dropped or renamed one would otherwise be
-"tuned" over a variable nobody reads. Must not print.
+found in its shipped libraries (ggml's backends, rocBLAS); `parse` is the pure half. The
+build runs it once and keeps the names with the image's provenance (`KEY`, a label like
+the others), which `recorded` reads back; an image built before that has no such field,
+and tune runs the probe instead. A switch is offered by tune only if its name is in the
+library that reads it: the names are copied from ggml's sources, and a build that dropped
+or renamed one would otherwise be "tuned" over a variable nobody reads. Must not print.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from vkrama.backends.env_switches import PREFIXES
@@ -26,6 +29,10 @@ if TYPE_CHECKING:
 LIBRARY_DIRS = ("/usr/lib", "/usr/local/lib", "/opt/rocm/lib", "/app")
 LIBRARY_NAMES = ("libggml*.so*", "librocblas.so*", "libhipblaslt.so*")
 PROBE_TIMEOUT_S = 300.0
+# The provenance field (label vkrama.image.env_switches) of the names, comma-separated,
+# sorted; NONE when the libraries hold none (an empty value is read as "not recorded").
+KEY = "env_switches"
+NONE = "none"
 
 
 def probe_spec(image: str) -> ContainerSpec:
@@ -62,3 +69,24 @@ def switches_read(engine: Engine, image: str) -> frozenset[str]:
             status=ExitStatus.ERROR,
         )
     return parse(done.stdout)
+
+
+def as_field(names: frozenset[str]) -> str:
+    """The provenance value of a probe's names: "GGML_VK_DISABLE_F16,GGML_VK_..." or NONE."""
+    return ",".join(sorted(names)) or NONE
+
+
+def recorded(provenance: Mapping[str, str]) -> frozenset[str] | None:
+    """The switch names the image's build recorded; None when it recorded none (an image
+    built before vkrama kept them: run the probe)."""
+    value = provenance.get(KEY)
+    if value is None:
+        return None
+    return frozenset() if value == NONE else parse(value.replace(",", "\n"))
+
+
+def switches_of(engine: Engine, image: str, provenance: Mapping[str, str]) -> frozenset[str]:
+    """The switch names `image`'s libraries contain: as its build recorded them with its
+    provenance (no container), else from the probe (an image built before that)."""
+    found = recorded(provenance)
+    return found if found is not None else switches_read(engine, image)

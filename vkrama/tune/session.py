@@ -138,8 +138,9 @@ def _prepare(
         # The switches this image's ggml reads (a dry run offers the table's, unchecked).
         read = None
         if engine is not None and env_switches.of_backend(backend):
-            try:
-                read = library.switches_read(engine, ready.image)
+            provenance = planned.images.get(ready.image, ("", {}))[1]
+            try:  # as the image's build recorded them; probed if it is older than that
+                read = library.switches_of(engine, ready.image, provenance)
             except VkramaError as error:  # the flags are still tuned; no switch is offered
                 on_progress(Step(f"{backend}: no switch offered: {error.message}"))
                 read = frozenset()
