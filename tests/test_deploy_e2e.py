@@ -4,6 +4,7 @@ podman-compose, and sid's quadlet generator; each server answers a chat on loopb
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -226,3 +227,85 @@ def test_fleet_bench_pods_run_under_kube_play_and_their_output_imports_with_the_
         ("cpu", 1, 0),
         ("vulkan", 1, 1),
     }
+
+
+def test_compose_leader_and_worker_split_the_model_over_loopback_and_answer(
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    tmp_path: Path,
+    engine: Engine,
+    backend_images: None,
+) -> None:
+    """The two-host form on one host: the worker's file (cpu image, bound to loopback) and
+    the leader's, each with podman-compose, the leader started first."""
+    port, rpc_port = free_port(), free_port()
+    done = vkrama("serve", str(tiny_model), "--backend", "cpu", "--port", str(port),
+                  "--rpc-workers", "1", "--generate", "compose", "-o", str(tmp_path),
+                  "--", "-lv", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    name = f"vkrama-tiny-{port}"
+    leader_file = tmp_path / f"{name}.compose.yaml"
+    worker_file = tmp_path / f"{name}-rpc-worker.compose.yaml"
+    env = {**os.environ, "VKRAMA_RPC_PORT": str(rpc_port),
+           "VKRAMA_RPC_WORKERS": f"127.0.0.1:{rpc_port}"}  # fmt: skip
+
+    def compose(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "podman_compose", "-f", str(path), *args],
+                              capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+
+    try:
+        up = compose(leader_file, "up", "-d")
+        assert up.returncode == 0, up.stderr
+        up = compose(worker_file, "up", "-d")
+        assert up.returncode == 0, up.stderr
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, "tiny", 300, is_running=running(engine, port))
+        assert chat(url)
+        log = podman("logs", name)
+        assert "offloaded 5/5 layers to GPU" in log.stderr + log.stdout
+        # The worker holds the model: the leader says so for its address.
+        assert f"[127.0.0.1:{rpc_port}] model buffer size" in log.stderr + log.stdout
+        # Started before its worker listened, the leader waited instead of failing.
+        restarts = podman("inspect", "--format", "{{.RestartCount}}", name)
+        assert restarts.stdout.strip() == "0"
+        listed = {r["name"]: r for r in json.loads(vkrama("ps", "--json").stdout)}
+        assert listed[f"{name}-rpc-worker"]["url"] == f"rpc://127.0.0.1:{rpc_port}"
+        assert listed[name]["url"] == url
+    finally:
+        compose(leader_file, "down")
+        compose(worker_file, "down", "-v")
+    assert ours(engine, port) == []
+    volumes = podman("volume", "ls", "-q", "--filter", f"name={name}")
+    assert volumes.stdout.strip() == ""
+
+
+def test_split_quadlet_units_are_accepted_by_a_real_quadlet_generator(
+    vkrama: Callable[..., Any],
+    tiny_model: Path,
+    tmp_path: Path,
+    quadlet: Callable[[Path], subprocess.CompletedProcess[str]],
+) -> None:
+    out = tmp_path / "units"
+    done = vkrama("serve", str(tiny_model), "--backend", "cpu", "--port", "18080",
+                  "--rpc-workers", "2", "--generate", "quadlet", "-o", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    generated = quadlet(out)
+    assert generated.returncode == 0, generated.stderr
+    services = dict(
+        part.split("---\n", 1) for part in generated.stdout.split("---vkrama-")[1:]
+    )  # name.service -> unit
+    worker = services["tiny-18080-rpc-worker.service"]
+    leader = services["tiny-18080.service"]
+    (worker_start,) = [x for x in worker.splitlines() if x.startswith("ExecStart=")]
+    rpc_server = "rpc-server --host ${VKRAMA_RPC_HOST} --port ${VKRAMA_RPC_PORT} --cache"
+    for wanted in ("--network host", "--cap-drop all", "--read-only", "--user 1000:1000",
+                   "--security-opt=no-new-privileges", "--label vkrama.role=rpc-worker",
+                   rpc_server):  # fmt: skip
+        assert wanted in worker_start
+    assert "--publish" not in worker_start
+    # systemd expands ${VAR} in ExecStart from these, which the user edits.
+    assert "Environment=VKRAMA_RPC_HOST=127.0.0.1" in worker.splitlines()
+    (leader_start,) = [x for x in leader.splitlines() if x.startswith("ExecStart=")]
+    assert "vkrama-leader ${VKRAMA_RPC_WORKERS} llama-server --model" in leader_start
+    assert "--network host" in leader_start and "--sdnotify=healthy" in leader_start
+    assert "Environment=VKRAMA_RPC_WORKERS=" in leader.splitlines()

@@ -82,6 +82,12 @@ if TYPE_CHECKING:
     help="Pods of the Kubernetes Deployment (--generate kube).",
 )  # fmt: skip
 @click.option(
+    "--rpc-workers", "rpc_split", type=click.IntRange(min=1), default=None, metavar="N",
+    help="With --generate: split the model over N ggml RPC workers that hold every layer "
+    "(the backend's GPUs, on other hosts) and a leader running llama-server: kube writes a "
+    "LeaderWorkerSet and a NetworkPolicy, compose and quadlet a leader file and a worker file.",
+)  # fmt: skip
+@click.option(
     "--json", "as_json", is_flag=True,
     help="With -d: the server as JSON (name, id, url, alias); with --dry-run: the commands.",
 )  # fmt: skip
@@ -97,7 +103,7 @@ def serve(
     vk_driver: str | None, ctx_size: int | None, ngl: int | None, timeout: float | None,
     port: int | str | None, host: str | None, name: str | None, detach: bool,
     parallel: int | None, alias: str | None, rank_by: str, api_key_file: Path | None,
-    generate: str | None, out_dir: Path, replicas: int, as_json: bool,
+    generate: str | None, out_dir: Path, replicas: int, rpc_split: int | None, as_json: bool,
     rpc_workers: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Serve MODEL with llama-server's OpenAI API in the best (or chosen) backend image.
@@ -107,7 +113,7 @@ def serve(
     """
     ctx = click.get_current_context()
     if not generate:
-        refuse_ignored(ctx, ["out_dir", "replicas"], "with --generate")
+        refuse_ignored(ctx, ["out_dir", "replicas", "rpc_split"], "with --generate")
     elif generate != "kube":
         refuse_ignored(ctx, ["replicas"], "with --generate kube")
     if not (detach or app.dry_run) or generate:
@@ -125,7 +131,9 @@ def serve(
     )  # fmt: skip
     if generate:
         with reporting(app.verbose) as reporter:
-            generated = deploy.for_serve(settings, request, generate, out_dir, replicas, reporter)
+            generated = deploy.for_serve(
+                settings, request, generate, out_dir, replicas, reporter, rpc_split or 0
+            )
         console.echo_generated(generated, out_dir, app.dry_run, "start it with:")
         return
     if app.dry_run:

@@ -2,9 +2,10 @@
 
 Modules: `workloads` (the `Workload` a serve plan becomes, its name and health check),
 `files` (`Generated`, YAML text, `write`: each file whole or none), `generate` (`for_serve`,
-`render`: one kind's files), `kube`, `quadlet`, `compose` (one renderer each), `fleet` (a
-bench run as Kubernetes Jobs, one per node). Must not start containers, talk to podman or
-print. This file only re-exports.
+`render`: one kind's files), `kube`, `quadlet`, `compose` (one renderer each), `split` (a
+model split over a leader and ggml RPC workers, `--rpc-workers`), `lws` (that split as a
+Kubernetes LeaderWorkerSet), `fleet` (a bench run as Kubernetes Jobs, one per node). Must
+not start containers, talk to podman or print. This file only re-exports.
 """
 
 from vkrama.deploy.files import Generated, write, yaml_text

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vkrama.deploy import compose, kube, quadlet
+from vkrama.deploy import compose, kube, lws, quadlet, split
 from vkrama.deploy.files import Generated
 from vkrama.deploy.workloads import Workload, workload
 from vkrama.errors import ExitStatus, VkramaError
@@ -30,10 +30,17 @@ def for_serve(
     out_dir: Path,
     replicas: int = 1,
     on_progress: Reporter = NULL,
+    rpc_workers: int = 0,
 ) -> Generated:
-    """Plan exactly what `vkrama serve` would run (starting nothing) and render it as `kind`."""
+    """Plan exactly what `vkrama serve` would run (starting nothing) and render it as `kind`;
+    with `rpc_workers`, as a leader and that many ggml RPC workers (`split`)."""
     from vkrama.serve import session
 
+    if rpc_workers:
+        kinds = {"kube": lws.serve, "quadlet": quadlet.rpc_split, "compose": compose.rpc_split}
+        renderer = kinds[_known(kind)]
+        parts = split.plan(settings, request, rpc_workers, replicas, kind != "kube", on_progress)
+        return renderer(parts, out_dir)
     planned = session.plan(settings, request, on_progress=on_progress)
     return render(kind, workload(planned, request.model, replicas, request.api_key_file), out_dir)
 
@@ -41,10 +48,14 @@ def for_serve(
 def render(kind: str, work: Workload, out_dir: Path) -> Generated:
     """The files `--generate KIND` writes for one server, and how to start them."""
     renderers = {"kube": kube.serve, "quadlet": quadlet.serve, "compose": compose.serve}
-    if kind not in renderers:
+    return renderers[_known(kind)](work, out_dir)
+
+
+def _known(kind: str) -> str:
+    if kind not in KINDS:
         raise VkramaError(
             f"unknown --generate target {kind!r}",
             hint=f"one of: {', '.join(KINDS)}",
             status=ExitStatus.USAGE,
         )
-    return renderers[kind](work, out_dir)
+    return kind

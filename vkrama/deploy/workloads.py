@@ -20,17 +20,23 @@ from vkrama.engine.spec import LABEL_PREFIX, ContainerSpec
 if TYPE_CHECKING:
     from vkrama.serve.session import Planned
 
-# The health request as a command, for engines whose health checks run inside the
-# container: the images carry bash (Debian's essential set) but neither curl nor wget.
-HEALTH_PROBE = (
-    "bash",
-    "-c",
-    "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 "
-    "&& head -n1 <&3 | grep -q ' 200 '",
-)
 HEALTH_PATH = "/health"
 # Kubernetes names (DNS-1123 labels): lower-case alphanumerics and '-', at most 63.
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+
+
+def health_probe(host: str = "127.0.0.1", port: int = 8080) -> tuple[str, ...]:
+    """The health request as a command, for engines whose health checks run inside the
+    container: the images carry bash (Debian's essential set) but neither curl nor wget."""
+    return (
+        "bash",
+        "-c",
+        f"exec 3<>/dev/tcp/{host}/{port} && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 "
+        "&& head -n1 <&3 | grep -q ' 200 '",
+    )
+
+
+HEALTH_PROBE = health_probe()
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,21 @@ class Workload:
     def labels(self) -> dict[str, str]:
         """The plan's labels and the version label the engine adds to whatever it runs
         (`vkrama ps` lists containers that carry it)."""
-        return {**self.spec.labels, f"{LABEL_PREFIX}version": __version__}
+        return versioned(self.spec.labels)
 
     @property
     def secret_env(self) -> list[str]:
         return sorted(self.spec.secret_env)
+
+    @property
+    def health_probe(self) -> tuple[str, ...]:
+        """The probe of this server: on the host's network (a leader reaching its workers)
+        it listens on the host address and port itself, else on 8080 in its own."""
+        if self.spec.network == "host":
+            wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+            host = wildcard.get(self.host, self.host)
+            return health_probe(host, self.host_port)
+        return HEALTH_PROBE
 
     @property
     def oci_model(self) -> str | None:
@@ -101,6 +117,12 @@ def workload(
         gpu_count=max(len(planned.choice.gpu_indices), 1),
         api_key_file=api_key_file.resolve() if api_key_file else None,
     )
+
+
+def versioned(labels: dict[str, str]) -> dict[str, str]:
+    """`labels` and the version label the engine adds to whatever it runs (`vkrama ps`
+    lists the containers that carry it)."""
+    return {**labels, f"{LABEL_PREFIX}version": __version__}
 
 
 def dns_label(text: str) -> str:
