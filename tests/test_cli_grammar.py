@@ -101,9 +101,9 @@ IGNORED = [
     (("tune", "--show", "--budget", "90s"),
      "Error: --budget means something only without --show (they steer a tuning)"),
     (("--dry-run", "tune", MODEL, "-n", "64"),
-     "Error: --n-gen means something only with --for tg or both"),
+     "Error: --n-gen means something only with --for tg, both or joules"),
     (("--dry-run", "tune", MODEL, "--for", "tg", "-p", "64"),
-     "Error: --n-prompt means something only with --for pp or both"),
+     "Error: --n-prompt means something only with --for pp, both or joules"),
 ]  # fmt: skip
 
 

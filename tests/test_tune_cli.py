@@ -84,6 +84,32 @@ def test_a_flag_the_stack_refuses_is_one_line_with_a_hint(
     assert error.startswith(message) and hint.startswith("Hint: ")
 
 
+def test_for_joules_on_a_host_without_a_power_counter_is_refused_and_stores_nothing(
+    vkrama: Callable[..., Any], tiny_model: Path, tmp_path: Path
+) -> None:
+    from fakesys import FakeHost
+
+    host = FakeHost(tmp_path / "host")  # a VM's /sys: no powercap
+    env = {"VKRAMA_HARDWARE_SYSFS_ROOT": str(host.sysfs)}
+    done = vkrama("tune", str(tiny_model), "--backend", "cpu", "--for", "joules", env=env)
+    assert done.returncode == ExitStatus.NO_POWER_COUNTER
+    error, hint = done.stderr.strip().splitlines()
+    assert error == (
+        "Error: tune --for joules needs a power counter, and CPU (cpu) has none: no "
+        f"{host.sysfs}/class/powercap (no RAPL driver: a VM or a container does not expose one)"
+    )
+    assert hint.startswith("Hint: `vkrama doctor` lists this host's counters")
+    assert vkrama("results", "list", "--json", env=env).stdout.strip() in ("", "[]")
+    # with a RAPL zone the plan goes ahead, measuring pp and tg as --for both does
+    host.add_rapl_zone(0)
+    plan = vkrama("--dry-run", "tune", str(tiny_model), "--backend", "cpu", "--for", "joules",
+                  "-p", "512", "-n", "64", "--json", env=env)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    (first,) = json.loads(plan.stdout)
+    command = first["command"]
+    assert command[command.index("-p") : command.index("-r")] == ["-p", "512", "-n", "64"]
+
+
 def test_show_with_nothing_stored_says_how_to_make_one(vkrama: Callable[..., Any]) -> None:
     done = vkrama("tune", "--show")
     assert done.returncode == 0 and "vkrama tune MODEL" in done.stderr
@@ -113,6 +139,14 @@ def test_the_outcome_line_names_the_changed_flags_and_the_gain() -> None:
     assert same.line == (
         "vulkan/lavapipe: llama-bench's defaults stay, no flag beat them beyond noise"
         " (100.0 t/s pp2048)"
+    )
+
+
+def test_a_tuning_for_joules_says_tokens_per_joule() -> None:
+    frugal = tuned(objective="joules", test="pp2048+tg128", tps=2.46, default_tps=2.05)
+    assert frugal.line == (
+        "vulkan/lavapipe: -fa on -ub 256 -ctk q8_0: 1.20× its defaults"
+        " (2.46 vs 2.05 tokens/J pp2048+tg128), beyond noise"
     )
 
 

@@ -184,3 +184,94 @@ def test_llama_server_takes_every_tuned_flag_of_a_cpu_stack(
         assert "--backend best: fastest tuned for pp512: cpu" in done.stderr
     finally:
         vkrama("stop", name)
+
+
+class Meter:
+    """A fake energy counter drawing IDLE_W, and BUSY_W while a container runs: the joules
+    it has counted since it was made, integrated over the draw it was set to."""
+
+    IDLE_W, BUSY_W = 20.0, 80.0
+
+    def __init__(self) -> None:
+        import threading
+        import time
+
+        self.clock, self.lock = time.time, threading.Lock()
+        self.at, self.joules, self.watts = self.clock(), 0.0, self.IDLE_W
+
+    def read(self) -> float:
+        with self.lock:
+            return self.joules + self.watts * (self.clock() - self.at)
+
+    def draw(self, watts: float) -> None:
+        with self.lock:
+            now = self.clock()
+            self.joules += self.watts * (now - self.at)
+            self.at, self.watts = now, watts
+
+
+class Drawing:
+    """The real podman, the meter drawing BUSY_W from a container's start to its end."""
+
+    def __init__(self, engine: Engine, meter: Meter) -> None:
+        self.engine, self.meter = engine, meter
+
+    def run_to_completion(self, spec: Any, timeout: Any = None, **watchers: Any) -> Any:
+        self.meter.draw(Meter.BUSY_W)
+        try:
+            return self.engine.run_to_completion(spec, timeout, **watchers)
+        finally:
+            self.meter.draw(Meter.IDLE_W)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+def test_tune_for_joules_ranks_tokens_per_joule_above_idle_at_a_known_wattage(
+    settings: Any, engine: Engine, tiny_model: Path
+) -> None:
+    """Real llama-bench in the cpu image, a fake CPU counter at 20 W idle and 80 W while a
+    trial's container runs: each test's tokens per joule is its own t/s over 60 W, known
+    from the rows' samples without vkrama's arithmetic. 6 repetitions of pp2048 and tg256
+    keep a test past the counter's shortest (2.5 s) on this 2-core box; a host fast enough
+    to run one quicker must say so, with tune's own flags as the hint."""
+    from vkrama.hardware.power import ENERGY, Counter, PowerCounters
+    from vkrama.results import db
+    from vkrama.tune import session
+
+    meter = Meter()
+    request = session.TuneRequest(
+        str(tiny_model), ("cpu",), objective="joules", n_prompt=2048, n_gen=256,
+        budget_s=120, repetitions=6, only=("fa",),
+    )  # fmt: skip
+    fake = PowerCounters(cpu=(Counter("fake", ENERGY, meter.read),))
+    planned = session.prepare(settings, request, engine, power=fake)
+    outcome = session.execute(Drawing(engine, meter), settings, planned)  # type: ignore[arg-type]
+    assert not outcome.interrupted
+    assert outcome.run_id is not None
+    cells = db.get_run(settings, outcome.run_id).cells
+    per_joule: dict[bool, list[float]] = {}
+    assert cells[0].ok, cells[0].reason  # a later trial may meet the budget's end
+    for cell in cells:
+        for row in cell.measurements:
+            found = row.energy
+            assert found is not None and found.idle_watts == pytest.approx(Meter.IDLE_W, rel=0.05)
+            if found.seconds < 2.5:  # a fast host: said, never a figure
+                assert found.note.startswith("too short to measure"), found
+                continue
+            # tokens per counted second from llama-bench's own per-repetition t/s
+            rate = len(row.samples) / sum(1 / s for s in row.samples)
+            assert found.joules_per_token is not None, found
+            assert found.watts == pytest.approx(Meter.BUSY_W, rel=0.05)
+            assert 1 / found.joules_per_token == pytest.approx(rate / 60, rel=0.05)
+            per_joule.setdefault(cell is cells[0], []).append(rate / 60)
+    if outcome.failed:  # the defaults ran too short to measure: the stack says why
+        ((_, error),) = outcome.failed
+        assert "too short to measure" in error.message and "tune's -r, -p or -n" in error.message
+        return
+    (tuned,) = outcome.tuned
+    assert (tuned.objective, tuned.test, tuned.unit) == ("joules", "pp2048+tg256", "tokens/J")
+    assert "tokens/J pp2048+tg256" in tuned.line
+    # The defaults' trial ran first; a rerun of them pools more repetitions into the figure.
+    pp, tg = per_joule[True]
+    assert tuned.default_tps == pytest.approx((pp * tg) ** 0.5, rel=0.2)

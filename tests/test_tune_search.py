@@ -469,3 +469,35 @@ def test_a_refused_value_does_not_price_the_flags_after_it_out() -> None:
     assert [sweep.flag for sweep in tuned.sweeps] == ["ctk", "t"]
     assert tuned.sweeps[0].tried["q4_0"] == "unsupported K cache type"
     assert tuned.spent_s <= 240
+
+
+def test_tokens_per_joule_per_repetition_from_a_test_at_a_known_draw() -> None:
+    """A test drawing a steady 50 W above idle, two repetitions of 64 tokens at 80 and
+    120 t/s: 0.8 s and 0.533 s, 66.7 J above idle, 128 tokens. Each repetition made 64
+    tokens with 50 W × its own seconds: 80/50 and 120/50 tokens per joule."""
+    from vkrama.results.energy import Energy
+    from vkrama.tune import trials
+
+    seconds = 64 / 80 + 64 / 120
+    drew = Energy("fake", 70.0, 20.0, 50 * seconds / 128, seconds)
+    row = Measurement("tg64", 0, 64, 96.0, 28.3, (80.0, 120.0), energy=drew)
+    found = trials.score([row], {}, "joules")
+    assert found is not None
+    assert found.samples == pytest.approx((80 / 50, 120 / 50))
+    assert trials.score([row], {}, "tg") == Score((80.0, 120.0), 64 / 96.0)
+
+
+def test_a_trial_without_joules_per_token_says_why_for_joules_only() -> None:
+    from vkrama.results.energy import Energy
+    from vkrama.tune import trials
+
+    short = Energy("fake", None, 20.0, None, 0.3, "too short to measure: raise -r")
+    rows = (Measurement("pp64", 64, 0, 100.0, 1.0, (99.0, 101.0), energy=short),)
+
+    def trial(*_: object) -> list[CellResult]:
+        return [CellResult("cpu", None, "CPU", CellStatus.OK, measurements=rows)]
+
+    (found,) = trials.scores(trial, None, [{}], 2, lambda: 60.0, "joules")  # type: ignore[arg-type]
+    assert found == "no tokens per joule: pp64: too short to measure: raise -r"
+    (speed,) = trials.scores(trial, None, [{}], 2, lambda: 60.0, "pp")  # type: ignore[arg-type]
+    assert speed == Score((99.0, 101.0), 0.64)

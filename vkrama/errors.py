@@ -43,6 +43,7 @@ class ExitStatus(IntEnum):
     MISSING_EXTRA = 22  # an optional extra (e.g. vkrama[charts]) is not installed
     BUDGET = 23  # `vkrama tune --budget` is too small for one trial
     NOTHING_FITS = 24  # `vkrama tune`: no candidate configuration runs the model
+    NO_POWER_COUNTER = 25  # `tune --for joules`, `--rank-by joules`: no energy to rank by
     INTERRUPTED = 130
 
 

@@ -53,16 +53,19 @@ FLAG_NAMES = CommaList(lambda name: llama_flags.name(name) or name.lstrip("-"),
               help="Context depths to measure at (-d).")  # fmt: skip
 @click.option(
     "--for", "objective", type=click.Choice(OBJECTIVES), default="pp", show_default=True,
-    help="What to make fast: prompt processing, generation, or both (geometric mean).",
+    help="What to make fast: prompt processing, generation, both (geometric mean), or "
+    "joules: most tokens per joule above the idle draw, pp and tg (geometric mean), from the "
+    "device's own counter (refused where it has none: `vkrama doctor`).",
 )  # fmt: skip
 @click.option(
     "-p", "--n-prompt", type=click.IntRange(min=1), default=2048, show_default=True,
-    metavar="N", help="Prompt tokens measured (--for pp or both; an ubatch above this changes "
-    "nothing, hence more than bench's 512; `bench --tuned -p 2048` measures where it tuned).",
+    metavar="N", help="Prompt tokens measured (--for pp, both or joules; an ubatch above this "
+    "changes nothing, hence more than bench's 512; `bench --tuned -p 2048` measures where it "
+    "tuned).",
 )  # fmt: skip
 @click.option(
     "-n", "--n-gen", type=click.IntRange(min=1), default=128, show_default=True, metavar="N",
-    help="Generated tokens measured (--for tg or both).",
+    help="Generated tokens measured (--for tg, both or joules).",
 )  # fmt: skip
 @click.option(
     "--budget", type=Duration(0, open=True), default="10m", show_default=True, metavar="TIME",
@@ -90,17 +93,17 @@ def tune(
     budget: float, repetitions: int, only: tuple[str, ...], timeout: float | None, show: bool,
     as_json: bool, no_save: bool,
 ) -> int:  # fmt: skip
-    """Search each stack's fastest llama-bench flags for MODEL (ubatch, batch, flash
-    attention, KV cache types, threads on cpu, ...) and store them per GPU, image and
-    model; `bench --tuned` and `serve --backend best` use them."""
+    """Search each stack's fastest (or, --for joules, most frugal) llama-bench flags for
+    MODEL (ubatch, batch, flash attention, KV cache types, threads on cpu, ...) and store
+    them per GPU, image and model; `bench --tuned` and `serve --backend best` use them."""
     ctx = click.get_current_context()
     if show:
         refuse_ignored(ctx, SEARCH_ONLY, "without --show (they steer a tuning)")
         return show_tuned(app, model, as_json)
     if objective == "pp":
-        refuse_ignored(ctx, ["n_gen"], "with --for tg or both")
+        refuse_ignored(ctx, ["n_gen"], "with --for tg, both or joules")
     if objective == "tg":
-        refuse_ignored(ctx, ["n_prompt"], "with --for pp or both")
+        refuse_ignored(ctx, ["n_prompt"], "with --for pp, both or joules")
     if model is None:
         raise VkramaError("tune needs a MODEL", hint="or --show", status=ExitStatus.USAGE)
     request = session.TuneRequest(
@@ -174,7 +177,7 @@ def show_tuned(app: App, model: str | None, as_json: bool) -> int:
     echo_table(
         [
             [t.key, t.device, t.test, _flags_said(t),
-             f"{t.tps:.1f} ± {t.tps_stddev:.1f}", f"{t.default_tps:.1f} ± {t.default_stddev:.1f}",
+             _figures(t, t.tps, t.tps_stddev), _figures(t, t.default_tps, t.default_stddev),
              f"{t.gain:.2f}×", "beyond" if t.beyond_noise else "within", t.image_id[:12],
              f"{t.created[:16]} ({t.spent_s:.0f} s)"]
             for t in found
@@ -182,6 +185,11 @@ def show_tuned(app: App, model: str | None, as_json: bool) -> int:
         SHOW_HEADERS,
     )  # fmt: skip
     return int(ExitStatus.OK)
+
+
+def _figures(tuning: tunings.TunedStack, mean: float, stddev: float) -> str:
+    said = f"{tuning.figure(mean)} ± {tuning.figure(stddev)}"
+    return said if tuning.unit == "t/s" else f"{said} {tuning.unit}"
 
 
 def _flags_said(tuning: tunings.TunedStack) -> str:

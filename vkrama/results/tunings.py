@@ -31,11 +31,13 @@ class TunedStack:
     device: str
     driver_version: str  # the image's stack, e.g. "Mesa 26.2.6-1"
     image_id: str
-    objective: str  # pp | tg | both
+    objective: str  # pp | tg | both | joules
     test: str  # e.g. "pp2048"
     flags: dict[str, str]  # the best configuration, every searched flag
     defaults: dict[str, str]
-    tps: float  # the objective at `flags` (for both: geometric mean of pp and tg)
+    # The objective at `flags`: t/s (for both: geometric mean of pp and tg), or for joules
+    # tokens per joule above idle (geometric mean of pp and tg; `unit` says which).
+    tps: float
     tps_stddev: float
     default_tps: float
     default_stddev: float
@@ -52,6 +54,15 @@ class TunedStack:
     @property
     def key(self) -> str:
         return f"{self.backend}/{self.driver}" if self.driver else self.backend
+
+    @property
+    def unit(self) -> str:
+        return "tokens/J" if self.objective == "joules" else "t/s"
+
+    def figure(self, value: float) -> str:
+        """A value of the objective as printed: t/s to 0.1, tokens/J to 3 significant figures
+        (an 8B model's generation is a few tokens per joule, a tiny one's hundreds)."""
+        return f"{value:.3g}" if self.objective == "joules" else f"{value:.1f}"
 
     @property
     def gain(self) -> float:
@@ -108,11 +119,13 @@ class TunedStack:
     def line(self) -> str:
         """ "vulkan/lavapipe: -ub 256 -fa on: 1.18× its defaults (812.4 vs 688.5 t/s
         pp2048), beyond noise"; "cpu: llama-bench's defaults stay: ..." when none won."""
-        figures = f"({self.tps:.1f} vs {self.default_tps:.1f} t/s {self.test})"
+        figures = (
+            f"({self.figure(self.tps)} vs {self.figure(self.default_tps)} {self.unit} {self.test})"
+        )
         budget = ", budget spent before every flag was tried" if self.stopped_by_budget else ""
         if not self.tried:
             return f"{self.key}: llama-bench's defaults stay, no flag beat them beyond noise" + (
-                f" ({self.tps:.1f} t/s {self.test}){budget}"
+                f" ({self.figure(self.tps)} {self.unit} {self.test}){budget}"
             )
         if self.refused:  # won, but its output is not the CPU's
             return (
@@ -262,7 +275,8 @@ def test_label(objective: str, n_prompt: int, n_gen: int, depth: tuple[int, ...]
 
 def sizes(objective: str, n_prompt: int, n_gen: int) -> tuple[int, int]:
     """What an objective measures: (n_prompt, n_gen) from the user's prompt and gen sizes."""
-    return {"pp": (n_prompt, 0), "tg": (0, n_gen), "both": (n_prompt, n_gen)}[objective]
+    both = (n_prompt, n_gen)
+    return {"pp": (n_prompt, 0), "tg": (0, n_gen), "both": both, "joules": both}[objective]
 
 
 def _depth(test: str) -> int:

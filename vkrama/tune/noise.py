@@ -11,6 +11,9 @@ import math
 import statistics
 from dataclasses import dataclass
 
+# How a configuration that ran, but whose counter gave no figure, is refused (--for joules).
+NO_FIGURE = "no tokens per joule: "
+
 
 @dataclass(frozen=True)
 class Score:

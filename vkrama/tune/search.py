@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.tune.noise import Score, faster_beyond_noise
+from vkrama.tune.noise import NO_FIGURE, Score, faster_beyond_noise
 from vkrama.tune.space import Flags, Space, together
 
 # One trial: configurations measured together, at `repetitions` each, in at most
@@ -176,6 +176,12 @@ def search(
             hint=f"give --budget of at least {math.ceil(clocked.spent_s * 8 / 60)}m,"
             " or smaller -p/-n sizes",
             status=ExitStatus.BUDGET,
+        )
+    if isinstance(first, str) and first.startswith(NO_FIGURE):  # it ran, unmeasured
+        raise VkramaError(
+            f"cannot tune for joules: at llama-bench's defaults, {first}",
+            hint="each test's counted repetitions must run for seconds: raise -r, -p or -n",
+            status=ExitStatus.NOTHING_FITS,
         )
     if isinstance(first, str):
         tried = (

@@ -28,6 +28,7 @@ from vkrama.bench.matrix import BenchRequest
 from vkrama.bench.run import run_cells
 from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
+from vkrama.hardware.power import PowerCounters, find_counters, sysfs_root
 from vkrama.images import library
 from vkrama.images.provenance import stack_version
 from vkrama.progress import NULL, Reporter, Step
@@ -78,6 +79,8 @@ class TunePlan:
     images: stack.Images
     threads: int
     token: str
+    # The host's counters, read around each trial for `--for joules` (None: not read).
+    power: PowerCounters | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,15 @@ def plan(settings: Settings, request: TuneRequest, on_progress: Reporter = NULL)
 
 
 def prepare(
-    settings: Settings, request: TuneRequest, engine: Engine, on_progress: Reporter = NULL
+    settings: Settings,
+    request: TuneRequest,
+    engine: Engine,
+    on_progress: Reporter = NULL,
+    power: PowerCounters | None = None,
 ) -> TunePlan:
-    return _prepare(settings, request, stack.Fetch(engine), on_progress, engine)
+    """`power`: the counters `--for joules` reads (None: this host's, under the configured
+    sysfs root; tests pass a fake)."""
+    return _prepare(settings, request, stack.Fetch(engine), on_progress, engine, power)
 
 
 def _prepare(
@@ -106,6 +115,7 @@ def _prepare(
     supply: stack.Supply,
     on_progress: Reporter,
     engine: Engine | None = None,  # None: a dry run, whose images are not run
+    power: PowerCounters | None = None,
 ) -> TunePlan:
     n_prompt, n_gen = tunings.sizes(request.objective, request.n_prompt, request.n_gen)
     params = planning.BenchParams(n_prompt, n_gen, request.repetitions, depth=request.depth or ())
@@ -129,8 +139,14 @@ def _prepare(
         )  # fmt: skip
     threads = planning.physical_cores()
     token = secrets.token_hex(4)
+    if request.objective != trials.JOULES:
+        power = None
+    else:  # refused before anything runs or is stored
+        power = power or find_counters(resolution.profile, sysfs_root(settings))
+        for ready in resolution.stacks:
+            _counted(power, ready.choice)
     planned = TunePlan(request, bench, resolution.model, resolution.profile, [], unavailable,
-                     resolution.images, threads, token)  # fmt: skip
+                     resolution.images, threads, token, power)  # fmt: skip
     tuned_here = {ready.choice.backend for ready in resolution.stacks}
     for ready in resolution.stacks:
         facts = _facts(planned, ready.choice)
@@ -162,6 +178,18 @@ def _prepare(
         first = _cell(planned, ready, [space.defaults], position=len(planned.stacks))
         planned.stacks.append(StackPlan(ready, space, first))
     return planned
+
+
+def _counted(power: PowerCounters, choice: Choice) -> None:
+    """Refuse `--for joules` on a stack whose device has no readable power counter."""
+    counters, why = power.for_cell(choice.gpu_indices)
+    if not counters:
+        raise VkramaError(
+            f"tune --for joules needs a power counter, and {choice.device_label} "
+            f"({choice.backend}) has none: {why}",
+            hint="`vkrama doctor` lists this host's counters; --for pp, tg or both needs none",
+            status=ExitStatus.NO_POWER_COUNTER,
+        )
 
 
 def _facts(planned: TunePlan, choice: Choice) -> spaces.StackFacts:
@@ -244,7 +272,9 @@ def execute(
             if limit <= 0:
                 ran.append(cell.failed("the stack's budget ran out before this trial ran"))
                 continue
-            done, interrupted = run_cells(engine, [cell], timeout=limit, images=planned.images)
+            done, interrupted = run_cells(
+                engine, [cell], timeout=limit, images=planned.images, power=planned.power
+            )
             ran += done
             if interrupted:
                 break
@@ -266,7 +296,7 @@ def execute(
             budget = (request.budget_s - spent) / (len(planned.stacks) - number)
             name = trials.name(one.ready)
             on_progress(Step(f"{name}: tuning for up to {budget:.0f} s"))
-            measure = trials.measure(one.ready, trial, on_progress, clock)
+            measure = trials.measure(one.ready, trial, on_progress, clock, request.objective)
             began = clock()
             try:
                 tuned = search.search(one.space, measure, clock, budget, request.repetitions)

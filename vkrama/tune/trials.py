@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from vkrama.backends.env_switches import is_switch
+from vkrama.bench.energy import TOO_SHORT_HINT
 from vkrama.bench.plan import BenchParams
 from vkrama.progress import Reporter, Step
 from vkrama.results.records import CellResult, Measurement
 from vkrama.stack import Stack
-from vkrama.tune.noise import Score
+from vkrama.tune.noise import NO_FIGURE, Score
 from vkrama.tune.search import Measure
 from vkrama.tune.space import Flags
 from vkrama.tune.switches import spelt
@@ -27,7 +28,8 @@ from vkrama.tune.switches import spelt
 # session's real llama-bench.
 Trial = Callable[[Stack, Sequence[Flags], int, float], list[CellResult]]
 
-OBJECTIVES = ("pp", "tg", "both")
+OBJECTIVES = ("pp", "tg", "both", "joules")
+JOULES = "joules"  # tokens per joule above the idle draw (see `score`)
 
 
 def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
@@ -54,18 +56,59 @@ def params(base: BenchParams, configs: Sequence[Flags]) -> BenchParams:
     return replace(base, threads=threads, ngl=ngl, flash_attn=(), extra_args=tuple(extra))
 
 
-def score(rows: Sequence[Measurement], flags: Flags) -> Score | None:
+def score(rows: Sequence[Measurement], flags: Flags, objective: str = "pp") -> Score | None:
     """The objective of one configuration: per repetition, the geometric mean of its rows
-    (pp and tg, every depth), so each counts alike and the noise stays per repetition."""
-    mine = [m for m in rows if all(m.flags.get(f, v) == v for f, v in flags.items())]
+    (pp and tg, every depth), so each counts alike and the noise stays per repetition.
+
+    For "joules" a row's value is tokens per joule above the idle draw (1 / its J/token,
+    bench.energy). The counter resolves a whole test, not one repetition (a repetition is
+    often shorter than a few sampling periods), so repetition i's value is the test's
+    tokens per joule scaled by that repetition's speed against the test's: t/s_i over the
+    test's draw above idle (J/token × tokens / counted seconds). Its spread is the speed's
+    spread at the test's mean draw; how the draw itself varies between repetitions is not
+    in it. A row without a J/token figure scores nothing (`why_not` says why)."""
+    mine = _rows_of(rows, flags)
     if not mine or not all(m.samples for m in mine):
+        return None
+    if objective == JOULES and not all(_joules(m) for m in mine):
         return None
     count = min(len(m.samples) for m in mine)
     rep_s = sum((m.n_prompt + m.n_gen) / m.tps for m in mine if m.tps > 0)
+    values = [_per_joule(m) if objective == JOULES else m.samples for m in mine]
     return Score(
-        tuple(math.prod(m.samples[i] for m in mine) ** (1 / len(mine)) for i in range(count)),
+        tuple(math.prod(v[i] for v in values) ** (1 / len(values)) for i in range(count)),
         rep_s,
     )
+
+
+def why_not(rows: Sequence[Measurement], flags: Flags) -> str:
+    """Why a configuration that ran has no tokens-per-joule figure: its rows' energy notes."""
+    notes = [
+        f"{m.test}: {m.energy.note if m.energy is not None else 'no energy was measured'}"
+        for m in _rows_of(rows, flags)
+        if not _joules(m)
+    ]
+    # bench's hint names llama-bench's arguments after --; tune has -r, -p and -n of its own
+    notes = [n.replace(TOO_SHORT_HINT, "raise tune's -r, -p or -n to run it longer") for n in notes]
+    return "; ".join(dict.fromkeys(notes))
+
+
+def _rows_of(rows: Sequence[Measurement], flags: Flags) -> list[Measurement]:
+    return [m for m in rows if all(m.flags.get(f, v) == v for f, v in flags.items())]
+
+
+def _joules(m: Measurement) -> float | None:
+    return m.energy.joules_per_token if m.energy is not None else None
+
+
+def _per_joule(m: Measurement) -> tuple[float, ...]:
+    """Each repetition's tokens per joule above idle: t/s_i / (the test's watts above idle).
+    The test's tokens per counted second is the harmonic mean of its repetitions' t/s (each
+    made the same number of tokens)."""
+    per_token = _joules(m)
+    assert per_token  # score() checked
+    rate = len(m.samples) / sum(1 / s for s in m.samples)
+    return tuple(s / (per_token * rate) for s in m.samples)
 
 
 def name(ready: Stack) -> str:
@@ -74,7 +117,11 @@ def name(ready: Stack) -> str:
 
 
 def measure(
-    ready: Stack, trial: Trial, on_progress: Reporter, clock: Callable[[], float] = time.monotonic
+    ready: Stack,
+    trial: Trial,
+    on_progress: Reporter,
+    clock: Callable[[], float] = time.monotonic,
+    objective: str = "pp",
 ) -> Measure:
     """The search's `Measure` over real trials; a process that failed as a whole (one
     refused value fails all of llama-bench) runs its values one by one to learn which, in
@@ -85,7 +132,7 @@ def measure(
         said = ", ".join(spelt(f, ",".join(c[f] or "unset" for c in configs)) for f in varied)
         on_progress(Step(f"{name(ready)}: trying {said or 'defaults'} ({repetitions} reps)"))
         deadline = clock() + timeout_s
-        return scores(trial, ready, configs, repetitions, lambda: deadline - clock())
+        return scores(trial, ready, configs, repetitions, lambda: deadline - clock(), objective)
 
     return run
 
@@ -96,6 +143,7 @@ def scores(
     configs: Sequence[Flags],
     repetitions: int,
     left: Callable[[], float],
+    objective: str = "pp",
 ) -> list[Score | str]:
     """Each configuration's score, or why the stack refused it (llama-bench's reason).
     `left`: the seconds the trial may still take; a rerun starts only while some are."""
@@ -103,11 +151,13 @@ def scores(
     rows = [m for r in ran if r.ok for m in r.measurements]
     found: list[Score | str] = []
     for config in configs:
-        measured = score(rows, config)
+        measured = score(rows, config, objective)
         if measured is None and len(configs) > 1 and not all(r.ok for r in ran) and left() > 0:
-            found += scores(trial, ready, [config], repetitions, left)
+            found += scores(trial, ready, [config], repetitions, left, objective)
         elif measured is None:
             reasons = [r.reason for r in ran if not r.ok]
+            if objective == JOULES and score(rows, config) is not None:
+                reasons = [NO_FIGURE + why_not(rows, config)]
             found.append(reasons[0] if reasons else "llama-bench reported no row for it")
         else:
             found.append(measured)
