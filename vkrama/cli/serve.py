@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     metavar="METRIC",
     help="What --backend best ranks stored results by: tg, pp (llama-bench t/s), "
     "serve:tps@N (`bench --serve` total tokens/s at N clients) or capacity (the highest "
-    "request rate within `bench --serve --slo`; goodput means the same here).",
+    "request rate within `bench --serve --slo`; goodput means the same here) or joules (the "
+    "least J/token above idle in generation, among stacks whose output check said ok).",
 )
 @click.option(
     "--api-key-file",

@@ -30,6 +30,7 @@ from vkrama.results.owner import RunOwner
 from vkrama.results.owner import current as current_owner
 from vkrama.results.ranking import (
     CAPACITY,
+    JOULES,
     SERVE_METRIC,
     BestCell,
     Change,
@@ -42,6 +43,7 @@ from vkrama.results.records import CellResult, CellStatus, Measurement, RunStatu
 
 __all__ = [
     "CAPACITY",
+    "JOULES",
     "SERVE_METRIC",
     "BestCell",
     "CellResult",

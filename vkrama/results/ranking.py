@@ -21,7 +21,13 @@ from vkrama.config import Settings
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.results import db
 from vkrama.results.levels import capacity, judged
-from vkrama.results.records import CellResult, CellStatus, Measurement, split_name
+from vkrama.results.records import (
+    CellResult,
+    CellStatus,
+    Measurement,
+    OutputCheck,
+    split_name,
+)
 
 # A change counts as more than noise when it exceeds this many combined standard
 # deviations (sqrt(sd_a² + sd_b²)); 2 keeps identical reruns quiet ~95% of the time.
@@ -33,6 +39,10 @@ SERVE_METRIC = re.compile(r"serve:tps@(\d+)")
 # --sweep's result; `levels.capacity`). `--rank-by capacity`, or `goodput` as it was named
 # before goodput meant what vLLM means (a level's requests/s within every target).
 CAPACITY = "serve:capacity"
+# The least energy per generated token: J/token above the idle draw of tg rows, among stacks
+# whose output check said ok (a frugal wrong answer is no answer).
+JOULES = "joules"
+OK_OUTPUT = "ok"  # the check's verdict it needs (bench.divergence.VERDICTS names all three)
 
 
 @dataclass(frozen=True)
@@ -341,7 +351,19 @@ def _ranked(cell: CellResult, metric: str) -> list[Measurement]:
     """The cell's figures of `metric`, as measurements (a serving level's test by name)."""
     if SERVE_METRIC.fullmatch(metric) or metric == CAPACITY:
         return [Measurement(t, 0, 0, v, sd, ()) for t, v, sd in figures(cell) if t == metric]
+    if metric == JOULES:
+        return [m for m in cell.measurements if m.metric == "tg" and _joules(m) is not None]
     return [m for m in cell.measurements if m.metric == metric]
+
+
+def _joules(m: Measurement) -> float | None:
+    return m.energy.joules_per_token if m.energy is not None else None
+
+
+def _checked_ok(cell: CellResult, found: dict[tuple[str, str, str], OutputCheck]) -> bool:
+    """The stack's output check said ok: the one stored with the cell, else its newest."""
+    check = cell.output or found.get((cell.backend, cell.driver or "", cell.image_id))
+    return check is not None and check.verdict == OK_OUTPUT
 
 
 def best(
@@ -355,14 +377,17 @@ def best(
     output check found it wrong (at the bench, or its newest check) is never picked. Runs with
     `--depth` are ranked at their shallowest depth (0 when measured): a new chat's context.
     `metric` "serve:tps@N" ranks `bench --serve` runs by total output tokens/s at N clients;
-    "capacity" (or "goodput") by the highest request rate sustained within their --slo.
+    "capacity" (or "goodput") by the highest request rate sustained within their --slo;
+    "joules" by the least J/token above idle in generation (tg rows), only stacks whose
+    output check said ok.
     """
     metric = CAPACITY if metric in ("goodput", "capacity") else metric
-    if metric not in (*METRICS, CAPACITY) and not SERVE_METRIC.fullmatch(metric):
-        raise ValueError(f"metric must be one of {METRICS}, capacity or serve:tps@N")
+    if metric not in (*METRICS, CAPACITY, JOULES) and not SERVE_METRIC.fullmatch(metric):
+        raise ValueError(f"metric must be one of {METRICS}, capacity, joules or serve:tps@N")
     from vkrama.results import checks
 
-    wrong = {k for k, c in checks.newest(settings, model_sha256, gpu_key).items() if c.wrong}
+    found = checks.newest(settings, model_sha256, gpu_key)
+    wrong = {k for k, c in found.items() if c.wrong}
     measured: list[_Candidate] = []
     for record in db.list_runs(settings):  # newest first
         info = record.info
@@ -370,7 +395,7 @@ def best(
             continue
         detail = db.get_run(settings, record.id)
         measured += [
-            (m.tps, detail, cell, m)
+            (-(_joules(m) or 0.0) if metric == JOULES else m.tps, detail, cell, m)
             for cell in detail.cells
             # A test device (the SYCL CPU device) is never a contender.
             # A split (bench --rpc) is not a stack `serve --backend best` can start.
@@ -379,6 +404,7 @@ def best(
             and not backends.is_test_device(cell.backend, cell.driver)
             and not _wrong(cell)
             and (cell.backend, cell.driver or "", cell.image_id) not in wrong
+            and (metric != JOULES or _checked_ok(cell, found))
             for m in _ranked(cell, metric)
         ]
     if not measured:
@@ -404,6 +430,11 @@ def best(
         unit = f"requests/s within the SLO{_at_least(cell)}"
         reason = f"highest capacity{at} (the highest request rate whose level met the SLO): "
         reason += f"{cell_name(cell)} on {cell.device} at {m.tps:.3g} {unit}"
+    elif metric == JOULES:
+        unit = "J/token above idle"
+        reason = f"least energy per generated token ({m.test}{at}, output check ok): "
+        reason += f"{cell_name(cell)} on {cell.device} at {_joules(m):.3g} {unit}, "
+        reason += f"{m.tps:.1f} ± {m.tps_stddev:.1f} t/s"
     else:
         reason = f"fastest {m.test}{at}: {cell_name(cell)} on {cell.device} at {m.tps:.1f} ± "
         reason += f"{m.tps_stddev:.1f} {unit}"
@@ -412,6 +443,8 @@ def best(
     if len(ranked) > 1:
         _, other_run, other, other_m = ranked[1]
         value = f"{other_m.tps:.1f} {unit}"
+        if metric == JOULES:
+            value = f"{_joules(other_m):.3g} {unit}"
         if m.test == CAPACITY:
             value = f"{other_m.tps:.3g} requests/s within the SLO{_at_least(other)}"
         reason += f" vs {cell_name(other)} at {value} (run {other_run.run.id})"

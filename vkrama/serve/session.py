@@ -193,10 +193,18 @@ def _best_cell(
         raise VkramaError(
             f"--rank-by {metric!r} is not a metric",
             hint="tg, pp, capacity (or goodput: the highest rate within `vkrama bench --serve "
-            "--slo`), or "
+            "--slo`), joules (the least J/token in generation), or "
             "serve:tps@N (total tokens/s of `vkrama bench --serve` at N clients)",
             status=ExitStatus.USAGE,
         ) from None
+    if cell is None and metric == results.JOULES:
+        raise VkramaError(
+            f"no stored generation (tg) result of {ref} on this machine has a J/token figure "
+            "from a stack whose output check said ok",
+            hint=f"run `vkrama bench {ref}` where `vkrama doctor` lists a power counter, with "
+            "tests long enough for it (2.5 s: raise -r or -n), or pick --backend yourself",
+            status=ExitStatus.NO_POWER_COUNTER,
+        )
     if cell is None:
         serve = results.SERVE_METRIC.fullmatch(metric)
         how = f"bench --serve --concurrency {serve.group(1)}" if serve else "bench"
