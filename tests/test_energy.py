@@ -24,6 +24,7 @@ from fakesys import FakeHost, intel_igpu_and_amd_dgpu, two_nvidia_h100s
 
 from vkrama.bench import energy
 from vkrama.bench.energy import Trace, Window
+from vkrama.bench.powerwatch import PowerWatch
 from vkrama.hardware.power import ENERGY, POWER, Counter, PowerCounters, find_counters
 from vkrama.results import report
 from vkrama.results.energy import Energy
@@ -251,7 +252,7 @@ def test_nvml_without_an_energy_counter_falls_back_to_its_power_reading(
 def measure(counters: tuple[Counter, ...], schedule: Schedule) -> Energy:
     """Idle for 0.5 s, then the device draws BUSY_W for 3.6 s; the middle 3 s are the test
     (the counter is read every 0.1 s throughout, by vkrama's own sampler)."""
-    watch = energy.PowerWatch(counters, idle_s=0.5)
+    watch = PowerWatch(counters, idle_s=0.5)
     watch.idle()
     schedule.switch = time.time()
     watch.start()
@@ -316,7 +317,7 @@ def test_a_plateau_of_heat_is_not_taken_for_idle_once_the_run_has_seen_idle(
     drive(host.add_rapl_zone(0), hot)
     counters = find_counters(host.detect(), host.sysfs).cpu
     floors = {" + ".join(counter.name for counter in counters): IDLE_W}
-    watch = energy.PowerWatch(counters, idle_s=0.5, floors=floors)
+    watch = PowerWatch(counters, idle_s=0.5, floors=floors)
     watch.idle()
     hot.switch = time.time()
     watch.start()
@@ -330,9 +331,7 @@ def test_an_idle_draw_that_never_settles_gives_watts_but_no_joules_per_token(
 ) -> None:
     falling = Cooling(steps=tuple((0.5, 200.0 - 25 * i) for i in range(7)))
     drive(host.add_rapl_zone(0), falling)
-    watch = energy.PowerWatch(
-        find_counters(host.detect(), host.sysfs).cpu, settle_s=1.5, idle_s=0.5
-    )
+    watch = PowerWatch(find_counters(host.detect(), host.sysfs).cpu, settle_s=1.5, idle_s=0.5)
     watch.idle()
     falling.switch = time.time()
     watch.start()

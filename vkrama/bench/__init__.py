@@ -3,11 +3,11 @@ its own image with identical parameters, judged by what ggml says actually ran.
 
 Modules: `matrix` (which cells a request asks for here), `plan` (cells and their
 ContainerSpecs, pure), `stderr` (what ran), `measurements` (llama-bench JSON), `run`
-(cells one after another), `hostload` (how busy the host was meanwhile), `energy` (what each
-test drew from the device's own power counter), `session` (the
-whole run, stored), `imports` (runs from other machines, into this store), `tuned` (bench
---tuned: each cell at its stack's tuned flags), `split` (bench --rpc: a cell over ggml RPC
-workers). The serving
+(cells one after another), `hostload` (how busy the host was meanwhile), `powerwatch` (the
+device's own power counters read around a cell), `energy` (what each test drew of it, and
+J/token above idle; pure), `session` (the whole run, stored), `imports` (runs from other
+machines, into this store), `tuned` (bench --tuned: each cell at its stack's tuned flags),
+`split` (bench --rpc: a cell over ggml RPC workers). The serving
 bench (`--serve`): `serving` (its cells), `remote` (`--url`: a server already running),
 `drive` (one level: warm-up, load, verdict), `load` (the load generator), `arrivals` (when
 each request is sent), `prompts` (prompts of a wanted length), `latency` (a level's

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vkrama.backends import SYCL_CPU_NOTE, is_test_device
-from vkrama.bench import energy, measurements, stderr
+from vkrama.bench import energy, measurements, powerwatch, stderr
 from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
 from vkrama.engine import signals
@@ -113,10 +113,11 @@ def run_cell(
     """One cell to its end; a failure is a failed CellResult, never an exception.
 
     The host's load is recorded around it (see `bench.hostload`), whatever the outcome, and
-    with `power` each test's energy (see `bench.energy`): the idle draw is read first.
+    with `power` each test's energy (see `bench.powerwatch`, `bench.energy`): the idle
+    draw is read first.
     """
     counters, no_counter = power.for_cell(cell.gpus) if power is not None else ((), "")
-    meter = energy.PowerWatch(counters, floors=floors) if counters else None
+    meter = powerwatch.PowerWatch(counters, floors=floors) if counters else None
     stamped: list[tuple[float, str]] = []
     if meter is not None:
         meter.idle()

@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from vkrama import __version__, stack
-from vkrama.bench import check_store, energy, serving, split, tuned
+from vkrama.bench import check_store, powerwatch, serving, split, tuned
 from vkrama.bench import plan as planning
 from vkrama.bench.arrivals import CannotSend
 from vkrama.bench.matrix import BenchRequest, matrix, unavailable_cell
@@ -195,7 +195,7 @@ def execute(
         def runner(engine: Engine, cell: planning.BenchCell) -> CellResult:
             serve = partial(serving.run_serve_cell, engine, cell, serve_params,
                             timeout=float(timeout), on_progress=on_progress)  # fmt: skip
-            return energy.of_levels(power, cell.gpus, lambda spans: serve(spans=spans))
+            return powerwatch.of_levels(power, cell.gpus, lambda spans: serve(spans=spans))
 
     interrupted = False
     try:
