@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,27 @@ def test_rpc_with_a_flag_it_cannot_join_is_a_usage_error(
     done = vkrama("bench", str(tiny_model), "--rpc", "127.0.0.1:50052", *flags)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("Error: ") and said in done.stderr.splitlines()[0]
+
+
+def test_a_split_cell_that_failed_names_the_workers_that_stopped_answering() -> None:
+    import socket
+
+    from vkrama.bench import split
+    from vkrama.bench.plan import BenchCell
+    from vkrama.engine import ContainerSpec
+
+    with socket.socket() as alive, socket.socket() as probe:
+        alive.bind(("127.0.0.1", 0))
+        alive.listen()
+        probe.bind(("127.0.0.1", 0))  # bound, never listening: a worker that went away
+        up = f"127.0.0.1:{alive.getsockname()[1]}"
+        down = f"127.0.0.1:{probe.getsockname()[1]}"
+        spec = ContainerSpec(image="localhost/vkrama/cpu:latest", command=("llama-bench",))
+        cell = BenchCell("rpc", None, "-", spec.image, spec, rpc=(RpcWorker(up), RpcWorker(down)))
+        crashed = cell.failed("llama-bench exited with 134: libc.so.6(+0x112f98)")
+        assert split.lost(cell, crashed).reason == (
+            f"RPC worker {down} stopped answering during the cell (`vkrama ps`, `vkrama logs "
+            "NAME`); llama-bench exited with 134: libc.so.6(+0x112f98)"
+        )
+        ok = replace(crashed, status=CellStatus.OK, reason="")
+        assert split.lost(cell, ok) == ok  # a cell that measured is left as it is

@@ -145,7 +145,8 @@ def test_missing_local_only_base_fails_before_building(fake: FakeImages) -> None
                                 "LLAMA_CPP_BUILD": "11434"},
                      id="settings-base-and-apt-options-are-build-args"),
         pytest.param("oneapi", {"images_base": "localhost/deb:sid"}, None, {},
-                     {"BASE": "localhost/deb:sid"}, id="oneapi-follows-the-configured-base"),
+                     {"BASE": "localhost/deb:sid", "LLAMA_CPP_BUILD": "11434"},
+                     id="oneapi-follows-the-configured-base"),
         pytest.param("cpu", {}, "localhost/x:1", {"K": "V", "LLAMA_CPP_BUILD": "1"},
                      {"BASE": "localhost/x:1", "K": "V", "LLAMA_CPP_BUILD": "1"},
                      id="base-flag-and-build-args-win"),
@@ -166,7 +167,7 @@ def test_plan_build_args(
     ]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "vulkan", "rocm", "cuda"])
+@pytest.mark.parametrize("backend", ["cpu", "vulkan", "rocm", "cuda", "oneapi"])
 def test_debian_recipes_get_the_llama_cpp_source_their_rpc_stage_compiles(backend: str) -> None:
     """Every Debian recipe COPYs the source tarball into its shared `rpc` stage, so the plan
     stages it (under VKRAMA_HOME) with the recipe and its scripts, as rocm7's does."""
@@ -179,10 +180,18 @@ def test_debian_recipes_get_the_llama_cpp_source_their_rpc_stage_compiles(backen
     assert "FROM ${BASE} AS rpc" in planned.recipe.text
 
 
-def test_a_recipe_without_the_rpc_stage_gets_no_llama_cpp_source() -> None:
+def test_oneapis_rpc_stage_is_the_debian_recipes_own_text() -> None:
+    """One text, so podman builds the stage once for every image; the oneapi context stages
+    the source tarball beside its wheels."""
+
+    def stage(backend: str) -> str:
+        text = images.plan(backend, _settings()).recipe.text
+        return text[text.index("FROM ${BASE} AS rpc") :].split("\nFROM ")[0]
+
+    assert stage("oneapi") == stage("cpu") == stage("vulkan")
     planned = images.plan("oneapi", _settings())
-    assert not planned.recipe.copies("llama-cpp-source.tar.gz")
-    assert planned.staged is not None and planned.staged.source is None  # its wheels only
+    assert planned.staged is not None and planned.staged.wheels
+    assert "COPY --from=rpc /opt/vkrama-rpc /opt/vkrama-rpc" in planned.recipe.text
 
 
 def test_plan_refuses_offline() -> None:

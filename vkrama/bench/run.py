@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vkrama.backends import SYCL_CPU_NOTE, is_test_device
-from vkrama.bench import energy, measurements, powerwatch, stderr
+from vkrama.bench import energy, measurements, powerwatch, split, stderr
 from vkrama.bench.hostload import LoadWatch
 from vkrama.bench.plan import BenchCell
 from vkrama.engine import signals
@@ -151,6 +151,8 @@ def run_cell(
         duration_s=time.monotonic() - started,
     )
     result = replace(result, host_load=load)
+    if cell.rpc:
+        result = split.lost(cell, result)
     if power is None or not result.ok:
         return result
     if trace is None:

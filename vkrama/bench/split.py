@@ -19,7 +19,7 @@ from vkrama import stack
 from vkrama.bench import plan as planning
 from vkrama.llama_flags import FLAG
 from vkrama.progress import NULL, Reporter, Step
-from vkrama.results.records import UNKNOWN, RpcWorker
+from vkrama.results.records import UNKNOWN, CellResult, RpcWorker
 
 if TYPE_CHECKING:
     from vkrama.config import Settings
@@ -106,3 +106,17 @@ def plan_cell(
                    labels=labels, network="host")  # fmt: skip
     return replace(local, backend=SPLIT, driver=None, device=device, spec=spec, labels=labels,
                    gpu_index=None, gpus=(), cold_reps=cold, rpc=found)  # fmt: skip
+
+
+def lost(cell: planning.BenchCell, result: CellResult) -> CellResult:
+    """A split cell that failed while a worker went away (ggml's RPC client aborts
+    llama-bench: "Remote RPC server crashed"): the reason names the workers that no longer
+    answer, which llama-bench's own last line does not."""
+    from vkrama.serve import rpc
+
+    gone = [w.address for w in cell.rpc if not rpc.answers(rpc.parse_endpoint(w.address))]
+    if result.ok or not gone:
+        return result
+    which = f"RPC worker{'s' if len(gone) > 1 else ''} {', '.join(gone)}"
+    why = f"{which} stopped answering during the cell (`vkrama ps`, `vkrama logs NAME`)"
+    return replace(result, reason=f"{why}; {result.reason}")

@@ -158,8 +158,10 @@ def plan(
         staged = StagedContext(settings.home / "cache" / "build" / variant, settings.home, source)
     elif variant == "oneapi":
         wheels = oneapi.pinned(chosen.context / oneapi.PINS_NAME)
+        # Its rpc stage is the Debian recipes' (rpc.sh), from the same source as theirs.
+        args["LLAMA_CPP_BUILD"] = rocm.PYPI_SOURCE.build
         staged = StagedContext(
-            settings.home / "cache" / "build" / variant, settings.home, None, wheels
+            settings.home / "cache" / "build" / variant, settings.home, rocm.PYPI_SOURCE, wheels
         )
     elif chosen.copies(rocm.SOURCE_NAME):
         # The Debian recipes compile ggml's RPC module and rpc-server from it (rpc.sh).
