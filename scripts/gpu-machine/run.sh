@@ -333,7 +333,7 @@ rpc() {  # 7b|8b: a cuda worker and a vulkan/nvidia worker on GPU 0, the model s
     vkrama ps
     if vkrama bench --help | grep -q -- '--rpc'; then
         step "vkrama bench $kind over the split (pp512/tg128, fa on) against each stack locally"
-        bounded 200 vkrama bench "$path" --rpc "$workers" --fa 1 --timeout 150 \
+        bounded 240 vkrama bench "$path" "${STACKS[@]}" --rpc "$workers" --fa 1 --timeout 150 \
             --json > "$FILES/rpc-bench-$kind.json"
         echo "exit status: $?"
         vkrama results show latest
