@@ -71,6 +71,8 @@ def test_the_image_records_where_its_sycl_module_and_runtime_came_from(
         "2026.2.0",
     )
     assert found["level_zero"] and found["intel_gpu_runtime"]  # Debian's, for Intel GPUs
+    # The RPC stage every Debian image shares (rpc.sh): its source, build and protocol.
+    assert found["rpc_protocol"].count(".") == 2 and found["rpc_llama_cpp_build"], found
 
 
 def test_bench_runs_sycl_on_the_cpu_device_beside_cpu(
@@ -148,3 +150,33 @@ def test_the_output_check_finds_the_sycl_cpu_device_computes_what_the_cpu_does(
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["stacks"]
     assert (row["backend"], row["driver"], row["verdict"]) == ("oneapi", "opencl-cpu", "ok"), row
+
+
+def test_a_split_over_a_sycl_cpu_rpc_worker_is_benched_beside_cpu(
+    vkrama: Vkrama, tiny_model: Path, oneapi_image: ImageRef, nothing_left: None
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    started = vkrama("rpc-worker", "--backend", "oneapi", "--port", port, "--json",
+                     "--timeout", str(SLOW))  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    worker = json.loads(started.stdout)
+    try:
+        # Flash attention off: SYCL's flash-attention kernel faults on this device (as for
+        # the local SYCL CPU cell), and the worker would die with it.
+        done = vkrama("bench", str(tiny_model), "--backend", "cpu", "--rpc", worker["endpoint"],
+                      "--fa", "off", "-p", "16", "-n", "4", "-r", "1", "--json",
+                      "--timeout", str(SLOW), timeout=SLOW * 2)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        split = [r for r in json.loads(done.stdout) if r["backend"] == "rpc"]
+        assert [(r["test"], r["status"]) for r in split] == [
+            ("pp16 fa=off", "ok"), ("tg4 fa=off", "ok")
+        ]  # fmt: skip
+        said = {"address": worker["endpoint"], "backend": "oneapi", "driver": "opencl-cpu",
+                "device": worker["device"]}  # fmt: skip
+        assert split[0]["rpc"] == [said]
+    finally:
+        assert vkrama("stop", worker["name"]).returncode == 0
