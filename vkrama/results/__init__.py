@@ -5,7 +5,8 @@ Modules: `records` (CellResult, Measurement, the Status enums: what bench writes
 `db` (the SQLite file), `owner` (which
 process owns a running run), `ranking` (compare, best), `report` (tables and exports),
 `serve_report` (a serving bench's), `scoreboard` (the llama.cpp scoreboards' table),
-`chart`, `serve_chart` (a serving run against load) and `html` (charts and the
+`chart`, `serve_chart` (a serving run against load), `energy_chart` (t/s against J/token)
+and `html` (charts and the
 self-contained page), `tunings` (`vkrama tune`'s outcome per stack), `checks` (the output
 check's verdict per stack).
 `best(settings, model_sha256, gpu_key, metric)` is what `serve --backend best` calls, with

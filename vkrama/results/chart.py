@@ -63,20 +63,28 @@ def run_label(detail: RunDetail) -> str:
     return f"run {detail.run.id}, {info.host}, {info.started[:10]}"
 
 
+def labelled(details: Sequence[RunDetail]) -> list[tuple[str, str, RunDetail]]:
+    """Each run with its model's label, and its own label only when its model has several
+    runs here ("" otherwise): what every chart's points carry."""
+    labels = model_labels(details)
+    runs = [d.run.info.model_key for d in details]
+    return [
+        (labels[key], run_label(d) if runs.count(key) > 1 else "", d)
+        for d in details
+        for key in (d.run.info.model_key,)
+    ]
+
+
 def points(details: Sequence[RunDetail]) -> list[Point]:
     """Every ok measurement of the runs, labelled by model, and by run only when its model
     has several runs here."""
-    labels = model_labels(details)
-    runs = [d.run.info.model_key for d in details]
     found = []
-    for detail in details:
-        key = detail.run.info.model_key
-        label = run_label(detail) if runs.count(key) > 1 else ""
+    for model, label, detail in labelled(details):
         for cell in detail.cells:
             name = cell_name(cell)
             for m in cell.measurements if cell.ok else ():
                 test, depth = split_depth(m)
-                found.append(Point(labels[key], label, name, test, depth, m.tps, m.tps_stddev))
+                found.append(Point(model, label, name, test, depth, m.tps, m.tps_stddev))
     return found
 
 

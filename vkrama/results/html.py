@@ -17,7 +17,7 @@ from html import escape
 
 from vkrama import __version__
 from vkrama.errors import VkramaError
-from vkrama.results import chart, serve_chart
+from vkrama.results import chart, energy_chart, serve_chart
 from vkrama.results.db import RunDetail
 from vkrama.results.ranking import cell_name, model_labels, unranked, verdicts
 from vkrama.results.report import model_facts, rows_of, stack
@@ -119,6 +119,7 @@ def _runs(details: Sequence[RunDetail]) -> str:
 def _charts(details: Sequence[RunDetail]) -> str:
     found = chart.points(details)
     loaded = serve_chart.load_points(details)
+    drew = energy_chart.points(details)
     if not found and not loaded:
         return "<h2>Charts</h2><p>No cell measured anything.</p>"
     try:
@@ -138,6 +139,10 @@ def _charts(details: Sequence[RunDetail]) -> str:
             figures.append(
                 f"<figure class='chart' data-test='{escape(test)}'{curves}>{drawn}</figure>"
             )
+        frugal = [p for p in drew if p.model == model]
+        if frugal:  # tests with a J/token figure: speed against energy, a point per stack
+            drawn = chart.svg(energy_chart.figure(frugal))
+            figures.append(f"<figure class='chart' data-test='energy'>{drawn}</figure>")
         load = [p for p in loaded if p.model == model]
         if load:  # a serving run: TTFT p90 and throughput against load, per stack
             drawn = chart.svg(serve_chart.figure(load))

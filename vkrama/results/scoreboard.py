@@ -6,7 +6,9 @@ Stage: report (results ─► text). The Vulkan, CUDA and ROCm scoreboard thread
 under it. This module writes that shape from the llama-bench JSON each cell stored
 verbatim, so the numbers and names are llama-bench's own; vkrama adds what those threads
 ask for in prose above the table: the GPU, its kernel driver, each cell's image and
-stack versions. Pure; must not open the database or print.
+stack versions; and after llama-bench's columns one of its own, J/token (above the idle
+draw, from the device's own counter: `bench.energy`), "-" where none, and why under it.
+Pure; must not open the database or print.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from vkrama.results.ranking import cell_name
 from vkrama.results.records import CellResult, Measurement, test_name
 from vkrama.results.report import model_facts, params_text, size_text, stack
 
-HEADERS = ("model", "size", "params", "backend", "ngl", "fa", "test", "t/s")
+HEADERS = ("model", "size", "params", "backend", "ngl", "fa", "test", "t/s", "J/token")
 # llama-bench right-aligns its numbers; the pipe format marks it with colons, as it does.
-ALIGN = ("left", "right", "right", "left", "right", "right", "right", "right")
+ALIGN = ("left", "right", "right", "left", "right", "right", "right", "right", "right")
 
 
 def scoreboard(detail: RunDetail) -> str:
@@ -41,14 +43,22 @@ def scoreboard(detail: RunDetail) -> str:
     ]
     table: list[list[str]] = []
     builds: dict[str, None] = {}
+    notes: dict[str, None] = {}  # why a row has no J/token, once per cell and reason
     for cell in detail.cells:
         lines.append(f"{cell_name(cell)}: {_cell_facts(cell)}")
         for m, raw in _measured(cell):
             table.append(_row(cell, m, raw))
             builds[f"{raw.get('build_commit', '?')} ({raw.get('build_number', '?')})"] = None
+            if m.energy is not None and m.energy.joules_per_token is None:
+                notes[f"{cell_name(cell)} {m.test}: {m.energy.note}"] = None
     body = tabulate(table, headers=HEADERS, tablefmt="pipe", colalign=ALIGN,
                     disable_numparse=True)  # fmt: skip
-    return "\n".join([*lines, "", body, "", f"build: {', '.join(builds) or '?'}"])
+    energy = [
+        "J/token: the energy above the idle draw measured just before each cell, per token,"
+        " from the device's own counter; - where none was measured",
+        *(f"- {note}" for note in notes),
+    ]
+    return "\n".join([*lines, "", body, "", f"build: {', '.join(builds) or '?'}", *energy])
 
 
 def _cell_facts(cell: CellResult) -> str:
@@ -88,6 +98,7 @@ def _row(cell: CellResult, m: Measurement, raw: dict[str, Any]) -> list[str]:
         _fa(raw.get(FLAG["fa"].field)),
         test,
         f"{m.tps:.2f} ± {m.tps_stddev:.2f}",
+        f"{joules:.3g}" if (joules := m.energy and m.energy.joules_per_token) else "-",
     ]
 
 
