@@ -7,26 +7,33 @@ systemd's socket brings the service back."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
 
-from vkrama.engine.socket import ping
+from vkrama.engine import Podman, images
+from vkrama.engine.socket import Endpoint, ping
+from vkrama.progress import BuildProgress, Event
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 READY_S = 120  # a loaded 2-core box starts a podman service in seconds; this bounds a hang
 OUTAGE_S = 2.0  # how long the service stays dead: the fault's length, not a readiness wait
 RUN_S = 900  # a whole vkrama run on a loaded box
+T = TypeVar("T")
 # llama-bench waits 4 s between its tests: its container lives that long on any machine, so
 # the kill lands mid-run however fast the box is.
 BENCH = ("--backend", "cpu", "-p", "64", "-n", "16", "-r", "2", "--json", "--no-save",
@@ -201,3 +208,96 @@ def test_a_foreground_server_serves_on_across_a_podman_restart(
     code, _out, err = finish(run)
     assert code == 0 and "Stopping vkrama-" in err, err  # as after any Ctrl-C
     assert ours(model) == [], err
+
+
+def during_an_outage(service: Service, call: Callable[[], T]) -> T:
+    """`call()` made while the service is dead; it comes back `OUTAGE_S` later."""
+    service.kill()
+    back = threading.Thread(target=outlive, args=(service,))
+    back.start()
+    try:
+        return call()
+    finally:
+        back.join()
+
+
+def test_image_calls_wait_out_a_podman_restart(
+    service: Service, backend_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    # Before: each failed at once with 'lost the connection to podman', exit 18.
+    engine = Podman(Endpoint(service.url, "CONTAINER_HOST"), reconnect_s=60)
+    base = backend_image("cpu")
+    tag = f"localhost/vkrama-test/reconnect:{tmp_path.name[-20:].lower()}"
+    containerfile = f"FROM {base}\nCOPY known.txt /known.txt\n"  # no RUN: podman alone builds it
+    context = _tar({"Containerfile": containerfile, "known.txt": tmp_path.name})
+    built = during_an_outage(service, lambda: images.build(engine, context, "Containerfile",
+                                                           tags=[tag]))  # fmt: skip
+    try:
+        found = during_an_outage(service, lambda: images.inspect(engine, tag))
+        assert found is not None and found.id == built
+        listed = during_an_outage(service, lambda: images.list_images(engine, tag))
+        assert [info.id for info in listed] == [built]
+        known = during_an_outage(service, lambda: images.read_file(engine, tag, "/known.txt"))
+        assert known == tmp_path.name.encode()
+        archive = tmp_path / "saved.tar"
+        during_an_outage(service, lambda: images.save(engine, [tag], archive))
+        assert tarfile.is_tarfile(archive)
+        assert during_an_outage(service, lambda: images.remove(engine, tag)) is True
+        assert images.inspect(engine, tag) is None
+        names = during_an_outage(service, lambda: images.load(engine, archive))
+        assert tag in names
+        assert images.inspect(engine, tag) is not None
+    finally:
+        subprocess.run(["podman", "rmi", tag], capture_output=True)
+    assert not [c for c in engine.containers() if c.image.startswith(tag)]  # read_file's
+
+
+def _tar(files: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_build_cut_off_mid_step_starts_again_from_its_cache(
+    service: Service, backend_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    engine = Podman(Endpoint(service.url, "CONTAINER_HOST"), reconnect_s=60)
+    name = tmp_path.name[-20:].lower()
+    # A base of this test alone: what the killed build leaves is told apart by it.
+    base = images.build(engine, _tar({"Containerfile": f"FROM {backend_image('cpu')}\nCOPY "
+                        "known.txt /known.txt\n", "known.txt": name}), "Containerfile",
+                        tags=[f"localhost/vkrama-test/reconnect-base:{name}"])  # fmt: skip
+    tag = f"localhost/vkrama-test/reconnect-run:{name}"
+    # Its RUN step lasts 4 s on any machine: the kill lands inside it.
+    context = _tar({"Containerfile": f"FROM {base}\nRUN sleep 4\nLABEL test={name}\n"})
+    seen: list[str] = []
+    restarting: list[threading.Thread] = []
+
+    def watch(event: Event) -> None:
+        assert isinstance(event, BuildProgress)
+        seen.append(event.line)
+        if event.line.startswith("STEP 2/3") and not restarting:
+            service.kill()
+            restarting.append(threading.Thread(target=outlive, args=(service,)))
+            restarting[0].start()
+
+    try:
+        built = images.build(engine, context, "Containerfile", tags=[tag], on_progress=watch)
+        restarting[0].join()
+        found = images.inspect(engine, tag)
+        assert found is not None and found.id == built and found.labels["test"] == name
+        again = [i for i, line in enumerate(seen) if line.startswith("(podman's service came")]
+        assert len(again) == 1, seen
+        assert seen.count("STEP 2/3: RUN sleep 4") == 2, seen  # cut off, then run whole
+    finally:
+        # What the killed service left (buildah's containers of the cut step) is on `base`.
+        argv = ["podman", "ps", "-a", "--external", "--format", "{{.ID}} {{.ImageID}}"]
+        rows = subprocess.run(argv, capture_output=True, text=True).stdout.split("\n")
+        left = [row.split()[0] for row in rows if row and base.startswith(row.split()[1])]
+        subprocess.run(["podman", "rm", "-f", *left], capture_output=True)
+        subprocess.run(["podman", "rmi", tag, base], capture_output=True)

@@ -54,14 +54,15 @@ class Podman:
         keep_alive(endpoint)
 
     # -- a lost service ------------------------------------------------------------------
-    def _call(
+    def call(
         self, what: str, request: Callable[[], T], again: Callable[[], None] | None = None
     ) -> T:
         """`request()` with its errors translated; when podman's API service is gone (killed,
         restarted, a socket systemd brings back), wait for it to answer again for up to
         `reconnect_s` and repeat the request, `again()` first (to clear what a request that
         may have half-happened left). Containers run on under conmon while the service is
-        away, so a run goes on with the container it started rather than failing it."""
+        away, so a run goes on with the container it started rather than failing it. Every
+        container call here and every image call (`engine.images`) goes through it."""
         deadline: float | None = None
         while True:
             try:
@@ -103,7 +104,7 @@ class Podman:
 
     # -- service -------------------------------------------------------------------------
     def info(self) -> EngineInfo:
-        data = self._call("podman info", self.client.info)
+        data = self.call("podman info", self.client.info)
         host = data.get("host", {})
         version = data.get("version", {})
         return EngineInfo(
@@ -135,14 +136,14 @@ class Podman:
             return str(response.json()["Id"])
 
         launch = spec.labels.get(LAUNCH_LABEL)
-        return self._call(
+        return self.call(
             f"create container from {spec.image}",
             post,
             again=(lambda: self.remove_launched(launch)) if launch else None,
         )
 
     def start(self, container: str) -> None:
-        self._call(
+        self.call(
             f"start container {container[:12]}",
             lambda: self.client.api.post(f"/containers/{container}/start").raise_for_status(),
         )
@@ -182,7 +183,7 @@ class Podman:
     def create_secret(self, name: str, value: str) -> None:
         """Store a podman secret (replacing one of the same name a crash left behind)."""
         self.remove_secret(name)
-        self._call(
+        self.call(
             f"create secret {name}",
             lambda: self.client.api.post(
                 "/secrets/create", params={"name": name}, data=value.encode("utf-8")
@@ -198,7 +199,7 @@ class Podman:
                 response.raise_for_status()
 
         with contextlib.suppress(VkramaError):
-            self._call(f"remove secret {name}", delete)
+            self.call(f"remove secret {name}", delete)
 
     def wait(
         self, container: str, timeout: float | None = None, start_grace: float = NEVER_STARTED_S
@@ -231,7 +232,7 @@ class Podman:
             return response
 
         try:
-            response = self._call(f"wait for container {container[:12]}", wait_call)
+            response = self.call(f"wait for container {container[:12]}", wait_call)
         except VkramaError as error:
             if error.status == ExitStatus.TIMEOUT:
                 raise VkramaError(
@@ -242,7 +243,7 @@ class Podman:
         return int(response.json())
 
     def state(self, container: str) -> ContainerState:
-        found = self._call(f"inspect container {container[:12]}", lambda: self._get_json(
+        found = self.call(f"inspect container {container[:12]}", lambda: self._get_json(
             f"/containers/{container}/json"))["State"]  # fmt: skip
         return ContainerState(
             ContainerStatus(found.get("Status")),
@@ -269,12 +270,12 @@ class Podman:
             return
         if tail is None:
             # Read whole, so a lost service's read is repeated from the start, not torn.
-            yield from self._call(
+            yield from self.call(
                 f"logs of {container[:12]}",
                 lambda: list(self._log_lines(container, stdout, stderr)),
             )
             return
-        lines = self._call(
+        lines = self.call(
             f"logs of {container[:12]}", lambda: list(self._log_lines(container, stdout, stderr))
         )
         seen = len(lines)
@@ -371,13 +372,13 @@ class Podman:
 
     def cpu_seconds(self, container: str) -> float:
         """CPU time the container's processes used so far (its cgroup's counter)."""
-        found = self._call(f"stats of {container[:12]}", lambda: self._get_json(
+        found = self.call(f"stats of {container[:12]}", lambda: self._get_json(
             f"/containers/{container}/stats", {"stream": False}))  # fmt: skip
         usage = found.get("cpu_stats", {}).get("cpu_usage", {})
         return float(usage.get("total_usage", 0)) / 1e9
 
     def stop(self, container: str, timeout: int = 10) -> None:
-        self._call(
+        self.call(
             f"stop container {container[:12]}",
             lambda: self.client.api.post(
                 f"/containers/{container}/stop", params={"timeout": timeout}
@@ -398,7 +399,7 @@ class Podman:
                 response.raise_for_status()
 
         try:
-            self._call(f"remove {container[:12]}", delete)
+            self.call(f"remove {container[:12]}", delete)
         except VkramaError as error:
             if error.status == ExitStatus.ENGINE_UNAVAILABLE:
                 raise VkramaError(
@@ -413,7 +414,7 @@ class Podman:
         """vkrama's containers (all states), optionally narrowed by more labels."""
         wanted = {VERSION_LABEL: None, **(labels or {})}
         filters = [k if v is None else f"{k}={v}" for k, v in wanted.items()]
-        found = self._call("list containers", lambda: self._get_json(
+        found = self.call("list containers", lambda: self._get_json(
             "/containers/json", {"all": True, "filters": _json({"label": filters})}))  # fmt: skip
         return [_summary(item) for item in found]
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import re
+import secrets
 import tarfile
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from vkrama.engine.errors import translate_errors
+from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.progress import NULL, BuildProgress, Download, Reporter
 
@@ -112,8 +113,6 @@ def _build(
         "rm": True,
         "forcerm": True,
     }
-    output = BuildOutput()
-    image_id: str | None = None
     last: list[str] = []
     step = [0, 0]
 
@@ -124,7 +123,11 @@ def _build(
                 step[:] = [int(match.group(1)), int(match.group(2))]
             on_progress(BuildProgress(what, step[0], step[1], line))
 
-    with translate_errors(f"build {containerfile}"):
+    def attempt() -> str | None:
+        if not isinstance(body, bytes):
+            body.seek(0)  # a repeated attempt sends the context from its start
+        output = BuildOutput()
+        image_id: str | None = None
         # The Docker-compatible endpoint: podman 4.3's libpod /build never reuses cached
         # layers (podman-py issue #528), so every rebuild would run apt again.
         response = engine.client.api.post(
@@ -151,9 +154,20 @@ def _build(
             aux = event.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = str(aux["ID"]).removeprefix("sha256:")
-            lines = output.feed(str(event.get("stream", "")))
-            emit(lines)
+            emit(output.feed(str(event.get("stream", ""))))
         emit(output.flush())
+        return image_id
+
+    def restarted() -> None:
+        # podman keeps the cut step's buildah containers (seen with podman 4.3): they cannot
+        # be told from those of a build beside this one, so they are named, not removed.
+        emit(["(podman's service came back: the build starts again from its cached layers; "
+              "the cut step may have left containers, see `podman ps --external`)"])  # fmt: skip
+
+    # A build cut off by a lost service is sent again, whole: the build was podman's and
+    # ended with its service, and the endpoint above resumes from the layers it cached, so
+    # only the unfinished step runs again (one that had finished comes back with its id).
+    image_id = engine.call(f"build {containerfile}", attempt, again=restarted)
     if image_id is None:
         raise VkramaError(
             "build failed: podman's build stream ended without an image id",
@@ -165,30 +179,41 @@ def _build(
 
 def inspect(engine: Engine, reference: str) -> ImageInfo | None:
     """The local image `reference` names, or None when there is none."""
-    with translate_errors(f"inspect image {reference}"):
+
+    def get() -> Any:
         response = engine.client.api.get(f"/images/{reference}/json")
         if response.status_code == 404:
             return None
         response.raise_for_status()
-    return _info(response.json())
+        return response.json()
+
+    found = engine.call(f"inspect image {reference}", get)
+    return None if found is None else _info(found)
 
 
 def list_images(engine: Engine, reference: str) -> list[ImageInfo]:
     """Local images whose name matches `reference` (a pattern such as `localhost/vkrama/*`)."""
-    with translate_errors("list images"):
+
+    def get() -> Any:
         response = engine.client.api.get(
             "/images/json", params={"filters": json.dumps({"reference": [reference]})}
         )
         response.raise_for_status()
-    return [_info(item) for item in response.json()]
+        return response.json()
+
+    return [_info(item) for item in engine.call("list images", get)]
 
 
 def remove(engine: Engine, reference: str) -> bool:
     """Remove one image name (the image itself goes with its last name); False if absent."""
-    with translate_errors(f"remove image {reference}"):
+    lost: list[bool] = []
+
+    def delete() -> bool:
         response = engine.client.api.delete(f"/images/{reference}")
         if response.status_code == 404:
-            return False
+            # After a lost attempt the service may have removed it before it went: the
+            # name is gone all the same, as asked.
+            return bool(lost)
         if response.status_code == 409:
             raise VkramaError(
                 f"image {reference} is in use by a container",
@@ -196,7 +221,9 @@ def remove(engine: Engine, reference: str) -> bool:
                 status=ExitStatus.ERROR,
             )
         response.raise_for_status()
-    return True
+        return True
+
+    return engine.call(f"remove image {reference}", delete, again=lambda: lost.append(True))
 
 
 def save(
@@ -208,53 +235,62 @@ def save(
     """Write the images into one docker-archive tar (what `podman load` reads), reporting
     the bytes written (the total is unknown: podman streams the archive as it makes it)."""
     partial = destination.with_name(destination.name + ".partial")
-    with translate_errors("save images"):
+
+    def export() -> None:
+        # A repeated attempt writes the archive again from its first byte.
         response = engine.client.api.get(
             "/images/export",
             params={"references": list(references), "format": "docker-archive"},
             stream=True,
         )
         response.raise_for_status()
-        try:
-            with partial.open("wb") as out:
-                done = 0
-                for chunk in response.iter_content(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    on_progress(Download(destination.name, done, None))
-            partial.replace(destination)  # a half-written archive never has the final name
-        finally:
-            partial.unlink(missing_ok=True)
+        with partial.open("wb") as out:
+            done = 0
+            for chunk in response.iter_content(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                on_progress(Download(destination.name, done, None))
+
+    try:
+        engine.call("save images", export)
+        partial.replace(destination)  # a half-written archive never has the final name
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load(engine: Engine, source: Path) -> list[str]:
     """Load the images of an archive written by `save` (or `podman save`); their names."""
-    with translate_errors(f"load {source}"), source.open("rb") as archive:
-        response = engine.client.api.post(
-            "/images/load", data=archive, headers={"Content-Type": "application/x-tar"}
-        )
-        response.raise_for_status()
-    return [str(name) for name in response.json().get("Names") or []]
+
+    def post() -> Any:
+        # Loading an archive again after a lost attempt only names the same images again.
+        with source.open("rb") as archive:
+            response = engine.client.api.post(
+                "/images/load", data=archive, headers={"Content-Type": "application/x-tar"}
+            )
+            response.raise_for_status()
+        return response.json()
+
+    return [str(name) for name in engine.call(f"load {source}", post).get("Names") or []]
 
 
 def read_file(engine: Engine, image: str, path: str) -> bytes:
     """One file's bytes from an image, read through a created (never started) container."""
-    with translate_errors(f"read {path} from {image[:19]}"):
-        response = engine.client.api.post(
-            "/containers/create",
-            data=json.dumps({"image": image, "command": ["true"]}),
-            headers={"content-type": "application/json"},
-        )
-        response.raise_for_status()
-        container = str(response.json()["Id"])
-        try:
-            archive = engine.client.api.get(
-                f"/containers/{container}/archive", params={"path": path}
-            )
-            archive.raise_for_status()
-        finally:
-            engine.remove(container)
-    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+    # Created by `engine.create` with a launch label of its own: a create the lost service
+    # may have half done is cleared by that label before it is sent again.
+    spec = ContainerSpec(image, ("true",), labels={LAUNCH_LABEL: secrets.token_hex(8)},
+                         network="none")  # fmt: skip
+    container = engine.create(spec)
+
+    def get() -> bytes:
+        archive = engine.client.api.get(f"/containers/{container}/archive", params={"path": path})
+        archive.raise_for_status()
+        return bytes(archive.content)
+
+    try:
+        content = engine.call(f"read {path} from {image[:19]}", get)
+    finally:
+        engine.remove(container)
+    with tarfile.open(fileobj=io.BytesIO(content)) as tar:
         member = next((m for m in tar.getmembers() if m.isfile()), None)
         handle = tar.extractfile(member) if member is not None else None
         if handle is None:

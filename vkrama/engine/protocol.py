@@ -8,13 +8,15 @@ type-checked against the same list. Declares; never runs anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from podman import PodmanClient
 
     from vkrama.engine.records import Completed, ContainerState, ContainerSummary, EngineInfo
     from vkrama.engine.spec import ContainerSpec
+
+T = TypeVar("T")
 
 
 class Engine(Protocol):
@@ -23,6 +25,15 @@ class Engine(Protocol):
     @property
     def client(self) -> PodmanClient:
         """podman's REST client, for `engine.images` (the image calls, in the same stage)."""
+        ...
+
+    def call(
+        self, what: str, request: Callable[[], T], again: Callable[[], None] | None = None
+    ) -> T:
+        """`request()`, one podman API call, with its errors made `VkramaError`s (`what`
+        names it). When podman's service is lost it waits for it (settings engine.reconnect)
+        and repeats the request, calling `again()` first to clear what a lost attempt may
+        have half done."""
         ...
 
     def info(self) -> EngineInfo: ...
