@@ -1,8 +1,12 @@
-"""Energy per test: power counters found on fake sysfs trees and a fake NVML, read while a
-counter advances at a known wattage in real time, and each test's share of a trace.
+"""Energy per test: power counters found on fake sysfs trees and a fake NVML, read by
+vkrama's sampler while a counter advances at a known wattage on a fake clock, and each
+test's share of a trace.
 
 The reference is the fake counter's own schedule (20 W idle, then 80 W), never vkrama's
-arithmetic run twice: a figure must land near the wattage the counter was driven at.
+arithmetic run twice: a figure must land near the wattage the counter was driven at. The
+sampler reads on the fake clock's ticks, so no figure here depends on how busy the host is
+(one run at load 8 once failed when the counters ran in real time, written by a thread);
+its thread is tested apart, by what holds at any speed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,27 +56,40 @@ class Schedule:
 
 @dataclass
 class CounterFile:
-    """A sysfs counter file a thread rewrites every few ms from the schedule: µJ for an
-    energy counter (wrapping past `wrap_uj` like RAPL), µW for a power reading."""
+    """A sysfs counter file holding the schedule's value at the fake clock's time: µJ for
+    an energy counter (wrapping past `wrap_uj` like RAPL), µW for a power reading."""
 
     path: Path
     schedule: Schedule
+    clock: FakeClock
     kind: str = ENERGY
     wrap_uj: int | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
 
     def value(self) -> int:
-        now = time.time()
         if self.kind == POWER:
-            return int(self.schedule.watts(now) * 1e6)
-        micro = int(self.schedule.joules(now) * 1e6)
+            return int(self.schedule.watts(self.clock.now) * 1e6)
+        micro = int(self.schedule.joules(self.clock.now) * 1e6)
         return micro % self.wrap_uj if self.wrap_uj else micro
 
-    def run(self) -> None:
-        scratch = self.path.with_name(self.path.name + ".new")
-        while not self.stop.wait(0.005):
-            scratch.write_text(f"{self.value()}\n")
-            os.replace(scratch, self.path)  # a reader sees the old value or the new, whole
+    def write(self) -> None:
+        self.path.write_text(f"{self.value()}\n")
+
+
+@dataclass
+class FakeClock:
+    """Time that passes only when the sampler sleeps or the test ticks it; each counter
+    file is rewritten as it passes, so a read sees the value of the moment it is stamped."""
+
+    now: float = 1_000.0
+    files: list[CounterFile] = field(default_factory=list)
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        for counter in self.files:
+            counter.write()
 
 
 @pytest.fixture
@@ -81,45 +98,42 @@ def host(tmp_path: Path) -> FakeHost:
 
 
 @pytest.fixture
-def schedule() -> Schedule:
-    return Schedule()
-
-
-def driven(path: Path, schedule: Schedule, kind: str = ENERGY, wrap: int | None = None) -> Any:
-    """Start a thread driving `path` from `schedule`; the fixture below stops it."""
-    counter = CounterFile(path, schedule, kind, wrap)
-    counter.path.write_text(f"{counter.value()}\n")
-    thread = threading.Thread(target=counter.run, daemon=True)
-    thread.start()
-    return counter, thread
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def drive() -> Iterator[Callable[..., None]]:
-    started: list[tuple[CounterFile, threading.Thread]] = []
+def schedule(clock: FakeClock) -> Schedule:
+    return Schedule(origin=clock.now)
+
+
+@pytest.fixture
+def drive(clock: FakeClock) -> Callable[..., None]:
+    """`drive(path, schedule)`: the file at `path` follows `schedule` on the fake clock."""
 
     def start(path: Path, schedule: Schedule, kind: str = ENERGY, wrap: int | None = None) -> None:
-        started.append(driven(path, schedule, kind, wrap))
+        counter = CounterFile(path, schedule, clock, kind, wrap)
+        counter.write()
+        clock.files.append(counter)
 
-    yield start
-    for counter, thread in started:
-        counter.stop.set()
-        thread.join()
+    return start
 
 
-def fake_nvml(schedule: Schedule, energy_counter: bool = True) -> SimpleNamespace:
+def fake_nvml(
+    schedule: Schedule, now: Callable[[], float], energy_counter: bool = True
+) -> SimpleNamespace:
     """NVML as nvidia-ml-py presents it, for GPUs drawing by the schedule: mJ, mW."""
 
     def total_energy(handle: str) -> int:
         if not energy_counter:
             raise NotSupported("Not Supported")
-        return int(schedule.joules(time.time()) * 1e3)
+        return int(schedule.joules(now()) * 1e3)
 
     return SimpleNamespace(
         nvmlInit=lambda: None,
         nvmlDeviceGetHandleByPciBusId=lambda address: address,
         nvmlDeviceGetTotalEnergyConsumption=total_energy,
-        nvmlDeviceGetPowerUsage=lambda handle: int(schedule.watts(time.time()) * 1e3),
+        nvmlDeviceGetPowerUsage=lambda handle: int(schedule.watts(now()) * 1e3),
     )
 
 
@@ -202,12 +216,13 @@ def test_nvidia_without_nvidia_ml_py_says_how_to_get_it(host: FakeHost) -> None:
 
 
 def test_nvml_that_spells_the_bus_id_its_own_way_is_walked(
-    host: FakeHost, schedule: Schedule
+    host: FakeHost, schedule: Schedule, clock: FakeClock
 ) -> None:
     """NVML's bus ids have an 8-digit domain; a lookup by sysfs's 4-digit one that fails
     falls back to walking the devices."""
     two_nvidia_h100s(host)
-    module = fake_nvml(schedule)
+    module = fake_nvml(schedule, clock.time)
+    clock.sleep(2.0)  # 40 J drawn
     profile = host.detect()
     ids = [f"0000{g.pci_address}".encode() for g in profile.gpus]
 
@@ -220,7 +235,7 @@ def test_nvml_that_spells_the_bus_id_its_own_way_is_walked(
     module.nvmlDeviceGetPciInfo = lambda handle: SimpleNamespace(busId=ids[int(handle[3:])])
     found = find_counters(profile, host.sysfs, nvml=lambda: module)
     assert sorted(found.gpus) == [0, 1] and list(found.missing) == ["CPU"]
-    assert found.gpus[1].read() == pytest.approx(schedule.joules(time.time()), abs=1.0)
+    assert found.gpus[1].read() == pytest.approx(IDLE_W * 2.0)
 
 
 def test_nvml_that_cannot_start_is_quoted(host: FakeHost) -> None:
@@ -238,36 +253,73 @@ def test_nvml_that_cannot_start_is_quoted(host: FakeHost) -> None:
 
 
 def test_nvml_without_an_energy_counter_falls_back_to_its_power_reading(
-    host: FakeHost, schedule: Schedule
+    host: FakeHost, schedule: Schedule, clock: FakeClock
 ) -> None:
     two_nvidia_h100s(host)
-    module = fake_nvml(schedule, energy_counter=False)
+    module = fake_nvml(schedule, clock.time, energy_counter=False)
     found = find_counters(host.detect(), host.sysfs, nvml=lambda: module)
     assert found.gpus[0].kind == POWER and found.gpus[0].read() == pytest.approx(IDLE_W)
 
 
-# -- reading a counter at a known wattage, in real time --------------------------------
+# -- reading a counter at a known wattage, on a fake clock ------------------------------
 
 
-def measure(counters: tuple[Counter, ...], schedule: Schedule) -> Energy:
+def watching(counters: tuple[Counter, ...], clock: FakeClock, **settings: Any) -> PowerWatch:
+    """vkrama's sampler on the fake clock: its idle read waits by it, stamps by it."""
+    return PowerWatch(counters, clock=clock.time, timer=clock.time, sleep=clock.sleep, **settings)
+
+
+def busy(watch: PowerWatch, clock: FakeClock, seconds: float = 3.6) -> Trace:
+    """The cell: a read at once, then one every 0.1 s for `seconds`, as the sampler's thread
+    makes them, and the read `finish()` adds."""
+    watch.tick()
+    for _ in range(round(seconds / 0.1)):
+        clock.sleep(0.1)
+        watch.tick()
+    return watch.finish()
+
+
+def measure(counters: tuple[Counter, ...], schedule: Schedule, clock: FakeClock) -> Energy:
     """Idle for 0.5 s, then the device draws BUSY_W for 3.6 s; the middle 3 s are the test
     (the counter is read every 0.1 s throughout, by vkrama's own sampler)."""
-    watch = PowerWatch(counters, idle_s=0.5)
+    watch = watching(counters, clock, idle_s=0.5)
     watch.idle()
-    schedule.switch = time.time()
-    watch.start()
-    time.sleep(3.6)  # the test itself: the counter runs at BUSY_W for this long
-    trace = watch.finish()
+    schedule.switch = clock.now
+    trace = busy(watch, clock)
     (found,) = energy.per_test(trace, [Window(schedule.switch + 0.3, schedule.switch + 3.3, 600)])
     return found
 
 
+def test_the_sampler_reads_on_its_own_thread_from_start_until_finish() -> None:
+    """`start()`'s thread reads the counter until `finish()`, which reads it once more when
+    the thread has stopped: every read is in the trace, in order. Checked by what holds at
+    any speed (how many reads a host makes in a second is its load's doing)."""
+    reads: list[float] = []
+    enough = threading.Event()
+
+    def count() -> float:
+        reads.append(float(len(reads)))
+        if len(reads) >= 3:
+            enough.set()
+        return reads[-1]
+
+    watch = PowerWatch((Counter("fake", ENERGY, count),), interval=0.01)
+    watch.start()
+    assert enough.wait(timeout=120)  # three reads of its own, however slow the host
+    trace = watch.finish()
+    assert not any(thread.name == "vkrama-power" for thread in threading.enumerate())
+    assert [value for _, (value,) in trace.busy] == reads and len(reads) >= 4
+    stamps = [at for at, _ in trace.busy]
+    assert stamps == sorted(stamps) and trace.idle == ()
+
+
 def check(found: Energy) -> None:
     assert found.note == ""
-    assert found.watts == pytest.approx(BUSY_W, rel=0.15)
-    assert found.idle_watts == pytest.approx(IDLE_W, rel=0.15)
+    # exact on the fake clock but for the counters' whole µJ, mW and µW
+    assert found.watts == pytest.approx(BUSY_W, rel=0.001)
+    assert found.idle_watts == pytest.approx(IDLE_W, rel=0.001)
     # 60 W above idle for 3 s over 600 tokens
-    assert found.joules_per_token == pytest.approx((BUSY_W - IDLE_W) * 3.0 / 600, rel=0.2)
+    assert found.joules_per_token == pytest.approx((BUSY_W - IDLE_W) * 3.0 / 600, rel=0.001)
 
 
 @dataclass
@@ -299,97 +351,101 @@ class Cooling(Schedule):
 
 
 def test_the_idle_draw_is_read_once_the_previous_cells_heat_has_gone(
-    host: FakeHost, drive: Any
+    host: FakeHost, drive: Any, clock: FakeClock
 ) -> None:
     # 133 W for 1.2 s after the last cell (as an H100 drew when vulkan's cell followed
     # cuda's), then 20 W: the baseline is the 20 W, so J/token is the work's own.
-    cooling = Cooling(steps=tuple((0.4, watts) for watts in (133.0, 110.0, 90.0, 70.0, 50.0, 35.0)))
+    steps = tuple((0.4, watts) for watts in (133.0, 110.0, 90.0, 70.0, 50.0, 35.0))
+    cooling = Cooling(origin=clock.now, steps=steps)
     drive(host.add_rapl_zone(0), cooling)
-    check(measure(find_counters(host.detect(), host.sysfs).cpu, cooling))
+    check(measure(find_counters(host.detect(), host.sysfs).cpu, cooling, clock))
 
 
 def test_a_plateau_of_heat_is_not_taken_for_idle_once_the_run_has_seen_idle(
-    host: FakeHost, drive: Any
+    host: FakeHost, drive: Any, clock: FakeClock
 ) -> None:
     # Flat at 133 W for longer than two idle windows: it looks settled, but an earlier cell
     # of this run read the same counter idle at 20 W, and that is the baseline.
-    hot = Cooling(steps=((1.5, 133.0),))
+    hot = Cooling(origin=clock.now, steps=((1.5, 133.0),))
     drive(host.add_rapl_zone(0), hot)
     counters = find_counters(host.detect(), host.sysfs).cpu
     floors = {" + ".join(counter.name for counter in counters): IDLE_W}
-    watch = PowerWatch(counters, idle_s=0.5, floors=floors)
+    watch = watching(counters, clock, idle_s=0.5, floors=floors)
     watch.idle()
-    hot.switch = time.time()
-    watch.start()
-    time.sleep(3.6)
-    (found,) = energy.per_test(watch.finish(), [Window(hot.switch + 0.3, hot.switch + 3.3, 600)])
+    hot.switch = clock.now
+    (found,) = energy.per_test(
+        busy(watch, clock), [Window(hot.switch + 0.3, hot.switch + 3.3, 600)]
+    )
     check(found)
 
 
 def test_an_idle_draw_that_never_settles_gives_watts_but_no_joules_per_token(
-    host: FakeHost, drive: Any
+    host: FakeHost, drive: Any, clock: FakeClock
 ) -> None:
-    falling = Cooling(steps=tuple((0.5, 200.0 - 25 * i) for i in range(7)))
+    falling = Cooling(origin=clock.now, steps=tuple((0.5, 200.0 - 25 * i) for i in range(7)))
     drive(host.add_rapl_zone(0), falling)
-    watch = PowerWatch(find_counters(host.detect(), host.sysfs).cpu, settle_s=1.5, idle_s=0.5)
+    counters = find_counters(host.detect(), host.sysfs).cpu
+    watch = watching(counters, clock, settle_s=1.5, idle_s=0.5)
     watch.idle()
-    falling.switch = time.time()
-    watch.start()
-    time.sleep(3.6)
+    falling.switch = clock.now
     (found,) = energy.per_test(
-        watch.finish(), [Window(falling.switch + 0.3, falling.switch + 3.3, 600)]
+        busy(watch, clock), [Window(falling.switch + 0.3, falling.switch + 3.3, 600)]
     )
     assert found.joules_per_token is None
-    assert found.watts == pytest.approx(BUSY_W, rel=0.15)
+    assert found.watts == pytest.approx(BUSY_W, rel=0.001)
     assert found.note.startswith("the idle draw before the cell had not settled after 1.5 s")
 
 
-def test_rapl_at_a_known_wattage(host: FakeHost, schedule: Schedule, drive: Any) -> None:
+def test_rapl_at_a_known_wattage(
+    host: FakeHost, schedule: Schedule, drive: Any, clock: FakeClock
+) -> None:
     drive(host.add_rapl_zone(0), schedule)
-    check(measure(find_counters(host.detect(), host.sysfs).cpu, schedule))
+    check(measure(find_counters(host.detect(), host.sysfs).cpu, schedule, clock))
 
 
 def test_rapl_wrapping_round_its_range_mid_test(
-    host: FakeHost, schedule: Schedule, drive: Any
+    host: FakeHost, schedule: Schedule, drive: Any, clock: FakeClock
 ) -> None:
     # 100 J of range at 80 W: the counter starts again from 0 three times during the test
     drive(host.add_rapl_zone(0, wrap_uj=100_000_000), schedule, wrap=100_000_000)
-    check(measure(find_counters(host.detect(), host.sysfs).cpu, schedule))
+    check(measure(find_counters(host.detect(), host.sysfs).cpu, schedule, clock))
 
 
 def test_amdgpu_power_average_at_a_known_wattage(
-    host: FakeHost, schedule: Schedule, drive: Any
+    host: FakeHost, schedule: Schedule, drive: Any, clock: FakeClock
 ) -> None:
     intel_igpu_and_amd_dgpu(host)
     drive(host.add_hwmon("0000:03:00.0", "power1_average"), schedule, POWER)
     found = find_counters(host.detect(), host.sysfs)
-    check(measure(found.for_cell((1,))[0], schedule))
+    check(measure(found.for_cell((1,))[0], schedule, clock))
 
 
 def test_intel_hwmon_energy_at_a_known_wattage(
-    host: FakeHost, schedule: Schedule, drive: Any
+    host: FakeHost, schedule: Schedule, drive: Any, clock: FakeClock
 ) -> None:
     intel_igpu_and_amd_dgpu(host)
     drive(host.add_hwmon("0000:00:02.0", "energy1_input"), schedule)
     found = find_counters(host.detect(), host.sysfs)
-    check(measure(found.for_cell((0,))[0], schedule))
+    check(measure(found.for_cell((0,))[0], schedule, clock))
 
 
-def test_nvml_energy_at_a_known_wattage(host: FakeHost, schedule: Schedule) -> None:
+def test_nvml_energy_at_a_known_wattage(
+    host: FakeHost, schedule: Schedule, clock: FakeClock
+) -> None:
     two_nvidia_h100s(host)
-    module = fake_nvml(schedule)
+    module = fake_nvml(schedule, clock.time)
     found = find_counters(host.detect(), host.sysfs, nvml=lambda: module)
     assert found.gpus[0].kind == ENERGY
-    check(measure(found.for_cell((0,))[0], schedule))
+    check(measure(found.for_cell((0,))[0], schedule, clock))
 
 
-def test_a_split_sums_its_gpus(host: FakeHost, schedule: Schedule) -> None:
+def test_a_split_sums_its_gpus(host: FakeHost, schedule: Schedule, clock: FakeClock) -> None:
     two_nvidia_h100s(host)
-    module = fake_nvml(schedule)
+    module = fake_nvml(schedule, clock.time)
     found = find_counters(host.detect(), host.sysfs, nvml=lambda: module)
-    both = measure(found.for_cell((0, 1))[0], schedule)
-    assert both.watts == pytest.approx(2 * BUSY_W, rel=0.15)
-    assert both.idle_watts == pytest.approx(2 * IDLE_W, rel=0.15)
+    both = measure(found.for_cell((0, 1))[0], schedule, clock)
+    assert both.watts == pytest.approx(2 * BUSY_W, rel=0.001)
+    assert both.idle_watts == pytest.approx(2 * IDLE_W, rel=0.001)
 
 
 # -- a trace's arithmetic on known reads -----------------------------------------------
@@ -646,7 +702,7 @@ class SwitchingEngine:
 @pytest.mark.podman
 @pytest.mark.slow
 def test_real_llama_bench_tests_are_placed_inside_the_run_and_measured(
-    engine: Any, settings: Any, tiny_model: Path, schedule: Schedule
+    engine: Any, settings: Any, tiny_model: Path
 ) -> None:
     """Real llama-bench in the cpu image, its stdout followed through podman's log: each
     test's counted repetitions fall inside the container's run (where the fake counter
@@ -656,6 +712,7 @@ def test_real_llama_bench_tests_are_placed_inside_the_run_and_measured(
     from vkrama.bench.plan import BenchParams
     from vkrama.bench.run import run_cell
 
+    schedule = Schedule()  # in real time: the container runs in it
     counter = Counter("fake", ENERGY, lambda: schedule.joules(time.time()))
     params = BenchParams(n_prompt=128, n_gen=16, repetitions=6)
     request = BenchRequest(str(tiny_model), backends=("cpu",), params=params, save=False)

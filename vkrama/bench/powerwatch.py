@@ -42,6 +42,10 @@ class PowerWatch:
     # the lowest settled idle draw per set of counters, shared by the cells of one run
     floors: dict[str, float] | None = None
     clock: Clock = time.time  # wall clock: the container log's stamps are wall clock too
+    # How long the idle read has taken, and the wait between its reads: real time here,
+    # a fake clock's in tests (the idle read is timed by them alone, never by the host).
+    timer: Clock = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
     _idle: list[tuple[float, tuple[float, ...]]] = field(default_factory=list)
     _busy: list[tuple[float, tuple[float, ...]]] = field(default_factory=list)
     _failure: str = ""
@@ -54,13 +58,13 @@ class PowerWatch:
         """Read the counters in windows of `idle_s` with nothing of ours running, until two
         windows in a row agree (blocks `idle_s` twice at least, `settle_s` at most); the
         last window is the idle draw."""
-        began = time.monotonic()
+        began = self.timer()
         before: float | None = None
         while True:
             window: list[tuple[float, tuple[float, ...]]] = []
-            start = time.monotonic()
-            while self._read(window) and time.monotonic() - start < self.idle_s:
-                time.sleep(self.interval)
+            start = self.timer()
+            while self._read(window) and self.timer() - start < self.idle_s:
+                self.sleep(self.interval)
             self._read(window)
             self._idle = window
             draw, _ = idle_watts(Trace(self.counters, tuple(window), ()))
@@ -72,7 +76,7 @@ class PowerWatch:
                 floors[key] = min(draw, floors.get(key, draw))
                 self._floor = floors[key] if floors[key] < draw else None
                 return
-            if before is not None and time.monotonic() - began >= self.settle_s:
+            if before is not None and self.timer() - began >= self.settle_s:
                 self._floor = floors.get(key)
                 if self._floor is None:
                     self._unsettled = (
@@ -83,6 +87,7 @@ class PowerWatch:
             before = draw
 
     def start(self) -> None:
+        """Read the counters every `interval` on a thread of its own until `finish()`."""
         self._thread = threading.Thread(target=self._sample, name="vkrama-power", daemon=True)
         self._thread.start()
 
@@ -101,8 +106,14 @@ class PowerWatch:
             self._floor,
         )
 
+    def tick(self) -> bool:
+        """One read of the running cell's counters, as the thread makes every `interval`
+        (tests call it on a fake clock's ticks instead of `start()`); False once a read
+        has failed."""
+        return self._read(self._busy)
+
     def _sample(self) -> None:
-        while self._read(self._busy) and not self._stop.wait(self.interval):
+        while self.tick() and not self._stop.wait(self.interval):
             pass
 
     def _read(self, into: list[tuple[float, tuple[float, ...]]]) -> bool:
