@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,22 @@ def test_help_lists_every_command_group(vkrama: Vkrama) -> None:
     ]
     for group in GROUPS:
         assert group in listed
+
+
+# What `vkrama --help` must not import: each is paid for by the commands that use it.
+NOT_FOR_HELP = ["podman", "requests", "urllib3", "vkrama.engine", "vkrama.config", "tomllib"]
+
+
+def test_help_imports_neither_the_engine_nor_the_settings() -> None:
+    script = (
+        "import sys\nfrom vkrama.cli import main\nsys.argv = ['vkrama', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    sys.stderr.write(' '.join(sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.startswith("Usage: vkrama"), done.stderr
+    imported = set(done.stderr.split())
+    assert "click" in imported, done.stderr  # the script did import the CLI
+    assert sorted(imported & set(NOT_FOR_HELP)) == []
 
 
 def test_python_dash_m_and_version(vkrama: Vkrama) -> None:

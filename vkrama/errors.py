@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 from collections.abc import Iterator
 from enum import IntEnum
 
@@ -111,6 +110,7 @@ def _free(where: str) -> int | None:
     while not os.path.exists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     try:
-        return shutil.disk_usage(path).free
+        found = os.statvfs(path)  # shutil.disk_usage's free, without its 2 ms import
+        return found.f_bavail * found.f_frsize
     except OSError:
         return None

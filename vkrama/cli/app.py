@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vkrama import config
 from vkrama.errors import ExitStatus, VkramaError
 
 if TYPE_CHECKING:
+    from vkrama import config
     from vkrama.engine import Engine
 
 
@@ -34,6 +34,8 @@ class App:
         """Read on first use, so that `--help` and `config show` work with a broken config
         (`config show` reads it itself, collecting its problems)."""
         if self._settings is None:
+            from vkrama import config  # here: `--help` must not pay for tomllib and pathlib
+
             self._settings = config.load().with_overrides(self.overrides)
         return self._settings
 
