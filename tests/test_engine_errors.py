@@ -28,6 +28,10 @@ class Response:
     def json(self) -> Any:
         return self.body
 
+    @property
+    def text(self) -> str:
+        return str(self.body or "")
+
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             raise podman_errors.APIError("refused", explanation=f"status {self.status_code}")
@@ -45,10 +49,14 @@ def wrapped(error: requests.RequestException) -> podman_errors.APIError:
 class Api:
     """podman-py's APIClient: each verb answers or raises what it was given."""
 
-    answers: dict[str, Response | Exception] = field(default_factory=dict)
+    answers: dict[str, Response | Exception | list[Response]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
 
     def _answer(self, verb: str) -> Response:
+        self.asked.append(verb)
         found = self.answers[verb]
+        if isinstance(found, list):  # one answer per call, in order
+            found = found.pop(0)
         if isinstance(found, Exception):
             raise found
         return found
@@ -68,7 +76,7 @@ class Client:
     api: Api
 
 
-def engine(**answers: Response | Exception) -> Podman:
+def engine(**answers: Response | Exception | list[Response]) -> Podman:
     made = Podman.__new__(Podman)  # no socket: the client is the fake
     made.client = Client(Api(answers))  # type: ignore[assignment]
     made.reconnect_s = 0  # no service to wait for: a lost one fails at once
@@ -86,6 +94,18 @@ def engine(**answers: Response | Exception) -> Podman:
 )
 def test_remove_is_fine_when_the_container_ends_either_way(answer: Response) -> None:
     engine(delete=answer).remove("c0ffee")
+
+
+def test_a_container_that_stopped_while_it_was_being_removed_is_removed_once_stopped() -> None:
+    # Podman 4.3's answer when the process exits on SIGTERM as the remove sends SIGKILL.
+    improper = Response(500, '{"cause":"container state improper","message":"cannot remove '
+                        "container c0ffee as it could not be stopped: sending SIGKILL to "
+                        'container c0ffee: container state improper: stopped"}')  # fmt: skip
+    api = Api({"delete": [improper, Response(204)], "post": Response(200)})
+    made = engine()
+    made.client = Client(api)  # type: ignore[assignment]
+    made.remove("c0ffee")
+    assert api.asked == ["delete", "post", "delete"]  # wait until stopped, then remove again
 
 
 @pytest.mark.parametrize(

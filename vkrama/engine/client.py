@@ -392,9 +392,16 @@ class Podman:
         run, so that error is raised, naming it."""
 
         def delete() -> None:
-            response = self.client.api.delete(
-                f"/containers/{container}", params={"force": True, "v": True}
-            )
+            path = f"/containers/{container}"
+            response = self.client.api.delete(path, params={"force": True, "v": True})
+            if response.status_code == 500 and "state improper" in response.text:
+                # Podman 4.3: a container whose process exits on the SIGTERM just as the
+                # forced remove escalates to SIGKILL fails the remove ("could not be
+                # stopped: ... container state improper: stopped") and is left behind,
+                # exited (seen with every oneapi rpc-worker that had served a leader).
+                # Once it has stopped, the remove goes through.
+                self.client.api.post(f"{path}/wait", params={"condition": "not-running"})
+                response = self.client.api.delete(path, params={"force": True, "v": True})
             if response.status_code not in (200, 204, 404):
                 response.raise_for_status()
 
