@@ -17,6 +17,8 @@ from vkrama import __version__, config, images
 from vkrama.cli.progress import BuildDisplay, render_line
 from vkrama.engine import images as engine_images
 from vkrama.engine.images import BuildOutput, ImageInfo
+from vkrama.engine.records import Completed
+from vkrama.engine.spec import ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images import building, recipes
 from vkrama.progress import NULL, BuildProgress, Event, Reporter
@@ -87,13 +89,29 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeImages:
     return store
 
 
+class ProbedEngine(NullEngine):
+    """An engine whose one container is the build's switch probe: its libraries hold
+    `names` (what grep would print, one a line); any other container fails the test."""
+
+    def __init__(self, names: str = "GGML_VK_DISABLE_F16\nGGML_VK_FORCE_MMVQ\n") -> None:
+        self.names = names
+        self.probed: list[str] = []
+
+    def complete(self, spec: ContainerSpec) -> Completed:
+        if not (spec.name or "").startswith("vkrama-switches-"):
+            return super().complete(spec)
+        self.probed.append(spec.image)
+        return Completed(0, self.names, "")
+
+
 def _settings(**env: str) -> config.Settings:
     return config.load({f"VKRAMA_{k.upper()}": v for k, v in env.items()}, files=[])
 
 
 def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: FakeImages) -> None:
     seen: list[Event] = []
-    image = images.build(NullEngine(), images.plan("cpu", _settings()), seen.append)
+    engine = ProbedEngine()
+    image = images.build(engine, images.plan("cpu", _settings()), seen.append)
     events = [e for e in seen if isinstance(e, BuildProgress)]
     assert events == seen
     assert [(e.step, e.total, e.line) for e in events[:3]] == [
@@ -101,7 +119,8 @@ def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: Fake
         (1, 2, "hello"),
         (2, 2, "STEP 2/2: RUN y"),
     ]
-    assert events[-1].line.startswith("provenance: backend=cpu, llama_cpp_build=11669")
+    assert events[-2].line.startswith("provenance: backend=cpu, llama_cpp_build=11669")
+    assert events[-1].line == "environment switches its libraries read: 2"
     first, second = fake.builds
     assert first["tags"] == () and not first["labels"]  # cached layers stay valid
     assert second["tags"] == (f"localhost/vkrama/cpu:{__version__}", "localhost/vkrama/cpu:latest")
@@ -109,6 +128,10 @@ def test_build_reports_steps_and_labels_the_image_with_its_provenance(fake: Fake
     assert image.provenance["llama_cpp_build"] == "11669"
     assert image.provenance["vkrama_version"] == __version__
     assert len(image.provenance["containerfile_sha256"]) == 64
+    # The switch names the probe found in the built (unlabelled) image, as one label.
+    assert engine.probed == ["a" * 64]  # the first build's image, before its labels
+    labels = fake.present["localhost/vkrama/cpu:latest"].labels
+    assert labels["vkrama.image.env_switches"] == "GGML_VK_DISABLE_F16,GGML_VK_FORCE_MMVQ"
 
 
 def test_failed_build_says_at_which_step(fake: FakeImages) -> None:
@@ -227,7 +250,7 @@ def test_ensure_does_not_build_when_forbidden(fake: FakeImages, env: dict[str, s
 
 def test_ensure_builds_on_first_use(fake: FakeImages) -> None:
     events: list[Event] = []
-    image = images.ensure(NullEngine(), "cpu", _settings(), events.append)
+    image = images.ensure(ProbedEngine(), "cpu", _settings(), events.append)
     assert image.ref == "localhost/vkrama/cpu:latest" and len(fake.builds) == 2
     assert isinstance(events[0], BuildProgress) and events[0].step == 1
 
