@@ -214,9 +214,12 @@ def test_sigint_mid_run_removes_the_container_and_keeps_finished_cells(
         seen.append(line)
         if "[2/2] vulkan/lavapipe: running" in line:
             break
-    time.sleep(2)  # the vulkan container is up and benching
-    running = bench_containers(engine, tiny_model)
-    assert any(name.endswith("vulkan-lavapipe") for name in running), seen
+    # The line comes before podman has made the container: wait for it (not for a guess of
+    # how long that takes, which a loaded host exceeds), as long as vkrama still runs.
+    deadline = time.monotonic() + 120
+    while not any(n.endswith("vulkan-lavapipe") for n in bench_containers(engine, tiny_model)):
+        assert process.poll() is None and time.monotonic() < deadline, seen
+        time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == ExitStatus.INTERRUPTED, stderr
