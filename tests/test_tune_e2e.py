@@ -6,6 +6,7 @@ trial compiles its shaders, so its budget leaves room for that on a loaded host)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -33,6 +34,23 @@ LINE = re.compile(
 )
 
 
+TRYING = re.compile(r"^(?P<stack>[a-z/]+): trying (?P<said>.+) \((?P<reps>\d+) reps\)$")
+
+
+def trials_said(stderr: str, stack: str) -> list[tuple[dict[str, list[str]], int]]:
+    """Each trial as tune announced it on stderr, in order: the values of each flag it
+    varied ({} for the defaults' trial) and its repetitions."""
+    said = []
+    for line in stderr.splitlines():
+        if (found := TRYING.match(line)) and found["stack"] == stack:
+            varied = {} if found["said"] == "defaults" else {
+                part.split(" ")[0].lstrip("-"): part.split(" ")[1].split(",")
+                for part in found["said"].split(", ")
+            }  # fmt: skip
+            said.append((varied, int(found["reps"])))
+    return said
+
+
 @pytest.mark.parametrize(
     ("cells", "stack"),
     [
@@ -42,14 +60,20 @@ LINE = re.compile(
     ids=["cpu", "vulkan-lavapipe"],
 )
 def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
-    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine, cells: tuple[str, ...],
-    stack: str,
+    vkrama: Callable[..., Any], tiny_model: Path, engine: Engine, settings: Any,
+    cells: tuple[str, ...], stack: str,
 ) -> None:  # fmt: skip
+    """How far a 150 s budget gets depends on the host's load (at load 9 lavapipe never
+    reached -ub), so this checks what was reached, whatever that was: every trial tune
+    announced on stderr is a stored cell holding a row per value it swept, at the
+    repetitions announced; the flags are swept in their order; a flag never swept is said
+    to be the budget's doing; what was kept is what those stored rows measured."""
+    from vkrama.results import db
+
     done = vkrama("tune", str(tiny_model), *cells, *SMALL, "--flags", "fa,ub", "--budget", "150s")
     assert done.returncode == 0, done.stderr
     line = done.stdout.splitlines()[0]
     assert LINE.match(line) and line.startswith(f"{stack}: "), line
-    assert "trying -fa auto,on,off (2 reps)" in done.stderr
     assert bench_containers(engine, tiny_model) == []
 
     (tuned,) = json.loads(vkrama("tune", "--show", str(tiny_model), "--json").stdout)
@@ -64,18 +88,83 @@ def test_tune_searches_with_real_llama_bench_and_stores_every_trial(
     # podman's create and remove around the last one do, by as much as a loaded host makes
     # them take (20 s at load 14 on 2 cores), so here only a runaway is caught.
     assert set(tuned["flags"]) >= {"fa", "ub"} and tuned["spent_s"] <= 2 * 150
-    assert tuned["defaults"]["ub"] == "512" and tuned["trials"] >= 2
+    defaults, best = tuned["defaults"], tuned["flags"]
+    assert defaults["ub"] == "512" and defaults["fa"] == "auto"
+
+    # What tune said it tried, against what it stored: the trials' cells, in order.
+    said = trials_said(done.stderr, stack)
+    assert said and said[0] == ({}, 2) and tuned["trials"] == len(said), done.stderr
+    # The last trial is the best run beside the defaults when it varies two flags, or a
+    # flag whose sweep began earlier (a sweep's rounds after its first run at 2x, 4x -r).
+    *sweeps, (last, reps) = said[1:] or [({}, 0)]
+    begun = {flag for varied, r in sweeps if r == 2 for flag in varied}
+    side = len(last) > 1 or (reps == 2 and bool(begun & set(last)))
+    sweeps = sweeps if side else said[1:]
+    stored = iter(db.get_run(settings, tuned["run_id"]).cells)
+    rows: list[tuple[str, tuple[float, ...]]] = []
+    for varied, reps in said:
+        (flag, values), *others = [*varied.items()] or [("", [""])]
+        # One flag varied: one llama-bench process, a row per value; two (the best beside
+        # the defaults): a process each, as llama-bench would cross two lists.
+        processes = [[f"pp64 {flag}={v}" if flag else "pp64" for v in values]]
+        processes = [["pp64"] for _ in values] if others else processes
+        for labels in processes:
+            cell = next(stored)
+            assert cell.ok, cell.reason
+            assert [m.test for m in cell.measurements] == labels
+            for m in cell.measurements:  # counted as announced (a cold one is run on top)
+                assert len(m.samples) == reps, m
+                rows.append((m.test, m.samples))
+    assert next(stored, None) is None, done.stderr  # no cell that tune did not announce
+    (shown,) = json.loads(vkrama("results", "show", str(tuned["run_id"]), "--json").stdout)
+    assert {row["image_id"] for row in shown["rows"]} == {image_id}
+    assert shown["run"]["status"] == "ok" and shown["run"]["params"]["tune"]["objective"] == "pp"
+
+    # The search's order: fa's rounds, then ub's; a sweep's first round tries every value,
+    # the current one first, at -r; each later round what survived the last (all of two)
+    # at twice the repetitions.
+    flags = [next(iter(varied)) for varied, _ in sweeps]
+    order = list(dict.fromkeys(flags))
+    assert order == ["fa", "ub"][: len(order)] and flags == sorted(flags, key=order.index)
+    for flag in order:
+        rounds = [(varied[flag], reps) for varied, reps in sweeps if flag in varied]
+        assert rounds[0][0][0] == defaults[flag] and rounds[0][1] == 2, rounds
+        if flag == "fa":
+            assert rounds[0][0] == ["auto", "on", "off"]
+        for (before, reps), (after, more) in itertools.pairwise(rounds):
+            assert set(after) <= set(before) and more == 2 * reps, rounds
+    # A flag the search never reached is the budget's doing, and the line says so.
+    if order != ["fa", "ub"]:
+        assert tuned["stopped_by_budget"], done.stderr
+    assert tuned["stopped_by_budget"] == line.endswith(", budget spent before every flag was tried")
+    assert all(best[f] == defaults[f] for f in best if f not in order), best
+
+    # What was kept is what the stored rows measured: the side-by-side's figures when it
+    # ran (the defaults kept if they won it beyond noise); else the defaults' own samples
+    # pooled over the rounds of the last sweep that ran (or the first trial's).
+    def mean(test: str, among: list[tuple[str, tuple[float, ...]]]) -> float:
+        pooled = [s for t, samples in among if t == test for s in samples]
+        return sum(pooled) / len(pooled)
+
+    if side:
+        beside = rows[-2:]  # the defaults' row, then the best's
+        assert all(values[0] == defaults[f] for f, values in last.items()), last
+        if best != defaults:
+            assert last == {f: [defaults[f], best[f]] for f in best if best[f] != defaults[f]}
+        assert tuned["default_tps"] == pytest.approx(mean(beside[0][0], beside[:1]))
+        won = beside[0] if best == defaults else beside[1]
+        assert tuned["tps"] == pytest.approx(mean(won[0], [won]))
+    else:
+        assert best == defaults, (said, best)  # a flag moved only with a side-by-side
+        label = f"pp64 {order[-1]}={defaults[order[-1]]}" if order else "pp64"
+        assert tuned["tps"] == tuned["default_tps"] == pytest.approx(mean(label, rows))
+    if best == defaults:
+        assert not tuned["beyond_noise"] and "defaults stay" in line, line
+    else:
+        assert tuned["beyond_noise"] and "beyond noise" in line and "defaults stay" not in line
     # A best that measured slower than the defaults is never called a gain.
     if tuned["tps"] <= tuned["default_tps"]:
         assert not tuned["beyond_noise"] and "defaults stay" in line, line
-
-    # Every trial is a stored cell, every swept value a row that says it.
-    (run,) = json.loads(vkrama("results", "show", str(tuned["run_id"]), "--json").stdout)
-    assert {row["image_id"] for row in run["rows"]} == {image_id}
-    tests = [row["test"] for row in run["rows"]]
-    assert {"pp64 fa=auto", "pp64 fa=on", "pp64 fa=off"} <= set(tests)
-    assert any(t.startswith("pp64 ub=") for t in tests)
-    assert run["run"]["status"] == "ok" and run["run"]["params"]["tune"]["objective"] == "pp"
 
 
 def test_a_budget_too_small_for_one_trial_stores_no_tuning(
