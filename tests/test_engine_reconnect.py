@@ -24,7 +24,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from vkrama.engine import Podman, images
+from vkrama.engine import Podman, archives, images
 from vkrama.engine.socket import Endpoint, ping
 from vkrama.progress import BuildProgress, Event
 
@@ -240,11 +240,11 @@ def test_image_calls_wait_out_a_podman_restart(
         known = during_an_outage(service, lambda: images.read_file(engine, tag, "/known.txt"))
         assert known == tmp_path.name.encode()
         archive = tmp_path / "saved.tar"
-        during_an_outage(service, lambda: images.save(engine, [tag], archive))
+        during_an_outage(service, lambda: archives.save(engine, [tag], archive))
         assert tarfile.is_tarfile(archive)
         assert during_an_outage(service, lambda: images.remove(engine, tag)) is True
         assert images.inspect(engine, tag) is None
-        names = during_an_outage(service, lambda: images.load(engine, archive))
+        names = during_an_outage(service, lambda: archives.load(engine, archive))
         assert tag in names
         assert images.inspect(engine, tag) is not None
     finally:

@@ -1,4 +1,6 @@
-"""Images through podman's API: streamed builds, inspect, list, remove, save and load.
+"""Images through podman's API: streamed builds, inspect, list, remove, one file read.
+
+Saving and loading archives is `engine.archives`.
 
 Stage: engine (with `engine.client`, the only importers of podman-py). Speaks podman's
 REST API and turns its failures into `VkramaError`s; knows nothing of backends, recipes
@@ -22,12 +24,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from vkrama.engine.spec import LAUNCH_LABEL, ContainerSpec
 from vkrama.errors import ExitStatus, VkramaError
-from vkrama.progress import NULL, BuildProgress, Download, Reporter
+from vkrama.progress import NULL, BuildProgress, Reporter
 
 if TYPE_CHECKING:
     from vkrama.engine.protocol import Engine
 
-CHUNK = 1 << 20  # bytes per write while saving an archive
 # buildah's step header, "STEP 3/11: RUN apt-get ...": every line after it belongs to it.
 _STEP = re.compile(r"^STEP (\d+)/(\d+): ")
 
@@ -224,53 +225,6 @@ def remove(engine: Engine, reference: str) -> bool:
         return True
 
     return engine.call(f"remove image {reference}", delete, again=lambda: lost.append(True))
-
-
-def save(
-    engine: Engine,
-    references: Sequence[str],
-    destination: Path,
-    on_progress: Reporter = NULL,
-) -> None:
-    """Write the images into one docker-archive tar (what `podman load` reads), reporting
-    the bytes written (the total is unknown: podman streams the archive as it makes it)."""
-    partial = destination.with_name(destination.name + ".partial")
-
-    def export() -> None:
-        # A repeated attempt writes the archive again from its first byte.
-        response = engine.client.api.get(
-            "/images/export",
-            params={"references": list(references), "format": "docker-archive"},
-            stream=True,
-        )
-        response.raise_for_status()
-        with partial.open("wb") as out:
-            done = 0
-            for chunk in response.iter_content(CHUNK):
-                out.write(chunk)
-                done += len(chunk)
-                on_progress(Download(destination.name, done, None))
-
-    try:
-        engine.call("save images", export)
-        partial.replace(destination)  # a half-written archive never has the final name
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def load(engine: Engine, source: Path) -> list[str]:
-    """Load the images of an archive written by `save` (or `podman save`); their names."""
-
-    def post() -> Any:
-        # Loading an archive again after a lost attempt only names the same images again.
-        with source.open("rb") as archive:
-            response = engine.client.api.post(
-                "/images/load", data=archive, headers={"Content-Type": "application/x-tar"}
-            )
-            response.raise_for_status()
-        return response.json()
-
-    return [str(name) for name in engine.call(f"load {source}", post).get("Names") or []]
 
 
 def read_file(engine: Engine, image: str, path: str) -> bytes:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vkrama.engine import archives
 from vkrama.engine import images as engine_images
 from vkrama.errors import ExitStatus, VkramaError
 from vkrama.images.planning import REPOSITORY, image_ref
@@ -101,7 +102,7 @@ def save(
 ) -> list[str]:
     """Write the backends' images into one archive for `load` on another host."""
     refs = [inspect(engine, backend).ref for backend in backends]
-    engine_images.save(engine, refs, destination, on_progress)
+    archives.save(engine, refs, destination, on_progress)
     return refs
 
 
@@ -109,7 +110,7 @@ def load(engine: Engine, source: Path) -> list[str]:
     """Load an archive written by `save`; the image names it held."""
     if not source.is_file():
         raise VkramaError(f"{source}: no such file", status=ExitStatus.NOT_FOUND)
-    return engine_images.load(engine, source)
+    return archives.load(engine, source)
 
 
 def built(engine: Engine, backend: str) -> ImageRef | None:
