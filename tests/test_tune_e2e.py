@@ -321,9 +321,11 @@ def test_tune_for_joules_ranks_tokens_per_joule_above_idle_at_a_known_wattage(
 ) -> None:
     """Real llama-bench in the cpu image, a fake CPU counter at 20 W idle and 80 W while a
     trial's container runs: each test's tokens per joule is its own t/s over 60 W, known
-    from the rows' samples without vkrama's arithmetic. 6 repetitions of pp2048 and tg256
-    keep a test past the counter's shortest (2.5 s) on this 2-core box; a host fast enough
-    to run one quicker must say so, with tune's own flags as the hint."""
+    from the rows' samples without vkrama's arithmetic. 12 repetitions of pp2048 and tg256
+    keep each test past the counter's shortest (2.5 s) on this 2-core box idle (pp ~8000
+    t/s, tg ~700); at load 8 tg falls to ~20 t/s, so the defaults' trial alone takes ~3
+    minutes and the budget leaves room for it. A host fast enough to run a test quicker
+    must say so, with tune's own flags as the hint."""
     from vkrama.hardware.power import ENERGY, Counter, PowerCounters
     from vkrama.results import db
     from vkrama.tune import session
@@ -331,7 +333,7 @@ def test_tune_for_joules_ranks_tokens_per_joule_above_idle_at_a_known_wattage(
     meter = Meter()
     request = session.TuneRequest(
         str(tiny_model), ("cpu",), objective="joules", n_prompt=2048, n_gen=256,
-        budget_s=120, repetitions=6, only=("fa",),
+        budget_s=400, repetitions=12, only=("fa",),
     )  # fmt: skip
     fake = PowerCounters(cpu=(Counter("fake", ENERGY, meter.read),))
     planned = session.prepare(settings, request, engine, power=fake)

@@ -473,8 +473,8 @@ def test_a_refused_value_does_not_price_the_flags_after_it_out() -> None:
 
 def test_tokens_per_joule_per_repetition_from_a_test_at_a_known_draw() -> None:
     """A test drawing a steady 50 W above idle, two repetitions of 64 tokens at 80 and
-    120 t/s: 0.8 s and 0.533 s, 66.7 J above idle, 128 tokens. Each repetition made 64
-    tokens with 50 W × its own seconds: 80/50 and 120/50 tokens per joule."""
+    120 t/s: 0.8 s and 0.533 s, 66.7 J above idle for 128 tokens: 1.92 tokens per joule.
+    The repetitions share it by speed against their mean (100 t/s): 0.8 and 1.2 times it."""
     from vkrama.results.energy import Energy
     from vkrama.tune import trials
 
@@ -483,7 +483,8 @@ def test_tokens_per_joule_per_repetition_from_a_test_at_a_known_draw() -> None:
     row = Measurement("tg64", 0, 64, 96.0, 28.3, (80.0, 120.0), energy=drew)
     found = trials.score([row], {}, "joules")
     assert found is not None
-    assert found.samples == pytest.approx((80 / 50, 120 / 50))
+    assert found.samples == pytest.approx((0.8 * 1.92, 1.2 * 1.92))
+    assert found.mean == pytest.approx(1.92)
     assert trials.score([row], {}, "tg") == Score((80.0, 120.0), 64 / 96.0)
 
 

@@ -61,12 +61,12 @@ def score(rows: Sequence[Measurement], flags: Flags, objective: str = "pp") -> S
     (pp and tg, every depth), so each counts alike and the noise stays per repetition.
 
     For "joules" a row's value is tokens per joule above the idle draw (1 / its J/token,
-    bench.energy). The counter resolves a whole test, not one repetition (a repetition is
-    often shorter than a few sampling periods), so repetition i's value is the test's
-    tokens per joule scaled by that repetition's speed against the test's: t/s_i over the
-    test's draw above idle (J/token × tokens / counted seconds). Its spread is the speed's
-    spread at the test's mean draw; how the draw itself varies between repetitions is not
-    in it. A row without a J/token figure scores nothing (`why_not` says why)."""
+    bench.energy: all its counted tokens over all the energy above idle they took). The
+    counter resolves a whole test, not one repetition (a repetition is often shorter than a
+    few sampling periods), so repetition i's value is that figure times its t/s over the
+    mean t/s of the test: the mean is the test's own figure, the spread the speed's at the
+    test's mean draw (how the draw itself varies between repetitions is not in it). A row
+    without a J/token figure scores nothing (`why_not` says why)."""
     mine = _rows_of(rows, flags)
     if not mine or not all(m.samples for m in mine):
         return None
@@ -102,13 +102,14 @@ def _joules(m: Measurement) -> float | None:
 
 
 def _per_joule(m: Measurement) -> tuple[float, ...]:
-    """Each repetition's tokens per joule above idle: t/s_i / (the test's watts above idle).
-    The test's tokens per counted second is the harmonic mean of its repetitions' t/s (each
-    made the same number of tokens)."""
+    """Each repetition's share of the test's tokens per joule above idle: 1 / J/token
+    times its t/s over the mean t/s (so their mean is the test's figure). Scaling by the
+    mean, not by tokens per counted second (their harmonic mean), keeps a test whose
+    repetitions ran at uneven speeds (a loaded host) from overstating its figure."""
     per_token = _joules(m)
     assert per_token  # score() checked
-    rate = len(m.samples) / sum(1 / s for s in m.samples)
-    return tuple(s / (per_token * rate) for s in m.samples)
+    mean = sum(m.samples) / len(m.samples)
+    return tuple(s / mean / per_token for s in m.samples)
 
 
 def name(ready: Stack) -> str:
