@@ -82,6 +82,17 @@ def test_the_report_draws_speed_against_energy_a_labelled_point_per_stack_and_te
         for label in ("cpu pp64", "cpu tg16", "vulkan/radv pp64", "vulkan/radv tg16"):
             assert label in labels
         assert "J/token above the idle draw" in labels
+        table = page.js(
+            "return [...document.querySelectorAll('table.results tbody tr')]"
+            ".map(r => [r.cells[3].innerText, r.cells[5].innerText,"
+            " r.cells[10].innerText, r.cells[11].innerText])"
+        )
+        assert table == [
+            ["cpu", "pp64", "200.0", "0.05"], ["cpu", "tg16", "200.0", "0.9"],
+            ["vulkan/radv", "pp64", "200.0", "0.08"], ["vulkan/radv", "tg16", "200.0", "0.4"],
+            ["vulkan/lavapipe", "pp64", "-", "no power counter: hwmon not readable"],
+            ["vulkan/lavapipe", "tg16", "-", "no power counter: hwmon not readable"],
+        ]  # fmt: skip
         page.screenshot(ARTIFACTS / "report-energy.png")
         assert page.requests() == [out.resolve().as_uri()]
 

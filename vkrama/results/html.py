@@ -19,6 +19,7 @@ from vkrama import __version__
 from vkrama.errors import VkramaError
 from vkrama.results import chart, energy_chart, serve_chart
 from vkrama.results.db import RunDetail
+from vkrama.results.energy import Energy
 from vkrama.results.ranking import cell_name, model_labels, unranked, verdicts
 from vkrama.results.report import model_facts, rows_of, stack
 
@@ -180,13 +181,24 @@ def _results(details: Sequence[RunDetail]) -> str:
                 r.device, r.test, "-" if r.tps is None else r.tps,
                 "-" if r.tps_stddev is None else r.tps_stddev, len(r.samples),
                 "-" if r.relative is None else f"{r.relative:.2f}x",
+                *_drew(r.energy),
                 r.status + (f": {r.reason}" if r.reason else "")
                 + (f"; output {r.output}" if r.output else ""),
             ])  # fmt: skip
     headers = ["run", "model", "host", "cell", "device", "test", "t/s", "stddev", "samples",
-               "relative", "status"]  # fmt: skip
+               "relative", "W", "J/token above idle", "status"]  # fmt: skip
     # "relative" is to the fastest cell of the same run and test: one model, one depth.
     return "<h2>Results</h2>" + _table(headers, rows, "results")
+
+
+def _drew(energy: Energy | None) -> tuple[str, str]:
+    """(W, J/token) as the row shows them: "-" where none was measured, the reason in the
+    J/token cell where the counter gave none ("no power counter: ...")."""
+    if energy is None:
+        return "-", "-"
+    watts = "-" if energy.watts is None else f"{energy.watts:.1f}"
+    per_token = energy.joules_per_token
+    return watts, (energy.note or "-") if per_token is None else f"{per_token:.3g}"
 
 
 def _provenance(details: Sequence[RunDetail]) -> str:
