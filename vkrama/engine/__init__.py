@@ -7,9 +7,10 @@ describe containers as `ContainerSpec`s and hand them to it.
 Modules: `spec` (ContainerSpec, rendered as the podman argv and as the API body),
 `protocol` (the `Engine` the later stages are typed against), `client` (`Podman`:
 containers through podman's REST API), `images` (builds, inspect, list, remove, one
-file read), `archives` (save and load image archives), `socket` (find or start the API socket), `records` (what podman says back, typed),
-`errors` (podman-py's and the transport's exceptions as `VkramaError`s), `signals`
-(Ctrl-C held back while podman creates a container). This file only re-exports.
+file read), `archives` (save and load image archives), `socket` (find or start the API
+socket), `records` (what podman says back, typed), `errors` (podman-py's and the
+transport's exceptions as `VkramaError`s), `signals` (Ctrl-C held back while podman
+creates a container). This file only re-exports.
 """
 
 from vkrama.engine.client import Podman, connect
