@@ -31,6 +31,7 @@
 # Past one machine (needs the cpu image: it leads the split):
 #   rpc[:M]           a cuda and a vulkan/nvidia `rpc-worker` on GPU 0, `serve --rpc` over both
 #                     and `bench --serve --url` at 1 and 8 clients, against each stack alone
+#                     (RPC_SERVE=0: only `bench --rpc`, the split against both local stacks)
 #
 # After the stages: every stored run to $OUT/results.{json,md}, the stages' own files as
 # $OUT/files.tar.gz, the logs as $OUT/logs.tar.gz, and everything printed in $OUT/run.log.
@@ -337,6 +338,10 @@ rpc() {  # 7b|8b: a cuda worker and a vulkan/nvidia worker on GPU 0, the model s
             --json > "$FILES/rpc-bench-$kind.json"
         echo "exit status: $?"
         vkrama results show latest
+    fi
+    if [ "${RPC_SERVE:-1}" = 0 ]; then  # bench only: a short call
+        vkrama stop vkrama-gpu-w-cuda vkrama-gpu-w-vulkan
+        return 0
     fi
     step "serve $kind --rpc $workers (the cpu image leads; the workers hold every layer)"
     local started=$SECONDS
