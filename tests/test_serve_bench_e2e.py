@@ -271,8 +271,10 @@ def test_levels_by_duration_send_until_their_time_is_up(
     # 2/s x 2 s = 4 requests, at 2/s.
     assert closed.requests >= 2 and closed.failures == 0
     assert (rated.requests, rated.failures) == (4, 0)
-    # Four requests: 25 %, not the 10 % of 8 or more (a loaded box may send one 0.2 s late).
-    assert rated.realized_rate is not None and abs(rated.realized_rate / 2.0 - 1) < 0.25
+    # Four requests: 25 %, not the 10 % of 8 or more (a loaded box may send one 0.2 s late),
+    # unless the level itself says it was sent late.
+    assert rated.realized_rate is not None
+    assert abs(rated.realized_rate / 2.0 - 1) < 0.25 or rated.sent_late
 
 
 def test_a_rate_the_generator_cannot_send_here_is_refused_saying_the_most_it_can(
@@ -317,7 +319,9 @@ def test_bench_url_measures_a_running_vkrama_serve_and_starts_nothing(
         assert (
             rows[0]["device"].startswith(f"{url} (tiny, build ") and "slots 2)" in rows[0]["device"]
         )
-        assert abs(rows[1]["realized_rate"] / 2.0 - 1) < 0.10
+        # Sent at its label, or the level says it was not (a loaded box can stall the
+        # generator: then the row is marked late, never passed off as 2/s).
+        assert abs(rows[1]["realized_rate"] / 2.0 - 1) < 0.10 or rows[1]["sent_late"]
         (cell,) = results.get_run(config.load(), "latest").cells
         assert cell.provenance["prompt_tokens_counted_by"] == "/tokenize"
         for level in cell.serving:  # cut by its /tokenize: about 64 tokens each
