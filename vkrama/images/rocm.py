@@ -184,23 +184,28 @@ def check_targets(provenance: Mapping[str, str], gfx: Iterable[str]) -> None:
 
 
 def fetch_source(
-    home: Path, source: LlamaSource = PYPI_SOURCE, on_progress: Reporter = NULL
+    home: Path,
+    source: LlamaSource = PYPI_SOURCE,
+    on_progress: Reporter = NULL,
+    backend: str = "rocm",
 ) -> Path:
     """The source tarball: a local one where it is, else in vkrama's cache, downloaded once
-    (and checked against its sha256 where one is pinned)."""
+    (and checked against its sha256 where one is pinned). `backend` is the image being
+    built: every image's RPC stage compiles from this source, the rocm image all of it."""
     if source.local:
         return Path(source.url)
     path = cache_path(home, source)
     if fetch.cached(path, source.sha256):
         return path
-    # Before the build's first step: a line of the rocm image's build.
-    on_progress(BuildProgress("rocm", 0, 0, f"fetching llama.cpp source {source.url}"))
+    # Before the build's first step: a line of that image's build.
+    on_progress(BuildProgress(backend, 0, 0, f"fetching llama.cpp source {source.url}"))
+    build = "the ROCm 7 build" if backend == "rocm" else f"the {backend} build"
     fetch.download(
         source.url,
         path,
         source.sha256,
-        cannot="cannot fetch the llama.cpp source for the rocm image",
-        hint="the ROCm 7 build needs {host} once; later builds use the cache",
+        cannot=f"cannot fetch the llama.cpp source for the {backend} image",
+        hint=build + " needs {host} once; later builds use the cache",
     )
     return path
 
